@@ -1,0 +1,1 @@
+"""The checkpoint catalog: schema, sources, build and queries (no jax/flax/tensorflow)."""
