@@ -19,5 +19,6 @@ class VitzooError(Exception):
     def one_line(self) -> str:
         text = self.message.rstrip(".")
         if self.hint:
-            return f"{text}. {self.hint.rstrip('.')}."
+            hint = self.hint.rstrip(".")
+            return f"{text}. {hint[:1].upper()}{hint[1:]}."
         return f"{text}."

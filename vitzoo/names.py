@@ -274,6 +274,16 @@ def parse_adapted(name: str) -> AdaptedName:
                    "name and the adaptation")
     upstream, adaptation = name.split("--")
     pretrained = parse_pretrained(upstream)
+    adapt_ds, steps, lr, res = parse_adaptation(adaptation, name)
+    adapted = AdaptedName(pretrained=pretrained, adapt_ds=adapt_ds, steps=steps, lr=lr, res=res)
+    if adapted.format() != name:
+        raise _bad(name, "a number", "is not written in canonical form")
+    return adapted
+
+
+def parse_adaptation(adaptation: str, name: str | None = None) -> tuple[str, int, float, int]:
+    """Parse the part after ``--``: returns (adapt_ds, steps, lr, resolution)."""
+    name = adaptation if name is None else name
     parts = adaptation.split("-")
     if len(parts) != 4:
         raise _bad(name, f"adaptation {adaptation!r}",
@@ -288,16 +298,8 @@ def parse_adapted(name: str) -> AdaptedName:
     res_match = re.fullmatch(r"res_(\d+)", res_part)
     if not res_match:
         raise _bad(name, f"resolution {res_part!r}", "should be res_<pixels>")
-    adapted = AdaptedName(
-        pretrained=pretrained,
-        adapt_ds=ds_part,
-        steps=STEPS_BY_TOKEN[int(match.group(1))],
-        lr=_keyed_number(name, lr_part, "lr"),
-        res=int(res_match.group(1)),
-    )
-    if adapted.format() != name:
-        raise _bad(name, "a number", "is not written in canonical form")
-    return adapted
+    steps = STEPS_BY_TOKEN[int(match.group(1))]
+    return ds_part, steps, _keyed_number(name, lr_part, "lr"), int(res_match.group(1))
 
 
 def parse_any(name: str) -> PretrainedName | AdaptedName:

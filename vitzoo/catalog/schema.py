@@ -1,0 +1,109 @@
+"""The one column schema of the catalog.
+
+The first 21 columns are exactly those of the bucket's ``augreg/index.csv`` (as
+documented by vit_jax's ``get_augreg_df``), so code written against the
+reference notebook keeps working. The rest are vitzoo's: where each file lives,
+whether it is known to exist, and where every value came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    doc: str
+
+
+_F, _I, _S, _B = pa.float64(), pa.int64(), pa.string(), pa.bool_()
+
+#: The 21 columns of gs://vit_models/augreg/index.csv, in file order.
+INDEX_CSV_COLUMNS: tuple[Column, ...] = (
+    Column("name", _S, "architecture as in the paper, e.g. B/16 or R26+S/32"),
+    Column("ds", _S, "pre-training dataset: i1k (300 ep), i21k (300 ep), i21k_30 (30 ep)"),
+    Column("epochs", _I, "pre-training epochs"),
+    Column("lr", _F, "pre-training learning rate"),
+    Column("aug", _S, "pre-training augmentation: none light0 light1 medium1 medium2 strong1 strong2"),
+    Column("wd", _F, "pre-training weight decay"),
+    Column("do", _F, "pre-training dropout"),
+    Column("sd", _F, "pre-training stochastic depth"),
+    Column("best_val", _F, "best upstream validation accuracy during pre-training (fraction)"),
+    Column("final_val", _F, "final upstream validation accuracy (fraction); recommend ranks by it"),
+    Column("final_test", _F, "final upstream test accuracy (fraction)"),
+    Column("adapt_ds", _S, "fine-tuning dataset (TFDS name)"),
+    Column("adapt_lr", _F, "fine-tuning learning rate"),
+    Column("adapt_steps", _I, "fine-tuning steps at batch 512"),
+    Column("adapt_resolution", _I, "fine-tuning resolution in pixels"),
+    Column("adapt_final_val", _F, "fine-tuned validation accuracy (fraction); used to choose"),
+    Column("adapt_final_test", _F, "fine-tuned test accuracy (fraction); reported, never used to choose"),
+    Column("params", _I, "number of parameters"),
+    Column("infer_samples_per_sec", _F, "inference throughput, images/s on a V100 with timm"),
+    Column("filename", _S, "pre-trained checkpoint file stem (without .npz)"),
+    Column("adapt_filename", _S, "fine-tuned checkpoint file stem (without .npz)"),
+)
+
+#: vitzoo's own columns.
+EXTRA_COLUMNS: tuple[Column, ...] = (
+    Column("checkpoint", _S, "the name to type: the fine-tune's stem, or collection/stem (older ones)"),
+    Column("collection", _S, "augreg, imagenet21k, imagenet21k+imagenet2012, sam, mixer/..., local"),
+    Column("url", _S, "where the pre-trained file lives"),
+    Column("adapt_url", _S, "where the fine-tuned file lives"),
+    Column("row_source", _S, "grid (reconstructed), index.csv (real), legacy (reference README), local"),
+    Column("value_sources", _S, "field=source pairs for values that came from published facts"),
+    Column("filename_verified", _B, "false when the filename spelling is a reconstruction not seen anywhere"),
+    Column("exists", _B, "the fine-tuned file is known to exist (null: unknown)"),
+    Column("exists_source", _S, "what says so: bucket listing, index.csv, published reference"),
+    Column("size_bytes", _I, "fine-tuned file size from the bucket listing"),
+    Column("md5", _S, "fine-tuned file md5 (hex) from the bucket listing"),
+    Column("crc32c", _S, "fine-tuned file crc32c (base64) from the bucket listing"),
+    Column("generation", _I, "fine-tuned file GCS generation"),
+    Column("upstream_size_bytes", _I, "pre-trained file size from the bucket listing"),
+    Column("upstream_md5", _S, "pre-trained file md5 (hex)"),
+    Column("upstream_crc32c", _S, "pre-trained file crc32c (base64)"),
+    Column("hf_repo", _S, "timm's copy of the fine-tuned file on the Hugging Face Hub, when one exists"),
+    Column("upstream_hf_repo", _S, "timm's copy of the pre-trained file on the Hugging Face Hub"),
+    Column("note", _S, "caveats about this row"),
+)
+
+COLUMNS: tuple[Column, ...] = INDEX_CSV_COLUMNS + EXTRA_COLUMNS
+COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
+INDEX_CSV_NAMES: tuple[str, ...] = tuple(c.name for c in INDEX_CSV_COLUMNS)
+SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])
+
+ACCURACY_COLUMNS = ("best_val", "final_val", "final_test", "adapt_final_val", "adapt_final_test")
+#: Columns describing the pre-trained checkpoint (shared by all its fine-tunes).
+PRETRAINED_COLUMNS = (
+    "name", "ds", "epochs", "lr", "aug", "wd", "do", "sd", "best_val", "final_val",
+    "final_test", "filename", "url", "upstream_size_bytes", "upstream_md5", "upstream_crc32c",
+    "upstream_hf_repo", "filename_verified",
+)
+#: Shown by ``vitzoo list`` when ``--columns`` is not given.
+DEFAULT_LIST_COLUMNS = (
+    "name", "ds", "aug", "wd", "do", "adapt_ds", "adapt_lr", "adapt_steps",
+    "adapt_resolution", "adapt_final_val", "adapt_final_test", "infer_samples_per_sec",
+    "checkpoint",
+)
+DEFAULT_PRETRAINED_COLUMNS = (
+    "name", "ds", "aug", "wd", "do", "sd", "final_val", "finetunes", "filename",
+)
+
+
+def table_from_rows(rows: list[dict]) -> pa.Table:
+    """Build a table with the catalog schema; missing keys become null."""
+    return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """Cast a table to the catalog schema, adding absent columns as nulls."""
+    arrays = []
+    for column in COLUMNS:
+        if column.name in table.column_names:
+            arrays.append(table.column(column.name).cast(column.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, column.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMA)
