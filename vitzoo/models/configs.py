@@ -1,0 +1,298 @@
+"""The architecture table, and architecture inference from a checkpoint's own shapes.
+
+This is the one place that knows the hyper-parameters of every architecture in the
+zoo (vit_jax ``configs/models.py``; facts in ``shared/reference/npz_layout.md`` §7).
+Pure Python on purpose: the catalog and the CLI import it without paying for jax.
+
+A checkpoint also describes itself: widths, depth, heads, patch size, ResNet blocks,
+class count and token count can all be read off the array shapes. :func:`infer_config`
+does that, so a user's own fine-tune loads without knowing its name.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+from vitzoo.errors import VitzooError
+from vitzoo.names import canonical_arch
+
+Family = Literal["vit", "hybrid", "mixer"]
+
+#: Root width of every ResNet stem in the zoo (64 x width_factor 1).
+RESNET_WIDTH = 64
+#: Stride of the hybrid stem alone: the 7x7/2 root conv and the 3x3/2 max-pool.
+STEM_STRIDE = 4
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that decides the parameter shapes of one architecture.
+
+    ``patch_size`` is the size of the ``embedding`` (ViT/hybrid) or ``stem`` (Mixer)
+    convolution; for hybrids it acts on the ResNet feature map, so the effective
+    stride on the image is :attr:`stride`. ``resnet_blocks`` is ``None`` for plain
+    models, ``()`` for the stem-only ``R+Ti/16`` and the units per stage otherwise.
+    ``mlp_dim`` is the channel-MLP width of Mixer blocks; ``tokens_mlp_dim`` only
+    exists for Mixer.
+    """
+
+    name: str
+    family: Family
+    hidden_size: int
+    mlp_dim: int
+    num_layers: int
+    patch_size: int
+    num_heads: int = 0
+    resnet_blocks: tuple[int, ...] | None = None
+    resnet_width: int = RESNET_WIDTH
+    classifier: Literal["token", "gap"] = "token"
+    representation_size: int | None = None
+    tokens_mlp_dim: int | None = None
+
+    @property
+    def stride(self) -> int:
+        """Pixels per token side on the input image."""
+        if self.resnet_blocks is None:
+            return self.patch_size
+        stages = len(self.resnet_blocks)
+        return STEM_STRIDE * 2 ** max(stages - 1, 0) * self.patch_size
+
+    @property
+    def has_class_token(self) -> bool:
+        return self.family != "mixer" and self.classifier == "token"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads if self.num_heads else 0
+
+    def grid(self, resolution: int) -> int:
+        """Tokens per side at ``resolution`` pixels; refuses a resolution the stride doesn't divide."""
+        if resolution <= 0 or resolution % self.stride:
+            raise VitzooError(
+                f"resolution {resolution} is not a multiple of {self.name}'s stride {self.stride}",
+                f"use a resolution divisible by {self.stride}, e.g. "
+                f"{max(1, round(max(resolution, 1) / self.stride)) * self.stride}",
+            )
+        return resolution // self.stride
+
+    def num_tokens(self, resolution: int) -> int:
+        """Length of the position embedding at ``resolution`` (class token included)."""
+        return self.grid(resolution) ** 2 + (1 if self.has_class_token else 0)
+
+    def architecture(self) -> dict[str, Any]:
+        """The fields that decide the network (everything except the name)."""
+        return {k: v for k, v in asdict(self).items() if k != "name"}
+
+
+def _vit(name: str, d: int, m: int, h: int, layers: int, patch: int, **kw: Any) -> ModelConfig:
+    family: Family = "hybrid" if kw.get("resnet_blocks") is not None else "vit"
+    return ModelConfig(name=name, family=family, hidden_size=d, mlp_dim=m, num_heads=h,
+                       num_layers=layers, patch_size=patch, **kw)
+
+
+def _mixer(name: str, d: int, blocks: int, t: int, c: int, patch: int) -> ModelConfig:
+    return ModelConfig(name=name, family="mixer", hidden_size=d, mlp_dim=c, num_layers=blocks,
+                       patch_size=patch, tokens_mlp_dim=t, classifier="gap")
+
+
+#: canonical name -> config. Every AugReg and legacy architecture of ``vitzoo.names``.
+CONFIGS: dict[str, ModelConfig] = {
+    c.name: c
+    for c in (
+        _vit("Ti/16", 192, 768, 3, 12, 16),
+        _vit("S/32", 384, 1536, 6, 12, 32),
+        _vit("S/16", 384, 1536, 6, 12, 16),
+        _vit("B/32", 768, 3072, 12, 12, 32),
+        _vit("B/16", 768, 3072, 12, 12, 16),
+        _vit("B/8", 768, 3072, 12, 12, 8),
+        _vit("L/16", 1024, 4096, 16, 24, 16),
+        _vit("L/32", 1024, 4096, 16, 24, 32),
+        _vit("H/14", 1280, 5120, 16, 32, 14),
+        _vit("R+Ti/16", 192, 768, 3, 12, 8, resnet_blocks=()),
+        _vit("R26+S/32", 384, 1536, 6, 12, 1, resnet_blocks=(2, 2, 2, 2)),
+        _vit("R50+L/32", 1024, 4096, 16, 24, 1, resnet_blocks=(3, 4, 6, 3)),
+        _vit("R50+B/16", 768, 3072, 12, 12, 1, resnet_blocks=(3, 4, 9)),
+        _mixer("Mixer-B/16", 768, 12, 384, 3072, 16),
+        _mixer("Mixer-B/32", 768, 12, 384, 3072, 32),
+        _mixer("Mixer-L/16", 1024, 24, 512, 4096, 16),
+    )
+}
+
+
+def get_config(arch: str) -> ModelConfig:
+    """The config of an architecture given in any accepted spelling (``B_16``, ``ViT-B_16``...)."""
+    canonical = canonical_arch(arch)
+    try:
+        return CONFIGS[canonical]
+    except KeyError:  # names.py knows an architecture this table lacks: a bug, say so
+        raise VitzooError(
+            f"architecture {canonical} has no model configuration",
+            f"configured architectures: {', '.join(CONFIGS)}",
+        ) from None
+
+
+# --- inference from shapes -----------------------------------------------------
+
+_BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/")
+_MIXER_BLOCK = re.compile(r"^MixerBlock_(\d+)/")
+_UNIT = re.compile(r"^block(\d+)/unit(\d+)/")
+
+
+def _shape(flat: Mapping[str, Any], key: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in flat[key].shape)
+    except KeyError:
+        raise VitzooError(
+            f"checkpoint has no {key!r} array, so its architecture cannot be recognised",
+            "is this a ViT / R+ViT / Mixer .npz in the release layout (or a timm file? "
+            "convert it with vitzoo.checkpoint_timm)",
+        ) from None
+
+
+def _count_indices(flat: Mapping[str, Any], pattern: re.Pattern[str]) -> int:
+    indices = {int(m.group(1)) for k in flat if (m := pattern.match(k))}
+    if not indices:
+        return 0
+    if indices != set(range(max(indices) + 1)):
+        missing = sorted(set(range(max(indices) + 1)) - indices)
+        raise VitzooError(
+            f"checkpoint layers are not numbered consecutively (missing {missing})",
+            "the file is incomplete or was written by another tool; re-export it",
+        )
+    return len(indices)
+
+
+def _resnet_blocks(flat: Mapping[str, Any]) -> tuple[int, ...]:
+    units: dict[int, set[int]] = {}
+    for key in flat:
+        if m := _UNIT.match(key):
+            units.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    stages = sorted(units)
+    if stages != list(range(1, len(stages) + 1)):
+        raise VitzooError(f"ResNet stages are not numbered block1..blockN (found {stages})",
+                          "the file is incomplete; re-download or re-export it")
+    return tuple(len(units[s]) for s in stages)
+
+
+def _grid_side(patch_tokens: int, what: str) -> int:
+    side = math.isqrt(patch_tokens)
+    if side * side != patch_tokens:
+        raise VitzooError(f"{what} has {patch_tokens} patch tokens, not a square grid",
+                          "only square inputs are supported")
+    return side
+
+
+def _match_name(config: ModelConfig) -> str | None:
+    ignore = {"name", "classifier", "representation_size"}
+    for cfg in CONFIGS.values():
+        if all(getattr(cfg, f.name) == getattr(config, f.name) for f in fields(cfg)
+               if f.name not in ignore):
+            return cfg.name
+    return None
+
+
+def _describe(config: ModelConfig) -> str:
+    if config.family == "mixer":
+        return f"custom Mixer D={config.hidden_size} L={config.num_layers} P={config.patch_size}"
+    blocks = config.resnet_blocks
+    prefix = "" if blocks is None else f"R[{','.join(map(str, blocks)) or 'stem'}]+"
+    return (f"custom {prefix}ViT D={config.hidden_size} L={config.num_layers} "
+            f"H={config.num_heads} P={config.patch_size}")
+
+
+def infer_config(
+    flat: Mapping[str, Any], arch: str | None = None
+) -> tuple[ModelConfig, dict[str, Any]]:
+    """Read the architecture off a flat release-layout checkpoint.
+
+    Returns the config (named after the table entry it matches, or ``custom ...``)
+    and facts about this file: ``num_classes`` (0 without a head), ``num_tokens``
+    (position-embedding length, or Mixer patch count), ``grid``, ``resolution``
+    (grid x stride), ``has_representation`` and ``representation_size``.
+    If ``arch`` is given and the file disagrees with it, raises a :class:`VitzooError`
+    naming every differing field.
+    """
+    if "stem/kernel" in flat:
+        config, info = _infer_mixer(flat)
+    else:
+        config, info = _infer_vit(flat)
+    name = _match_name(config)
+    config = replace(config, name=name or _describe(config))
+    if arch is not None:
+        check_matches(config, get_config(arch))
+    return config, info
+
+
+def _infer_mixer(flat: Mapping[str, Any]) -> tuple[ModelConfig, dict[str, Any]]:
+    p, _, _, d = _shape(flat, "stem/kernel")
+    depth = _count_indices(flat, _MIXER_BLOCK)
+    if depth == 0:
+        raise VitzooError("Mixer checkpoint has no MixerBlock_0", "the file is incomplete")
+    s, t = _shape(flat, "MixerBlock_0/token_mixing/Dense_0/kernel")
+    c = _shape(flat, "MixerBlock_0/channel_mixing/Dense_0/kernel")[1]
+    config = ModelConfig(name="", family="mixer", hidden_size=d, mlp_dim=c, num_layers=depth,
+                         patch_size=p, tokens_mlp_dim=t, classifier="gap")
+    grid = _grid_side(s, "Mixer token-mixing layer")
+    info = {
+        "num_classes": _shape(flat, "head/bias")[0] if "head/bias" in flat else 0,
+        "num_tokens": s,
+        "grid": grid,
+        "resolution": grid * config.stride,
+        "has_representation": False,
+        "representation_size": None,
+    }
+    return config, info
+
+
+def _infer_vit(flat: Mapping[str, Any]) -> tuple[ModelConfig, dict[str, Any]]:
+    kh, _, _, d = _shape(flat, "embedding/kernel")
+    depth = _count_indices(flat, _BLOCK)
+    if depth == 0:
+        raise VitzooError("checkpoint has no Transformer/encoderblock_0",
+                          "the file is incomplete or not a ViT checkpoint")
+    attn = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1"
+    _, heads, _ = _shape(flat, f"{attn}/query/kernel")
+    mlp = _shape(flat, "Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel")[1]
+    blocks = _resnet_blocks(flat) if "conv_root/kernel" in flat else None
+    width = _shape(flat, "conv_root/kernel")[3] if blocks is not None else RESNET_WIDTH
+    has_cls = "cls" in flat
+    rep = _shape(flat, "pre_logits/kernel")[1] if "pre_logits/kernel" in flat else None
+    config = ModelConfig(
+        name="", family="vit" if blocks is None else "hybrid", hidden_size=d, mlp_dim=mlp,
+        num_layers=depth, patch_size=kh, num_heads=heads, resnet_blocks=blocks,
+        resnet_width=width, classifier="token" if has_cls else "gap", representation_size=rep)
+    tokens = _shape(flat, "Transformer/posembed_input/pos_embedding")[1]
+    grid = _grid_side(tokens - (1 if has_cls else 0), "position embedding")
+    info = {
+        "num_classes": _shape(flat, "head/bias")[0] if "head/bias" in flat else 0,
+        "num_tokens": tokens,
+        "grid": grid,
+        "resolution": grid * config.stride,
+        "has_representation": rep is not None,
+        "representation_size": rep,
+    }
+    return config, info
+
+
+def check_matches(found: ModelConfig, expected: ModelConfig) -> None:
+    """Raise if a checkpoint's architecture differs from the one the user named.
+
+    ``classifier`` and ``representation_size`` are not compared: the legacy in21k files
+    carry a representation layer the table entries (AugReg) do not have.
+    """
+    ignore = {"name", "classifier", "representation_size"}
+    diffs = [
+        f"{f.name} {getattr(found, f.name)} (expected {getattr(expected, f.name)})"
+        for f in fields(ModelConfig)
+        if f.name not in ignore and getattr(found, f.name) != getattr(expected, f.name)
+    ]
+    if diffs:
+        raise VitzooError(
+            f"checkpoint does not match architecture {expected.name}: it has " + ", ".join(diffs),
+            f"the file looks like {found.name}; pass that architecture or none "
+            "(it is read from the file)",
+        )
