@@ -168,6 +168,32 @@ def apply_published(rows: list[dict], sources: Path) -> dict[str, int]:
     return dict(counts)
 
 
+#: Sources whose listed checkpoints are the published recommendations.
+RECOMMENDATION_SOURCES = (
+    "repo README.md (recommended AugReg checkpoints table)",
+    "repo vit_jax_augreg.ipynb stored output (cell: best i21k upstream per model",
+)
+
+
+def apply_recommendations(rows: list[dict], sources: Path) -> int:
+    """Mark the published recommended checkpoints (README table, notebook for B/8)."""
+    by_upstream: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_upstream[row.get("filename")].append(row)
+    picks = {f["filename"] for f in _read_csv(sources / PUBLISHED_FILE)
+             if f["filename"] and f["source"].startswith(RECOMMENDATION_SOURCES)}
+    marked = 0
+    for pick in picks:
+        upstream = pick.split("--")[0]
+        for row in by_upstream.get(upstream, []):
+            if row.get("adapt_filename") == pick:
+                row["recommended"] = "pretrained+finetune"
+            elif row.get("recommended") is None:
+                row["recommended"] = "pretrained"
+            marked += 1
+    return marked
+
+
 def apply_timm(rows: list[dict], sources: Path) -> int:
     """Link files that timm re-hosts on the Hugging Face Hub (a download fallback)."""
     by_adapt = {r["adapt_filename"]: r for r in rows if r.get("adapt_filename")}
@@ -266,6 +292,7 @@ def embedded_table(sources: Path) -> tuple[pa.Table, dict]:
     stats: dict = {"grid_rows": len(rows)}
     stats["published_values"] = apply_published(rows, sources)
     stats["timm_links"] = apply_timm(rows, sources)
+    stats["recommended_rows"] = apply_recommendations(rows, sources)
     legacy = _drop_superseded_legacy(legacy_rows(sources))
     stats["legacy_rows"] = len(legacy)
     for row in legacy:

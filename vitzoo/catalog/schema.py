@@ -67,6 +67,8 @@ EXTRA_COLUMNS: tuple[Column, ...] = (
     Column("upstream_crc32c", _S, "pre-trained file crc32c (base64)"),
     Column("hf_repo", _S, "timm's copy of the fine-tuned file on the Hugging Face Hub, when one exists"),
     Column("upstream_hf_repo", _S, "timm's copy of the pre-trained file on the Hugging Face Hub"),
+    Column("recommended", _S, "published pick: 'pretrained' (README/notebook recommended upstream) or "
+           "'pretrained+finetune' (also its best ImageNet fine-tune)"),
     Column("note", _S, "caveats about this row"),
 )
 
@@ -80,7 +82,7 @@ ACCURACY_COLUMNS = ("best_val", "final_val", "final_test", "adapt_final_val", "a
 PRETRAINED_COLUMNS = (
     "name", "ds", "epochs", "lr", "aug", "wd", "do", "sd", "best_val", "final_val",
     "final_test", "filename", "url", "upstream_size_bytes", "upstream_md5", "upstream_crc32c",
-    "upstream_hf_repo", "filename_verified",
+    "upstream_hf_repo", "filename_verified", "collection",
 )
 #: Shown by ``vitzoo list`` when ``--columns`` is not given.
 DEFAULT_LIST_COLUMNS = (

@@ -1,0 +1,266 @@
+"""The catalog as a Python API (pandas) and the shared query pipeline the CLI uses.
+
+``run_query`` / ``run_recommend`` work on pyarrow tables so the CLI never
+imports pandas; ``catalog``, ``query`` and ``recommend`` wrap them for notebooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vitzoo.catalog import local, store
+from vitzoo.catalog import query as q
+from vitzoo.catalog import recommend as rec
+from vitzoo.catalog.schema import COLUMN_NAMES
+from vitzoo.errors import VitzooError
+from vitzoo.names import (
+    AUGREG_ARCHS,
+    LEGACY_ARCHS,
+    canonical_arch,
+    parse_any,
+    validate_path_component,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+
+def load_table(index: str | None = None, *, include_local: bool = True,
+               columns: list[str] | None = None) -> pa.Table:
+    """The catalog (plus the user's registered runs) as a pyarrow table."""
+    table = store.read_table(store.locate(index), columns)
+    if include_local:
+        runs = local.local_table()
+        if runs.num_rows:
+            if columns:
+                runs = runs.select(columns)
+            table = pa.concat_tables([table, runs.cast(table.schema)])
+    return table
+
+
+def run_query(
+    table: pa.Table,
+    *,
+    filters: q.Filters,
+    pretrained: bool = False,
+    sort: str | None = None,
+    desc: bool = False,
+    limit: int | None = None,
+    columns: Sequence[str] | None = None,
+    local_only: bool = False,
+) -> pa.Table:
+    """Filter, aggregate, sort, cut and project: the whole of ``vitzoo list``."""
+    if local_only:
+        table = table.filter(pc.equal(table.column("collection"), "local"))
+    result = q.apply_filters(table, filters)
+    if pretrained:
+        result = q.pretrained_view(result)
+    result = q.sort_table(result, sort, desc)
+    if limit is not None:
+        if limit < 0:
+            raise VitzooError(f"--limit must be positive, got {limit}", "e.g. --limit 20")
+        result = result.slice(0, limit)
+    return q.select_columns(result, columns)
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Nullable pandas dtypes: unknown stays <NA>/NaN, integers stay integers."""
+    import pandas as pd
+
+    mapping = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(),
+               pa.string(): pd.StringDtype()}
+    return table.to_pandas(types_mapper=mapping.get)
+
+
+def catalog(index: str | None = None) -> pd.DataFrame:
+    """Every row of the catalog (and your registered runs) as a DataFrame."""
+    return to_pandas(load_table(index))
+
+
+def query(
+    *,
+    pretrained: bool = False,
+    sort: str | None = None,
+    desc: bool = False,
+    limit: int | None = None,
+    columns: Sequence[str] | None = None,
+    local: bool = False,
+    index: str | None = None,
+    **filters: Any,
+) -> pd.DataFrame:
+    """Same filters as ``vitzoo list``: arch, ds, aug, wd, do, sd, adapt_ds, res,
+    adapt_lr, steps, collection (scalars or lists) and ``where`` (an expression)."""
+    table = load_table(index)
+    result = run_query(table, filters=q.make_filters(**filters), pretrained=pretrained, sort=sort,
+                       desc=desc, limit=limit, columns=columns, local_only=local)
+    return to_pandas(result)
+
+
+@dataclass
+class Recommendation:
+    table: pa.Table
+    notes: list[str] = field(default_factory=list)
+
+
+def run_recommend(
+    table: pa.Table,
+    *,
+    arch: Sequence[str] | None = None,
+    adapt_ds: str | None = None,
+    res: int | None = None,
+    min_throughput: float | None = None,
+    pareto: bool = False,
+    metric: str | None = None,
+) -> Recommendation:
+    if pareto:
+        metric = metric or ("adapt_final_val" if adapt_ds else "adapt_final_test")
+        if metric not in COLUMN_NAMES:
+            raise VitzooError(f"unknown --metric {metric!r}",
+                              "use an accuracy column such as adapt_final_val")
+        filters = q.Filters(arch=arch or (), adapt_ds=[adapt_ds] if adapt_ds else (),
+                                res=[res] if res else ())
+        subset = q.apply_filters(table, filters)
+        if min_throughput is not None:
+            subset = subset.filter(pc.fill_null(
+                pc.greater_equal(subset.column("infer_samples_per_sec"), min_throughput), False))
+        front = rec.pareto_front(subset, metric)
+        notes = [f"Pareto front of {metric} against infer_samples_per_sec over "
+                 f"{subset.num_rows} rows ({front.num_rows} on the front)"]
+        if metric.endswith("_test"):
+            notes.append("test accuracy is shown to describe the trade-off; choose with a "
+                         "validation metric")
+        cols = [c for c in (*rec.OUTPUT_COLUMNS[:-1], "collection") if c in front.column_names]
+        return Recommendation(front.select(cols), notes)
+    chosen, notes = rec.recommend_table(table, arch=list(arch or ()), adapt_ds=adapt_ds, res=res,
+                                        min_throughput=min_throughput)
+    return Recommendation(chosen, notes)
+
+
+def recommend(
+    *,
+    arch: Sequence[str] | str | None = None,
+    adapt_ds: str | None = None,
+    res: int | None = None,
+    min_throughput: float | None = None,
+    pareto: bool = False,
+    metric: str | None = None,
+    index: str | None = None,
+) -> pd.DataFrame:
+    """The ``vitzoo recommend`` table; explanations are in ``df.attrs['notes']``."""
+    arch_list = [arch] if isinstance(arch, str) else list(arch or [])
+    result = run_recommend(load_table(index), arch=arch_list, adapt_ds=adapt_ds, res=res,
+                           min_throughput=min_throughput, pareto=pareto, metric=metric)
+    frame = to_pandas(result.table)
+    frame.attrs["notes"] = result.notes
+    return frame
+
+
+# --- resolving one checkpoint -----------------------------------------------------
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Where one checkpoint file lives and how to verify it."""
+
+    name: str | None  # architecture, canonical
+    filename: str  # file stem, validated
+    collection: str
+    kind: str  # pretrained, finetuned, local
+    url: str | None
+    size_bytes: int | None
+    md5: str | None
+    crc32c: str | None
+    hf_repo: str | None
+    resolution: int | None
+    adapt_ds: str | None
+    local_path: str | None
+    row: dict
+
+
+def _collection_of(url: str | None, default: str) -> str:
+    if not url or "://" not in url:
+        return default
+    path = url.split("://", 1)[1].split("/", 1)[1] if "/" in url.split("://", 1)[1] else ""
+    folder = path.rsplit("/", 1)[0] if "/" in path else ""
+    return folder or default
+
+
+def _info(row: dict, kind: str) -> CheckpointInfo:
+    if kind == "pretrained":
+        stem, url = row["filename"], row.get("url")
+        meta = (row.get("upstream_size_bytes"), row.get("upstream_md5"), row.get("upstream_crc32c"),
+                row.get("upstream_hf_repo"))
+        resolution, adapt_ds = None, None
+    else:
+        stem, url = row["adapt_filename"], row.get("adapt_url")
+        meta = (row.get("size_bytes"), row.get("md5"), row.get("crc32c"), row.get("hf_repo"))
+        resolution, adapt_ds = row.get("adapt_resolution"), row.get("adapt_ds")
+    validate_path_component(stem, "checkpoint name")
+    local_path = url if kind == "local" else None
+    return CheckpointInfo(
+        name=row.get("name"), filename=stem, collection=_collection_of(url, row["collection"]),
+        kind=kind, url=None if kind == "local" else url, size_bytes=meta[0], md5=meta[1],
+        crc32c=meta[2], hf_repo=meta[3], resolution=resolution, adapt_ds=adapt_ds,
+        local_path=local_path, row=row,
+    )
+
+
+def _first(table: pa.Table, mask: pa.ChunkedArray) -> dict | None:
+    hits = table.filter(pc.fill_null(mask, False))
+    return hits.slice(0, 1).to_pylist()[0] if hits.num_rows else None
+
+
+def find_checkpoint(name: str, index: str | None = None) -> CheckpointInfo:
+    """Resolve a catalog name, ``collection/stem``, or an architecture alias.
+
+    An alias (``B/16``) means the recommended i21k checkpoint of that architecture.
+    """
+    table = load_table(index)
+    stem = name.strip().removesuffix(".npz")
+    row = _first(table, pc.equal(table.column("checkpoint"), stem))
+    if row is not None:
+        kind = "local" if row["collection"] == "local" else (
+            "finetuned" if row.get("adapt_filename") else "pretrained")
+        return _info(row, kind)
+    if "/" in stem and stem.split("/", 1)[0] not in {a.split("/")[0] for a in AUGREG_ARCHS}:
+        row = _first(table, pc.ends_with(table.column("url"), f"/{stem}.npz"))
+        if row is not None:
+            return _info(row, "pretrained")
+    row = _first(table, pc.equal(table.column("adapt_filename"), stem))
+    if row is not None:
+        return _info(row, "finetuned")
+    row = _first(table, pc.equal(table.column("filename"), stem))
+    if row is not None:
+        return _info(row, "pretrained")
+    try:
+        arch = canonical_arch(stem)
+    except VitzooError:
+        arch = None
+    if arch is not None:
+        return _arch_default(table, arch)
+    try:
+        parse_any(stem)
+    except VitzooError as exc:
+        raise VitzooError(f"unknown checkpoint {name!r}",
+                          "use `vitzoo list` to find names, an architecture such as B/16, "
+                          "or a path to an .npz") from exc
+    raise VitzooError(f"{stem!r} is a valid AugReg name but is not in this catalog",
+                      "the release does not contain it; check `vitzoo list --arch ...`")
+
+
+def _arch_default(table: pa.Table, arch: str) -> CheckpointInfo:
+    if arch in AUGREG_ARCHS:
+        chosen = rec.recommend_table(table, arch=[arch])[0].to_pylist()[0]
+        if chosen.get("filename"):
+            row = _first(table, pc.equal(table.column("filename"), chosen["filename"]))
+            return _info(row, "pretrained")
+    if arch in LEGACY_ARCHS:
+        row = _first(table, pc.ends_with(table.column("url"), f"/{LEGACY_ARCHS[arch]}.npz"))
+        if row is not None:
+            return _info(row, "pretrained")
+    raise VitzooError(f"no default checkpoint is known for {arch}",
+                      "pick one explicitly from `vitzoo list --arch ...`")

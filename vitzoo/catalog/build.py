@@ -1,0 +1,284 @@
+"""``vitzoo index build``: merge the sources into ``catalog.parquet`` + ``manifest.json``.
+
+Sources, weakest first: (a) the embedded reconstruction (always), (b) a real
+``index.csv`` from any fsspec URL, (c) the bucket's object listing. Real rows
+replace reconstructed ones; the listing says which files exist and gives their
+size and checksums. The build is all-or-nothing: everything is read and
+validated in memory, both files are written to temporary names and renamed at
+the end, so a failed build leaves the previous catalog untouched. When every
+source has the same fingerprint as in the existing manifest, nothing is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vitzoo import __version__
+from vitzoo.catalog import embedded
+from vitzoo.catalog.index_csv import read_index_csv
+from vitzoo.catalog.schema import COLUMN_NAMES, SCHEMA, conform, table_from_rows
+from vitzoo.config import EMBEDDED_INDEX_DIR
+from vitzoo.errors import VitzooError
+
+CATALOG_FILE = "catalog.parquet"
+MANIFEST_FILE = "manifest.json"
+DEFAULT_INDEX_CSV = "gs://vit_models/augreg/index.csv"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    manifest: dict
+    changed: bool
+    messages: list[str] = field(default_factory=list)
+
+
+def _sha256_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _schema_fingerprint() -> str:
+    return hashlib.sha256(str(SCHEMA).encode()).hexdigest()[:16]
+
+
+def _embedded_source(sources_dir: Path) -> dict:
+    files = [sources_dir / name for name in embedded.SOURCE_FILES if (sources_dir / name).exists()]
+    return {
+        "kind": "embedded",
+        "path": str(sources_dir),
+        "files": sorted(p.name for p in files),
+        "fingerprint": _sha256_files(files),
+    }
+
+
+def _remote_fingerprint(meta: dict) -> str:
+    for key in ("md5", "etag", "generation", "crc32c"):
+        if meta.get(key):
+            return f"{key}:{meta[key]}"
+    return ""
+
+
+def _read_index_csv(url: str) -> tuple[pa.Table, dict]:
+    from vitzoo import storage
+
+    data, meta = storage.read_bytes(url)
+    if meta.get("size") is not None and meta["size"] != len(data):
+        raise VitzooError(
+            f"{url}: truncated read ({len(data)} of {meta['size']} bytes)",
+            "try again; a partial index.csv is never indexed",
+        )
+    if meta.get("md5"):
+        actual = hashlib.md5(data).hexdigest()
+        if actual != meta["md5"]:
+            raise VitzooError(f"{url}: md5 mismatch (got {actual}, expected {meta['md5']})",
+                              "the file changed or was corrupted in transit; try again")
+    table = read_index_csv(data, url)
+    source = {
+        "kind": "index.csv", "url": url, "rows": table.num_rows,
+        "size": len(data), "md5": meta.get("md5") or hashlib.md5(data).hexdigest(),
+        "etag": meta.get("etag"), "generation": meta.get("generation"),
+    }
+    source["fingerprint"] = _remote_fingerprint(source)
+    return table, source
+
+
+def _listing_url_for(csv_url: str) -> str | None:
+    """The bucket folder next to a remote index.csv; local copies have no listing."""
+    if "://" not in csv_url or csv_url.startswith("file://"):
+        return None
+    return csv_url.rsplit("/", 1)[0] + "/"
+
+
+def _read_listing(url: str) -> tuple[dict[str, dict], dict]:
+    from vitzoo import storage
+
+    objects = storage.list_objects(url)
+    files = {o["name"].removesuffix(".npz"): o for o in objects if o["name"].endswith(".npz")}
+    listing_fp = hashlib.sha256(
+        json.dumps(sorted((k, v.get("md5"), v.get("generation")) for k, v in files.items()),
+                   default=str).encode()
+    ).hexdigest()
+    return files, {"kind": "listing", "url": url, "objects": len(files), "fingerprint": listing_fp}
+
+
+def _real_rows(table: pa.Table, csv_url: str) -> list[dict]:
+    prefix = csv_url.rsplit("/", 1)[0] if "/" in csv_url else "."
+    rows = table.to_pylist()
+    for row in rows:
+        row.update(
+            checkpoint=row["adapt_filename"], collection="augreg", row_source="index.csv",
+            url=f"{prefix}/{row['filename']}.npz", adapt_url=f"{prefix}/{row['adapt_filename']}.npz",
+            filename_verified=True, exists=True, exists_source="index.csv",
+        )
+    return rows
+
+
+def _apply_listing(rows: list[dict], files: dict[str, dict], url: str) -> int:
+    found = 0
+    for row in rows:
+        if row.get("collection") != "augreg":
+            continue
+        adapt = files.get(row.get("adapt_filename") or "")
+        upstream = files.get(row.get("filename") or "")
+        row["exists"] = adapt is not None
+        row["exists_source"] = f"bucket listing {url}"
+        if adapt is not None:
+            found += 1
+            row.update(size_bytes=adapt.get("size"), md5=adapt.get("md5"),
+                       crc32c=adapt.get("crc32c"), generation=adapt.get("generation"))
+        if upstream is not None:
+            row.update(upstream_size_bytes=upstream.get("size"), upstream_md5=upstream.get("md5"),
+                       upstream_crc32c=upstream.get("crc32c"))
+    return found
+
+
+def read_manifest(out_dir: Path) -> dict | None:
+    try:
+        return json.loads((out_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write_atomically(out_dir: Path, table: pa.Table, manifest: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    temps: list[str] = []
+    try:
+        fd, parquet_tmp = tempfile.mkstemp(prefix=".catalog-", suffix=".tmp", dir=out_dir)
+        os.close(fd)
+        temps.append(parquet_tmp)
+        pq.write_table(table, parquet_tmp, compression="zstd", row_group_size=1 << 20)
+        manifest["catalog_sha256"] = hashlib.sha256(Path(parquet_tmp).read_bytes()).hexdigest()
+        fd, manifest_tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=out_dir)
+        temps.append(manifest_tmp)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+        for tmp in temps:
+            os.chmod(tmp, 0o644)
+        os.replace(parquet_tmp, out_dir / CATALOG_FILE)
+        os.replace(manifest_tmp, out_dir / MANIFEST_FILE)
+    finally:
+        for tmp in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def _missing(table: pa.Table, have_csv: bool, have_listing: bool) -> list[str]:
+    notes = []
+    if not have_csv:
+        notes.append("index.csv not read: pre-training and fine-tuning accuracies are known only "
+                     "where a published source gives them; the rest are null")
+    if not have_listing:
+        notes.append("bucket listing not read: file sizes and checksums are unknown and "
+                     "existence is known only for published files")
+    total = table.num_rows
+    for column in ("final_val", "adapt_final_val", "adapt_final_test", "infer_samples_per_sec"):
+        known = pc.sum(pc.is_valid(table.column(column))).as_py() or 0
+        if known < total:
+            notes.append(f"{column}: known for {known} of {total} rows")
+    unverified = pc.sum(pc.equal(table.column("filename_verified"), False)).as_py() or 0
+    if unverified:
+        notes.append(f"{unverified} rows have a reconstructed filename spelling that no source "
+                     "confirms (i21k_30)")
+    return notes
+
+
+def build_catalog(
+    out_dir: Path,
+    *,
+    index_csv: str | None = DEFAULT_INDEX_CSV,
+    listing: str | None = "auto",
+    sources_dir: Path | None = None,
+    force: bool = False,
+) -> BuildResult:
+    """Build (or confirm up to date) the catalog in ``out_dir``.
+
+    ``index_csv=None`` builds from the embedded sources alone. ``listing="auto"``
+    lists the bucket folder beside a remote index.csv; a listing that cannot be
+    read is recorded as missing rather than failing the build.
+    """
+    started = time.perf_counter()
+    sources_dir = sources_dir or EMBEDDED_INDEX_DIR / "sources"
+    messages: list[str] = []
+    table, stats = embedded.embedded_table(sources_dir)
+    sources = [_embedded_source(sources_dir) | {"rows": table.num_rows, "stats": stats}]
+    rows_by_source = {"grid": 0, "index.csv": 0, "legacy": 0}
+
+    real_table = None
+    if index_csv:
+        real_table, csv_source = _read_index_csv(index_csv)
+        sources.append(csv_source)
+    listing_url = _listing_url_for(index_csv) if (listing == "auto" and index_csv) else (
+        None if listing == "auto" else listing
+    )
+    files = None
+    if listing_url:
+        try:
+            files, listing_source = _read_listing(listing_url)
+            sources.append(listing_source)
+        except VitzooError as exc:
+            messages.append(f"bucket listing skipped: {exc.one_line()}")
+
+    old = read_manifest(out_dir)
+    fingerprints = [(s["kind"], s.get("url") or s.get("path"), s["fingerprint"]) for s in sources]
+    fingerprints.append(("schema", "vitzoo", _schema_fingerprint()))
+    if (
+        not force
+        and old is not None
+        and old.get("tool_version") == __version__
+        and old.get("schema_version") == SCHEMA_VERSION
+        and [tuple(x) for x in old.get("fingerprints", [])] == fingerprints
+        and (out_dir / CATALOG_FILE).exists()
+    ):
+        return BuildResult(out_dir, old, changed=False, messages=[*messages, "catalog is up to date"])
+
+    rows = table.to_pylist()
+    if real_table is not None:
+        grid_names = {r["adapt_filename"] for r in rows if r["collection"] == "augreg"}
+        real = _real_rows(real_table, index_csv)
+        real_names = {r["adapt_filename"] for r in real}
+        embedded.apply_timm(real, sources_dir)
+        embedded.apply_published(real, sources_dir)
+        embedded.apply_recommendations(real, sources_dir)
+        dropped = len(grid_names - real_names)
+        if dropped:
+            messages.append(f"{dropped} reconstructed rows are not in {index_csv} and were dropped")
+        rows = real + [r for r in rows if r["collection"] != "augreg"]
+    if files is not None:
+        found = _apply_listing(rows, files, listing_url)
+        messages.append(f"bucket listing: {found} fine-tuned files found")
+    for row in rows:
+        rows_by_source[row["row_source"]] = rows_by_source.get(row["row_source"], 0) + 1
+
+    final = conform(table_from_rows(rows)).select(list(COLUMN_NAMES))
+    manifest = {
+        "tool": "vitzoo",
+        "tool_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "rows": final.num_rows,
+        "rows_by_source": rows_by_source,
+        "sources": sources,
+        "fingerprints": fingerprints,
+        "missing": _missing(final, real_table is not None, files is not None),
+        "build_seconds": None,
+    }
+    manifest["build_seconds"] = round(time.perf_counter() - started, 3)
+    _write_atomically(out_dir, final, manifest)
+    return BuildResult(out_dir, manifest, changed=True, messages=messages)

@@ -1,0 +1,71 @@
+"""The user's own fine-tunes, registered so ``list --local``, ``predict`` and ``evaluate`` know them.
+
+Runs are kept in ``VITZOO_HOME/local_runs.json`` (a small JSON list rewritten
+atomically), not in the parquet snapshot: registering a run must never risk
+the catalog, and the file stays readable by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from vitzoo.catalog.schema import COLUMN_NAMES, table_from_rows
+from vitzoo.config import vitzoo_home
+from vitzoo.errors import VitzooError
+from vitzoo.names import validate_path_component
+
+
+def registry_path() -> Path:
+    return vitzoo_home() / "local_runs.json"
+
+
+def _load() -> list[dict]:
+    path = registry_path()
+    if not path.exists():
+        return []
+    try:
+        runs = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise VitzooError(f"cannot read the local run registry {path}: {exc}",
+                          "fix or delete the file; your run folders are untouched") from exc
+    return runs if isinstance(runs, list) else []
+
+
+def register_run(name: str, npz_path: Path, info: dict[str, Any]) -> None:
+    """Add or replace a finished run; ``info`` may hold any catalog column by name.
+
+    Typical keys: ``name`` (architecture), ``filename`` (source checkpoint),
+    ``adapt_ds``, ``adapt_resolution``, ``adapt_lr``, ``adapt_steps``,
+    ``adapt_final_val`` / ``adapt_final_test``, plus ``workdir``.
+    """
+    validate_path_component(name, "run name")
+    row = {k: v for k, v in info.items() if k in COLUMN_NAMES}
+    row.update(
+        checkpoint=name, collection="local", row_source="local", adapt_filename=name,
+        adapt_url=str(Path(npz_path).resolve()), exists=True, exists_source="local run",
+        filename_verified=True,
+    )
+    if "workdir" in info:
+        row["note"] = f"workdir {info['workdir']}"
+    runs = [r for r in _load() if r.get("checkpoint") != name] + [row]
+    path = registry_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".local_runs-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(runs, handle, indent=2, default=str)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def local_table() -> pa.Table:
+    """Registered runs as catalog rows (empty table when there are none)."""
+    return table_from_rows(_load())

@@ -1,0 +1,143 @@
+"""``vitzoo recommend``: which checkpoint to start from.
+
+The paper's rule (section 4.5): per architecture, take the ImageNet-21k
+(300 epoch) pre-training with the best *upstream validation* accuracy
+(``final_val``) and fine-tune only that one. We rank only when ``final_val`` is
+known for every candidate of an architecture (i.e. a real index.csv was
+indexed); otherwise ranking a handful of known values would be misleading, and
+we fall back to the published recommendation and say so.
+
+With ``adapt_ds`` the choice is the fine-tune with the best ``adapt_final_val``.
+Test accuracy is never used to choose: picking by test score overfits the test
+set and makes the reported number optimistic.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vitzoo.catalog.query import Filters, apply_filters
+from vitzoo.errors import VitzooError
+
+OUTPUT_COLUMNS = (
+    "name", "ds", "aug", "wd", "do", "sd", "final_val", "adapt_ds", "adapt_resolution",
+    "adapt_lr", "adapt_steps", "adapt_final_val", "adapt_final_test", "infer_samples_per_sec",
+    "filename", "checkpoint", "basis",
+)
+
+
+def _with_basis(rows: list[dict], basis: str) -> list[dict]:
+    for row in rows:
+        row["basis"] = basis
+    return rows
+
+
+def _best(rows: list[dict], key: str) -> dict:
+    return max(rows, key=lambda r: (r[key] is not None, r[key] if r[key] is not None else 0.0))
+
+
+def _upstream_choice(arch: str, candidates: list[dict]) -> list[dict]:
+    upstream = {r["filename"]: r for r in candidates}
+    known = [r for r in upstream.values() if r.get("final_val") is not None]
+    if upstream and len(known) == len(upstream):
+        best = _best(known, "final_val")
+        picked = _imagenet_finetune(best["filename"], candidates) or best
+        return _with_basis([picked], f"best final_val of {len(upstream)} i21k checkpoints")
+    published = [r for r in candidates if r.get("recommended")]
+    if published:
+        finetune = [r for r in published if r["recommended"] == "pretrained+finetune"]
+        picked = finetune[0] if finetune else published[0]
+        return _with_basis([picked], (
+            f"published recommendation: final_val known for {len(known)} of {len(upstream)} "
+            "candidates in this index, so not ranked"
+        ))
+    return _with_basis([{"name": arch}], (
+        f"unknown: final_val known for {len(known)} of {len(upstream)} candidates "
+        "and no published recommendation"
+    ))
+
+
+def _imagenet_finetune(filename: str, candidates: list[dict]) -> dict | None:
+    """The recommended checkpoint's best ImageNet fine-tune, to show its result."""
+    finetunes = [r for r in candidates if r["filename"] == filename and r.get("adapt_ds") == "imagenet2012"]
+    known = [r for r in finetunes if r.get("adapt_final_val") is not None]
+    if known:
+        return _best(known, "adapt_final_val")
+    published = [r for r in finetunes if r.get("recommended") == "pretrained+finetune"]
+    return published[0] if published else None
+
+
+def _finetune_choice(arch: str, candidates: list[dict]) -> list[dict]:
+    known = [r for r in candidates if r.get("adapt_final_val") is not None]
+    if not known:
+        return _with_basis([{"name": arch}], (
+            f"unknown: adapt_final_val known for none of {len(candidates)} fine-tunes in this index"
+        ))
+    best = _best(known, "adapt_final_val")
+    scope = "all" if len(known) == len(candidates) else f"the {len(known)} of {len(candidates)}"
+    return _with_basis([best], f"best adapt_final_val among {scope} fine-tunes with a known value")
+
+
+def recommend_table(
+    table: pa.Table,
+    *,
+    arch: list[str] | None = None,
+    adapt_ds: str | None = None,
+    res: int | None = None,
+    min_throughput: float | None = None,
+) -> tuple[pa.Table, list[str]]:
+    """Per architecture, the recommended checkpoint; returns rows and explanatory notes."""
+    notes: list[str] = []
+    filters = Filters(arch=arch or (), adapt_ds=[adapt_ds] if adapt_ds else (),
+                      res=[res] if res else ())
+    subset = apply_filters(table, filters)
+    subset = subset.filter(pc.equal(subset.column("collection"), "augreg"))
+    if not adapt_ds:
+        subset = subset.filter(pc.equal(subset.column("ds"), "i21k"))
+    if min_throughput is not None:
+        throughput = subset.column("infer_samples_per_sec")
+        unknown = pc.sum(pc.is_null(throughput)).as_py() or 0
+        subset = subset.filter(pc.fill_null(pc.greater_equal(throughput, min_throughput), False))
+        if unknown:
+            notes.append(f"{unknown} candidate rows have unknown throughput and were excluded by "
+                         "--min-throughput")
+    rows = subset.to_pylist()
+    by_arch: dict[str, list[dict]] = {}
+    for row in rows:
+        by_arch.setdefault(row["name"], []).append(row)
+    if not by_arch:
+        raise VitzooError("no candidate checkpoints match these options",
+                          "relax --arch/--res/--min-throughput, or check `vitzoo list`")
+    chosen: list[dict] = []
+    for name, candidates in by_arch.items():
+        chosen += _finetune_choice(name, candidates) if adapt_ds else _upstream_choice(name, candidates)
+    if not adapt_ds and any(r["basis"].startswith("published") for r in chosen):
+        notes.append("upstream accuracy (final_val) is not in this index; showing the published "
+                     "recommendation (vit_jax README). Build from a real index.csv to rank: "
+                     "`vitzoo index build --source URL`")
+    chosen.sort(key=lambda r: (r.get("infer_samples_per_sec") is None,
+                               r.get("infer_samples_per_sec") or 0.0))
+    out = pa.Table.from_pylist(
+        [{c: r.get(c) for c in OUTPUT_COLUMNS} for r in chosen],
+        schema=pa.schema([table.schema.field(c) if c in table.column_names
+                          else pa.field(c, pa.string()) for c in OUTPUT_COLUMNS]),
+    )
+    return out, notes
+
+
+def pareto_front(table: pa.Table, metric: str, throughput: str = "infer_samples_per_sec") -> pa.Table:
+    """Rows not beaten on both accuracy and throughput, fastest first."""
+    known = table.filter(pc.and_(pc.is_valid(table.column(metric)),
+                                 pc.is_valid(table.column(throughput))))
+    if known.num_rows == 0:
+        raise VitzooError(f"no rows have both {metric} and {throughput} known",
+                          "build the catalog from a real index.csv, or choose another "
+                          "--metric such as adapt_final_test")
+    ordered = known.sort_by([(throughput, "descending"), (metric, "descending")])
+    keep, best = [], float("-inf")
+    for i, value in enumerate(ordered.column(metric).to_pylist()):
+        if value > best:
+            keep.append(i)
+            best = value
+    return ordered.take(keep)
