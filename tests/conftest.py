@@ -1,0 +1,54 @@
+"""Shared fixtures: hermetic environment and the GCS emulator.
+
+Every test runs with its own ``VITZOO_HOME`` and Hugging Face cache, Hugging Face
+offline, and GCS pointed at a closed local port, so nothing can reach the real
+network by accident. Tests that need GCS take the ``gcs`` fixture, which points
+``VITZOO_GCS_ENDPOINT`` at a real emulator. Helpers live in ``tests/gcs_emulator.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:  # so tests can `from tests.gcs_emulator import ...`
+    sys.path.insert(0, str(_ROOT))
+
+from tests.gcs_emulator import Emulator, closed_port_url  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+    """No test reads the user's cache or reaches GCS / huggingface.co for real.
+
+    ``STORAGE_EMULATOR_HOST`` (not ``VITZOO_GCS_ENDPOINT``) carries the dead
+    endpoint so a test that sets either variable itself still wins.
+    """
+    home = tmp_path_factory.mktemp("vitzoo_home")
+    monkeypatch.setenv("VITZOO_HOME", str(home))
+    monkeypatch.delenv("VITZOO_GCS_ENDPOINT", raising=False)
+    monkeypatch.delenv("VITZOO_MIRRORS", raising=False)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", closed_port_url())
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
+    monkeypatch.setenv("VITZOO_CONNECT_TIMEOUT", "3")
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[Emulator]:
+    """One in-memory GCS emulator per test process (xdist worker)."""
+    emulator = Emulator()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def gcs(gcs_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    """The emulator, with ``VITZOO_GCS_ENDPOINT`` pointing at it for this test."""
+    monkeypatch.setenv("VITZOO_GCS_ENDPOINT", gcs_emulator.url)
+    return gcs_emulator
