@@ -1,0 +1,314 @@
+"""Conversion between the release ``.npz`` layout and timm state dicts, without torch.
+
+The mapping follows timm's own npz loader (``vision_transformer._load_weights``; tables in
+``shared/reference/npz_layout.md`` §2, §3 and §4), so a release file converted here loads
+into timm exactly as the ``.npz`` would, and a timm ``.safetensors`` file (e.g. from the
+Hugging Face hub) loads into vitzoo. Numbers are moved, never changed: convs HWIO <->
+OIHW, dense kernels transposed, q/k/v fused into ``qkv``, GroupNorm ``[1,1,1,C]`` <-> ``[C]``.
+
+Numerics differ slightly between the two libraries for the same weights (timm uses exact
+GELU; its hybrids use StdConv eps 1e-8 inside the sqrt and GroupNorm eps 1e-5, vit_jax
+1e-5 added to the std and 1e-6); vitzoo always runs the vit_jax numerics the weights
+were trained with.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from vitzoo.errors import VitzooError
+from vitzoo.models.configs import CONFIGS, RESNET_WIDTH, ModelConfig, infer_config
+
+Flat = dict[str, np.ndarray]
+
+_ENC = "Transformer/encoderblock_{i}"
+_ATT = "MultiHeadDotProductAttention_1"
+
+
+def _conv_to_timm(kernel: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(kernel, (3, 2, 0, 1)))  # HWIO -> OIHW
+
+
+def _conv_from_timm(weight: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(weight, (2, 3, 1, 0)))  # OIHW -> HWIO
+
+
+def _backbone_names(config: ModelConfig) -> list[tuple[str, str, str]]:
+    """(release module, timm module, kind) for every ResNet conv/norm; kind 'conv'|'gn'."""
+    if config.resnet_blocks is None:
+        return []
+    root = "patch_embed.backbone." if not config.resnet_blocks else "patch_embed.backbone.stem."
+    names = [("conv_root", f"{root}conv", "conv"), ("gn_root", f"{root}norm", "gn")]
+    for s, units in enumerate(config.resnet_blocks, start=1):
+        for u in range(1, units + 1):
+            src = f"block{s}/unit{u}"
+            dst = f"patch_embed.backbone.stages.{s - 1}.blocks.{u - 1}"
+            for r in (1, 2, 3):
+                names += [(f"{src}/conv{r}", f"{dst}.conv{r}", "conv"),
+                          (f"{src}/gn{r}", f"{dst}.norm{r}", "gn")]
+            if u == 1:
+                names += [(f"{src}/conv_proj", f"{dst}.downsample.conv", "conv"),
+                          (f"{src}/gn_proj", f"{dst}.downsample.norm", "gn")]
+    return names
+
+
+def _need(src: Mapping[str, Any], key: str, what: str) -> np.ndarray:
+    try:
+        return np.asarray(src[key])
+    except KeyError:
+        raise VitzooError(f"{what} has no {key!r}",
+                          "the file does not match the architecture; check --arch") from None
+
+
+def release_to_timm(flat: Mapping[str, Any], config: ModelConfig) -> Flat:
+    """A release-layout checkpoint as a timm ``VisionTransformer`` / ``MlpMixer`` state dict."""
+    if config.family == "mixer":
+        return _mixer_to_timm(flat, config)
+    if "pre_logits/kernel" in flat:
+        raise VitzooError(
+            "this checkpoint has a representation (pre_logits) layer, which timm no longer has",
+            "drop it first (vitzoo.checkpoint.load_for_finetune drops it) and fine-tune a new head")
+    f = {k: np.asarray(v) for k, v in flat.items()}
+    what = "release checkpoint"
+    out: Flat = {}
+    for src, dst, kind in _backbone_names(config):
+        if kind == "conv":
+            out[f"{dst}.weight"] = _conv_to_timm(_need(f, f"{src}/kernel", what))
+        else:
+            out[f"{dst}.weight"] = _need(f, f"{src}/scale", what).reshape(-1)
+            out[f"{dst}.bias"] = _need(f, f"{src}/bias", what).reshape(-1)
+    out["patch_embed.proj.weight"] = _conv_to_timm(_need(f, "embedding/kernel", what))
+    out["patch_embed.proj.bias"] = _need(f, "embedding/bias", what)
+    if config.has_class_token:
+        out["cls_token"] = _need(f, "cls", what)
+    out["pos_embed"] = _need(f, "Transformer/posembed_input/pos_embedding", what)
+    d = config.hidden_size
+    for i in range(config.num_layers):
+        b, t = _ENC.format(i=i), f"blocks.{i}"
+        for ln, norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+            out[f"{t}.{norm}.weight"] = _need(f, f"{b}/{ln}/scale", what)
+            out[f"{t}.{norm}.bias"] = _need(f, f"{b}/{ln}/bias", what)
+        qkv = ("query", "key", "value")
+        out[f"{t}.attn.qkv.weight"] = np.concatenate(
+            [_need(f, f"{b}/{_ATT}/{n}/kernel", what).reshape(d, -1).T for n in qkv])
+        out[f"{t}.attn.qkv.bias"] = np.concatenate(
+            [_need(f, f"{b}/{_ATT}/{n}/bias", what).reshape(-1) for n in qkv])
+        out[f"{t}.attn.proj.weight"] = _need(f, f"{b}/{_ATT}/out/kernel", what).reshape(-1, d).T
+        out[f"{t}.attn.proj.bias"] = _need(f, f"{b}/{_ATT}/out/bias", what)
+        for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
+            out[f"{t}.mlp.{fc}.weight"] = _need(f, f"{b}/MlpBlock_3/{dense}/kernel", what).T
+            out[f"{t}.mlp.{fc}.bias"] = _need(f, f"{b}/MlpBlock_3/{dense}/bias", what)
+    out["norm.weight"] = _need(f, "Transformer/encoder_norm/scale", what)
+    out["norm.bias"] = _need(f, "Transformer/encoder_norm/bias", what)
+    if "head/kernel" in f:
+        out["head.weight"] = f["head/kernel"].T
+        out["head.bias"] = _need(f, "head/bias", what)
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def timm_to_release(state: Mapping[str, Any], config: ModelConfig) -> Flat:
+    """A timm state dict as a release-layout checkpoint (the inverse of :func:`release_to_timm`).
+
+    Unknown timm keys are refused by name rather than silently dropped.
+    """
+    if config.family == "mixer":
+        return _mixer_from_timm(state, config)
+    s = {k: np.asarray(v) for k, v in state.items()}
+    what = "timm state dict"
+    used: set[str] = set()
+
+    def take(key: str) -> np.ndarray:
+        used.add(key)
+        return _need(s, key, what)
+
+    out: Flat = {}
+    for src, dst, kind in _backbone_names(config):
+        if kind == "conv":
+            out[f"{src}/kernel"] = _conv_from_timm(take(f"{dst}.weight"))
+        else:
+            out[f"{src}/scale"] = take(f"{dst}.weight").reshape(1, 1, 1, -1)
+            out[f"{src}/bias"] = take(f"{dst}.bias").reshape(1, 1, 1, -1)
+    out["embedding/kernel"] = _conv_from_timm(take("patch_embed.proj.weight"))
+    out["embedding/bias"] = take("patch_embed.proj.bias")
+    if config.has_class_token:
+        out["cls"] = take("cls_token")
+    out["Transformer/posembed_input/pos_embedding"] = take("pos_embed")
+    d, h = config.hidden_size, config.num_heads
+    for i in range(config.num_layers):
+        b, t = _ENC.format(i=i), f"blocks.{i}"
+        for ln, norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+            out[f"{b}/{ln}/scale"] = take(f"{t}.{norm}.weight")
+            out[f"{b}/{ln}/bias"] = take(f"{t}.{norm}.bias")
+        weights = np.split(take(f"{t}.attn.qkv.weight"), 3, axis=0)
+        biases = np.split(take(f"{t}.attn.qkv.bias"), 3)
+        for name, w, bias in zip(("query", "key", "value"), weights, biases, strict=True):
+            out[f"{b}/{_ATT}/{name}/kernel"] = w.T.reshape(d, h, -1)
+            out[f"{b}/{_ATT}/{name}/bias"] = bias.reshape(h, -1)
+        out[f"{b}/{_ATT}/out/kernel"] = take(f"{t}.attn.proj.weight").T.reshape(h, -1, d)
+        out[f"{b}/{_ATT}/out/bias"] = take(f"{t}.attn.proj.bias")
+        for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
+            out[f"{b}/MlpBlock_3/{dense}/kernel"] = take(f"{t}.mlp.{fc}.weight").T
+            out[f"{b}/MlpBlock_3/{dense}/bias"] = take(f"{t}.mlp.{fc}.bias")
+    out["Transformer/encoder_norm/scale"] = take("norm.weight")
+    out["Transformer/encoder_norm/bias"] = take("norm.bias")
+    if "head.weight" in s:
+        out["head/kernel"] = take("head.weight").T
+        out["head/bias"] = take("head.bias")
+    _refuse_unused(s, used)
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def _refuse_unused(state: Mapping[str, Any], used: set[str]) -> None:
+    extra = sorted(set(state) - used)
+    if extra:
+        shown = ", ".join(extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
+        raise VitzooError(f"timm state dict has keys vitzoo cannot place: {shown}",
+                          "is it a different architecture (e.g. fc_norm / global-pool variant)?")
+
+
+_MIXER_PAIRS = (("LayerNorm_0", "norm1"), ("LayerNorm_1", "norm2"))
+_MIXER_MLPS = (("token_mixing", "mlp_tokens"), ("channel_mixing", "mlp_channels"))
+
+
+def _mixer_to_timm(flat: Mapping[str, Any], config: ModelConfig) -> Flat:
+    f = {k: np.asarray(v) for k, v in flat.items()}
+    what = "release checkpoint"
+    out: Flat = {"stem.proj.weight": _conv_to_timm(_need(f, "stem/kernel", what)),
+                 "stem.proj.bias": _need(f, "stem/bias", what)}
+    for i in range(config.num_layers):
+        b, t = f"MixerBlock_{i}", f"blocks.{i}"
+        for ln, norm in _MIXER_PAIRS:
+            out[f"{t}.{norm}.weight"] = _need(f, f"{b}/{ln}/scale", what)
+            out[f"{t}.{norm}.bias"] = _need(f, f"{b}/{ln}/bias", what)
+        for mlp, tmlp in _MIXER_MLPS:
+            for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
+                out[f"{t}.{tmlp}.{fc}.weight"] = _need(f, f"{b}/{mlp}/{dense}/kernel", what).T
+                out[f"{t}.{tmlp}.{fc}.bias"] = _need(f, f"{b}/{mlp}/{dense}/bias", what)
+    out["norm.weight"] = _need(f, "pre_head_layer_norm/scale", what)
+    out["norm.bias"] = _need(f, "pre_head_layer_norm/bias", what)
+    if "head/kernel" in f:
+        out["head.weight"] = f["head/kernel"].T
+        out["head.bias"] = _need(f, "head/bias", what)
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def _mixer_from_timm(state: Mapping[str, Any], config: ModelConfig) -> Flat:
+    s = {k: np.asarray(v) for k, v in state.items()}
+    used: set[str] = set()
+
+    def take(key: str) -> np.ndarray:
+        used.add(key)
+        return _need(s, key, "timm state dict")
+
+    out: Flat = {"stem/kernel": _conv_from_timm(take("stem.proj.weight")),
+                 "stem/bias": take("stem.proj.bias")}
+    for i in range(config.num_layers):
+        b, t = f"MixerBlock_{i}", f"blocks.{i}"
+        for ln, norm in _MIXER_PAIRS:
+            out[f"{b}/{ln}/scale"] = take(f"{t}.{norm}.weight")
+            out[f"{b}/{ln}/bias"] = take(f"{t}.{norm}.bias")
+        for mlp, tmlp in _MIXER_MLPS:
+            for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
+                out[f"{b}/{mlp}/{dense}/kernel"] = take(f"{t}.{tmlp}.{fc}.weight").T
+                out[f"{b}/{mlp}/{dense}/bias"] = take(f"{t}.{tmlp}.{fc}.bias")
+    out["pre_head_layer_norm/scale"] = take("norm.weight")
+    out["pre_head_layer_norm/bias"] = take("norm.bias")
+    if "head.weight" in s:
+        out["head/kernel"] = take("head.weight").T
+        out["head/bias"] = take("head.bias")
+    _refuse_unused(s, used)
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+# --- reading timm files --------------------------------------------------------------
+
+_BLOCK = re.compile(r"^blocks\.(\d+)\.")
+_STAGE = re.compile(r"^patch_embed\.backbone\.stages\.(\d+)\.blocks\.(\d+)\.")
+
+
+def guess_config(state: Mapping[str, Any]) -> ModelConfig:
+    """The architecture of a timm state dict, up to the head count.
+
+    timm fuses q/k/v, so the number of heads is not in the shapes: it is taken from the
+    table entry with the same widths, depth, patch and ResNet blocks.
+    """
+    depth = len({int(m.group(1)) for k in state if (m := _BLOCK.match(k))})
+    if "stem.proj.weight" in state:
+        d, _, p, _ = np.shape(state["stem.proj.weight"])
+        t = np.shape(state["blocks.0.mlp_tokens.fc1.weight"])[0]
+        c = np.shape(state["blocks.0.mlp_channels.fc1.weight"])[0]
+        found = ModelConfig(name="", family="mixer", hidden_size=d, mlp_dim=c, num_layers=depth,
+                            patch_size=p, tokens_mlp_dim=t, classifier="gap")
+        return _named(found, compare_heads=False)
+    if "patch_embed.proj.weight" not in state:
+        raise VitzooError("not a timm ViT / hybrid / Mixer state dict (no patch_embed.proj.weight)",
+                          "convert only vision_transformer(_hybrid) or mlp_mixer checkpoints")
+    d, _, p, _ = np.shape(state["patch_embed.proj.weight"])
+    mlp = np.shape(state["blocks.0.mlp.fc1.weight"])[0]
+    blocks: tuple[int, ...] | None = None
+    if any(k.startswith("patch_embed.backbone.") for k in state):
+        units: dict[int, set[int]] = {}
+        for k in state:
+            if m := _STAGE.match(k):
+                units.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+        blocks = tuple(len(units[s]) for s in sorted(units))
+        root = "patch_embed.backbone.stem.conv.weight" if blocks else \
+            "patch_embed.backbone.conv.weight"
+        width = int(np.shape(state[root])[0]) if root in state else RESNET_WIDTH
+    found = ModelConfig(name="", family="vit" if blocks is None else "hybrid", hidden_size=d,
+                        mlp_dim=mlp, num_layers=depth, patch_size=p, resnet_blocks=blocks,
+                        resnet_width=width if blocks is not None else RESNET_WIDTH,
+                        classifier="token" if "cls_token" in state else "gap")
+    return _named(found, compare_heads=True)
+
+
+def _named(found: ModelConfig, *, compare_heads: bool) -> ModelConfig:
+    ignore = {"name", "num_heads", "classifier", "representation_size"}
+    for cfg in CONFIGS.values():
+        if all(getattr(cfg, k) == v for k, v in found.architecture().items() if k not in ignore):
+            return replace(found, name=cfg.name, num_heads=cfg.num_heads)
+    if compare_heads:
+        raise VitzooError(
+            "cannot tell the number of attention heads of this timm checkpoint "
+            f"(width {found.hidden_size}, {found.num_layers} layers, patch {found.patch_size}; "
+            "no table architecture matches)",
+            "pass the architecture explicitly (arch='S/16', or a ModelConfig)")
+    return replace(found, name="custom Mixer")
+
+
+def load_timm_safetensors(
+    path: str | os.PathLike[str], arch: str | ModelConfig | None = None
+) -> Flat:
+    """Read a timm ``.safetensors`` file as a flat release-layout checkpoint.
+
+    ``arch`` (a name or config) gives the head count for custom widths; the result is
+    checked with :func:`vitzoo.models.infer_config`, so a wrong ``arch`` is reported.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        state = load_file(os.fspath(path))
+    except FileNotFoundError:
+        raise VitzooError(f"{path} does not exist", "check the path") from None
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        raise VitzooError(f"{path} is not a readable safetensors file ({exc})",
+                          "re-download it; bfloat16 files must be converted to float32 first"
+                          ) from None
+    if isinstance(arch, ModelConfig):
+        config = arch
+    elif arch is not None:
+        from vitzoo.models.configs import get_config
+
+        config = get_config(arch)
+    else:
+        config = guess_config(state)
+    flat = timm_to_release(state, config)
+    infer_config(flat, None if arch is None or isinstance(arch, ModelConfig) else arch)
+    return flat
