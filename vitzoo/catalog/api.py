@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from vitzoo.catalog import local, store
 from vitzoo.catalog import query as q
 from vitzoo.catalog import recommend as rec
-from vitzoo.catalog.schema import COLUMN_NAMES
+from vitzoo.catalog.schema import COLUMN_NAMES, PRETRAINED_COLUMNS
 from vitzoo.errors import VitzooError
 from vitzoo.names import (
     AUGREG_ARCHS,
@@ -34,13 +34,35 @@ def load_table(index: str | None = None, *, include_local: bool = True,
                columns: list[str] | None = None) -> pa.Table:
     """The catalog (plus the user's registered runs) as a pyarrow table."""
     table = store.read_table(store.locate(index), columns)
-    if include_local:
+    if include_local and local.registry_path().exists():
         runs = local.local_table()
         if runs.num_rows:
             if columns:
                 runs = runs.select(columns)
             table = pa.concat_tables([table, runs.cast(table.schema)])
     return table
+
+
+_FILTER_COLUMNS = {
+    "arch": "name", "ds": "ds", "aug": "aug", "wd": "wd", "do": "do", "sd": "sd",
+    "adapt_ds": "adapt_ds", "res": "adapt_resolution", "adapt_lr": "adapt_lr",
+    "steps": "adapt_steps", "collection": "collection",
+}
+
+
+def columns_needed(filters: q.Filters, columns: Sequence[str] | None, sort: str | None,
+                   pretrained: bool) -> list[str] | None:
+    """The columns a query touches, so the CLI reads only those (None: all of them)."""
+    if columns is None or filters.where:
+        return None
+    needed = set(columns) | {"collection"}
+    needed |= {col for key, col in _FILTER_COLUMNS.items() if getattr(filters, key)}
+    if sort:
+        needed.add(sort)
+    if pretrained:
+        needed |= set(PRETRAINED_COLUMNS) | {"url", "checkpoint", "adapt_filename"}
+    unknown = needed - set(COLUMN_NAMES)
+    return None if unknown else [c for c in COLUMN_NAMES if c in needed]
 
 
 def run_query(

@@ -190,6 +190,9 @@ def apply_recommendations(rows: list[dict], sources: Path) -> int:
                 row["recommended"] = "pretrained+finetune"
             elif row.get("recommended") is None:
                 row["recommended"] = "pretrained"
+            else:
+                continue
+            _add_source(row, "recommended", "vit_jax README recommended table / augreg notebook")
             marked += 1
     return marked
 
@@ -209,10 +212,12 @@ def apply_timm(rows: list[dict], sources: Path) -> int:
         source = f"timm default_cfgs ({entry['timm_name']})"
         if "--" in filename and filename in by_adapt:
             by_adapt[filename]["hf_repo"] = repo
+            _add_source(by_adapt[filename], "hf_repo", source)
             _mark_exists(by_adapt[filename], source)
             linked += 1
         for row in by_upstream.get(filename, []):
             row["upstream_hf_repo"] = repo
+            _add_source(row, "upstream_hf_repo", source)
             linked += 1
     return linked
 

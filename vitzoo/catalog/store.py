@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +67,8 @@ def locate(index: str | os.PathLike | None = None) -> CatalogLocation:
 
 def read_table(location: CatalogLocation, columns: list[str] | None = None) -> pa.Table:
     try:
-        return pq.read_table(location.path, columns=columns)
+        # ParquetFile avoids pyarrow.dataset, which alone costs more than the whole query.
+        return pq.ParquetFile(location.path).read(columns=columns)
     except (OSError, pa.ArrowException) as exc:
         raise VitzooError(
             f"cannot read the catalog {location.path}: {str(exc).splitlines()[0]}",
@@ -80,3 +84,33 @@ def read_manifest(location: CatalogLocation) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise VitzooError(f"cannot read {location.manifest_path}: {exc}",
                           "rebuild the catalog with `vitzoo index build`") from exc
+
+
+
+class _RefusePandas:
+    """A meta-path finder that makes ``import pandas`` fail."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ImportError("vitzoo's catalog commands run without pandas")
+
+
+@contextmanager
+def without_pandas() -> Iterator[None]:
+    """Run catalog commands without letting pyarrow import pandas.
+
+    pyarrow's C++ layer imports pandas (if installed) the first time it converts
+    any Python value, just to recognise pandas' null markers: a second of a cold
+    CLI call, spent on objects the CLI never has. Inside this block such imports
+    fail and pyarrow carries on without pandas. Nothing here needs pandas; the
+    block is left as it was found, so the Python API in the same process is unaffected.
+    """
+    if "pandas" in sys.modules:
+        yield
+        return
+    blocker = _RefusePandas()
+    sys.meta_path.insert(0, blocker)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(blocker)

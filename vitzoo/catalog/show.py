@@ -1,0 +1,132 @@
+"""``vitzoo show``: one checkpoint in full, every value with where it came from."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from typing import Any
+
+import pyarrow.compute as pc
+
+from vitzoo.catalog.api import find_checkpoint, load_table
+from vitzoo.catalog.schema import COLUMN_NAMES, PRETRAINED_COLUMNS
+from vitzoo.config import EMBEDDED_INDEX_DIR, mirrors
+
+_ROW_SOURCE = {
+    "grid": "release grid (reconstructed)",
+    "index.csv": "index.csv",
+    "legacy": "older-collection facts",
+    "local": "your run",
+}
+_BOOKKEEPING = {"value_sources", "row_source", "note", "exists_source"}
+
+
+def _value_sources(row: dict) -> dict[str, str]:
+    out = {}
+    for part in (row.get("value_sources") or "").split("; "):
+        if "=" in part:
+            key, source = part.split("=", 1)
+            out[key] = source
+    return out
+
+
+def _fields(row: dict, kind: str) -> list[dict[str, Any]]:
+    names = PRETRAINED_COLUMNS if kind == "pretrained" else COLUMN_NAMES
+    sourced = _value_sources(row)
+    fields = []
+    for name in names:
+        if name in _BOOKKEEPING:
+            continue
+        value = row.get(name)
+        if isinstance(value, float) and value != value:
+            value = None
+        if value is None:
+            source = "unknown"
+        elif name in sourced:
+            source = sourced[name]
+        elif name == "exists":
+            source = row.get("exists_source") or "unknown"
+        else:
+            source = _ROW_SOURCE.get(row.get("row_source") or "", row.get("row_source") or "?")
+        fields.append({"field": name, "value": value, "source": source})
+    return fields
+
+
+def _finetunes(table, filename: str | None) -> list[dict[str, Any]]:
+    if not filename:
+        return []
+    rows = table.filter(pc.fill_null(pc.equal(table.column("filename"), filename), False))
+    rows = rows.filter(pc.is_valid(rows.column("adapt_filename"))).to_pylist()
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[row["adapt_ds"]].append(row)
+    summary = []
+    for adapt_ds, items in sorted(groups.items()):
+        known = [r for r in items if r.get("adapt_final_val") is not None]
+        best = max(known, key=lambda r: r["adapt_final_val"]) if known else None
+        summary.append({
+            "adapt_ds": adapt_ds,
+            "count": len(items),
+            "resolutions": sorted({r["adapt_resolution"] for r in items if r["adapt_resolution"]}),
+            "learning_rates": sorted({r["adapt_lr"] for r in items if r["adapt_lr"] is not None}),
+            "steps": sorted({r["adapt_steps"] for r in items if r["adapt_steps"] is not None}),
+            "known_adapt_final_val": len(known),
+            "best_by_adapt_final_val": best["adapt_filename"] if best else None,
+            "best_adapt_final_val": best["adapt_final_val"] if best else None,
+            "best_adapt_final_test": best["adapt_final_test"] if best else None,
+        })
+    return summary
+
+
+def _downloads(info) -> list[dict[str, str]]:
+    places = []
+    if info.local_path:
+        places.append({"source": "local file", "location": info.local_path})
+        return places
+    for prefix in mirrors():
+        places.append({"source": "mirror (VITZOO_MIRRORS)",
+                       "location": f"{prefix}/{info.collection}/{info.filename}.npz"})
+    if info.url:
+        places.append({"source": "Google Cloud Storage", "location": info.url,
+                       "note": "anonymous reads are refused since Feb 2026 (HTTP 403); "
+                               "use --gcs-auth with Google credentials, a mirror, or Hugging Face"})
+    if info.hf_repo:
+        places.append({"source": "Hugging Face Hub (timm copy, converted on download)",
+                       "location": f"hf://{info.hf_repo}"})
+    return places
+
+
+def _published(filenames: set[str]) -> list[dict[str, str]]:
+    path = EMBEDDED_INDEX_DIR / "sources" / "published_metrics.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [
+            {"metric": f["metric"], "value": f["value"], "for": f["filename"], "source": f["source"]}
+            for f in csv.DictReader(handle) if f["filename"] in filenames
+        ]
+
+
+def describe(name: str, index: str | None = None) -> dict[str, Any]:
+    """Everything known about one checkpoint, as plain data (the CLI renders it)."""
+    info = find_checkpoint(name, index)
+    row = info.row
+    table = load_table(index)
+    caveats = [row["note"]] if row.get("note") else []
+    if row.get("filename_verified") is False:
+        caveats.append("the filename spelling is reconstructed and unconfirmed; a real "
+                       "index.csv or bucket listing would confirm it")
+    if row.get("exists") is None:
+        caveats.append("whether this file exists is unknown (no listing or index.csv was read)")
+    upstream = row.get("filename") if info.collection != "local" else None
+    return {
+        "checkpoint": info.filename,
+        "kind": info.kind,
+        "name": info.name,
+        "collection": info.collection,
+        "fields": _fields(row, info.kind),
+        "finetunes": _finetunes(table, upstream),
+        "downloads": _downloads(info),
+        "published": _published({info.filename, upstream or ""} - {""}),
+        "caveats": caveats,
+    }

@@ -1,0 +1,204 @@
+"""Catalog commands: ``list``, ``show``, ``recommend`` and ``index build|info``.
+
+These must start fast: only typer and pyarrow are imported (never pandas, jax,
+flax or tensorflow); rich is loaded when a table is drawn.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+
+from vitzoo.catalog.store import without_pandas
+from vitzoo.cli import render
+
+ARCH_HELP = "Architecture in any spelling (B/16, B_16, ViT-B_16, R26+S/32); repeatable."
+FORMAT_HELP = "Output format: table, csv, json or jsonl."
+INDEX_HELP = "Catalog to read (a catalog.parquet or its folder); default: VITZOO_INDEX, then yours, then the embedded one."
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """Accept both ``--arch B/16 --arch S/16`` and ``--arch B/16,S/16``."""
+    out: list[str] = []
+    for value in values or []:
+        out += [v.strip() for v in value.split(",") if v.strip()]
+    return out
+
+
+def _numbers(values: list[str] | None, cast, option: str) -> list:
+    from vitzoo.errors import VitzooError
+
+    out = []
+    for value in _split(values):
+        try:
+            out.append(cast(value))
+        except ValueError as exc:
+            raise VitzooError(f"{option} expects a number, got {value!r}",
+                              f"e.g. {option} {cast(0.1) if cast is float else 384}") from exc
+    return out
+
+
+def list_command(
+    arch: list[str] = typer.Option(None, "--arch", help=ARCH_HELP),
+    ds: list[str] = typer.Option(None, "--ds", help="Pre-training dataset: i1k, i21k, i21k_30 (aliases: imagenet21k, ...)."),
+    aug: list[str] = typer.Option(None, "--aug", help="Augmentation: none light0 light1 medium1 medium2 strong1 strong2."),
+    wd: list[str] = typer.Option(None, "--wd", help="Pre-training weight decay (0.03, 0.1)."),
+    do: list[str] = typer.Option(None, "--do", help="Pre-training dropout (0.0, 0.1)."),
+    sd: list[str] = typer.Option(None, "--sd", help="Pre-training stochastic depth (0.0, 0.1)."),
+    adapt_ds: list[str] = typer.Option(None, "--adapt-ds", help="Fine-tuning dataset (imagenet2012, oxford_iiit_pet, kitti, cifar100, resisc45)."),
+    res: list[str] = typer.Option(None, "--res", help="Fine-tuning resolution (224, 384)."),
+    adapt_lr: list[str] = typer.Option(None, "--adapt-lr", help="Fine-tuning learning rate."),
+    steps: list[str] = typer.Option(None, "--steps", help="Fine-tuning steps (500, 2500, 10000, 20000)."),
+    collection: list[str] = typer.Option(None, "--collection", help="augreg, imagenet21k, imagenet21k+imagenet2012, sam, mixer/..., local."),
+    pretrained: bool = typer.Option(False, "--pretrained", help="One row per pre-trained checkpoint, with a count of its fine-tunes."),
+    local: bool = typer.Option(False, "--local", help="Only your own registered fine-tunes."),
+    where: str = typer.Option(None, "--where", help='Expression over any column, e.g. \'adapt_final_val > 0.9 and ds == "i21k"\'.'),
+    sort: str = typer.Option(None, "--sort", help="Column to sort by."),
+    desc: bool = typer.Option(False, "--desc", help="Sort descending."),
+    limit: int = typer.Option(None, "--limit", help="At most this many rows."),
+    columns: str = typer.Option(None, "--columns", help="Comma-separated columns to show (default: a readable subset; 'all' for every column)."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    index: str = typer.Option(None, "--index", help=INDEX_HELP),
+) -> None:
+    """List checkpoints matching the filters (the 21 index.csv columns plus vitzoo's)."""
+    from vitzoo.catalog import api, query, schema
+
+    render.check_format(fmt)
+    filters = query.Filters(
+        arch=_split(arch), ds=_split(ds), aug=_split(aug), wd=_numbers(wd, float, "--wd"),
+        do=_numbers(do, float, "--do"), sd=_numbers(sd, float, "--sd"),
+        adapt_ds=_split(adapt_ds), res=_numbers(res, int, "--res"),
+        adapt_lr=_numbers(adapt_lr, float, "--adapt-lr"), steps=_numbers(steps, int, "--steps"),
+        collection=_split(collection), where=where,
+    )
+    if columns == "all":
+        chosen = None
+    elif columns:
+        chosen = _split([columns])
+    else:
+        chosen = list(schema.DEFAULT_PRETRAINED_COLUMNS if pretrained else schema.DEFAULT_LIST_COLUMNS)
+    table = api.load_table(index, columns=api.columns_needed(filters, chosen, sort, pretrained))
+    result = api.run_query(table, filters=filters, pretrained=pretrained, sort=sort, desc=desc,
+                           limit=limit, columns=chosen, local_only=local)
+    render.emit(result, fmt)
+
+
+def show_command(
+    name: str = typer.Argument(..., help="A checkpoint name, collection/name, or an architecture (its recommended checkpoint)."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+    index: str = typer.Option(None, "--index", help=INDEX_HELP),
+) -> None:
+    """Everything about one checkpoint: every field with its source, fine-tunes, downloads."""
+    from vitzoo.catalog.show import describe
+
+    render.check_format(fmt)
+    details = describe(name, index)
+    if fmt == "table":
+        from vitzoo.cli.show_view import print_details
+
+        print_details(details)
+    else:
+        json.dump(details, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+
+
+def recommend_command(
+    arch: list[str] = typer.Option(None, "--arch", help=ARCH_HELP),
+    adapt_ds: str = typer.Option(None, "--adapt-ds", help=(
+        "Best fine-tune for this dataset, chosen by adapt_final_val (validation). Test accuracy "
+        "is never used to choose: choosing on test overfits it and overstates the result.")),
+    res: int = typer.Option(None, "--res", help="Only fine-tunes at this resolution."),
+    min_throughput: float = typer.Option(None, "--min-throughput", help="Only checkpoints with at least this many images/s (V100, timm)."),
+    pareto: bool = typer.Option(False, "--pareto", help="The accuracy-vs-throughput Pareto front instead."),
+    metric: str = typer.Option(None, "--metric", help="Accuracy column for --pareto (default: adapt_final_val with --adapt-ds, else adapt_final_test)."),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    index: str = typer.Option(None, "--index", help=INDEX_HELP),
+) -> None:
+    """Recommended checkpoint per architecture: best i21k upstream by final_val (paper sec. 4.5).
+
+    Ranks only where final_val is known for every candidate (a real index.csv was
+    indexed); otherwise shows the published recommendation and says so.
+    """
+    from vitzoo.catalog import api
+
+    render.check_format(fmt)
+    result = api.run_recommend(api.load_table(index), arch=_split(arch), adapt_ds=adapt_ds,
+                               res=res, min_throughput=min_throughput, pareto=pareto,
+                               metric=metric)
+    render.emit(result.table, fmt, notes=result.notes)
+
+
+index_app = typer.Typer(help="Build and inspect the catalog.", no_args_is_help=True)
+
+
+def index_build(
+    source: str = typer.Option(
+        "gs://vit_models/augreg/index.csv", "--source",
+        help="index.csv to merge: any fsspec URL or local path; 'embedded' for the published facts alone."),
+    listing: str = typer.Option(
+        "auto", "--listing",
+        help="Bucket folder to list for sizes/checksums; 'auto' = beside a remote index.csv; 'none' to skip."),
+    out: Path = typer.Option(None, "--out", help="Output folder (default: VITZOO_HOME/index, which then takes precedence)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if no source changed."),
+) -> None:
+    """Build catalog.parquet + manifest.json from the sources, atomically."""
+    from vitzoo.catalog.build import build_catalog
+    from vitzoo.config import user_index_dir
+
+    out_dir = out or user_index_dir()
+    result = build_catalog(
+        out_dir,
+        index_csv=None if source == "embedded" else source,
+        listing=None if listing == "none" else listing,
+        force=force,
+    )
+    for message in result.messages:
+        typer.echo(message, err=True)
+    manifest = result.manifest
+    verb = "built" if result.changed else "unchanged"
+    typer.echo(f"{verb}: {out_dir / 'catalog.parquet'} ({manifest['rows']:,} rows: "
+               + ", ".join(f"{k} {v:,}" for k, v in manifest["rows_by_source"].items() if v)
+               + ")")
+
+
+def index_info(
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+    index: str = typer.Option(None, "--index", help=INDEX_HELP),
+) -> None:
+    """Which catalog is in use, where its rows came from, and what is missing."""
+    from vitzoo.catalog import store
+
+    location = store.locate(index)
+    manifest = store.read_manifest(location)
+    if fmt == "json":
+        json.dump({"catalog": str(location.path), "origin": location.origin, **manifest},
+                  sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+        return
+    render.check_format(fmt)
+    from vitzoo.cli.show_view import print_manifest
+
+    print_manifest(location, manifest)
+
+
+def _pandas_free(command: Callable) -> Callable:
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        with without_pandas():
+            return command(*args, **kwargs)
+
+    return wrapper
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list")(_pandas_free(list_command))
+    app.command("show")(_pandas_free(show_command))
+    app.command("recommend")(_pandas_free(recommend_command))
+    index_app.command("build")(_pandas_free(index_build))
+    index_app.command("info")(_pandas_free(index_info))
+    app.add_typer(index_app, name="index")

@@ -1,0 +1,117 @@
+"""Printing tables for people (rich) and for programs (csv, json, jsonl).
+
+Unknown values are ``?`` in tables, empty in CSV and ``null`` in JSON; never
+``nan``. rich is imported only when a table is actually drawn.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from vitzoo.errors import VitzooError
+
+FORMATS = ("table", "csv", "json", "jsonl")
+UNKNOWN = "?"
+#: Tables longer than this are cut (machine formats never are).
+TABLE_ROW_CAP = 50
+
+_ACCURACY_HINTS = ("val", "test", "accuracy")
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise VitzooError(f"unknown --format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def records(table: pa.Table) -> list[dict]:
+    return [{k: _clean(v) for k, v in row.items()} for row in table.to_pylist()]
+
+
+def cell(column: str, value: Any) -> str:
+    value = _clean(value)
+    if value is None:
+        return UNKNOWN
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if any(h in column for h in _ACCURACY_HINTS) or column.endswith("_val"):
+            return f"{value:.4f}"
+        if column == "infer_samples_per_sec":
+            return f"{value:,.1f}"
+        return f"{value:g}"
+    if isinstance(value, int) and column.endswith(("bytes", "steps", "params")):
+        return f"{value:,}"
+    return str(value)
+
+
+def write_machine(table: pa.Table, fmt: str, out=None) -> None:
+    """csv / json / jsonl to stdout."""
+    out = out or sys.stdout
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(table.column_names)
+        columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
+        for row in zip(*columns, strict=True):
+            writer.writerow("" if _clean(v) is None else v for v in row)
+    elif fmt == "json":
+        json.dump(records(table), out, indent=1, default=str)
+        out.write("\n")
+    elif fmt == "jsonl":
+        for row in records(table):
+            out.write(json.dumps(row, default=str) + "\n")
+
+
+def print_table(table: pa.Table, *, title: str | None = None, total: int | None = None,
+                notes: Sequence[str] = ()) -> None:
+    """A rich table that fits the terminal; long tables are cut with a hint."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(soft_wrap=False)
+    shown = table.slice(0, TABLE_ROW_CAP)
+    view = Table(title=title, header_style="bold", show_lines=False, pad_edge=False)
+    for name in shown.column_names:
+        numeric = pa.types.is_integer(shown.schema.field(name).type) or pa.types.is_floating(
+            shown.schema.field(name).type)
+        long_text = name in {"checkpoint", "filename", "adapt_filename", "url", "adapt_url",
+                             "basis", "note", "value_sources"}
+        view.add_column(name, justify="right" if numeric else "left",
+                        overflow="fold" if long_text else "ellipsis",
+                        no_wrap=not long_text, min_width=4 if long_text else None)
+    for row in shown.to_pylist():
+        view.add_row(*(cell(k, v) for k, v in row.items()))
+    console.print(view)
+    count = total if total is not None else table.num_rows
+    if count > shown.num_rows:
+        console.print(f"[dim]{count:,} rows; showing {shown.num_rows}. "
+                      "Use --limit, --format csv or more filters.[/dim]")
+    else:
+        console.print(f"[dim]{count:,} rows[/dim]")
+    for note in notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def emit(table: pa.Table, fmt: str, *, title: str | None = None,
+         notes: Sequence[str] = ()) -> None:
+    """Print in the chosen format; notes go below a table, or to stderr for machine formats."""
+    check_format(fmt)
+    if fmt == "table":
+        print_table(table, title=title, notes=notes)
+        return
+    write_machine(table, fmt)
+    for note in notes:
+        sys.stderr.write(f"note: {note}\n")
