@@ -19,6 +19,10 @@ from vitzoo.cli import render
 
 ARCH_HELP = "Architecture in any spelling (B/16, B_16, ViT-B_16, R26+S/32); repeatable."
 FORMAT_HELP = "Output format: table, csv, json or jsonl."
+RECOMMEND_TABLE_COLUMNS = (
+    "name", "ds", "aug", "wd", "do", "final_val", "adapt_ds", "adapt_resolution", "adapt_lr",
+    "adapt_final_val", "adapt_final_test", "infer_samples_per_sec", "filename",
+)
 INDEX_HELP = "Catalog to read (a catalog.parquet or its folder); default: VITZOO_INDEX, then yours, then the embedded one."
 
 
@@ -130,7 +134,13 @@ def recommend_command(
     result = api.run_recommend(api.load_table(index), arch=_split(arch), adapt_ds=adapt_ds,
                                res=res, min_throughput=min_throughput, pareto=pareto,
                                metric=metric)
-    render.emit(result.table, fmt, notes=result.notes)
+    table, notes = result.table, list(result.notes)
+    if fmt == "table":  # the basis column is long and mostly repeated: say it once below
+        if "basis" in table.column_names:
+            bases = [b for b in dict.fromkeys(table.column("basis").to_pylist()) if b]
+            notes = [f"chosen by {b}" for b in bases] + notes
+        table = table.select([c for c in RECOMMEND_TABLE_COLUMNS if c in table.column_names])
+    render.emit(table, fmt, notes=notes)
 
 
 index_app = typer.Typer(help="Build and inspect the catalog.", no_args_is_help=True)

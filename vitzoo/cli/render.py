@@ -23,6 +23,14 @@ UNKNOWN = "?"
 TABLE_ROW_CAP = 50
 
 _ACCURACY_HINTS = ("val", "test", "accuracy")
+#: Compact headers so tables fit a terminal; --format csv/json keep the real names.
+SHORT_HEADERS = {
+    "adapt_ds": "dataset", "adapt_lr": "lr", "adapt_steps": "steps", "adapt_resolution": "res",
+    "adapt_final_val": "val", "adapt_final_test": "test", "final_val": "up_val",
+    "infer_samples_per_sec": "img/s", "finetunes": "tunes",
+}
+LONG_TEXT = frozenset({"checkpoint", "filename", "adapt_filename", "url", "adapt_url", "basis",
+                       "note", "value_sources", "exists_source"})
 
 
 def check_format(fmt: str) -> str:
@@ -83,17 +91,25 @@ def print_table(table: pa.Table, *, title: str | None = None, total: int | None 
 
     console = Console(soft_wrap=False)
     shown = table.slice(0, TABLE_ROW_CAP)
+    rows = [[cell(k, v) for k, v in row.items()] for row in shown.to_pylist()]
     view = Table(title=title, header_style="bold", show_lines=False, pad_edge=False)
-    for name in shown.column_names:
-        numeric = pa.types.is_integer(shown.schema.field(name).type) or pa.types.is_floating(
-            shown.schema.field(name).type)
-        long_text = name in {"checkpoint", "filename", "adapt_filename", "url", "adapt_url",
-                             "basis", "note", "value_sources"}
-        view.add_column(name, justify="right" if numeric else "left",
-                        overflow="fold" if long_text else "ellipsis",
-                        no_wrap=not long_text, min_width=4 if long_text else None)
-    for row in shown.to_pylist():
-        view.add_row(*(cell(k, v) for k, v in row.items()))
+    headers = [SHORT_HEADERS.get(n, n) for n in shown.column_names]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    long_columns = [n in LONG_TEXT for n in shown.column_names]
+    short_total = sum(w + 3 for w, is_long in zip(widths, long_columns, strict=True) if not is_long)
+    # Keep short values whole when the long ones still get a readable width; else let rich shrink all.
+    keep_short = short_total + 15 * sum(long_columns) <= console.width
+    for name, header, width, is_long in zip(shown.column_names, headers, widths, long_columns,
+                                            strict=True):
+        type_ = shown.schema.field(name).type
+        numeric = pa.types.is_integer(type_) or pa.types.is_floating(type_)
+        if is_long:
+            view.add_column(header, overflow="fold", ratio=1, min_width=12 if keep_short else None)
+        else:
+            view.add_column(header, justify="right" if numeric else "left", no_wrap=True,
+                            min_width=width if keep_short else None)
+    for row in rows:
+        view.add_row(*row)
     console.print(view)
     count = total if total is not None else table.num_rows
     if count > shown.num_rows:

@@ -1,0 +1,5 @@
+"""``python -m vitzoo`` runs the command line."""
+
+from vitzoo.cli import main
+
+main()
