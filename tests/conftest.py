@@ -49,6 +49,7 @@ def gcs_emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def gcs(gcs_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
-    """The emulator, with ``VITZOO_GCS_ENDPOINT`` pointing at it for this test."""
+    """The emulator, emptied, with ``VITZOO_GCS_ENDPOINT`` pointing at it for this test."""
+    gcs_emulator.wipe()
     monkeypatch.setenv("VITZOO_GCS_ENDPOINT", gcs_emulator.url)
     return gcs_emulator

@@ -135,11 +135,13 @@ class GatewayServer:
     ``deny(path) -> int | None``: return a status (403, 401, 404, 500...) to answer
     instead of forwarding, with a GCS-style JSON error body; None forwards.
     ``bytes_served`` counts response body bytes relayed from upstream; ``requests``
-    records each request. Point ``VITZOO_GCS_ENDPOINT`` at :attr:`url`.
+    records each request; :meth:`media_bytes` counts object content only.
+    Point ``VITZOO_GCS_ENDPOINT`` at :attr:`url`.
     """
 
     upstream: str
     deny: Callable[[str], int | None] = lambda path: None
+    delay_s: float = 0.0  # pause before relaying object media (to make downloads overlap)
     requests: list[Recorded] = field(default_factory=list)
     bytes_served: int = 0
 
@@ -172,6 +174,10 @@ class GatewayServer:
                     gateway._record(self.command, self.path, self.headers.get("Range"),
                                     status, 0)
                     return
+                if gateway.delay_s and "/download/" in self.path:
+                    import time
+
+                    time.sleep(gateway.delay_s)
                 conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("host", "connection", "keep-alive")}
@@ -205,6 +211,12 @@ class GatewayServer:
         with self._lock:
             self.requests.append(Recorded(method, path, rng, status, n))
             self.bytes_served += n
+
+    def media_bytes(self) -> int:
+        """Object content relayed (JSON-API media downloads and public URLs, not metadata)."""
+        with self._lock:
+            return sum(r.body_bytes for r in self.requests
+                       if r.path.startswith("/download/") or not r.path.startswith("/storage/"))
 
     def reset_counts(self) -> None:
         with self._lock:

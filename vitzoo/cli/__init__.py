@@ -17,6 +17,7 @@ from vitzoo.errors import VitzooError
 # Modules that add commands to the app; each defines ``register(app)``.
 COMMAND_MODULES: tuple[str, ...] = (
     "vitzoo.cli.catalog_cmds",
+    "vitzoo.cli.fetch_cmds",
     "vitzoo.cli.predict_cmds",
 )
 

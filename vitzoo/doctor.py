@@ -1,0 +1,210 @@
+"""``vitzoo doctor``: is this machine ready to fetch and fine-tune?
+
+Why: the two silent failures that cost the most are a GPU machine where JAX only
+sees the CPU (a CUDA/jaxlib mismatch trains 50x slower without a word), and
+TensorFlow grabbing the GPU memory JAX needs (tf.data is only used on the CPU).
+Both are checked here, next to library versions, the reachability of every
+configured source and the cache size. Exit status 1 when a problem is found;
+unreachable sources are information (the bucket refuses anonymous reads anyway).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from vitzoo import config
+
+PACKAGES = ("numpy", "jax", "jaxlib", "flax", "optax", "tensorflow", "tensorflow-cpu",
+            "tensorflow-datasets", "gcsfs", "fsspec", "huggingface-hub", "safetensors")
+
+
+@dataclass
+class Line:
+    section: str
+    item: str
+    value: str
+    level: str = "ok"  # ok, info, warn, problem
+
+
+def versions() -> list[Line]:
+    lines = []
+    for name in PACKAGES:
+        try:
+            lines.append(Line("versions", name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            if name not in ("tensorflow", "tensorflow-cpu"):
+                lines.append(Line("versions", name, "not installed", "info"))
+    return lines
+
+
+def gpu_present() -> str | None:
+    """How we know this machine has an NVIDIA GPU (None if it does not seem to)."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+            if out.returncode == 0 and "GPU" in out.stdout:
+                return out.stdout.strip().splitlines()[0]
+        except (OSError, subprocess.SubprocessError):
+            pass
+        return "nvidia-smi is installed"
+    if Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/version").exists():
+        return "NVIDIA driver present (/dev/nvidia0)"
+    return None
+
+
+def accelerators() -> list[Line]:
+    """JAX backend and devices, and TensorFlow kept off the GPU."""
+    lines: list[Line] = []
+    gpu = gpu_present()
+    try:
+        import jax
+
+        backend = jax.default_backend()
+        devices = jax.devices()
+        kinds = sorted({d.platform for d in devices})
+        lines.append(Line("jax", "backend", backend))
+        lines.append(Line("jax", "devices", f"{len(devices)} x {', '.join(kinds)} "
+                          f"({jax.local_device_count()} local, {jax.process_count()} process)"))
+        if gpu and backend == "cpu":
+            lines.append(Line("jax", "GPU NOT USED", f"a GPU is present ({gpu}) but JAX only "
+                              "sees the CPU; install the CUDA build: pip install -U "
+                              "'jax[cuda12]'", "problem"))
+    except Exception as exc:  # report, never crash the doctor
+        lines.append(Line("jax", "import", f"failed: {exc}", "problem"))
+    try:
+        import tensorflow as tf
+
+        tf.config.set_visible_devices([], "GPU")
+        visible = tf.config.get_visible_devices("GPU")
+        if visible:
+            lines.append(Line("tensorflow", "GPU", f"TensorFlow still sees {len(visible)} GPU(s)",
+                              "problem"))
+        else:
+            lines.append(Line("tensorflow", "GPU", "hidden from TensorFlow (input pipeline on "
+                              "CPU, GPU memory left to JAX)"))
+    except ImportError:
+        lines.append(Line("tensorflow", "import", "not installed (needed for TFDS datasets)",
+                          "info"))
+    except Exception as exc:
+        lines.append(Line("tensorflow", "GPU", f"could not hide the GPU: {exc}", "problem"))
+    if gpu is None:
+        lines.append(Line("jax", "GPU", "none detected (no nvidia-smi, no /dev/nvidia0)", "info"))
+    return lines
+
+
+def _tcp(host: str, port: int, timeout: float) -> str | None:
+    """None if a TCP connection opens, else the reason."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except socket.gaierror:
+        return "host name lookup failed"
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def _host_port(url: str) -> tuple[str, int] | None:
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return None
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _gcs_line(timeout: float) -> Line:
+    from vitzoo import storage
+    from vitzoo.errors import VitzooError
+
+    endpoint = config.gcs_endpoint() or "https://storage.googleapis.com"
+    where = _host_port(endpoint)
+    reason = _tcp(*where, timeout) if where else "bad endpoint"
+    if reason:
+        return Line("sources", f"gcs {endpoint}", f"unreachable: {reason}", "warn")
+    previous = os.environ.get("VITZOO_CONNECT_TIMEOUT")
+    os.environ["VITZOO_CONNECT_TIMEOUT"] = str(timeout)
+    try:
+        storage.stat("gs://vit_models/augreg/index.csv")
+        return Line("sources", f"gcs {endpoint}", "reachable; anonymous read of "
+                    "gs://vit_models/augreg/index.csv works")
+    except VitzooError as exc:
+        return Line("sources", f"gcs {endpoint}", f"reachable; {exc.message}", "warn")
+    finally:
+        if previous is None:
+            os.environ.pop("VITZOO_CONNECT_TIMEOUT", None)
+        else:
+            os.environ["VITZOO_CONNECT_TIMEOUT"] = previous
+
+
+def sources(timeout: float) -> list[Line]:
+    from vitzoo import hub, storage
+
+    lines = [_gcs_line(timeout)]
+    mirrors = config.mirrors()
+    if not mirrors:
+        lines.append(Line("sources", "mirrors", "none configured (VITZOO_MIRRORS)", "info"))
+    for prefix in mirrors:
+        if not storage.is_remote(prefix):
+            path = Path(prefix.removeprefix("file://")).expanduser()
+            ok = path.is_dir()
+            lines.append(Line("sources", f"mirror {prefix}", "folder exists" if ok else
+                              "folder does not exist", "ok" if ok else "warn"))
+            continue
+        where = storage._endpoint_for(prefix) if storage.scheme_of(prefix) != "gs" else \
+            _host_port(config.gcs_endpoint() or "https://storage.googleapis.com")
+        reason = _tcp(*where, timeout) if where else None
+        lines.append(Line("sources", f"mirror {prefix}", "reachable" if reason is None else
+                          f"unreachable: {reason}", "ok" if reason is None else "warn"))
+    if hub.offline():
+        lines.append(Line("sources", f"hf {hub.endpoint()}", "offline mode (HF_HUB_OFFLINE); "
+                          f"only the local cache {hub.hub_cache_dir()} is used", "info"))
+    else:
+        where = _host_port(hub.endpoint())
+        reason = _tcp(*where, timeout) if where else "bad endpoint"
+        lines.append(Line("sources", f"hf {hub.endpoint()}", "reachable" if reason is None else
+                          f"unreachable: {reason}", "ok" if reason is None else "warn"))
+    return lines
+
+
+def cache_lines() -> list[Line]:
+    from vitzoo import cache
+
+    found = cache.entries()
+    total = sum(e.size for e in found)
+    partial = sum(1 for e in found if e.state == "partial")
+    text = f"{len(found) - partial} checkpoints, {total / 1e9:.2f} GB in {config.cache_dir()}"
+    if partial:
+        text += f" ({partial} unfinished downloads)"
+    return [Line("cache", "size", text)]
+
+
+def run_doctor(*, skip_ml: bool = False, timeout: float = 3.0) -> int:
+    """Print the report (stdout); return the exit status (1 if a problem was found)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    lines = versions()
+    if not skip_ml:
+        lines += accelerators()
+    lines += sources(timeout)
+    lines += cache_lines()
+    style = {"ok": "green", "info": "dim", "warn": "yellow", "problem": "bold red"}
+    table = Table(title="vitzoo doctor", title_justify="left")
+    for column in ("section", "check", "result"):
+        table.add_column(column)
+    for line in lines:
+        table.add_row(line.section, line.item, line.value, style=style[line.level])
+    console = Console(soft_wrap=True)
+    console.print(table)
+    problems = [line for line in lines if line.level == "problem"]
+    for line in problems:
+        console.print(f"PROBLEM: {line.item}: {line.value}", style="bold red", markup=False)
+    return 1 if problems else 0

@@ -1,0 +1,117 @@
+"""The Hugging Face Hub copies of the checkpoints (timm's safetensors), as a download source.
+
+Why: since Feb 2026 the GCS bucket refuses anonymous reads, and timm publishes most
+AugReg checkpoints on the Hub (``timm/vit_base_patch16_224.augreg2_in21k_ft_in1k``).
+Those files are timm state dicts, so they are converted to the release ``.npz`` layout
+(``vitzoo.checkpoint_timm``) before they enter the cache.
+
+Settings are read from the environment at call time, not when ``huggingface_hub``
+was imported: ``HF_ENDPOINT``, ``HF_HUB_CACHE`` / ``HF_HOME``, ``HF_HUB_OFFLINE``
+and ``HF_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vitzoo.errors import VitzooError
+
+TIMM_WEIGHTS = "model.safetensors"
+HF_HINT = "check the repo name, HF_ENDPOINT / HF_HUB_OFFLINE, or use another source"
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def hub_cache_dir() -> Path:
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def offline() -> bool:
+    return _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
+
+
+def _translate(exc: Exception, repo_id: str, filename: str) -> VitzooError:
+    from huggingface_hub import errors
+
+    where = f"hf://{repo_id}/{filename}"
+    if isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
+        if offline():
+            return VitzooError(f"{where} is not in the local Hugging Face cache and "
+                               "HF_HUB_OFFLINE is set",
+                               "unset HF_HUB_OFFLINE to download it, or use another source")
+        return VitzooError(f"cannot reach {endpoint()} for {where}",
+                           "check the network or HF_ENDPOINT, or use another source")
+    if isinstance(exc, errors.GatedRepoError):
+        return VitzooError(f"access denied by {where} (gated repository)",
+                           "accept its terms on the Hub and set HF_TOKEN")
+    if isinstance(exc, (errors.RepositoryNotFoundError, errors.RevisionNotFoundError,
+                        errors.EntryNotFoundError)):
+        return VitzooError(f"not found: {where}", HF_HINT)
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if status in (401, 403):
+        return VitzooError(f"access denied by {where} (HTTP {status})",
+                           "set HF_TOKEN, or use another source")
+    if status == 404:
+        return VitzooError(f"not found: {where}", HF_HINT)
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if status is None:
+        return VitzooError(f"cannot reach {endpoint()} for {where}: {text}", HF_HINT)
+    return VitzooError(f"{where} answered HTTP {status}: {text}", HF_HINT)
+
+
+def download(repo_id: str, filename: str = TIMM_WEIGHTS, *, revision: str | None = None,
+             progress: bool = True) -> Path:
+    """Fetch one file of a Hub repo into the Hugging Face cache (verified by the hub client)."""
+    from vitzoo.names import validate_path_component
+
+    for part in repo_id.split("/"):
+        validate_path_component(part, "Hugging Face repo id")
+    if repo_id.count("/") != 1:
+        raise VitzooError(f"invalid Hugging Face repo id {repo_id!r}", "expected owner/name")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    if not offline():
+        from vitzoo import storage
+
+        storage.preflight(endpoint())  # hf retries an unreachable host for ~25 s otherwise
+    if not progress:
+        disable_progress_bars()
+    try:
+        path = hf_hub_download(
+            repo_id, filename, revision=revision, cache_dir=hub_cache_dir(),
+            endpoint=endpoint(), local_files_only=offline(), etag_timeout=10,
+        )
+    except VitzooError:
+        raise
+    except Exception as exc:
+        raise _translate(exc, repo_id, filename) from exc
+    finally:
+        if not progress:
+            enable_progress_bars()
+    return Path(path)
+
+
+def release_arrays(repo_id: str, *, arch: str | None = None, progress: bool = True) -> dict:
+    """A timm checkpoint from the Hub as release-layout arrays ``{name: ndarray}``."""
+    try:
+        from vitzoo.checkpoint_timm import load_timm_safetensors
+    except ImportError as exc:
+        raise VitzooError(
+            "the Hugging Face source needs vitzoo.checkpoint_timm, which is not available "
+            f"({exc})", "use a mirror, a local copy or --gcs-auth") from None
+    path = download(repo_id, progress=progress)
+    if arch is None:
+        return load_timm_safetensors(path)
+    return load_timm_safetensors(path, arch)
