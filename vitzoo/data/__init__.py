@@ -1,0 +1,56 @@
+"""Datasets for fine-tuning: TFDS names or image folders, one preprocessing recipe format.
+
+``open_dataset`` decides which source a ``--dataset`` value means; the sources return
+random-access :class:`~vitzoo.data.source.Examples`, and :mod:`vitzoo.data.pipeline`
+turns those into tf.data pipelines. Importing this package does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vitzoo.data.preprocess import Preprocess, eval_recipe, train_recipe
+from vitzoo.data.source import DataSplits, Examples
+from vitzoo.errors import VitzooError
+
+__all__ = ["DataSplits", "Examples", "Preprocess", "eval_recipe", "open_dataset", "train_recipe"]
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith((".", "/", "~")) or os.sep in value
+
+
+def open_dataset(
+    dataset: str,
+    *,
+    train_split: str | None = None,
+    eval_split: str | None = None,
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    val_fraction: float = 0.1,
+    need_train: bool = True,
+) -> DataSplits:
+    """``dataset`` is an existing folder (image folder) or a TFDS name ``name[:version]``."""
+    from vitzoo.data.pipeline import tf_cpu
+
+    if not dataset or not dataset.strip():
+        raise VitzooError("empty --dataset", "give a TFDS name or an image folder")
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        if train_split not in (None, "train"):
+            raise VitzooError("--train-split applies to TFDS datasets only",
+                              "an image folder uses DIR/train or a --val-fraction split")
+        from vitzoo.data.folder import load_folder
+
+        return load_folder(path, val_fraction=val_fraction, need_train=need_train,
+                           eval_split=eval_split)
+    if _looks_like_path(dataset) and ":" not in dataset.split("/")[0]:
+        raise VitzooError(f"dataset folder {dataset} does not exist",
+                          "check the path, or give a TFDS name like oxford_iiit_pet")
+    tf_cpu()
+    from vitzoo.data.tfds import load_tfds
+
+    return load_tfds(dataset, train_split=train_split or "train", eval_split=eval_split,
+                     data_dir=data_dir, manual_dir=manual_dir, val_fraction=val_fraction,
+                     need_train=need_train)

@@ -1,0 +1,223 @@
+"""Image folders as datasets: ``DIR/train|test|val/<class>/*`` or ``DIR/<class>/*``.
+
+Every candidate file is opened once with Pillow before anything is compiled, so a
+corrupt file, an empty class or a folder with one class is reported up front, never
+as a crash at step 3,000. Files that TensorFlow's native decoders read correctly
+(JPEG/PNG/GIF/BMP in ordinary colour modes) are passed through untouched; anything else
+Pillow can read (WebP, CMYK JPEG, palette BMP, 16-bit images, ...) is converted once to
+an RGB PNG. Unreadable files are skipped and listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from vitzoo.data.source import DataSplits, Examples, carve, memory_budget
+from vitzoo.errors import VitzooError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+TRAIN_DIRS = ("train",)
+EVAL_DIRS = ("test", "val", "validation")
+#: (format, mode) pairs that ``tf.io.decode_image(channels=3)`` turns into correct RGB.
+_NATIVE = {
+    "JPEG": {"L", "RGB"},
+    "PNG": {"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B"},
+    "GIF": {"L", "P", "RGB", "RGBA"},
+    "BMP": {"RGB", "RGBA"},
+}
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _check(path: Path, keep_bytes: bool, convert_dir: Path) -> tuple[object | None, str | None,
+                                                                       bool]:
+    """Read one file: (payload, error, converted). Payload is bytes or a path string."""
+    from PIL import Image
+
+    try:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as image:
+            fmt, mode = image.format, image.mode
+            if fmt == "JPEG" and mode in _NATIVE["JPEG"]:
+                image.draft(mode, (max(1, image.size[0] // 8), max(1, image.size[1] // 8)))
+            image.load()
+        if image.size[0] < 1 or image.size[1] < 1:
+            return None, "empty image", False
+    except Exception as exc:  # PIL raises many types for bad files
+        return None, f"{type(exc).__name__}: {exc}".strip()[:200], False
+    if fmt in _NATIVE and mode in _NATIVE[fmt]:
+        return (data if keep_bytes else str(path)), None, False
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.seek(0)
+            rgb = image.convert("RGBA").convert("RGB") if "A" in image.mode or image.mode == "P" \
+                else image.convert("RGB")
+        buf = io.BytesIO()
+        rgb.save(buf, format="PNG", compress_level=1)
+    except Exception as exc:
+        return None, f"cannot convert {fmt} {mode}: {exc}"[:200], False
+    png = buf.getvalue()
+    if keep_bytes:
+        return png, None, True
+    convert_dir.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha1(f"{path.resolve()}:{path.stat().st_mtime_ns}".encode()).hexdigest()
+    target = convert_dir / f"{key}.png"
+    if not target.exists():
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(png)
+        os.replace(tmp, target)
+    return str(target), None, True
+
+
+def _read(files: list[tuple[Path, int]], root: Path, keep_bytes: bool, convert_dir: Path,
+          ) -> tuple[Examples, list[tuple[str, str]], int]:
+    workers = max(2, min(16, (os.cpu_count() or 2) * 2))
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(lambda f: _check(f[0], keep_bytes, convert_dir), files))
+    payload, labels, skipped, converted = [], [], [], 0
+    for (path, label), (item, error, was_converted) in zip(files, results, strict=True):
+        if item is None:
+            skipped.append((str(path.relative_to(root)), error or "unreadable"))
+            continue
+        payload.append(item)
+        labels.append(label)
+        converted += was_converted
+    return (Examples(payload, np.asarray(labels, np.int32), from_files=not keep_bytes),
+            skipped, converted)
+
+
+def _layout(root: Path) -> tuple[Path | None, Path | None]:
+    names = {p.name.lower(): p for p in _class_dirs(root)}
+    train = next((names[n] for n in TRAIN_DIRS if n in names), None)
+    evaluation = next((names[n] for n in EVAL_DIRS if n in names), None)
+    return train, evaluation
+
+
+def _files(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    out = []
+    for label, name in enumerate(classes):
+        folder = split_dir / name
+        if folder.is_dir():
+            out.extend((f, label) for f in _image_files(folder))
+    return out
+
+
+def _require_classes(root: Path, classes: list[str]) -> None:
+    if not classes:
+        raise VitzooError(f"{root} has no class folders",
+                          "lay it out as DIR/<class>/* or DIR/train/<class>/* + DIR/test/<class>/*")
+    if len(classes) < 2:
+        raise VitzooError(f"{root} has only one class ({classes[0]!r}); classification needs "
+                          "at least 2", "add a folder per class")
+
+
+def _require_filled(where: str, examples: Examples, classes: list[str]) -> None:
+    if len(examples) == 0:
+        raise VitzooError(f"no readable images in {where}",
+                          "supported formats: JPEG, PNG, BMP, GIF, WebP, TIFF")
+    counts = np.bincount(examples.labels, minlength=len(classes))
+    empty = [classes[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
+        raise VitzooError(f"{len(empty)} class folder(s) in {where} have no readable images: "
+                          f"{shown}", "add images or remove the empty folders")
+
+
+def load_folder(
+    root: str | os.PathLike[str],
+    *,
+    val_fraction: float = 0.1,
+    need_train: bool = True,
+    eval_split: str | None = None,
+    cache_dir: Path | None = None,
+) -> DataSplits:
+    """Scan an image folder into train/eval :class:`Examples` (see module docstring).
+
+    ``eval_split`` (evaluation only): ``train``, ``test``/``val`` or None (the held-out
+    split the fine-tune would have used).
+    """
+    from vitzoo.config import vitzoo_home
+
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise VitzooError(f"dataset folder {root} does not exist", "check the path")
+    convert_dir = cache_dir or (vitzoo_home() / "converted")
+    train_dir, eval_dir = _layout(root)
+    notes: list[str] = []
+    if train_dir is not None and eval_dir is not None:
+        classes = [p.name for p in _class_dirs(train_dir)]
+        _require_classes(train_dir, classes)
+        extra = sorted({p.name for p in _class_dirs(eval_dir)} - set(classes))
+        if extra:
+            raise VitzooError(f"{eval_dir} has classes that {train_dir} lacks: {', '.join(extra)}",
+                              "every evaluation class must also exist in train/")
+        want_train = need_train or eval_split == "train"
+        train_files = _files(train_dir, classes) if want_train else []
+        eval_files = _files(eval_dir, classes) if eval_split != "train" else []
+        total = sum(f.stat().st_size for f, _ in train_files + eval_files)
+        keep = total <= memory_budget()
+        skipped: list[tuple[str, str]] = []
+        train = None
+        converted = 0
+        if train_files:
+            train, skipped_train, c = _read(train_files, root, keep, convert_dir)
+            skipped += skipped_train
+            converted += c
+            _require_filled(str(train_dir), train, classes)
+        if eval_split == "train":
+            evaluation, eval_name = train, "train"
+        else:
+            evaluation, skipped_eval, c = _read(eval_files, root, keep, convert_dir)
+            skipped += skipped_eval
+            converted += c
+            eval_name = eval_dir.name
+            if len(evaluation) == 0:
+                raise VitzooError(f"no readable images in {eval_dir}",
+                                  "supported formats: JPEG, PNG, BMP, GIF, WebP, TIFF")
+        train_name: str | None = "train" if train is not None else None
+    else:
+        if train_dir is not None:
+            notes.append(f"{train_dir} has no test/ or val/ sibling: using it as the whole "
+                         "dataset and carving a validation split")
+            root_classes = train_dir
+        else:
+            root_classes = root
+        classes = [p.name for p in _class_dirs(root_classes)]
+        _require_classes(root_classes, classes)
+        files = _files(root_classes, classes)
+        keep = sum(f.stat().st_size for f, _ in files) <= memory_budget()
+        everything, skipped, converted = _read(files, root, keep, convert_dir)
+        _require_filled(str(root_classes), everything, classes)
+        train_idx, val_idx = carve(len(everything), val_fraction, everything.labels)
+        if len(val_idx) == 0:
+            raise VitzooError(f"{root} is too small to carve a validation split",
+                              "add images, or provide DIR/train and DIR/test folders")
+        notes.append(f"no test/ or val/ folder: carved a deterministic validation split of "
+                     f"{len(val_idx)} images ({val_fraction:.0%} per class) from {len(everything)}")
+        train_part, val_part = everything.subset(train_idx), everything.subset(val_idx)
+        train = train_part if (need_train or eval_split == "train") else None
+        evaluation = train_part if eval_split == "train" else val_part
+        train_name = f"all[-{val_fraction:.0%} per class]"
+        eval_name = "train" if eval_split == "train" else f"carved {val_fraction:.0%} per class"
+    if converted:
+        notes.append(f"converted {converted} image(s) TensorFlow cannot decode natively "
+                     "(WebP, CMYK, palette BMP, ...) to RGB PNG")
+    if skipped:
+        notes.append(f"skipped {len(skipped)} unreadable file(s)")
+    return DataSplits(name=str(root), kind="folder", class_names=classes, train=train,
+                      eval=evaluation, train_split=train_name, eval_split=eval_name,
+                      notes=notes, skipped=skipped)
