@@ -482,3 +482,95 @@ def test_emulator_download_speed(gateway):
     elapsed = time.perf_counter() - start
     print(f"download {len(PAYLOAD) / 1e6:.2f} MB in {elapsed * 1000:.0f} ms")
     assert elapsed < 10
+
+
+# --- command line -------------------------------------------------------------
+
+
+def _vitzoo(args: list[str], env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+    return _cli(args, _env(**env_extra), timeout=60)
+
+
+def test_cli_download_prints_the_path(gateway):
+    from typer.testing import CliRunner
+
+    from vitzoo.cli import app
+
+    result = CliRunner().invoke(app, ["download", f"gs://{BUCKET}/augreg/{NAME}.npz",
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    path = Path(result.stdout.strip())
+    assert path.read_bytes() == PAYLOAD
+
+
+def test_cli_download_errors_are_one_line_without_traceback(bucket, tmp_path):
+    env = {"VITZOO_GCS_ENDPOINT": bucket.url, "VITZOO_HOME": str(tmp_path / "home")}
+    result = _vitzoo(["download", f"gs://{BUCKET}/augreg/missing.npz", "--source", "gcs"], env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: could not fetch gs://vit_models/augreg/missing.npz from any "
+                           "source (gcs: not found: gs://vit_models/augreg/missing.npz")
+    assert result.stdout == ""
+
+
+def test_cli_download_several_names_reports_each_failure(bucket, tmp_path):
+    env = {"VITZOO_GCS_ENDPOINT": bucket.url, "VITZOO_HOME": str(tmp_path / "home")}
+    result = _vitzoo(["download", f"gs://{BUCKET}/augreg/{NAME}.npz", "no-such-checkpoint",
+                      "--no-progress"], env)
+    assert result.returncode == 2, result.stderr
+    assert Path(result.stdout.strip()).read_bytes() == PAYLOAD
+    assert "error: unknown checkpoint 'no-such-checkpoint'" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: 1 of 2 downloads failed: no-such-checkpoint. See the messages above.")
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_cache_list_verify_clear(gateway, tmp_path):
+    from typer.testing import CliRunner
+
+    from vitzoo.cli import app
+
+    runner = CliRunner()
+    path = get(info())
+    listed = runner.invoke(app, ["cache", "list"])
+    assert listed.exit_code == 0
+    assert NAME[:30] in listed.output and "recorded" in listed.output and "gcs" in listed.output
+
+    assert runner.invoke(app, ["cache", "verify"]).output.strip().endswith(": ok")
+    data = bytearray(path.read_bytes())
+    data[100] ^= 1
+    path.write_bytes(bytes(data))
+    assert "modified" in runner.invoke(app, ["cache", "list"]).output
+    env = {"VITZOO_HOME": os.environ["VITZOO_HOME"]}
+    verify = _vitzoo(["cache", "verify"], env)
+    assert verify.returncode == 2
+    assert f"augreg/{NAME}.npz: BAD: md5" in verify.stdout
+    assert verify.stderr.strip() == ("error: 1 of 1 cached files failed verification. Delete "
+                                     "them (--delete) and download again.")
+    assert _vitzoo(["cache", "verify", "--delete"], env).returncode == 2
+    assert not path.exists() and not cache.sidecar_of(path).exists()
+
+    get(info())
+    refused = _vitzoo(["cache", "clear"], env)  # stdin is not a terminal: no silent deletes
+    assert refused.returncode == 2 and "without confirmation" in refused.stderr
+    assert path.exists()
+    missing = _vitzoo(["cache", "clear", "nope", "--yes"], env)
+    assert missing.returncode == 2 and "'nope' is not in the cache" in missing.stderr
+    cleared = runner.invoke(app, ["cache", "clear", NAME, "--yes"])
+    assert cleared.exit_code == 0 and f"deleted {path}" in cleared.output
+    assert not path.exists() and not cache.sidecar_of(path).exists()
+    assert "cache is empty" in runner.invoke(app, ["cache", "list"]).output
+
+
+def test_cache_verify_without_record_uses_archive_crcs(tmp_path):
+    from typer.testing import CliRunner
+
+    from vitzoo.cli import app
+
+    dest = cache.path_for(cache.safe_relpath(["augreg", "manual.npz"]))
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(PAYLOAD)
+    result = CliRunner().invoke(app, ["cache", "verify"])
+    assert result.exit_code == 0
+    assert "augreg/manual.npz: ok (no download record; archive CRCs checked)" in result.output

@@ -1,0 +1,83 @@
+"""``vitzoo doctor``: versions, accelerators, source reachability, cache size."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.gcs_emulator import GatewayServer, closed_port_url, deny_paths
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _doctor(args: list[str], **env_extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.update(env_extra)
+    env["COLUMNS"] = "200"
+    return subprocess.run([sys.executable, "-c", "from vitzoo.cli import main; main()",
+                           "doctor", *args], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=ROOT)
+
+
+def test_doctor_reports_a_refusing_bucket_and_each_mirror(gcs, tmp_path):
+    gcs.create_bucket("vit_models")
+    gcs.upload("vit_models", "augreg/index.csv", b"name\n")
+    refusing = GatewayServer(gcs.url, deny=deny_paths(("/storage/v1/b/vit_models",)))
+    (tmp_path / "mirror").mkdir()
+    try:
+        result = _doctor(["--skip-ml", "--timeout", "2"], VITZOO_GCS_ENDPOINT=refusing.url,
+                         VITZOO_MIRRORS=f"{tmp_path / 'mirror'} {tmp_path / 'gone'} "
+                                        f"{closed_port_url()}/m")
+    finally:
+        refusing.stop()
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "numpy" in out and "gcsfs" in out
+    assert f"gcs {refusing.url}" in out and "reachable; access denied by" in out
+    assert "(HTTP 403)" in out
+    assert "folder exists" in out and "folder does not exist" in out
+    assert "unreachable: Connection refused" in out
+    assert "offline mode (HF_HUB_OFFLINE)" in out
+    assert "0 checkpoints, 0.00 GB" in out
+
+
+def test_doctor_says_when_anonymous_reads_work(gcs):
+    gcs.create_bucket("vit_models")
+    gcs.upload("vit_models", "augreg/index.csv", b"name\n")
+    result = _doctor(["--skip-ml"], VITZOO_GCS_ENDPOINT=gcs.url)
+    assert result.returncode == 0
+    assert "anonymous read of gs://vit_models/augreg/index.csv works" in result.stdout
+
+
+def test_doctor_skip_ml_imports_no_ml_and_fails_fast_on_a_dead_endpoint():
+    import time
+
+    start = time.perf_counter()
+    result = _doctor(["--skip-ml", "--timeout", "1"], VITZOO_GCS_ENDPOINT=closed_port_url())
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0
+    assert "unreachable: Connection refused" in result.stdout
+    assert "backend" not in result.stdout and "TensorFlow" not in result.stdout
+    assert elapsed < 15, f"doctor --skip-ml took {elapsed:.1f} s"
+
+
+@pytest.mark.slow
+def test_doctor_warns_loudly_when_a_gpu_is_present_but_jax_sees_only_cpu(tmp_path):
+    """A fake ``nvidia-smi`` on PATH stands in for a GPU machine; JAX here is CPU-only."""
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-test)'\n")
+    fake.chmod(0o755)
+    result = _doctor(["--timeout", "1"], PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}",
+                     VITZOO_GCS_ENDPOINT=closed_port_url(), JAX_PLATFORMS="cpu")
+    out = result.stdout
+    assert result.returncode == 1, out + result.stderr
+    assert "backend" in out and "cpu" in out
+    assert "GPU NOT USED" in out and "GPU 0: NVIDIA H100" in out
+    assert "PROBLEM: GPU NOT USED" in out
+    assert "hidden from TensorFlow" in out
