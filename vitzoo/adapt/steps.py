@@ -1,0 +1,130 @@
+"""The pmapped update and evaluation steps.
+
+Both are built from a plain ``apply_fn`` (the Flax module's ``apply``) and never look at
+which model they train. The update step runs on every local device with the axis name
+``'batch'``: each device computes gradients on its shard (optionally as ``accum``
+micro-batches summed with ``lax.scan``), gradients and metrics are averaged with
+``pmean``, and every device applies the same optimizer update, so the replicated state
+stays identical. The state buffers are donated: the update happens in place.
+
+Randomness: the dropout key of a micro-batch is ``fold_in(fold_in(fold_in(key, step),
+device), micro)``; a pure function of the step, so a resumed run draws the same keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+AXIS = "batch"
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything the update changes: step counter, parameters, optimizer state."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def init_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
+    """A fresh state at step 0 (host side; replicate before use)."""
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
+                  label_smoothing: float = 0.0) -> jax.Array:
+    """Per-example softmax cross-entropy, optionally against smoothed one-hot targets."""
+    targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+    if label_smoothing:
+        targets = optax.smooth_labels(targets, label_smoothing)
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def make_train_step(apply_fn: Callable[..., jax.Array], tx: optax.GradientTransformation, *,
+                    num_classes: int, accum: int = 1, label_smoothing: float = 0.0,
+                    pmap: bool = True) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """``step(state, batch, key) -> (state, metrics)``; pmapped over ``'batch'`` unless ``pmap=False``.
+
+    ``batch['image']`` is ``[per_device, H, W, 3]`` inside the map (``[devices, ...]``
+    outside); with ``accum > 1`` it is split into ``accum`` equal micro-batches whose
+    mean gradient equals the full-batch gradient.
+    """
+
+    def loss_fn(params: Any, images: jax.Array, labels: jax.Array, key: jax.Array) -> Any:
+        logits = apply_fn({"params": params}, images, train=True, rngs={"dropout": key})
+        loss = cross_entropy(logits, labels, num_classes, label_smoothing).mean()
+        correct = (jnp.argmax(logits, -1) == labels).mean()
+        return loss, correct
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step(state: TrainState, batch: dict[str, jax.Array], key: jax.Array) -> Any:
+        key = jax.random.fold_in(key, state.step)
+        if pmap:
+            key = jax.random.fold_in(key, jax.lax.axis_index(AXIS))
+        images, labels = batch["image"], batch["label"]
+        if accum == 1:
+            (loss, correct), grads = grad_fn(state.params, images, labels, key)
+        else:
+            images = images.reshape(accum, -1, *images.shape[1:])
+            labels = labels.reshape(accum, -1)
+
+            def micro(carry: Any, xs: Any) -> Any:
+                grad_sum, loss_sum, correct_sum = carry
+                i, im, lb = xs
+                (loss, correct), grads = grad_fn(state.params, im, lb, jax.random.fold_in(key, i))
+                grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+                return (grad_sum, loss_sum + loss, correct_sum + correct), None
+
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            (grads, loss, correct), _ = jax.lax.scan(
+                micro, (zeros, jnp.zeros(()), jnp.zeros(())), (jnp.arange(accum), images, labels))
+            grads = jax.tree.map(lambda g: g / accum, grads)
+            loss, correct = loss / accum, correct / accum
+        if pmap:
+            grads = jax.lax.pmean(grads, AXIS)
+            loss, correct = jax.lax.pmean((loss, correct), AXIS)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss, "accuracy": correct, "grad_norm": optax.global_norm(grads)}
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    if not pmap:
+        return jax.jit(step, donate_argnums=(0,))
+    return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,))
+
+
+def make_eval_step(apply_fn: Callable[..., jax.Array], *, num_classes: int,
+                   pmap: bool = True) -> Callable[..., dict[str, jax.Array]]:
+    """``eval(params, batch) -> sums`` over the whole (global) batch, padded rows masked.
+
+    Returns summed loss, top-1 and top-5 hits, the example count, and per-class hit and
+    example counts, all ``psum``-ed so every device (and process) holds the global totals.
+    """
+    k = min(5, num_classes)
+
+    def evaluate(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        logits = apply_fn({"params": params}, batch["image"], train=False).astype(jnp.float32)
+        labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
+        loss = cross_entropy(logits, labels, num_classes)
+        top1 = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+        topk = jax.lax.top_k(logits, k)[1]
+        top5 = jnp.any(topk == labels[:, None], axis=-1).astype(jnp.float32)
+        onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * mask[:, None]
+        sums = {
+            "loss": jnp.sum(loss * mask), "top1": jnp.sum(top1 * mask),
+            "top5": jnp.sum(top5 * mask), "count": jnp.sum(mask),
+            "class_hits": onehot.T @ top1, "class_count": onehot.sum(0),
+        }
+        return jax.lax.psum(sums, AXIS) if pmap else sums
+
+    if not pmap:
+        return jax.jit(evaluate)
+    return jax.pmap(evaluate, axis_name=AXIS)
