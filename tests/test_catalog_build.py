@@ -235,3 +235,39 @@ def test_interrupted_build_leaves_the_old_catalog(fake_csv, tmp_path, embedded_b
     with pytest.raises(KeyboardInterrupt):
         build_catalog(out, index_csv=str(fake_csv), listing=None)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_column_file_mirrors_the_parquet_and_stale_ones_are_ignored(embedded_build, tmp_path):
+    from vitzoo.catalog.frame import read_column_file
+    from vitzoo.catalog.store import CatalogLocation, read_frame
+
+    table = _read(embedded_build)
+    location = CatalogLocation(embedded_build / "catalog.parquet", "option")
+    fast = read_column_file(location.columns_path, location.path, None)
+    assert fast is not None
+    assert fast.to_pydict() == table.to_pydict()
+    subset = read_frame(location, ["name", "adapt_final_val"])
+    assert subset.column_names == ["name", "adapt_final_val"]
+    assert subset.column("adapt_final_val") == table.column("adapt_final_val").to_pylist()
+    # A column file that belongs to another parquet is not trusted: the parquet is read.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "catalog.parquet").write_bytes(_read_bytes_with_one_change(embedded_build))
+    (copy / "catalog.cols").write_bytes((embedded_build / "catalog.cols").read_bytes())
+    stale = CatalogLocation(copy / "catalog.parquet", "option")
+    assert read_column_file(stale.columns_path, stale.path, None) is None
+    assert read_frame(stale, ["name"]).column("name")[0] == "changed"
+    (copy / "catalog.cols").write_bytes(b"garbage")
+    assert read_frame(stale, ["name"]).column("name")[0] == "changed"
+
+
+def _read_bytes_with_one_change(out: Path) -> bytes:
+    import pyarrow as pa
+
+    table = _read(out)
+    names = table.column("name").to_pylist()
+    names[0] = "changed"
+    table = table.set_column(table.schema.get_field_index("name"), "name", pa.array(names))
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()

@@ -1,7 +1,8 @@
 """The catalog as a Python API (pandas) and the shared query pipeline the CLI uses.
 
-``run_query`` / ``run_recommend`` work on pyarrow tables so the CLI never
-imports pandas; ``catalog``, ``query`` and ``recommend`` wrap them for notebooks.
+``run_query`` / ``run_recommend`` work on :class:`~vitzoo.catalog.frame.Frame`
+(plain Python columns) so the CLI imports neither pandas nor pyarrow;
+``catalog``, ``query`` and ``recommend`` wrap them for notebooks.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from vitzoo.catalog import local, store
 from vitzoo.catalog import query as q
 from vitzoo.catalog import recommend as rec
+from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.schema import COLUMN_NAMES, PRETRAINED_COLUMNS
 from vitzoo.errors import VitzooError
 from vitzoo.names import (
@@ -31,42 +30,40 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def load_table(index: str | None = None, *, include_local: bool = True,
-               columns: list[str] | None = None) -> pa.Table:
-    """The catalog (plus the user's registered runs) as a pyarrow table."""
-    table = store.read_table(store.locate(index), columns)
+               columns: Sequence[str] | None = None) -> Frame:
+    """The catalog (plus the user's registered runs), optionally only some columns."""
+    frame = store.read_frame(store.locate(index), columns)
     if include_local and local.registry_path().exists():
-        runs = local.local_table()
+        runs = local.local_frame(frame.column_names)
         if runs.num_rows:
-            if columns:
-                runs = runs.select(columns)
-            table = pa.concat_tables([table, runs.cast(table.schema)])
-    return table
-
-
-_FILTER_COLUMNS = {
-    "arch": "name", "ds": "ds", "aug": "aug", "wd": "wd", "do": "do", "sd": "sd",
-    "adapt_ds": "adapt_ds", "res": "adapt_resolution", "adapt_lr": "adapt_lr",
-    "steps": "adapt_steps", "collection": "collection",
-}
+            frame = Frame.concat([frame, runs])
+    return frame
 
 
 def columns_needed(filters: q.Filters, columns: Sequence[str] | None, sort: str | None,
                    pretrained: bool) -> list[str] | None:
     """The columns a query touches, so the CLI reads only those (None: all of them)."""
-    if columns is None or filters.where:
+    if columns is None:
         return None
     needed = set(columns) | {"collection"}
-    needed |= {col for key, col in _FILTER_COLUMNS.items() if getattr(filters, key)}
+    needed |= {col for key, col in q.FILTER_COLUMNS.items() if getattr(filters, key)}
+    if filters.where:
+        mentioned = q.where_columns(filters.where)
+        if mentioned is None:
+            return None
+        needed |= mentioned
     if sort:
         needed.add(sort)
     if pretrained:
         needed |= set(PRETRAINED_COLUMNS) | {"url", "checkpoint", "adapt_filename"}
-    unknown = needed - set(COLUMN_NAMES)
-    return None if unknown else [c for c in COLUMN_NAMES if c in needed]
+        needed.discard("finetunes")
+    if needed - set(COLUMN_NAMES):
+        return None  # let the query report the unknown name
+    return [c for c in COLUMN_NAMES if c in needed]
 
 
 def run_query(
-    table: pa.Table,
+    frame: Frame,
     *,
     filters: q.Filters,
     pretrained: bool = False,
@@ -75,14 +72,14 @@ def run_query(
     limit: int | None = None,
     columns: Sequence[str] | None = None,
     local_only: bool = False,
-) -> pa.Table:
+) -> Frame:
     """Filter, aggregate, sort, cut and project: the whole of ``vitzoo list``."""
     if local_only:
-        table = table.filter(pc.equal(table.column("collection"), "local"))
-    result = q.apply_filters(table, filters)
+        frame = frame.filter([c == "local" for c in frame.column("collection")])
+    result = q.apply_filters(frame, filters)
     if pretrained:
         result = q.pretrained_view(result)
-    result = q.sort_table(result, sort, desc)
+    result = q.sort_frame(result, sort, desc)
     if limit is not None:
         if limit < 0:
             raise VitzooError(f"--limit must be positive, got {limit}", "e.g. --limit 20")
@@ -90,13 +87,19 @@ def run_query(
     return q.select_columns(result, columns)
 
 
-def to_pandas(table: pa.Table) -> pd.DataFrame:
+def to_pandas(frame: Frame) -> pd.DataFrame:
     """Nullable pandas dtypes: unknown stays <NA>/NaN, integers stay integers."""
     import pandas as pd
 
-    mapping = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(),
-               pa.string(): pd.StringDtype()}
-    return table.to_pandas(types_mapper=mapping.get)
+    dtypes = {"int": "Int64", "bool": "boolean", "str": "string", "float": "float64"}
+    data = {}
+    for name in frame.column_names:
+        values = frame.column(name)
+        kind = frame.type_of(name)
+        if kind == "float":
+            values = [float("nan") if v is None else v for v in values]
+        data[name] = pd.array(values, dtype=dtypes[kind])
+    return pd.DataFrame(data, index=pd.RangeIndex(frame.num_rows))
 
 
 def catalog(index: str | None = None) -> pd.DataFrame:
@@ -117,20 +120,20 @@ def query(
 ) -> pd.DataFrame:
     """Same filters as ``vitzoo list``: arch, ds, aug, wd, do, sd, adapt_ds, res,
     adapt_lr, steps, collection (scalars or lists) and ``where`` (an expression)."""
-    table = load_table(index)
-    result = run_query(table, filters=q.make_filters(**filters), pretrained=pretrained, sort=sort,
-                       desc=desc, limit=limit, columns=columns, local_only=local)
+    result = run_query(load_table(index), filters=q.make_filters(**filters),
+                       pretrained=pretrained, sort=sort, desc=desc, limit=limit,
+                       columns=columns, local_only=local)
     return to_pandas(result)
 
 
 @dataclass
 class Recommendation:
-    table: pa.Table
+    table: Frame
     notes: list[str] = field(default_factory=list)
 
 
 def run_recommend(
-    table: pa.Table,
+    frame: Frame,
     *,
     arch: Sequence[str] | None = None,
     adapt_ds: str | None = None,
@@ -139,28 +142,28 @@ def run_recommend(
     pareto: bool = False,
     metric: str | None = None,
 ) -> Recommendation:
-    if pareto:
-        metric = metric or ("adapt_final_val" if adapt_ds else "adapt_final_test")
-        if metric not in COLUMN_NAMES:
-            raise VitzooError(f"unknown --metric {metric!r}",
-                              "use an accuracy column such as adapt_final_val")
-        filters = q.Filters(arch=arch or (), adapt_ds=[adapt_ds] if adapt_ds else (),
-                                res=[res] if res else ())
-        subset = q.apply_filters(table, filters)
-        if min_throughput is not None:
-            subset = subset.filter(pc.fill_null(
-                pc.greater_equal(subset.column("infer_samples_per_sec"), min_throughput), False))
-        front = rec.pareto_front(subset, metric)
-        notes = [f"Pareto front of {metric} against infer_samples_per_sec over "
-                 f"{subset.num_rows} rows ({front.num_rows} on the front)"]
-        if metric.endswith("_test"):
-            notes.append("test accuracy is shown to describe the trade-off; choose with a "
-                         "validation metric")
-        cols = [c for c in (*rec.OUTPUT_COLUMNS[:-1], "collection") if c in front.column_names]
-        return Recommendation(front.select(cols), notes)
-    chosen, notes = rec.recommend_table(table, arch=list(arch or ()), adapt_ds=adapt_ds, res=res,
-                                        min_throughput=min_throughput)
-    return Recommendation(chosen, notes)
+    if not pareto:
+        chosen, notes = rec.recommend_table(frame, arch=list(arch or ()), adapt_ds=adapt_ds,
+                                            res=res, min_throughput=min_throughput)
+        return Recommendation(chosen, notes)
+    metric = metric or ("adapt_final_val" if adapt_ds else "adapt_final_test")
+    if metric not in COLUMN_NAMES:
+        raise VitzooError(f"unknown --metric {metric!r}",
+                          "use an accuracy column such as adapt_final_val")
+    filters = q.Filters(arch=arch or (), adapt_ds=[adapt_ds] if adapt_ds else (),
+                        res=[res] if res else ())
+    subset = q.apply_filters(frame, filters)
+    if min_throughput is not None:
+        subset = subset.filter([(v or 0.0) >= min_throughput
+                                for v in subset.column("infer_samples_per_sec")])
+    front = rec.pareto_front(subset, metric)
+    notes = [f"Pareto front of {metric} against infer_samples_per_sec over "
+             f"{subset.num_rows} rows ({front.num_rows} on the front)"]
+    if metric.endswith("_test"):
+        notes.append("test accuracy is shown to describe the trade-off; choose with a "
+                     "validation metric")
+    cols = [c for c in (*rec.OUTPUT_COLUMNS[:-1], "collection") if c in front.column_names]
+    return Recommendation(front.select(cols), notes)
 
 
 def recommend(
@@ -231,9 +234,11 @@ def _info(row: dict, kind: str) -> CheckpointInfo:
     )
 
 
-def _first(table: pa.Table, mask: pa.ChunkedArray) -> dict | None:
-    hits = table.filter(pc.fill_null(mask, False))
-    return hits.slice(0, 1).to_pylist()[0] if hits.num_rows else None
+def _first(frame: Frame, column: str, test) -> dict | None:
+    for i, value in enumerate(frame.column(column)):
+        if value is not None and test(value):
+            return frame.slice(i, 1).to_pylist()[0]
+    return None
 
 
 def find_checkpoint(name: str, index: str | None = None) -> CheckpointInfo:
@@ -243,19 +248,19 @@ def find_checkpoint(name: str, index: str | None = None) -> CheckpointInfo:
     """
     table = load_table(index)
     stem = name.strip().removesuffix(".npz")
-    row = _first(table, pc.equal(table.column("checkpoint"), stem))
+    row = _first(table, "checkpoint", stem.__eq__)
     if row is not None:
         kind = "local" if row["collection"] == "local" else (
             "finetuned" if row.get("adapt_filename") else "pretrained")
         return _info(row, kind)
     if "/" in stem and stem.split("/", 1)[0] not in {a.split("/")[0] for a in AUGREG_ARCHS}:
-        row = _first(table, pc.ends_with(table.column("url"), f"/{stem}.npz"))
+        row = _first(table, "url", lambda url: url.endswith(f"/{stem}.npz"))
         if row is not None:
             return _info(row, "pretrained")
-    row = _first(table, pc.equal(table.column("adapt_filename"), stem))
+    row = _first(table, "adapt_filename", stem.__eq__)
     if row is not None:
         return _info(row, "finetuned")
-    row = _first(table, pc.equal(table.column("filename"), stem))
+    row = _first(table, "filename", stem.__eq__)
     if row is not None:
         return _info(row, "pretrained")
     try:
@@ -274,14 +279,14 @@ def find_checkpoint(name: str, index: str | None = None) -> CheckpointInfo:
                       "the release does not contain it; check `vitzoo list --arch ...`")
 
 
-def _arch_default(table: pa.Table, arch: str) -> CheckpointInfo:
+def _arch_default(table: Frame, arch: str) -> CheckpointInfo:
     if arch in AUGREG_ARCHS:
         chosen = rec.recommend_table(table, arch=[arch])[0].to_pylist()[0]
         if chosen.get("filename"):
-            row = _first(table, pc.equal(table.column("filename"), chosen["filename"]))
+            row = _first(table, "filename", chosen["filename"].__eq__)
             return _info(row, "pretrained")
     if arch in LEGACY_ARCHS:
-        row = _first(table, pc.ends_with(table.column("url"), f"/{LEGACY_ARCHS[arch]}.npz"))
+        row = _first(table, "url", lambda url: url.endswith(f"/{LEGACY_ARCHS[arch]}.npz"))
         if row is not None:
             return _info(row, "pretrained")
     raise VitzooError(f"no default checkpoint is known for {arch}",

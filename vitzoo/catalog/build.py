@@ -26,12 +26,14 @@ import pyarrow.parquet as pq
 
 from vitzoo import __version__
 from vitzoo.catalog import embedded
+from vitzoo.catalog.frame import write_column_file
 from vitzoo.catalog.index_csv import read_index_csv
-from vitzoo.catalog.schema import COLUMN_NAMES, SCHEMA, conform, table_from_rows
+from vitzoo.catalog.schema import arrow_schema, table_from_rows
 from vitzoo.config import EMBEDDED_INDEX_DIR
 from vitzoo.errors import VitzooError
 
 CATALOG_FILE = "catalog.parquet"
+COLUMNS_FILE = "catalog.cols"
 MANIFEST_FILE = "manifest.json"
 DEFAULT_INDEX_CSV = "gs://vit_models/augreg/index.csv"
 SCHEMA_VERSION = 1
@@ -54,7 +56,7 @@ def _sha256_files(paths: list[Path]) -> str:
 
 
 def _schema_fingerprint() -> str:
-    return hashlib.sha256(str(SCHEMA).encode()).hexdigest()[:16]
+    return hashlib.sha256(str(arrow_schema()).encode()).hexdigest()[:16]
 
 
 def _embedded_source(sources_dir: Path) -> dict:
@@ -164,6 +166,9 @@ def _write_atomically(out_dir: Path, table: pa.Table, manifest: dict) -> None:
         temps.append(parquet_tmp)
         pq.write_table(table, parquet_tmp, compression="zstd", row_group_size=1 << 20)
         manifest["catalog_sha256"] = hashlib.sha256(Path(parquet_tmp).read_bytes()).hexdigest()
+        # The derived column file names the parquet it mirrors; until the parquet below is
+        # renamed into place it simply does not match and readers fall back to the parquet.
+        write_column_file(out_dir / COLUMNS_FILE, table.to_pydict(), manifest["catalog_sha256"])
         fd, manifest_tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=out_dir)
         temps.append(manifest_tmp)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -266,7 +271,7 @@ def build_catalog(
     for row in rows:
         rows_by_source[row["row_source"]] = rows_by_source.get(row["row_source"], 0) + 1
 
-    final = conform(table_from_rows(rows)).select(list(COLUMN_NAMES))
+    final = table_from_rows(rows)
     manifest = {
         "tool": "vitzoo",
         "tool_version": __version__,

@@ -59,7 +59,9 @@ def read_index_csv(data: bytes, url: str) -> pa.Table:
                     f"an AugReg index.csv has the columns {', '.join(INDEX_CSV_NAMES)}")
     if raw.num_rows == 0:
         raise _fail(url, "the CSV has a header but no rows", "download the file again")
-    table = pa.table({c.name: _convert(raw, c.name, c.type, url) for c in INDEX_CSV_COLUMNS})
+    arrow_types = {"str": pa.string(), "float": pa.float64(), "int": pa.int64()}
+    table = pa.table({c.name: _convert(raw, c.name, arrow_types[c.type], url)
+                      for c in INDEX_CSV_COLUMNS})
     _check_ranges(table, url)
     _check_names(table, url)
     return table

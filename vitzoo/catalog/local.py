@@ -13,9 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-
-from vitzoo.catalog.schema import COLUMN_NAMES, table_from_rows
+from vitzoo.catalog.frame import Frame
+from vitzoo.catalog.schema import COLUMN_NAMES
 from vitzoo.config import vitzoo_home
 from vitzoo.errors import VitzooError
 from vitzoo.names import validate_path_component
@@ -66,6 +65,6 @@ def register_run(name: str, npz_path: Path, info: dict[str, Any]) -> None:
             os.unlink(tmp)
 
 
-def local_table() -> pa.Table:
-    """Registered runs as catalog rows (empty table when there are none)."""
-    return table_from_rows(_load())
+def local_frame(columns: list[str] | None = None) -> Frame:
+    """Registered runs as catalog rows (no rows when there are none)."""
+    return Frame.from_rows(_load(), columns or list(COLUMN_NAMES))

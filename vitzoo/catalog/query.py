@@ -1,21 +1,24 @@
-"""Filtering, sorting and aggregating the catalog with pyarrow.
+"""Filtering, sorting and aggregating the catalog, in plain Python.
 
 The CLI and the pandas API share this code. ``--where`` takes a Python-like
 expression (``adapt_final_val > 0.9 and ds == "i21k"``) that is parsed with
-``ast`` and translated to pyarrow compute calls; nothing is ever ``eval``'d.
+``ast`` and evaluated column by column by a small interpreter that knows only
+comparisons, arithmetic, and/or/not, ``in [...]`` and ``isnull``/``notnull``;
+nothing is ever ``eval``'d. Unknown values (None) make a comparison false,
+as in SQL.
 """
 
 from __future__ import annotations
 
 import ast
+import math
+import operator
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from vitzoo.catalog.schema import COLUMN_NAMES, PRETRAINED_COLUMNS
+from vitzoo.catalog.frame import Frame
+from vitzoo.catalog.schema import PRETRAINED_COLUMNS
 from vitzoo.errors import VitzooError
 from vitzoo.names import (
     ADAPT_DATASETS,
@@ -41,7 +44,14 @@ class Filters:
     steps: Sequence[int] = ()
     collection: Sequence[str] = ()
     where: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: Filter name -> the catalog column it constrains.
+FILTER_COLUMNS = {
+    "arch": "name", "ds": "ds", "aug": "aug", "wd": "wd", "do": "do", "sd": "sd",
+    "adapt_ds": "adapt_ds", "res": "adapt_resolution", "adapt_lr": "adapt_lr",
+    "steps": "adapt_steps", "collection": "collection",
+}
 
 
 def _listify(value: Any) -> list:
@@ -54,7 +64,7 @@ def _listify(value: Any) -> list:
 
 def make_filters(**kwargs: Any) -> Filters:
     """Build :class:`Filters` from keyword arguments, accepting scalars or lists."""
-    known = {f for f in Filters.__dataclass_fields__ if f not in ("where", "extra")}
+    known = set(FILTER_COLUMNS)
     unknown = set(kwargs) - known - {"where"}
     if unknown:
         raise VitzooError(f"unknown filter(s) {', '.join(sorted(unknown))}",
@@ -70,192 +80,255 @@ def _choice(value: str, choices: Iterable[str], what: str) -> str:
     return value
 
 
-def _isin(table: pa.Table, column: str, values: list, type_: pa.DataType) -> pa.ChunkedArray:
-    return pc.is_in(table.column(column), value_set=pa.array(values, type_))
-
-
-def _float_isin(table: pa.Table, column: str, values: list[float]) -> pa.ChunkedArray:
+def _close_to_any(values: Sequence[float]) -> Callable[[Any], bool]:
     # Float columns hold values like 0.03; compare with a tolerance, not bit equality.
-    col = table.column(column)
-    mask = None
-    for value in values:
-        close = pc.less_equal(pc.abs(pc.subtract(col, float(value))), 1e-9)
-        mask = close if mask is None else pc.or_(mask, close)
+    targets = [float(v) for v in values]
+    return lambda x: x is not None and any(abs(x - t) <= 1e-9 for t in targets)
+
+
+def _predicates(frame: Frame, filters: Filters) -> list[tuple[str, Callable[[Any], bool]]]:
+    """(column, test) pairs; allowed values are validated so typos fail loudly."""
+    preds: list[tuple[str, Callable[[Any], bool]]] = []
+    if filters.arch:
+        wanted = {canonical_arch(a) for a in filters.arch}
+        preds.append(("name", wanted.__contains__))
+    if filters.ds:
+        wanted = {canonical_pretrain_ds(d) for d in filters.ds}
+        preds.append(("ds", wanted.__contains__))
+    if filters.aug:
+        wanted = {_choice(a, AUGMENTATIONS, "augmentation") for a in filters.aug}
+        preds.append(("aug", wanted.__contains__))
+    for key in ("wd", "do", "sd", "adapt_lr"):
+        if getattr(filters, key):
+            preds.append((FILTER_COLUMNS[key], _close_to_any(getattr(filters, key))))
+    if filters.adapt_ds:
+        known = sorted(set(ADAPT_DATASETS) | {d for d in frame.column("adapt_ds") if d})
+        wanted = {_choice(d, known, "fine-tuning dataset") for d in filters.adapt_ds}
+        preds.append(("adapt_ds", wanted.__contains__))
+    if filters.res:
+        wanted = {int(r) for r in filters.res}
+        preds.append(("adapt_resolution", wanted.__contains__))
+    if filters.steps:
+        wanted = {int(s) for s in filters.steps}
+        preds.append(("adapt_steps", wanted.__contains__))
+    if filters.collection:
+        known = sorted({c for c in frame.column("collection") if c})
+        wanted = {_choice(c, known, "collection") for c in filters.collection}
+        preds.append(("collection", wanted.__contains__))
+    return preds
+
+
+def filter_mask(frame: Frame, filters: Filters) -> list[bool] | None:
+    """Which rows pass every filter (None: keep everything)."""
+    mask: list[bool] | None = None
+    for column, test in _predicates(frame, filters):
+        values = frame.column(column)
+        mask = [test(v) for v in values] if mask is None else [
+            keep and test(v) for keep, v in zip(mask, values, strict=True)]
+    if filters.where:
+        where = compile_where(filters.where, frame)
+        mask = where if mask is None else [a and b for a, b in zip(mask, where, strict=True)]
     return mask
 
 
-def filter_mask(table: pa.Table, filters: Filters) -> pa.ChunkedArray | None:
-    """A boolean mask for the rows that pass every filter (None: keep everything)."""
-    masks = []
-    if filters.arch:
-        masks.append(_isin(table, "name", [canonical_arch(a) for a in filters.arch], pa.string()))
-    if filters.ds:
-        masks.append(_isin(table, "ds", [canonical_pretrain_ds(d) for d in filters.ds], pa.string()))
-    if filters.aug:
-        augs = [_choice(a, AUGMENTATIONS, "augmentation") for a in filters.aug]
-        masks.append(_isin(table, "aug", augs, pa.string()))
-    for column, values in (("wd", filters.wd), ("do", filters.do), ("sd", filters.sd),
-                           ("adapt_lr", filters.adapt_lr)):
-        if values:
-            masks.append(_float_isin(table, column, values))
-    if filters.adapt_ds:
-        known = set(ADAPT_DATASETS) | set(
-            pc.unique(table.column("adapt_ds")).drop_null().to_pylist()
-        )
-        values = [_choice(d, sorted(known), "fine-tuning dataset") for d in filters.adapt_ds]
-        masks.append(_isin(table, "adapt_ds", values, pa.string()))
-    if filters.res:
-        masks.append(_isin(table, "adapt_resolution", [int(r) for r in filters.res], pa.int64()))
-    if filters.steps:
-        masks.append(_isin(table, "adapt_steps", [int(s) for s in filters.steps], pa.int64()))
-    if filters.collection:
-        known = pc.unique(table.column("collection")).drop_null().to_pylist()
-        values = [_choice(c, known, "collection") for c in filters.collection]
-        masks.append(_isin(table, "collection", values, pa.string()))
-    for column, value in filters.extra.items():
-        masks.append(pc.equal(table.column(column), value))
-    if filters.where:
-        masks.append(compile_where(filters.where, table))
-    if not masks:
+def apply_filters(frame: Frame, filters: Filters) -> Frame:
+    mask = filter_mask(frame, filters)
+    return frame if mask is None else frame.filter(mask)
+
+
+def where_columns(expression: str) -> set[str] | None:
+    """Column names an expression mentions (None if it does not parse)."""
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError:
         return None
-    mask = masks[0]
-    for other in masks[1:]:
-        mask = pc.and_(mask, other)
-    return pc.fill_null(mask, False)
-
-
-def apply_filters(table: pa.Table, filters: Filters) -> pa.Table:
-    mask = filter_mask(table, filters)
-    return table if mask is None else table.filter(mask)
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 
 
 # --- --where -------------------------------------------------------------------
 
-_COMPARE: dict[type, Callable] = {
-    ast.Eq: pc.equal, ast.NotEq: pc.not_equal, ast.Lt: pc.less, ast.LtE: pc.less_equal,
-    ast.Gt: pc.greater, ast.GtE: pc.greater_equal,
+_COMPARE: dict[type, Callable[[Any, Any], bool]] = {
+    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+    ast.Gt: operator.gt, ast.GtE: operator.ge,
 }
-_ARITH: dict[type, Callable] = {
-    ast.Add: pc.add, ast.Sub: pc.subtract, ast.Mult: pc.multiply, ast.Div: pc.divide,
+_ARITH: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
 }
-_FUNCS: dict[str, Callable] = {
-    "isnull": pc.is_null, "notnull": pc.is_valid, "abs": pc.abs,
-}
+_FUNCS = ("isnull", "notnull", "abs")
 
 
-def compile_where(expression: str, table: pa.Table) -> pa.ChunkedArray:
-    """Evaluate a ``--where`` expression to a boolean mask over ``table``."""
+class _Column(list):
+    """A column of values inside an expression (a plain list marks a literal list)."""
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def compile_where(expression: str, frame: Frame) -> list[bool]:
+    """Evaluate a ``--where`` expression to one boolean per row of ``frame``."""
     try:
         tree = ast.parse(expression, mode="eval")
     except SyntaxError as exc:
         raise VitzooError(f"cannot parse --where {expression!r}: {exc.msg}",
                           'write it like: adapt_final_val > 0.9 and ds == "i21k"') from exc
-    try:
-        result = _eval(tree.body, table, expression)
-    except pa.ArrowException as exc:
-        raise VitzooError(f"--where {expression!r} compares incompatible values: "
-                          f"{str(exc).splitlines()[0]}", "quote strings and compare numbers "
-                          "with numeric columns") from exc
-    if not isinstance(result, pa.ChunkedArray | pa.Array) or not pa.types.is_boolean(result.type):
+    interpreter = _Where(expression, frame)
+    result = interpreter.eval(tree.body)
+    if not isinstance(result, _Column) or not all(isinstance(v, bool) for v in result):
         raise VitzooError(f"--where {expression!r} is not a condition",
                           "use a comparison such as final_val > 0.5")
-    return result
+    return list(result)
 
 
-def _eval(node: ast.AST, table: pa.Table, expression: str) -> Any:
-    if isinstance(node, ast.BoolOp):
-        combine = pc.and_kleene if isinstance(node.op, ast.And) else pc.or_kleene
-        values = [_eval(v, table, expression) for v in node.values]
-        result = values[0]
-        for value in values[1:]:
-            result = combine(result, value)
-        return result
-    if isinstance(node, ast.UnaryOp):
-        operand = _eval(node.operand, table, expression)
+class _Where:
+    def __init__(self, expression: str, frame: Frame) -> None:
+        self.expression = expression
+        self.frame = frame
+
+    def fail(self, problem: str, hint: str) -> VitzooError:
+        return VitzooError(f"--where {self.expression!r}: {problem}", hint)
+
+    def broadcast(self, value: Any) -> list:
+        return value if isinstance(value, _Column) else [value] * self.frame.num_rows
+
+    def elementwise(self, fn: Callable, left: Any, right: Any, null: Any) -> Any:
+        if not isinstance(left, _Column) and not isinstance(right, _Column):
+            return null if _is_null(left) or _is_null(right) else fn(left, right)
+        out = _Column()
+        for a, b in zip(self.broadcast(left), self.broadcast(right), strict=True):
+            if _is_null(a) or _is_null(b):
+                out.append(null)
+                continue
+            try:
+                out.append(fn(a, b))
+            except TypeError as exc:
+                raise self.fail(f"cannot compare {a!r} with {b!r}",
+                                "quote strings and compare numbers with numeric columns") from exc
+        return out
+
+    def eval(self, node: ast.AST) -> Any:
+        method = getattr(self, f"eval_{type(node).__name__}", None)
+        if method is None:
+            shown = ast.get_source_segment(self.expression, node) or type(node).__name__
+            raise self.fail(
+                f"unsupported syntax {shown!r}",
+                "use column names, numbers, quoted strings, and/or/not, comparisons, "
+                "in [...], isnull(col), notnull(col)")
+        return method(node)
+
+    def eval_BoolOp(self, node: ast.BoolOp) -> Any:
+        values = [self.broadcast(self.eval(v)) for v in node.values]
+        combine = all if isinstance(node.op, ast.And) else any
+        return _Column(combine(bool(x) for x in row) for row in zip(*values, strict=True))
+
+    def eval_UnaryOp(self, node: ast.UnaryOp) -> Any:
+        operand = self.eval(node.operand)
         if isinstance(node.op, ast.Not | ast.Invert):
-            return pc.invert(operand)
+            return _Column(not bool(v) for v in self.broadcast(operand))
         if isinstance(node.op, ast.USub):
-            return pc.negate(operand) if isinstance(operand, pa.ChunkedArray) else -operand
-    if isinstance(node, ast.Compare):
-        left = _eval(node.left, table, expression)
+            return self.elementwise(lambda a, _: -a, operand, 0, None)
+        raise self.fail("unsupported operator", "use not, -")
+
+    def eval_Compare(self, node: ast.Compare) -> Any:
+        left = self.eval(node.left)
         result = None
         for op, comparator in zip(node.ops, node.comparators, strict=True):
-            right = _eval(comparator, table, expression)
+            right = self.eval(comparator)
             if isinstance(op, ast.In | ast.NotIn):
-                if not isinstance(right, list):
-                    raise VitzooError(f"--where {expression!r}: 'in' needs a list like [1, 2]",
-                                      'e.g. aug in ["none", "light1"]')
-                part = pc.is_in(left, value_set=pa.array(right))
-                part = pc.invert(part) if isinstance(op, ast.NotIn) else part
+                if isinstance(right, _Column) or not isinstance(right, list):
+                    raise self.fail("'in' needs a list like [1, 2]", 'e.g. aug in ["none", "light1"]')
+                members = set(right)
+                negate = isinstance(op, ast.NotIn)
+                part = _Column((v in members) != negate for v in self.broadcast(left))
             elif type(op) in _COMPARE:
-                part = _COMPARE[type(op)](left, right)
+                part = _Column(bool(v) for v in self.broadcast(
+                    self.elementwise(_COMPARE[type(op)], left, right, False)))
             else:
-                raise VitzooError(f"--where {expression!r}: unsupported comparison",
-                                  "use ==, !=, <, <=, >, >=, in, not in")
-            result = part if result is None else pc.and_kleene(result, part)
+                raise self.fail("unsupported comparison", "use ==, !=, <, <=, >, >=, in, not in")
+            result = part if result is None else _Column(
+                a and b for a, b in zip(result, part, strict=True))
             left = right
         return result
-    if isinstance(node, ast.BinOp):
+
+    def eval_BinOp(self, node: ast.BinOp) -> Any:
+        left, right = self.eval(node.left), self.eval(node.right)
         if isinstance(node.op, ast.BitAnd | ast.BitOr):
-            combine = pc.and_kleene if isinstance(node.op, ast.BitAnd) else pc.or_kleene
-            return combine(_eval(node.left, table, expression), _eval(node.right, table, expression))
+            combine = operator.and_ if isinstance(node.op, ast.BitAnd) else operator.or_
+            return _Column(combine(bool(a), bool(b)) for a, b in zip(
+                self.broadcast(left), self.broadcast(right), strict=True))
         if type(node.op) in _ARITH:
-            return _ARITH[type(node.op)](_eval(node.left, table, expression),
-                                         _eval(node.right, table, expression))
-    if isinstance(node, ast.Name):
+            return self.elementwise(_ARITH[type(node.op)], left, right, None)
+        raise self.fail("unsupported operator", "use + - * / & |")
+
+    def eval_Name(self, node: ast.Name) -> Any:
         if node.id in ("True", "False", "None"):
             return {"True": True, "False": False, "None": None}[node.id]
-        if node.id not in table.column_names:
-            raise VitzooError(f"--where {expression!r}: unknown column {node.id!r}",
-                              f"columns are: {', '.join(table.column_names)}")
-        return table.column(node.id)
-    if isinstance(node, ast.Constant) and isinstance(node.value, str | int | float | bool):
-        return node.value
-    if isinstance(node, ast.List | ast.Tuple):
-        return [_eval(e, table, expression) for e in node.elts]
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS:
-        if len(node.args) != 1:
-            raise VitzooError(f"--where {expression!r}: {node.func.id}() takes one column",
-                              "e.g. notnull(final_val)")
-        return _FUNCS[node.func.id](_eval(node.args[0], table, expression))
-    raise VitzooError(f"--where {expression!r}: unsupported syntax "
-                      f"{ast.get_source_segment(expression, node) or type(node).__name__!r}",
-                      "use column names, numbers, quoted strings, and/or/not, comparisons, "
-                      "in [...], isnull(col), notnull(col)")
+        if node.id not in self.frame.column_names:
+            raise self.fail(f"unknown column {node.id!r}",
+                            f"columns are: {', '.join(self.frame.column_names)}")
+        return _Column(self.frame.column(node.id))
+
+    def eval_Constant(self, node: ast.Constant) -> Any:
+        if isinstance(node.value, str | int | float | bool) or node.value is None:
+            return node.value
+        raise self.fail(f"unsupported constant {node.value!r}", "use numbers or quoted strings")
+
+    def eval_List(self, node: ast.List | ast.Tuple) -> Any:
+        values = [self.eval(e) for e in node.elts]
+        if any(isinstance(v, _Column) for v in values):
+            raise self.fail("lists may hold only constants", 'e.g. aug in ["none", "light1"]')
+        return values
+
+    eval_Tuple = eval_List
+
+    def eval_Call(self, node: ast.Call) -> Any:
+        name = node.func.id if isinstance(node.func, ast.Name) else None
+        if name not in _FUNCS or len(node.args) != 1 or node.keywords:
+            raise self.fail("unsupported call", "only isnull(col), notnull(col), abs(col)")
+        values = self.broadcast(self.eval(node.args[0]))
+        if name == "isnull":
+            return _Column(_is_null(v) for v in values)
+        if name == "notnull":
+            return _Column(not _is_null(v) for v in values)
+        return _Column(None if _is_null(v) else abs(v) for v in values)
 
 
 # --- shaping -------------------------------------------------------------------
 
-def pretrained_view(table: pa.Table) -> pa.Table:
+def pretrained_view(frame: Frame) -> Frame:
     """One row per pre-trained checkpoint, with how many of its fine-tunes are listed."""
-    columns = [c for c in PRETRAINED_COLUMNS if c in table.column_names]
-    keyed = table.append_column("_key", pc.coalesce(table.column("url"), table.column("checkpoint")))
-    grouped = keyed.group_by("_key", use_threads=False).aggregate(
-        [(c, "first") for c in columns if c != "_key"] + [("adapt_filename", "count")]
-    )
-    renamed = {f"{c}_first": c for c in columns}
-    renamed["adapt_filename_count"] = "finetunes"
-    grouped = grouped.rename_columns([renamed.get(n, n) for n in grouped.column_names])
-    return grouped.select([*columns, "finetunes"])
+    columns = [c for c in PRETRAINED_COLUMNS if c in frame.column_names]
+    keys = [url or checkpoint for url, checkpoint in zip(
+        frame.column("url"), frame.column("checkpoint"), strict=True)]
+    first: dict[Any, int] = {}
+    counts: dict[Any, int] = {}
+    for i, (key, adapt) in enumerate(zip(keys, frame.column("adapt_filename"), strict=True)):
+        first.setdefault(key, i)
+        counts[key] = counts.get(key, 0) + (adapt is not None)
+    view = frame.select(columns).take(list(first.values()))
+    return view.with_column("finetunes", list(counts.values()))
 
 
-def sort_table(table: pa.Table, column: str | None, descending: bool) -> pa.Table:
+def sort_frame(frame: Frame, column: str | None, descending: bool) -> Frame:
+    """Stable sort on one column; unknown values always last."""
     if not column:
-        return table
-    if column not in table.column_names:
+        return frame
+    if column not in frame.column_names:
         raise VitzooError(f"cannot sort by unknown column {column!r}",
-                          f"columns are: {', '.join(table.column_names)}")
-    order = "descending" if descending else "ascending"
-    return table.sort_by([(column, order, "at_end")])
+                          f"columns are: {', '.join(frame.column_names)}")
+    values = frame.column(column)
+    known = [i for i, v in enumerate(values) if not _is_null(v)]
+    unknown = [i for i, v in enumerate(values) if _is_null(v)]
+    known.sort(key=values.__getitem__, reverse=descending)  # stable, also when reversed
+    return frame.take(known + unknown)
 
 
-def select_columns(table: pa.Table, columns: Sequence[str] | None) -> pa.Table:
+def select_columns(frame: Frame, columns: Sequence[str] | None) -> Frame:
     if not columns:
-        return table
-    unknown = [c for c in columns if c not in table.column_names]
+        return frame
+    unknown = [c for c in columns if c not in frame.column_names]
     if unknown:
-        valid = table.column_names if table.column_names != list(COLUMN_NAMES) else COLUMN_NAMES
         raise VitzooError(f"unknown column(s) {', '.join(unknown)}",
-                          f"columns are: {', '.join(valid)}")
-    return table.select(list(columns))
-
+                          f"columns are: {', '.join(frame.column_names)}")
+    return frame.select(columns)

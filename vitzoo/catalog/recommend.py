@@ -14,9 +14,7 @@ set and makes the reported number optimistic.
 
 from __future__ import annotations
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
+from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.query import Filters, apply_filters
 from vitzoo.errors import VitzooError
 
@@ -80,29 +78,25 @@ def _finetune_choice(arch: str, candidates: list[dict]) -> list[dict]:
 
 
 def recommend_table(
-    table: pa.Table,
+    frame: Frame,
     *,
     arch: list[str] | None = None,
     adapt_ds: str | None = None,
     res: int | None = None,
     min_throughput: float | None = None,
-) -> tuple[pa.Table, list[str]]:
+) -> tuple[Frame, list[str]]:
     """Per architecture, the recommended checkpoint; returns rows and explanatory notes."""
     notes: list[str] = []
     filters = Filters(arch=arch or (), adapt_ds=[adapt_ds] if adapt_ds else (),
                       res=[res] if res else ())
-    subset = apply_filters(table, filters)
-    subset = subset.filter(pc.equal(subset.column("collection"), "augreg"))
-    if not adapt_ds:
-        subset = subset.filter(pc.equal(subset.column("ds"), "i21k"))
+    rows = [r for r in apply_filters(frame, filters).to_pylist() if r["collection"] == "augreg"
+            and (adapt_ds or r["ds"] == "i21k")]
     if min_throughput is not None:
-        throughput = subset.column("infer_samples_per_sec")
-        unknown = pc.sum(pc.is_null(throughput)).as_py() or 0
-        subset = subset.filter(pc.fill_null(pc.greater_equal(throughput, min_throughput), False))
+        unknown = sum(r["infer_samples_per_sec"] is None for r in rows)
+        rows = [r for r in rows if (r["infer_samples_per_sec"] or 0.0) >= min_throughput]
         if unknown:
             notes.append(f"{unknown} candidate rows have unknown throughput and were excluded by "
                          "--min-throughput")
-    rows = subset.to_pylist()
     by_arch: dict[str, list[dict]] = {}
     for row in rows:
         by_arch.setdefault(row["name"], []).append(row)
@@ -118,26 +112,25 @@ def recommend_table(
                      "`vitzoo index build --source URL`")
     chosen.sort(key=lambda r: (r.get("infer_samples_per_sec") is None,
                                r.get("infer_samples_per_sec") or 0.0))
-    out = pa.Table.from_pylist(
-        [{c: r.get(c) for c in OUTPUT_COLUMNS} for r in chosen],
-        schema=pa.schema([table.schema.field(c) if c in table.column_names
-                          else pa.field(c, pa.string()) for c in OUTPUT_COLUMNS]),
-    )
-    return out, notes
+    return Frame.from_rows(chosen, OUTPUT_COLUMNS), notes
 
 
-def pareto_front(table: pa.Table, metric: str, throughput: str = "infer_samples_per_sec") -> pa.Table:
+def pareto_front(frame: Frame, metric: str, throughput: str = "infer_samples_per_sec") -> Frame:
     """Rows not beaten on both accuracy and throughput, fastest first."""
-    known = table.filter(pc.and_(pc.is_valid(table.column(metric)),
-                                 pc.is_valid(table.column(throughput))))
-    if known.num_rows == 0:
+    for column in (metric, throughput):
+        if column not in frame.column_names:
+            raise VitzooError(f"unknown column {column!r}", "use an accuracy column such as "
+                              "adapt_final_val and a throughput column")
+    accuracy, speed = frame.column(metric), frame.column(throughput)
+    known = [i for i in range(frame.num_rows) if accuracy[i] is not None and speed[i] is not None]
+    if not known:
         raise VitzooError(f"no rows have both {metric} and {throughput} known",
                           "build the catalog from a real index.csv, or choose another "
                           "--metric such as adapt_final_test")
-    ordered = known.sort_by([(throughput, "descending"), (metric, "descending")])
+    known.sort(key=lambda i: (-speed[i], -accuracy[i]))
     keep, best = [], float("-inf")
-    for i, value in enumerate(ordered.column(metric).to_pylist()):
-        if value > best:
+    for i in known:
+        if accuracy[i] > best:
             keep.append(i)
-            best = value
-    return ordered.take(keep)
+            best = accuracy[i]
+    return frame.take(keep)

@@ -9,18 +9,20 @@ whether it is known to exist, and where every value came from.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
+if TYPE_CHECKING:  # pragma: no cover
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
 class Column:
     name: str
-    type: pa.DataType
+    type: str  # str, float, int or bool
     doc: str
 
 
-_F, _I, _S, _B = pa.float64(), pa.int64(), pa.string(), pa.bool_()
+_F, _I, _S, _B = "float", "int", "str", "bool"
 
 #: The 21 columns of gs://vit_models/augreg/index.csv, in file order.
 INDEX_CSV_COLUMNS: tuple[Column, ...] = (
@@ -75,7 +77,7 @@ EXTRA_COLUMNS: tuple[Column, ...] = (
 COLUMNS: tuple[Column, ...] = INDEX_CSV_COLUMNS + EXTRA_COLUMNS
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 INDEX_CSV_NAMES: tuple[str, ...] = tuple(c.name for c in INDEX_CSV_COLUMNS)
-SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])
+COLUMN_TYPES: dict[str, str] = {c.name: c.type for c in COLUMNS}
 
 ACCURACY_COLUMNS = ("best_val", "final_val", "final_test", "adapt_final_val", "adapt_final_test")
 #: Columns describing the pre-trained checkpoint (shared by all its fine-tunes).
@@ -95,17 +97,16 @@ DEFAULT_PRETRAINED_COLUMNS = (
 )
 
 
+def arrow_schema() -> pa.Schema:
+    """The parquet schema (pyarrow is imported only by code that reads or writes parquet)."""
+    import pyarrow as pa
+
+    types = {"float": pa.float64(), "int": pa.int64(), "str": pa.string(), "bool": pa.bool_()}
+    return pa.schema([pa.field(c.name, types[c.type]) for c in COLUMNS])
+
+
 def table_from_rows(rows: list[dict]) -> pa.Table:
-    """Build a table with the catalog schema; missing keys become null."""
-    return pa.Table.from_pylist(rows, schema=SCHEMA)
+    """Build a parquet-ready table; missing keys become null."""
+    import pyarrow as pa
 
-
-def conform(table: pa.Table) -> pa.Table:
-    """Cast a table to the catalog schema, adding absent columns as nulls."""
-    arrays = []
-    for column in COLUMNS:
-        if column.name in table.column_names:
-            arrays.append(table.column(column.name).cast(column.type))
-        else:
-            arrays.append(pa.nulls(table.num_rows, column.type))
-    return pa.Table.from_arrays(arrays, schema=SCHEMA)
+    return pa.Table.from_pylist(rows, schema=arrow_schema())

@@ -6,8 +6,6 @@ import csv
 from collections import defaultdict
 from typing import Any
 
-import pyarrow.compute as pc
-
 from vitzoo.catalog.api import find_checkpoint, load_table
 from vitzoo.catalog.schema import COLUMN_NAMES, PRETRAINED_COLUMNS
 from vitzoo.config import EMBEDDED_INDEX_DIR, mirrors
@@ -55,8 +53,7 @@ def _fields(row: dict, kind: str) -> list[dict[str, Any]]:
 def _finetunes(table, filename: str | None) -> list[dict[str, Any]]:
     if not filename:
         return []
-    rows = table.filter(pc.fill_null(pc.equal(table.column("filename"), filename), False))
-    rows = rows.filter(pc.is_valid(rows.column("adapt_filename"))).to_pylist()
+    rows = [r for r in table.to_pylist() if r["filename"] == filename and r["adapt_filename"]]
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         groups[row["adapt_ds"]].append(row)

@@ -2,27 +2,24 @@
 
 Precedence: ``--index`` option > ``VITZOO_INDEX`` > the user's own catalog under
 ``VITZOO_HOME/index`` (written by ``vitzoo index build``) > the embedded
-snapshot in the repository's ``index/``. Reading uses pyarrow only: pandas
-alone costs a second to import, which the CLI cannot afford.
+snapshot in the repository's ``index/``. Reading prefers the derived column
+file (plain Python, no pyarrow import); the parquet is the fallback and the truth.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
+from vitzoo.catalog.frame import Frame, read_column_file
 from vitzoo.config import EMBEDDED_INDEX_DIR, user_index_dir
 from vitzoo.errors import VitzooError
 
 CATALOG_FILE = "catalog.parquet"
+COLUMNS_FILE = "catalog.cols"
 MANIFEST_FILE = "manifest.json"
 
 
@@ -34,6 +31,10 @@ class CatalogLocation:
     @property
     def manifest_path(self) -> Path:
         return self.path.parent / MANIFEST_FILE
+
+    @property
+    def columns_path(self) -> Path:
+        return self.path.parent / COLUMNS_FILE
 
 
 def _as_parquet(path: Path) -> Path:
@@ -65,15 +66,22 @@ def locate(index: str | os.PathLike | None = None) -> CatalogLocation:
     )
 
 
-def read_table(location: CatalogLocation, columns: list[str] | None = None) -> pa.Table:
+def read_frame(location: CatalogLocation, columns: Sequence[str] | None = None) -> Frame:
+    """The catalog's rows (only ``columns`` if given)."""
+    frame = read_column_file(location.columns_path, location.path, columns)
+    if frame is not None:
+        return frame
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
-        # ParquetFile avoids pyarrow.dataset, which alone costs more than the whole query.
-        return pq.ParquetFile(location.path).read(columns=columns)
+        table = pq.ParquetFile(location.path).read(columns=list(columns) if columns else None)
     except (OSError, pa.ArrowException) as exc:
         raise VitzooError(
             f"cannot read the catalog {location.path}: {str(exc).splitlines()[0]}",
             "rebuild it with `vitzoo index build`, or remove it to fall back to the embedded one",
         ) from exc
+    return Frame(table.to_pydict())
 
 
 def read_manifest(location: CatalogLocation) -> dict:
@@ -84,33 +92,3 @@ def read_manifest(location: CatalogLocation) -> dict:
     except (OSError, json.JSONDecodeError) as exc:
         raise VitzooError(f"cannot read {location.manifest_path}: {exc}",
                           "rebuild the catalog with `vitzoo index build`") from exc
-
-
-
-class _RefusePandas:
-    """A meta-path finder that makes ``import pandas`` fail."""
-
-    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ImportError("vitzoo's catalog commands run without pandas")
-
-
-@contextmanager
-def without_pandas() -> Iterator[None]:
-    """Run catalog commands without letting pyarrow import pandas.
-
-    pyarrow's C++ layer imports pandas (if installed) the first time it converts
-    any Python value, just to recognise pandas' null markers: a second of a cold
-    CLI call, spent on objects the CLI never has. Inside this block such imports
-    fail and pyarrow carries on without pandas. Nothing here needs pandas; the
-    block is left as it was found, so the Python API in the same process is unaffected.
-    """
-    if "pandas" in sys.modules:
-        yield
-        return
-    blocker = _RefusePandas()
-    sys.meta_path.insert(0, blocker)
-    try:
-        yield
-    finally:
-        sys.meta_path.remove(blocker)

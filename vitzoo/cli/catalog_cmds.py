@@ -6,15 +6,12 @@ flax or tensorflow); rich is loaded when a table is drawn.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
-from vitzoo.catalog.store import without_pandas
 from vitzoo.cli import render
 
 ARCH_HELP = "Architecture in any spelling (B/16, B_16, ViT-B_16, R26+S/32); repeatable."
@@ -137,7 +134,7 @@ def recommend_command(
     table, notes = result.table, list(result.notes)
     if fmt == "table":  # the basis column is long and mostly repeated: say it once below
         if "basis" in table.column_names:
-            bases = [b for b in dict.fromkeys(table.column("basis").to_pylist()) if b]
+            bases = [b for b in dict.fromkeys(table.column("basis")) if b]
             notes = [f"chosen by {b}" for b in bases] + notes
         table = table.select([c for c in RECOMMEND_TABLE_COLUMNS if c in table.column_names])
     render.emit(table, fmt, notes=notes)
@@ -196,19 +193,10 @@ def index_info(
     print_manifest(location, manifest)
 
 
-def _pandas_free(command: Callable) -> Callable:
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        with without_pandas():
-            return command(*args, **kwargs)
-
-    return wrapper
-
-
 def register(app: typer.Typer) -> None:
-    app.command("list")(_pandas_free(list_command))
-    app.command("show")(_pandas_free(show_command))
-    app.command("recommend")(_pandas_free(recommend_command))
-    index_app.command("build")(_pandas_free(index_build))
-    index_app.command("info")(_pandas_free(index_info))
+    app.command("list")(list_command)
+    app.command("show")(show_command)
+    app.command("recommend")(recommend_command)
+    index_app.command("build")(index_build)
+    index_app.command("info")(index_info)
     app.add_typer(index_app, name="index")

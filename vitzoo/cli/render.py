@@ -13,8 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import pyarrow as pa
-
+from vitzoo.catalog.frame import Frame
 from vitzoo.errors import VitzooError
 
 FORMATS = ("table", "csv", "json", "jsonl")
@@ -45,7 +44,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def records(table: pa.Table) -> list[dict]:
+def records(table: Frame) -> list[dict]:
     return [{k: _clean(v) for k, v in row.items()} for row in table.to_pylist()]
 
 
@@ -66,13 +65,13 @@ def cell(column: str, value: Any) -> str:
     return str(value)
 
 
-def write_machine(table: pa.Table, fmt: str, out=None) -> None:
+def write_machine(table: Frame, fmt: str, out=None) -> None:
     """csv / json / jsonl to stdout."""
     out = out or sys.stdout
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(table.column_names)
-        columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
+        columns = [table.column(name) for name in table.column_names]
         for row in zip(*columns, strict=True):
             writer.writerow("" if _clean(v) is None else v for v in row)
     elif fmt == "json":
@@ -83,7 +82,7 @@ def write_machine(table: pa.Table, fmt: str, out=None) -> None:
             out.write(json.dumps(row, default=str) + "\n")
 
 
-def print_table(table: pa.Table, *, title: str | None = None, total: int | None = None,
+def print_table(table: Frame, *, title: str | None = None, total: int | None = None,
                 notes: Sequence[str] = ()) -> None:
     """A rich table that fits the terminal; long tables are cut with a hint."""
     from rich.console import Console
@@ -101,8 +100,7 @@ def print_table(table: pa.Table, *, title: str | None = None, total: int | None 
     keep_short = short_total + 15 * sum(long_columns) <= console.width
     for name, header, width, is_long in zip(shown.column_names, headers, widths, long_columns,
                                             strict=True):
-        type_ = shown.schema.field(name).type
-        numeric = pa.types.is_integer(type_) or pa.types.is_floating(type_)
+        numeric = shown.type_of(name) in ("int", "float")
         if is_long:
             view.add_column(header, overflow="fold", ratio=1, min_width=12 if keep_short else None)
         else:
@@ -121,7 +119,7 @@ def print_table(table: pa.Table, *, title: str | None = None, total: int | None 
         console.print(f"[yellow]note:[/yellow] {note}")
 
 
-def emit(table: pa.Table, fmt: str, *, title: str | None = None,
+def emit(table: Frame, fmt: str, *, title: str | None = None,
          notes: Sequence[str] = ()) -> None:
     """Print in the chosen format; notes go below a table, or to stderr for machine formats."""
     check_format(fmt)
