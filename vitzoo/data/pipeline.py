@@ -106,8 +106,14 @@ def train_batches(examples: Examples, recipe: Preprocess, layout: Layout, *, see
     ds = ds.map(_loader(examples, recipe, seed), num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     ds = ds.batch(layout.local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    for images, labels in ds.as_numpy_iterator():
-        yield {"image": _split_devices(images, layout), "label": _split_devices(labels, layout)}
+    iterator = ds.as_numpy_iterator()  # created now: decoding starts while the step compiles
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        for images, labels in iterator:
+            yield {"image": _split_devices(images, layout),
+                   "label": _split_devices(labels, layout)}
+
+    return batches()
 
 
 class EvalBatches:

@@ -1,0 +1,33 @@
+"""Fine-tuning zoo checkpoints: the runner behind ``vitzoo finetune`` and ``vitzoo evaluate``.
+
+Modules, one job each: ``options`` (the settings record), ``runner`` (the loop),
+``steps`` (pmapped update/eval), ``schedule``, ``optimizer``, ``accumulation`` (batch
+layout and ``--accum auto``), ``checkpoints`` (atomic resumable state), ``metrics``
+(JSONL + TensorBoard), ``distributed`` (multi-host start-up), ``devices`` (placement),
+``export`` (final.npz, run.json, local catalog), ``evaluate``, ``progress``.
+Importing this package imports neither jax nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vitzoo.adapt.evaluate import EvalReport
+    from vitzoo.adapt.runner import RunResult
+
+__all__ = ["evaluate", "finetune"]
+
+
+def finetune(model: str, dataset: str, **options: Any) -> RunResult:
+    """Fine-tune ``model`` on ``dataset``; see :func:`vitzoo.adapt.runner.finetune`."""
+    from vitzoo.adapt.runner import finetune as _finetune
+
+    return _finetune(model, dataset, **options)
+
+
+def evaluate(checkpoint: str, dataset: str, **options: Any) -> EvalReport:
+    """Top-1/top-5/loss of a checkpoint on a dataset; see :func:`vitzoo.adapt.evaluate.evaluate`."""
+    from vitzoo.adapt.evaluate import evaluate as _evaluate
+
+    return _evaluate(checkpoint, dataset, **options)

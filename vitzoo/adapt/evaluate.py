@@ -1,0 +1,93 @@
+"""``vitzoo evaluate``: top-1, top-5, loss and per-class accuracy of a checkpoint on a dataset.
+
+Uses the same pieces as training (dataset sources, the eval recipe, the pmapped masked
+eval step), so a number from ``evaluate`` and the final ``eval_accuracy`` of a run agree
+exactly. The whole split is covered once: the last batch is padded and masked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vitzoo.errors import VitzooError
+
+
+@dataclass
+class EvalReport:
+    checkpoint: str
+    architecture: str
+    dataset: str
+    split: str
+    resolution: int
+    examples: int
+    top1: float
+    top5: float
+    loss: float
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: int | None = None,
+             batch: int = 64, per_class: bool = False, data_dir: str | None = None,
+             manual_dir: str | None = None, val_fraction: float = 0.1,
+             dtype: str = "float32") -> EvalReport:
+    """Evaluate ``checkpoint`` (path or catalog/local-run name) on ``dataset``'s ``split``.
+
+    ``split`` None means the held-out split a fine-tune would use (test, validation, or
+    the carved validation split). ``res`` defaults to the checkpoint's own resolution.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from vitzoo.adapt.devices import replicate, shard, unreplicate
+    from vitzoo.adapt.steps import make_eval_step
+    from vitzoo.checkpoint import load_checkpoint, load_for_finetune
+    from vitzoo.data import eval_recipe, open_dataset
+    from vitzoo.data.pipeline import EvalBatches, Layout
+    from vitzoo.models import build_model
+    from vitzoo.predict import resolve_checkpoint_argument
+
+    if batch < 1:
+        raise VitzooError(f"--batch must be positive, got {batch}")
+    data = open_dataset(dataset, eval_split=split, data_dir=data_dir, manual_dir=manual_dir,
+                        val_fraction=val_fraction, need_train=False)
+    path = resolve_checkpoint_argument(checkpoint)
+    config, info, params = load_checkpoint(path)
+    if info["num_classes"] != data.num_classes:
+        raise VitzooError(
+            f"{path.name} has a {info['num_classes']}-class head but {dataset} has "
+            f"{data.num_classes} classes", "evaluate a checkpoint fine-tuned on this dataset")
+    resolution = res or info["resolution"]
+    if resolution != info["resolution"]:
+        config, params = load_for_finetune(path, num_classes=data.num_classes,
+                                           resolution=resolution, keep_representation=True)
+    module = build_model(config, data.num_classes,
+                         dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32)
+    devices = jax.local_devices()
+    global_batch = max(len(devices), batch - batch % len(devices))
+    layout = Layout(global_batch, local_devices=len(devices))
+    step = make_eval_step(module.apply, num_classes=data.num_classes)
+    device_params = replicate(params, devices)
+    totals: dict[str, Any] = {}
+    for b in EvalBatches(data.eval, eval_recipe(resolution), layout):
+        sums = step(device_params, shard(b, devices))
+        totals = sums if not totals else jax.tree.map(jnp.add, totals, sums)
+    host = {k: np.asarray(unreplicate(v)) for k, v in totals.items()}
+    count = max(float(host["count"]), 1.0)
+    classes = []
+    if per_class:
+        for i, name in enumerate(data.class_names):
+            n = int(host["class_count"][i])
+            classes.append({"index": i, "class": name, "examples": n,
+                            "accuracy": float(host["class_hits"][i]) / n if n else None})
+    return EvalReport(
+        checkpoint=str(path), architecture=config.name, dataset=data.name, split=data.eval_split,
+        resolution=resolution, examples=int(host["count"]), top1=float(host["top1"]) / count,
+        top5=float(host["top5"]) / count, loss=float(host["loss"]) / count, per_class=classes,
+        notes=list(data.notes))

@@ -1,0 +1,88 @@
+"""What a finished run leaves behind: ``final.npz``, ``run.json``, a local-catalog entry.
+
+``final.npz`` is written in the release layout (per-layer ``encoderblock_{i}`` names,
+pre-Linen numbering) through :func:`vitzoo.checkpoint.params_to_release`, so the result
+loads back into vitzoo, vit_jax and timm like any zoo checkpoint. ``run.json`` carries
+the class names next to it, which is where ``vitzoo predict`` looks for them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomic JSON write (temporary file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, default=str)
+            fh.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def versions() -> dict[str, str]:
+    """Library versions that decide the numbers of a run."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("vitzoo", "jax", "jaxlib", "flax", "optax", "numpy", "tensorflow-cpu",
+                 "tensorflow", "tensorflow-datasets"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def export_params(path: Path, params: Any, config: Any) -> Path:
+    """Parameters -> release-layout ``.npz`` (atomic)."""
+    from vitzoo.checkpoint import params_to_release, save_npz
+
+    return save_npz(path, params_to_release(params, config))
+
+
+def source_row(model: str, checkpoint: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The source checkpoint's catalog row, or (None, why not)."""
+    try:
+        from vitzoo.catalog.api import find_checkpoint
+    except ImportError:
+        return None, "catalog API not available"
+    for name in (model, checkpoint.stem):
+        try:
+            info = find_checkpoint(name)
+        except Exception:  # not a catalog name: a user's own file
+            continue
+        row = dict(getattr(info, "row", {}) or {})
+        row.setdefault("filename", getattr(info, "filename", None))
+        return row, None
+    return None, f"{checkpoint.name} is not in the catalog"
+
+
+def run_name(workdir: Path, explicit: str | None) -> str:
+    """A catalog-safe name for the run (explicit ``--name`` or the workdir's name)."""
+    name = explicit or workdir.resolve().name
+    return re.sub(r"[^A-Za-z0-9_.+=-]+", "_", name).strip("._") or "run"
+
+
+def register(name: str, npz: Path, info: dict[str, Any]) -> str:
+    """Add the run to the user's local catalog; returns a line saying what happened."""
+    try:
+        from vitzoo.catalog.local import register_run
+    except ImportError:
+        return "not registered: the local catalog is not available in this installation"
+    try:
+        register_run(name, npz, info)
+    except Exception as exc:  # registering must never lose a finished run
+        return f"not registered in the local catalog ({exc})"
+    return f"registered as {name!r} in the local catalog (vitzoo list --local)"

@@ -1,0 +1,93 @@
+"""The settings of one fine-tuning run, as one plain record (the CLI maps onto it 1:1).
+
+Defaults are the paper's adaptation protocol (``shared/reference/augreg_facts.md`` b):
+SGD momentum 0.9, batch 512, 500 steps with 100 warmup steps, lr 0.03 (the reference
+``configs/augreg.py``), cosine decay, global-norm clipping at 1, no weight decay, no
+dropout, resolution 384 (resize 448, random crop 384, flip).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vitzoo.errors import VitzooError
+
+#: Settings that define a run: resuming with any of them changed would mix two runs.
+IDENTITY = ("model", "dataset", "steps", "warmup", "lr", "batch", "res", "train_split",
+            "eval_split", "seed", "dtype", "label_smoothing", "val_fraction",
+            "momentum_dtype", "clip_norm")
+
+
+@dataclass
+class FinetuneOptions:
+    model: str
+    dataset: str
+    workdir: str | None = None
+    steps: int = 500
+    warmup: int = 100
+    lr: float = 0.03
+    batch: int = 512
+    accum: str = "auto"
+    res: int = 384
+    train_split: str | None = None
+    eval_split: str | None = None
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+    dtype: str = "float32"
+    label_smoothing: float = 0.0
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    val_fraction: float = 0.1
+    momentum_dtype: str = "bfloat16"
+    clip_norm: float = 1.0
+    coordinator: str | None = None
+    num_processes: int | None = None
+    process_id: int | None = None
+    name: str | None = None
+    progress: bool = True
+    register: bool = True
+
+    def validate(self) -> None:
+        """Refuse impossible settings before anything is loaded or compiled."""
+        checks = [
+            (self.steps >= 1, f"--steps must be at least 1, got {self.steps}"),
+            (0 <= self.warmup <= self.steps, f"--warmup must be in 0..--steps, got {self.warmup}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.batch >= 1, f"--batch must be positive, got {self.batch}"),
+            (self.res >= 1, f"--res must be positive, got {self.res}"),
+            (self.eval_every >= 0, "--eval-every must be >= 0 (0: only at the end)"),
+            (self.checkpoint_every >= 0, "--checkpoint-every must be >= 0 (0: only at the end)"),
+            (self.log_every >= 1, "--log-every must be at least 1"),
+            (0.0 <= self.label_smoothing < 1.0, "--label-smoothing must be in [0, 1)"),
+            (self.dtype in ("float32", "bfloat16"), f"--dtype must be float32 or bfloat16, "
+                                                   f"got {self.dtype!r}"),
+            (self.momentum_dtype in ("float32", "bfloat16"), "momentum dtype must be float32 "
+                                                             "or bfloat16"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise VitzooError(message)
+
+    def identity(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {k: data[k] for k in IDENTITY}
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a model or dataset name."""
+    text = Path(text).name if ("/" in text and Path(text).exists()) else text
+    text = re.sub(r"\.npz$", "", text)
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("._") or "run"
+
+
+def default_workdir(options: FinetuneOptions) -> Path:
+    """``vitzoo-runs/<model>--<dataset>``: rerunning the same command finds and resumes it."""
+    return Path("vitzoo-runs") / f"{slug(options.model)}--{slug(options.dataset)}"

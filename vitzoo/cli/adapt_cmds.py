@@ -1,0 +1,106 @@
+"""``vitzoo finetune`` and ``vitzoo evaluate``: thin wrappers over :mod:`vitzoo.adapt`.
+
+jax, flax and TensorFlow are imported inside the commands only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+
+def finetune_command(
+    model: str = typer.Argument(..., help="Architecture (B/16), catalog name, or path/URL to .npz."),
+    dataset: str = typer.Option(..., "--dataset", help="TFDS name[:version] or an image folder."),
+    workdir: str = typer.Option(None, "--workdir", help="Run folder; default vitzoo-runs/<model>--<dataset>. Rerun to resume."),
+    steps: int = typer.Option(500, "--steps", help="Training steps."),
+    warmup: int = typer.Option(100, "--warmup", help="Linear warmup steps."),
+    lr: float = typer.Option(0.03, "--lr", help="Peak learning rate (SGD, momentum 0.9)."),
+    batch: int = typer.Option(512, "--batch", help="Global batch size."),
+    accum: str = typer.Option("auto", "--accum", help="Gradient accumulation steps, or 'auto' to fit device memory."),
+    res: int = typer.Option(384, "--res", help="Fine-tuning resolution."),
+    train_split: str = typer.Option(None, "--train-split", help="TFDS training split (slicing allowed, e.g. train[:90%])."),
+    eval_split: str = typer.Option(None, "--eval-split", help="Evaluation split; default test/validation, else a carved one."),
+    eval_every: int = typer.Option(100, "--eval-every", help="Evaluate every N steps (0: only at the end)."),
+    checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Checkpoint every N steps (0: only at the end)."),
+    log_every: int = typer.Option(10, "--log-every", help="Write metrics every N steps."),
+    seed: int = typer.Option(0, "--seed", help="Seed of data order, augmentation and dropout."),
+    dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32 or bfloat16."),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Label smoothing."),
+    data_dir: str = typer.Option(None, "--data-dir", help="TFDS data directory."),
+    manual_dir: str = typer.Option(None, "--manual-dir", help="TFDS manual download directory."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Validation fraction carved when there is no test split."),
+    coordinator: str = typer.Option(None, "--coordinator", help="Multi-host: coordinator host:port."),
+    num_processes: int = typer.Option(None, "--num-processes", help="Multi-host: number of processes."),
+    process_id: int = typer.Option(None, "--process-id", help="Multi-host: this process's index."),
+    name: str = typer.Option(None, "--name", help="Name of the run in the local catalog (default: the workdir's name)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+    register_run: bool = typer.Option(True, "--register/--no-register", help="Add the finished run to the local catalog."),
+) -> None:
+    """Fine-tune a zoo checkpoint on a TFDS dataset or an image folder (paper defaults)."""
+    from vitzoo.adapt.options import FinetuneOptions
+    from vitzoo.adapt.runner import run
+
+    result = run(FinetuneOptions(
+        model=model, dataset=dataset, workdir=workdir, steps=steps, warmup=warmup, lr=lr,
+        batch=batch, accum=accum, res=res, train_split=train_split, eval_split=eval_split,
+        eval_every=eval_every, checkpoint_every=checkpoint_every, log_every=log_every, seed=seed,
+        dtype=dtype, label_smoothing=label_smoothing, data_dir=data_dir, manual_dir=manual_dir,
+        val_fraction=val_fraction, coordinator=coordinator, num_processes=num_processes,
+        process_id=process_id, name=name, progress=progress, register=register_run))
+    if result.interrupted:
+        sys.stderr.write(f"interrupted at step {result.step}/{result.total_steps}; checkpoint "
+                         f"saved in {result.workdir}; rerun the same command to resume\n")
+        raise SystemExit(130)
+
+
+def evaluate_command(
+    checkpoint: str = typer.Argument(..., help="A .npz file, catalog name, or local run name."),
+    dataset: str = typer.Option(..., "--dataset", help="TFDS name[:version] or an image folder."),
+    split: str = typer.Option(None, "--split", help="Split to evaluate; default test/validation (or the carved one)."),
+    res: int = typer.Option(None, "--res", help="Resolution; default the checkpoint's own."),
+    batch: int = typer.Option(64, "--batch", help="Evaluation batch size."),
+    per_class: bool = typer.Option(False, "--per-class", help="Also report per-class accuracy."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+    data_dir: str = typer.Option(None, "--data-dir", help="TFDS data directory."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Validation fraction when carving."),
+) -> None:
+    """Top-1, top-5 accuracy and loss of a checkpoint on a dataset split."""
+    from vitzoo.adapt.evaluate import evaluate
+    from vitzoo.errors import VitzooError
+
+    if fmt not in ("table", "json"):
+        raise VitzooError(f"unknown --format {fmt!r}", "use table or json")
+    report = evaluate(checkpoint, dataset, split=split, res=res, batch=batch,
+                      per_class=per_class, data_dir=data_dir, val_fraction=val_fraction)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(report.as_dict()) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{report.architecture} on {report.dataset} ({report.split})",
+                  title_justify="left")
+    for column in ("examples", "top-1", "top-5", "loss"):
+        table.add_column(column, justify="right")
+    table.add_row(str(report.examples), f"{report.top1:.2%}", f"{report.top5:.2%}",
+                  f"{report.loss:.4f}")
+    console.print(table)
+    if report.per_class:
+        classes = Table(title="per class", title_justify="left")
+        for column in ("#", "class", "examples", "accuracy"):
+            classes.add_column(column, justify="right" if column != "class" else "left")
+        for row in report.per_class:
+            acc = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.2%}"
+            classes.add_row(str(row["index"]), row["class"], str(row["examples"]), acc)
+        console.print(classes)
+    for note in report.notes:
+        console.print(note, style="dim")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune")(finetune_command)
+    app.command("evaluate")(evaluate_command)
