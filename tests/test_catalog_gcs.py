@@ -86,3 +86,12 @@ def test_missing_object_is_not_found(bucket, tmp_path):
 
     with pytest.raises(VitzooError, match="not found"):
         build_catalog(tmp_path, index_csv="gs://vit_models/augreg/nope.csv")
+
+
+def test_build_from_an_https_copy(bucket, tmp_path):
+    gcs, _ = bucket
+    url = f"{gcs.url}/vit_models/augreg/index.csv"  # the emulator serves public media over http
+    result = build_catalog(tmp_path, index_csv=url)
+    assert [s["kind"] for s in result.manifest["sources"]] == ["embedded", "index.csv"]
+    assert result.manifest["rows_by_source"]["index.csv"] == 51_509
+    assert any("bucket listing not read" in m for m in result.manifest["missing"])

@@ -234,3 +234,25 @@ def test_catalog_commands_import_no_heavy_libraries():
                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr
     assert result.stderr.rsplit("HEAVY=", 1)[1] == "[]"
+
+
+def test_registered_runs_are_listed_and_resolvable(capsys, tmp_path):
+    from vitzoo.catalog.api import find_checkpoint
+    from vitzoo.catalog.local import register_run
+    from vitzoo.errors import VitzooError
+
+    npz = tmp_path / "final.npz"
+    npz.write_bytes(b"PK\x03\x04")
+    register_run("pets-b16", npz, {"name": "B/16", "adapt_ds": "oxford_iiit_pet",
+                                   "adapt_resolution": 224, "adapt_final_test": 0.91,
+                                   "filename": "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0",
+                                   "workdir": str(tmp_path), "not_a_column": 1})
+    rows = run_json(capsys, "list", "--local", "--columns", "checkpoint,name,adapt_ds,adapt_final_test")
+    assert rows == [{"checkpoint": "pets-b16", "name": "B/16", "adapt_ds": "oxford_iiit_pet",
+                     "adapt_final_test": 0.91}]
+    info = find_checkpoint("pets-b16")
+    assert info.kind == "local" and info.local_path == str(npz.resolve()) and info.url is None
+    register_run("pets-b16", npz, {"name": "B/16", "adapt_final_test": 0.93})  # replaced, not added
+    assert [r["adapt_final_test"] for r in run_json(capsys, "list", "--local")] == [0.93]
+    with pytest.raises(VitzooError, match="unsafe run name"):
+        register_run("../escape", npz, {})

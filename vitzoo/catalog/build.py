@@ -101,8 +101,8 @@ def _read_index_csv(url: str) -> tuple[pa.Table, dict]:
 
 
 def _listing_url_for(csv_url: str) -> str | None:
-    """The bucket folder next to a remote index.csv; local copies have no listing."""
-    if "://" not in csv_url or csv_url.startswith("file://"):
+    """The bucket folder next to an index.csv in a bucket; web and local copies have none."""
+    if not csv_url.startswith(("gs://", "s3://")):
         return None
     return csv_url.rsplit("/", 1)[0] + "/"
 
