@@ -1,0 +1,85 @@
+"""TFDS datasets offline, through ``tfds.testing.mock_data`` (tensorflow-datasets 4.9.x).
+
+The mock's default random generator cannot encode oxford_iiit_pet's ``head_bbox``
+feature (it draws min > max), so the test supplies examples through ``as_dataset_fn``,
+the mock's documented hook: real encoded PNG images and labels, with the dataset's real
+feature metadata (37 class names) coming from TFDS itself.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from vitzoo.errors import VitzooError
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+
+def pets_examples(num: dict[str, int]):
+    """An ``as_dataset_fn`` yielding encoded PNGs when decoding is skipped (as vitzoo asks)."""
+    import tensorflow as tf
+    from PIL import Image
+
+    def as_dataset(self, split, decoders=None, **kwargs):
+        name = str(split).split("[")[0]
+        count = num.get(name, 6)
+        rng = np.random.default_rng(len(name))
+        skip = bool(decoders) and "image" in decoders
+
+        def gen():
+            for i in range(count):
+                label = i % 37
+                pixels = rng.integers(0, 255, (20 + i % 5, 24, 3), dtype=np.uint8)
+                if skip:
+                    buf = io.BytesIO()
+                    Image.fromarray(pixels).save(buf, format="PNG")
+                    image = buf.getvalue()
+                else:
+                    image = pixels
+                yield {"image": image, "label": label, "species": label % 2,
+                       "file_name": f"{i}.png".encode(),
+                       "segmentation_mask": b"" if skip else np.zeros((2, 2, 1), np.uint8),
+                       "head_bbox": np.array([0.1, 0.1, 0.5, 0.5], np.float32)}
+
+        image_sig = (tf.TensorSpec((), tf.string) if skip
+                     else tf.TensorSpec((None, None, 3), tf.uint8))
+        mask_sig = (tf.TensorSpec((), tf.string) if skip
+                    else tf.TensorSpec((None, None, 1), tf.uint8))
+        return tf.data.Dataset.from_generator(gen, output_signature={
+            "image": image_sig, "label": tf.TensorSpec((), tf.int64),
+            "species": tf.TensorSpec((), tf.int64), "file_name": tf.TensorSpec((), tf.string),
+            "segmentation_mask": mask_sig, "head_bbox": tf.TensorSpec((4,), tf.float32)})
+
+    return as_dataset
+
+
+def test_oxford_iiit_pet_under_mock_data():
+    from vitzoo.data import open_dataset
+
+    with tfds.testing.mock_data(as_dataset_fn=pets_examples({"train": 10, "test": 7})):
+        data = open_dataset("oxford_iiit_pet")
+        sliced = open_dataset("oxford_iiit_pet", train_split="train[:50%]", eval_split="test")
+    assert data.num_classes == 37 and data.class_names[0] == "Abyssinian"
+    assert (len(data.train), len(data.eval), data.eval_split) == (10, 7, "test")
+    assert data.train.payload[0][:4] == b"\x89PNG"
+    assert sliced.train_split == "train[:50%]"
+
+
+def test_carved_validation_split_when_asked_split_is_missing(monkeypatch):
+    from vitzoo.data import tfds as vtfds
+
+    monkeypatch.setattr(vtfds, "_has_split", lambda builder, split: False)
+    with tfds.testing.mock_data(as_dataset_fn=pets_examples({"train": 20})):
+        data = vtfds.load_tfds("oxford_iiit_pet", val_fraction=0.25)
+    assert (len(data.train), len(data.eval)) == (15, 5)
+    assert any("carved" in note for note in data.notes)
+
+
+def test_unknown_tfds_name_is_a_clear_error():
+    from vitzoo.data import open_dataset
+
+    with pytest.raises(VitzooError, match="unknown TFDS dataset"):
+        open_dataset("no_such_dataset_xyz")
