@@ -207,11 +207,11 @@ class CheckpointInfo:
 
 
 def _collection_of(url: str | None, default: str) -> str:
+    """``gs://bucket/a/b/file.npz`` -> ``a/b``: the folder a mirror reproduces."""
     if not url or "://" not in url:
         return default
-    path = url.split("://", 1)[1].split("/", 1)[1] if "/" in url.split("://", 1)[1] else ""
-    folder = path.rsplit("/", 1)[0] if "/" in path else ""
-    return folder or default
+    _, _, path = url.split("://", 1)[1].partition("/")
+    return path.rpartition("/")[0] or default
 
 
 def _info(row: dict, kind: str) -> CheckpointInfo:
@@ -253,16 +253,17 @@ def find_checkpoint(name: str, index: str | None = None) -> CheckpointInfo:
         kind = "local" if row["collection"] == "local" else (
             "finetuned" if row.get("adapt_filename") else "pretrained")
         return _info(row, kind)
-    if "/" in stem and stem.split("/", 1)[0] not in {a.split("/")[0] for a in AUGREG_ARCHS}:
+    if "/" in stem:  # collection/stem of an older collection (an arch like B/16 won't match)
         row = _first(table, "url", lambda url: url.endswith(f"/{stem}.npz"))
         if row is not None:
             return _info(row, "pretrained")
-    row = _first(table, "adapt_filename", stem.__eq__)
-    if row is not None:
-        return _info(row, "finetuned")
+    # A bare legacy stem (ViT-B_16) names both a pre-training and its fine-tune: the former.
     row = _first(table, "filename", stem.__eq__)
     if row is not None:
         return _info(row, "pretrained")
+    row = _first(table, "adapt_filename", stem.__eq__)
+    if row is not None:
+        return _info(row, "finetuned")
     try:
         arch = canonical_arch(stem)
     except VitzooError:
@@ -285,8 +286,10 @@ def _arch_default(table: Frame, arch: str) -> CheckpointInfo:
         if chosen.get("filename"):
             row = _first(table, "filename", chosen["filename"].__eq__)
             return _info(row, "pretrained")
-    if arch in LEGACY_ARCHS:
-        row = _first(table, "url", lambda url: url.endswith(f"/{LEGACY_ARCHS[arch]}.npz"))
+    if arch in LEGACY_ARCHS:  # the ImageNet-21k pre-training, as in the reference code
+        stem = LEGACY_ARCHS[arch]
+        row = _first(table, "url", lambda url: url.endswith(f"/imagenet21k/{stem}.npz")) or _first(
+            table, "url", lambda url: url.endswith(f"/{stem}.npz"))
         if row is not None:
             return _info(row, "pretrained")
     raise VitzooError(f"no default checkpoint is known for {arch}",
