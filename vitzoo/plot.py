@@ -120,7 +120,7 @@ def scatter_data(table: Frame, *, x: str = "infer_samples_per_sec", y: str = "ad
         notes.append(f"{missing:,} of {subset.num_rows:,} matching rows lack {x} or {y} "
                      "(unknown in this catalog) and are not drawn")
     front = pareto_front(points, y, x)
-    notes.insert(0, f"{points.num_rows} points, {front.num_rows} on the Pareto front "
+    notes.insert(0, f"{points.num_rows:,} points, {front.num_rows} on the Pareto front "
                     f"(higher {y} and higher {x} are better)")
     if y.endswith("_test"):
         notes.append(f"{y} is a test accuracy: fine to describe the trade-off, but choose "

@@ -77,7 +77,7 @@ def plot_command(
     notes = list(data.notes)
     for column in (y, x):
         sources = value_provenance(data.points, column)
-        notes.append(f"{column} from " + "; ".join(f"{n} x {s}" for s, n in sources.most_common()))
+        notes.append(f"{column} from " + "; ".join(f"{n:,} x {s}" for s, n in sources.most_common()))
     _notes(notes)
     typer.echo(str(path))
 

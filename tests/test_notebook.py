@@ -1,0 +1,111 @@
+"""The exploration notebook runs top to bottom, headless, on the embedded catalog and on
+a catalog built from a (fake) index.csv; it is committed without outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "notebooks" / "explore.ipynb"
+KERNEL = "vitzoo-test"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def kernel_env(tmp_path, monkeypatch) -> Path:
+    """A kernelspec for *this* interpreter in a temporary Jupyter path.
+
+    Nothing is installed for the user: the spec lives under ``tmp_path`` and
+    ``JUPYTER_PATH`` points there, so a fresh ``make test`` venv works as is and a
+    user-level ``python3`` kernel elsewhere cannot be picked up by mistake.
+    """
+    spec = tmp_path / "jupyter" / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "vitzoo test kernel", "language": "python",
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT),
+                                                                   os.environ.get("PYTHONPATH")])))
+    return tmp_path
+
+
+def execute(workdir: Path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(notebook, kernel_name=KERNEL, timeout=300, allow_errors=False,
+                            resources={"metadata": {"path": str(workdir)}})
+    client.execute()  # raises CellExecutionError on the first failing cell
+    return notebook
+
+
+def text_of(notebook) -> str:
+    parts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                parts.append(output["text"])
+            elif "data" in output:
+                parts.append(output["data"].get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def images_in(notebook) -> int:
+    return sum("image/png" in output.get("data", {})
+               for cell in notebook.cells for output in cell.get("outputs", []))
+
+
+def test_notebook_is_committed_without_outputs():
+    import nbformat
+
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(notebook)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert code and all(not c.outputs and c.execution_count is None for c in code)
+    markdown = [c for c in notebook.cells if c.cell_type == "markdown"]
+    assert len(markdown) >= len(code) // 2  # every step is explained
+
+
+def test_notebook_runs_offline_on_the_embedded_catalog(kernel_env, monkeypatch):
+    monkeypatch.delenv("VITZOO_INDEX", raising=False)
+    notebook = execute(kernel_env)
+    text = text_of(notebook)
+    assert "52,379 rows" in text
+    assert "built from a real index.csv: False" in text
+    assert "published recommendation" in text
+    assert "final_val is not in this catalog" in text
+    assert "16 Pets37 fine-tunes" in text and "16 with a known validation accuracy" in text
+    assert "384 px: 9 points, 5 on the Pareto front" in text
+    assert "vitzoo finetune R26_S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0" in text
+    assert images_in(notebook) >= 3
+
+
+def test_notebook_shows_more_with_a_catalog_built_from_index_csv(kernel_env, monkeypatch):
+    """The fake index.csv's metrics are TEST DATA; this checks the branches, not the numbers."""
+    from bucket_factory import write_index_csv
+
+    from vitzoo.catalog.build import build_catalog
+
+    csv_path = write_index_csv(kernel_env / "index.csv")
+    build_catalog(kernel_env / "built", index_csv=str(csv_path), listing=None)
+    monkeypatch.setenv("VITZOO_INDEX", str(kernel_env / "built"))
+    notebook = execute(kernel_env)
+    text = text_of(notebook)
+    assert "built from a real index.csv: True" in text
+    assert "best final_val of 28 i21k checkpoints" in text
+    assert "cells agree after rounding" in text
+    assert "16 with a known validation accuracy" in text
+    assert "224 px:" in text and "384 px:" in text
+    assert images_in(notebook) >= 3
