@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _doctor(args: list[str], **env_extra: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.update(env_extra)
-    env["COLUMNS"] = "200"
+    env["COLUMNS"] = "1000"  # no wrapping inside table cells
     return subprocess.run([sys.executable, "-c", "from vitzoo.cli import main; main()",
                            "doctor", *args], capture_output=True, text=True, env=env,
                           timeout=120, cwd=ROOT)

@@ -258,3 +258,10 @@ def test_import_is_cheap():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_gcs_auth_without_credentials_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    with pytest.raises(VitzooError, match=r"^--gcs-auth: no usable Google credentials .*"
+                                          r"gcloud auth application-default login"):
+        storage.filesystem("gs://vit_models/augreg/index.csv", gcs_auth=True)

@@ -38,7 +38,6 @@ import binascii
 import contextlib
 import os
 import socket
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -56,8 +55,6 @@ DENIED_HINT = (
     "use a mirror (VITZOO_MIRRORS), a local copy, your own Google credentials "
     "(--gcs-auth), or the Hugging Face copy (--source hf)"
 )
-_SUCCESSFUL_PREFLIGHT_TTL_S = 60.0
-_preflight_ok: dict[tuple[str, int], float] = {}
 
 
 def connect_timeout() -> float:
@@ -116,14 +113,20 @@ def filesystem(url: str, *, gcs_auth: bool = False) -> tuple[fsspec.AbstractFile
     if scheme == "gs":
         from gcsfs.core import GCSFileSystem  # not gcsfs.GCSFileSystem: see module docstring
 
-        fs = GCSFileSystem(
-            token=None if gcs_auth else "anon",
-            access="read_only",
-            endpoint_url=config.gcs_endpoint(),
-            requests_timeout=_client_timeout(),
-            skip_instance_cache=True,
-            use_listings_cache=False,
-        )
+        try:
+            fs = GCSFileSystem(
+                token="google_default" if gcs_auth else "anon",
+                access="read_only",
+                endpoint_url=config.gcs_endpoint(),
+                requests_timeout=_client_timeout(),
+                skip_instance_cache=True,
+                use_listings_cache=False,
+            )
+        except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError and kin
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise VitzooError(f"--gcs-auth: no usable Google credentials ({first})",
+                              "run `gcloud auth application-default login` or set "
+                              "GOOGLE_APPLICATION_CREDENTIALS") from None
         return fs, url.split("://", 1)[1].rstrip("/")
     if scheme in ("http", "https"):
         from fsspec.implementations.http import HTTPFileSystem
@@ -204,14 +207,12 @@ def not_found(url: str) -> VitzooError:
 def preflight(url: str) -> None:
     """Fail fast with "cannot reach" when nothing answers on the URL's host and port.
 
-    Without it gcsfs spends ~30 s retrying a refused connection. A success is
-    remembered for a minute per host so repeated reads do not pay for it.
+    Without it gcsfs spends ~30 s retrying a refused connection. It costs one TCP
+    handshake per call (not per chunk); nothing is remembered, so an endpoint that
+    goes away is noticed at once.
     """
     where = _endpoint_for(url)
     if where is None:
-        return
-    now = time.monotonic()
-    if now - _preflight_ok.get(where, -1e9) < _SUCCESSFUL_PREFLIGHT_TTL_S:
         return
     try:
         with socket.create_connection(where, timeout=connect_timeout()):
@@ -224,7 +225,6 @@ def preflight(url: str) -> None:
         raise unreachable(url, f"no answer within {connect_timeout():g} s") from None
     except OSError as exc:
         raise unreachable(url, exc.strerror or str(exc)) from None
-    _preflight_ok[where] = now
 
 
 def _status_of(exc: BaseException) -> int | None:
