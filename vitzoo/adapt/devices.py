@@ -15,8 +15,15 @@ import numpy as np
 
 
 def _sharding(devices: Sequence[Any]) -> Any:
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("devices",))
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("devices"))
+    """The sharding ``jax.pmap`` gives its outputs: a 1-D mesh named after the pmap axis.
+
+    Inputs must carry exactly this sharding, or the step sees a different input
+    signature on its second call (its own output) and compiles a second time.
+    """
+    from vitzoo.adapt.steps import AXIS
+
+    mesh = jax.sharding.Mesh(np.asarray(devices), (AXIS,))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
 
 
 def replicate(tree: Any, devices: Sequence[Any] | None = None) -> Any:
@@ -49,8 +56,9 @@ def shard(tree: Any, devices: Sequence[Any] | None = None) -> Any:
 def unreplicate(tree: Any) -> Any:
     """The first device's copy of every leaf, as host numpy arrays."""
     def get(x: Any) -> np.ndarray:
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return np.asarray(x.addressable_shards[0].data)[0]
-        return np.asarray(jax.device_get(x[0]) if isinstance(x, jax.Array) else x[0])
+        if isinstance(x, jax.Array):  # read one shard: no gather program to compile
+            shard = min(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+            return np.asarray(shard.data)[0]
+        return np.asarray(x[0])
 
     return jax.tree.map(get, tree)

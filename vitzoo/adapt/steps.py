@@ -34,8 +34,13 @@ class TrainState:
 
 
 def init_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
-    """A fresh state at step 0 (host side; replicate before use)."""
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    """A fresh state at step 0 (replicate before use).
+
+    ``tx.init`` runs under one ``jit``: eagerly it would compile a tiny program per
+    parameter shape, seconds of start-up for a ViT.
+    """
+    opt_state = jax.jit(tx.init)(params)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
