@@ -221,8 +221,8 @@ def build_catalog(
     started = time.perf_counter()
     sources_dir = sources_dir or EMBEDDED_INDEX_DIR / "sources"
     messages: list[str] = []
-    table, stats = embedded.embedded_table(sources_dir)
-    sources = [_embedded_source(sources_dir) | {"rows": table.num_rows, "stats": stats}]
+    rows, stats = embedded.embedded_rows(sources_dir)
+    sources = [_embedded_source(sources_dir) | {"rows": len(rows), "stats": stats}]
     rows_by_source = {"grid": 0, "index.csv": 0, "legacy": 0}
 
     real_table = None
@@ -253,7 +253,6 @@ def build_catalog(
     ):
         return BuildResult(out_dir, old, changed=False, messages=[*messages, "catalog is up to date"])
 
-    rows = table.to_pylist()
     if real_table is not None:
         grid_names = {r["adapt_filename"] for r in rows if r["collection"] == "augreg"}
         real = _real_rows(real_table, index_csv)

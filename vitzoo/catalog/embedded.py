@@ -15,9 +15,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import pyarrow as pa
-
-from vitzoo.catalog.schema import table_from_rows
 from vitzoo.errors import VitzooError
 from vitzoo.names import PRETRAIN_DS, AdaptedName, PretrainedName, canonical_arch
 
@@ -290,8 +287,8 @@ def _drop_superseded_legacy(rows: list[dict]) -> list[dict]:
 
 # --- everything together ---------------------------------------------------------
 
-def embedded_table(sources: Path) -> tuple[pa.Table, dict]:
-    """The reconstructed catalog and statistics for the manifest."""
+def embedded_rows(sources: Path) -> tuple[list[dict], dict]:
+    """The reconstructed catalog rows and statistics for the manifest."""
     grid = load_grid(sources)
     rows = grid_rows(grid)
     stats: dict = {"grid_rows": len(rows)}
@@ -302,7 +299,7 @@ def embedded_table(sources: Path) -> tuple[pa.Table, dict]:
     stats["legacy_rows"] = len(legacy)
     for row in legacy:
         _validate_legacy(row)
-    return table_from_rows(rows + legacy), stats
+    return rows + legacy, stats
 
 
 def _validate_legacy(row: dict) -> None:

@@ -103,7 +103,7 @@ def _encode(values: list) -> bytes:
         payload = marshal.dumps(("dict", distinct, codes))
     else:
         payload = marshal.dumps(("plain", values))
-    return zlib.compress(payload, 6)
+    return zlib.compress(payload, 1)  # level 1: a quarter of the time, nearly the same size
 
 
 def _decode(blob: bytes) -> list:
