@@ -81,10 +81,11 @@ def main() -> None:
             raise SystemExit(f"row counts differ: vitzoo {ours_rows}, pandas {their_rows}")
 
     med_list, med_pandas, med_build = (statistics.median(x) for x in (ours, theirs, build_times))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; `python benchmarks/catalog.py` "
-        f"({args.rounds} interleaved rounds, cold processes).",
+        f"({args.rounds} interleaved rounds, cold processes; load average {load} at the end).",
         "",
         "| measurement | median | min | max |",
         "|---|---:|---:|---:|",
