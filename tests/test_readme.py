@@ -157,6 +157,17 @@ def test_inline_vitzoo_commands_exist():
         check_vitzoo(split_vitzoo(span), f"README.md inline `{span}`")
 
 
+def test_architecture_section_names_real_paths():
+    section = README.read_text(encoding="utf-8").split("## Architecture", 1)[1]
+    paths = re.findall(r"`((?:vitzoo|index|notebooks|tests|benchmarks)[\w/.]*)`", section)
+    assert len(paths) >= 15
+    for path in paths:
+        assert (ROOT / path).exists(), f"README Architecture names {path}, which does not exist"
+    for folder in ("vitzoo/catalog/", "vitzoo/models/", "vitzoo/data/", "vitzoo/adapt/",
+                   "vitzoo/cli/", "index/", "notebooks/", "tests/", "benchmarks/"):
+        assert folder in paths, f"README Architecture does not map {folder}"
+
+
 # --- running the runnable blocks ------------------------------------------------------
 
 
