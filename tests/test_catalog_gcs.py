@@ -95,3 +95,14 @@ def test_build_from_an_https_copy(bucket, tmp_path):
     assert [s["kind"] for s in result.manifest["sources"]] == ["embedded", "index.csv"]
     assert result.manifest["rows_by_source"]["index.csv"] == 51_509
     assert any("bucket listing not read" in m for m in result.manifest["missing"])
+
+
+def test_unreachable_bucket_is_a_clear_error(tmp_path):
+    # conftest points GCS at a closed local port: the network is "down".
+    from vitzoo.errors import VitzooError
+
+    with pytest.raises(VitzooError) as err:
+        build_catalog(tmp_path, index_csv=INDEX_URL)
+    message = str(err.value)
+    assert "cannot reach" in message and INDEX_URL in message and "\n" not in message
+    assert list(tmp_path.iterdir()) == []

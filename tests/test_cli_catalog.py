@@ -113,6 +113,8 @@ def test_show_gives_fields_sources_finetunes_and_downloads(capsys):
     assert fields["aug"]["value"] == "medium1"
     assert fields["final_val"] == {"field": "final_val", "value": None, "source": "unknown"}
     assert fields["upstream_hf_repo"]["source"].startswith("timm")
+    assert details["architecture"]["params_k1000_224"] == "86567656"
+    assert details["architecture"]["tokens_384"] == "577"
     by_ds = {f["adapt_ds"]: f for f in details["finetunes"]}
     assert by_ds["imagenet2012"]["count"] == 4 and by_ds["oxford_iiit_pet"]["count"] == 16
     assert any(d["location"].startswith("gs://vit_models/augreg/B_16-") for d in details["downloads"])

@@ -7,6 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 from vitzoo.catalog.api import find_checkpoint, load_table
+from vitzoo.catalog.embedded import ARCHITECTURES_FILE
 from vitzoo.catalog.schema import COLUMN_NAMES, PRETRAINED_COLUMNS
 from vitzoo.config import EMBEDDED_INDEX_DIR, mirrors
 
@@ -104,6 +105,15 @@ def _published(filenames: set[str]) -> list[dict[str, str]]:
         ]
 
 
+def _architecture(name: str | None) -> dict[str, str]:
+    """Published and computed facts about the architecture (index/sources/architectures.csv)."""
+    path = EMBEDDED_INDEX_DIR / "sources" / ARCHITECTURES_FILE
+    if not name or not path.exists():
+        return {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        return next((row for row in csv.DictReader(handle) if row["name"] == name), {})
+
+
 def describe(name: str, index: str | None = None) -> dict[str, Any]:
     """Everything known about one checkpoint, as plain data (the CLI renders it)."""
     info = find_checkpoint(name, index)
@@ -122,6 +132,7 @@ def describe(name: str, index: str | None = None) -> dict[str, Any]:
         "name": info.name,
         "collection": info.collection,
         "fields": _fields(row, info.kind),
+        "architecture": _architecture(info.name),
         "finetunes": _finetunes(table, upstream),
         "downloads": _downloads(info),
         "published": _published({info.filename, upstream or ""} - {""}),

@@ -21,6 +21,14 @@ def print_details(details: dict[str, Any]) -> None:
     for item in details["fields"]:
         fields.add_row(item["field"], cell(item["field"], item["value"]), item["source"])
     console.print(fields)
+    arch = details.get("architecture") or {}
+    if arch:
+        blocks = f", ResNet blocks {arch['resnet_blocks']}" if arch["resnet_blocks"] else ""
+        console.print(
+            f"[bold]architecture[/bold] {arch['name']}: width {arch['hidden']}, depth {arch['layers']}, "
+            f"heads {arch['heads']}, MLP {arch['mlp']}, patch {arch['patch']}{blocks}, tokens "
+            f"{arch['tokens_224'] or '?'} @224 / {arch['tokens_384'] or '?'} @384, params "
+            f"{int(arch['params_k1000_224']):,} (1000 classes @224)  [dim]({arch['source']})[/dim]")
     if details["finetunes"]:
         tunes = Table(title="fine-tunes of its pre-trained checkpoint", header_style="bold",
                       pad_edge=False)
