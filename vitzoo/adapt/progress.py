@@ -10,10 +10,11 @@ from typing import Any
 
 
 class Display:
-    """Progress bar with loss, accuracy, img/s and ETA; a no-op when disabled."""
+    """Progress bar with loss, accuracy, img/s and ETA (``bar``), notes and the summary."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, bar: bool = True) -> None:
         self.enabled = enabled
+        self.bar = bar
         self._progress: Any = None
         self._task: Any = None
         self._console: Any = None
@@ -27,7 +28,7 @@ class Display:
             self._console.print(f"[dim]•[/dim] {message}", highlight=False)
 
     def start(self, total: int, done: int) -> None:
-        if not self.enabled:
+        if not (self.enabled and self.bar):
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -13,6 +13,7 @@ automatically; the data order is a function of (seed, step) and the dropout key 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import signal
@@ -78,7 +79,12 @@ class _Prefetch:
         return item
 
     def close(self) -> None:
+        """Stop and join the worker, so no thread is inside TensorFlow at interpreter exit."""
         self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._queue.get(timeout=0.05)
+            self._thread.join(timeout=0.05)
 
 
 class _StopFlag:
@@ -172,15 +178,21 @@ def run(options: FinetuneOptions) -> RunResult:
     from vitzoo.models import build_model
 
     is_main = jax.process_index() == 0
+    setup_notes = []
+    if options.warmup > options.steps:
+        setup_notes.append(f"--warmup {options.warmup} is longer than --steps {options.steps}: "
+                           f"warming up over all {options.steps} steps")
+        options = replace(options, warmup=options.steps)
     workdir = Path(options.workdir) if options.workdir else default_workdir(options)
     options = replace(options, workdir=str(workdir))
-    display = Display(enabled=options.progress and is_main)
+    display = Display(enabled=is_main, bar=options.progress)
 
     # 1. data: every dataset mistake is reported here, before downloads and compiles.
     data = open_dataset(options.dataset, train_split=options.train_split,
                         eval_split=options.eval_split, data_dir=options.data_dir,
                         manual_dir=options.manual_dir, val_fraction=options.val_fraction)
     assert data.train is not None
+    data.notes[:0] = setup_notes
     for note in data.notes:
         display.note(note)
 
@@ -215,12 +227,13 @@ def run(options: FinetuneOptions) -> RunResult:
         _check_resume(meta, options, workdir)
         state, meta = checkpoints.restore(workdir, state)
         start_step = int(meta["step"])
-        display.note(f"resuming from the checkpoint at step {start_step} in {workdir}")
     final_npz = workdir / "final.npz"
     if start_step >= options.steps and final_npz.is_file():
         display.note(f"{workdir} already holds the finished run ({options.steps} steps)")
         finished = meta.get("final_metrics", {}) if meta else {}
         return RunResult(workdir, start_step, options.steps, final_npz, finished, notes=notes)
+    if start_step:
+        display.note(f"resuming from the checkpoint at step {start_step} in {workdir}")
 
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
