@@ -19,6 +19,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vitzoo.cli.catalog_cmds",
     "vitzoo.cli.fetch_cmds",
     "vitzoo.cli.predict_cmds",
+    "vitzoo.cli.plot_cmds",
+    "vitzoo.cli.adapt_cmds",
 )
 
 app = typer.Typer(
