@@ -134,7 +134,7 @@ def value_provenance(points: Frame, column: str) -> Counter:
     Rows read from a real index.csv carry their values as such; values the
     embedded catalog took from published facts name that source in ``value_sources``.
     """
-    from vitzoo.catalog.show import _value_sources
+    from vitzoo.catalog.show import value_sources_of
 
     counts: Counter = Counter()
     for row in points.select(
@@ -142,7 +142,7 @@ def value_provenance(points: Frame, column: str) -> Counter:
     ).to_pylist():
         if row.get(column) is None:
             continue
-        source = _value_sources(row).get(column)
+        source = value_sources_of(row).get(column)
         counts[source or row.get("row_source") or "unknown"] += 1
     return counts
 

@@ -20,7 +20,7 @@ _ROW_SOURCE = {
 _BOOKKEEPING = {"value_sources", "row_source", "note", "exists_source"}
 
 
-def _value_sources(row: dict) -> dict[str, str]:
+def value_sources_of(row: dict) -> dict[str, str]:
     out = {}
     for part in (row.get("value_sources") or "").split("; "):
         if "=" in part:
@@ -31,7 +31,7 @@ def _value_sources(row: dict) -> dict[str, str]:
 
 def _fields(row: dict, kind: str) -> list[dict[str, Any]]:
     names = PRETRAINED_COLUMNS if kind == "pretrained" else COLUMN_NAMES
-    sourced = _value_sources(row)
+    sourced = value_sources_of(row)
     fields = []
     for name in names:
         if name in _BOOKKEEPING:

@@ -12,75 +12,49 @@ from pathlib import Path
 
 import typer
 
+from vitzoo.cli import filter_options as opt
 from vitzoo.cli import render
 
-ARCH_HELP = "Architecture in any spelling (B/16, B_16, ViT-B_16, R26+S/32); repeatable."
 FORMAT_HELP = "Output format: table, csv, json or jsonl."
 RECOMMEND_TABLE_COLUMNS = (
     "name", "ds", "aug", "wd", "do", "final_val", "adapt_ds", "adapt_resolution", "adapt_lr",
     "adapt_final_val", "adapt_final_test", "infer_samples_per_sec", "filename",
 )
-INDEX_HELP = "Catalog to read (a catalog.parquet or its folder); default: VITZOO_INDEX, then yours, then the embedded one."
-
-
-def _split(values: list[str] | None) -> list[str]:
-    """Accept both ``--arch B/16 --arch S/16`` and ``--arch B/16,S/16``."""
-    out: list[str] = []
-    for value in values or []:
-        out += [v.strip() for v in value.split(",") if v.strip()]
-    return out
-
-
-def _numbers(values: list[str] | None, cast, option: str) -> list:
-    from vitzoo.errors import VitzooError
-
-    out = []
-    for value in _split(values):
-        try:
-            out.append(cast(value))
-        except ValueError as exc:
-            raise VitzooError(f"{option} expects a number, got {value!r}",
-                              f"e.g. {option} {cast(0.1) if cast is float else 384}") from exc
-    return out
 
 
 def list_command(
-    arch: list[str] = typer.Option(None, "--arch", help=ARCH_HELP),
-    ds: list[str] = typer.Option(None, "--ds", help="Pre-training dataset: i1k, i21k, i21k_30 (aliases: imagenet21k, ...)."),
-    aug: list[str] = typer.Option(None, "--aug", help="Augmentation: none light0 light1 medium1 medium2 strong1 strong2."),
-    wd: list[str] = typer.Option(None, "--wd", help="Pre-training weight decay (0.03, 0.1)."),
-    do: list[str] = typer.Option(None, "--do", help="Pre-training dropout (0.0, 0.1)."),
-    sd: list[str] = typer.Option(None, "--sd", help="Pre-training stochastic depth (0.0, 0.1)."),
+    arch: list[str] = opt.ARCH,
+    ds: list[str] = opt.DS,
+    aug: list[str] = opt.AUG,
+    wd: list[str] = opt.WD,
+    do: list[str] = opt.DO,
+    sd: list[str] = opt.SD,
     adapt_ds: list[str] = typer.Option(None, "--adapt-ds", help="Fine-tuning dataset (imagenet2012, oxford_iiit_pet, kitti, cifar100, resisc45)."),
     res: list[str] = typer.Option(None, "--res", help="Fine-tuning resolution (224, 384)."),
-    adapt_lr: list[str] = typer.Option(None, "--adapt-lr", help="Fine-tuning learning rate."),
-    steps: list[str] = typer.Option(None, "--steps", help="Fine-tuning steps (500, 2500, 10000, 20000)."),
-    collection: list[str] = typer.Option(None, "--collection", help="augreg, imagenet21k, imagenet21k+imagenet2012, sam, mixer/..., local."),
+    adapt_lr: list[str] = opt.ADAPT_LR,
+    steps: list[str] = opt.STEPS,
+    collection: list[str] = opt.COLLECTION,
     pretrained: bool = typer.Option(False, "--pretrained", help="One row per pre-trained checkpoint, with a count of its fine-tunes."),
-    local: bool = typer.Option(False, "--local", help="Only your own registered fine-tunes."),
-    where: str = typer.Option(None, "--where", help='Expression over any column, e.g. \'adapt_final_val > 0.9 and ds == "i21k"\'.'),
+    local: bool = opt.LOCAL,
+    where: str = opt.WHERE,
     sort: str = typer.Option(None, "--sort", help="Column to sort by."),
     desc: bool = typer.Option(False, "--desc", help="Sort descending."),
     limit: int = typer.Option(None, "--limit", help="At most this many rows."),
     columns: str = typer.Option(None, "--columns", help="Comma-separated columns to show (default: a readable subset; 'all' for every column)."),
     fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
-    index: str = typer.Option(None, "--index", help=INDEX_HELP),
+    index: str = opt.INDEX,
 ) -> None:
     """List checkpoints matching the filters (the 21 index.csv columns plus vitzoo's)."""
-    from vitzoo.catalog import api, query, schema
+    from vitzoo.catalog import api, schema
 
     render.check_format(fmt)
-    filters = query.Filters(
-        arch=_split(arch), ds=_split(ds), aug=_split(aug), wd=_numbers(wd, float, "--wd"),
-        do=_numbers(do, float, "--do"), sd=_numbers(sd, float, "--sd"),
-        adapt_ds=_split(adapt_ds), res=_numbers(res, int, "--res"),
-        adapt_lr=_numbers(adapt_lr, float, "--adapt-lr"), steps=_numbers(steps, int, "--steps"),
-        collection=_split(collection), where=where,
-    )
+    filters = opt.build_filters(arch=arch, ds=ds, aug=aug, wd=wd, do=do, sd=sd, adapt_ds=adapt_ds,
+                                res=res, adapt_lr=adapt_lr, steps=steps, collection=collection,
+                                where=where)
     if columns == "all":
         chosen = None
     elif columns:
-        chosen = _split([columns])
+        chosen = opt.split_values([columns])
     else:
         chosen = list(schema.DEFAULT_PRETRAINED_COLUMNS if pretrained else schema.DEFAULT_LIST_COLUMNS)
     table = api.load_table(index, columns=api.columns_needed(filters, chosen, sort, pretrained))
@@ -92,7 +66,7 @@ def list_command(
 def show_command(
     name: str = typer.Argument(..., help="A checkpoint name, collection/name, or an architecture (its recommended checkpoint)."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
-    index: str = typer.Option(None, "--index", help=INDEX_HELP),
+    index: str = opt.INDEX,
 ) -> None:
     """Everything about one checkpoint: every field with its source, fine-tunes, downloads."""
     from vitzoo.catalog.show import describe
@@ -109,7 +83,7 @@ def show_command(
 
 
 def recommend_command(
-    arch: list[str] = typer.Option(None, "--arch", help=ARCH_HELP),
+    arch: list[str] = opt.ARCH,
     adapt_ds: str = typer.Option(None, "--adapt-ds", help=(
         "Best fine-tune for this dataset, chosen by adapt_final_val (validation). Test accuracy "
         "is never used to choose: choosing on test overfits it and overstates the result.")),
@@ -118,7 +92,7 @@ def recommend_command(
     pareto: bool = typer.Option(False, "--pareto", help="The accuracy-vs-throughput Pareto front instead."),
     metric: str = typer.Option(None, "--metric", help="Accuracy column for --pareto (default: adapt_final_val with --adapt-ds, else adapt_final_test)."),
     fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
-    index: str = typer.Option(None, "--index", help=INDEX_HELP),
+    index: str = opt.INDEX,
 ) -> None:
     """Recommended checkpoint per architecture: best i21k upstream by final_val (paper sec. 4.5).
 
@@ -128,7 +102,7 @@ def recommend_command(
     from vitzoo.catalog import api
 
     render.check_format(fmt)
-    result = api.run_recommend(api.load_table(index), arch=_split(arch), adapt_ds=adapt_ds,
+    result = api.run_recommend(api.load_table(index), arch=opt.split_values(arch), adapt_ds=adapt_ds,
                                res=res, min_throughput=min_throughput, pareto=pareto,
                                metric=metric)
     table, notes = result.table, list(result.notes)
@@ -175,7 +149,7 @@ def index_build(
 
 def index_info(
     fmt: str = typer.Option("table", "--format", help="table or json."),
-    index: str = typer.Option(None, "--index", help=INDEX_HELP),
+    index: str = opt.INDEX,
 ) -> None:
     """Which catalog is in use, where its rows came from, and what is missing."""
     from vitzoo.catalog import store

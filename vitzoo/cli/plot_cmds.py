@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from vitzoo.cli.catalog_cmds import ARCH_HELP, INDEX_HELP, _numbers, _split
+from vitzoo.cli import filter_options as opt
 
 DEFAULT_ADAPT_DS = "imagenet2012"
 DEFAULT_RES = 384
@@ -33,41 +33,38 @@ def _or_default(values: list[str], default: str) -> list[str]:
 def plot_command(
     x: str = typer.Option("infer_samples_per_sec", "--x", help="Column for the (log) x-axis; higher is taken as better for the Pareto front."),
     y: str = typer.Option("adapt_final_val", "--y", help="Column for the y-axis, e.g. adapt_final_val (validation, to choose) or adapt_final_test (to describe)."),
-    arch: list[str] = typer.Option(None, "--arch", help=ARCH_HELP),
-    ds: list[str] = typer.Option(None, "--ds", help="Pre-training dataset: i1k, i21k, i21k_30 (aliases: imagenet21k, ...)."),
-    aug: list[str] = typer.Option(None, "--aug", help="Augmentation: none light0 light1 medium1 medium2 strong1 strong2."),
-    wd: list[str] = typer.Option(None, "--wd", help="Pre-training weight decay (0.03, 0.1)."),
-    do: list[str] = typer.Option(None, "--do", help="Pre-training dropout (0.0, 0.1)."),
-    sd: list[str] = typer.Option(None, "--sd", help="Pre-training stochastic depth (0.0, 0.1)."),
+    arch: list[str] = opt.ARCH,
+    ds: list[str] = opt.DS,
+    aug: list[str] = opt.AUG,
+    wd: list[str] = opt.WD,
+    do: list[str] = opt.DO,
+    sd: list[str] = opt.SD,
     adapt_ds: list[str] = typer.Option(None, "--adapt-ds", help=f"Fine-tuning dataset (default {DEFAULT_ADAPT_DS}; 'any' for all)."),
     res: list[str] = typer.Option(None, "--res", help=f"Fine-tuning resolution (default {DEFAULT_RES}; 'any' for all)."),
-    adapt_lr: list[str] = typer.Option(None, "--adapt-lr", help="Fine-tuning learning rate."),
-    steps: list[str] = typer.Option(None, "--steps", help="Fine-tuning steps (500, 2500, 10000, 20000)."),
-    collection: list[str] = typer.Option(None, "--collection", help="augreg, imagenet21k, imagenet21k+imagenet2012, sam, mixer/..., local."),
-    local: bool = typer.Option(False, "--local", help="Only your own registered fine-tunes."),
+    adapt_lr: list[str] = opt.ADAPT_LR,
+    steps: list[str] = opt.STEPS,
+    collection: list[str] = opt.COLLECTION,
+    local: bool = opt.LOCAL,
     where: str = typer.Option(None, "--where", help='Expression over any column, e.g. \'adapt_steps == 20000\'.'),
     out: Path = typer.Option(Path("zoo.png"), "--out", help="Image to write: .png or .svg."),
     size: str = typer.Option("1000x700", "--size", help="Image size in pixels, WIDTHxHEIGHT."),
     title: str = typer.Option(None, "--title", help="Plot title (default: the two columns)."),
-    index: str = typer.Option(None, "--index", help=INDEX_HELP),
+    index: str = opt.INDEX,
 ) -> None:
     """Scatter of two columns over the rows `vitzoo list` would show, Pareto front highlighted.
 
     Points are coloured and labelled by architecture; the x-axis is logarithmic.
     Rows with an unknown value are left out and counted on stderr.
     """
-    from vitzoo.catalog import api, query, store
+    from vitzoo.catalog import api, store
     from vitzoo.plot import parse_size, save_scatter, scatter_data, value_provenance
 
     pixels = parse_size(size)
-    filters = query.Filters(
-        arch=_split(arch), ds=_split(ds), aug=_split(aug), wd=_numbers(wd, float, "--wd"),
-        do=_numbers(do, float, "--do"), sd=_numbers(sd, float, "--sd"),
-        adapt_ds=_or_default(_split(adapt_ds), DEFAULT_ADAPT_DS),
-        res=_numbers(_or_default(_split(res), str(DEFAULT_RES)), int, "--res"),
-        adapt_lr=_numbers(adapt_lr, float, "--adapt-lr"), steps=_numbers(steps, int, "--steps"),
-        collection=_split(collection), where=where,
-    )
+    filters = opt.build_filters(
+        arch=arch, ds=ds, aug=aug, wd=wd, do=do, sd=sd,
+        adapt_ds=_or_default(opt.split_values(adapt_ds), DEFAULT_ADAPT_DS),
+        res=_or_default(opt.split_values(res), str(DEFAULT_RES)), adapt_lr=adapt_lr,
+        steps=steps, collection=collection, where=where)
     location = store.locate(index)
     data = scatter_data(api.load_table(index), x=x, y=y, filters=filters, local_only=local)
     scope = ", ".join(f"{k} {'/'.join(map(str, v))}" for k, v in

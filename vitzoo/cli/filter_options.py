@@ -1,0 +1,62 @@
+"""The catalog filter options shared by ``vitzoo list`` and ``vitzoo plot``.
+
+Declared once so both commands accept exactly the same spellings and help text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import typer
+
+from vitzoo.catalog.query import Filters
+from vitzoo.errors import VitzooError
+
+ARCH_HELP = "Architecture in any spelling (B/16, B_16, ViT-B_16, R26+S/32); repeatable."
+INDEX_HELP = "Catalog to read (a catalog.parquet or its folder); default: VITZOO_INDEX, then yours, then the embedded one."
+
+ARCH = typer.Option(None, "--arch", help=ARCH_HELP)
+DS = typer.Option(None, "--ds", help="Pre-training dataset: i1k, i21k, i21k_30 (aliases: imagenet21k, ...).")
+AUG = typer.Option(None, "--aug", help="Augmentation: none light0 light1 medium1 medium2 strong1 strong2.")
+WD = typer.Option(None, "--wd", help="Pre-training weight decay (0.03, 0.1).")
+DO = typer.Option(None, "--do", help="Pre-training dropout (0.0, 0.1).")
+SD = typer.Option(None, "--sd", help="Pre-training stochastic depth (0.0, 0.1).")
+ADAPT_LR = typer.Option(None, "--adapt-lr", help="Fine-tuning learning rate.")
+STEPS = typer.Option(None, "--steps", help="Fine-tuning steps (500, 2500, 10000, 20000).")
+COLLECTION = typer.Option(None, "--collection", help="augreg, imagenet21k, imagenet21k+imagenet2012, sam, mixer/..., local.")
+LOCAL = typer.Option(False, "--local", help="Only your own registered fine-tunes.")
+WHERE = typer.Option(None, "--where", help='Expression over any column, e.g. \'adapt_final_val > 0.9 and ds == "i21k"\'.')
+INDEX = typer.Option(None, "--index", help=INDEX_HELP)
+
+
+def split_values(values: list[str] | None) -> list[str]:
+    """Accept both ``--arch B/16 --arch S/16`` and ``--arch B/16,S/16``."""
+    out: list[str] = []
+    for value in values or []:
+        out += [v.strip() for v in value.split(",") if v.strip()]
+    return out
+
+
+def parse_numbers(values: list[str] | None, cast: Callable[[str], float | int], option: str) -> list:
+    out = []
+    for value in split_values(values):
+        try:
+            out.append(cast(value))
+        except ValueError as exc:
+            example = "0.1" if cast is float else "384"
+            raise VitzooError(f"{option} expects a number, got {value!r}",
+                              f"e.g. {option} {example}") from exc
+    return out
+
+
+def build_filters(*, arch, ds, aug, wd, do, sd, adapt_ds, res, adapt_lr, steps, collection,
+                  where) -> Filters:
+    """Command-line values (strings, repeatable or comma-separated) to :class:`Filters`."""
+    return Filters(
+        arch=split_values(arch), ds=split_values(ds), aug=split_values(aug),
+        wd=parse_numbers(wd, float, "--wd"), do=parse_numbers(do, float, "--do"),
+        sd=parse_numbers(sd, float, "--sd"), adapt_ds=split_values(adapt_ds),
+        res=parse_numbers(res, int, "--res"), adapt_lr=parse_numbers(adapt_lr, float, "--adapt-lr"),
+        steps=parse_numbers(steps, int, "--steps"), collection=split_values(collection),
+        where=where,
+    )
