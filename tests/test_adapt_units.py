@@ -1,0 +1,92 @@
+"""Small pieces of the runner: schedule, batch planning / --accum auto, checkpoint files,
+cluster options, metrics truncation on resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vitzoo.adapt.accumulation import activation_bytes, plan
+from vitzoo.adapt.distributed import resolve
+from vitzoo.adapt.metrics import truncate_after
+from vitzoo.adapt.schedule import lr_at, warmup_cosine
+from vitzoo.errors import VitzooError
+from vitzoo.models import get_config
+
+
+def test_schedule_is_the_reference_warmup_times_cosine():
+    schedule = warmup_cosine(0.03, 500, 100)
+    for step in (0, 50, 100, 300, 499, 500):
+        assert float(schedule(step)) == pytest.approx(lr_at(step, 0.03, 500, 100), abs=1e-8)
+    assert lr_at(0, 0.03, 500, 100) == 0.0
+    assert lr_at(100, 0.03, 500, 100) == pytest.approx(0.03)
+    assert lr_at(300, 0.03, 500, 100) == pytest.approx(0.015)
+    assert lr_at(500, 0.03, 500, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_batch_plan_adjusts_states_and_refuses():
+    adjusted = plan(10, "1", processes=1, local_devices=4)
+    assert adjusted.global_batch == 8 and "not divisible" in adjusted.note
+    assert plan(64, "4", processes=2, local_devices=4).micro_batch == 2
+    with pytest.raises(VitzooError, match="does not divide"):
+        plan(64, "3", processes=1, local_devices=1)
+    with pytest.raises(VitzooError, match="smaller than"):
+        plan(2, "1", processes=1, local_devices=4)
+
+
+def test_accum_auto_fits_the_micro_batch_to_memory(monkeypatch):
+    from vitzoo.adapt import accumulation
+
+    b16 = get_config("B/16")
+    per_example = activation_bytes(b16, 384, 2)
+    assert activation_bytes(b16, 224, 2) < per_example  # more tokens, more memory
+    # A 16 GB-class device: batch 512 over 8 devices at 384 px needs accumulation.
+    monkeypatch.setattr(accumulation, "device_memory", lambda n: 16 * 2**30)
+    gpu = plan(512, "auto", processes=1, local_devices=8, config=b16, resolution=384,
+               itemsize=2, param_bytes=86_000_000 * 4)
+    assert gpu.accum > 1 and gpu.micro_batch * per_example <= 16 * 2**30
+    assert gpu.per_device % gpu.accum == 0
+    # Plenty of memory: no accumulation.
+    monkeypatch.setattr(accumulation, "device_memory", lambda n: 2**40)
+    assert plan(512, "auto", processes=1, local_devices=8, config=b16, resolution=384).accum == 1
+
+
+def test_checkpoint_round_trip_keeps_bfloat16_and_refuses_other_shapes(tmp_path):
+    import ml_dtypes
+
+    from vitzoo.adapt import checkpoints
+
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3),
+             "m": np.linspace(0, 1, 3).astype(ml_dtypes.bfloat16), "step": np.int32(7)}
+    checkpoints.save(tmp_path, state, {"step": 7, "identity": {"lr": 0.1}})
+    restored, meta = checkpoints.restore(tmp_path, state)
+    assert meta["step"] == 7 and restored["m"].dtype == ml_dtypes.bfloat16
+    for key in state:
+        np.testing.assert_array_equal(np.asarray(restored[key]), np.asarray(state[key]))
+    assert not list(tmp_path.glob(".checkpoint-*"))
+    with pytest.raises(VitzooError, match="shape"):
+        checkpoints.restore(tmp_path, {**state, "w": np.zeros((3, 3), np.float32)})
+
+
+def test_cluster_options_and_environment(monkeypatch):
+    assert resolve().coordinator is None
+    assert resolve("h:1", 2, 1).process_id == 1
+    monkeypatch.setenv("VITZOO_COORDINATOR", "10.0.0.1:99")
+    monkeypatch.setenv("VITZOO_NUM_PROCESSES", "4")
+    monkeypatch.setenv("VITZOO_PROCESS_ID", "3")
+    assert resolve().num_processes == 4
+    for args, message in (((None, 2, None), None), (("nohostport", 2, 0), "host:port"),
+                          (("h:1", 2, 2), "outside")):
+        monkeypatch.delenv("VITZOO_COORDINATOR")
+        with pytest.raises(VitzooError, match=message):
+            resolve(*args)
+        monkeypatch.setenv("VITZOO_COORDINATOR", "10.0.0.1:99")
+
+
+def test_metrics_are_cut_back_to_the_checkpoint_on_resume(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (10, 20, 30)) + '{"st')
+    truncate_after(path, 20)
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [10, 20]
