@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from vitzoo.atomic import atomic_write
 
 HEADER = (
     "# Benchmark results\n\nEach section is rewritten by the script named in it; "
@@ -22,7 +22,5 @@ def replace_section(path: Path, title: str, body: str) -> None:
         text = pattern.sub(lambda _: section + "\n", text, count=1)
     else:
         text = text.rstrip() + "\n\n" + section
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".RESULTS-", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with atomic_write(path, "w") as handle:
         handle.write(text.rstrip() + "\n")
-    os.replace(tmp, path)

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vitzoo import config
+from vitzoo.atomic import atomic_write
 from vitzoo.errors import VitzooError
 from vitzoo.names import validate_path_component
 from vitzoo.storage import crc32c_b64, crc32c_of, md5_hex, scheme_of
@@ -106,15 +105,8 @@ def lock_of(path: Path) -> Path:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a small text file atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as handle:
+        handle.write(text)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

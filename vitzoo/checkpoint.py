@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import replace
@@ -26,6 +25,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from vitzoo.atomic import atomic_write
 from vitzoo.errors import VitzooError
 from vitzoo.models.configs import ModelConfig, infer_config
 
@@ -133,16 +133,8 @@ def save_npz(path: str | os.PathLike[str], flat: Mapping[str, Any]) -> Path:
         if array.dtype.kind not in "fiub":
             raise VitzooError(f"cannot save array {name!r} of dtype {array.dtype}",
                               "only numeric arrays can be stored in a checkpoint")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(target, fsync=True) as handle:
+        np.savez(handle, **arrays)
     return target
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vitzoo.atomic import atomic_write
 from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.query import Filters
 from vitzoo.catalog.schema import ACCURACY_COLUMNS, COLUMN_NAMES, COLUMN_TYPES, COLUMNS
@@ -253,16 +253,9 @@ def write_figure(fig: Figure, out: str | os.PathLike[str]) -> Path:
     if not out.parent.is_dir():
         raise VitzooError(f"cannot write {out}: folder {out.parent} does not exist",
                           "create it first or choose another --out")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            # No bbox_inches="tight": the file is exactly the requested pixel size.
-            fig.savefig(handle, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(out) as handle:
+        # No bbox_inches="tight": the file is exactly the requested pixel size.
+        fig.savefig(handle, format=fmt, dpi=DPI, metadata={"Date": None} if fmt == "svg" else None)
     return out
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vitzoo.atomic import atomic_write
 from vitzoo.errors import VitzooError
 
 META_KEY = "__meta__"
@@ -51,16 +51,8 @@ def save(directory: str | os.PathLike[str], state: Any, meta: dict[str, Any]) ->
     record = {**meta, "dtypes": dtypes}
     arrays[META_KEY] = np.frombuffer(json.dumps(record).encode(), dtype=np.uint8)
     target = directory / FILENAME
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(target, fsync=True) as handle:
+        np.savez(handle, **arrays)
     return target
 
 

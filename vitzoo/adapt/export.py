@@ -9,26 +9,19 @@ the class names next to it, which is where ``vitzoo predict`` looks for them.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from vitzoo.atomic import atomic_write
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomic JSON write (temporary file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path, "w") as handle:
+        json.dump(data, handle, indent=2, default=str)
+        handle.write("\n")
 
 
 def versions() -> dict[str, str]:

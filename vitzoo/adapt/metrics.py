@@ -8,10 +8,10 @@ stopped.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from vitzoo.atomic import atomic_write
 
 
 def truncate_after(path: Path, step: int) -> None:
@@ -25,10 +25,8 @@ def truncate_after(path: Path, step: int) -> None:
                 kept.append(line)
         except ValueError:
             continue  # a torn last line from a killed run
-    fd, tmp = tempfile.mkstemp(prefix=".metrics-", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write("".join(f"{line}\n" for line in kept))
-    os.replace(tmp, path)
+    with atomic_write(path, "w") as handle:
+        handle.write("".join(f"{line}\n" for line in kept))
 
 
 class MetricsWriter:

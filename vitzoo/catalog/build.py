@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vitzoo import __version__
+from vitzoo.atomic import atomic_path, atomic_write
 from vitzoo.catalog import embedded
 from vitzoo.catalog.frame import write_column_file
 from vitzoo.catalog.index_csv import read_index_csv
@@ -158,30 +157,18 @@ def read_manifest(out_dir: Path) -> dict | None:
 
 
 def _write_atomically(out_dir: Path, table: pa.Table, manifest: dict) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    temps: list[str] = []
-    try:
-        fd, parquet_tmp = tempfile.mkstemp(prefix=".catalog-", suffix=".tmp", dir=out_dir)
-        os.close(fd)
-        temps.append(parquet_tmp)
+    """Parquet first, then the derived column file and the manifest that describe it.
+
+    Each file is renamed into place whole; the column file names the parquet it
+    mirrors, so while the set is only partly replaced readers fall back to the parquet.
+    """
+    with atomic_path(out_dir / CATALOG_FILE) as parquet_tmp:
         pq.write_table(table, parquet_tmp, compression="zstd", row_group_size=1 << 20)
-        manifest["catalog_sha256"] = hashlib.sha256(Path(parquet_tmp).read_bytes()).hexdigest()
-        # The derived column file names the parquet it mirrors; until the parquet below is
-        # renamed into place it simply does not match and readers fall back to the parquet.
+        manifest["catalog_sha256"] = hashlib.sha256(parquet_tmp.read_bytes()).hexdigest()
         write_column_file(out_dir / COLUMNS_FILE, table.to_pydict(), manifest["catalog_sha256"])
-        fd, manifest_tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=out_dir)
-        temps.append(manifest_tmp)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(manifest, handle, indent=2, sort_keys=False)
+        with atomic_write(out_dir / MANIFEST_FILE, "w") as handle:
+            json.dump(manifest, handle, indent=2)
             handle.write("\n")
-        for tmp in temps:
-            os.chmod(tmp, 0o644)
-        os.replace(parquet_tmp, out_dir / CATALOG_FILE)
-        os.replace(manifest_tmp, out_dir / MANIFEST_FILE)
-    finally:
-        for tmp in temps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
 
 def _missing(table: pa.Table, have_csv: bool, have_listing: bool) -> list[str]:

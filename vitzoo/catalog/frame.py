@@ -15,14 +15,13 @@ from __future__ import annotations
 import array
 import hashlib
 import marshal
-import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from vitzoo.atomic import atomic_write
 from vitzoo.catalog.schema import COLUMN_TYPES
 
 MAGIC = b"VITZOOCOLS1\n"
@@ -125,17 +124,10 @@ def write_column_file(path: Path, columns: dict[str, list], parquet_sha256: str)
         position += len(blob)
     rows = len(next(iter(columns.values()))) if columns else 0
     header = marshal.dumps({"rows": rows, "offsets": offsets, "parquet_sha256": parquet_sha256})
-    fd, tmp = tempfile.mkstemp(prefix=".catalog-cols-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(MAGIC + _LEN.pack(len(header)) + header)
-            for blob in blobs.values():
-                handle.write(blob)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as handle:
+        handle.write(MAGIC + _LEN.pack(len(header)) + header)
+        for blob in blobs.values():
+            handle.write(blob)
 
 
 def read_column_file(path: Path, parquet: Path, names: Sequence[str] | None) -> Frame | None:

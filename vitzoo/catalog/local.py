@@ -8,11 +8,10 @@ the catalog, and the file stays readable by hand.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from vitzoo.atomic import atomic_write
 from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.schema import COLUMN_NAMES
 from vitzoo.config import vitzoo_home
@@ -53,16 +52,8 @@ def register_run(name: str, npz_path: Path, info: dict[str, Any]) -> None:
     if "workdir" in info:
         row["note"] = f"workdir {info['workdir']}"
     runs = [r for r in _load() if r.get("checkpoint") != name] + [row]
-    path = registry_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".local_runs-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(runs, handle, indent=2, default=str)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(registry_path(), "w") as handle:
+        json.dump(runs, handle, indent=2, default=str)
 
 
 def local_frame(columns: list[str] | None = None) -> Frame:

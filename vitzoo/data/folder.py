@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vitzoo.atomic import atomic_write
 from vitzoo.data.source import DataSplits, Examples, carve, memory_budget
 from vitzoo.errors import VitzooError
 
@@ -77,9 +78,8 @@ def _check(path: Path, keep_bytes: bool, convert_dir: Path) -> tuple[object | No
     key = hashlib.sha1(f"{path.resolve()}:{path.stat().st_mtime_ns}".encode()).hexdigest()
     target = convert_dir / f"{key}.png"
     if not target.exists():
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(png)
-        os.replace(tmp, target)
+        with atomic_write(target) as handle:
+            handle.write(png)
     return str(target), None, True
 
 
