@@ -46,26 +46,20 @@ class BuildResult:
     messages: list[str] = field(default_factory=list)
 
 
-def _sha256_files(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def _schema_fingerprint() -> str:
     return hashlib.sha256(str(arrow_schema()).encode()).hexdigest()[:16]
 
 
 def _embedded_source(sources_dir: Path) -> dict:
-    files = [sources_dir / name for name in embedded.SOURCE_FILES if (sources_dir / name).exists()]
-    return {
-        "kind": "embedded",
-        "path": str(sources_dir),
-        "files": sorted(p.name for p in files),
-        "fingerprint": _sha256_files(files),
-    }
+    files = {name: hashlib.sha256((sources_dir / name).read_bytes()).hexdigest()
+             for name in sorted(embedded.SOURCE_FILES) if (sources_dir / name).exists()}
+    repo = EMBEDDED_INDEX_DIR.parent
+    # Relative inside the repository, so the committed manifest does not depend on where
+    # the checkout lives (and a rebuild elsewhere is still a no-op).
+    where = sources_dir.resolve()
+    path = str(where.relative_to(repo)) if where.is_relative_to(repo) else str(where)
+    fingerprint = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    return {"kind": "embedded", "path": path, "files": files, "fingerprint": fingerprint}
 
 
 def _remote_fingerprint(meta: dict) -> str:
