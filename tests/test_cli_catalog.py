@@ -258,3 +258,10 @@ def test_registered_runs_are_listed_and_resolvable(capsys, tmp_path):
     assert [r["adapt_final_test"] for r in run_json(capsys, "list", "--local")] == [0.93]
     with pytest.raises(VitzooError, match="unsafe run name"):
         register_run("../escape", npz, {})
+
+
+def test_version(capsys):
+    from vitzoo import __version__
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"vitzoo {__version__}"

@@ -32,6 +32,24 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from vitzoo import __version__
+
+        typer.echo(f"vitzoo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Search, choose and fine-tune Google's Vision Transformer checkpoint zoo."""
+
+
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
 
