@@ -36,11 +36,12 @@ class EvalReport:
 def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: int | None = None,
              batch: int = 64, per_class: bool = False, data_dir: str | None = None,
              manual_dir: str | None = None, val_fraction: float = 0.1,
-             dtype: str = "float32") -> EvalReport:
+             dtype: str = "float32", stream: bool = False) -> EvalReport:
     """Evaluate ``checkpoint`` (path or catalog/local-run name) on ``dataset``'s ``split``.
 
     ``split`` None means the held-out split a fine-tune would use (test, validation, or
     the carved validation split). ``res`` defaults to the checkpoint's own resolution.
+    A TFDS split larger than the memory budget is streamed (``stream=True`` forces it).
     """
     import jax
     import jax.numpy as jnp
@@ -49,14 +50,15 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
     from vitzoo.adapt.steps import make_eval_step
     from vitzoo.checkpoint import load_checkpoint, load_for_finetune
     from vitzoo.data import eval_recipe, open_dataset
-    from vitzoo.data.pipeline import EvalBatches, Layout
+    from vitzoo.data.pipeline import Layout, make_eval_batches
     from vitzoo.models import build_model
     from vitzoo.predict import resolve_checkpoint_argument
 
     if batch < 1:
         raise VitzooError(f"--batch must be positive, got {batch}")
     data = open_dataset(dataset, eval_split=split, data_dir=data_dir, manual_dir=manual_dir,
-                        val_fraction=val_fraction, need_train=False)
+                        val_fraction=val_fraction, need_train=False,
+                        stream=True if stream else None)
     path = resolve_checkpoint_argument(checkpoint)
     config, info, params = load_checkpoint(path)
     if info["num_classes"] != data.num_classes:
@@ -75,7 +77,7 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
     step = make_eval_step(module.apply, num_classes=data.num_classes)
     device_params = replicate(params, devices)
     totals: dict[str, Any] = {}
-    for b in EvalBatches(data.eval, eval_recipe(resolution), layout):
+    for b in make_eval_batches(data.eval, eval_recipe(resolution), layout):
         sums = step(device_params, shard(b, devices))
         totals = sums if not totals else jax.tree.map(jnp.add, totals, sums)
     host = {k: np.asarray(unreplicate(v)) for k, v in totals.items()}

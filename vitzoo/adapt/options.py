@@ -49,6 +49,7 @@ class FinetuneOptions:
     num_processes: int | None = None
     process_id: int | None = None
     name: str | None = None
+    stream: bool = False
     progress: bool = True
     register: bool = True
 

@@ -134,6 +134,19 @@ def _check_resume(meta: dict[str, Any], options: FinetuneOptions, workdir: Path)
                           "rerun with the same settings to resume, or use a new --workdir")
 
 
+def _recorded_data(meta: dict[str, Any] | None,
+                   options: FinetuneOptions) -> dict[str, Any] | None:
+    """How the checkpointed run read its training data; refuses a contradicting ``--stream``."""
+    if meta is None or "data" not in meta:
+        return None
+    recorded = dict(meta["data"])
+    if options.stream and not recorded.get("train_streaming"):
+        raise VitzooError(f"{options.workdir} holds a run that read its training data in "
+                          "memory; --stream would change the order of its batches",
+                          "rerun without --stream to resume, or use a new --workdir")
+    return recorded
+
+
 def _write_log(workdir: Path, lines: list[str]) -> None:
     with (workdir / "run.log").open("a") as fh:
         for line in lines:
@@ -174,7 +187,8 @@ def run(options: FinetuneOptions) -> RunResult:
     from vitzoo.adapt.steps import init_state, make_eval_step, make_train_step
     from vitzoo.checkpoint import load_for_finetune
     from vitzoo.data import eval_recipe, open_dataset, train_recipe
-    from vitzoo.data.pipeline import EvalBatches, Layout, train_batches
+    from vitzoo.data.pipeline import Layout, make_eval_batches, make_train_batches
+    from vitzoo.data.source import is_stream
     from vitzoo.models import build_model
 
     is_main = jax.process_index() == 0
@@ -188,9 +202,15 @@ def run(options: FinetuneOptions) -> RunResult:
     display = Display(enabled=is_main, bar=options.progress)
 
     # 1. data: every dataset mistake is reported here, before downloads and compiles.
+    # A resumed run reads its training data the way it started (streamed or in memory,
+    # same shuffle buffer): another way would be another order.
+    meta = checkpoints.read_meta(workdir)
+    recorded = _recorded_data(meta, options)
+    stream = recorded.get("train_streaming") if recorded else (True if options.stream else None)
     data = open_dataset(options.dataset, train_split=options.train_split,
                         eval_split=options.eval_split, data_dir=options.data_dir,
-                        manual_dir=options.manual_dir, val_fraction=options.val_fraction)
+                        manual_dir=options.manual_dir, val_fraction=options.val_fraction,
+                        stream=stream)
     assert data.train is not None
     data.notes[:0] = setup_notes
     for note in data.notes:
@@ -222,7 +242,6 @@ def run(options: FinetuneOptions) -> RunResult:
                       momentum_dtype=options.momentum_dtype)
     state = jax.device_get(init_state(params, tx))
     start_step = 0
-    meta = checkpoints.read_meta(workdir)
     if meta is not None:
         _check_resume(meta, options, workdir)
         state, meta = checkpoints.restore(workdir, state)
@@ -269,9 +288,25 @@ def run(options: FinetuneOptions) -> RunResult:
     device_state = replicate(state, local_devices)
     del state
     key = replicate(np.asarray(jax.random.PRNGKey(options.seed)), local_devices)
-    batches = train_batches(data.train, train_recipe(options.res), layout, seed=options.seed,
-                            start_step=start_step)
-    eval_data = EvalBatches(data.eval, eval_recipe(options.res), layout)
+    data_mode: dict[str, Any] = {"train_streaming": is_stream(data.train)}
+    if is_stream(data.train):
+        from vitzoo.data.stream import shuffle_buffer_size
+
+        buffer = int((recorded or {}).get("shuffle_buffer") or shuffle_buffer_size(data.train))
+        data_mode["shuffle_buffer"] = buffer
+        skipped = start_step * layout.local_batch % data.train.process_split(
+            layout.process_index, layout.process_count)[1]
+        stream_note = (f"streaming {data.train.split} with a shuffle buffer of {buffer} examples"
+                       + (f"; resuming skips {skipped} encoded examples of the current epoch"
+                          if skipped else ""))
+        display.note(stream_note)
+        if is_main:
+            _write_log(workdir, [stream_note])
+    else:
+        buffer = None
+    batches = make_train_batches(data.train, train_recipe(options.res), layout,
+                                 seed=options.seed, start_step=start_step, shuffle_buffer=buffer)
+    eval_data = make_eval_batches(data.eval, eval_recipe(options.res), layout)
 
     def put(batch: dict[str, np.ndarray]) -> Any:
         return shard(batch, local_devices)
@@ -294,7 +329,8 @@ def run(options: FinetuneOptions) -> RunResult:
             checkpoints.save(workdir, host_state, {
                 "step": step, "identity": options.identity(), "seed": options.seed,
                 "data_position": {"step": step, "examples_seen": step * layout.global_batch},
-                "rng": {"dropout_key_seed": options.seed}, **(extra or {})})
+                "rng": {"dropout_key_seed": options.seed}, "data": data_mode,
+                **(extra or {})})
 
     writer = MetricsWriter(workdir, enabled=is_main, resume_step=start_step)
     prefetch = _Prefetch(batches, put)

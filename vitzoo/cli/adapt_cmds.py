@@ -36,6 +36,7 @@ def finetune_command(
     num_processes: int = typer.Option(None, "--num-processes", help="Multi-host: number of processes."),
     process_id: int = typer.Option(None, "--process-id", help="Multi-host: this process's index."),
     name: str = typer.Option(None, "--name", help="Name of the run in the local catalog (default: the workdir's name)."),
+    stream: bool = typer.Option(False, "--stream", help="Stream TFDS splits from their files instead of reading them into memory (automatic when they exceed the memory budget)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
     register_run: bool = typer.Option(True, "--register/--no-register", help="Add the finished run to the local catalog."),
 ) -> None:
@@ -49,7 +50,8 @@ def finetune_command(
         eval_every=eval_every, checkpoint_every=checkpoint_every, log_every=log_every, seed=seed,
         dtype=dtype, label_smoothing=label_smoothing, data_dir=data_dir, manual_dir=manual_dir,
         val_fraction=val_fraction, coordinator=coordinator, num_processes=num_processes,
-        process_id=process_id, name=name, progress=progress, register=register_run))
+        process_id=process_id, name=name, stream=stream, progress=progress,
+        register=register_run))
     if result.interrupted:
         sys.stderr.write(f"interrupted at step {result.step}/{result.total_steps}; checkpoint "
                          f"saved in {result.workdir}; rerun the same command to resume\n")
@@ -66,6 +68,7 @@ def evaluate_command(
     fmt: str = typer.Option("table", "--format", help="table or json."),
     data_dir: str = typer.Option(None, "--data-dir", help="TFDS data directory."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Validation fraction when carving."),
+    stream: bool = typer.Option(False, "--stream", help="Stream the TFDS split from its files (automatic when it exceeds the memory budget)."),
 ) -> None:
     """Top-1, top-5 accuracy and loss of a checkpoint on a dataset split."""
     from vitzoo.adapt.evaluate import evaluate
@@ -74,7 +77,8 @@ def evaluate_command(
     if fmt not in ("table", "json"):
         raise VitzooError(f"unknown --format {fmt!r}", "use table or json")
     report = evaluate(checkpoint, dataset, split=split, res=res, batch=batch,
-                      per_class=per_class, data_dir=data_dir, val_fraction=val_fraction)
+                      per_class=per_class, data_dir=data_dir, val_fraction=val_fraction,
+                      stream=stream)
     if fmt == "json":
         sys.stdout.write(json.dumps(report.as_dict()) + "\n")
         return

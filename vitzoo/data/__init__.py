@@ -30,8 +30,13 @@ def open_dataset(
     manual_dir: str | None = None,
     val_fraction: float = 0.1,
     need_train: bool = True,
+    stream: bool | None = None,
 ) -> DataSplits:
-    """``dataset`` is an existing folder (image folder) or a TFDS name ``name[:version]``."""
+    """``dataset`` is an existing folder (image folder) or a TFDS name ``name[:version]``.
+
+    ``stream`` (TFDS only): None streams the splits too large for the memory budget, True
+    streams every split, False keeps every split in memory or fails.
+    """
     from vitzoo.data.pipeline import tf_cpu
 
     if not dataset or not dataset.strip():
@@ -43,8 +48,12 @@ def open_dataset(
                               "an image folder uses DIR/train or a --val-fraction split")
         from vitzoo.data.folder import load_folder
 
-        return load_folder(path, val_fraction=val_fraction, need_train=need_train,
+        data = load_folder(path, val_fraction=val_fraction, need_train=need_train,
                            eval_split=eval_split)
+        if stream:
+            data.notes.append("--stream applies to TFDS datasets; an image folder is read "
+                              "from its files when it does not fit in memory")
+        return data
     if _looks_like_path(dataset) and ":" not in dataset.split("/")[0]:
         raise VitzooError(f"dataset folder {dataset} does not exist",
                           "check the path, or give a TFDS name like oxford_iiit_pet")
@@ -53,4 +62,4 @@ def open_dataset(
 
     return load_tfds(dataset, train_split=train_split or "train", eval_split=eval_split,
                      data_dir=data_dir, manual_dir=manual_dir, val_fraction=val_fraction,
-                     need_train=need_train)
+                     need_train=need_train, stream=stream)

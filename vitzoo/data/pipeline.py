@@ -166,3 +166,25 @@ class EvalBatches:
             yield {"image": _split_devices(images, self.layout),
                    "label": _split_devices(labels, self.layout),
                    "mask": _split_devices(mask, self.layout)}
+
+
+def make_train_batches(source: Any, recipe: Preprocess, layout: Layout, *, seed: int,
+                       start_step: int = 0, shuffle_buffer: int | None = None
+                       ) -> Iterator[dict[str, np.ndarray]]:
+    """Training batches from in-memory :class:`Examples` or a streamed TFDS split."""
+    if isinstance(source, Examples):
+        return train_batches(source, recipe, layout, seed=seed, start_step=start_step)
+    from vitzoo.data.stream import shuffle_buffer_size, stream_train_batches
+
+    buffer = shuffle_buffer or shuffle_buffer_size(source)
+    return stream_train_batches(source, recipe, layout, seed=seed, shuffle_buffer=buffer,
+                                start_step=start_step)
+
+
+def make_eval_batches(source: Any, recipe: Preprocess, layout: Layout) -> Any:
+    """Evaluation batches (exactly once, padded and masked) for either kind of source."""
+    if isinstance(source, Examples):
+        return EvalBatches(source, recipe, layout)
+    from vitzoo.data.stream import StreamEvalBatches
+
+    return StreamEvalBatches(source, recipe, layout)

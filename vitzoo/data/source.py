@@ -43,8 +43,8 @@ class DataSplits:
     name: str
     kind: str
     class_names: list[str]
-    train: Examples | None
-    eval: Examples
+    train: Any  # Examples, or a vitzoo.data.stream.StreamSplit when read sequentially
+    eval: Any
     train_split: str | None
     eval_split: str
     notes: list[str] = field(default_factory=list)
@@ -64,9 +64,15 @@ class DataSplits:
             "eval_split": self.eval_split,
             "train_examples": len(self.train) if self.train is not None else None,
             "eval_examples": len(self.eval),
+            "streaming": {"train": is_stream(self.train), "eval": is_stream(self.eval)},
             "notes": list(self.notes),
             "skipped_files": [{"file": f, "reason": r} for f, r in self.skipped],
         }
+
+
+def is_stream(source: Any) -> bool:
+    """True for a split read sequentially (``StreamSplit``) rather than held in memory."""
+    return source is not None and not isinstance(source, Examples)
 
 
 def available_host_memory() -> int:
@@ -84,8 +90,27 @@ def available_host_memory() -> int:
         return 4 << 30
 
 
-def memory_budget(fraction: float = 0.25) -> int:
-    """How much host memory a data cache may take: a fraction of what is available."""
+#: Environment variable: bytes the data pipeline may hold (replaces the default quarter).
+BUDGET_ENV = "VITZOO_MEMORY_BUDGET"
+DEFAULT_FRACTION = 0.25
+
+
+def memory_budget(fraction: float = DEFAULT_FRACTION) -> int:
+    """How much host memory a data cache may take: a fraction of what is available.
+
+    ``VITZOO_MEMORY_BUDGET`` (bytes) pins the default budget, so a run (or a test) can
+    force the streaming path or allow a bigger cache; other fractions scale with it.
+    """
+    pinned = os.environ.get(BUDGET_ENV, "").strip()
+    if pinned:
+        try:
+            total = int(float(pinned))
+        except ValueError:
+            from vitzoo.errors import VitzooError
+
+            raise VitzooError(f"{BUDGET_ENV}={pinned!r} is not a number of bytes",
+                              f"e.g. {BUDGET_ENV}=8000000000, or unset it") from None
+        return max(0, int(total * fraction / DEFAULT_FRACTION))
     return int(available_host_memory() * fraction)
 
 

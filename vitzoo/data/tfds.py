@@ -5,6 +5,12 @@ the encoded JPEG/PNG bytes (a few hundred MB for Pets or CIFAR), and every later
 epoch decodes in parallel inside tf.data. Class names come from the dataset's own
 ``ClassLabel`` feature. When the dataset has no test split, a deterministic
 validation split is carved from the training split and the run says so.
+
+A split whose encoded size exceeds the memory budget (from the split metadata, or found
+out while reading when there is none) is not read into memory: it becomes a
+:class:`~vitzoo.data.stream.StreamSplit`, read sequentially every epoch, and the run
+notes says so. ``stream=True`` asks for that path for every split, ``stream=False``
+refuses it (a resumed run must read its training data the way it started).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from vitzoo.data.source import DataSplits, Examples, carve, memory_budget
+from vitzoo.data.stream import StreamSplit, count_examples
 from vitzoo.errors import VitzooError
 
 EVAL_CANDIDATES = ("test", "validation")
@@ -55,7 +62,13 @@ def _keys(builder: Any) -> tuple[str, str]:
     return image, label
 
 
-def _read_split(builder: Any, split: str, image_key: str, label_key: str) -> Examples:
+def _read_split(builder: Any, split: str, image_key: str, label_key: str,
+                cap: int | None = None) -> tuple[Examples, int, bool]:
+    """Encoded examples of ``split``, their bytes, and whether the whole split was read.
+
+    With ``cap`` the read stops as soon as more than ``cap`` bytes are held: the caller
+    then streams the split instead.
+    """
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
@@ -70,10 +83,99 @@ def _read_split(builder: Any, split: str, image_key: str, label_key: str) -> Exa
                           f"available splits: {known}; slicing like train[:90%] works") from None
     ds = ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
     payload, labels = [], []
+    held = 0
     for data, label in ds.as_numpy_iterator():
         payload.append(bytes(data))
         labels.append(int(label))
-    return Examples(payload, np.asarray(labels, np.int32))
+        held += len(data)
+        if cap is not None and held > cap:
+            return Examples(payload, np.asarray(labels, np.int32)), held, False
+    return Examples(payload, np.asarray(labels, np.int32)), held, True
+
+
+def _split_bytes(builder: Any, split: str) -> tuple[int, int] | None:
+    """(examples, encoded bytes) of ``split`` from its metadata; None when unknown."""
+    try:
+        info = builder.info.splits[split]
+        examples, size = int(info.num_examples), int(info.num_bytes)
+    except Exception:  # no metadata (e.g. mocked), or a split spec TFDS cannot size
+        return None
+    return (examples, size) if examples > 0 and size > 0 else None
+
+
+def _stream(builder: Any, split: str, image_key: str, label_key: str,
+            partial: tuple[int, int] | None = None) -> StreamSplit:
+    """A :class:`StreamSplit` for ``split``; ``partial`` is (examples, bytes) read so far."""
+    known = _split_bytes(builder, split)
+    if known is not None:
+        return StreamSplit(builder, split, image_key, label_key, known[0], known[1] / known[0])
+    n = count_examples(builder, split, label_key)
+    if n == 0:
+        raise VitzooError(f"split {split!r} of {builder.name} is empty", "check the split slicing")
+    avg = partial[1] / max(partial[0], 1) if partial else 1.0
+    return StreamSplit(builder, split, image_key, label_key, n, avg, counted=True)
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:.2f} GiB" if size >= 2**27 else f"{size / 2**20:.1f} MiB"
+
+
+class _Reader:
+    """Reads splits in memory while they fit the budget, and streams the ones that do not."""
+
+    def __init__(self, builder: Any, image_key: str, label_key: str, stream: bool | None):
+        self.builder, self.image_key, self.label_key = builder, image_key, label_key
+        self.stream = stream
+        self.budget = memory_budget()
+        self.held = 0
+        self.notes: list[str] = []
+
+    def __call__(self, split: str, *, must_fit: bool = False) -> Examples | StreamSplit:
+        """``must_fit``: random access is needed (carving), streaming is not an option."""
+        keys = (self.builder, split, self.image_key, self.label_key)
+        if self.stream and not must_fit:
+            source = _stream(*keys)
+            self.notes.append(f"streaming {split} ({source.num_examples} examples) from "
+                              "the TFDS files instead of reading it into memory, as asked")
+            return source
+        room = self.budget - self.held
+        may_stream = self.stream is None and not must_fit
+        known = _split_bytes(self.builder, split)
+        if known is not None and known[1] > room:
+            if not may_stream:
+                self._refuse(split, known[1], room, must_fit)
+            return self._fallback(split, known[1], room, None)
+        examples, size, complete = _read_split(*keys, cap=room)
+        if not complete:
+            if not may_stream:
+                self._refuse(split, size, room, must_fit)
+            return self._fallback(split, size, room, (len(examples), size))
+        self.held += size
+        return examples
+
+    def _fallback(self, split: str, size: int, room: int,
+                  partial: tuple[int, int] | None) -> StreamSplit:
+        source = _stream(self.builder, split, self.image_key, self.label_key, partial)
+        more = "" if partial is None else "more than "
+        self.notes.append(
+            f"streaming {split}: {more}{_gib(size)} encoded does not fit the {_gib(max(room, 0))} "
+            f"memory budget left, so it is read from the TFDS files every epoch "
+            f"({source.num_examples} examples; set VITZOO_MEMORY_BUDGET to change the budget)")
+        return source
+
+    def _refuse(self, split: str, size: int, room: int, must_fit: bool) -> None:
+        if must_fit:
+            raise VitzooError(
+                f"{self.builder.name} has no test or validation split, and {split} "
+                f"({_gib(size)} encoded) is too large to carve one in memory "
+                f"({_gib(max(room, 0))} budget)",
+                "give both splits as slices, e.g. --train-split train[:95%] "
+                "--eval-split train[95%:]")
+        raise VitzooError(
+            f"{split} of {self.builder.name} is {_gib(size)} encoded, more than the "
+            f"{_gib(max(room, 0))} this run may hold in memory, and this run reads it in memory",
+            "resume with more memory (or a larger VITZOO_MEMORY_BUDGET), or start a new "
+            "--workdir, where it will be streamed")
 
 
 def _has_split(builder: Any, split: str) -> bool:
@@ -91,22 +193,20 @@ def load_tfds(
     manual_dir: str | None = None,
     val_fraction: float = 0.1,
     need_train: bool = True,
+    stream: bool | None = None,
 ) -> DataSplits:
-    """Read a TFDS dataset (see module docstring); ``eval_split`` None picks test/validation."""
+    """Read a TFDS dataset (see module docstring); ``eval_split`` None picks test/validation.
+
+    ``stream``: None streams the splits that do not fit the memory budget, True streams
+    every split, False reads every split in memory (an error when one does not fit).
+    """
     builder = _builder(name, data_dir, manual_dir)
     image_key, label_key = _keys(builder)
     class_names = list(builder.info.features[label_key].names)
     if len(class_names) < 2:
         raise VitzooError(f"{name} has {len(class_names)} class(es); need at least 2")
-    size = builder.info.dataset_size
-    budget = memory_budget()
-    if size and int(size) > budget:
-        raise VitzooError(
-            f"{name} is {int(size) / 2**30:.1f} GiB encoded, more than the {budget / 2**30:.1f} "
-            "GiB this run may hold in memory",
-            "streaming datasets larger than memory is not supported yet; use a split slice "
-            "like train[:20%] or a machine with more memory")
-    notes: list[str] = []
+    read = _Reader(builder, image_key, label_key, stream)
+    notes: list[str] = read.notes
     train_split = train_split or "train"
     chosen_eval = eval_split
     carved = False
@@ -114,21 +214,22 @@ def load_tfds(
         chosen_eval = next((s for s in EVAL_CANDIDATES if _has_split(builder, s)), None)
         if chosen_eval is None:
             carved = True
-    train = None
+    train: Examples | StreamSplit | None = None
     if carved:
-        everything = _read_split(builder, train_split, image_key, label_key)
+        everything = read(train_split, must_fit=True)
+        assert isinstance(everything, Examples)
         train_idx, val_idx = carve(len(everything), val_fraction)
         notes.append(f"{name} has no test or validation split: carved a deterministic "
                      f"{val_fraction:.0%} validation split ({len(val_idx)} examples) from "
                      f"{train_split}")
         train = everything.subset(train_idx) if need_train else None
-        evaluation = everything.subset(val_idx)
+        evaluation: Examples | StreamSplit = everything.subset(val_idx)
         eval_name = f"{train_split}[carved {val_fraction:.0%}]"
         train_split = f"{train_split}[-carved {val_fraction:.0%}]"
     else:
         if need_train:
-            train = _read_split(builder, train_split, image_key, label_key)
-        evaluation = _read_split(builder, chosen_eval, image_key, label_key)
+            train = read(train_split)
+        evaluation = read(chosen_eval)
         eval_name = chosen_eval
     for what, examples in (("training", train), ("evaluation", evaluation)):
         if examples is not None and len(examples) == 0:
