@@ -152,11 +152,14 @@ class EvalBatches:
         ds = _shard(ds, layout)
         ds = ds.map(lambda pos: (*load(pos, tf.minimum(pos, n - 1)), pos < n),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        bytes_needed = n * recipe.size * recipe.size * 3 * 4
-        self.cached = bytes_needed <= memory_budget(0.15)
+        self._finish(tf, ds, images=n, size=recipe.size)
+
+    def _finish(self, tf: Any, ds: Any, *, images: int, size: int) -> None:
+        """Cache the decoded images when they fit, then batch: shared by every eval source."""
+        self.cached = images * size * size * 3 * 4 <= memory_budget(0.15)
         if self.cached:
             ds = ds.cache()
-        self._ds = ds.batch(layout.local_batch).prefetch(2).with_options(_options(tf))
+        self._ds = ds.batch(self.layout.local_batch).prefetch(2).with_options(_options(tf))
 
     def __len__(self) -> int:
         return self.num_batches

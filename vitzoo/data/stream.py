@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from vitzoo.data.pipeline import Layout, _options, _split_devices, tf_cpu
+from vitzoo.data.pipeline import EvalBatches, Layout, _options, _split_devices, tf_cpu
 from vitzoo.data.preprocess import Preprocess, apply, decode
 from vitzoo.data.source import memory_budget
 from vitzoo.errors import VitzooError
@@ -208,7 +208,7 @@ def stream_train_batches(source: StreamSplit, recipe: Preprocess, layout: Layout
     return batches()
 
 
-class StreamEvalBatches:
+class StreamEvalBatches(EvalBatches):
     """Evaluation batches over a streamed split, exactly once: pad + ``mask``, like EvalBatches."""
 
     def __init__(self, source: StreamSplit, recipe: Preprocess, layout: Layout) -> None:
@@ -230,16 +230,4 @@ class StreamEvalBatches:
             (tf.zeros([size, size, 3], tf.float32), tf.constant(0, tf.int32),
              tf.constant(False))).repeat(pad)
         ds = ds.concatenate(blank)
-        self.cached = n * size * size * 3 * 4 <= memory_budget(0.15)
-        if self.cached:
-            ds = ds.cache()
-        self._ds = ds.batch(layout.local_batch).prefetch(2).with_options(_options(tf))
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        for images, labels, mask in self._ds.as_numpy_iterator():
-            yield {"image": _split_devices(images, self.layout),
-                   "label": _split_devices(labels, self.layout),
-                   "mask": _split_devices(mask, self.layout)}
+        self._finish(tf, ds, images=n, size=size)
