@@ -12,22 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from vitzoo.cli import main
+from tests.cli_helpers import run_cli as run
 
 REPO = Path(__file__).resolve().parent.parent
 VITZOO = [sys.executable, "-m", "vitzoo"]
 PETS_BEST = ("R26_S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0"
              "--oxford_iiit_pet-steps_0k-lr_0.003-res_224")
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def run_json(capsys, *args: str):

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.cli_helpers import run_cli as run
 from vitzoo.catalog.api import load_table, run_query
 from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.query import Filters
 from vitzoo.catalog.schema import COLUMN_NAMES
-from vitzoo.cli import main
 from vitzoo.errors import VitzooError
 from vitzoo.plot import read_run, save_run, save_scatter, scatter_data, write_figure
 
@@ -24,16 +24,6 @@ IMAGENET_384 = Filters(adapt_ds=["imagenet2012"], res=[384])
 #: The published ImageNet results at 384 px (vit_jax README / augreg notebook), by hand:
 #: fastest first, each more accurate than every faster one.
 PUBLISHED_FRONT = ["R+Ti/16", "S/32", "B/32", "R26+S/32", "R50+L/32"]
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def brute_force_front(rows: list[dict], x: str, y: str) -> set[str]:
