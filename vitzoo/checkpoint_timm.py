@@ -39,6 +39,28 @@ def _conv_from_timm(weight: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(weight, (2, 3, 1, 0)))  # OIHW -> HWIO
 
 
+def _finish_to_timm(f: Mapping[str, Any], out: dict, norm: str, what: str) -> Flat:
+    """Final norm and (optional) head, then float32 contiguous arrays: shared by ViT and Mixer."""
+    out["norm.weight"] = _need(f, f"{norm}/scale", what)
+    out["norm.bias"] = _need(f, f"{norm}/bias", what)
+    if "head/kernel" in f:
+        out["head.weight"] = f["head/kernel"].T
+        out["head.bias"] = _need(f, "head/bias", what)
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def _finish_from_timm(s: Mapping[str, Any], take: Any, used: set[str], out: dict,
+                      norm: str) -> Flat:
+    """The inverse of :func:`_finish_to_timm`; refuses any timm key left unused."""
+    out[f"{norm}/scale"] = take("norm.weight")
+    out[f"{norm}/bias"] = take("norm.bias")
+    if "head.weight" in s:
+        out["head/kernel"] = take("head.weight").T
+        out["head/bias"] = take("head.bias")
+    _refuse_unused(s, used)
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
 def _backbone_names(config: ModelConfig) -> list[tuple[str, str, str]]:
     """(release module, timm module, kind) for every ResNet conv/norm; kind 'conv'|'gn'."""
     if config.resnet_blocks is None:
@@ -104,12 +126,7 @@ def release_to_timm(flat: Mapping[str, Any], config: ModelConfig) -> Flat:
         for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
             out[f"{t}.mlp.{fc}.weight"] = _need(f, f"{b}/MlpBlock_3/{dense}/kernel", what).T
             out[f"{t}.mlp.{fc}.bias"] = _need(f, f"{b}/MlpBlock_3/{dense}/bias", what)
-    out["norm.weight"] = _need(f, "Transformer/encoder_norm/scale", what)
-    out["norm.bias"] = _need(f, "Transformer/encoder_norm/bias", what)
-    if "head/kernel" in f:
-        out["head.weight"] = f["head/kernel"].T
-        out["head.bias"] = _need(f, "head/bias", what)
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+    return _finish_to_timm(f, out, "Transformer/encoder_norm", what)
 
 
 def timm_to_release(state: Mapping[str, Any], config: ModelConfig) -> Flat:
@@ -155,13 +172,7 @@ def timm_to_release(state: Mapping[str, Any], config: ModelConfig) -> Flat:
         for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
             out[f"{b}/MlpBlock_3/{dense}/kernel"] = take(f"{t}.mlp.{fc}.weight").T
             out[f"{b}/MlpBlock_3/{dense}/bias"] = take(f"{t}.mlp.{fc}.bias")
-    out["Transformer/encoder_norm/scale"] = take("norm.weight")
-    out["Transformer/encoder_norm/bias"] = take("norm.bias")
-    if "head.weight" in s:
-        out["head/kernel"] = take("head.weight").T
-        out["head/bias"] = take("head.bias")
-    _refuse_unused(s, used)
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+    return _finish_from_timm(s, take, used, out, "Transformer/encoder_norm")
 
 
 def _refuse_unused(state: Mapping[str, Any], used: set[str]) -> None:
@@ -190,12 +201,7 @@ def _mixer_to_timm(flat: Mapping[str, Any], config: ModelConfig) -> Flat:
             for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
                 out[f"{t}.{tmlp}.{fc}.weight"] = _need(f, f"{b}/{mlp}/{dense}/kernel", what).T
                 out[f"{t}.{tmlp}.{fc}.bias"] = _need(f, f"{b}/{mlp}/{dense}/bias", what)
-    out["norm.weight"] = _need(f, "pre_head_layer_norm/scale", what)
-    out["norm.bias"] = _need(f, "pre_head_layer_norm/bias", what)
-    if "head/kernel" in f:
-        out["head.weight"] = f["head/kernel"].T
-        out["head.bias"] = _need(f, "head/bias", what)
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+    return _finish_to_timm(f, out, "pre_head_layer_norm", what)
 
 
 def _mixer_from_timm(state: Mapping[str, Any], config: ModelConfig) -> Flat:
@@ -217,13 +223,7 @@ def _mixer_from_timm(state: Mapping[str, Any], config: ModelConfig) -> Flat:
             for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
                 out[f"{b}/{mlp}/{dense}/kernel"] = take(f"{t}.{tmlp}.{fc}.weight").T
                 out[f"{b}/{mlp}/{dense}/bias"] = take(f"{t}.{tmlp}.{fc}.bias")
-    out["pre_head_layer_norm/scale"] = take("norm.weight")
-    out["pre_head_layer_norm/bias"] = take("norm.bias")
-    if "head.weight" in s:
-        out["head/kernel"] = take("head.weight").T
-        out["head/bias"] = take("head.bias")
-    _refuse_unused(s, used)
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+    return _finish_from_timm(s, take, used, out, "pre_head_layer_norm")
 
 
 # --- reading timm files --------------------------------------------------------------
