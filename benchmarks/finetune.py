@@ -74,7 +74,7 @@ def make_inputs(workdir: Path, images: int) -> tuple[Path, Path]:
     ckpt = workdir / "Ti_16-random.npz"
     code = f"""
     import jax, numpy as np
-    from vitzoo.checkpoint import params_to_release, save_npz
+    from vitzoo.weights.release import params_to_release, save_npz
     from vitzoo.models import build_model, get_config
     config = get_config("Ti/16")
     model = build_model(config, 1000)

@@ -22,7 +22,7 @@ PRETRAIN = r"""
 import jax, numpy as np, optax
 from adapt_helpers import stripes
 from vitzoo.adapt.steps import init_state, make_train_step
-from vitzoo.checkpoint import params_to_release, save_npz
+from vitzoo.weights.release import params_to_release, save_npz
 from vitzoo.models import build_model
 from vitzoo.models.configs import ModelConfig
 

@@ -43,7 +43,7 @@ def _popen(args: list[str], devices: int = 2) -> subprocess.Popen:
 
 
 def _wait_for_checkpoint(workdir: Path, proc: subprocess.Popen, min_step: int) -> int:
-    from vitzoo.adapt.checkpoints import read_meta
+    from vitzoo.adapt.train_state import read_meta
 
     deadline = time.time() + 240
     while time.time() < deadline:

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from vitzoo.adapt import train_state
 from vitzoo.adapt.accumulation import activation_bytes, plan
 from vitzoo.adapt.distributed import resolve
 from vitzoo.adapt.metrics import truncate_after
@@ -56,18 +57,17 @@ def test_accum_auto_fits_the_micro_batch_to_memory(monkeypatch):
 def test_checkpoint_round_trip_keeps_bfloat16_and_refuses_other_shapes(tmp_path):
     import ml_dtypes
 
-    from vitzoo.adapt import checkpoints
 
     state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3),
              "m": np.linspace(0, 1, 3).astype(ml_dtypes.bfloat16), "step": np.int32(7)}
-    checkpoints.save(tmp_path, state, {"step": 7, "identity": {"lr": 0.1}})
-    restored, meta = checkpoints.restore(tmp_path, state)
+    train_state.save(tmp_path, state, {"step": 7, "identity": {"lr": 0.1}})
+    restored, meta = train_state.restore(tmp_path, state)
     assert meta["step"] == 7 and restored["m"].dtype == ml_dtypes.bfloat16
     for key in state:
         np.testing.assert_array_equal(np.asarray(restored[key]), np.asarray(state[key]))
     assert not list(tmp_path.glob(".checkpoint-*"))
     with pytest.raises(VitzooError, match="shape"):
-        checkpoints.restore(tmp_path, {**state, "w": np.zeros((3, 3), np.float32)})
+        train_state.restore(tmp_path, {**state, "w": np.zeros((3, 3), np.float32)})
 
 
 def test_cluster_options_and_environment(monkeypatch):

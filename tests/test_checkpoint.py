@@ -17,7 +17,10 @@ from ckpt_factory import (
     write_tiny_vit,
 )
 
-from vitzoo.checkpoint import (
+from vitzoo.errors import VitzooError
+from vitzoo.models import build_model, get_config, infer_config
+from vitzoo.models.configs import CONFIGS
+from vitzoo.weights.release import (
     check_release_layout,
     drop_representation,
     expected_release_shapes,
@@ -31,9 +34,6 @@ from vitzoo.checkpoint import (
     resize_posemb,
     save_npz,
 )
-from vitzoo.errors import VitzooError
-from vitzoo.models import build_model, get_config, infer_config
-from vitzoo.models.configs import CONFIGS
 
 KINDS = {
     "vit": lambda: tiny_vit_arrays(seed=1),

@@ -16,15 +16,15 @@ import pytest
 from ckpt_factory import tiny_hybrid_arrays, tiny_mixer_arrays, tiny_vit_arrays
 from safetensors.numpy import save_file
 
-from vitzoo.checkpoint import expected_release_shapes, release_to_params
-from vitzoo.checkpoint_timm import (
+from vitzoo.errors import VitzooError
+from vitzoo.models import build_model, get_config, infer_config
+from vitzoo.weights.release import expected_release_shapes, release_to_params
+from vitzoo.weights.timm import (
     guess_config,
     load_timm_safetensors,
     release_to_timm,
     timm_to_release,
 )
-from vitzoo.errors import VitzooError
-from vitzoo.models import build_model, get_config, infer_config
 
 # --- NumPy forward in timm's layout (NCHW) -----------------------------------------------
 

@@ -165,6 +165,6 @@ def test_finetune_streams_a_tfds_dataset_end_to_end(tmp_path):
     assert records[-1]["eval_examples"] == 5 and np.isfinite(records[-1]["train_loss"])
     log = (work / "run.log").read_text()
     assert "streaming train" in log and "shuffle buffer of" in log
-    from vitzoo.adapt.checkpoints import read_meta
+    from vitzoo.adapt.train_state import read_meta
 
     assert read_meta(work)["data"]["train_streaming"] is True

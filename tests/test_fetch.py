@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from tests.gcs_emulator import GatewayServer, closed_port_url, deny_paths
-from vitzoo import cache, fetch
+from vitzoo.download import cache
+from vitzoo.download import resolve as fetch
 from vitzoo.errors import VitzooError
 
 BUCKET = "vit_models"
@@ -255,8 +256,8 @@ def _tiny_timm_ti16() -> tuple[dict, dict]:
     sys.path.insert(0, str(ROOT / "tests"))
     from ckpt_factory import tiny_vit_arrays
 
-    from vitzoo.checkpoint_timm import release_to_timm
     from vitzoo.models.configs import infer_config
+    from vitzoo.weights.timm import release_to_timm
 
     release = tiny_vit_arrays(num_classes=2, image_size=16, patch=16, hidden=192, depth=12,
                               heads=3, mlp=768)
@@ -268,7 +269,7 @@ def _populate_hf_cache(repo: str, state: dict) -> str:
     """Lay out a file in the Hugging Face cache exactly as hf_hub_download leaves it."""
     from safetensors.numpy import save_file
 
-    from vitzoo import hub
+    from vitzoo.download import hub
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     folder = hub.hub_cache_dir() / f"models--{repo.replace('/', '--')}"
@@ -281,8 +282,8 @@ def _populate_hf_cache(repo: str, state: dict) -> str:
 
 
 def test_403_from_gcs_falls_through_to_hugging_face_offline_cache(bucket, monkeypatch, capsys):
-    pytest.importorskip("vitzoo.checkpoint_timm")
-    from vitzoo.checkpoint import load_npz
+    pytest.importorskip("vitzoo.weights.timm")
+    from vitzoo.weights.release import load_npz
 
     repo = "timm/vit_tiny_patch16_224.augreg_in21k"
     release, state = _tiny_timm_ti16()
@@ -352,7 +353,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_cli_downloads_from_a_hugging_face_endpoint(tmp_path):
-    pytest.importorskip("vitzoo.checkpoint_timm")
+    pytest.importorskip("vitzoo.weights.timm")
     from safetensors.numpy import save
 
     from vitzoo.catalog.api import find_checkpoint
@@ -380,7 +381,7 @@ def test_cli_downloads_from_a_hugging_face_endpoint(tmp_path):
 
 def test_two_processes_fetching_the_same_file_get_one_valid_copy(bucket, tmp_path):
     slow = GatewayServer(bucket.url, delay_s=1.0)
-    code = ("import sys; from vitzoo.fetch import resolve_checkpoint; "
+    code = ("import sys; from vitzoo.download.resolve import resolve_checkpoint; "
             "print(resolve_checkpoint(sys.argv[1], progress=False))")
     env = _env(VITZOO_GCS_ENDPOINT=slow.url, VITZOO_HOME=str(tmp_path / "home"))
     url = f"gs://{BUCKET}/augreg/{NAME}.npz"

@@ -29,7 +29,7 @@ def _messy_folder(root):
 
 @pytest.mark.slow
 def test_folder_finetune_outputs_catalog_and_evaluate(tmp_path):
-    from vitzoo.checkpoint import load_checkpoint
+    from vitzoo.weights.release import load_checkpoint
 
     data = _messy_folder(tmp_path / "data")
     ckpt = tiny_checkpoint(tmp_path / "tiny.npz", num_classes=10)

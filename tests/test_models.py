@@ -2,7 +2,7 @@
 
 The NumPy reference below is written from ``shared/reference/npz_layout.md`` and reads
 the flat release arrays directly; it shares no code with ``vitzoo.models`` or
-``vitzoo.checkpoint``, so agreement checks the models *and* the layout conversion.
+``vitzoo.weights.release``, so agreement checks the models *and* the layout conversion.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from ckpt_factory import tiny_hybrid_arrays, tiny_mixer_arrays, tiny_vit_arrays
 
-from vitzoo.checkpoint import release_to_params
 from vitzoo.errors import VitzooError
 from vitzoo.models import build_model, get_config, infer_config
 from vitzoo.models.configs import CONFIGS
+from vitzoo.weights.release import release_to_params
 
 # --- the independent NumPy reference -------------------------------------------------
 
@@ -326,7 +326,7 @@ def test_gap_classifier_has_no_class_token():
 
 @pytest.mark.parametrize("arch", sorted(ARRAYS_PER_FILE))
 def test_release_array_count(arch):
-    from vitzoo.checkpoint import expected_release_shapes
+    from vitzoo.weights.release import expected_release_shapes
 
     expected = expected_release_shapes(get_config(arch), 21843, 224)
     assert len(expected) == ARRAYS_PER_FILE[arch]

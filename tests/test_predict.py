@@ -31,8 +31,8 @@ def images(tmp_path) -> list[Path]:
 
 
 def _forward(path, batch):
-    from vitzoo.checkpoint import load_checkpoint
     from vitzoo.models import build_model
+    from vitzoo.weights.release import load_checkpoint
 
     config, info, params = load_checkpoint(path)
     return np.asarray(build_model(config, info["num_classes"]).apply({"params": params}, batch))

@@ -145,7 +145,8 @@ def _gcs_line(timeout: float) -> Line:
 
 
 def sources(timeout: float) -> list[Line]:
-    from vitzoo import hub, storage
+    from vitzoo import storage
+    from vitzoo.download import hub
 
     lines = [_gcs_line(timeout)]
     mirrors = config.mirrors()
@@ -175,7 +176,7 @@ def sources(timeout: float) -> list[Line]:
 
 
 def cache_lines() -> list[Line]:
-    from vitzoo import cache
+    from vitzoo.download import cache
 
     found = cache.entries()
     total = sum(e.size for e in found)

@@ -146,8 +146,8 @@ class Predictor:
         resolution: int | None = None,
         arch: str | None = None,
     ) -> None:
-        from vitzoo.checkpoint import load_for_finetune, load_npz
         from vitzoo.models import infer_config
+        from vitzoo.weights.release import load_for_finetune, load_npz
 
         self.path = Path(checkpoint)
         flat = load_npz(self.path)
@@ -212,7 +212,7 @@ def predict(
 def resolve_checkpoint_argument(value: str) -> Path:
     """A CHECKPOINT argument as a local file: a path, or a catalog name to fetch.
 
-    Names go through ``vitzoo.fetch.resolve_checkpoint`` (cached, verified download).
+    Names go through ``vitzoo.download.resolve.resolve_checkpoint`` (cached, verified download).
     """
     path = Path(value).expanduser()
     if path.is_file():
@@ -221,10 +221,10 @@ def resolve_checkpoint_argument(value: str) -> Path:
     if looks_like_path:
         raise VitzooError(f"checkpoint {value} does not exist", "check the path")
     try:
-        from vitzoo.fetch import resolve_checkpoint
+        from vitzoo.download.resolve import resolve_checkpoint
     except ImportError:
         raise VitzooError(
             f"{value!r} is not a local file, and fetching checkpoints by name is not "
-            "available in this installation (vitzoo.fetch is missing)",
+            "available in this installation (vitzoo.download.resolve is missing)",
             "pass the path of a downloaded .npz file") from None
     return Path(resolve_checkpoint(value))

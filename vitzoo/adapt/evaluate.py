@@ -48,11 +48,11 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
 
     from vitzoo.adapt.devices import replicate, shard, unreplicate
     from vitzoo.adapt.steps import make_eval_step
-    from vitzoo.checkpoint import load_checkpoint, load_for_finetune
     from vitzoo.data import eval_recipe, open_dataset
     from vitzoo.data.pipeline import Layout, make_eval_batches
     from vitzoo.models import build_model
     from vitzoo.predict import resolve_checkpoint_argument
+    from vitzoo.weights.release import load_checkpoint, load_for_finetune
 
     if batch < 1:
         raise VitzooError(f"--batch must be positive, got {batch}")

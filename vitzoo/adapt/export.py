@@ -1,7 +1,7 @@
 """What a finished run leaves behind: ``final.npz``, ``run.json``, a local-catalog entry.
 
 ``final.npz`` is written in the release layout (per-layer ``encoderblock_{i}`` names,
-pre-Linen numbering) through :func:`vitzoo.checkpoint.params_to_release`, so the result
+pre-Linen numbering) through :func:`vitzoo.weights.release.params_to_release`, so the result
 loads back into vitzoo, vit_jax and timm like any zoo checkpoint. ``run.json`` carries
 the class names next to it, which is where ``vitzoo predict`` looks for them.
 """
@@ -40,7 +40,7 @@ def versions() -> dict[str, str]:
 
 def export_params(path: Path, params: Any, config: Any) -> Path:
     """Parameters -> release-layout ``.npz`` (atomic)."""
-    from vitzoo.checkpoint import params_to_release, save_npz
+    from vitzoo.weights.release import params_to_release, save_npz
 
     return save_npz(path, params_to_release(params, config))
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from vitzoo.adapt import checkpoints
+from vitzoo.adapt import train_state
 from vitzoo.adapt.options import FinetuneOptions, default_workdir
 from vitzoo.errors import VitzooError
 
@@ -116,7 +116,7 @@ def _resolve_model(model: str) -> Path:
     if path.is_file():
         return path
     try:
-        from vitzoo.fetch import resolve_checkpoint
+        from vitzoo.download.resolve import resolve_checkpoint
     except ImportError:
         raise VitzooError(f"{model!r} is not a local file and checkpoint download is not "
                           "available in this installation",
@@ -185,11 +185,11 @@ def run(options: FinetuneOptions) -> RunResult:
     from vitzoo.adapt.progress import Display
     from vitzoo.adapt.schedule import lr_at, warmup_cosine
     from vitzoo.adapt.steps import init_state, make_eval_step, make_train_step
-    from vitzoo.checkpoint import load_for_finetune
     from vitzoo.data import eval_recipe, open_dataset, train_recipe
     from vitzoo.data.pipeline import Layout, make_eval_batches, make_train_batches
     from vitzoo.data.source import is_stream
     from vitzoo.models import build_model
+    from vitzoo.weights.release import load_for_finetune
 
     is_main = jax.process_index() == 0
     setup_notes = []
@@ -204,7 +204,7 @@ def run(options: FinetuneOptions) -> RunResult:
     # 1. data: every dataset mistake is reported here, before downloads and compiles.
     # A resumed run reads its training data the way it started (streamed or in memory,
     # same shuffle buffer): another way would be another order.
-    meta = checkpoints.read_meta(workdir)
+    meta = train_state.read_meta(workdir)
     recorded = _recorded_data(meta, options)
     stream = recorded.get("train_streaming") if recorded else (True if options.stream else None)
     data = open_dataset(options.dataset, train_split=options.train_split,
@@ -244,7 +244,7 @@ def run(options: FinetuneOptions) -> RunResult:
     start_step = 0
     if meta is not None:
         _check_resume(meta, options, workdir)
-        state, meta = checkpoints.restore(workdir, state)
+        state, meta = train_state.restore(workdir, state)
         start_step = int(meta["step"])
     final_npz = workdir / "final.npz"
     if start_step >= options.steps and final_npz.is_file():
@@ -326,7 +326,7 @@ def run(options: FinetuneOptions) -> RunResult:
     def save(step: int, device_params_state: Any, extra: dict[str, Any] | None = None) -> None:
         host_state = unreplicate(device_params_state)
         if is_main:
-            checkpoints.save(workdir, host_state, {
+            train_state.save(workdir, host_state, {
                 "step": step, "identity": options.identity(), "seed": options.seed,
                 "data_position": {"step": step, "examples_seen": step * layout.global_batch},
                 "rng": {"dropout_key_seed": options.seed}, "data": data_mode,

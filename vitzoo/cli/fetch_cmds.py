@@ -26,8 +26,8 @@ def download_command(
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ) -> None:
     """Download checkpoints, verified, into the cache (or --to DIR); prints their paths."""
+    from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.errors import VitzooError
-    from vitzoo.fetch import resolve_checkpoint
 
     failed: list[str] = []
     for name in names:
@@ -64,7 +64,8 @@ def cache_list() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from vitzoo import cache, config
+    from vitzoo import config
+    from vitzoo.download import cache
 
     found = cache.entries()
     console = Console()
@@ -83,7 +84,7 @@ def cache_list() -> None:
 
 
 def _matching(name: str | None) -> list[Path]:
-    from vitzoo import cache
+    from vitzoo.download import cache
 
     found = [e for e in cache.entries() if e.state != "partial" or name is None]
     if name is None:
@@ -110,7 +111,8 @@ def cache_clear(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Delete cached checkpoints (all of them, or NAME), with their records."""
-    from vitzoo import cache, config
+    from vitzoo import config
+    from vitzoo.download import cache
     from vitzoo.errors import VitzooError
 
     paths = _matching(name)
@@ -137,7 +139,8 @@ def cache_verify(
     delete: bool = typer.Option(False, "--delete", help="Delete files that fail."),
 ) -> None:
     """Re-hash cached files against their download records and check the zip signature."""
-    from vitzoo import cache, config
+    from vitzoo import config
+    from vitzoo.download import cache
     from vitzoo.errors import VitzooError
 
     paths = [p for p in _matching(name) if p.name.endswith(".npz")]

@@ -149,7 +149,7 @@ def _shape(flat: Mapping[str, Any], key: str) -> tuple[int, ...]:
         raise VitzooError(
             f"checkpoint has no {key!r} array, so its architecture cannot be recognised",
             "is this a ViT / R+ViT / Mixer .npz in the release layout (or a timm file? "
-            "convert it with vitzoo.checkpoint_timm)",
+            "convert it with vitzoo.weights.timm)",
         ) from None
 
 

@@ -3,7 +3,7 @@
 Module names are the release names, with one deliberate difference: the encoder
 blocks are a single scanned module ``Transformer/encoderblock`` whose parameters
 carry a leading layer axis (the release stores ``encoderblock_{i}`` one by one).
-``vitzoo.checkpoint`` converts between the two.
+``vitzoo.weights.release`` converts between the two.
 """
 
 from __future__ import annotations

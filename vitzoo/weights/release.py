@@ -31,7 +31,7 @@ from vitzoo.models.configs import ModelConfig, infer_config
 
 Flat = dict[str, np.ndarray]
 Params = dict[str, Any]
-Source = str | os.PathLike[str] | IO[bytes]
+NpzInput = str | os.PathLike[str] | IO[bytes]
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _GROUPNORM_MODULE = re.compile(r"^(gn\d+|gn_root|gn_proj)$")
@@ -39,7 +39,7 @@ _GROUPNORM_MODULE = re.compile(r"^(gn\d+|gn_root|gn_proj)$")
 # --- reading and writing files ------------------------------------------------------
 
 
-def _describe_source(src: Source) -> str:
+def _describe_source(src: NpzInput) -> str:
     if isinstance(src, (str, os.PathLike)):
         return str(src)
     return str(getattr(src, "name", "<file object>"))
@@ -67,12 +67,12 @@ def _sniff(head: bytes, what: str) -> None:
                           "delete it and download it again")
     if head.startswith(b"\x93NUMPY"):
         raise VitzooError(f"{what} is a single .npy array, not an .npz checkpoint",
-                          "save checkpoints with vitzoo.checkpoint.save_npz")
+                          "save checkpoints with vitzoo.weights.release.save_npz")
     raise VitzooError(f"{what} is not an .npz checkpoint (no zip signature)",
                       "the file is corrupt or of another format; delete it and download it again")
 
 
-def load_npz(src: Source) -> Flat:
+def load_npz(src: NpzInput) -> Flat:
     """Load a release-layout checkpoint as ``{'/'-joined name: array}``.
 
     Checks the zip signature first, so an HTML/XML error page saved under a ``.npz``
@@ -367,7 +367,7 @@ def drop_representation(params: Mapping[str, Any]) -> Params:
 
 
 def load_checkpoint(
-    src: Source | Mapping[str, Any], *, arch: str | None = None
+    src: NpzInput | Mapping[str, Any], *, arch: str | None = None
 ) -> tuple[ModelConfig, dict[str, Any], Params]:
     """Load, recognise and validate a release-layout checkpoint as it is.
 
@@ -381,7 +381,7 @@ def load_checkpoint(
 
 
 def load_for_finetune(
-    src: Source | Mapping[str, Any],
+    src: NpzInput | Mapping[str, Any],
     *,
     arch: str | None = None,
     num_classes: int,

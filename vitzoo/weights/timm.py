@@ -95,7 +95,7 @@ def release_to_timm(flat: Mapping[str, Any], config: ModelConfig) -> Flat:
     if "pre_logits/kernel" in flat:
         raise VitzooError(
             "this checkpoint has a representation (pre_logits) layer, which timm no longer has",
-            "drop it first (vitzoo.checkpoint.load_for_finetune drops it) and fine-tune a new head")
+            "drop it first (vitzoo.weights.release.load_for_finetune drops it) and fine-tune a new head")
     f = {k: np.asarray(v) for k, v in flat.items()}
     what = "release checkpoint"
     out: Flat = {}

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from vitzoo import cache, config, storage
-from vitzoo.cache import Expected, Record
+from vitzoo import config, storage
+from vitzoo.download import cache
+from vitzoo.download.cache import Expected, Record
 from vitzoo.errors import VitzooError
 from vitzoo.names import validate_path_component
 
@@ -40,7 +41,7 @@ CHUNK = 8 << 20
 
 
 @dataclass(frozen=True)
-class Source:
+class Origin:
     """One place to get a file from. ``kind``: cache, mirror, gcs, url or hf."""
 
     kind: str
@@ -59,7 +60,7 @@ class Target:
     dest: Path
     relpath: PurePosixPath  # object path used on mirrors
     expected: Expected
-    sources: tuple[Source, ...]
+    sources: tuple[Origin, ...]
     arch: str | None = None
 
 
@@ -122,12 +123,12 @@ def _as_local_file(text: str) -> Path | None:
     return path.resolve()
 
 
-def _mirror_sources(relpath: PurePosixPath, prefixes: list[str]) -> list[Source]:
-    return [Source("mirror", f"{prefix.rstrip('/')}/{relpath.as_posix()}") for prefix in prefixes]
+def _mirror_sources(relpath: PurePosixPath, prefixes: list[str]) -> list[Origin]:
+    return [Origin("mirror", f"{prefix.rstrip('/')}/{relpath.as_posix()}") for prefix in prefixes]
 
 
-def _choose(source: str, *, cache_src: Source | None, relpath: PurePosixPath,
-            gcs: Source | None, hf: Source | None) -> tuple[Source, ...]:
+def _choose(source: str, *, cache_src: Origin | None, relpath: PurePosixPath,
+            gcs: Origin | None, hf: Origin | None) -> tuple[Origin, ...]:
     choice = source.strip()
     if choice == "auto":
         picked = [cache_src, *_mirror_sources(relpath, config.mirrors()), gcs, hf]
@@ -155,12 +156,12 @@ def _choose(source: str, *, cache_src: Source | None, relpath: PurePosixPath,
     return tuple(s for s in picked if s is not None)
 
 
-def _dest(relpath: PurePosixPath, filename: str, to: Path | None) -> tuple[Path, Source | None]:
+def _dest(relpath: PurePosixPath, filename: str, to: Path | None) -> tuple[Path, Origin | None]:
     """Final path, and the cache copy as a source when the file goes elsewhere."""
     cached = cache.path_for(relpath)
     if to is None:
-        return cached, Source("cache", str(cached))
-    return Path(to).expanduser() / filename, Source("cache", str(cached))
+        return cached, Origin("cache", str(cached))
+    return Path(to).expanduser() / filename, Origin("cache", str(cached))
 
 
 def _url_target(url: str, *, source: str, to: Path | None) -> Target | Path:
@@ -168,7 +169,7 @@ def _url_target(url: str, *, source: str, to: Path | None) -> Target | Path:
     dest, cache_src = _dest(relpath, relpath.name, to)
     is_gcs = storage.scheme_of(url) == "gs"
     sources = _choose(source, cache_src=cache_src, relpath=relpath if is_gcs else
-                      PurePosixPath(relpath.name), gcs=Source("gcs" if is_gcs else "url", url),
+                      PurePosixPath(relpath.name), gcs=Origin("gcs" if is_gcs else "url", url),
                       hf=None)
     if not is_gcs and source == "auto":  # mirrors are laid out like the buckets only
         sources = tuple(s for s in sources if s.kind != "mirror")
@@ -209,9 +210,9 @@ def target_for(info: Any, *, source: str = "auto", to: Path | None = None) -> Ta
         raise VitzooError(f"catalog URL {url} does not end in {filename}",
                           "the catalog may be corrupt; rebuild it")
     dest, cache_src = _dest(relpath, filename, to)
-    gcs = Source("gcs" if storage.scheme_of(url) == "gs" else "url", url) if url else None
+    gcs = Origin("gcs" if storage.scheme_of(url) == "gs" else "url", url) if url else None
     hf_repo = getattr(info, "hf_repo", None)
-    hf = Source("hf", hf_repo) if hf_repo else None
+    hf = Origin("hf", hf_repo) if hf_repo else None
     expected = Expected.of(getattr(info, "size_bytes", None), getattr(info, "md5", None),
                            getattr(info, "crc32c", None))
     sources = _choose(source, cache_src=cache_src, relpath=relpath, gcs=gcs, hf=hf)
@@ -223,7 +224,7 @@ def target_for(info: Any, *, source: str = "auto", to: Path | None = None) -> Ta
 
 def fetch(target: Target, *, gcs_auth: bool = False, progress: bool = True) -> Path:
     """Try each source in turn; the first verified file wins. One error lists them all."""
-    failures: list[tuple[Source, str]] = []
+    failures: list[tuple[Origin, str]] = []
     for index, src in enumerate(target.sources):
         try:
             path = _fetch_from(src, target, gcs_auth=gcs_auth, progress=progress)
@@ -246,7 +247,7 @@ def fetch(target: Target, *, gcs_auth: bool = False, progress: bool = True) -> P
     )
 
 
-def _fetch_from(src: Source, target: Target, *, gcs_auth: bool, progress: bool) -> Path:
+def _fetch_from(src: Origin, target: Target, *, gcs_auth: bool, progress: bool) -> Path:
     dest = target.dest
     if src.kind == "cache":
         cached = Path(src.location)
@@ -425,11 +426,11 @@ def _progress(label: str, total: int | None, done: int, *, enabled: bool) -> Ite
 
 def _convert_from_hub(repo_id: str, dest: Path, *, arch: str | None, progress: bool) -> Path:
     """Download timm's safetensors and write them as a release-layout npz into the cache."""
-    from vitzoo import hub
+    from vitzoo.download import hub
 
     arrays = hub.release_arrays(repo_id, arch=arch, progress=progress)
     _say(f"converted hf {repo_id} from timm's layout to the release layout")
-    from vitzoo.checkpoint import save_npz
+    from vitzoo.weights.release import save_npz
 
     save_npz(dest, arrays)
     reason = cache.zip_members_ok(dest)

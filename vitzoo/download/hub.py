@@ -3,7 +3,7 @@
 Why: since Feb 2026 the GCS bucket refuses anonymous reads, and timm publishes most
 AugReg checkpoints on the Hub (``timm/vit_base_patch16_224.augreg2_in21k_ft_in1k``).
 Those files are timm state dicts, so they are converted to the release ``.npz`` layout
-(``vitzoo.checkpoint_timm``) before they enter the cache.
+(``vitzoo.weights.timm``) before they enter the cache.
 
 Settings are read from the environment at call time, not when ``huggingface_hub``
 was imported: ``HF_ENDPOINT``, ``HF_HUB_CACHE`` / ``HF_HOME``, ``HF_HUB_OFFLINE``
@@ -106,10 +106,10 @@ def download(repo_id: str, filename: str = TIMM_WEIGHTS, *, revision: str | None
 def release_arrays(repo_id: str, *, arch: str | None = None, progress: bool = True) -> dict:
     """A timm checkpoint from the Hub as release-layout arrays ``{name: ndarray}``."""
     try:
-        from vitzoo.checkpoint_timm import load_timm_safetensors
+        from vitzoo.weights.timm import load_timm_safetensors
     except ImportError as exc:
         raise VitzooError(
-            "the Hugging Face source needs vitzoo.checkpoint_timm, which is not available "
+            "the Hugging Face source needs vitzoo.weights.timm, which is not available "
             f"({exc})", "use a mirror, a local copy or --gcs-auth") from None
     path = download(repo_id, progress=progress)
     if arch is None:
