@@ -32,7 +32,7 @@ def test_pretrained_view_gives_the_twelve_b16_medium1_checkpoints(capsys):
     assert {(r["ds"], r["wd"], r["do"]) for r in rows} == {
         (ds, wd, do) for ds in ("i1k", "i21k", "i21k_30") for wd in (0.03, 0.1) for do in (0.0, 0.1)}
     assert {r["finetunes"] for r in rows} == {68}
-    assert all(r["filename"].startswith("B_16-") for r in rows)
+    assert all(r["checkpoint"].startswith("B_16-") for r in rows)
 
 
 def test_every_filter_together(capsys):

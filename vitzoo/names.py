@@ -17,7 +17,9 @@ Grammar (verified against the published filenames)::
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from vitzoo.errors import VitzooError
@@ -56,6 +58,43 @@ LEGACY_ARCHS: dict[str, str] = {
 
 ALL_ARCHS: tuple[str, ...] = tuple(dict.fromkeys([*AUGREG_ARCHS, *LEGACY_ARCHS]))
 
+#: timm's model names (without the ``_224``/``_384`` resolution suffix) -> canonical name.
+TIMM_ARCHS: dict[str, str] = {
+    "vit_tiny_patch16": "Ti/16", "vit_small_patch32": "S/32", "vit_small_patch16": "S/16",
+    "vit_base_patch32": "B/32", "vit_base_patch16": "B/16", "vit_base_patch8": "B/8",
+    "vit_large_patch16": "L/16", "vit_large_patch32": "L/32", "vit_huge_patch14": "H/14",
+    "vit_tiny_r_s16_p8": "R+Ti/16", "vit_small_r26_s32": "R26+S/32",
+    "vit_large_r50_s32": "R50+L/32", "vit_base_r50_s16": "R50+B/16",
+    "mixer_b16": "Mixer-B/16", "mixer_b32": "Mixer-B/32", "mixer_l16": "Mixer-L/16",
+}
+_HUB_PREFIXES = ("hf-hub:", "hf_hub:", "hf://", "https://huggingface.co/")
+
+
+def strip_hub_prefix(name: str) -> str:
+    """``hf-hub:timm/x.tag`` / ``hf://timm/x.tag`` -> ``timm/x.tag`` (how timm and the Hub write repos)."""
+    text = name.strip()
+    for prefix in _HUB_PREFIXES:
+        if text.lower().startswith(prefix):
+            return text[len(prefix):]
+    return text
+
+
+def timm_arch(name: str) -> str | None:
+    """The canonical architecture of a timm model or Hub repo name, e.g.
+    ``timm/vit_base_patch16_224.augreg_in21k`` -> ``B/16``; None if it is not one."""
+    base = strip_hub_prefix(name).lower().removeprefix("timm/").split(".", 1)[0]
+    base = re.sub(r"_(224|384)$", "", base)
+    return TIMM_ARCHS.get(base)
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """``"did you mean 'X'? "`` for the closest choice (case-insensitive), or ``""``."""
+    by_lower: dict[str, str] = {}
+    for choice in choices:
+        by_lower.setdefault(str(choice).lower(), str(choice))
+    close = difflib.get_close_matches(str(value).strip().lower(), list(by_lower), n=1, cutoff=0.6)
+    return f"did you mean {by_lower[close[0]]!r}? " if close else ""
+
 
 def _alias_table() -> dict[str, str]:
     table: dict[str, str] = {}
@@ -83,13 +122,16 @@ def canonical_arch(name: str) -> str:
     """Return the canonical architecture name (``B/16``) for any accepted spelling.
 
     Accepts the paper form (``R26+S/32``), the AugReg file form (``R26_S_32``) and
-    the legacy form (``ViT-B_16``, ``R50+ViT-B_16``, ``Mixer-B_16``), any case.
+    the legacy form (``ViT-B_16``, ``R50+ViT-B_16``, ``Mixer-B_16``) and timm's
+    (``vit_base_patch16_224``, ``timm/vit_base_patch16_224.augreg_in21k``), any case.
     """
-    canonical = _ALIASES.get(name.strip().lower())
+    canonical = _ALIASES.get(name.strip().lower()) or timm_arch(name)
     if canonical is None:
         raise VitzooError(
             f"unknown architecture {name!r}",
-            f"valid choices: {', '.join(ALL_ARCHS)}",
+            f"{did_you_mean(name, [*ALL_ARCHS, *AUGREG_ARCHS.values(), *TIMM_ARCHS])}"
+            f"known architectures: {', '.join(ALL_ARCHS)} (timm names such as vit_base_patch16_224 "
+            "work too)",
         )
     return canonical
 
@@ -132,6 +174,11 @@ PRETRAIN_DS_ALIASES: dict[str, str] = {
     "i21k-30": "i21k_30",
     "imagenet21k_30": "i21k_30",
     "imagenet21k-30ep": "i21k_30",
+    # timm's pretrained tags
+    "in1k": "i1k",
+    "augreg_in1k": "i1k",
+    "in21k": "i21k",
+    "augreg_in21k": "i21k",
 }
 
 AUGMENTATIONS: tuple[str, ...] = (
@@ -154,8 +201,8 @@ def canonical_pretrain_ds(name: str) -> str:
     if code is None:
         raise VitzooError(
             f"unknown pre-training dataset {name!r}",
-            "valid choices: i1k (imagenet2012), i21k (imagenet21k, 300 epochs), "
-            "i21k_30 (imagenet21k, 30 epochs)",
+            f"{did_you_mean(name, PRETRAIN_DS_ALIASES)}valid choices: i1k (imagenet2012), "
+            "i21k (imagenet21k, 300 epochs), i21k_30 (imagenet21k, 30 epochs)",
         )
     return code
 

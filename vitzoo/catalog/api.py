@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from vitzoo.catalog import available as av
 from vitzoo.catalog import local, store
 from vitzoo.catalog import query as q
 from vitzoo.catalog import recommend as rec
@@ -47,6 +48,9 @@ def columns_needed(filters: q.Filters, columns: Sequence[str] | None, sort: str 
         return None
     needed = set(columns) | {"collection"}
     needed |= {col for key, col in q.FILTER_COLUMNS.items() if getattr(filters, key)}
+    for key, extra in q.EXTRA_FILTER_COLUMNS.items():
+        if getattr(filters, key):
+            needed |= set(extra)
     if filters.where:
         mentioned = q.where_columns(filters.where)
         if mentioned is None:
@@ -57,6 +61,8 @@ def columns_needed(filters: q.Filters, columns: Sequence[str] | None, sort: str 
     if pretrained:
         needed |= set(PRETRAINED_COLUMNS) | {"url", "checkpoint", "adapt_filename"}
         needed.discard("finetunes")
+    if "available" in needed:
+        needed = (needed - {"available"}) | set(av.INPUT_COLUMNS)
     if needed - set(COLUMN_NAMES):
         return None  # let the query report the unknown name
     return [c for c in COLUMN_NAMES if c in needed]
@@ -72,17 +78,32 @@ def run_query(
     limit: int | None = None,
     columns: Sequence[str] | None = None,
     local_only: bool = False,
+    downloadable: bool = False,
 ) -> Frame:
-    """Filter, aggregate, sort, cut and project: the whole of ``vitzoo list``."""
-    if local_only:
-        frame = frame.filter([c == "local" for c in frame.column("collection")])
+    """Filter, aggregate, sort, cut and project: the whole of ``vitzoo list``.
+
+    ``available`` (which source can serve the row's file now, see
+    :mod:`vitzoo.catalog.available`) is computed only when asked for: in ``columns``,
+    ``sort``, ``where`` or by ``downloadable`` (keep rows with a known copy).
+    """
+    if limit is not None and limit < 1:
+        raise VitzooError(f"--limit must be at least 1, got {limit}", "e.g. --limit 20")
+    wants_available = downloadable or sort == "available" or columns is None or (
+        "available" in columns) or (
+        filters.where is not None and "available" in (q.where_columns(filters.where) or {"available"}))
+    if wants_available and set(av.INPUT_COLUMNS) <= set(frame.column_names):
+        frame = frame.with_column("available", av.availability(frame))
     result = q.apply_filters(frame, filters)
+    if local_only:
+        result = result.filter([c == "local" for c in result.column("collection")])
     if pretrained:
         result = q.pretrained_view(result)
+        if wants_available:  # now of the pre-trained file
+            result = result.with_column("available", av.availability(result, pretrained=True))
+    if downloadable:
+        result = result.filter([av.is_downloadable(v) for v in result.column("available")])
     result = q.sort_frame(result, sort, desc)
     if limit is not None:
-        if limit < 0:
-            raise VitzooError(f"--limit must be positive, got {limit}", "e.g. --limit 20")
         result = result.slice(0, limit)
     return q.select_columns(result, columns)
 
@@ -156,12 +177,7 @@ def run_recommend(
     if min_throughput is not None:
         subset = subset.filter([(v or 0.0) >= min_throughput
                                 for v in subset.column("infer_samples_per_sec")])
-    front = rec.pareto_front(subset, metric)
-    notes = [f"Pareto front of {metric} against infer_samples_per_sec over "
-             f"{subset.num_rows} rows ({front.num_rows} on the front)"]
-    if metric.endswith("_test"):
-        notes.append("test accuracy is shown to describe the trade-off; choose with a "
-                     "validation metric")
+    front, notes = rec.pareto_by_dataset(subset, metric)
     cols = [c for c in (*rec.OUTPUT_COLUMNS[:-1], "collection") if c in front.column_names]
     return Recommendation(front.select(cols), notes)
 
@@ -206,14 +222,6 @@ class CheckpointInfo:
     row: dict
 
 
-def _collection_of(url: str | None, default: str) -> str:
-    """``gs://bucket/a/b/file.npz`` -> ``a/b``: the folder a mirror reproduces."""
-    if not url or "://" not in url:
-        return default
-    _, _, path = url.split("://", 1)[1].partition("/")
-    return path.rpartition("/")[0] or default
-
-
 def _info(row: dict, kind: str) -> CheckpointInfo:
     if kind == "pretrained":
         stem, url = row["filename"], row.get("url")
@@ -227,7 +235,7 @@ def _info(row: dict, kind: str) -> CheckpointInfo:
     validate_path_component(stem, "checkpoint name")
     local_path = url if kind == "local" else None
     return CheckpointInfo(
-        name=row.get("name"), filename=stem, collection=_collection_of(url, row["collection"]),
+        name=row.get("name"), filename=stem, collection=q.url_folder(url) or row["collection"],
         kind=kind, url=None if kind == "local" else url, size_bytes=meta[0], md5=meta[1],
         crc32c=meta[2], hf_repo=meta[3], resolution=resolution, adapt_ds=adapt_ds,
         local_path=local_path, row=row,

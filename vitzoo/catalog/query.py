@@ -11,6 +11,7 @@ as in SQL.
 from __future__ import annotations
 
 import ast
+import fnmatch
 import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +26,8 @@ from vitzoo.names import (
     AUGMENTATIONS,
     canonical_arch,
     canonical_pretrain_ds,
+    did_you_mean,
+    strip_hub_prefix,
 )
 
 
@@ -43,6 +46,7 @@ class Filters:
     adapt_lr: Sequence[float] = ()
     steps: Sequence[int] = ()
     collection: Sequence[str] = ()
+    name: Sequence[str] = ()  # globs over the checkpoint's names (vitzoo's and timm's)
     where: str | None = None
 
 
@@ -52,6 +56,12 @@ FILTER_COLUMNS = {
     "adapt_ds": "adapt_ds", "res": "adapt_resolution", "adapt_lr": "adapt_lr",
     "steps": "adapt_steps", "collection": "collection",
 }
+#: Filters that read more than their own column.
+EXTRA_FILTER_COLUMNS = {
+    "collection": ("url",),
+    "name": ("checkpoint", "filename", "hf_repo", "upstream_hf_repo"),
+}
+_NAME_COLUMNS = EXTRA_FILTER_COLUMNS["name"]
 
 
 def _listify(value: Any) -> list:
@@ -64,7 +74,7 @@ def _listify(value: Any) -> list:
 
 def make_filters(**kwargs: Any) -> Filters:
     """Build :class:`Filters` from keyword arguments, accepting scalars or lists."""
-    known = set(FILTER_COLUMNS)
+    known = set(FILTER_COLUMNS) | {"name"}
     unknown = set(kwargs) - known - {"where"}
     if unknown:
         raise VitzooError(f"unknown filter(s) {', '.join(sorted(unknown))}",
@@ -76,8 +86,48 @@ def make_filters(**kwargs: Any) -> Filters:
 def _choice(value: str, choices: Iterable[str], what: str) -> str:
     choices = tuple(choices)
     if value not in choices:
-        raise VitzooError(f"unknown {what} {value!r}", f"valid choices: {', '.join(choices)}")
+        raise VitzooError(f"unknown {what} {value!r}",
+                          f"{did_you_mean(value, choices)}valid choices: {', '.join(choices)}")
     return value
+
+
+def _known_numbers(frame: Frame, column: str, wanted: Sequence[float], option: str) -> None:
+    """A value no row has is a mistake (``--res 300``), not an empty answer."""
+    known = sorted({v for v in frame.column(column) if v is not None})
+    for value in wanted:
+        if not any(abs(float(value) - k) <= 1e-9 for k in known):
+            shown = ", ".join(f"{k:g}" for k in known)
+            raise VitzooError(f"no checkpoint has {option} {value:g}", f"valid values: {shown}")
+
+
+def url_folder(url: str | None) -> str | None:
+    """``gs://bucket/a/b/file.npz`` -> ``a/b``: the folder (collection) a file lives in."""
+    if not url or "://" not in url:
+        return None
+    _, _, path = url.split("://", 1)[1].partition("/")
+    return path.rpartition("/")[0] or None
+
+
+def _collections_of(collection: str | None, url: str | None) -> set[str]:
+    """Every collection name a row answers to: its own, its file's folder, and their parents
+    (``mixer`` for ``mixer/imagenet1k``), so the names `show` prints all work as filters."""
+    names = {c for c in (collection, url_folder(url)) if c}
+    return names | {n.split("/", 1)[0] for n in names}
+
+
+def _name_matcher(patterns: Sequence[str]) -> Callable[[Any], bool]:
+    """Globs like timm's ``list_models('*augreg*')``; without a wildcard, a substring."""
+    globs = [p.lower() if any(ch in p for ch in "*?[") else f"*{p.lower()}*"
+             for p in (strip_hub_prefix(p) for p in patterns)]
+
+    def matches(value: Any) -> bool:
+        if not value:
+            return False
+        text = str(value).lower()
+        candidates = (text, text.removeprefix("timm/"))
+        return any(fnmatch.fnmatchcase(c, g) for c in candidates for g in globs)
+
+    return matches
 
 
 def _close_to_any(values: Sequence[float]) -> Callable[[Any], bool]:
@@ -98,6 +148,11 @@ def _predicates(frame: Frame, filters: Filters) -> list[tuple[str, Callable[[Any
     if filters.aug:
         wanted = {_choice(a, AUGMENTATIONS, "augmentation") for a in filters.aug}
         preds.append(("aug", wanted.__contains__))
+    options = {"wd": "--wd", "do": "--do", "sd": "--sd", "adapt_lr": "--adapt-lr",
+               "res": "--res", "steps": "--steps"}
+    for key, option in options.items():
+        if getattr(filters, key):
+            _known_numbers(frame, FILTER_COLUMNS[key], getattr(filters, key), option)
     for key in ("wd", "do", "sd", "adapt_lr"):
         if getattr(filters, key):
             preds.append((FILTER_COLUMNS[key], _close_to_any(getattr(filters, key))))
@@ -111,11 +166,23 @@ def _predicates(frame: Frame, filters: Filters) -> list[tuple[str, Callable[[Any
     if filters.steps:
         wanted = {int(s) for s in filters.steps}
         preds.append(("adapt_steps", wanted.__contains__))
-    if filters.collection:
-        known = sorted({c for c in frame.column("collection") if c})
-        wanted = {_choice(c, known, "collection") for c in filters.collection}
-        preds.append(("collection", wanted.__contains__))
     return preds
+
+
+def _row_tests(frame: Frame, filters: Filters) -> list[list[bool]]:
+    """Filters that look at several columns of a row: --collection and --name."""
+    masks = []
+    if filters.collection:
+        per_row = [_collections_of(c, u) for c, u in zip(
+            frame.column("collection"), frame.column("url"), strict=True)]
+        known = sorted(set().union(*per_row)) if per_row else []
+        wanted = {_choice(c, known, "collection") for c in filters.collection}
+        masks.append([bool(names & wanted) for names in per_row])
+    if filters.name:
+        test = _name_matcher(filters.name)
+        columns = [frame.column(c) for c in _NAME_COLUMNS if c in frame.column_names]
+        masks.append([any(test(v) for v in values) for values in zip(*columns, strict=True)])
+    return masks
 
 
 def filter_mask(frame: Frame, filters: Filters) -> list[bool] | None:
@@ -125,6 +192,8 @@ def filter_mask(frame: Frame, filters: Filters) -> list[bool] | None:
         values = frame.column(column)
         mask = [test(v) for v in values] if mask is None else [
             keep and test(v) for keep, v in zip(mask, values, strict=True)]
+    for row_mask in _row_tests(frame, filters):
+        mask = row_mask if mask is None else [a and b for a, b in zip(mask, row_mask, strict=True)]
     if filters.where:
         where = compile_where(filters.where, frame)
         mask = where if mask is None else [a and b for a, b in zip(mask, where, strict=True)]
@@ -266,6 +335,7 @@ class _Where:
             return {"True": True, "False": False, "None": None}[node.id]
         if node.id not in self.frame.column_names:
             raise self.fail(f"unknown column {node.id!r}",
+                            f"{did_you_mean(node.id, self.frame.column_names)}"
                             f"columns are: {', '.join(self.frame.column_names)}")
         return _Column(self.frame.column(node.id))
 
@@ -307,7 +377,18 @@ def pretrained_view(frame: Frame) -> Frame:
         first.setdefault(key, i)
         counts[key] = counts.get(key, 0) + (adapt is not None)
     view = frame.select(columns).take(list(first.values()))
-    return view.with_column("finetunes", list(counts.values()))
+    names = [pretrained_name(f, u, c) for f, u, c in zip(
+        view.column("filename"), view.column("url"), view.column("collection"), strict=True)]
+    return Frame({"checkpoint": names, **view.to_pydict(), "finetunes": list(counts.values())})
+
+
+def pretrained_name(filename: str | None, url: str | None, collection: str | None) -> str | None:
+    """The name that `show`/`download` accept for a pre-trained file: the AugReg stem, or
+    ``folder/stem`` for the older collections (whose stems repeat across folders)."""
+    if not filename or collection in ("augreg", "local"):
+        return filename
+    folder = url_folder(url)
+    return f"{folder}/{filename}" if folder else filename
 
 
 def sort_frame(frame: Frame, column: str | None, descending: bool) -> Frame:
@@ -316,6 +397,7 @@ def sort_frame(frame: Frame, column: str | None, descending: bool) -> Frame:
         return frame
     if column not in frame.column_names:
         raise VitzooError(f"cannot sort by unknown column {column!r}",
+                          f"{did_you_mean(column, frame.column_names)}"
                           f"columns are: {', '.join(frame.column_names)}")
     values = frame.column(column)
     known = [i for i, v in enumerate(values) if not _is_null(v)]
@@ -330,5 +412,6 @@ def select_columns(frame: Frame, columns: Sequence[str] | None) -> Frame:
     unknown = [c for c in columns if c not in frame.column_names]
     if unknown:
         raise VitzooError(f"unknown column(s) {', '.join(unknown)}",
+                          f"{did_you_mean(unknown[0], frame.column_names)}"
                           f"columns are: {', '.join(frame.column_names)}")
     return frame.select(columns)

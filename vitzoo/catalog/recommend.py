@@ -14,6 +14,8 @@ set and makes the reported number optimistic.
 
 from __future__ import annotations
 
+from typing import Any
+
 from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.query import Filters, apply_filters
 from vitzoo.errors import VitzooError
@@ -106,6 +108,8 @@ def recommend_table(
     chosen: list[dict] = []
     for name, candidates in by_arch.items():
         chosen += _finetune_choice(name, candidates) if adapt_ds else _upstream_choice(name, candidates)
+    chosen, left_out = _drop_unknown(chosen, adapt_ds, sum(len(c) for c in by_arch.values()))
+    notes += left_out
     if not adapt_ds and any(r["basis"].startswith("published") for r in chosen):
         notes.append("upstream accuracy (final_val) is not in this index; showing the published "
                      "recommendation (vit_jax README). Build from a real index.csv to rank: "
@@ -113,6 +117,25 @@ def recommend_table(
     chosen.sort(key=lambda r: (r.get("infer_samples_per_sec") is None,
                                r.get("infer_samples_per_sec") or 0.0))
     return Frame.from_rows(chosen, OUTPUT_COLUMNS), notes
+
+
+def _drop_unknown(chosen: list[dict], adapt_ds: str | None,
+                  candidates: int) -> tuple[list[dict], list[str]]:
+    """Architectures with nothing to rank by are left out, and said so; none at all is an error."""
+    known = [r for r in chosen if not r["basis"].startswith("unknown")]
+    missing = [r["name"] for r in chosen if r["basis"].startswith("unknown")]
+    column = "adapt_final_val" if adapt_ds else "final_val"
+    if not known:
+        scope = f"{adapt_ds} fine-tunes" if adapt_ds else "ImageNet-21k pre-trained checkpoints"
+        raise VitzooError(
+            f"cannot recommend: {column} is unknown for all {candidates:,} {scope} of "
+            f"{', '.join(missing)} in this catalog (the embedded one holds only published results)",
+            "build the catalog from the bucket's index.csv (`vitzoo index build --source URL_OR_PATH`, "
+            "see `vitzoo index info`), or list what is known: "
+            f"`vitzoo list{' --adapt-ds ' + adapt_ds if adapt_ds else ''} "
+            "--where \"notnull(adapt_final_test)\"`")
+    notes = [f"left out, {column} unknown for every candidate: {', '.join(missing)}"] if missing else []
+    return known, notes
 
 
 def pareto_front(frame: Frame, metric: str, throughput: str = "infer_samples_per_sec") -> Frame:
@@ -134,3 +157,30 @@ def pareto_front(frame: Frame, metric: str, throughput: str = "infer_samples_per
             keep.append(i)
             best = accuracy[i]
     return frame.take(keep)
+
+
+def pareto_by_dataset(frame: Frame, metric: str) -> tuple[Frame, list[str]]:
+    """One Pareto front per fine-tuning dataset: accuracies on different datasets
+    (ImageNet 0.75, Pets 0.93) are not comparable, so they never share a front."""
+    groups: dict[Any, list[int]] = {}
+    for i, adapt_ds in enumerate(frame.column("adapt_ds")):
+        groups.setdefault(adapt_ds, []).append(i)
+    fronts, notes, empty = [], [], []
+    for adapt_ds, rows in sorted(groups.items(), key=lambda item: str(item[0])):
+        part = frame.take(rows)
+        try:
+            front = pareto_front(part, metric)
+        except VitzooError:
+            empty.append(str(adapt_ds or "no fine-tune"))
+            continue
+        fronts.append(front)
+        notes.append(f"{adapt_ds or 'pre-trained'}: Pareto front of {metric} against "
+                     f"infer_samples_per_sec over {part.num_rows:,} rows ({front.num_rows} on the front)")
+    if not fronts:
+        pareto_front(frame, metric)  # raises the error that says which values are missing
+    if empty:
+        notes.append(f"no rows with both values known for: {', '.join(empty)}")
+    if metric.endswith("_test"):
+        notes.append("test accuracy is shown to describe the trade-off; choose with a "
+                     "validation metric")
+    return Frame.concat(fronts), notes

@@ -86,14 +86,19 @@ PRETRAINED_COLUMNS = (
     "final_test", "filename", "url", "upstream_size_bytes", "upstream_md5", "upstream_crc32c",
     "upstream_hf_repo", "filename_verified", "collection",
 )
-#: Shown by ``vitzoo list`` when ``--columns`` is not given.
+#: Shown by ``vitzoo list`` when ``--columns`` is not given; the checkpoint name first
+#: (``available`` and, for pre-trained rows, ``finetunes`` are computed by the query).
 DEFAULT_LIST_COLUMNS = (
-    "name", "ds", "aug", "wd", "do", "adapt_ds", "adapt_lr", "adapt_steps",
+    "checkpoint", "name", "ds", "aug", "wd", "do", "adapt_ds", "adapt_lr", "adapt_steps",
     "adapt_resolution", "adapt_final_val", "adapt_final_test", "infer_samples_per_sec",
-    "checkpoint",
+    "available",
 )
 DEFAULT_PRETRAINED_COLUMNS = (
-    "name", "ds", "aug", "wd", "do", "sd", "final_val", "finetunes", "filename",
+    "checkpoint", "name", "ds", "aug", "wd", "do", "sd", "final_val", "finetunes", "available",
+)
+DEFAULT_LOCAL_COLUMNS = (
+    "checkpoint", "name", "adapt_ds", "adapt_resolution", "adapt_steps", "adapt_final_val",
+    "adapt_final_test", "filename", "available",
 )
 
 

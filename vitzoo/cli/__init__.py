@@ -11,8 +11,14 @@ import importlib
 import sys
 
 import typer
+import typer.core
 
 from vitzoo.errors import VitzooError
+
+# Plain help text: typer escapes "[default: ...]" for rich markup whenever rich is
+# installed, even with rich_markup_mode=None, which prints a stray backslash.
+# This flag is read only by that escaping and by rich formatting, which we don't use.
+typer.core.HAS_RICH = False
 
 # Modules that add commands to the app; each defines ``register(app)``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -30,9 +36,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every subcommand
 )
-
-
 
 def _print_version(value: bool) -> None:
     if value:

@@ -6,8 +6,6 @@ flax or tensorflow); rich is loaded when a table is drawn.
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import typer
@@ -15,10 +13,9 @@ import typer
 from vitzoo.cli import filter_options as opt
 from vitzoo.cli import render
 
-FORMAT_HELP = "Output format: table, csv, json or jsonl."
 RECOMMEND_TABLE_COLUMNS = (
-    "name", "ds", "aug", "wd", "do", "final_val", "adapt_ds", "adapt_resolution", "adapt_lr",
-    "adapt_final_val", "adapt_final_test", "infer_samples_per_sec", "filename",
+    "checkpoint", "name", "ds", "aug", "wd", "do", "final_val", "adapt_ds", "adapt_resolution",
+    "adapt_lr", "adapt_final_val", "adapt_final_test", "infer_samples_per_sec",
 )
 
 
@@ -34,14 +31,17 @@ def list_command(
     adapt_lr: list[str] = opt.ADAPT_LR,
     steps: list[str] = opt.STEPS,
     collection: list[str] = opt.COLLECTION,
+    name: list[str] = opt.NAME,
     pretrained: bool = typer.Option(False, "--pretrained", help="One row per pre-trained checkpoint, with a count of its fine-tunes."),
     local: bool = opt.LOCAL,
+    downloadable: bool = opt.DOWNLOADABLE,
     where: str = opt.WHERE,
-    sort: str = typer.Option(None, "--sort", help="Column to sort by."),
+    sort: str = typer.Option(None, "--sort", help="Column to sort by (the names in the table header)."),
     desc: bool = typer.Option(False, "--desc", help="Sort descending."),
-    limit: int = typer.Option(None, "--limit", help="At most this many rows."),
+    limit: int = opt.LIMIT,
     columns: str = typer.Option(None, "--columns", help="Comma-separated columns to show (default: a readable subset; 'all' for every column)."),
-    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    wide: bool = opt.WIDE,
+    fmt: str = opt.FORMAT,
     index: str = opt.INDEX,
 ) -> None:
     """List checkpoints matching the filters (the 21 index.csv columns plus vitzoo's)."""
@@ -50,22 +50,29 @@ def list_command(
     render.check_format(fmt)
     filters = opt.build_filters(arch=arch, ds=ds, aug=aug, wd=wd, do=do, sd=sd, adapt_ds=adapt_ds,
                                 res=res, adapt_lr=adapt_lr, steps=steps, collection=collection,
-                                where=where)
+                                name=name, where=where)
     if columns == "all":
         chosen = None
     elif columns:
         chosen = opt.split_values([columns])
+    elif pretrained:
+        chosen = list(schema.DEFAULT_PRETRAINED_COLUMNS)
     else:
-        chosen = list(schema.DEFAULT_PRETRAINED_COLUMNS if pretrained else schema.DEFAULT_LIST_COLUMNS)
+        chosen = list(schema.DEFAULT_LOCAL_COLUMNS if local else schema.DEFAULT_LIST_COLUMNS)
     table = api.load_table(index, columns=api.columns_needed(filters, chosen, sort, pretrained))
     result = api.run_query(table, filters=filters, pretrained=pretrained, sort=sort, desc=desc,
-                           limit=limit, columns=chosen, local_only=local)
-    render.emit(result, fmt)
+                           limit=limit, columns=chosen, local_only=local, downloadable=downloadable)
+    notes = []
+    if local and not result.num_rows:
+        notes.append("no registered runs yet: `vitzoo finetune ... --workdir DIR` registers one")
+    render.emit(result, fmt, notes=notes, wide=wide)
 
 
 def show_command(
-    name: str = typer.Argument(..., help="A checkpoint name, collection/name, or an architecture (its recommended checkpoint)."),
-    fmt: str = typer.Option("table", "--format", help="table or json."),
+    name: str = typer.Argument(..., metavar="CHECKPOINT", help=(
+        "A checkpoint name, collection/name, a timm or Hugging Face name "
+        "(timm/vit_base_patch16_224.augreg_in21k), or an architecture (its recommended checkpoint).")),
+    fmt: str = opt.FORMAT,
     index: str = opt.INDEX,
 ) -> None:
     """Everything about one checkpoint: every field with its source, fine-tunes, downloads."""
@@ -77,9 +84,8 @@ def show_command(
         from vitzoo.cli.show_view import print_details
 
         print_details(details)
-    else:
-        json.dump(details, sys.stdout, indent=1, default=str)
-        sys.stdout.write("\n")
+    else:  # csv: the field table; json/jsonl: everything
+        render.emit_document(details, fmt, rows=details["fields"])
 
 
 def recommend_command(
@@ -91,7 +97,8 @@ def recommend_command(
     min_throughput: float = typer.Option(None, "--min-throughput", help="Only checkpoints with at least this many images/s (V100, timm)."),
     pareto: bool = typer.Option(False, "--pareto", help="The accuracy-vs-throughput Pareto front instead."),
     metric: str = typer.Option(None, "--metric", help="Accuracy column for --pareto (default: adapt_final_val with --adapt-ds, else adapt_final_test)."),
-    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
+    wide: bool = opt.WIDE,
+    fmt: str = opt.FORMAT,
     index: str = opt.INDEX,
 ) -> None:
     """Recommended checkpoint per architecture: best i21k upstream by final_val (paper sec. 4.5).
@@ -110,8 +117,11 @@ def recommend_command(
         if "basis" in table.column_names:
             bases = [b for b in dict.fromkeys(table.column("basis")) if b]
             notes = [f"chosen by {b}" for b in bases] + notes
+        if not adapt_ds and not pareto:
+            notes.append("each row is the pick's ImageNet fine-tune, with its results; "
+                         "`vitzoo show ARCH` names the pre-trained checkpoint to fine-tune")
         table = table.select([c for c in RECOMMEND_TABLE_COLUMNS if c in table.column_names])
-    render.emit(table, fmt, notes=notes)
+    render.emit(table, fmt, notes=notes, wide=wide)
 
 
 index_app = typer.Typer(help="Build and inspect the catalog.", no_args_is_help=True)
@@ -148,20 +158,20 @@ def index_build(
 
 
 def index_info(
-    fmt: str = typer.Option("table", "--format", help="table or json."),
+    fmt: str = opt.FORMAT,
     index: str = opt.INDEX,
 ) -> None:
     """Which catalog is in use, where its rows came from, and what is missing."""
     from vitzoo.catalog import store
 
+    render.check_format(fmt)
     location = store.locate(index)
     manifest = store.read_manifest(location)
-    if fmt == "json":
-        json.dump({"catalog": str(location.path), "origin": location.origin, **manifest},
-                  sys.stdout, indent=1, default=str)
-        sys.stdout.write("\n")
+    if fmt != "table":  # csv: rows by source; json/jsonl: the whole manifest
+        by_source = [{"source": k, "rows": v} for k, v in manifest.get("rows_by_source", {}).items()]
+        render.emit_document({"catalog": str(location.path), "origin": location.origin, **manifest},
+                             fmt, rows=by_source)
         return
-    render.check_format(fmt)
     from vitzoo.cli.show_view import print_manifest
 
     print_manifest(location, manifest)

@@ -12,7 +12,8 @@ import typer
 from vitzoo.catalog.query import Filters
 from vitzoo.errors import VitzooError
 
-ARCH_HELP = "Architecture in any spelling (B/16, B_16, ViT-B_16, R26+S/32); repeatable."
+ARCH_HELP = ("Architecture in any spelling (B/16, B_16, ViT-B_16, R26+S/32, timm's vit_base_patch16_224); "
+             "repeatable.")
 INDEX_HELP = "Catalog to read (a catalog.parquet or its folder); default: VITZOO_INDEX, then yours, then the embedded one."
 
 ARCH = typer.Option(None, "--arch", help=ARCH_HELP)
@@ -27,6 +28,15 @@ COLLECTION = typer.Option(None, "--collection", help="augreg, imagenet21k, image
 LOCAL = typer.Option(False, "--local", help="Only your own registered fine-tunes.")
 WHERE = typer.Option(None, "--where", help='Expression over any column, e.g. \'adapt_final_val > 0.9 and ds == "i21k"\'.')
 INDEX = typer.Option(None, "--index", help=INDEX_HELP)
+NAME = typer.Option(None, "--name", help=(
+    "Glob over checkpoint names, vitzoo's and timm's (like timm.list_models): '*augreg_in21k*', "
+    "'vit_base_patch16*', 'B_16-i21k*'; without * or ? a substring; repeatable."))
+DOWNLOADABLE = typer.Option(False, "--downloadable", help=(
+    "Only checkpoints some source can serve now (column available: cache, mirror, hf, local); "
+    "computed offline, the bucket is not probed."))
+LIMIT = typer.Option(None, "--limit", help="At most this many rows.")
+WIDE = typer.Option(False, "--wide", help="Show every column and full names, even past the terminal width.")
+FORMAT = typer.Option("table", "--format", help="Output format: table, csv, json or jsonl.")
 
 
 def split_values(values: list[str] | None) -> list[str]:
@@ -50,7 +60,7 @@ def parse_numbers(values: list[str] | None, cast: Callable[[str], float | int], 
 
 
 def build_filters(*, arch, ds, aug, wd, do, sd, adapt_ds, res, adapt_lr, steps, collection,
-                  where) -> Filters:
+                  where, name=None) -> Filters:
     """Command-line values (strings, repeatable or comma-separated) to :class:`Filters`."""
     return Filters(
         arch=split_values(arch), ds=split_values(ds), aug=split_values(aug),
@@ -58,5 +68,5 @@ def build_filters(*, arch, ds, aug, wd, do, sd, adapt_ds, res, adapt_lr, steps, 
         sd=parse_numbers(sd, float, "--sd"), adapt_ds=split_values(adapt_ds),
         res=parse_numbers(res, int, "--res"), adapt_lr=parse_numbers(adapt_lr, float, "--adapt-lr"),
         steps=parse_numbers(steps, int, "--steps"), collection=split_values(collection),
-        where=where,
+        name=split_values(name), where=where,
     )

@@ -11,6 +11,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from vitzoo.catalog.frame import Frame
@@ -22,14 +23,19 @@ UNKNOWN = "?"
 TABLE_ROW_CAP = 50
 
 _ACCURACY_HINTS = ("val", "test", "accuracy")
-#: Compact headers so tables fit a terminal; --format csv/json keep the real names.
-SHORT_HEADERS = {
-    "adapt_ds": "dataset", "adapt_lr": "lr", "adapt_steps": "steps", "adapt_resolution": "res",
-    "adapt_final_val": "val", "adapt_final_test": "test", "final_val": "up_val",
-    "infer_samples_per_sec": "img/s", "finetunes": "tunes",
-}
-LONG_TEXT = frozenset({"checkpoint", "filename", "adapt_filename", "url", "adapt_url", "basis",
-                       "note", "value_sources", "exists_source"})
+#: The column that names the row: shown first, never dropped, shortened in the middle if it must be.
+NAME_COLUMN = "checkpoint"
+#: Without --wide, columns are dropped in this order until the table fits the terminal (columns not
+#: listed go first). The checkpoint name spells out the grid axes, so those go before any result.
+DROP_ORDER = (
+    "sd", "do", "wd", "epochs", "lr", "adapt_steps", "adapt_lr", "aug", "ds", "adapt_resolution",
+    "adapt_ds", "name", "collection", "basis", "finetunes", "infer_samples_per_sec", "final_val",
+    "available", "adapt_final_test", "adapt_final_val",
+)
+#: The name keeps at least this many characters (its start and end) before results are dropped.
+NAME_MIN_WIDTH = 44
+_GAP = 2  # characters between two columns
+ELLIPSIS = "\u2026"
 
 
 def check_format(fmt: str) -> str:
@@ -82,50 +88,172 @@ def write_machine(table: Frame, fmt: str, out=None) -> None:
             out.write(json.dumps(row, default=str) + "\n")
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 row``, ``2 rows``, ``1,234 rows``."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
+
+
+def elide_middle(text: str, width: int) -> str:
+    """Keep the start and the end (both carry meaning in checkpoint names), drop the middle."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return ELLIPSIS[:width]
+    head = width // 2
+    tail = width - 1 - head
+    return text[:head] + ELLIPSIS + (text[-tail:] if tail else "")
+
+
+def header_lines(name: str, value_width: int) -> str:
+    """The column's real name; split once at an underscore when the values are much narrower."""
+    if len(name) <= max(value_width, 6) or "_" not in name:
+        return name
+    cuts = [i + 1 for i, ch in enumerate(name) if ch == "_"]
+    best = min(cuts, key=lambda i: max(i, len(name) - i))
+    return f"{name[:best]}\n{name[best:]}"
+
+
+@dataclass
+class Layout:
+    """Which columns a table shows, and how wide its name column is (None: natural width)."""
+
+    columns: list[str]
+    headers: list[str]
+    name_width: int | None
+    hidden: list[str]
+
+
+def fit_columns(names: Sequence[str], rows: Sequence[Sequence[str]], width: int, *,
+                wide: bool = False) -> Layout:
+    """Choose columns so every row is one line of at most ``width`` characters.
+
+    Order: the name column first; headers may take two lines; then the least useful
+    columns (:data:`DROP_ORDER`) are dropped; last, the name is shortened in the middle.
+    Numbers are never cut. ``wide`` keeps everything at natural width.
+    """
+    names = list(names)
+    value_widths = {n: max([0, *(len(r[i]) for r in rows)]) for i, n in enumerate(names)}
+    if wide:
+        return Layout(names, names, None, [])
+
+    def cost(columns: list[str], split: bool) -> int:
+        total = 0
+        for n in columns:
+            header = header_lines(n, value_widths[n]) if split else n
+            total += max(value_widths[n], *(len(line) for line in header.split("\n")))
+        return total + _GAP * (len(columns) - 1)
+
+    def rest(columns: list[str]) -> int:
+        others = [c for c in columns if c != NAME_COLUMN]
+        return cost(others, True) + (_GAP * (NAME_COLUMN in columns) if others else 0)
+
+    if cost(names, False) <= width:
+        return Layout(names, names, None, [])
+    has_name = NAME_COLUMN in names
+    natural_name = max(value_widths.get(NAME_COLUMN, 0), len(NAME_COLUMN)) if has_name else 0
+    rank = {n: i for i, n in enumerate(DROP_ORDER)}
+    empty = {n for i, n in enumerate(names) if rows and all(r[i] == UNKNOWN for r in rows)}
+    droppable = sorted((n for n in names if n != NAME_COLUMN),
+                       key=lambda n: (n not in empty, n in rank, rank.get(n, 0), -names.index(n)))
+    cheap = [n for n in droppable if n in empty or rank.get(n, -1) < rank["infer_samples_per_sec"]]
+
+    def drop_until_fits(need: int, candidates: list[str]) -> tuple[list[str], list[str]]:
+        columns, gone = list(names), []
+        for victim in candidates:
+            if rest(columns) + need <= width or len(columns) <= 1:
+                break
+            columns.remove(victim)
+            gone.append(victim)
+        return columns, gone
+
+    # First try to show the whole name by dropping what it spells out anyway and columns with
+    # nothing known; if that is not enough, keep a shortened name and drop in DROP_ORDER.
+    kept, hidden = drop_until_fits(natural_name, cheap)
+    if rest(kept) + natural_name > width:
+        kept, hidden = drop_until_fits(min(natural_name, max(NAME_MIN_WIDTH, len(NAME_COLUMN))),
+                                       droppable)
+    headers = [header_lines(n, value_widths[n]) for n in kept]
+    name_width = None
+    if has_name:
+        room = max(width - rest(kept), len(NAME_COLUMN))
+        if room < value_widths[NAME_COLUMN]:
+            name_width = room
+    return Layout(kept, headers, name_width, hidden)
+
+
 def print_table(table: Frame, *, title: str | None = None, total: int | None = None,
-                notes: Sequence[str] = ()) -> None:
-    """A rich table that fits the terminal; long tables are cut with a hint."""
+                notes: Sequence[str] = (), wide: bool = False) -> None:
+    """A rich table with one line per row that fits the terminal; long tables are cut with a hint."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = Console(soft_wrap=False)
     shown = table.slice(0, TABLE_ROW_CAP)
-    rows = [[cell(k, v) for k, v in row.items()] for row in shown.to_pylist()]
-    view = Table(title=title, header_style="bold", show_lines=False, pad_edge=False)
-    headers = [SHORT_HEADERS.get(n, n) for n in shown.column_names]
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    long_columns = [n in LONG_TEXT for n in shown.column_names]
-    short_total = sum(w + 3 for w, is_long in zip(widths, long_columns, strict=True) if not is_long)
-    # Keep short values whole when the long ones still get a readable width; else let rich shrink all.
-    keep_short = short_total + 15 * sum(long_columns) <= console.width
-    for name, header, width, is_long in zip(shown.column_names, headers, widths, long_columns,
-                                            strict=True):
+    names = shown.column_names
+    if NAME_COLUMN in names:  # the name first, whatever order the columns came in
+        names = [NAME_COLUMN, *(n for n in names if n != NAME_COLUMN)]
+    rows = [[cell(n, row[n]) for n in names] for row in shown.to_pylist()]
+    layout = fit_columns(names, rows, console.width, wide=wide)
+    if wide:
+        natural = sum(max(len(n), *(len(r[i]) for r in rows), 0) for i, n in enumerate(names))
+        console = Console(soft_wrap=False, width=max(console.width, natural + _GAP * len(names)))
+    view = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
+                 pad_edge=False, padding=(0, 1, 0, 0))
+    index = {n: i for i, n in enumerate(names)}
+    for name, header in zip(layout.columns, layout.headers, strict=True):
         numeric = shown.type_of(name) in ("int", "float")
-        if is_long:
-            view.add_column(header, overflow="fold", ratio=1, min_width=12 if keep_short else None)
-        else:
-            view.add_column(header, justify="right" if numeric else "left", no_wrap=True,
-                            min_width=width if keep_short else None)
+        view.add_column(header, justify="right" if numeric else "left", no_wrap=True)
+    shortened = False
     for row in rows:
-        view.add_row(*row)
+        values = [row[index[n]] for n in layout.columns]
+        if layout.name_width is not None:
+            position = layout.columns.index(NAME_COLUMN)
+            short = elide_middle(values[position], layout.name_width)
+            shortened |= short != values[position]
+            values[position] = short
+        view.add_row(*values)
     console.print(view)
     count = total if total is not None else table.num_rows
     if count > shown.num_rows:
         console.print(f"[dim]{count:,} rows; showing {shown.num_rows}. "
                       "Use --limit, --format csv or more filters.[/dim]")
     else:
-        console.print(f"[dim]{count:,} rows[/dim]")
+        console.print(f"[dim]{plural(count, 'row')}[/dim]")
+    if layout.hidden or shortened:
+        what = []
+        if shortened:
+            what.append(f"names shortened in the middle ({ELLIPSIS})")
+        blank = [n for n in layout.hidden if all(r[index[n]] == UNKNOWN for r in rows)]
+        if blank:
+            what.append(f"not shown, unknown in every row: {', '.join(blank)}")
+        if len(blank) < len(layout.hidden):
+            what.append(f"not shown: {', '.join(n for n in layout.hidden if n not in blank)}")
+        console.print(f"[dim]{'; '.join(what)}; --wide or --format csv shows everything[/dim]",
+                      highlight=False)
     for note in notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
 
 
 def emit(table: Frame, fmt: str, *, title: str | None = None,
-         notes: Sequence[str] = ()) -> None:
+         notes: Sequence[str] = (), wide: bool = False) -> None:
     """Print in the chosen format; notes go below a table, or to stderr for machine formats."""
     check_format(fmt)
     if fmt == "table":
-        print_table(table, title=title, notes=notes)
+        print_table(table, title=title, notes=notes, wide=wide)
         return
     write_machine(table, fmt)
     for note in notes:
         sys.stderr.write(f"note: {note}\n")
+
+
+def emit_document(document: dict, fmt: str, *, rows: Sequence[dict]) -> None:
+    """A nested result in a machine format: json/jsonl the whole of it, csv its main ``rows``."""
+    if fmt == "json":
+        json.dump(document, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+    elif fmt == "jsonl":
+        sys.stdout.write(json.dumps(document, default=str) + "\n")
+    elif fmt == "csv":
+        names = list(dict.fromkeys(k for row in rows for k in row))
+        write_machine(Frame.from_rows(list(rows), names), "csv")

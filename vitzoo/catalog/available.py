@@ -1,0 +1,92 @@
+"""Which source can serve a checkpoint file now, decided without touching the network.
+
+Catalog commands must stay fast and offline, so ``available`` is derived from
+what is on this machine and in the configuration, never from a probe:
+
+* ``local``  - a registered run whose file exists;
+* ``cache``  - a downloaded copy in ``VITZOO_HOME/checkpoints``;
+* ``mirror`` - a file in a local-folder mirror of ``VITZOO_MIRRORS`` (remote mirrors
+  are not probed);
+* ``hf``     - timm's copy on the Hugging Face Hub (unless ``HF_HUB_OFFLINE`` is set);
+* ``unknown`` - none of these: only the bucket may have it, and anonymous reads of
+  the bucket are refused today (``vitzoo doctor`` checks it).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vitzoo import config
+from vitzoo.catalog.frame import Frame
+
+UNKNOWN = "unknown"
+#: Columns :func:`availability` reads, for each view of the catalog.
+INPUT_COLUMNS = ("collection", "url", "adapt_url", "adapt_filename", "hf_repo", "upstream_hf_repo")
+
+
+def _object_path(url: str | None) -> str | None:
+    """``gs://vit_models/augreg/X.npz`` -> ``augreg/X.npz`` (the cache and mirror layout)."""
+    if not url or not url.startswith("gs://"):
+        return None
+    parts = url.split("://", 1)[1].split("/", 1)
+    return parts[1] if len(parts) == 2 else None
+
+
+def _files_under(root: Path) -> set[str]:
+    if not root.is_dir():
+        return set()
+    return {p.relative_to(root).as_posix() for p in root.rglob("*.npz") if p.is_file()}
+
+
+def _local_mirrors() -> list[set[str]]:
+    folders = []
+    for prefix in config.mirrors():
+        path = prefix.removeprefix("file://")
+        if "://" not in path:
+            folders.append(_files_under(Path(path).expanduser()))
+    return folders
+
+
+def hf_offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def availability(frame: Frame, *, pretrained: bool = False) -> list[str]:
+    """One value per row: the sources (comma-separated) that can serve the row's file now.
+
+    The row's file is its fine-tune, or with ``pretrained`` its pre-trained checkpoint.
+    """
+    cached = _files_under(config.cache_dir())
+    mirrored = _local_mirrors()
+    use_hf = not hf_offline()
+    if pretrained:
+        urls = frame.column("url")
+    else:  # the fine-tune's file; a row without a fine-tune stands for its pre-trained file
+        urls = [adapt_url if adapt_url else (url if not adapt_name else None)
+                for url, adapt_url, adapt_name in zip(frame.column("url"), frame.column("adapt_url"),
+                                                      frame.column("adapt_filename"), strict=True)]
+    names = frame.column_names
+    hub_column = "upstream_hf_repo" if pretrained else "hf_repo"
+    hubs = frame.column(hub_column) if hub_column in names else [None] * frame.num_rows
+    collections = frame.column("collection")
+    out = []
+    for url, hub, collection in zip(urls, hubs, collections, strict=True):
+        sources = []
+        if collection == "local":
+            sources.append("local" if url and Path(url).is_file() else UNKNOWN)
+        else:
+            key = _object_path(url)
+            if key and key in cached:
+                sources.append("cache")
+            if key and any(key in files for files in mirrored):
+                sources.append("mirror")
+        if hub and use_hf:
+            sources.append("hf")
+        out.append(",".join(dict.fromkeys(sources)) or UNKNOWN)
+    return out
+
+
+def is_downloadable(value: str | None) -> bool:
+    return bool(value) and value != UNKNOWN
