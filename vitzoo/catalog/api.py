@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,10 +21,17 @@ from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.schema import COLUMN_NAMES, PRETRAINED_COLUMNS
 from vitzoo.errors import VitzooError
 from vitzoo.names import (
+    ADAPT_DATASETS,
+    ALL_ARCHS,
     AUGREG_ARCHS,
     LEGACY_ARCHS,
+    RESOLUTIONS,
+    TIMM_ARCHS,
+    AdaptedName,
     canonical_arch,
+    did_you_mean,
     parse_any,
+    strip_hub_prefix,
     validate_path_component,
 )
 
@@ -249,10 +258,52 @@ def _first(frame: Frame, column: str, test) -> dict | None:
     return None
 
 
-def find_checkpoint(name: str, index: str | None = None) -> CheckpointInfo:
-    """Resolve a catalog name, ``collection/stem``, or an architecture alias.
+def _hub_row(table: Frame, name: str) -> tuple[dict, str] | None:
+    """A timm / Hugging Face name (``timm/vit_base_patch16_224.augreg_in21k``, also without
+    ``timm/`` or with ``hf-hub:``) -> the catalog row whose file timm copied, and its kind."""
+    repo = strip_hub_prefix(name)
+    if "." not in repo:
+        return None
+    if not repo.lower().startswith("timm/"):
+        repo = f"timm/{repo}"
+    for column, kind in (("hf_repo", "finetuned"), ("upstream_hf_repo", "pretrained")):
+        row = _first(table, column, lambda value, repo=repo: value.lower() == repo.lower())
+        if row is not None:
+            return row, kind
+    return None
 
-    An alias (``B/16``) means the recommended i21k checkpoint of that architecture.
+
+def _looks_like_arch(stem: str) -> bool:
+    """``X/99``, ``R50+Q/32``, ``vit_giant_patch14_224``: meant as an architecture, not a file."""
+    return bool(re.fullmatch(r"[A-Za-z0-9+\-]+[/_]\d+", stem)) or stem.lower().startswith(
+        ("vit_", "mixer_", "timm/vit_", "timm/mixer_"))
+
+
+def _unknown_name(table: Frame, name: str, stem: str, what: str = "checkpoint") -> VitzooError:
+    """The closest known names: upstream stems, then (for a ``--`` name) that upstream's fine-tunes."""
+    upstream = sorted({f for f in table.column("filename") if f})
+    hubs = sorted({h.removeprefix("timm/") for c in ("hf_repo", "upstream_hf_repo")
+                   for h in table.column(c) if h})
+    base, _, _ = stem.partition("--")
+    hint = did_you_mean(base, [*upstream, *hubs])
+    if "--" in stem and hint:
+        closest = hint.split("'")[1]
+        tunes = [a for f, a in zip(table.column("filename"), table.column("adapt_filename"),
+                                   strict=True) if f == closest and a]
+        hint = did_you_mean(stem, tunes) or hint
+    if not hint and what != "checkpoint":
+        hint = did_you_mean(stem, [*ALL_ARCHS, *TIMM_ARCHS])
+    return VitzooError(f"unknown {what} {name!r}",
+                       f"{hint}use `vitzoo list --name PATTERN` to find names, an architecture "
+                       "such as B/16, a timm name, or a path to an .npz")
+
+
+def find_checkpoint(name: str, index: str | None = None) -> CheckpointInfo:
+    """Resolve a catalog name, ``collection/stem``, a timm/Hugging Face name, or an
+    architecture alias.
+
+    An alias (``B/16``, ``vit_base_patch16_224``) means the recommended i21k checkpoint of
+    that architecture.
     """
     table = load_table(index)
     stem = name.strip().removesuffix(".npz")
@@ -261,6 +312,9 @@ def find_checkpoint(name: str, index: str | None = None) -> CheckpointInfo:
         kind = "local" if row["collection"] == "local" else (
             "finetuned" if row.get("adapt_filename") else "pretrained")
         return _info(row, kind)
+    hub = _hub_row(table, stem)
+    if hub is not None:
+        return _info(*hub)
     if "/" in stem:  # collection/stem of an older collection (an arch like B/16 won't match)
         row = _first(table, "url", lambda url: url.endswith(f"/{stem}.npz"))
         if row is not None:
@@ -275,17 +329,43 @@ def find_checkpoint(name: str, index: str | None = None) -> CheckpointInfo:
     try:
         arch = canonical_arch(stem)
     except VitzooError:
+        if _looks_like_arch(stem):
+            raise
         arch = None
     if arch is not None:
         return _arch_default(table, arch)
     try:
-        parse_any(stem)
+        parsed = parse_any(stem)
     except VitzooError as exc:
-        raise VitzooError(f"unknown checkpoint {name!r}",
-                          "use `vitzoo list` to find names, an architecture such as B/16, "
-                          "or a path to an .npz") from exc
-    raise VitzooError(f"{stem!r} is a valid AugReg name but is not in this catalog",
-                      "the release does not contain it; check `vitzoo list --arch ...`")
+        what = "checkpoint" if "-" in stem else "checkpoint or architecture"
+        raise _unknown_name(table, name, stem, what) from exc
+    if isinstance(parsed, AdaptedName) and (parsed.res not in RESOLUTIONS
+                                            or parsed.adapt_ds not in ADAPT_DATASETS):
+        bad = (f"res_{parsed.res} (released: {', '.join(map(str, RESOLUTIONS))})"
+               if parsed.res not in RESOLUTIONS else
+               f"{parsed.adapt_ds} (released: {', '.join(ADAPT_DATASETS)})")
+        raise VitzooError(f"{stem!r} is not an AugReg checkpoint: no fine-tune at {bad}",
+                          _unknown_name(table, name, stem).hint)
+    raise VitzooError(f"{stem!r} follows the AugReg naming but is not in this catalog",
+                      _unknown_name(table, name, stem).hint)
+
+
+def nearest_with_copy(info: CheckpointInfo, index: str | None = None) -> str | None:
+    """The checkpoint most like ``info`` (same architecture and kind, closest name) that some
+    source can serve now (:mod:`vitzoo.catalog.available`); None if there is none."""
+    table = load_table(index)
+    same = table.filter([n == info.name and c != "local" for n, c in zip(
+        table.column("name"), table.column("collection"), strict=True)])
+    if info.kind == "pretrained":
+        view = q.pretrained_view(same)
+        names, available = view.column("checkpoint"), av.availability(view, pretrained=True)
+    else:
+        names, available = same.column("checkpoint"), av.availability(same)
+    candidates = sorted({n for n, a in zip(names, available, strict=True)
+                         if n and n != info.filename and av.is_downloadable(a)})
+    if not candidates:
+        return None
+    return max(candidates, key=lambda n: difflib.SequenceMatcher(None, n, info.filename).ratio())
 
 
 def _arch_default(table: Frame, arch: str) -> CheckpointInfo:

@@ -6,8 +6,10 @@ import csv
 from collections import defaultdict
 from typing import Any
 
-from vitzoo.catalog.api import find_checkpoint, load_table
+from vitzoo.catalog.api import find_checkpoint, load_table, nearest_with_copy
+from vitzoo.catalog.available import INPUT_COLUMNS, UNKNOWN, availability
 from vitzoo.catalog.embedded import ARCHITECTURES_FILE
+from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.schema import COLUMN_NAMES, PRETRAINED_COLUMNS
 from vitzoo.config import EMBEDDED_INDEX_DIR, mirrors
 
@@ -87,11 +89,28 @@ def _downloads(info) -> list[dict[str, str]]:
     if info.url:
         places.append({"source": "Google Cloud Storage", "location": info.url,
                        "note": "anonymous reads are refused since Feb 2026 (HTTP 403); "
-                               "use --gcs-auth with Google credentials, a mirror, or Hugging Face"})
+                               "`vitzoo download NAME --gcs-auth` uses your Google credentials"})
     if info.hf_repo:
         places.append({"source": "Hugging Face Hub (timm copy, converted on download)",
                        "location": f"hf://{info.hf_repo}"})
     return places
+
+
+def _available(info) -> str:
+    """The ``available`` value of this checkpoint's own file (cache, mirror, hf ...)."""
+    row = Frame.from_rows([info.row], list(INPUT_COLUMNS))
+    return availability(row, pretrained=info.kind == "pretrained")[0]
+
+
+def _no_copy_caveat(info, index: str | None) -> list[str]:
+    """When only the (refusing) bucket has the file, name the closest checkpoint that has a copy."""
+    if info.local_path or info.collection == "local" or _available(info) != UNKNOWN:
+        return []
+    nearest = nearest_with_copy(info, index)
+    if nearest is None:
+        return ["no copy outside the bucket is known (no Hugging Face copy, not cached)"]
+    return [f"no copy outside the bucket is known; the nearest checkpoint with one is {nearest} "
+            f"(vitzoo show {nearest})"]
 
 
 def _published(filenames: set[str]) -> list[dict[str, str]]:
@@ -114,6 +133,27 @@ def _architecture(name: str | None) -> dict[str, str]:
         return next((row for row in csv.DictReader(handle) if row["name"] == name), {})
 
 
+#: Classes of the released fine-tunes' heads, to count their parameters.
+_CLASSES = {"imagenet2012": 1000, "oxford_iiit_pet": 37, "cifar100": 100, "resisc45": 45}
+
+
+def computed_params(arch: dict[str, str], row: dict, kind: str) -> tuple[int, str] | None:
+    """Parameter count of this file from the architecture table: the 1000-class count at the
+    file's resolution with the head resized to its classes, (count, how it was computed)."""
+    if not arch or not arch.get("params_k1000_224"):
+        return None
+    if kind == "pretrained":
+        column = "params_k21843_224" if str(row.get("ds", "")).startswith("i21k") else "params_k1000_224"
+        return (int(arch[column]), f"{ARCHITECTURES_FILE} ({column})") if arch.get(column) else None
+    classes, res = _CLASSES.get(row.get("adapt_ds") or ""), row.get("adapt_resolution")
+    column = f"params_k1000_{res}"
+    if classes is None or not arch.get(column):
+        return None
+    head = (classes - 1000) * (int(arch["hidden"]) + 1)  # kernel hidden x classes + bias
+    return (int(arch[column]) + head,
+            f"computed: {ARCHITECTURES_FILE} {column} with a {classes}-class head")
+
+
 def describe(name: str, index: str | None = None) -> dict[str, Any]:
     """Everything known about one checkpoint, as plain data (the CLI renders it)."""
     info = find_checkpoint(name, index)
@@ -125,14 +165,21 @@ def describe(name: str, index: str | None = None) -> dict[str, Any]:
                        "index.csv or bucket listing would confirm it")
     if row.get("exists") is None:
         caveats.append("whether this file exists is unknown (no listing or index.csv was read)")
+    caveats += _no_copy_caveat(info, index)
     upstream = row.get("filename") if info.collection != "local" else None
+    architecture = _architecture(info.name)
+    fields = _fields(row, info.kind)
+    counted = computed_params(architecture, row, info.kind)
+    for item in fields:
+        if item["field"] == "params" and item["value"] is None and counted:
+            item["value"], item["source"] = counted
     return {
         "checkpoint": info.filename,
         "kind": info.kind,
         "name": info.name,
         "collection": info.collection,
-        "fields": _fields(row, info.kind),
-        "architecture": _architecture(info.name),
+        "fields": fields,
+        "architecture": architecture,
         "finetunes": _finetunes(table, upstream),
         "downloads": _downloads(info),
         "published": _published({info.filename, upstream or ""} - {""}),

@@ -4,53 +4,61 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from vitzoo.cli.render import cell
+from vitzoo.cli.render import cell, header_lines
 
 
 def print_details(details: dict[str, Any]) -> None:
     console = Console(soft_wrap=False)
     console.print(f"[bold]{details['checkpoint']}[/bold]  ({details['kind']}, "
                   f"{details['name'] or '?'}, collection {details['collection']})")
-    fields = Table(show_header=True, header_style="bold", pad_edge=False)
-    fields.add_column("field", no_wrap=True)
-    fields.add_column("value", overflow="fold")
-    fields.add_column("source", overflow="fold", style="dim")
-    for item in details["fields"]:
-        fields.add_row(item["field"], cell(item["field"], item["value"]), item["source"])
-    console.print(fields)
+    known = [item for item in details["fields"] if item["value"] is not None]
+    _print_sourced(console, None, [(i["field"], cell(i["field"], i["value"]), i["source"])
+                                   for i in known], ("field", "value"))
+    unknown = [item["field"] for item in details["fields"] if item["value"] is None]
+    if unknown:
+        console.print(f"[bold]unknown[/bold] {', '.join(unknown)}", highlight=False)
     arch = details.get("architecture") or {}
     if arch:
-        blocks = f", ResNet blocks {arch['resnet_blocks']}" if arch["resnet_blocks"] else ""
+        if arch["resnet_blocks"]:  # hybrids cut 1x1 patches from the ResNet stem's feature map
+            patch = (f"ResNet stem (blocks {arch['resnet_blocks']}) then 1x1 patches, "
+                     f"effective patch {arch.get('effective_stride') or '?'}")
+        else:
+            patch = f"patch {arch['patch']}"
         console.print(
             f"[bold]architecture[/bold] {arch['name']}: width {arch['hidden']}, depth {arch['layers']}, "
-            f"heads {arch['heads']}, MLP {arch['mlp']}, patch {arch['patch']}{blocks}, tokens "
+            f"heads {arch['heads']}, MLP {arch['mlp']}, {patch}, tokens "
             f"{arch['tokens_224'] or '?'} @224 / {arch['tokens_384'] or '?'} @384, params "
             f"{int(arch['params_k1000_224']):,} (1000 classes @224)  [dim]({arch['source']})[/dim]")
     if details["finetunes"]:
-        tunes = Table(title="fine-tunes of its pre-trained checkpoint", header_style="bold",
-                      pad_edge=False)
-        for column in ("dataset", "count", "res", "lr", "steps", "best by val", "val", "test"):
-            tunes.add_column(column, overflow="fold")
+        tunes = _plain_table("fine-tunes of its pre-trained checkpoint (best by adapt_final_val)")
+        for column in ("adapt_ds", "count", "adapt_resolution", "adapt_lr", "adapt_steps",
+                       "adapt_final_val", "adapt_final_test"):
+            short = column in ("adapt_ds", "count", "adapt_final_val", "adapt_final_test")
+            tunes.add_column(header_lines(column, 6), no_wrap=short)
+        best, known, total = [], 0, 0
         for item in details["finetunes"]:
             tunes.add_row(
-                item["adapt_ds"], str(item["count"]), ",".join(map(str, item["resolutions"])),
-                ",".join(f"{x:g}" for x in item["learning_rates"]),
-                ",".join(map(str, item["steps"])),
-                item["best_by_adapt_final_val"] or f"? ({item['known_adapt_final_val']} known)",
+                item["adapt_ds"], str(item["count"]), " ".join(map(str, item["resolutions"])),
+                " ".join(f"{x:g}" for x in item["learning_rates"]),
+                " ".join(map(str, item["steps"])),
                 cell("adapt_final_val", item["best_adapt_final_val"]),
                 cell("adapt_final_test", item["best_adapt_final_test"]),
             )
+            known, total = known + item["known_adapt_final_val"], total + item["count"]
+            if item["best_by_adapt_final_val"]:
+                best.append(f"  {item['adapt_ds']}: {item['best_by_adapt_final_val']}")
         console.print(tunes)
+        console.print(f"[dim]adapt_final_val known for {known} of {total} fine-tunes[/dim]")
+        for line in best:
+            console.print(line, highlight=False, soft_wrap=True)
     if details["published"]:
-        published = Table(title="published facts", header_style="bold", pad_edge=False)
-        for column in ("metric", "value", "source"):
-            published.add_column(column, overflow="fold")
-        for item in details["published"]:
-            published.add_row(item["metric"], item["value"], item["source"])
-        console.print(published)
+        _print_sourced(console, "published facts", [(i["metric"], i["value"], i["source"])
+                                                    for i in details["published"]],
+                       ("metric", "value"))
     console.print("[bold]download from[/bold]")
     for place in details["downloads"]:
         note = f"  [dim]({place['note']})[/dim]" if place.get("note") else ""
@@ -59,6 +67,27 @@ def print_details(details: dict[str, Any]) -> None:
         console.print("  ? no known location")
     for caveat in details["caveats"]:
         console.print(f"[yellow]caveat:[/yellow] {caveat}")
+
+
+def _plain_table(title: str | None = None) -> Table:
+    return Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+                 show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+
+
+def _print_sourced(console: Console, title: str | None, rows: list[tuple[str, str, str]],
+                   headers: tuple[str, str]) -> None:
+    """name/value rows with their source as a footnote number, the sources listed below:
+    long source texts would otherwise squeeze the values."""
+    sources = list(dict.fromkeys(source for _, _, source in rows))
+    view = _plain_table(title)
+    view.add_column(headers[0], no_wrap=True)
+    view.add_column(headers[1], overflow="fold")
+    view.add_column("source", no_wrap=True, justify="right")
+    for name, value, source in rows:
+        view.add_row(name, value, f"[{sources.index(source) + 1}]")
+    console.print(view)
+    for number, source in enumerate(sources, start=1):
+        console.print(f"  [dim]\\[{number}] {source}[/dim]", highlight=False)
 
 
 def print_manifest(location, manifest: dict) -> None:
