@@ -44,6 +44,7 @@ def test_doctor_reports_a_refusing_bucket_and_each_mirror(gcs, tmp_path):
     assert "unreachable: Connection refused" in out
     assert "offline mode (HF_HUB_OFFLINE)" in out
     assert "0 checkpoints, 0.00 GB" in out
+    assert f"can be served by mirror {tmp_path / 'mirror'}" in out
 
 
 def test_doctor_says_when_anonymous_reads_work(gcs):
@@ -58,10 +59,12 @@ def test_doctor_skip_ml_imports_no_ml_and_fails_fast_on_a_dead_endpoint():
     import time
 
     start = time.perf_counter()
-    result = _doctor(["--skip-ml", "--timeout", "1"], VITZOO_GCS_ENDPOINT=closed_port_url())
+    result = _doctor(["--skip-ml", "--timeout", "1"], VITZOO_GCS_ENDPOINT=closed_port_url(),
+                     HF_HUB_OFFLINE="1", VITZOO_MIRRORS="")
     elapsed = time.perf_counter() - start
-    assert result.returncode == 0
+    assert result.returncode == 1  # nothing can serve a checkpoint: the bucket is dead, HF off
     assert "unreachable: Connection refused" in result.stdout
+    assert "PROBLEM: checkpoints: no source can serve checkpoints" in result.stdout
     assert "backend" not in result.stdout and "TensorFlow" not in result.stdout
     assert elapsed < 15, f"doctor --skip-ml took {elapsed:.1f} s"
 
@@ -81,3 +84,16 @@ def test_doctor_warns_loudly_when_a_gpu_is_present_but_jax_sees_only_cpu(tmp_pat
     assert "GPU NOT USED" in out and "GPU 0: NVIDIA H100" in out
     assert "PROBLEM: GPU NOT USED" in out
     assert "hidden from TensorFlow" in out
+
+
+def test_doctor_says_offline_when_every_lookup_fails():
+    from vitzoo.doctor import Line, serving
+
+    lines = [Line("sources", "gcs https://storage.googleapis.com", "unreachable: host name lookup failed",
+                  "warn"),
+             Line("sources", "hf https://huggingface.co", "unreachable: host name lookup failed", "warn"),
+             Line("cache", "size", "0 checkpoints, 0.00 GB in /x")]
+    (line,) = serving(lines)
+    assert line.level == "problem" and "this machine looks offline" in line.value
+    cached = [*lines[:2], Line("cache", "size", "2 checkpoints, 0.10 GB in /x")]
+    assert serving(cached)[0].value == "can be served by the cache"

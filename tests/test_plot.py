@@ -98,7 +98,7 @@ def test_front_over_a_full_fake_index_matches_brute_force():
 
 def test_no_point_with_both_values_names_the_columns_that_would_work():
     with pytest.raises(VitzooError) as info:
-        scatter_data(load_table(), filters=IMAGENET_384)
+        scatter_data(load_table(), y="adapt_final_val", filters=IMAGENET_384)
     message = info.value.one_line()
     assert "none of the 1,518 matching rows has both adapt_final_val and infer_samples_per_sec" \
         in message
@@ -171,9 +171,18 @@ def test_cli_filters_are_the_list_filters(capsys, tmp_path):
     assert "adapt_final_val from 16 x repo vit_jax_augreg.ipynb" in err
 
 
+def test_plot_without_options_draws_the_best_populated_accuracy_and_says_so(tmp_path, capsys):
+    code, out, err = run(capsys, "plot", "--out", str(tmp_path / "zoo.png"))
+    assert code == 0, err
+    assert out.strip() == str(tmp_path / "zoo.png") and (tmp_path / "zoo.png").stat().st_size > 0
+    assert "y axis: adapt_final_test, the accuracy column known for the most matching rows (9 " in err
+    data = scatter_data(load_table(), filters=IMAGENET_384)
+    assert data.y == "adapt_final_test" and data.points.num_rows == 9
+
+
 def test_cli_error_is_one_line_without_traceback(tmp_path):
-    result = subprocess.run([*VITZOO, "plot", "--out", str(tmp_path / "x.png")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([*VITZOO, "plot", "--y", "adapt_final_val", "--out",
+                             str(tmp_path / "x.png")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()

@@ -133,9 +133,12 @@ def test_headless_checkpoint_is_refused(tmp_path):
 def test_cli_json_end_to_end(tmp_path, images):
     path = write_tiny_vit(tmp_path / "m.npz", num_classes=1000, seed=4)
     result = CliRunner().invoke(app, ["predict", str(path), *map(str, images), "--top-k", "4",
-                                      "--format", "json", "--logits"])
+                                      "--format", "jsonl", "--logits"])
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
+    as_array = CliRunner().invoke(app, ["predict", str(path), *map(str, images), "--top-k", "4",
+                                        "--format", "json", "--logits"])
+    assert json.loads(as_array.stdout) == lines  # json is one array of the same objects
     assert [d["image"] for d in lines] == [str(p) for p in images]
     for d in lines:
         assert set(d) == {"image", "top_k", "logits"}
@@ -183,8 +186,8 @@ def test_cli_subprocess_entry_point(tmp_path, images):
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-c",
                                            "from vitzoo.cli import main; main()"]
     out = subprocess.run([*cmd, "predict", str(path), str(images[2]), "--format", "json",
-                          "--top-k", "3"], capture_output=True, text=True, timeout=120)
+                          "--top-k", "5"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    (line,) = out.stdout.splitlines()
-    data = json.loads(line)
+    (data,) = json.loads(out.stdout)
+    assert len(data["top_k"]) == 3  # --top-k 5 of a 3-class model: all three classes
     assert sum(e["probability"] for e in data["top_k"]) == pytest.approx(1.0, abs=1e-6)

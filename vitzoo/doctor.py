@@ -4,8 +4,9 @@ Why: the two silent failures that cost the most are a GPU machine where JAX only
 sees the CPU (a CUDA/jaxlib mismatch trains 50x slower without a word), and
 TensorFlow grabbing the GPU memory JAX needs (tf.data is only used on the CPU).
 Both are checked here, next to library versions, the reachability of every
-configured source and the cache size. Exit status 1 when a problem is found;
-unreachable sources are information (the bucket refuses anonymous reads anyway).
+configured source and the cache size. Exit status 1 when a problem is found,
+including when no source at all can serve checkpoints (one unreachable source is
+only a warning: the bucket refuses anonymous reads anyway).
 """
 
 from __future__ import annotations
@@ -79,8 +80,11 @@ def accelerators() -> list[Line]:
                               "'jax[cuda12]'", "problem"))
     except Exception as exc:  # report, never crash the doctor
         lines.append(Line("jax", "import", f"failed: {exc}", "problem"))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
     try:
         import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
 
         tf.config.set_visible_devices([], "GPU")
         visible = tf.config.get_visible_devices("GPU")
@@ -187,6 +191,31 @@ def cache_lines() -> list[Line]:
     return [Line("cache", "size", text)]
 
 
+_SERVING = ("gcs ", "mirror ", "hf ")
+
+
+def serving(lines: list[Line]) -> list[Line]:
+    """Whether any source can serve checkpoints now; a problem line when none can.
+
+    Usable: the bucket with a working read, a mirror that exists or answers, the Hugging
+    Face Hub when reachable, or checkpoints already in the cache.
+    """
+    checked = [line for line in lines if line.section == "sources" and line.item.startswith(_SERVING)]
+    usable = [line.item for line in checked if line.level == "ok"]
+    cached = [line for line in lines if line.section == "cache" and not line.value.startswith("0 ")]
+    if usable or cached:
+        what = ", ".join(usable + (["the cache"] if cached else []))
+        return [Line("sources", "checkpoints", f"can be served by {what}")]
+    offline = checked and all("host name lookup failed" in line.value for line in checked
+                              if "unreachable" in line.value) and any(
+        "host name lookup failed" in line.value for line in checked)
+    why = ("this machine looks offline: every host name lookup failed" if offline else
+           "no source can serve checkpoints")
+    return [Line("sources", "checkpoints", f"{why}; set VITZOO_MIRRORS to a copy of the bucket, "
+                 "allow access to huggingface.co (unset HF_HUB_OFFLINE), or use `vitzoo download "
+                 "NAME --gcs-auth` with Google credentials", "problem")]
+
+
 def run_doctor(*, skip_ml: bool = False, timeout: float = 3.0) -> int:
     """Print the report (stdout); return the exit status (1 if a problem was found)."""
     from rich.console import Console
@@ -197,6 +226,7 @@ def run_doctor(*, skip_ml: bool = False, timeout: float = 3.0) -> int:
         lines += accelerators()
     lines += sources(timeout)
     lines += cache_lines()
+    lines += serving(lines)
     style = {"ok": "green", "info": "dim", "warn": "yellow", "problem": "bold red"}
     table = Table(title="vitzoo doctor", title_justify="left")
     for column in ("section", "check", "result"):

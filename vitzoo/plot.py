@@ -83,7 +83,15 @@ def _alternatives(frame: Frame, x: str, y: str) -> list[str]:
     return out
 
 
-def scatter_data(table: Frame, *, x: str = "infer_samples_per_sec", y: str = "adapt_final_val",
+def best_populated(frame: Frame, x: str) -> tuple[str, int]:
+    """The accuracy column with the most rows that also know ``x`` (validation first on a tie)."""
+    order = ("adapt_final_val", "adapt_final_test", "final_val", "final_test", "best_val")
+    counts = {column: sum(_both_known(frame, x, column)) for column in order}
+    column = max(order, key=lambda c: (counts[c], -order.index(c)))
+    return column, counts[column]
+
+
+def scatter_data(table: Frame, *, x: str = "infer_samples_per_sec", y: str | None = None,
                  filters: Filters | None = None, local_only: bool = False) -> Scatter:
     """Filter the catalog exactly as ``vitzoo list`` does and keep the rows ``x``/``y`` can place.
 
@@ -95,11 +103,17 @@ def scatter_data(table: Frame, *, x: str = "infer_samples_per_sec", y: str = "ad
     from vitzoo.catalog.recommend import pareto_front
 
     _check_column(x, "--x")
-    _check_column(y, "--y")
+    if y is not None:
+        _check_column(y, "--y")
     subset = run_query(table, filters=filters or Filters(), local_only=local_only)
     if subset.num_rows == 0:
         raise VitzooError("no catalog rows match these filters",
                           "check them with `vitzoo list` and the same options")
+    chosen_note = None
+    if y is None:  # no --y: the accuracy this catalog knows best for these rows, and say so
+        y, count = best_populated(subset, x)
+        chosen_note = (f"y axis: {y}, the accuracy column known for the most matching rows "
+                       f"({count:,} with {x}); --y chooses another")
     known = subset.filter(_both_known(subset, x, y))
     if known.num_rows == 0:
         options = _alternatives(subset, x, y)
@@ -122,6 +136,8 @@ def scatter_data(table: Frame, *, x: str = "infer_samples_per_sec", y: str = "ad
     front = pareto_front(points, y, x)
     notes.insert(0, f"{points.num_rows:,} points, {front.num_rows} on the Pareto front "
                     f"(higher {y} and higher {x} are better)")
+    if chosen_note:
+        notes.insert(0, chosen_note)
     if y.endswith("_test"):
         notes.append(f"{y} is a test accuracy: fine to describe the trade-off, but choose "
                      "checkpoints by a validation column")
@@ -376,6 +392,8 @@ def draw_run(axes: Sequence[Axes], curves: RunCurves) -> None:
     _draw_series(acc_ax, curves, ("eval_accuracy",), "eval accuracy", "no evaluation logged yet")
     if curves.series["eval_accuracy"][0]:
         acc_ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
+        low, high = acc_ax.get_ylim()  # autoscale pads past 100%, which no accuracy reaches
+        acc_ax.set_ylim(max(low, 0.0), min(high, 1.0))
     _draw_series(lr_ax, curves, ("lr",), "learning rate", "no learning rate logged")
 
 

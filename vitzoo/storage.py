@@ -53,7 +53,7 @@ META_KEYS: tuple[str, ...] = ("size", "md5", "crc32c", "generation", "etag", "ur
 
 DENIED_HINT = (
     "use a mirror (VITZOO_MIRRORS), a local copy, your own Google credentials "
-    "(--gcs-auth), or the Hugging Face copy (--source hf)"
+    "(`vitzoo download NAME --gcs-auth`), or the Hugging Face copy (`vitzoo download NAME --source hf`)"
 )
 
 

@@ -32,7 +32,7 @@ def _or_default(values: list[str], default: str) -> list[str]:
 
 def plot_command(
     x: str = typer.Option("infer_samples_per_sec", "--x", help="Column for the (log) x-axis; higher is taken as better for the Pareto front."),
-    y: str = typer.Option("adapt_final_val", "--y", help="Column for the y-axis, e.g. adapt_final_val (validation, to choose) or adapt_final_test (to describe)."),
+    y: str = typer.Option(None, "--y", help="Column for the y-axis, e.g. adapt_final_val (validation, to choose) or adapt_final_test (to describe); default: the accuracy column known for the most matching rows (said on stderr)."),
     arch: list[str] = opt.ARCH,
     ds: list[str] = opt.DS,
     aug: list[str] = opt.AUG,
@@ -72,7 +72,7 @@ def plot_command(
     footnote = f"catalog: {location.path} ({location.origin})" + (f"; {scope}" if scope else "")
     path = save_scatter(data, out, size=pixels, title=title, footnote=footnote)
     notes = list(data.notes)
-    for column in (y, x):
+    for column in (data.y, x):
         sources = value_provenance(data.points, column)
         notes.append(f"{column} from " + "; ".join(f"{n:,} x {s}" for s, n in sources.most_common()))
     _notes(notes)

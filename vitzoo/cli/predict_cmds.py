@@ -16,22 +16,25 @@ def predict_command(
     images: list[str] = typer.Argument(..., help="Image files (JPEG, PNG, ...)."),
     top_k: int = typer.Option(5, "--top-k", help="Classes to show per image."),
     res: int = typer.Option(None, "--res", help="Input resolution; default: the checkpoint's own."),
-    fmt: str = typer.Option("table", "--format", help="Output format: table or json (one object per line)."),
+    fmt: str = typer.Option("table", "--format", help="Output format: table, csv, json (an array) or jsonl (one object per line)."),
     logits: bool = typer.Option(False, "--logits", help="Include all logits (json output)."),
     arch: str = typer.Option(None, "--arch", help="Check that the file is this architecture."),
 ) -> None:
     """Classify images with a checkpoint (reference preprocessing: resize, scale to [-1, 1])."""
+    from vitzoo.cli.render import FORMATS
     from vitzoo.errors import VitzooError
     from vitzoo.predict import Predictor, resolve_checkpoint_argument
 
-    if fmt not in ("table", "json"):
-        raise VitzooError(f"unknown --format {fmt!r}", "use table or json")
+    if fmt not in FORMATS:
+        raise VitzooError(f"unknown --format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
+    if top_k < 1:
+        raise VitzooError(f"--top-k must be at least 1, got {top_k}", "e.g. --top-k 5")
     path = resolve_checkpoint_argument(checkpoint)
     predictor = Predictor(path, resolution=res, arch=arch)
+    top_k = min(top_k, predictor.num_classes)  # a 2-class model has no top-5
     results = predictor.predict(images, top_k=top_k, with_logits=logits)
-    if fmt == "json":
-        for result in results:
-            sys.stdout.write(json.dumps(result.as_dict()) + "\n")
+    if fmt in ("json", "jsonl", "csv"):
+        _write_machine([result.as_dict() for result in results], fmt)
         return
     from rich.console import Console
     from rich.table import Table
@@ -51,6 +54,25 @@ def predict_command(
             console.print("logits: " + " ".join(f"{v:.4g}" for v in result.logits))
     console.print(f"{predictor.config.name} at {predictor.resolution} px; "
                   f"labels: {predictor.labels.source}", style="dim")
+
+
+def _write_machine(rows: list[dict], fmt: str) -> None:
+    """json: one array; jsonl: one object per line; csv: one line per (image, rank)."""
+    if fmt == "json":
+        json.dump(rows, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    elif fmt == "jsonl":
+        for row in rows:
+            sys.stdout.write(json.dumps(row) + "\n")
+    else:
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["image", "rank", "index", "label", "probability"])
+        for row in rows:
+            for rank, entry in enumerate(row["top_k"], start=1):
+                writer.writerow([row["image"], rank, entry["index"], entry["label"],
+                                 entry["probability"]])
 
 
 def register(app: typer.Typer) -> None:

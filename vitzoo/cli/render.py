@@ -157,21 +157,23 @@ def fit_columns(names: Sequence[str], rows: Sequence[Sequence[str]], width: int,
                        key=lambda n: (n not in empty, n in rank, rank.get(n, 0), -names.index(n)))
     cheap = [n for n in droppable if n in empty or rank.get(n, -1) < rank["infer_samples_per_sec"]]
 
-    def drop_until_fits(need: int, candidates: list[str]) -> tuple[list[str], list[str]]:
-        columns, gone = list(names), []
+    def drop_until_fits(start: list[str], need: int, candidates: list[str]) -> list[str]:
+        columns = list(start)
         for victim in candidates:
             if rest(columns) + need <= width or len(columns) <= 1:
                 break
             columns.remove(victim)
-            gone.append(victim)
-        return columns, gone
+        return columns
 
     # First try to show the whole name by dropping what it spells out anyway and columns with
-    # nothing known; if that is not enough, keep a shortened name and drop in DROP_ORDER.
-    kept, hidden = drop_until_fits(natural_name, cheap)
+    # nothing known. If the name must be shortened, all of those go (its middle is lost), then
+    # more in DROP_ORDER until a name of NAME_MIN_WIDTH fits.
+    kept = drop_until_fits(names, natural_name, cheap)
     if rest(kept) + natural_name > width:
-        kept, hidden = drop_until_fits(min(natural_name, max(NAME_MIN_WIDTH, len(NAME_COLUMN))),
-                                       droppable)
+        kept = drop_until_fits([n for n in names if n not in cheap],
+                               min(natural_name, max(NAME_MIN_WIDTH, len(NAME_COLUMN))),
+                               [n for n in droppable if n not in cheap])
+    hidden = [n for n in names if n not in kept]
     headers = [header_lines(n, value_widths[n]) for n in kept]
     name_width = None
     if has_name:

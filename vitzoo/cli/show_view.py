@@ -54,7 +54,7 @@ def print_details(details: dict[str, Any]) -> None:
         console.print(tunes)
         console.print(f"[dim]adapt_final_val known for {known} of {total} fine-tunes[/dim]")
         for line in best:
-            console.print(line, highlight=False, soft_wrap=True)
+            console.print(line, highlight=False)
     if details["published"]:
         _print_sourced(console, "published facts", [(i["metric"], i["value"], i["source"])
                                                     for i in details["published"]],

@@ -184,8 +184,9 @@ def _catalog_target(name: str, *, source: str, to: Path | None) -> Target | Path
                           "pass a path or a URL instead") from None
     try:
         info = find_checkpoint(name)
-    except VitzooError:
-        if name.endswith(".npz") or os.sep in name or name.startswith(("~", ".")):
+    except VitzooError as exc:
+        looks_like_path = name.endswith(".npz") or os.sep in name or name.startswith(("~", "."))
+        if looks_like_path and not exc.message.startswith("unknown architecture"):
             raise VitzooError(f"no such file: {name}", "check the path") from None
         raise
     return target_for(info, source=source, to=to)
@@ -240,11 +241,20 @@ def fetch(target: Target, *, gcs_auth: bool = False, progress: bool = True) -> P
             _say(f"got {target.name} from {src.label}")
         return path
     tried = "; ".join(f"{s.kind}: {reason}" for s, reason in failures) or "no sources"
+    remote = [reason for s, reason in failures if s.kind != "cache"]
+    offline = bool(remote) and all(any(m in reason for m in _DNS_FAILURES) for reason in remote)
     raise VitzooError(
-        f"could not fetch {target.name} from any source ({tried})",
-        "set VITZOO_MIRRORS to a mirror, copy the file locally, use --gcs-auth with your "
-        "Google credentials, or --source hf",
+        ("this machine looks offline: no host name could be looked up; " if offline else "")
+        + f"could not fetch {target.name} from any source ({tried})",
+        "set VITZOO_MIRRORS to a mirror or copy the file locally, or fetch it with "
+        "`vitzoo download NAME --gcs-auth` (your Google credentials) or `--source hf`",
     )
+
+
+#: Fragments of the errors a failed DNS lookup produces (socket, urllib3, aiohttp, curl).
+_DNS_FAILURES = ("Name or service not known", "Temporary failure in name resolution",
+                 "nodename nor servname", "getaddrinfo failed", "Could not resolve host",
+                 "NameResolutionError", "host name lookup failed")
 
 
 def _fetch_from(src: Origin, target: Target, *, gcs_auth: bool, progress: bool) -> Path:

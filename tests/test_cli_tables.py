@@ -1,0 +1,264 @@
+"""Tables at 80 and 200 columns, real column names as headers, timm/HF names, availability.
+
+Each table is rendered by the real entry point with ``COLUMNS`` set, as a terminal of
+that width would; a "row line" is a line of the table body.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli_helpers import run_cli as run
+from vitzoo.catalog.api import find_checkpoint
+from vitzoo.catalog.local import register_run
+from vitzoo.cli.render import ELLIPSIS, elide_middle, fit_columns, header_lines
+
+B16 = "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0"
+RULE = "\u2500"
+
+
+def table_at(capsys, monkeypatch, width: int, *args: str) -> tuple[list[str], list[str], str]:
+    """(header lines, body lines, everything) of ``vitzoo ARGS`` at ``width`` columns."""
+    monkeypatch.setenv("COLUMNS", str(width))
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    lines = out.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.startswith(RULE))
+    body = []
+    for line in lines[rule + 1:]:
+        if not line.strip() or line.startswith(("note:", "names shortened", "not shown")) or \
+                line.rstrip().endswith(("row", "rows")):
+            break
+        body.append(line)
+    assert max(len(line) for line in lines) <= width, out
+    return lines[:rule], body, out
+
+
+def header_names(header: list[str]) -> list[str]:
+    """Column names from (possibly two-line) headers: a name split at '_' is joined again."""
+    words = [line.split() for line in header]
+    if len(words) == 1:
+        return words[0]
+    top, bottom = header[0], header[1]
+    names = []
+    for word in bottom.split():
+        start = bottom.index(word)
+        above = top[start:start + len(word) + 20].split()
+        joined = above[0] + word if above and above[0].endswith("_") and top[start:].startswith(above[0]) \
+            else word
+        names.append(joined)
+    return names
+
+
+def json_rows(capsys, *args: str) -> list[dict]:
+    code, out, err = run(capsys, *args, "--format", "json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_list_one_line_per_row_name_first(capsys, monkeypatch, width):
+    header, body, out = table_at(capsys, monkeypatch, width, "list", "--arch", "S/16", "--ds",
+                                 "i21k", "--limit", "5")
+    assert len(body) == 5 and "5 rows" in out
+    assert header[-1].split()[0] == "checkpoint"
+    names = [r["checkpoint"] for r in json_rows(capsys, "list", "--arch", "S/16", "--ds", "i21k",
+                                                 "--limit", "5")]
+    for line, name in zip(body, names, strict=True):
+        shown = line.split()[0]
+        if width == 200:
+            assert shown == name  # whole names when there is room
+        else:  # shortened in the middle: its start and its end are the real name's
+            head, tail = shown.split(ELLIPSIS)
+            assert name.startswith(head) and name.endswith(tail) and len(shown) >= 40
+    if width == 80:
+        assert "--wide" in out and "not shown:" in out
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_pretrained_list_fits_and_shows_whole_names(capsys, monkeypatch, width):
+    _, body, out = table_at(capsys, monkeypatch, width, "list", "--arch", "B/16", "--aug",
+                                 "medium1", "--pretrained")
+    assert len(body) == 12 and "12 rows" in out and "nan" not in out.lower().split()
+    shown = {line.split()[0] for line in body}
+    assert B16 in shown and all(n.startswith("B_16-") for n in shown)  # 57 characters fit at 80
+    if width == 200:
+        assert " ? " in out  # final_val unknown, printed as ?
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_recommend_fits_with_numbers_whole(capsys, monkeypatch, width):
+    header, body, out = table_at(capsys, monkeypatch, width, "recommend")
+    assert len(body) == 10 and "10 rows" in out
+    assert header[-1].split()[0] == "checkpoint"
+    rows = json_rows(capsys, "recommend")
+    tests = [f"{r['adapt_final_test']:.4f}" for r in rows]
+    assert all(t in line.split() for t, line in zip(tests, body, strict=True))  # never "0.8…"
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_local_list_shows_the_run_name(capsys, monkeypatch, tmp_path, width):
+    npz = tmp_path / "final.npz"
+    npz.write_bytes(b"PK\x03\x04")
+    register_run("pets-b16-a-rather-long-run-name", npz, {
+        "name": "B/16", "adapt_ds": "oxford_iiit_pet", "adapt_resolution": 224,
+        "adapt_final_val": 0.95, "adapt_final_test": 0.91, "filename": B16})
+    _, body, out = table_at(capsys, monkeypatch, width, "list", "--local")
+    assert [line.split()[0] for line in body] == ["pets-b16-a-rather-long-run-name"]
+    assert "1 row" in out and "1 rows" not in out
+    assert "local" in body[0].split()  # available: the run's own file exists
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_show_fits(capsys, monkeypatch, width):
+    monkeypatch.setenv("COLUMNS", str(width))
+    code, out, err = run(capsys, "show", "R26+S/32")
+    assert code == 0, err
+    assert max(len(line) for line in out.splitlines()) <= width
+    assert "patch 1," not in out and "1x1 patches" in out
+    details = json_rows(capsys, "show", "R26_S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0"
+                                    "--oxford_iiit_pet-steps_0k-lr_0.003-res_224")
+    params = {f["field"]: f for f in details["fields"]}["params"]
+    # the architecture's 36,431,912 at 224 px with 1000 classes, the head cut to Pets' 37
+    assert params["value"] == 36_431_912 - (1000 - 37) * (384 + 1)
+    assert params["source"].startswith("computed:")
+
+
+def test_headers_are_the_column_names_sort_and_columns_accept(capsys, monkeypatch):
+    header, _, _ = table_at(capsys, monkeypatch, 300, "list", "--arch", "R26+S/32", "--adapt-ds",
+                            "oxford_iiit_pet", "--where", "notnull(adapt_final_val)", "--limit", "2")
+    names = header_names(header)
+    assert names[:2] == ["checkpoint", "name"] and "adapt_final_val" in names
+    assert "infer_samples_per_sec" in names and "available" in names
+    rows = json_rows(capsys, "list", "--arch", "B/8", "--limit", "2", "--columns", ",".join(names),
+                     "--sort", names[-2])
+    assert list(rows[0]) == names
+
+
+def test_fit_columns_drops_low_value_columns_before_shortening_the_name():
+    names = ["checkpoint", "sd", "adapt_final_val"]
+    rows = [["x" * 60, "0.1", "0.9000"]]
+    wide = fit_columns(names, rows, 200)
+    assert wide.columns == names and wide.name_width is None
+    narrow = fit_columns(names, rows, 72)  # the whole name fits once sd is dropped
+    assert narrow.columns == ["checkpoint", "adapt_final_val"] and narrow.hidden == ["sd"]
+    assert narrow.name_width is None
+    tight = fit_columns(names, rows, 60)
+    assert tight.columns == ["checkpoint", "adapt_final_val"] and tight.name_width == 60 - 11
+    assert elide_middle("abcdefghij", 5) == "ab" + ELLIPSIS + "ij"
+    assert header_lines("adapt_final_test", 6) == "adapt_\nfinal_test"
+    assert header_lines("name", 4) == "name"
+
+
+def test_wide_keeps_every_column_and_whole_names(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(capsys, "list", "--arch", "S/16", "--limit", "1", "--wide")
+    assert code == 0
+    assert "S_16-i1k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0--" in out
+    assert "not shown" not in out and ELLIPSIS not in out
+
+
+# --- names -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "filename", "kind"), [
+    ("timm/vit_base_patch16_224.augreg_in21k_ft_in1k",
+     B16 + "--imagenet2012-steps_20k-lr_0.01-res_224", "finetuned"),
+    ("hf-hub:timm/vit_base_patch16_384.augreg_in21k_ft_in1k",
+     B16 + "--imagenet2012-steps_20k-lr_0.01-res_384", "finetuned"),
+    ("vit_base_patch16_224.augreg_in21k", B16, "pretrained"),
+    ("vit_base_patch16_224", B16, "pretrained"),  # an architecture: its recommended checkpoint
+    ("vit_small_r26_s32_224", "R26_S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0",
+     "pretrained"),
+])
+def test_timm_and_hub_names_resolve(name, filename, kind):
+    info = find_checkpoint(name)
+    assert (info.filename, info.kind) == (filename, kind)
+
+
+def test_timm_names_work_as_filters(capsys):
+    assert {r["name"] for r in json_rows(capsys, "list", "--arch", "vit_base_patch16_224",
+                                         "--limit", "50")} == {"B/16"}
+    rows = json_rows(capsys, "list", "--name", "*augreg_in21k_ft_in1k*", "--columns",
+                     "checkpoint,name,hf_repo")
+    assert len(rows) == 19 and all(r["hf_repo"].endswith(".augreg_in21k_ft_in1k") for r in rows)
+    rows = json_rows(capsys, "list", "--name", "vit_base_patch16*", "--pretrained")
+    assert B16 in [r["checkpoint"] for r in rows]  # and those with an in1k fine-tune on the Hub
+    assert all(r["checkpoint"].startswith("B_16-") for r in rows) and len(rows) == 2
+    rows = json_rows(capsys, "list", "--ds", "augreg_in21k", "--arch", "Ti/16", "--pretrained")
+    assert {r["ds"] for r in rows} == {"i21k"}
+    rows = json_rows(capsys, "list", "--name", "medium2-wd_0.03-do_0.1", "--arch", "B/32",
+                     "--pretrained")
+    assert [r["checkpoint"] for r in rows] == [
+        "B_32-i1k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.1-sd_0.1",
+        "B_32-i21k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.1-sd_0.1",
+        "B_32-i21k-30ep-lr_0.001-aug_medium2-wd_0.03-do_0.1-sd_0.1"]
+
+
+def test_collections_by_folder_and_family(capsys):
+    rows = json_rows(capsys, "list", "--collection", "imagenet21k", "--pretrained")
+    assert rows and all(r["checkpoint"].startswith("imagenet21k/") for r in rows)
+    assert "imagenet21k/ViT-B_16" in {r["checkpoint"] for r in rows}
+    mixers = json_rows(capsys, "list", "--collection", "mixer", "--columns", "checkpoint,collection")
+    assert len(mixers) == 6 and {r["collection"].split("/")[0] for r in mixers} == {"mixer"}
+
+
+# --- availability ----------------------------------------------------------------------------
+
+
+def test_available_is_derived_offline_from_cache_and_hub_copies(capsys, monkeypatch):
+    from vitzoo.config import cache_dir
+
+    cached = cache_dir() / "augreg" / f"{B16}--cifar100-steps_2k-lr_0.01-res_224.npz"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"PK\x03\x04")
+    rows = json_rows(capsys, "list", "--downloadable", "--columns", "checkpoint,available")
+    assert rows == [{"checkpoint": cached.stem, "available": "cache"}]  # HF_HUB_OFFLINE is set
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    rows = json_rows(capsys, "list", "--downloadable", "--columns", "checkpoint,hf_repo,available")
+    assert len(rows) == 26
+    assert {r["available"] for r in rows if r["hf_repo"]} == {"hf"}
+    tuned = json_rows(capsys, "list", "--name", "timm/vit_base_patch16_224.augreg_in21k_ft_in1k",
+                      "--columns", "available")
+    assert tuned == [{"available": "hf"}]
+    unknown = json_rows(capsys, "list", "--arch", "L/16", "--limit", "1", "--columns", "available")
+    assert unknown == [{"available": "unknown"}]
+
+
+def test_show_names_the_nearest_checkpoint_with_a_copy(capsys, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    details = json_rows(capsys, "show", "L/16")
+    nearest = [c for c in details["caveats"] if "nearest checkpoint with one" in c]
+    assert nearest and "L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1" in nearest[0]
+
+
+# --- recommend -----------------------------------------------------------------------------
+
+
+def test_pareto_is_per_dataset(capsys):
+    rows = json_rows(capsys, "recommend", "--pareto", "--res", "384")
+    by_ds: dict[str, list[dict]] = {}
+    for row in rows:
+        by_ds.setdefault(row["adapt_ds"], []).append(row)
+    assert set(by_ds) == {"imagenet2012", "oxford_iiit_pet"}
+    for front in by_ds.values():
+        speeds = [r["infer_samples_per_sec"] for r in front]
+        accs = [r["adapt_final_test"] for r in front]
+        assert speeds == sorted(speeds, reverse=True) and accs == sorted(accs)
+    assert max(r["adapt_final_test"] for r in by_ds["imagenet2012"]) < 0.9  # no Pets on it
+
+
+# --- help ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["list"], ["show"], ["recommend"], ["plot"], ["download"],
+                                     ["cache", "clear"], ["index", "build"], ["predict"],
+                                     ["finetune"], ["doctor"]])
+def test_help_is_clean_and_h_works(capsys, command):
+    code, out, _ = run(capsys, *command, "-h")
+    assert code == 0 and out.startswith("Usage: ")
+    assert "\\[" not in out
+    if command[0] in ("list", "show", "recommend"):
+        assert "table, csv, json or jsonl" in " ".join(out.split())
