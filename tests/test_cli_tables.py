@@ -262,3 +262,18 @@ def test_help_is_clean_and_h_works(capsys, command):
     assert "\\[" not in out
     if command[0] in ("list", "show", "recommend"):
         assert "table, csv, json or jsonl" in " ".join(out.split())
+
+
+def test_download_without_a_copy_names_the_nearest_one_and_no_option_it_cannot_use(
+        capsys, monkeypatch):
+    from tests.gcs_emulator import closed_port_url
+
+    monkeypatch.setenv("VITZOO_GCS_ENDPOINT", closed_port_url())
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # L/16's pick has no Hub copy: nothing is asked of it
+    code, _, err = run(capsys, "download", "L/16", "--no-progress")
+    assert code == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: could not fetch L_16-i21k-300ep-lr_0.001-aug_strong1-")
+    assert "--source hf" not in last
+    assert last.endswith("the nearest checkpoint with a copy elsewhere is "
+                         "L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1.")

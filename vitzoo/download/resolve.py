@@ -243,12 +243,25 @@ def fetch(target: Target, *, gcs_auth: bool = False, progress: bool = True) -> P
     tried = "; ".join(f"{s.kind}: {reason}" for s, reason in failures) or "no sources"
     remote = [reason for s, reason in failures if s.kind != "cache"]
     offline = bool(remote) and all(any(m in reason for m in _DNS_FAILURES) for reason in remote)
+    has_hf = any(s.kind == "hf" for s in target.sources)
     raise VitzooError(
         ("this machine looks offline: no host name could be looked up; " if offline else "")
         + f"could not fetch {target.name} from any source ({tried})",
         "set VITZOO_MIRRORS to a mirror or copy the file locally, or fetch it with "
-        "`vitzoo download NAME --gcs-auth` (your Google credentials) or `--source hf`",
+        "`vitzoo download NAME --gcs-auth` (your Google credentials)"
+        + (" or `--source hf`" if has_hf else _nearest_copy(target.name)),
     )
+
+
+def _nearest_copy(name: str) -> str:
+    """``; the nearest checkpoint with a copy is X`` when the catalog knows one."""
+    from vitzoo.catalog.api import find_checkpoint, nearest_with_copy
+
+    try:
+        nearest = nearest_with_copy(find_checkpoint(name))
+    except VitzooError:
+        return ""
+    return f"; the nearest checkpoint with a copy elsewhere is {nearest}" if nearest else ""
 
 
 #: Fragments of the errors a failed DNS lookup produces (socket, urllib3, aiohttp, curl).
