@@ -182,6 +182,7 @@ def test_index_build_info_and_precedence(capsys, tmp_path, monkeypatch):
     (["recommend", "--adapt-ds", "cifar100"],
      "cannot recommend: adapt_final_val is unknown for all 12,320 cifar100 fine-tunes"),
     (["recommend", "--res", "300"], "no checkpoint has --res 300"),
+    (["recommend", "--pareto", "--metric", "adapt_final_vall"], "Did you mean 'adapt_final_val'?"),
     (["list", "--aug", "medium3"], "unknown augmentation 'medium3'"),
     (["list", "--ds", "jft"], "unknown pre-training dataset 'jft'"),
     (["list", "--adapt-ds", "mnist"], "unknown fine-tuning dataset 'mnist'"),

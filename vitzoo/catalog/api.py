@@ -179,7 +179,8 @@ def run_recommend(
     metric = metric or ("adapt_final_val" if adapt_ds else "adapt_final_test")
     if metric not in COLUMN_NAMES:
         raise VitzooError(f"unknown --metric {metric!r}",
-                          "use an accuracy column such as adapt_final_val")
+                          f"{did_you_mean(metric, COLUMN_NAMES)}use an accuracy column such as "
+                          "adapt_final_val")
     filters = q.Filters(arch=arch or (), adapt_ds=[adapt_ds] if adapt_ds else (),
                         res=[res] if res else ())
     subset = q.apply_filters(frame, filters)
