@@ -1,7 +1,7 @@
 """Conversion between the release ``.npz`` layout and timm state dicts, without torch.
 
-The mapping follows timm's own npz loader (``vision_transformer._load_weights``; tables in
-``shared/reference/npz_layout.md`` §2, §3 and §4), so a release file converted here loads
+The mapping follows timm's own npz loader (``vision_transformer._load_weights``; the
+name tables are in ``docs/CHECKPOINT_LAYOUT.md``), so a release file converted here loads
 into timm exactly as the ``.npz`` would, and a timm ``.safetensors`` file (e.g. from the
 Hugging Face hub) loads into vitzoo. Numbers are moved, never changed: convs HWIO <->
 OIHW, dense kernels transposed, q/k/v fused into ``qkv``, GroupNorm ``[1,1,1,C]`` <-> ``[C]``.
@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 
 from vitzoo.errors import VitzooError
-from vitzoo.models.configs import CONFIGS, RESNET_WIDTH, ModelConfig, infer_config
+from vitzoo.models.configs import (
+    CONFIGS,
+    HEAD_FIELDS,
+    RESNET_WIDTH,
+    ModelConfig,
+    infer_config,
+    match_table_name,
+)
+from vitzoo.text import and_more
 
 Flat = dict[str, np.ndarray]
 
@@ -178,8 +186,7 @@ def timm_to_release(state: Mapping[str, Any], config: ModelConfig) -> Flat:
 def _refuse_unused(state: Mapping[str, Any], used: set[str]) -> None:
     extra = sorted(set(state) - used)
     if extra:
-        shown = ", ".join(extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
-        raise VitzooError(f"timm state dict has keys vitzoo cannot place: {shown}",
+        raise VitzooError(f"timm state dict has keys vitzoo cannot place: {and_more(extra)}",
                           "is it a different architecture (e.g. fc_norm / global-pool variant)?")
 
 
@@ -269,10 +276,9 @@ def guess_config(state: Mapping[str, Any]) -> ModelConfig:
 
 
 def _named(found: ModelConfig, *, compare_heads: bool) -> ModelConfig:
-    ignore = {"name", "num_heads", "classifier", "representation_size"}
-    for cfg in CONFIGS.values():
-        if all(getattr(cfg, k) == v for k, v in found.architecture().items() if k not in ignore):
-            return replace(found, name=cfg.name, num_heads=cfg.num_heads)
+    name = match_table_name(found, HEAD_FIELDS | {"num_heads"})
+    if name is not None:
+        return replace(found, name=name, num_heads=CONFIGS[name].num_heads)
     if compare_heads:
         raise VitzooError(
             "cannot tell the number of attention heads of this timm checkpoint "
