@@ -147,6 +147,12 @@ def test_fresh_venv_without_extras_can_finetune(tmp_path):
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["status"] == "finished" and record["class_names"] == ["cat", "dog"]
     assert (tmp_path / "run" / "final.npz").is_file()
+    # the catalog commands work from the installed copy too (the snapshot ships with it)
+    listed = subprocess.run([str(venv / "bin" / "vitzoo"), "list", "--arch", "B/16", "--pretrained",
+                             "--format", "csv", "--limit", "2"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert len(listed.stdout.splitlines()) == 3 and "B_16-i" in listed.stdout
     # and the installed package is the copy, not this checkout
     where = subprocess.run([str(python), "-c", "import vitzoo; print(vitzoo.__file__)"], env=env,
                            capture_output=True, text=True, check=True, cwd=tmp_path).stdout
