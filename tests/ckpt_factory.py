@@ -1,6 +1,6 @@
 """Tiny checkpoints in the EXACT release layout, for tests (importable helper, not a test).
 
-The arrays are named and shaped as in ``shared/reference/npz_layout.md`` (pre-Linen
+The arrays are named and shaped as in ``docs/CHECKPOINT_LAYOUT.md`` (pre-Linen
 names ``MultiHeadDotProductAttention_1`` / ``LayerNorm_2`` / ``MlpBlock_3``, per-layer
 ``encoderblock_{i}``, GroupNorm ``scale``/``bias`` as ``[1, 1, 1, C]``) and written the
 way vit_jax's own test helper does (sorted names, plain uncompressed ``np.savez``).

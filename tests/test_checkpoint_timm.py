@@ -132,6 +132,26 @@ def np_timm_vit(sd, images_nhwc, num_heads):
     return _linear(_ln(x, sd, "norm")[:, 0], sd, "head")
 
 
+def np_timm_mixer(sd, images_nhwc):
+    """timm ``MlpMixer`` (``stem.proj``, ``blocks.i.mlp_tokens/mlp_channels``, ``norm``, ``head``)."""
+    sd = {k: v.astype(np.float64) for k, v in sd.items()}
+    x = images_nhwc.astype(np.float64).transpose(0, 3, 1, 2)
+    p = sd["stem.proj.weight"].shape[-1]
+    x = _conv2d(x, sd["stem.proj.weight"], p) + sd["stem.proj.bias"][:, None, None]
+    b, c = x.shape[:2]
+    x = x.reshape(b, c, -1).transpose(0, 2, 1)  # flatten(2).transpose(1, 2): [B, N, C]
+    i = 0
+    while f"blocks.{i}.norm1.weight" in sd:
+        t = f"blocks.{i}"
+        y = _ln(x, sd, f"{t}.norm1").transpose(0, 2, 1)
+        y = _linear(_gelu(_linear(y, sd, f"{t}.mlp_tokens.fc1")), sd, f"{t}.mlp_tokens.fc2")
+        x = x + y.transpose(0, 2, 1)
+        y = _gelu(_linear(_ln(x, sd, f"{t}.norm2"), sd, f"{t}.mlp_channels.fc1"))
+        x = x + _linear(y, sd, f"{t}.mlp_channels.fc2")
+        i += 1
+    return _linear(_ln(x, sd, "norm").mean(axis=1), sd, "head")
+
+
 # --- tests -----------------------------------------------------------------------------------
 
 CASES = {
@@ -157,6 +177,19 @@ def test_timm_layout_gives_the_same_logits(kind):
     back = timm_to_release(state, config)
     again = np.asarray(model.apply({"params": release_to_params(back, config)}, images))
     np.testing.assert_array_equal(again, got)
+
+
+def test_timm_layout_mixer_gives_the_same_logits():
+    flat = tiny_mixer_arrays(seed=14, image_size=32, patch=8, tokens_mlp=12)
+    config, _ = infer_config(flat)
+    state = release_to_timm(flat, config)
+    assert state["blocks.0.mlp_tokens.fc1.weight"].shape == (12, 16)
+    images = np.random.default_rng(2).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    expected = np_timm_mixer(state, images)
+    model = build_model(config, 10)
+    got = np.asarray(model.apply({"params": release_to_params(flat, config)}, images))
+    assert np.abs(expected).max() > 0.1
+    np.testing.assert_allclose(got, expected, atol=1e-4 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("make", [

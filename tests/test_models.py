@@ -1,6 +1,6 @@
 """Models against an independent NumPy forward pass, and full-size shapes/parameter counts.
 
-The NumPy reference below is written from ``shared/reference/npz_layout.md`` and reads
+The NumPy reference below is written from ``docs/CHECKPOINT_LAYOUT.md`` and reads
 the flat release arrays directly; it shares no code with ``vitzoo.models`` or
 ``vitzoo.weights.release``, so agreement checks the models *and* the layout conversion.
 """
@@ -266,7 +266,8 @@ def test_remat_gives_same_logits_and_gradients():
 
 # --- full-size architectures: shapes only --------------------------------------------
 
-# npz_layout.md §7 (= vit_jax models_test MODEL_SIZES at K=1000 @224) and §4 for Mixer;
+# vit_jax models_test.py MODEL_SIZES (K=1000 @224), equal to the sums of the array sizes in
+# docs/CHECKPOINT_LAYOUT.md, also for Mixer;
 # legacy ViT/R50 values from vit_jax MODEL_SIZES.
 PARAMS_1000 = {
     "Ti/16": 5_717_416, "S/32": 22_878_952, "S/16": 22_050_664, "B/32": 88_224_232,

@@ -114,3 +114,28 @@ def test_pretraining_dataset_aliases():
     assert canonical_pretrain_ds("i21k_30") == "i21k_30"
     with pytest.raises(VitzooError, match="unknown pre-training dataset 'jft'"):
         canonical_pretrain_ds("jft")
+
+
+# Written out by hand (not derived from vitzoo.architectures), so a slip in the registry's
+# spelling rules shows up here: the AugReg prefixes and the older collections' file stems.
+PUBLISHED_AUGREG_PREFIXES = {
+    "Ti/16": "Ti_16", "S/32": "S_32", "S/16": "S_16", "B/32": "B_32", "B/16": "B_16",
+    "B/8": "B_8", "L/16": "L_16", "R+Ti/16": "R_Ti_16", "R26+S/32": "R26_S_32",
+    "R50+L/32": "R50_L_32",
+}
+PUBLISHED_LEGACY_STEMS = {
+    "B/16": "ViT-B_16", "B/32": "ViT-B_32", "L/16": "ViT-L_16", "L/32": "ViT-L_32",
+    "H/14": "ViT-H_14", "R50+B/16": "R50+ViT-B_16", "S/16": "ViT-S_16", "S/32": "ViT-S_32",
+    "Ti/16": "ViT-Ti_16", "Mixer-B/16": "Mixer-B_16", "Mixer-B/32": "Mixer-B_32",
+    "Mixer-L/16": "Mixer-L_16",
+}
+
+
+def test_name_tables_derived_from_the_registry_match_the_published_spellings():
+    from vitzoo.names import ALL_ARCHS, AUGREG_ARCHS, LEGACY_ARCHS
+
+    assert AUGREG_ARCHS == PUBLISHED_AUGREG_PREFIXES
+    assert list(AUGREG_ARCHS) == list(PUBLISHED_AUGREG_PREFIXES)  # the order the tool lists
+    assert LEGACY_ARCHS == PUBLISHED_LEGACY_STEMS
+    assert set(ALL_ARCHS) == set(PUBLISHED_AUGREG_PREFIXES) | set(PUBLISHED_LEGACY_STEMS)
+    assert ALL_ARCHS[:10] == tuple(PUBLISHED_AUGREG_PREFIXES)

@@ -103,8 +103,10 @@ def test_imagenet_labels_are_the_tfds_list(tmp_path):
     assert names is not None and len(names) == 1000
     assert names[0] == "n01440764" and names[-1] == "n15075141"
     labels = find_labels(tmp_path / "x.npz", 1000)
-    assert labels.names == names and "imagenet2012" in labels.source
-    assert find_labels(tmp_path / "x.npz", 21843).names is None
+    assert labels.names[285] == "Egyptian cat (n02124075)" and "ImageNet-1k" in labels.source
+    assert [n.rsplit(" (", 1)[1][:-1] for n in labels.names] == names
+    assert find_labels(tmp_path / "x.npz", 21843).names[0] == "organism, being (n00004475)"
+    assert find_labels(tmp_path / "x.npz", 999).names is None
 
 
 @pytest.mark.slow
@@ -144,7 +146,9 @@ def test_cli_json_end_to_end(tmp_path, images):
         assert set(d) == {"image", "top_k", "logits"}
         assert len(d["top_k"]) == 4 and len(d["logits"]) == 1000
         assert all(set(e) == {"index", "label", "probability"} for e in d["top_k"])
-        assert d["top_k"][0]["label"].startswith("n")  # ImageNet WordNet ids
+        import re  # ImageNet lemmas with their WordNet ids
+
+        assert all(re.fullmatch(r".+ \(n\d{8}\)", e["label"]) for e in d["top_k"])
         probs = np.exp(np.array(d["logits"]) - max(d["logits"]))
         probs /= probs.sum()
         assert probs.sum() == pytest.approx(1.0)

@@ -6,10 +6,12 @@ Order of precedence everywhere: command-line option > environment > default.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
-#: The repository's embedded catalog snapshot (``index/`` at the top level).
-EMBEDDED_INDEX_DIR = Path(__file__).resolve().parent.parent / "index"
+#: The embedded catalog snapshot: ``index/`` of the checkout, or where an install put it.
+_CHECKOUT_INDEX = Path(__file__).resolve().parent.parent / "index"
+EMBEDDED_INDEX_DIR = _CHECKOUT_INDEX if _CHECKOUT_INDEX.is_dir() else Path(sys.prefix) / "share/vitzoo/index"
 
 
 def vitzoo_home() -> Path:

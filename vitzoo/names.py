@@ -22,41 +22,18 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from vitzoo.architectures import ARCHITECTURES
 from vitzoo.errors import VitzooError
 
 # --- architectures -----------------------------------------------------------
 
-#: AugReg architectures: canonical name -> filename form.
-AUGREG_ARCHS: dict[str, str] = {
-    "Ti/16": "Ti_16",
-    "S/32": "S_32",
-    "S/16": "S_16",
-    "B/32": "B_32",
-    "B/16": "B_16",
-    "B/8": "B_8",
-    "L/16": "L_16",
-    "R+Ti/16": "R_Ti_16",
-    "R26+S/32": "R26_S_32",
-    "R50+L/32": "R50_L_32",
-}
+#: AugReg architectures: canonical name -> filename form (from :mod:`vitzoo.architectures`).
+AUGREG_ARCHS: dict[str, str] = {a.name: a.file_form for a in ARCHITECTURES if a.augreg}
 
 #: Architectures of the older collections: canonical name -> legacy file stem.
-LEGACY_ARCHS: dict[str, str] = {
-    "B/16": "ViT-B_16",
-    "B/32": "ViT-B_32",
-    "L/16": "ViT-L_16",
-    "L/32": "ViT-L_32",
-    "H/14": "ViT-H_14",
-    "R50+B/16": "R50+ViT-B_16",
-    "S/16": "ViT-S_16",
-    "S/32": "ViT-S_32",
-    "Ti/16": "ViT-Ti_16",
-    "Mixer-B/16": "Mixer-B_16",
-    "Mixer-B/32": "Mixer-B_32",
-    "Mixer-L/16": "Mixer-L_16",
-}
+LEGACY_ARCHS: dict[str, str] = {a.name: a.legacy_stem for a in ARCHITECTURES if a.legacy}
 
-ALL_ARCHS: tuple[str, ...] = tuple(dict.fromkeys([*AUGREG_ARCHS, *LEGACY_ARCHS]))
+ALL_ARCHS: tuple[str, ...] = tuple(a.name for a in ARCHITECTURES)
 
 #: timm's model names (without the ``_224``/``_384`` resolution suffix) -> canonical name.
 TIMM_ARCHS: dict[str, str] = {

@@ -4,14 +4,13 @@ Preprocessing is the reference evaluation recipe (vit_jax / timm ``crop_pct=1``)
 bilinear resize to ``res x res``, pixels scaled to [-1, 1] (``(x - 127.5) / 127.5``).
 
 Labels, in order of preference: the fine-tune's own ``class_names`` (from a
-``class_names.json`` or ``run.json`` next to the ``.npz``), ImageNet-1k for 1000-class
-heads (the TFDS ``imagenet2012`` label list, which is WordNet ids such as ``n01440764``:
-human-readable names are not shipped offline), otherwise class indices.
+``class_names.json`` or ``run.json`` next to the ``.npz``), ImageNet-1k or -21k names for 1000-
+and 21843-class heads (WordNet lemmas with the id, ``Egyptian cat (n02124075)``,
+from :mod:`vitzoo.labels`), otherwise class indices.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from collections.abc import Sequence
@@ -78,20 +77,15 @@ def preprocess(image: str | os.PathLike[str] | Any, resolution: int) -> np.ndarr
 
 
 def imagenet2012_labels() -> list[str] | None:
-    """The TFDS ``imagenet2012`` label names (WordNet ids), read without importing TF.
+    """The TFDS ``imagenet2012`` label names (WordNet ids), in head order.
 
-    Identical to ``tfds.builder('imagenet2012').info.features['label'].names`` (works
-    offline), but that import costs seconds; the list is a text file in the package.
+    Identical to ``tfds.builder('imagenet2012').info.features['label'].names``; shipped
+    as data in :mod:`vitzoo.labels`, so neither TF nor tensorflow-datasets is needed.
     """
-    spec = importlib.util.find_spec("tensorflow_datasets")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for root in spec.submodule_search_locations:
-        path = Path(root) / "datasets" / "imagenet2012" / "labels.txt"
-        if path.is_file():
-            names = path.read_text().split()
-            return names if len(names) == 1000 else None
-    return None
+    from vitzoo.labels import imagenet_synsets
+
+    synsets = imagenet_synsets(1000)
+    return None if synsets is None else list(synsets)
 
 
 def _names_from_file(path: Path, num_classes: int) -> list[str] | None:
@@ -118,12 +112,10 @@ def find_labels(checkpoint: Path | None, num_classes: int) -> Labels:
             path = checkpoint.parent / filename
             if path.is_file() and (names := _names_from_file(path, num_classes)) is not None:
                 return Labels(names, f"class_names from {path}")
-    if num_classes == 1000:
-        names = imagenet2012_labels()
-        if names is not None:
-            return Labels(names, "ImageNet-1k (TFDS imagenet2012 WordNet ids)")
-        return Labels(None, "class indices (ImageNet-1k label list not available: "
-                            "tensorflow-datasets is not installed)")
+    from vitzoo.labels import DATASET_NAMES, imagenet_labels
+
+    if (names := imagenet_labels(num_classes)) is not None:
+        return Labels(names, f"{DATASET_NAMES[num_classes]} WordNet lemmas and ids (vitzoo.labels)")
     return Labels(None, "class indices (no class_names.json/run.json next to the checkpoint)")
 
 

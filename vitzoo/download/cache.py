@@ -32,10 +32,10 @@ from typing import Any
 from vitzoo import config
 from vitzoo.atomic import atomic_write
 from vitzoo.errors import VitzooError
+from vitzoo.fileformats import ZIP_MAGIC
 from vitzoo.names import validate_path_component
 from vitzoo.storage import crc32c_b64, crc32c_of, md5_hex, scheme_of
 
-ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 SIDECAR_SUFFIX = ".json"
 PART_SUFFIX = ".part"
 LOCK_SUFFIX = ".lock"
@@ -165,7 +165,7 @@ def hash_file(path: Path, *, limit: int | None = None) -> tuple[int, str, str]:
 def has_zip_signature(path: Path) -> bool:
     try:
         with path.open("rb") as fh:
-            return fh.read(4) in ZIP_SIGNATURES
+            return fh.read(4) in ZIP_MAGIC
     except OSError:
         return False
 

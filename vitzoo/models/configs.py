@@ -1,8 +1,9 @@
-"""The architecture table, and architecture inference from a checkpoint's own shapes.
+"""Model configurations, and architecture inference from a checkpoint's own shapes.
 
-This is the one place that knows the hyper-parameters of every architecture in the
-zoo (vit_jax ``configs/models.py``; facts in ``shared/reference/npz_layout.md`` §7).
-Pure Python on purpose: the catalog and the CLI import it without paying for jax.
+:data:`CONFIGS` is derived from the architecture registry (:mod:`vitzoo.architectures`,
+the one place that knows the hyper-parameters of every network of the zoo); a
+:class:`ModelConfig` adds what a model builder needs. Pure Python on purpose: the
+catalog and the CLI import it without paying for jax.
 
 A checkpoint also describes itself: widths, depth, heads, patch size, ResNet blocks,
 class count and token count can all be read off the array shapes. :func:`infer_config`
@@ -17,10 +18,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
+from vitzoo.architectures import ARCHITECTURES, Architecture, Family
 from vitzoo.errors import VitzooError
 from vitzoo.names import canonical_arch
-
-Family = Literal["vit", "hybrid", "mixer"]
 
 #: Root width of every ResNet stem in the zoo (64 x width_factor 1).
 RESNET_WIDTH = 64
@@ -88,39 +88,40 @@ class ModelConfig:
         return {k: v for k, v in asdict(self).items() if k != "name"}
 
 
-def _vit(name: str, d: int, m: int, h: int, layers: int, patch: int, **kw: Any) -> ModelConfig:
-    family: Family = "hybrid" if kw.get("resnet_blocks") is not None else "vit"
-    return ModelConfig(name=name, family=family, hidden_size=d, mlp_dim=m, num_heads=h,
-                       num_layers=layers, patch_size=patch, **kw)
+def _config(arch: Architecture) -> ModelConfig:
+    return ModelConfig(
+        name=arch.name, family=arch.family, hidden_size=arch.hidden, mlp_dim=arch.mlp,
+        num_layers=arch.layers, patch_size=arch.patch, num_heads=arch.heads,
+        resnet_blocks=arch.resnet_blocks, tokens_mlp_dim=arch.tokens_mlp,
+        classifier="gap" if arch.family == "mixer" else "token")
 
 
-def _mixer(name: str, d: int, blocks: int, t: int, c: int, patch: int) -> ModelConfig:
-    return ModelConfig(name=name, family="mixer", hidden_size=d, mlp_dim=c, num_layers=blocks,
-                       patch_size=patch, tokens_mlp_dim=t, classifier="gap")
+#: canonical name -> config, one per entry of :data:`vitzoo.architectures.ARCHITECTURES`.
+CONFIGS: dict[str, ModelConfig] = {a.name: _config(a) for a in ARCHITECTURES}
+
+#: Fields that do not decide which table architecture a file is: the legacy in21k files
+#: carry a representation layer (and some a GAP head) that the table entries do not have.
+HEAD_FIELDS = frozenset({"name", "classifier", "representation_size"})
 
 
-#: canonical name -> config. Every AugReg and legacy architecture of ``vitzoo.names``.
-CONFIGS: dict[str, ModelConfig] = {
-    c.name: c
-    for c in (
-        _vit("Ti/16", 192, 768, 3, 12, 16),
-        _vit("S/32", 384, 1536, 6, 12, 32),
-        _vit("S/16", 384, 1536, 6, 12, 16),
-        _vit("B/32", 768, 3072, 12, 12, 32),
-        _vit("B/16", 768, 3072, 12, 12, 16),
-        _vit("B/8", 768, 3072, 12, 12, 8),
-        _vit("L/16", 1024, 4096, 16, 24, 16),
-        _vit("L/32", 1024, 4096, 16, 24, 32),
-        _vit("H/14", 1280, 5120, 16, 32, 14),
-        _vit("R+Ti/16", 192, 768, 3, 12, 8, resnet_blocks=()),
-        _vit("R26+S/32", 384, 1536, 6, 12, 1, resnet_blocks=(2, 2, 2, 2)),
-        _vit("R50+L/32", 1024, 4096, 16, 24, 1, resnet_blocks=(3, 4, 6, 3)),
-        _vit("R50+B/16", 768, 3072, 12, 12, 1, resnet_blocks=(3, 4, 9)),
-        _mixer("Mixer-B/16", 768, 12, 384, 3072, 16),
-        _mixer("Mixer-B/32", 768, 12, 384, 3072, 32),
-        _mixer("Mixer-L/16", 1024, 24, 512, 4096, 16),
-    )
-}
+def differing_fields(found: ModelConfig, expected: ModelConfig,
+                     ignore: frozenset[str] = HEAD_FIELDS) -> dict[str, tuple[Any, Any]]:
+    """``{field: (found, expected)}`` for every field outside ``ignore`` that differs.
+
+    The one comparison behind "which table entry is this file" and "does this file match
+    the architecture the user named".
+    """
+    return {f.name: (getattr(found, f.name), getattr(expected, f.name))
+            for f in fields(ModelConfig)
+            if f.name not in ignore and getattr(found, f.name) != getattr(expected, f.name)}
+
+
+def match_table_name(config: ModelConfig, ignore: frozenset[str] = HEAD_FIELDS) -> str | None:
+    """The name of the first table architecture equal to ``config`` outside ``ignore``."""
+    for cfg in CONFIGS.values():
+        if not differing_fields(config, cfg, ignore):
+            return cfg.name
+    return None
 
 
 def get_config(arch: str) -> ModelConfig:
@@ -186,15 +187,6 @@ def _grid_side(patch_tokens: int, what: str) -> int:
     return side
 
 
-def _match_name(config: ModelConfig) -> str | None:
-    ignore = {"name", "classifier", "representation_size"}
-    for cfg in CONFIGS.values():
-        if all(getattr(cfg, f.name) == getattr(config, f.name) for f in fields(cfg)
-               if f.name not in ignore):
-            return cfg.name
-    return None
-
-
 def _describe(config: ModelConfig) -> str:
     if config.family == "mixer":
         return f"custom Mixer D={config.hidden_size} L={config.num_layers} P={config.patch_size}"
@@ -220,7 +212,7 @@ def infer_config(
         config, info = _infer_mixer(flat)
     else:
         config, info = _infer_vit(flat)
-    name = _match_name(config)
+    name = match_table_name(config)
     config = replace(config, name=name or _describe(config))
     if arch is not None:
         check_matches(config, get_config(arch))
@@ -284,12 +276,8 @@ def check_matches(found: ModelConfig, expected: ModelConfig) -> None:
     ``classifier`` and ``representation_size`` are not compared: the legacy in21k files
     carry a representation layer the table entries (AugReg) do not have.
     """
-    ignore = {"name", "classifier", "representation_size"}
-    diffs = [
-        f"{f.name} {getattr(found, f.name)} (expected {getattr(expected, f.name)})"
-        for f in fields(ModelConfig)
-        if f.name not in ignore and getattr(found, f.name) != getattr(expected, f.name)
-    ]
+    diffs = [f"{name} {got} (expected {want})"
+             for name, (got, want) in differing_fields(found, expected).items()]
     if diffs:
         raise VitzooError(
             f"checkpoint does not match architecture {expected.name}: it has " + ", ".join(diffs),

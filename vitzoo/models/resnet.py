@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-#: vit_jax adds this to the standard deviation of the kernel (npz_layout.md §5.2).
+#: vit_jax adds this to the standard deviation of the kernel (docs/CHECKPOINT_LAYOUT.md §3).
 STD_CONV_EPS = 1e-5
 GN_EPS = 1e-6
 GN_GROUPS = 32

@@ -1,6 +1,6 @@
 """Reading, checking, converting and writing checkpoints in the release ``.npz`` layout.
 
-The release layout (``shared/reference/npz_layout.md``) is a flat ``.npz`` whose array
+The release layout (``docs/CHECKPOINT_LAYOUT.md``) is a flat ``.npz`` whose array
 names are ``/``-joined parameter paths written by pre-Linen Flax. Our Linen models use
 the same module names, so the only differences are handled here, in one place:
 
@@ -27,13 +27,14 @@ import numpy as np
 
 from vitzoo.atomic import atomic_write
 from vitzoo.errors import VitzooError
+from vitzoo.fileformats import ZIP_MAGIC
 from vitzoo.models.configs import ModelConfig, infer_config
+from vitzoo.text import and_more
 
 Flat = dict[str, np.ndarray]
 Params = dict[str, Any]
 NpzInput = str | os.PathLike[str] | IO[bytes]
 
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _GROUPNORM_MODULE = re.compile(r"^(gn\d+|gn_root|gn_proj)$")
 
 # --- reading and writing files ------------------------------------------------------
@@ -47,7 +48,7 @@ def _describe_source(src: NpzInput) -> str:
 
 def _sniff(head: bytes, what: str) -> None:
     """Refuse a file that is not a zip before numpy gives a confusing error."""
-    if head.startswith(_ZIP_MAGIC):
+    if head.startswith(ZIP_MAGIC):
         return
     if not head:
         raise VitzooError(f"{what} is empty, not a checkpoint",
@@ -259,11 +260,6 @@ def expected_release_shapes(
     return expected
 
 
-def _listing(names: list[str], limit: int = 8) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
 def check_release_layout(
     flat: Mapping[str, Any], config: ModelConfig, num_classes: int, resolution: int
 ) -> None:
@@ -283,11 +279,11 @@ def check_release_layout(
             wrong.append(f"{key} {shape} (expected {expected[key]})")
     problems = []
     if missing:
-        problems.append(f"missing {len(missing)}: {_listing(missing)}")
+        problems.append(f"missing {len(missing)}: {and_more(missing)}")
     if extra:
-        problems.append(f"unexpected {len(extra)}: {_listing(extra)}")
+        problems.append(f"unexpected {len(extra)}: {and_more(extra)}")
     if wrong:
-        problems.append(f"wrong shape {len(wrong)}: {_listing(wrong)}")
+        problems.append(f"wrong shape {len(wrong)}: {and_more(wrong)}")
     if problems:
         raise VitzooError(
             f"checkpoint does not fit {config.name} ({num_classes} classes at {resolution} px): "

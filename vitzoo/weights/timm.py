@@ -1,7 +1,7 @@
 """Conversion between the release ``.npz`` layout and timm state dicts, without torch.
 
-The mapping follows timm's own npz loader (``vision_transformer._load_weights``; tables in
-``shared/reference/npz_layout.md`` §2, §3 and §4), so a release file converted here loads
+The mapping follows timm's own npz loader (``vision_transformer._load_weights``; the
+name tables are in ``docs/CHECKPOINT_LAYOUT.md``), so a release file converted here loads
 into timm exactly as the ``.npz`` would, and a timm ``.safetensors`` file (e.g. from the
 Hugging Face hub) loads into vitzoo. Numbers are moved, never changed: convs HWIO <->
 OIHW, dense kernels transposed, q/k/v fused into ``qkv``, GroupNorm ``[1,1,1,C]`` <-> ``[C]``.
@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 
 from vitzoo.errors import VitzooError
-from vitzoo.models.configs import CONFIGS, RESNET_WIDTH, ModelConfig, infer_config
+from vitzoo.models.configs import (
+    CONFIGS,
+    HEAD_FIELDS,
+    RESNET_WIDTH,
+    ModelConfig,
+    infer_config,
+    match_table_name,
+)
+from vitzoo.text import and_more
 
 Flat = dict[str, np.ndarray]
 
@@ -41,23 +49,22 @@ def _conv_from_timm(weight: np.ndarray) -> np.ndarray:
 
 def _finish_to_timm(f: Mapping[str, Any], out: dict, norm: str, what: str) -> Flat:
     """Final norm and (optional) head, then float32 contiguous arrays: shared by ViT and Mixer."""
-    out["norm.weight"] = _need(f, f"{norm}/scale", what)
-    out["norm.bias"] = _need(f, f"{norm}/bias", what)
+    out["norm.weight"] = need_array(f, f"{norm}/scale", what)
+    out["norm.bias"] = need_array(f, f"{norm}/bias", what)
     if "head/kernel" in f:
         out["head.weight"] = f["head/kernel"].T
-        out["head.bias"] = _need(f, "head/bias", what)
+        out["head.bias"] = need_array(f, "head/bias", what)
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
 
 
-def _finish_from_timm(s: Mapping[str, Any], take: Any, used: set[str], out: dict,
-                      norm: str) -> Flat:
+def _finish_from_timm(take: StateReader, out: dict, norm: str) -> Flat:
     """The inverse of :func:`_finish_to_timm`; refuses any timm key left unused."""
     out[f"{norm}/scale"] = take("norm.weight")
     out[f"{norm}/bias"] = take("norm.bias")
-    if "head.weight" in s:
+    if "head.weight" in take:
         out["head/kernel"] = take("head.weight").T
         out["head/bias"] = take("head.bias")
-    _refuse_unused(s, used)
+    take.refuse_unused("is it a different architecture (e.g. fc_norm / global-pool variant)?")
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
 
 
@@ -80,12 +87,38 @@ def _backbone_names(config: ModelConfig) -> list[tuple[str, str, str]]:
     return names
 
 
-def _need(src: Mapping[str, Any], key: str, what: str) -> np.ndarray:
+def need_array(src: Mapping[str, Any], key: str, what: str) -> np.ndarray:
+    """``src[key]`` as an array, or an error naming the missing key (shared by the converters)."""
     try:
         return np.asarray(src[key])
     except KeyError:
         raise VitzooError(f"{what} has no {key!r}",
                           "the file does not match the architecture; check --arch") from None
+
+
+class StateReader:
+    """Reads a foreign state dict key by key and refuses, by name, any key left unread.
+
+    Unknown keys mean a different architecture (e.g. a pooler or an fc_norm variant), so
+    they are reported instead of silently dropped.
+    """
+
+    def __init__(self, state: Mapping[str, Any], what: str) -> None:
+        self.state = {k: np.asarray(v) for k, v in state.items()}
+        self.what = what
+        self.used: set[str] = set()
+
+    def __call__(self, key: str) -> np.ndarray:
+        self.used.add(key)
+        return need_array(self.state, key, self.what)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.state
+
+    def refuse_unused(self, hint: str) -> None:
+        extra = sorted(set(self.state) - self.used)
+        if extra:
+            raise VitzooError(f"{self.what} has keys vitzoo cannot place: {and_more(extra)}", hint)
 
 
 def release_to_timm(flat: Mapping[str, Any], config: ModelConfig) -> Flat:
@@ -101,31 +134,31 @@ def release_to_timm(flat: Mapping[str, Any], config: ModelConfig) -> Flat:
     out: Flat = {}
     for src, dst, kind in _backbone_names(config):
         if kind == "conv":
-            out[f"{dst}.weight"] = _conv_to_timm(_need(f, f"{src}/kernel", what))
+            out[f"{dst}.weight"] = _conv_to_timm(need_array(f, f"{src}/kernel", what))
         else:
-            out[f"{dst}.weight"] = _need(f, f"{src}/scale", what).reshape(-1)
-            out[f"{dst}.bias"] = _need(f, f"{src}/bias", what).reshape(-1)
-    out["patch_embed.proj.weight"] = _conv_to_timm(_need(f, "embedding/kernel", what))
-    out["patch_embed.proj.bias"] = _need(f, "embedding/bias", what)
+            out[f"{dst}.weight"] = need_array(f, f"{src}/scale", what).reshape(-1)
+            out[f"{dst}.bias"] = need_array(f, f"{src}/bias", what).reshape(-1)
+    out["patch_embed.proj.weight"] = _conv_to_timm(need_array(f, "embedding/kernel", what))
+    out["patch_embed.proj.bias"] = need_array(f, "embedding/bias", what)
     if config.has_class_token:
-        out["cls_token"] = _need(f, "cls", what)
-    out["pos_embed"] = _need(f, "Transformer/posembed_input/pos_embedding", what)
+        out["cls_token"] = need_array(f, "cls", what)
+    out["pos_embed"] = need_array(f, "Transformer/posembed_input/pos_embedding", what)
     d = config.hidden_size
     for i in range(config.num_layers):
         b, t = _ENC.format(i=i), f"blocks.{i}"
         for ln, norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
-            out[f"{t}.{norm}.weight"] = _need(f, f"{b}/{ln}/scale", what)
-            out[f"{t}.{norm}.bias"] = _need(f, f"{b}/{ln}/bias", what)
+            out[f"{t}.{norm}.weight"] = need_array(f, f"{b}/{ln}/scale", what)
+            out[f"{t}.{norm}.bias"] = need_array(f, f"{b}/{ln}/bias", what)
         qkv = ("query", "key", "value")
         out[f"{t}.attn.qkv.weight"] = np.concatenate(
-            [_need(f, f"{b}/{_ATT}/{n}/kernel", what).reshape(d, -1).T for n in qkv])
+            [need_array(f, f"{b}/{_ATT}/{n}/kernel", what).reshape(d, -1).T for n in qkv])
         out[f"{t}.attn.qkv.bias"] = np.concatenate(
-            [_need(f, f"{b}/{_ATT}/{n}/bias", what).reshape(-1) for n in qkv])
-        out[f"{t}.attn.proj.weight"] = _need(f, f"{b}/{_ATT}/out/kernel", what).reshape(-1, d).T
-        out[f"{t}.attn.proj.bias"] = _need(f, f"{b}/{_ATT}/out/bias", what)
+            [need_array(f, f"{b}/{_ATT}/{n}/bias", what).reshape(-1) for n in qkv])
+        out[f"{t}.attn.proj.weight"] = need_array(f, f"{b}/{_ATT}/out/kernel", what).reshape(-1, d).T
+        out[f"{t}.attn.proj.bias"] = need_array(f, f"{b}/{_ATT}/out/bias", what)
         for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
-            out[f"{t}.mlp.{fc}.weight"] = _need(f, f"{b}/MlpBlock_3/{dense}/kernel", what).T
-            out[f"{t}.mlp.{fc}.bias"] = _need(f, f"{b}/MlpBlock_3/{dense}/bias", what)
+            out[f"{t}.mlp.{fc}.weight"] = need_array(f, f"{b}/MlpBlock_3/{dense}/kernel", what).T
+            out[f"{t}.mlp.{fc}.bias"] = need_array(f, f"{b}/MlpBlock_3/{dense}/bias", what)
     return _finish_to_timm(f, out, "Transformer/encoder_norm", what)
 
 
@@ -136,14 +169,7 @@ def timm_to_release(state: Mapping[str, Any], config: ModelConfig) -> Flat:
     """
     if config.family == "mixer":
         return _mixer_from_timm(state, config)
-    s = {k: np.asarray(v) for k, v in state.items()}
-    what = "timm state dict"
-    used: set[str] = set()
-
-    def take(key: str) -> np.ndarray:
-        used.add(key)
-        return _need(s, key, what)
-
+    take = StateReader(state, "timm state dict")
     out: Flat = {}
     for src, dst, kind in _backbone_names(config):
         if kind == "conv":
@@ -172,15 +198,7 @@ def timm_to_release(state: Mapping[str, Any], config: ModelConfig) -> Flat:
         for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
             out[f"{b}/MlpBlock_3/{dense}/kernel"] = take(f"{t}.mlp.{fc}.weight").T
             out[f"{b}/MlpBlock_3/{dense}/bias"] = take(f"{t}.mlp.{fc}.bias")
-    return _finish_from_timm(s, take, used, out, "Transformer/encoder_norm")
-
-
-def _refuse_unused(state: Mapping[str, Any], used: set[str]) -> None:
-    extra = sorted(set(state) - used)
-    if extra:
-        shown = ", ".join(extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
-        raise VitzooError(f"timm state dict has keys vitzoo cannot place: {shown}",
-                          "is it a different architecture (e.g. fc_norm / global-pool variant)?")
+    return _finish_from_timm(take, out, "Transformer/encoder_norm")
 
 
 _MIXER_PAIRS = (("LayerNorm_0", "norm1"), ("LayerNorm_1", "norm2"))
@@ -190,28 +208,22 @@ _MIXER_MLPS = (("token_mixing", "mlp_tokens"), ("channel_mixing", "mlp_channels"
 def _mixer_to_timm(flat: Mapping[str, Any], config: ModelConfig) -> Flat:
     f = {k: np.asarray(v) for k, v in flat.items()}
     what = "release checkpoint"
-    out: Flat = {"stem.proj.weight": _conv_to_timm(_need(f, "stem/kernel", what)),
-                 "stem.proj.bias": _need(f, "stem/bias", what)}
+    out: Flat = {"stem.proj.weight": _conv_to_timm(need_array(f, "stem/kernel", what)),
+                 "stem.proj.bias": need_array(f, "stem/bias", what)}
     for i in range(config.num_layers):
         b, t = f"MixerBlock_{i}", f"blocks.{i}"
         for ln, norm in _MIXER_PAIRS:
-            out[f"{t}.{norm}.weight"] = _need(f, f"{b}/{ln}/scale", what)
-            out[f"{t}.{norm}.bias"] = _need(f, f"{b}/{ln}/bias", what)
+            out[f"{t}.{norm}.weight"] = need_array(f, f"{b}/{ln}/scale", what)
+            out[f"{t}.{norm}.bias"] = need_array(f, f"{b}/{ln}/bias", what)
         for mlp, tmlp in _MIXER_MLPS:
             for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
-                out[f"{t}.{tmlp}.{fc}.weight"] = _need(f, f"{b}/{mlp}/{dense}/kernel", what).T
-                out[f"{t}.{tmlp}.{fc}.bias"] = _need(f, f"{b}/{mlp}/{dense}/bias", what)
+                out[f"{t}.{tmlp}.{fc}.weight"] = need_array(f, f"{b}/{mlp}/{dense}/kernel", what).T
+                out[f"{t}.{tmlp}.{fc}.bias"] = need_array(f, f"{b}/{mlp}/{dense}/bias", what)
     return _finish_to_timm(f, out, "pre_head_layer_norm", what)
 
 
 def _mixer_from_timm(state: Mapping[str, Any], config: ModelConfig) -> Flat:
-    s = {k: np.asarray(v) for k, v in state.items()}
-    used: set[str] = set()
-
-    def take(key: str) -> np.ndarray:
-        used.add(key)
-        return _need(s, key, "timm state dict")
-
+    take = StateReader(state, "timm state dict")
     out: Flat = {"stem/kernel": _conv_from_timm(take("stem.proj.weight")),
                  "stem/bias": take("stem.proj.bias")}
     for i in range(config.num_layers):
@@ -223,7 +235,7 @@ def _mixer_from_timm(state: Mapping[str, Any], config: ModelConfig) -> Flat:
             for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
                 out[f"{b}/{mlp}/{dense}/kernel"] = take(f"{t}.{tmlp}.{fc}.weight").T
                 out[f"{b}/{mlp}/{dense}/bias"] = take(f"{t}.{tmlp}.{fc}.bias")
-    return _finish_from_timm(s, take, used, out, "pre_head_layer_norm")
+    return _finish_from_timm(take, out, "pre_head_layer_norm")
 
 
 # --- reading timm files --------------------------------------------------------------
@@ -269,10 +281,9 @@ def guess_config(state: Mapping[str, Any]) -> ModelConfig:
 
 
 def _named(found: ModelConfig, *, compare_heads: bool) -> ModelConfig:
-    ignore = {"name", "num_heads", "classifier", "representation_size"}
-    for cfg in CONFIGS.values():
-        if all(getattr(cfg, k) == v for k, v in found.architecture().items() if k not in ignore):
-            return replace(found, name=cfg.name, num_heads=cfg.num_heads)
+    name = match_table_name(found, HEAD_FIELDS | {"num_heads"})
+    if name is not None:
+        return replace(found, name=name, num_heads=CONFIGS[name].num_heads)
     if compare_heads:
         raise VitzooError(
             "cannot tell the number of attention heads of this timm checkpoint "

@@ -1,0 +1,159 @@
+"""A complete install: every command either works or says in one line what to install.
+
+The fast tests run the real entry point in a subprocess whose import system refuses one
+module (a ``sys.meta_path`` blocker installed before vitzoo is imported), as on a machine
+where that package is missing. The slow test installs the repository into a fresh virtual
+environment with no extras and fine-tunes a tiny checkpoint on a generated image folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ckpt_factory import write_tiny_vit
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_BLOCKED_RUN = """
+import importlib.abc, sys
+BLOCKED = set(sys.argv[1].split(","))
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name in BLOCKED or name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, Blocker())
+from vitzoo.cli import main
+main(sys.argv[2:])
+"""
+
+
+def _run_blocked(blocked: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-c", _BLOCKED_RUN, blocked, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _image_folder(root: Path, classes=("cat", "dog"), per_class: int = 6, size: int = 40) -> Path:
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 80, (size, size, 3), dtype=np.uint8) + 170 * c
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    return write_tiny_vit(tmp_path / "tiny.npz", num_classes=10, image_size=32, patch=8)
+
+
+@pytest.mark.parametrize("blocked, package, command", [
+    ("jax", "jax", ["predict", "{ckpt}", "{image}"]),
+    ("safetensors", "safetensors", ["export", "{ckpt}", "--to", "timm", "--out", "out"]),
+    ("PIL", "pillow", ["predict", "{ckpt}", "{image}"]),
+])
+def test_a_missing_package_is_named_in_one_line(tmp_path, tiny, blocked, package, command):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    args = [a.format(ckpt=tiny, image=image) for a in command]
+    result = _run_blocked(blocked, *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: this command needs the Python package {package!r} (module {blocked!r})")
+    assert f"pip install {package}" in line and "pip install vitzoo" in line
+
+
+def test_a_missing_part_of_vitzoo_itself_says_reinstall(tmp_path, tiny):
+    result = _run_blocked("vitzoo.weights.export", "export", str(tiny), "--to", "npz", "--out", "o",
+                          cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "error: this vitzoo installation is incomplete (module vitzoo.weights.export is missing); "
+        "reinstall it: pip install --force-reinstall vitzoo")
+
+
+def test_dependencies_cover_every_heavy_module_the_cli_names():
+    """Each package the CLI tells people to install is a declared dependency."""
+    import tomllib
+
+    from vitzoo.cli import PACKAGE_OF_MODULE
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=;\[ ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    assert set(PACKAGE_OF_MODULE.values()) - {"pyyaml"} <= declared
+    extras = project["optional-dependencies"]
+    assert extras["cuda12"] == ["jax[cuda12]>=0.4.30"] and extras["tpu"] == ["jax[tpu]>=0.4.30"]
+    assert extras["ml"] == []  # kept as an alias for older instructions
+
+
+def _index_options(venv_python: Path) -> list[str]:
+    """The package index and wheel folders pip is configured with, passed on to uv."""
+    listed = subprocess.run([str(venv_python), "-m", "pip", "config", "list"], capture_output=True,
+                            text=True, check=False).stdout
+    options: list[str] = []
+    for line in listed.splitlines():
+        key, _, value = line.partition("=")
+        values = value.strip().strip("'\"").split()
+        if key.endswith("index-url"):
+            flag = "--extra-index-url" if "extra" in key else "--index-url"
+            options += [item for v in values for item in (flag, v)]
+        elif key.endswith("find-links"):
+            options += [item for v in values if Path(v).is_dir() for item in ("--find-links", v)]
+    return options
+
+
+@pytest.mark.slow
+def test_fresh_venv_without_extras_can_finetune(tmp_path):
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not installed next to this Python")
+    # a copy of the working tree, so the build leaves nothing in the repository
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.egg-info", "build", ".pytest_cache", ".ruff_cache",
+        "runs", "tmp"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        # pip treats all configured indexes alike; uv does so only when told
+        [uv, "pip", "install", "--quiet", "--python", str(python), "--index-strategy", "unsafe-best-match",
+         *_index_options(python), str(source)],
+        capture_output=True, text=True, timeout=1500)
+    assert install.returncode == 0, install.stderr[-3000:]
+
+    data = _image_folder(tmp_path / "photos")
+    ckpt = write_tiny_vit(tmp_path / "tiny.npz", num_classes=10, image_size=32, patch=8)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update(VITZOO_HOME=str(tmp_path / "home"), HF_HUB_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="3")
+    run = subprocess.run(
+        [str(venv / "bin" / "vitzoo"), "finetune", str(ckpt), "--dataset", str(data), "--workdir",
+         str(tmp_path / "run"), "--steps", "2", "--warmup", "1", "--batch", "4", "--res", "32",
+         "--eval-every", "2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["status"] == "finished" and record["class_names"] == ["cat", "dog"]
+    assert (tmp_path / "run" / "final.npz").is_file()
+    # the catalog commands work from the installed copy too (the snapshot ships with it)
+    listed = subprocess.run([str(venv / "bin" / "vitzoo"), "list", "--arch", "B/16", "--pretrained",
+                             "--format", "csv", "--limit", "2"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    assert len(listed.stdout.splitlines()) == 3 and "B_16-i" in listed.stdout
+    # and the installed package is the copy, not this checkout
+    where = subprocess.run([str(python), "-c", "import vitzoo; print(vitzoo.__file__)"], env=env,
+                           capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert str(venv) in where

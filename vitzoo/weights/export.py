@@ -1,0 +1,282 @@
+"""Write a checkpoint as a folder that timm, transformers or vit_jax-style tools load directly.
+
+People fine-tune here and deploy in PyTorch, so an export is a ready-to-load folder, not a
+conversion recipe:
+
+* ``timm``: ``model.safetensors`` + ``config.json`` for
+  ``timm.create_model("local-dir:DIR", pretrained=True)``;
+* ``transformers``: ``model.safetensors`` + ``config.json`` + ``preprocessor_config.json`` for
+  ``ViTForImageClassification.from_pretrained(DIR)`` and ``ViTImageProcessor.from_pretrained(DIR)``;
+* ``npz``: the release layout (plus ``class_names.json``), for vitzoo, vit_jax and timm's npz loader.
+
+The configs state the numerics the weights were trained with, because both libraries
+default to something else: GELU is the tanh approximation (timm ``act_layer="gelu_tanh"``,
+transformers ``hidden_act="gelu_pytorch_tanh"``), LayerNorm epsilon is 1e-6, and inputs are
+scaled to [-1, 1] (mean = std = 0.5). Class names travel along: a run's own names, or the
+readable ImageNet names of :mod:`vitzoo.labels`. Every file is written atomically; the
+weights go first and the configs last, so a folder with a config is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitzoo.atomic import atomic_path, atomic_write
+from vitzoo.errors import VitzooError
+from vitzoo.labels import DATASET_NAMES, imagenet_labels, imagenet_synsets, readable
+from vitzoo.models.configs import ModelConfig, infer_config
+from vitzoo.weights.release import load_npz, save_npz
+
+FORMATS: tuple[str, ...] = ("timm", "transformers", "npz")
+WEIGHTS_FILE = "model.safetensors"
+#: Inputs are (x - 127.5) / 127.5, i.e. (x / 255 - 0.5) / 0.5 in the libraries' terms.
+MEAN_STD = (0.5, 0.5, 0.5)
+LAYER_NORM_EPS = 1e-6
+NUMERICS = ("tanh-approximated GELU, LayerNorm eps 1e-6, inputs scaled to [-1, 1] "
+            "(mean = std = 0.5), bilinear resize to the input size")
+#: Names that tell which source file a run folder holds, in the order tried.
+RUN_FILES = ("final.npz",)
+CLASS_NAME_FILES = ("run.json", "class_names.json")
+#: timm entry points whose defaults are these widths (the exported model_args set all of them).
+_TIMM_SIZES = {192: "tiny", 384: "small", 768: "base", 1024: "large", 1280: "huge"}
+#: ViT entry points registered in timm (timm/models/vision_transformer.py); any other shape
+#: is built from the generic one below with its own model_args.
+_TIMM_ENTRY_POINTS = frozenset({
+    "vit_tiny_patch16_224", "vit_tiny_patch16_384", "vit_small_patch32_224", "vit_small_patch32_384",
+    "vit_small_patch16_224", "vit_small_patch16_384", "vit_base_patch32_224", "vit_base_patch32_384",
+    "vit_base_patch16_224", "vit_base_patch16_384", "vit_base_patch8_224", "vit_large_patch16_224",
+    "vit_large_patch16_384", "vit_large_patch32_224", "vit_large_patch32_384", "vit_huge_patch14_224",
+})
+_TIMM_GENERIC = "vit_base_patch16_224"
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """A checkpoint to export and what is known about its classes."""
+
+    npz: Path
+    class_names: list[str] | None
+    names_from: str
+
+
+def open_source(path: str | os.PathLike[str]) -> ExportSource:
+    """A run folder (``final.npz`` + ``run.json``) or an ``.npz`` file, with its class names."""
+    path = Path(path)
+    if path.is_dir():
+        npz = next((path / f for f in RUN_FILES if (path / f).is_file()), None)
+        if npz is None:
+            raise VitzooError(f"{path} is a folder without a final.npz, so not a finished run",
+                              "wait for the run to finish, or name an .npz file")
+    elif path.is_file():
+        npz = path
+    else:
+        raise VitzooError(f"{path} does not exist", "give a run folder, an .npz file or a catalog name")
+    for filename in CLASS_NAME_FILES:
+        names = _class_names(npz.parent / filename)
+        if names is not None:
+            return ExportSource(npz, names, str(npz.parent / filename))
+    return ExportSource(npz, None, "")
+
+
+def _class_names(path: Path) -> list[str] | None:
+    if not path.is_file():
+        return None
+    try:
+        names = json.loads(path.read_text()).get("class_names")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise VitzooError(f"cannot read class names from {path} ({exc})", "fix or remove the file") from None
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Per-output names: ``ids`` are unique keys, ``readable`` what people read."""
+
+    ids: list[str]
+    readable: list[str]
+    imagenet: bool
+
+
+def _labels(source: ExportSource, num_classes: int) -> Labels | None:
+    if num_classes == 0:
+        return None
+    if source.class_names is not None:
+        if len(source.class_names) != num_classes:
+            raise VitzooError(
+                f"{source.names_from} has {len(source.class_names)} class names but the checkpoint "
+                f"has {num_classes} outputs", "the file belongs to another checkpoint; fix or remove it")
+        return Labels(source.class_names, source.class_names, imagenet=False)
+    synsets = imagenet_synsets(num_classes)
+    if synsets is not None:
+        return Labels(list(synsets), imagenet_labels(num_classes) or [], imagenet=True)
+    return None
+
+
+def export_checkpoint(source: ExportSource, fmt: str, out: str | os.PathLike[str]) -> list[Path]:
+    """Write ``source`` to the folder ``out`` in format ``fmt``; returns the files written."""
+    if fmt not in FORMATS:
+        raise VitzooError(f"unknown export format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise VitzooError(f"{out} exists and is not a folder", "give a folder for --out")
+    flat = load_npz(source.npz)
+    config, info = infer_config(flat)
+    labels = _labels(source, info["num_classes"])
+    if fmt == "npz":
+        return _export_npz(flat, labels, out)
+    if fmt == "timm":
+        return _export_timm(flat, config, info, labels, out, source)
+    return _export_transformers(flat, config, info, labels, out, source)
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> Path:
+    with atomic_write(path, "w") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    return path
+
+
+def _write_safetensors(path: Path, tensors: Mapping[str, np.ndarray]) -> Path:
+    from safetensors.numpy import save_file
+
+    with atomic_path(path, fsync=True) as tmp:
+        # transformers refuses safetensors files without format metadata
+        save_file(dict(tensors), str(tmp), metadata={"format": "pt"})
+    return path
+
+
+def _export_npz(flat: Mapping[str, np.ndarray], labels: Labels | None, out: Path) -> list[Path]:
+    written = [save_npz(out / "model.npz", flat)]
+    if labels is not None:
+        written.append(_write_json(out / "class_names.json", {"class_names": labels.readable}))
+    return written
+
+
+def _vitzoo_note(source: ExportSource, config: ModelConfig) -> dict[str, Any]:
+    from vitzoo import __version__
+
+    return {"exported_by": f"vitzoo {__version__}", "source": source.npz.name,
+            "architecture": config.name, "numerics": NUMERICS}
+
+
+def timm_architecture(config: ModelConfig, resolution: int) -> str:
+    """A registered timm ViT entry point near ``config`` (the exported model_args set every width)."""
+    size = _TIMM_SIZES.get(config.hidden_size, "base")
+    name = f"vit_{size}_patch{config.patch_size}_{384 if resolution > 224 else 224}"
+    return name if name in _TIMM_ENTRY_POINTS else _TIMM_GENERIC
+
+
+def timm_config(config: ModelConfig, info: Mapping[str, Any], labels: Labels | None) -> dict[str, Any]:
+    """timm's ``config.json`` for the exported weights (``timm/models/_hub.py`` format)."""
+    if config.family != "vit":
+        raise VitzooError(
+            f"{config.name} is a {'hybrid R+ViT' if config.family == 'hybrid' else 'Mixer'} model; "
+            "timm's versions of it use other numerics (exact GELU; hybrids StdConv eps 1e-8, "
+            "GroupNorm eps 1e-5) that a config cannot change, so logits would differ",
+            "export it with --to npz (timm's npz loader reads it, with those differences)")
+    res, num_classes = int(info["resolution"]), int(info["num_classes"])
+    token = config.has_class_token
+    model_args: dict[str, Any] = {
+        "img_size": res, "patch_size": config.patch_size, "embed_dim": config.hidden_size,
+        "depth": config.num_layers, "num_heads": config.num_heads,
+        "mlp_ratio": config.mlp_dim / config.hidden_size, "qkv_bias": True,
+        "class_token": token, "global_pool": "token" if token else "avg",
+        "fc_norm": False,  # vitzoo normalises the tokens before pooling, as vit_jax does
+        "act_layer": "gelu_tanh",
+    }
+    cfg: dict[str, Any] = {
+        "architecture": timm_architecture(config, res),
+        "num_classes": num_classes,
+        "num_features": config.hidden_size,
+        "global_pool": model_args["global_pool"],
+        "model_args": model_args,
+        "pretrained_cfg": {
+            "tag": "vitzoo", "custom_load": False, "input_size": [3, res, res],
+            "fixed_input_size": True, "interpolation": "bilinear", "crop_pct": 1.0,
+            "crop_mode": "center", "mean": list(MEAN_STD), "std": list(MEAN_STD),
+            "num_classes": num_classes, "pool_size": None,
+            "first_conv": "patch_embed.proj", "classifier": "head",
+        },
+    }
+    if labels is not None:
+        cfg["label_names"] = labels.ids
+        if labels.imagenet:  # timm's convention: synsets as names, lemmas as descriptions
+            cfg["label_descriptions"] = {s: readable(s).rsplit(" (", 1)[0] for s in labels.ids}
+    return cfg
+
+
+def _export_timm(flat: Mapping[str, np.ndarray], config: ModelConfig, info: Mapping[str, Any],
+                 labels: Labels | None, out: Path, source: ExportSource) -> list[Path]:
+    from vitzoo.weights.timm import release_to_timm
+
+    cfg = timm_config(config, info, labels)
+    cfg["vitzoo"] = _vitzoo_note(source, config)
+    state = release_to_timm(flat, config)
+    return [_write_safetensors(out / WEIGHTS_FILE, state), _write_json(out / "config.json", cfg)]
+
+
+def transformers_config(config: ModelConfig, info: Mapping[str, Any],
+                        labels: Labels | None) -> dict[str, Any]:
+    """``config.json`` of a ``ViTForImageClassification`` with vitzoo's numerics."""
+    num_classes = int(info["num_classes"])
+    names = labels.readable if labels is not None else [f"LABEL_{i}" for i in range(num_classes)]
+    if len(set(names)) != len(names):
+        raise VitzooError("the class names are not unique, so they cannot key label2id",
+                          "fix class_names in run.json / class_names.json")
+    return {
+        "architectures": ["ViTForImageClassification"],
+        "model_type": "vit",
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.mlp_dim,
+        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02,
+        "layer_norm_eps": LAYER_NORM_EPS,
+        "image_size": int(info["resolution"]),
+        "patch_size": config.patch_size,
+        "num_channels": 3,
+        "qkv_bias": True,
+        "encoder_stride": config.patch_size,
+        "id2label": {str(i): name for i, name in enumerate(names)},
+        "label2id": {name: i for i, name in enumerate(names)},
+        "torch_dtype": "float32",
+    }
+
+
+def preprocessor_config(resolution: int) -> dict[str, Any]:
+    """``ViTImageProcessor`` settings equal to vitzoo's evaluation preprocessing."""
+    return {
+        "image_processor_type": "ViTImageProcessor",
+        "do_resize": True,
+        "size": {"height": resolution, "width": resolution},
+        "resample": 2,  # PIL bilinear
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(MEAN_STD),
+        "image_std": list(MEAN_STD),
+    }
+
+
+def _export_transformers(flat: Mapping[str, np.ndarray], config: ModelConfig, info: Mapping[str, Any],
+                         labels: Labels | None, out: Path, source: ExportSource) -> list[Path]:
+    from vitzoo.weights.hf import release_to_hf
+
+    state = release_to_hf(flat, config)  # refuses hybrids, Mixer, GAP, pre_logits, no head
+    cfg = transformers_config(config, info, labels)
+    cfg["vitzoo"] = _vitzoo_note(source, config)
+    if labels is not None and labels.imagenet:
+        cfg["vitzoo"]["labels"] = f"{DATASET_NAMES[len(labels.ids)]} WordNet lemmas and ids"
+    return [_write_safetensors(out / WEIGHTS_FILE, state),
+            _write_json(out / "preprocessor_config.json", preprocessor_config(int(info["resolution"]))),
+            _write_json(out / "config.json", cfg)]
