@@ -19,6 +19,7 @@ def predict_command(
     fmt: str = typer.Option("table", "--format", help="Output format: table or json (one object per line)."),
     logits: bool = typer.Option(False, "--logits", help="Include all logits (json output)."),
     arch: str = typer.Option(None, "--arch", help="Check that the file is this architecture."),
+    attention: str = typer.Option(None, "--attention", help="Folder for attention-rollout overlays, one <image>.png per image (ViT and hybrids)."),
 ) -> None:
     """Classify images with a checkpoint (reference preprocessing: resize, scale to [-1, 1])."""
     from vitzoo.errors import VitzooError
@@ -28,10 +29,18 @@ def predict_command(
         raise VitzooError(f"unknown --format {fmt!r}", "use table or json")
     path = resolve_checkpoint_argument(checkpoint)
     predictor = Predictor(path, resolution=res, arch=arch)
+    maps: list = [None] * len(images)  # hook (attention maps): vitzoo.attention
+    if attention is not None:
+        from vitzoo.attention import require_attention, write_attention_maps
+
+        require_attention(predictor.config)
     results = predictor.predict(images, top_k=top_k, with_logits=logits)
+    if attention is not None:
+        maps = write_attention_maps(predictor, images, attention)
     if fmt == "json":
-        for result in results:
-            sys.stdout.write(json.dumps(result.as_dict()) + "\n")
+        for result, attention_map in zip(results, maps, strict=True):
+            record = result.as_dict() | ({"attention_map": str(attention_map)} if attention_map else {})
+            sys.stdout.write(json.dumps(record) + "\n")
         return
     from rich.console import Console
     from rich.table import Table
@@ -51,6 +60,8 @@ def predict_command(
             console.print("logits: " + " ".join(f"{v:.4g}" for v in result.logits))
     console.print(f"{predictor.config.name} at {predictor.resolution} px; "
                   f"labels: {predictor.labels.source}", style="dim")
+    if attention is not None:
+        console.print(f"attention rollout overlays: {len(maps)} PNG(s) in {attention}", style="dim")
 
 
 def register(app: typer.Typer) -> None:
