@@ -111,7 +111,8 @@ def test_object_replaced_or_deleted_after_listing_is_skipped_with_its_generation
 def test_refusing_bucket_is_one_line_naming_gcs_auth(gcs, tmp_path, monkeypatch):
     local = write_folder(tmp_path / "pets", color_image, ["cat", "dog"], train=2, test=None)
     url = _upload(gcs, local, "private")
-    for refused in (("/",), ("/download/",)):  # the listing refused, or only the reads
+    for refused, action in ((("/",), "listing the image folder gs://photos/private"),
+                            (("/download/",), "reading gs://photos/private/")):
         gateway = GatewayServer(gcs.url, deny=deny_paths(refused, status=403))
         monkeypatch.setenv("VITZOO_GCS_ENDPOINT", gateway.url)
         try:
@@ -121,7 +122,7 @@ def test_refusing_bucket_is_one_line_naming_gcs_auth(gcs, tmp_path, monkeypatch)
             gateway.stop()
         message = str(caught.value)
         assert "\n" not in message
-        assert message.startswith("access denied to the image folder gs://photos/private")
+        assert message.startswith(f"access denied {action}")
         assert "(HTTP 403)" in message and "--gcs-auth" in message
 
 
@@ -176,3 +177,27 @@ def test_finetune_and_evaluate_from_the_bucket(gcs, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["examples"] == 4 and report["dataset"] == url
+
+
+def test_objects_are_read_in_parallel(gcs, tmp_path, monkeypatch):
+    """Four reads must be in flight at once to pass the barrier; sequential reads would break it."""
+    import threading
+
+    local = write_folder(tmp_path / "pets", color_image, ["cat", "dog"], train=4, test=None)
+    folder = dataset_folder(_upload(gcs, local, "par"))
+    barrier = threading.Barrier(4, timeout=30)
+    read = folder.listing.fs.cat_file
+    calls: list[str] = []
+    lock = threading.Lock()
+
+    def gated(path, **kwargs):
+        with lock:
+            index = len(calls)
+            calls.append(path)
+        if index < 4:
+            barrier.wait()
+        return read(path, **kwargs)
+
+    monkeypatch.setattr(folder.listing.fs, "cat_file", gated)
+    data = load_folder(folder, val_fraction=0.25)
+    assert data.skipped == [] and len(calls) == 8 and not barrier.broken

@@ -10,7 +10,8 @@ behave like local ones by construction instead of by a second copy of the rules:
   Object stores have no directories; a "folder" is a prefix some object name has.
 * **the listing is the dataset**: it records each object's generation (GCS) or etag/size
   (other stores). A read asks GCS for that generation and checks the bytes against the
-  listed size and MD5/CRC32C, so an object overwritten or deleted after the listing is
+  listed size and MD5/CRC32C (S3 listings carry no checksum: there only a changed size is
+  noticed), so an object overwritten or deleted after the listing is
   *skipped with its reason* (``changed during the run: generation A listed, B now``),
   like an unreadable local file, and never read in a version the listing did not see.
   Skipping, not failing, because one replaced photo should not end a long run; the
@@ -71,7 +72,7 @@ def dataset_folder(dataset: str, *, gcs_auth: bool = False) -> Path | RemotePath
     return RemotePath(Listing.take(dataset, gcs_auth=gcs_auth))
 
 
-def _dataset_error(error: VitzooError, url: str, gcs_auth: bool) -> VitzooError:
+def _dataset_error(error: VitzooError, url: str, gcs_auth: bool, action: str) -> VitzooError:
     """Reword a refusal for a user's own bucket (the storage message is about the model zoo)."""
     if not error.message.startswith("access denied"):
         return error
@@ -79,7 +80,7 @@ def _dataset_error(error: VitzooError, url: str, gcs_auth: bool) -> VitzooError:
     hint = ("check that your credentials may list and read it" if gcs_auth else
             "pass --gcs-auth to use your own credentials (gcloud application-default login "
             "for gs://, the AWS credential chain for s3://), or make the objects public")
-    return VitzooError(f"access denied to the image folder {url} (HTTP {status})", hint)
+    return VitzooError(f"access denied {action} {url} (HTTP {status})", hint)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class Listing:
         try:
             entries = storage.list_objects(url, gcs_auth=gcs_auth)
         except VitzooError as exc:
-            raise _dataset_error(exc, url, gcs_auth) from None
+            raise _dataset_error(exc, url, gcs_auth, "listing the image folder") from None
         objects = {e["name"]: e for e in entries
                    if e["name"] and not e["name"].endswith("/") and "//" not in e["name"]}
         if not objects:
@@ -257,7 +258,7 @@ class RemotePath:
             error = storage.translate(exc, url)
             if error.message.startswith("not found"):
                 raise ObjectChanged(self._changed()) from None
-            raise _dataset_error(error, url, self.listing.gcs_auth) from None
+            raise _dataset_error(error, url, self.listing.gcs_auth, "reading") from None
         if not _matches(data, meta):
             raise ObjectChanged(self._changed())
         return data
