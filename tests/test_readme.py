@@ -193,6 +193,10 @@ def readme_world(gcs, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     make_photos(work / "my_photos")
+    gcs.create_bucket("my-bucket")  # the README's image folder in a bucket
+    for photo in sorted((work / "my_photos").rglob("*.jpg")):
+        gcs.upload("my-bucket", f"photos/{photo.relative_to(work / 'my_photos').as_posix()}",
+                   photo.read_bytes())
     write_index_csv(work / "index.csv")  # TEST DATA metrics, real filenames
     env = {k: v for k, v in os.environ.items() if k != "VITZOO_INDEX"}
     env.update(
@@ -245,6 +249,12 @@ def test_runnable_blocks_run_in_order(readme_world):
     for name in ("final.npz", "run.json", "metrics.jsonl", "curves.png"):
         assert (run_dir / name).is_file(), name
     assert "ti16-photos" in outputs["vitzoo list --local"]
+    for name in ("cat0.png", "dog0.png"):  # predict --attention: one overlay per image, its size
+        with Image.open(work / "attention" / name) as image:
+            assert image.format == "PNG" and image.size == (48, 48)
+    bucket_eval = json.loads(outputs[
+        "vitzoo evaluate ti16-photos --dataset gs://my-bucket/photos --format json"])
+    assert bucket_eval["examples"] == 2 and bucket_eval["dataset"] == "gs://my-bucket/photos"
     assert (work / "my_index" / "catalog.parquet").is_file()
     # built from index.csv, the catalog ranks by upstream accuracy instead of falling back
     assert "best final_val of 28 i21k checkpoints" in outputs[

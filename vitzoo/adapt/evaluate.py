@@ -36,7 +36,7 @@ class EvalReport:
 def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: int | None = None,
              batch: int = 64, per_class: bool = False, data_dir: str | None = None,
              manual_dir: str | None = None, val_fraction: float = 0.1,
-             dtype: str = "float32", stream: bool = False) -> EvalReport:
+             dtype: str = "float32", stream: bool = False, gcs_auth: bool = False) -> EvalReport:
     """Evaluate ``checkpoint`` (path or catalog/local-run name) on ``dataset``'s ``split``.
 
     ``split`` None means the held-out split a fine-tune would use (test, validation, or
@@ -58,7 +58,7 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
         raise VitzooError(f"--batch must be positive, got {batch}")
     data = open_dataset(dataset, eval_split=split, data_dir=data_dir, manual_dir=manual_dir,
                         val_fraction=val_fraction, need_train=False,
-                        stream=True if stream else None)
+                        stream=True if stream else None, gcs_auth=gcs_auth)
     path = resolve_checkpoint_argument(checkpoint)
     config, info, params = load_checkpoint(path)
     if info["num_classes"] != data.num_classes:

@@ -52,6 +52,7 @@ class FinetuneOptions:
     stream: bool = False
     progress: bool = True
     register: bool = True
+    gcs_auth: bool = False  # hook (cloud folders): credentials for a gs:// or s3:// --dataset
 
     def validate(self) -> None:
         """Refuse impossible settings before anything is loaded or compiled."""

@@ -210,7 +210,7 @@ def run(options: FinetuneOptions) -> RunResult:
     data = open_dataset(options.dataset, train_split=options.train_split,
                         eval_split=options.eval_split, data_dir=options.data_dir,
                         manual_dir=options.manual_dir, val_fraction=options.val_fraction,
-                        stream=stream)
+                        stream=stream, gcs_auth=options.gcs_auth)
     assert data.train is not None
     data.notes[:0] = setup_notes
     for note in data.notes:

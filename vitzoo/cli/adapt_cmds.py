@@ -13,7 +13,7 @@ import typer
 
 def finetune_command(
     model: str = typer.Argument(..., help="Architecture (B/16), catalog name, or path/URL to .npz."),
-    dataset: str = typer.Option(..., "--dataset", help="TFDS name[:version] or an image folder."),
+    dataset: str = typer.Option(..., "--dataset", help="TFDS name[:version], or an image folder (local path, gs:// or s3:// URL)."),
     workdir: str = typer.Option(None, "--workdir", help="Run folder; default vitzoo-runs/<model>--<dataset>. Rerun to resume."),
     steps: int = typer.Option(500, "--steps", help="Training steps."),
     warmup: int = typer.Option(100, "--warmup", help="Linear warmup steps."),
@@ -39,6 +39,7 @@ def finetune_command(
     stream: bool = typer.Option(False, "--stream", help="Stream TFDS splits from their files instead of reading them into memory (automatic when they exceed the memory budget)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
     register_run: bool = typer.Option(True, "--register/--no-register", help="Add the finished run to the local catalog."),
+    gcs_auth: bool = typer.Option(False, "--gcs-auth", help="Read a gs:// or s3:// --dataset with your own credentials instead of anonymously."),
 ) -> None:
     """Fine-tune a zoo checkpoint on a TFDS dataset or an image folder (paper defaults)."""
     from vitzoo.adapt.options import FinetuneOptions
@@ -51,7 +52,7 @@ def finetune_command(
         dtype=dtype, label_smoothing=label_smoothing, data_dir=data_dir, manual_dir=manual_dir,
         val_fraction=val_fraction, coordinator=coordinator, num_processes=num_processes,
         process_id=process_id, name=name, stream=stream, progress=progress,
-        register=register_run))
+        register=register_run, gcs_auth=gcs_auth))
     if result.interrupted:
         sys.stderr.write(f"interrupted at step {result.step}/{result.total_steps}; checkpoint "
                          f"saved in {result.workdir}; rerun the same command to resume\n")
@@ -60,7 +61,7 @@ def finetune_command(
 
 def evaluate_command(
     checkpoint: str = typer.Argument(..., help="A .npz file, catalog name, or local run name."),
-    dataset: str = typer.Option(..., "--dataset", help="TFDS name[:version] or an image folder."),
+    dataset: str = typer.Option(..., "--dataset", help="TFDS name[:version], or an image folder (local path, gs:// or s3:// URL)."),
     split: str = typer.Option(None, "--split", help="Split to evaluate; default test/validation (or the carved one)."),
     res: int = typer.Option(None, "--res", help="Resolution; default the checkpoint's own."),
     batch: int = typer.Option(64, "--batch", help="Evaluation batch size."),
@@ -69,6 +70,7 @@ def evaluate_command(
     data_dir: str = typer.Option(None, "--data-dir", help="TFDS data directory."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Validation fraction when carving."),
     stream: bool = typer.Option(False, "--stream", help="Stream the TFDS split from its files (automatic when it exceeds the memory budget)."),
+    gcs_auth: bool = typer.Option(False, "--gcs-auth", help="Read a gs:// or s3:// --dataset with your own credentials instead of anonymously."),
 ) -> None:
     """Top-1, top-5 accuracy and loss of a checkpoint on a dataset split."""
     from vitzoo.adapt.evaluate import evaluate
@@ -78,7 +80,7 @@ def evaluate_command(
         raise VitzooError(f"unknown --format {fmt!r}", "use table or json")
     report = evaluate(checkpoint, dataset, split=split, res=res, batch=batch,
                       per_class=per_class, data_dir=data_dir, val_fraction=val_fraction,
-                      stream=stream)
+                      stream=stream, gcs_auth=gcs_auth)
     if fmt == "json":
         sys.stdout.write(json.dumps(report.as_dict()) + "\n")
         return

@@ -19,6 +19,7 @@ def predict_command(
     fmt: str = typer.Option("table", "--format", help="Output format: table, csv, json (an array) or jsonl (one object per line)."),
     logits: bool = typer.Option(False, "--logits", help="Include all logits (json output)."),
     arch: str = typer.Option(None, "--arch", help="Check that the file is this architecture."),
+    attention: str = typer.Option(None, "--attention", help="Folder for attention-rollout overlays, one <image>.png per image (ViT and hybrids)."),
 ) -> None:
     """Classify images with a checkpoint (reference preprocessing: resize, scale to [-1, 1])."""
     from vitzoo.cli.render import FORMATS
@@ -32,9 +33,18 @@ def predict_command(
     path = resolve_checkpoint_argument(checkpoint)
     predictor = Predictor(path, resolution=res, arch=arch)
     top_k = min(top_k, predictor.num_classes)  # a 2-class model has no top-5
+    maps: list = [None] * len(images)
+    if attention is not None:
+        from vitzoo.attention import require_attention, write_attention_maps
+
+        require_attention(predictor.config)
     results = predictor.predict(images, top_k=top_k, with_logits=logits)
+    if attention is not None:
+        maps = write_attention_maps(predictor, images, attention)
     if fmt in ("json", "jsonl", "csv"):
-        _write_machine([result.as_dict() for result in results], fmt)
+        rows = [result.as_dict() | ({"attention_map": str(m)} if m else {})
+                for result, m in zip(results, maps, strict=True)]
+        _write_machine(rows, fmt)
         return
     from rich.console import Console
     from rich.table import Table
@@ -54,6 +64,8 @@ def predict_command(
             console.print("logits: " + " ".join(f"{v:.4g}" for v in result.logits))
     console.print(f"{predictor.config.name} at {predictor.resolution} px; "
                   f"labels: {predictor.labels.source}", style="dim")
+    if attention is not None:
+        console.print(f"attention rollout overlays: {len(maps)} PNG(s) in {attention}", style="dim")
 
 
 def _write_machine(rows: list[dict], fmt: str) -> None:

@@ -1,4 +1,4 @@
-"""Datasets for fine-tuning: TFDS names or image folders, one preprocessing recipe format.
+"""Datasets for fine-tuning: TFDS names or image folders (local or in a bucket), one recipe format.
 
 ``open_dataset`` decides which source a ``--dataset`` value means; the sources return
 random-access :class:`~vitzoo.data.source.Examples`, and :mod:`vitzoo.data.pipeline`
@@ -8,7 +8,6 @@ turns those into tf.data pipelines. Importing this package does not import Tenso
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from vitzoo.data.preprocess import Preprocess, eval_recipe, train_recipe
 from vitzoo.data.source import DataSplits, Examples
@@ -31,8 +30,11 @@ def open_dataset(
     val_fraction: float = 0.1,
     need_train: bool = True,
     stream: bool | None = None,
+    gcs_auth: bool = False,
 ) -> DataSplits:
-    """``dataset`` is an existing folder (image folder) or a TFDS name ``name[:version]``.
+    """``dataset`` is an image folder (local, or a ``gs://``/``s3://`` URL) or a TFDS name.
+
+    A folder URL is read anonymously unless ``gcs_auth`` (see :mod:`vitzoo.data.remote`).
 
     ``stream`` (TFDS only): None streams the splits too large for the memory budget, True
     streams every split, False keeps every split in memory or fails.
@@ -41,7 +43,9 @@ def open_dataset(
 
     if not dataset or not dataset.strip():
         raise VitzooError("empty --dataset", "give a TFDS name or an image folder")
-    path = Path(dataset).expanduser()
+    from vitzoo.data.remote import dataset_folder  # hook: cloud folders
+
+    path = dataset_folder(dataset, gcs_auth=gcs_auth)
     if path.is_dir():
         if train_split not in (None, "train"):
             raise VitzooError("--train-split applies to TFDS datasets only",

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vitzoo.atomic import atomic_write
+from vitzoo.data.remote import READ_WORKERS, RemotePath  # hook: cloud folders (remote.py)
 from vitzoo.data.source import DataSplits, Examples, carve, memory_budget
 from vitzoo.errors import VitzooError
 
@@ -58,10 +59,12 @@ def _check(path: Path, keep_bytes: bool, convert_dir: Path) -> tuple[object | No
             image.load()
         if image.size[0] < 1 or image.size[1] < 1:
             return None, "empty image", False
+    except VitzooError:  # hook: a refused/unreachable remote read fails the folder, not one file
+        raise
     except Exception as exc:  # PIL raises many types for bad files
         return None, f"{type(exc).__name__}: {exc}".strip()[:200], False
     if fmt in _NATIVE and mode in _NATIVE[fmt]:
-        return (data if keep_bytes else str(path)), None, False
+        return (data if keep_bytes else _file_payload(path, data)), None, False
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.seek(0)
@@ -83,9 +86,14 @@ def _check(path: Path, keep_bytes: bool, convert_dir: Path) -> tuple[object | No
     return str(target), None, True
 
 
+def _file_payload(path: Path | RemotePath, data: bytes) -> str:
+    """What TensorFlow reads later: the file itself, or a local copy of a remote object (hook)."""
+    return path.local_copy(data) if isinstance(path, RemotePath) else str(path)
+
+
 def _read(files: list[tuple[Path, int]], root: Path, keep_bytes: bool, convert_dir: Path,
           ) -> tuple[Examples, list[tuple[str, str]], int]:
-    workers = max(2, min(16, (os.cpu_count() or 2) * 2))
+    workers = READ_WORKERS if isinstance(root, RemotePath) else max(2, min(16, (os.cpu_count() or 2) * 2))
     with ThreadPoolExecutor(workers) as pool:
         results = list(pool.map(lambda f: _check(f[0], keep_bytes, convert_dir), files))
     payload, labels, skipped, converted = [], [], [], 0
@@ -138,7 +146,7 @@ def _require_filled(where: str, examples: Examples, classes: list[str]) -> None:
 
 
 def load_folder(
-    root: str | os.PathLike[str],
+    root: str | os.PathLike[str] | RemotePath,
     *,
     val_fraction: float = 0.1,
     need_train: bool = True,
@@ -152,12 +160,12 @@ def load_folder(
     """
     from vitzoo.config import vitzoo_home
 
-    root = Path(root).expanduser()
+    root = root if isinstance(root, RemotePath) else Path(root).expanduser()  # hook: remote.py
     if not root.is_dir():
         raise VitzooError(f"dataset folder {root} does not exist", "check the path")
     convert_dir = cache_dir or (vitzoo_home() / "converted")
     train_dir, eval_dir = _layout(root)
-    notes: list[str] = []
+    notes: list[str] = [root.listing.note()] if isinstance(root, RemotePath) else []  # hook
     if train_dir is not None and eval_dir is not None:
         classes = [p.name for p in _class_dirs(train_dir)]
         _require_classes(train_dir, classes)

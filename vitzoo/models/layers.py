@@ -72,7 +72,7 @@ def scan_layers(block: type[nn.Module], num_layers: int, *, remat: bool) -> type
         block = nn.remat(block, prevent_cse=False)
     return nn.scan(
         block,
-        variable_axes={"params": 0},
+        variable_axes={"params": 0, "intermediates": 0},  # hook: sown attention, per layer
         split_rngs={"params": True, "dropout": True},
         length=num_layers,
     )

@@ -30,6 +30,7 @@ class Encoder1DBlock(nn.Module):
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
     deterministic: bool = True
+    sow_attention: bool = False  # hook (attention maps): sow weights into "intermediates"
 
     @nn.compact
     def __call__(self, x: jax.Array, _: Any = None) -> tuple[jax.Array, None]:
@@ -43,7 +44,7 @@ class Encoder1DBlock(nn.Module):
             dropout_rate=self.attention_dropout_rate,
             deterministic=det,
             name="MultiHeadDotProductAttention_1",
-        )(y, y)
+        )(y, y, sow_weights=self.sow_attention)
         y = nn.Dropout(self.dropout_rate)(y, deterministic=det)
         x = x + DropPath(self.stochastic_depth, det)(y)
         y = layer_norm("LayerNorm_2", self.dtype)(x)
@@ -72,6 +73,7 @@ class Encoder(nn.Module):
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
     remat: bool = False
+    sow_attention: bool = False  # hook (attention maps)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -86,6 +88,7 @@ class Encoder(nn.Module):
             attention_dropout_rate=self.attention_dropout_rate,
             stochastic_depth=self.stochastic_depth,
             deterministic=not train,
+            sow_attention=self.sow_attention,
             name="encoderblock",
         )(x, None)
         return layer_norm("encoder_norm", self.dtype)(x)
@@ -109,6 +112,9 @@ class VisionTransformer(nn.Module):
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
     remat: bool = False
+    #: hook (attention maps, vitzoo.attention): True sows every layer's attention weights
+    #: ``[layers, B, heads, tokens, tokens]`` into the "intermediates" collection.
+    sow_attention: bool = False
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
@@ -128,7 +134,8 @@ class VisionTransformer(nn.Module):
             num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
             dtype=self.dtype, dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
-            stochastic_depth=self.stochastic_depth, remat=self.remat, name="Transformer",
+            stochastic_depth=self.stochastic_depth, remat=self.remat,
+            sow_attention=self.sow_attention, name="Transformer",
         )(x, train=train)
         x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
         if self.representation_size is not None:

@@ -1,0 +1,170 @@
+"""Attention maps: what a ViT looked at, by attention rollout (Abnar & Zuidema, 2020).
+
+One layer's attention says where each token reads from *in the previous layer*, not in
+the image; rollout follows the reads down to the patches. As in the ViT-pytorch
+reference (jeonsworld/ViT-pytorch, ``visualize_attention_map.ipynb``):
+
+1. per layer, average the heads: ``A_l = mean_h W_l[h]``;
+2. account for the residual connection: ``A_l + I``, rows renormalised to sum to 1;
+3. multiply through the layers: ``R_1 = A_1``, ``R_l = A_l @ R_{l-1}``. Every ``R_l`` is
+   row-stochastic (a product of row-stochastic matrices);
+4. the class token's row of ``R_L`` over the patch tokens is the map (for ``gap`` heads,
+   which average all tokens, the mean of the patch rows), reshaped to the patch grid,
+   divided by its maximum, resized bilinearly to the image and multiplied into it:
+   bright where the model looked, dark elsewhere.
+
+Hybrids (R+ViT) work the same way: their tokens are cells of the ResNet feature map,
+which tile the image like patches. MLP-Mixer has no attention, hence no map.
+
+The weights come from the model itself (``VisionTransformer(sow_attention=True)`` sows
+each layer's softmax output into the ``"intermediates"`` collection), so the map is of
+exactly the computation that produced the logits.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vitzoo.errors import VitzooError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+    from vitzoo.models import ModelConfig
+    from vitzoo.predict import Predictor
+
+#: Where ``VisionTransformer(sow_attention=True)`` sows the weights (flax's ``sow_weights``).
+SOWN_AT = ("Transformer", "encoderblock", "MultiHeadDotProductAttention_1", "attention_weights")
+#: Attention weights one forward batch may hold on the host (float32 bytes).
+BATCH_BYTES = 1 << 30
+
+
+def require_attention(config: ModelConfig) -> None:
+    """Refuse architectures without attention (MLP-Mixer) before any work is done."""
+    if config.family == "mixer":
+        raise VitzooError(f"--attention needs a ViT or R+ViT hybrid checkpoint; {config.name} "
+                          "is an MLP-Mixer, which has no attention to show",
+                          "drop --attention, or pass a ViT checkpoint")
+
+
+def forward_with_attention(config: ModelConfig, num_classes: int
+                           ) -> Callable[[Any, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A compiled ``(params, images) -> (logits [B, K], weights [B, layers, heads, T, T])``."""
+    require_attention(config)
+    import jax
+
+    from vitzoo.models import build_model
+
+    model = build_model(config, num_classes).clone(sow_attention=True)
+
+    def run(params: Any, images: Any) -> tuple[Any, Any]:
+        logits, state = model.apply({"params": params}, images, train=False,
+                                    mutable=["intermediates"])
+        sown = state["intermediates"]
+        for key in SOWN_AT:
+            sown = sown[key]
+        (weights,) = sown  # one sow per call; scan stacks the layers first: [L, B, H, T, T]
+        return logits, weights.astype("float32").swapaxes(0, 1)
+
+    compiled = jax.jit(run)
+
+    def forward(params: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, weights = compiled(params, images)
+        return np.asarray(logits), np.asarray(weights)
+
+    return forward
+
+
+def rollout(weights: np.ndarray) -> np.ndarray:
+    """Joint attention after each layer: ``[..., L, H, T, T] -> [..., L, T, T]`` (row-stochastic).
+
+    ``result[..., -1, :, :]`` is the rollout of the whole encoder.
+    """
+    weights = np.asarray(weights, np.float64)
+    attention = weights.mean(axis=-3) + np.eye(weights.shape[-1])
+    attention /= attention.sum(axis=-1, keepdims=True)
+    joint = np.empty_like(attention)
+    joint[..., 0, :, :] = attention[..., 0, :, :]
+    for layer in range(1, attention.shape[-3]):
+        joint[..., layer, :, :] = attention[..., layer, :, :] @ joint[..., layer - 1, :, :]
+    return joint
+
+
+def patch_map(joint: np.ndarray, classifier: str = "token") -> np.ndarray:
+    """The ``[grid, grid]`` map, maximum 1, from the encoder's rollout ``[T, T]``.
+
+    ``token`` models read the class token's row (without the class token column); ``gap``
+    models average all tokens, so their map is the mean row.
+    """
+    row = joint[0, 1:] if classifier == "token" else joint.mean(axis=0)
+    grid = math.isqrt(row.size)
+    if grid * grid != row.size:
+        raise ValueError(f"{row.size} patch tokens do not form a square grid")
+    mask = row.reshape(grid, grid)
+    return mask / mask.max()
+
+
+def overlay(image: Image.Image, mask: np.ndarray) -> Image.Image:
+    """``image`` (any mode/size) times ``mask`` resized bilinearly to it: the reference overlay."""
+    from PIL import Image
+
+    rgb = image.convert("RGB")
+    resized = Image.fromarray(mask.astype(np.float32)).resize(
+        rgb.size, Image.Resampling.BILINEAR)
+    weight = np.clip(np.asarray(resized), 0.0, 1.0)[..., None]
+    return Image.fromarray((weight * np.asarray(rgb, np.float32)).astype(np.uint8))
+
+
+def output_names(images: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """``<stem>.png`` per image, ``<stem>-2.png``... when two images share a stem."""
+    seen: dict[str, int] = {}
+    names = []
+    for image in images:
+        stem = Path(image).stem or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(f"{stem}.png" if seen[stem] == 1 else f"{stem}-{seen[stem]}.png")
+    return names
+
+
+def batch_size(config: ModelConfig, resolution: int) -> int:
+    """Images per forward pass so that their attention weights stay under :data:`BATCH_BYTES`."""
+    tokens = (resolution // config.stride) ** 2 + 1
+    per_image = config.num_layers * max(config.num_heads, 1) * tokens * tokens * 4
+    return max(1, min(32, BATCH_BYTES // per_image))
+
+
+def write_attention_maps(predictor: Predictor, images: Sequence[str | os.PathLike[str]],
+                         out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Write one rollout overlay PNG per image into ``out_dir`` (atomically); return the paths.
+
+    Each PNG has the size of its input image. Raises :class:`VitzooError` for Mixer
+    checkpoints and unreadable images before anything is written.
+    """
+    from PIL import Image
+
+    from vitzoo.atomic import atomic_path
+    from vitzoo.predict import preprocess
+
+    require_attention(predictor.config)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise VitzooError(f"--attention {out} is a file", "give a folder for the attention maps")
+    targets = [out / name for name in output_names(images)]
+    step = batch_size(predictor.config, predictor.resolution)
+    for start in range(0, len(images), step):
+        chunk = list(images[start:start + step])
+        batch = np.stack([preprocess(path, predictor.resolution) for path in chunk])
+        _, weights = predictor.logits_and_attention(batch)
+        joint = rollout(weights)[:, -1]
+        for path, rolled, target in zip(chunk, joint, targets[start:start + step], strict=True):
+            with Image.open(path) as original:
+                picture = overlay(original, patch_map(rolled, predictor.config.classifier))
+            with atomic_path(target) as tmp:
+                picture.save(tmp, format="PNG")
+    return targets
