@@ -82,7 +82,9 @@ def test_notebook_runs_offline_on_the_embedded_catalog(kernel_env, monkeypatch):
     monkeypatch.delenv("VITZOO_INDEX", raising=False)
     notebook = execute(kernel_env)
     text = text_of(notebook)
-    embedded = json.loads((ROOT / "index" / "manifest.json").read_text())["rows"]
+    from vitzoo.catalog import store
+
+    embedded = store.read_manifest(store.current_version(ROOT / "index"))["rows"]
     assert f"{embedded:,} rows" in text
     assert "built from a real index.csv: False" in text
     assert "published recommendation" in text

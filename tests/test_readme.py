@@ -31,6 +31,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from vitzoo.catalog import store
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
@@ -245,12 +247,12 @@ def test_runnable_blocks_run_in_order(readme_world):
     for name in ("final.npz", "run.json", "metrics.jsonl", "curves.png"):
         assert (run_dir / name).is_file(), name
     assert "ti16-photos" in outputs["vitzoo list --local"]
-    assert (work / "my_index" / "catalog.parquet").is_file()
+    assert (store.current_version(work / "my_index") / store.CATALOG_FILE).is_file()
     # built from index.csv, the catalog ranks by upstream accuracy instead of falling back
     assert "best final_val of 28 i21k checkpoints" in outputs[
         "VITZOO_INDEX=my_index vitzoo recommend --arch B/16 --arch Ti/16"]
     multi = json.loads((work / "runs" / "ti16-8dev" / "run.json").read_text())
     assert multi["batch"]["devices"] == 8 and (work / "runs" / "ti16-8dev" / "final.npz").is_file()
     python_out = next(v for k, v in outputs.items() if k.startswith("import vitzoo"))
-    embedded = json.loads((ROOT / "index" / "manifest.json").read_text())["rows"]
+    embedded = store.read_manifest(store.current_version(ROOT / "index"))["rows"]
     assert f"{embedded + 1} rows" in python_out  # the embedded catalog plus the registered run

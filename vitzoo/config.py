@@ -11,6 +11,9 @@ from pathlib import Path
 #: The repository's embedded catalog snapshot (``index/`` at the top level).
 EMBEDDED_INDEX_DIR = Path(__file__).resolve().parent.parent / "index"
 
+#: The AugReg bucket's own index: what ``vitzoo index build`` reads and ``doctor`` probes.
+DEFAULT_INDEX_CSV = "gs://vit_models/augreg/index.csv"
+
 
 def vitzoo_home() -> Path:
     """``VITZOO_HOME`` (default ``~/.cache/vitzoo``): downloads and the user's own catalog."""
