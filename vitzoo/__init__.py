@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["VitzooError", "__version__", "catalog", "query", "recommend"]
+__all__ = ["VitzooError", "__version__", "load_catalog", "query", "recommend"]
 
 from vitzoo.errors import VitzooError
 
@@ -18,11 +18,24 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 
-def catalog(index: str | None = None) -> pd.DataFrame:
-    """The whole catalog as a pandas DataFrame with proper dtypes."""
-    from vitzoo.catalog.api import catalog as _catalog
+def load_catalog(index: str | None = None, *, include_local: bool = False) -> pd.DataFrame:
+    """The published catalog as a pandas DataFrame with proper dtypes (unknown values are NA).
 
-    return _catalog(index)
+    ``include_local=True`` appends your own registered fine-tunes (``collection == "local"``);
+    they are left out by default so that the zoo is what you count, plot and rank.
+    """
+    from vitzoo.catalog.api import load_table, to_pandas
+
+    return to_pandas(load_table(index, include_local=include_local))
+
+
+def __getattr__(name: str) -> Any:
+    """``vitzoo.catalog`` before anything imported it: the subpackage (calling it is deprecated)."""
+    if name == "catalog":
+        import importlib
+
+        return importlib.import_module("vitzoo.catalog")
+    raise AttributeError(f"module 'vitzoo' has no attribute {name!r}")
 
 
 def query(**filters: Any) -> pd.DataFrame:
