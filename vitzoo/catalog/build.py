@@ -50,6 +50,9 @@ from vitzoo.config import DEFAULT_INDEX_CSV, EMBEDDED_INDEX_DIR
 from vitzoo.errors import VitzooError
 
 SCHEMA_VERSION = 1
+UNITS = ("accuracies (best_val ... adapt_final_test) are fractions in [0, 1] in the catalog, CSV and "
+         "JSON; only formatted tables and plots show percentages. infer_samples_per_sec is images/s "
+         "(V100, timm), params a count, size_bytes bytes")
 
 
 @dataclass
@@ -138,7 +141,7 @@ def _real_rows(table: pa.Table, csv_url: str) -> list[dict]:
         row.update(
             checkpoint=row["adapt_filename"], collection="augreg", row_source="index.csv",
             url=f"{prefix}/{row['filename']}.npz", adapt_url=f"{prefix}/{row['adapt_filename']}.npz",
-            filename_verified=True, exists=True, exists_source="index.csv",
+            filename_verified=True, exists=True, exists_source="index.csv", caveats="",
         )
     return rows
 
@@ -242,6 +245,14 @@ def _publish(out_dir: Path, table: pa.Table, manifest: dict) -> Path:
     return version
 
 
+def _index_counts(rows: list[dict], index_csv: str) -> dict:
+    augreg = [r for r in rows if r.get("collection") == "augreg"]
+    pretrained = len({r["filename"] for r in augreg})
+    return {"catalog_pretrained": pretrained, "catalog_finetunes": len(augreg),
+            "explanation": f"{pretrained:,} pre-trained / {len(augreg):,} fine-tuned AugReg rows, "
+                           f"as listed by {index_csv}"}
+
+
 def _missing(table: pa.Table, have_csv: bool, have_listing: bool) -> list[str]:
     notes = []
     if not have_csv:
@@ -330,6 +341,7 @@ def build_catalog(
         rows_by_source[row["row_source"]] = rows_by_source.get(row["row_source"], 0) + 1
 
     final = table_from_rows(rows)
+    counts = stats["release_counts"] if real_table is None else _index_counts(rows, index_csv)
     manifest = {
         "tool": "vitzoo",
         "tool_version": __version__,
@@ -339,6 +351,8 @@ def build_catalog(
         "rows_by_source": rows_by_source,
         "sources": sources,
         "fingerprints": fingerprints,
+        "counts": counts,
+        "units": UNITS,
         "missing": _missing(final, real_table is not None, files is not None),
         "build_seconds": None,
     }
