@@ -41,10 +41,14 @@ def test_counts_differ_from_the_paper_by_exactly_the_marked_rows(rows, manifest)
     assert len(candidates) == 26 and all(f.startswith("B_8-") for f in candidates)
     per_candidate = Counter(r["filename"] for r in _with(augreg, "b8_candidate"))
     assert set(per_candidate.values()) == {34}  # 4 ImageNet + 64 small-dataset runs, 224 px only
+    gap = [r for r in augreg if (r["adapt_ds"], r["adapt_resolution"], r["adapt_lr"]) == (
+        "imagenet2012", 384, 0.03) and r["name"] != "B/8"]
+    assert len(gap) == 756
     maybe_missing = _with(augreg, "possibly_missing")
-    assert len(maybe_missing) == 756
-    assert {(r["adapt_ds"], r["adapt_resolution"], r["adapt_lr"]) for r in maybe_missing} == {
-        ("imagenet2012", 384, 0.03)}
+    confirmed = [r for r in gap if r["exists"] is True]  # a published file cannot be the missing one
+    assert 0 < len(confirmed) < 20
+    assert sorted(r["checkpoint"] for r in maybe_missing) == sorted(
+        r["checkpoint"] for r in gap if r["exists"] is not True)
     # 3 B/8 configurations were released, 2 are known: 1 of the 26 candidates exists, 25 do not.
     unreleased = len(candidates) - (3 - 2)
     assert len(pretrained) - unreleased == 759
