@@ -192,6 +192,20 @@ def test_a_pointer_to_a_missing_version_is_one_clear_error(tmp_path, two_sources
     assert store.read_manifest(store.locate(root))["rows"] > 0
 
 
+def test_a_reader_whose_version_was_replaced_meanwhile_is_told_to_rerun(tmp_path, two_sources):
+    old, new = two_sources
+    root = tmp_path / "cat"
+    _build(root, old)
+    located = store.locate(root)  # a reader found the old version...
+    _build(root, new)  # ...and a build replaced it before the reader opened the files
+    for read in (store.read_frame, store.read_manifest):
+        with pytest.raises(VitzooError, match="was replaced by a `vitzoo index build` while it was read"):
+            read(located)
+    fresh = store.locate(root)  # a fresh look finds the new catalog
+    assert fresh.folder != located.folder
+    assert store.read_manifest(fresh)["fingerprints"][0][1] == str(new.resolve())
+
+
 def test_the_embedded_index_uses_the_versioned_layout():
     version = store.current_version(EMBEDDED_INDEX_DIR)
     assert version is not None and version != EMBEDDED_INDEX_DIR

@@ -131,11 +131,19 @@ def read_frame(location: CatalogLocation, columns: Sequence[str] | None = None) 
     try:
         table = pq.ParquetFile(location.path).read(columns=list(columns) if columns else None)
     except (OSError, pa.ArrowException) as exc:
+        _raise_if_replaced(location.folder)
         raise VitzooError(
             f"cannot read the catalog {location.path}: {str(exc).splitlines()[0]}",
             "rebuild it with `vitzoo index build`, or remove it to fall back to the embedded one",
         ) from exc
     return Frame(table.to_pydict())
+
+
+def _raise_if_replaced(folder: Path) -> None:
+    """A version folder that vanished was cleared by a build that switched to a newer one."""
+    if is_version_name(folder.name) and not folder.exists():
+        raise VitzooError(f"the catalog {folder} was replaced by a `vitzoo index build` while it was read",
+                          "run the command again to read the new one")
 
 
 def read_manifest(where: CatalogLocation | Path) -> dict:
@@ -144,6 +152,7 @@ def read_manifest(where: CatalogLocation | Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        _raise_if_replaced(path.parent)
         return {}
     except (OSError, json.JSONDecodeError) as exc:
         raise VitzooError(f"cannot read {path}: {exc}",
