@@ -60,6 +60,20 @@ def test_counts_differ_from_the_paper_by_exactly_the_marked_rows(rows, manifest)
     assert "possibly_missing" in counts["explanation"]
 
 
+def test_index_info_explains_the_counts(manifest):
+    from typer.testing import CliRunner
+
+    from vitzoo.cli import app
+
+    result = CliRunner().invoke(app, ["index", "info", "--index", str(ROOT / "index")],
+                                env={"COLUMNS": "1000"})
+    assert result.exit_code == 0, result.output
+    assert f"counts: {manifest['counts']['explanation']}" in result.output
+    assert "17,136 rows have a reconstructed filename spelling" in result.output
+    as_json = CliRunner().invoke(app, ["index", "info", "--format", "json", "--index", str(ROOT / "index")])
+    assert '"published_finetunes": 51509' in as_json.output and "fractions in [0, 1]" in as_json.output
+
+
 def test_every_caveat_code_is_known_and_marks_what_it_says(rows):
     used = Counter(code for r in rows for code in split_caveats(r["caveats"]))
     assert set(used) == set(CAVEATS)

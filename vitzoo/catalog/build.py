@@ -265,11 +265,11 @@ def _missing(table: pa.Table, have_csv: bool, have_listing: bool) -> list[str]:
     for column in ("final_val", "adapt_final_val", "adapt_final_test", "infer_samples_per_sec"):
         known = pc.sum(pc.is_valid(table.column(column))).as_py() or 0
         if known < total:
-            notes.append(f"{column}: known for {known} of {total} rows")
+            notes.append(f"{column}: known for {known:,} of {total:,} rows")
     unverified = pc.sum(pc.equal(table.column("filename_verified"), False)).as_py() or 0
     if unverified:
-        notes.append(f"{unverified} rows have a reconstructed filename spelling that no source "
-                     "confirms (i21k_30)")
+        notes.append(f"{unverified:,} rows have a reconstructed filename spelling that no source "
+                     "confirms (i21k_30, caveat unconfirmed_name)")
     return notes
 
 
