@@ -204,10 +204,22 @@ def _write_version(out_dir: Path, table: pa.Table, manifest: dict) -> Path:
     return version
 
 
+def _fsync(*paths: Path) -> None:
+    """Flush files and folders to disk, so a power cut cannot leave ``CURRENT`` naming empty files."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def _switch_to(out_dir: Path, version: Path) -> None:
     """The one step that changes what readers see: replace ``CURRENT`` atomically."""
+    _fsync(*(version / name for name in CATALOG_FILES), version, out_dir)
     with atomic_write(out_dir / POINTER_FILE, "w", fsync=True) as handle:
         handle.write(version.name + "\n")
+    _fsync(out_dir)
 
 
 def _is_leftover_file(name: str) -> bool:
