@@ -107,7 +107,7 @@ def test_predict_attention_writes_one_png_per_image_at_its_size(tmp_path, capsys
     photos = _photos(tmp_path)
     out = tmp_path / "maps"
     code, stdout, err = run_cli(capsys, "predict", str(ckpt), *photos, "--attention", str(out),
-                                "--format", "json")
+                                "--format", "jsonl")
     assert code == 0, err
     records = [json.loads(line) for line in stdout.splitlines()]
     assert [r["attention_map"] for r in records] == [str(out / n) for n in

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import shutil
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -13,6 +13,7 @@ import pytest
 
 from tests.bucket_factory import fake_index_rows, index_csv_bytes
 from vitzoo.catalog import build as build_mod
+from vitzoo.catalog import store
 from vitzoo.catalog.build import build_catalog
 from vitzoo.catalog.recommend import recommend_table
 from vitzoo.catalog.schema import INDEX_CSV_NAMES
@@ -46,7 +47,7 @@ def embedded_build(tmp_path_factory) -> Path:
 
 
 def _read(out: Path):
-    return pq.read_table(out / "catalog.parquet")
+    return pq.read_table(store.locate(out).path)
 
 
 def test_embedded_catalog_covers_the_release(embedded_build):
@@ -58,7 +59,7 @@ def test_embedded_catalog_covers_the_release(embedded_build):
     assert legacy.num_rows > 0
     assert "imagenet21k+imagenet2012" in set(legacy.column("collection").to_pylist())
     assert any("/imagenet21k/ViT-B_16.npz" in (u or "") for u in legacy.column("url").to_pylist())
-    manifest = json.loads((embedded_build / "manifest.json").read_text())
+    manifest = store.read_manifest(store.locate(embedded_build))
     assert manifest["rows"] == table.num_rows
     assert manifest["sources"][0]["kind"] == "embedded"
     assert any("index.csv not read" in m for m in manifest["missing"])
@@ -133,10 +134,12 @@ def test_build_from_a_real_index_csv_ranks_by_final_val(fake_csv, fake_rows, tmp
 
 def test_rebuild_with_unchanged_sources_is_a_no_op(fake_csv, tmp_path):
     build_catalog(tmp_path, index_csv=str(fake_csv), listing=None)
-    before = (tmp_path / "catalog.parquet").stat().st_mtime_ns, (tmp_path / "manifest.json").read_bytes()
+    location = store.locate(tmp_path)
+    before = location.path.stat().st_mtime_ns, location.manifest_path.read_bytes()
     again = build_catalog(tmp_path, index_csv=str(fake_csv), listing=None)
     assert again.changed is False and "catalog is up to date" in again.messages
-    after = (tmp_path / "catalog.parquet").stat().st_mtime_ns, (tmp_path / "manifest.json").read_bytes()
+    assert store.locate(tmp_path) == location
+    after = location.path.stat().st_mtime_ns, location.manifest_path.read_bytes()
     assert before == after
     forced = build_catalog(tmp_path, index_csv=str(fake_csv), listing=None, force=True)
     assert forced.changed is True
@@ -150,10 +153,8 @@ def _csv_with(fake_rows, mutate) -> bytes:
 
 def _expect_failure(tmp_path, data: bytes, fragment: str, embedded_build) -> str:
     out = tmp_path / "out"
-    out.mkdir()
-    for name in ("catalog.parquet", "manifest.json"):
-        (out / name).write_bytes((embedded_build / name).read_bytes())
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    shutil.copytree(embedded_build, out)
+    before = _tree(out)
     source = tmp_path / "index.csv"
     source.write_bytes(data)
     with pytest.raises(VitzooError) as err:
@@ -161,8 +162,12 @@ def _expect_failure(tmp_path, data: bytes, fragment: str, embedded_build) -> str
     message = str(err.value)
     assert fragment in message, message
     assert str(source) in message and "\n" not in message
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing lost, no temp files
+    assert _tree(out) == before  # nothing lost, no temp files
     return message
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_truncated_csv_is_refused(fake_csv, tmp_path, embedded_build):
@@ -224,7 +229,7 @@ def test_html_error_page_is_not_a_csv(tmp_path, embedded_build):
 def test_interrupted_build_leaves_the_old_catalog(fake_csv, tmp_path, embedded_build, monkeypatch):
     out = tmp_path / "out"
     build_catalog(out, index_csv=None, listing=None)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = _tree(out)
     real_write = build_mod.pq.write_table
 
     def write_then_die(table, where, **kwargs):
@@ -234,7 +239,7 @@ def test_interrupted_build_leaves_the_old_catalog(fake_csv, tmp_path, embedded_b
     monkeypatch.setattr(build_mod.pq, "write_table", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         build_catalog(out, index_csv=str(fake_csv), listing=None)
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert _tree(out) == before
 
 
 def test_column_file_mirrors_the_parquet_and_stale_ones_are_ignored(embedded_build, tmp_path):
@@ -242,7 +247,7 @@ def test_column_file_mirrors_the_parquet_and_stale_ones_are_ignored(embedded_bui
     from vitzoo.catalog.store import CatalogLocation, read_frame
 
     table = _read(embedded_build)
-    location = CatalogLocation(embedded_build / "catalog.parquet", "option")
+    location = store.locate(embedded_build)
     fast = read_column_file(location.columns_path, location.path, None)
     assert fast is not None
     assert fast.to_pydict() == table.to_pydict()
@@ -253,7 +258,7 @@ def test_column_file_mirrors_the_parquet_and_stale_ones_are_ignored(embedded_bui
     copy = tmp_path / "copy"
     copy.mkdir()
     (copy / "catalog.parquet").write_bytes(_read_bytes_with_one_change(embedded_build))
-    (copy / "catalog.cols").write_bytes((embedded_build / "catalog.cols").read_bytes())
+    (copy / "catalog.cols").write_bytes(location.columns_path.read_bytes())
     stale = CatalogLocation(copy / "catalog.parquet", "option")
     assert read_column_file(stale.columns_path, stale.path, None) is None
     assert read_frame(stale, ["name"]).column("name")[0] == "changed"

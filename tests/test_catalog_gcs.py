@@ -43,7 +43,7 @@ def test_build_from_the_bucket_with_listing(bucket, tmp_path, csv_bytes):
     assert csv_source["md5"] == hashlib.md5(csv_bytes).hexdigest()
     assert csv_source["generation"]
     assert result.manifest["sources"][2]["objects"] == 2
-    table = pq.read_table(tmp_path / "catalog.parquet")
+    table = pq.read_table(result.catalog_path)
     augreg = table.filter(pc.equal(table.column("collection"), "augreg"))
     assert augreg.num_rows == 51_509
     row = augreg.filter(pc.equal(augreg.column("adapt_filename"), adapt)).to_pylist()[0]

@@ -31,6 +31,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from vitzoo.catalog import store
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent
@@ -255,12 +257,48 @@ def test_runnable_blocks_run_in_order(readme_world):
     bucket_eval = json.loads(outputs[
         "vitzoo evaluate ti16-photos --dataset gs://my-bucket/photos --format json"])
     assert bucket_eval["examples"] == 2 and bucket_eval["dataset"] == "gs://my-bucket/photos"
-    assert (work / "my_index" / "catalog.parquet").is_file()
+    assert (store.current_version(work / "my_index") / store.CATALOG_FILE).is_file()
     # built from index.csv, the catalog ranks by upstream accuracy instead of falling back
     assert "best final_val of 28 i21k checkpoints" in outputs[
         "VITZOO_INDEX=my_index vitzoo recommend --arch B/16 --arch Ti/16"]
     multi = json.loads((work / "runs" / "ti16-8dev" / "run.json").read_text())
     assert multi["batch"]["devices"] == 8 and (work / "runs" / "ti16-8dev" / "final.npz").is_file()
     python_out = next(v for k, v in outputs.items() if k.startswith("import vitzoo"))
-    embedded = json.loads((ROOT / "index" / "manifest.json").read_text())["rows"]
+    embedded = store.read_manifest(store.current_version(ROOT / "index"))["rows"]
     assert f"{embedded + 1} rows" in python_out  # the embedded catalog plus the registered run
+
+
+def _section(title: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end != -1 else None]
+
+
+def test_caveat_legend_is_the_catalog_s():
+    from vitzoo.catalog.caveats import CAVEATS
+
+    legend = dict(re.findall(r"^\| `(\w+)` \| (.+?) \|$", _section("The catalog: sources and provenance"),
+                             re.MULTILINE))
+    assert legend == CAVEATS
+
+
+def test_counts_units_and_nothing_invented_are_stated_as_the_data_says():
+    catalog = _section("The catalog: sources and provenance")
+    counts = store.read_manifest(store.current_version(ROOT / "index"))["counts"]
+    for number in ("published_pretrained", "published_finetunes", "catalog_pretrained", "catalog_finetunes"):
+        assert f"{counts[number]:,}" in catalog, number
+    assert (f"{counts['published_pretrained']:,} = {counts['catalog_pretrained']:,} - 25 and "
+            f"{counts['published_finetunes']:,} = {counts['catalog_finetunes']:,} - 850 - 1") in catalog
+    assert "Nothing is invented, precisely:" in catalog and "17,136 `i21k_30` rows" in catalog
+    assert "fractions in [0, 1]" in catalog
+
+
+def test_tour_explains_unknowns_first_and_names_the_user_s_folder():
+    tour = _section("A five-minute tour")
+    first_list = tour.index("vitzoo list")
+    assert tour.index("`?` means unknown") < first_list
+    assert "`my_photos`\nbelow is *your* folder" in tour
+    glossary = _section("Glossary")
+    for term in ("`ds`", "`i21k_30`", "`do`, `sd`", "`light0`", "`strong2`", "`steps_0k`", "`wd`"):
+        assert term in glossary, term

@@ -13,6 +13,9 @@ from pathlib import Path
 _CHECKOUT_INDEX = Path(__file__).resolve().parent.parent / "index"
 EMBEDDED_INDEX_DIR = _CHECKOUT_INDEX if _CHECKOUT_INDEX.is_dir() else Path(sys.prefix) / "share/vitzoo/index"
 
+#: The AugReg bucket's own index: what ``vitzoo index build`` reads and ``doctor`` probes.
+DEFAULT_INDEX_CSV = "gs://vit_models/augreg/index.csv"
+
 
 def vitzoo_home() -> Path:
     """``VITZOO_HOME`` (default ``~/.cache/vitzoo``): downloads and the user's own catalog."""

@@ -136,9 +136,9 @@ def _gcs_line(timeout: float) -> Line:
     previous = os.environ.get("VITZOO_CONNECT_TIMEOUT")
     os.environ["VITZOO_CONNECT_TIMEOUT"] = str(timeout)
     try:
-        storage.stat("gs://vit_models/augreg/index.csv")
+        storage.stat(config.DEFAULT_INDEX_CSV)
         return Line("sources", f"gcs {endpoint}", "reachable; anonymous read of "
-                    "gs://vit_models/augreg/index.csv works")
+                    f"{config.DEFAULT_INDEX_CSV} works")
     except VitzooError as exc:
         return Line("sources", f"gcs {endpoint}", f"reachable; {exc.message}", "warn")
     finally:

@@ -1,23 +1,30 @@
 """The checkpoint catalog: schema, sources, build and queries (no jax/flax/tensorflow).
 
-``vitzoo.catalog()`` is the notebook entry point, but importing any submodule
-(``vitzoo.catalog.api``) makes Python bind this package to the attribute
-``vitzoo.catalog``. So the package itself is callable and does what the
-function promises: ``vitzoo.catalog()`` returns the catalog as a DataFrame.
+The notebook entry point is :func:`vitzoo.load_catalog`. Calling the package itself,
+``vitzoo.catalog()``, was the entry point of vitzoo 0.1; it still works for now but
+warns (DeprecationWarning) and will be removed. It needed this module's class to be
+callable because importing any submodule binds the package to ``vitzoo.catalog``,
+hiding a function of that name.
 """
 
 from __future__ import annotations
 
 import sys
 import types
+import warnings
 from typing import Any
 
 
-class _CallablePackage(types.ModuleType):
+class _DeprecatedCallablePackage(types.ModuleType):
+    """Only so that 0.1 code calling ``vitzoo.catalog()`` keeps working while it is warned."""
+
     def __call__(self, index: str | None = None) -> Any:
-        from vitzoo.catalog.api import catalog
+        warnings.warn("vitzoo.catalog() is deprecated and will be removed: use vitzoo.load_catalog() "
+                      "(local runs: vitzoo.load_catalog(include_local=True))",
+                      DeprecationWarning, stacklevel=2)
+        from vitzoo import load_catalog
 
-        return catalog(index)
+        return load_catalog(index, include_local=True)  # 0.1 mixed the user's runs in
 
 
-sys.modules[__name__].__class__ = _CallablePackage
+sys.modules[__name__].__class__ = _DeprecatedCallablePackage

@@ -4,15 +4,21 @@ Sources, weakest first: (a) the embedded reconstruction (always), (b) a real
 ``index.csv`` from any fsspec URL, (c) the bucket's object listing. Real rows
 replace reconstructed ones; the listing says which files exist and gives their
 size and checksums. The build is all-or-nothing: everything is read and
-validated in memory, both files are written to temporary names and renamed at
-the end, so a failed build leaves the previous catalog untouched. When every
-source has the same fingerprint as in the existing manifest, nothing is written.
+validated in memory, then written whole into a new version folder, and one
+atomic rename of the ``CURRENT`` pointer switches readers over (the layout is
+described in :mod:`vitzoo.catalog.store`). Stopped at any moment, a build leaves
+either the previous catalog or the new one in use, never a mix; the next build
+clears what a stopped one left behind. When every source has the same
+fingerprint as in the manifest in use, nothing is written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,19 +29,30 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vitzoo import __version__
-from vitzoo.atomic import atomic_path, atomic_write
+from vitzoo.atomic import atomic_write
 from vitzoo.catalog import embedded
-from vitzoo.catalog.frame import write_column_file
+from vitzoo.catalog.frame import sha256_file, write_column_file
 from vitzoo.catalog.index_csv import read_index_csv
 from vitzoo.catalog.schema import arrow_schema, table_from_rows
-from vitzoo.config import EMBEDDED_INDEX_DIR
+from vitzoo.catalog.store import (
+    CATALOG_FILE,
+    CATALOG_FILES,
+    COLUMNS_FILE,
+    MANIFEST_FILE,
+    POINTER_FILE,
+    STAGING_PREFIX,
+    VERSION_PREFIX,
+    current_version,
+    is_version_name,
+    read_manifest,
+)
+from vitzoo.config import DEFAULT_INDEX_CSV, EMBEDDED_INDEX_DIR
 from vitzoo.errors import VitzooError
 
-CATALOG_FILE = "catalog.parquet"
-COLUMNS_FILE = "catalog.cols"
-MANIFEST_FILE = "manifest.json"
-DEFAULT_INDEX_CSV = "gs://vit_models/augreg/index.csv"
 SCHEMA_VERSION = 1
+UNITS = ("accuracies (best_val ... adapt_final_test) are fractions in [0, 1] in the catalog, CSV and "
+         "JSON; only formatted tables and plots show percentages. infer_samples_per_sec is images/s "
+         "(V100, timm), params a count, size_bytes bytes")
 
 
 @dataclass
@@ -44,6 +61,11 @@ class BuildResult:
     manifest: dict
     changed: bool
     messages: list[str] = field(default_factory=list)
+    version_dir: Path | None = None  # the folder now in use (holds the parquet)
+
+    @property
+    def catalog_path(self) -> Path:
+        return (self.version_dir or self.out_dir) / CATALOG_FILE
 
 
 def _schema_fingerprint() -> str:
@@ -119,7 +141,7 @@ def _real_rows(table: pa.Table, csv_url: str) -> list[dict]:
         row.update(
             checkpoint=row["adapt_filename"], collection="augreg", row_source="index.csv",
             url=f"{prefix}/{row['filename']}.npz", adapt_url=f"{prefix}/{row['adapt_filename']}.npz",
-            filename_verified=True, exists=True, exists_source="index.csv",
+            filename_verified=True, exists=True, exists_source="index.csv", caveats="",
         )
     return rows
 
@@ -143,26 +165,104 @@ def _apply_listing(rows: list[dict], files: dict[str, dict], url: str) -> int:
     return found
 
 
-def read_manifest(out_dir: Path) -> dict | None:
+def _current_state(out_dir: Path) -> tuple[Path | None, dict]:
+    """The version folder in use and its manifest; a damaged catalog counts as none (rebuilt)."""
     try:
-        return json.loads((out_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
+        version = current_version(out_dir) if out_dir.is_dir() else None
+        manifest = read_manifest(version) if version is not None else {}
+    except VitzooError:
+        return None, {}
+    if version is None or manifest.get("catalog_sha256") != sha256_file(version / CATALOG_FILE):
+        return None, {}
+    return version, manifest
 
 
-def _write_atomically(out_dir: Path, table: pa.Table, manifest: dict) -> None:
-    """Parquet first, then the derived column file and the manifest that describe it.
+def _write_version(out_dir: Path, table: pa.Table, manifest: dict) -> Path:
+    """Write the three files into a private folder, then name it ``catalog-<sha12>``.
 
-    Each file is renamed into place whole; the column file names the parquet it
-    mirrors, so while the set is only partly replaced readers fall back to the parquet.
+    Nothing points at the folder yet, so readers cannot see it while it is incomplete.
     """
-    with atomic_path(out_dir / CATALOG_FILE) as parquet_tmp:
-        pq.write_table(table, parquet_tmp, compression="zstd", row_group_size=1 << 20)
-        manifest["catalog_sha256"] = hashlib.sha256(parquet_tmp.read_bytes()).hexdigest()
-        write_column_file(out_dir / COLUMNS_FILE, table.to_pydict(), manifest["catalog_sha256"])
-        with atomic_write(out_dir / MANIFEST_FILE, "w") as handle:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+    try:
+        os.chmod(staging, 0o755)  # mkdtemp makes it private; a catalog is for every user
+        pq.write_table(table, staging / CATALOG_FILE, compression="zstd", row_group_size=1 << 20)
+        manifest["catalog_sha256"] = sha256_file(staging / CATALOG_FILE)
+        write_column_file(staging / COLUMNS_FILE, table.to_pydict(), manifest["catalog_sha256"])
+        with atomic_write(staging / MANIFEST_FILE, "w") as handle:
             json.dump(manifest, handle, indent=2)
             handle.write("\n")
+        version = out_dir / f"{VERSION_PREFIX}{manifest['catalog_sha256'][:12]}"
+        suffix = 1
+        while version.exists():  # a forced rebuild of identical rows: never touch the one in use
+            suffix += 1
+            version = out_dir / f"{VERSION_PREFIX}{manifest['catalog_sha256'][:12]}-{suffix}"
+        os.replace(staging, version)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return version
+
+
+def _fsync(*paths: Path) -> None:
+    """Flush files and folders to disk, so a power cut cannot leave ``CURRENT`` naming empty files."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _switch_to(out_dir: Path, version: Path) -> None:
+    """The one step that changes what readers see: replace ``CURRENT`` atomically."""
+    _fsync(*(version / name for name in CATALOG_FILES), version, out_dir)
+    with atomic_write(out_dir / POINTER_FILE, "w", fsync=True) as handle:
+        handle.write(version.name + "\n")
+    _fsync(out_dir)
+
+
+def _is_leftover_file(name: str) -> bool:
+    """A 0.1 flat-layout file, or the temporary file of a pointer/flat write that was stopped."""
+    if name in CATALOG_FILES:
+        return True
+    return name.endswith(".tmp") and any(name.startswith(f".{n}.") for n in (*CATALOG_FILES, POINTER_FILE))
+
+
+def _remove_stale(out_dir: Path, keep: Path) -> None:
+    """Clear older versions, a stopped build's folders and a 0.1 flat layout's files.
+
+    Only once ``CURRENT`` names ``keep``: before that, the old files may still be the catalog.
+    """
+    if keep == out_dir:  # a 0.1 flat layout still in use: its files are the catalog
+        return
+    for entry in out_dir.iterdir():
+        if entry == keep:
+            continue
+        if entry.is_dir() and (is_version_name(entry.name) or entry.name.startswith(STAGING_PREFIX)):
+            shutil.rmtree(entry)
+        elif entry.is_file() and _is_leftover_file(entry.name):
+            entry.unlink()
+
+
+def _publish(out_dir: Path, table: pa.Table, manifest: dict) -> Path:
+    """Write a version, switch to it, clear the rest; a stop before the switch changes nothing.
+
+    A version written but not switched to stays on disk until the next build clears it
+    (removing it here could race a switch that did happen just before an interrupt).
+    """
+    version = _write_version(out_dir, table, manifest)
+    _switch_to(out_dir, version)
+    _remove_stale(out_dir, keep=version)
+    return version
+
+
+def _index_counts(rows: list[dict], index_csv: str) -> dict:
+    augreg = [r for r in rows if r.get("collection") == "augreg"]
+    pretrained = len({r["filename"] for r in augreg})
+    return {"catalog_pretrained": pretrained, "catalog_finetunes": len(augreg),
+            "explanation": f"{pretrained:,} pre-trained / {len(augreg):,} fine-tuned AugReg rows, "
+                           f"as listed by {index_csv}"}
 
 
 def _missing(table: pa.Table, have_csv: bool, have_listing: bool) -> list[str]:
@@ -177,11 +277,11 @@ def _missing(table: pa.Table, have_csv: bool, have_listing: bool) -> list[str]:
     for column in ("final_val", "adapt_final_val", "adapt_final_test", "infer_samples_per_sec"):
         known = pc.sum(pc.is_valid(table.column(column))).as_py() or 0
         if known < total:
-            notes.append(f"{column}: known for {known} of {total} rows")
+            notes.append(f"{column}: known for {known:,} of {total:,} rows")
     unverified = pc.sum(pc.equal(table.column("filename_verified"), False)).as_py() or 0
     if unverified:
-        notes.append(f"{unverified} rows have a reconstructed filename spelling that no source "
-                     "confirms (i21k_30)")
+        notes.append(f"{unverified:,} rows have a reconstructed filename spelling that no source "
+                     "confirms (i21k_30, caveat unconfirmed_name)")
     return notes
 
 
@@ -221,18 +321,19 @@ def build_catalog(
         except VitzooError as exc:
             messages.append(f"bucket listing skipped: {exc.one_line()}")
 
-    old = read_manifest(out_dir)
+    version, old = _current_state(out_dir)
     fingerprints = [(s["kind"], s.get("url") or s.get("path"), s["fingerprint"]) for s in sources]
     fingerprints.append(("schema", "vitzoo", _schema_fingerprint()))
     if (
         not force
-        and old is not None
+        and version is not None
         and old.get("tool_version") == __version__
         and old.get("schema_version") == SCHEMA_VERSION
         and [tuple(x) for x in old.get("fingerprints", [])] == fingerprints
-        and (out_dir / CATALOG_FILE).exists()
     ):
-        return BuildResult(out_dir, old, changed=False, messages=[*messages, "catalog is up to date"])
+        _remove_stale(out_dir, keep=version)  # what a build stopped after its switch left behind
+        return BuildResult(out_dir, old, changed=False, messages=[*messages, "catalog is up to date"],
+                           version_dir=version)
 
     if real_table is not None:
         grid_names = {r["adapt_filename"] for r in rows if r["collection"] == "augreg"}
@@ -252,6 +353,7 @@ def build_catalog(
         rows_by_source[row["row_source"]] = rows_by_source.get(row["row_source"], 0) + 1
 
     final = table_from_rows(rows)
+    counts = stats["release_counts"] if real_table is None else _index_counts(rows, index_csv)
     manifest = {
         "tool": "vitzoo",
         "tool_version": __version__,
@@ -261,9 +363,11 @@ def build_catalog(
         "rows_by_source": rows_by_source,
         "sources": sources,
         "fingerprints": fingerprints,
+        "counts": counts,
+        "units": UNITS,
         "missing": _missing(final, real_table is not None, files is not None),
         "build_seconds": None,
     }
     manifest["build_seconds"] = round(time.perf_counter() - started, 3)
-    _write_atomically(out_dir, final, manifest)
-    return BuildResult(out_dir, manifest, changed=True, messages=messages)
+    version = _publish(out_dir, final, manifest)
+    return BuildResult(out_dir, manifest, changed=True, messages=messages, version_dir=version)

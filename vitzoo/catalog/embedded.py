@@ -13,8 +13,10 @@ import csv
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from pathlib import Path
 
+from vitzoo.catalog.caveats import add_caveat
 from vitzoo.errors import VitzooError
 from vitzoo.names import PRETRAIN_DS, AdaptedName, PretrainedName, canonical_arch
 
@@ -51,8 +53,10 @@ def _adaptations(grid: dict, resolutions: Iterable[int]) -> Iterator[tuple[str, 
                     yield adapt_ds, steps, lr, res
 
 
-def _pretrained_configs(grid: dict) -> Iterator[tuple[PretrainedName, tuple[int, ...], str | None]]:
-    """Every pre-trained config of the grid, its fine-tune resolutions and a caveat."""
+def _pretrained_configs(
+    grid: dict,
+) -> Iterator[tuple[PretrainedName, tuple[int, ...], str | None, str | None]]:
+    """Every pre-trained config of the grid, its fine-tune resolutions, a note and a caveat code."""
     pre = grid["pretraining"]
 
     def configs(arch: str, datasets: list[str]) -> Iterator[PretrainedName]:
@@ -66,8 +70,9 @@ def _pretrained_configs(grid: dict) -> Iterator[tuple[PretrainedName, tuple[int,
     all_res = tuple(grid["adaptation"]["resolutions"])
     for arch in pre["archs"]:
         for name in configs(arch, pre["datasets"]):
-            note = _I21K_30_NOTE if name.ds == "i21k_30" else None
-            yield name, all_res, note
+            unconfirmed = name.ds == "i21k_30"
+            yield name, all_res, _I21K_30_NOTE if unconfirmed else None, (
+                "unconfirmed_name" if unconfirmed else None)
     for arch, partial in grid.get("partial_archs", {}).items():
         known = {(c["aug"], c["wd"], c["do"], c["sd"]) for c in partial["known_configs"]}
         for name in configs(arch, partial["datasets"]):
@@ -76,30 +81,96 @@ def _pretrained_configs(grid: dict) -> Iterator[tuple[PretrainedName, tuple[int,
                 f"{arch}: only {partial['released_count']} configurations were released; "
                 "this one is a grid candidate that may not exist"
             )
-            yield name, tuple(partial["resolutions"]), note
+            yield name, tuple(partial["resolutions"]), note, None if is_known else "b8_candidate"
+
+
+def _known_gaps(grid: dict) -> list[dict]:
+    """Adaptations with fewer released files than pre-trained checkpoints (which ones: unknown)."""
+    return grid["adaptation"].get("known_gaps", [])
+
+
+def _in_gap(gap: dict, adapt_ds: str, lr: float, res: int) -> bool:
+    return (gap["adapt_ds"], gap["adapt_lr"], gap["adapt_resolution"]) == (adapt_ds, lr, res)
 
 
 def grid_rows(grid: dict) -> list[dict]:
     """One row per (pre-trained config x adaptation), like a line of index.csv."""
     prefix = grid["bucket_prefix"].rstrip("/")
     rows: list[dict] = []
-    for pre, resolutions, note in _pretrained_configs(grid):
+    for pre, resolutions, note, caveat in _pretrained_configs(grid):
         filename = pre.format()
         verified = pre.ds != "i21k_30"
         base = {
             "name": pre.arch, "ds": pre.ds, "epochs": pre.epochs, "lr": pre.lr, "aug": pre.aug,
             "wd": pre.wd, "do": pre.do, "sd": pre.sd, "filename": filename,
             "url": f"{prefix}/{filename}.npz", "collection": "augreg", "row_source": "grid",
-            "filename_verified": verified, "note": note,
+            "filename_verified": verified, "note": note, "caveats": "",
         }
+        if caveat:
+            add_caveat(base, caveat)
         for adapt_ds, steps, lr, res in _adaptations(grid, resolutions):
             adapt = AdaptedName(pre, adapt_ds, steps, lr, res).format()
-            rows.append({
+            row = {
                 **base, "adapt_ds": adapt_ds, "adapt_lr": lr, "adapt_steps": steps,
                 "adapt_resolution": res, "adapt_filename": adapt, "checkpoint": adapt,
                 "adapt_url": f"{prefix}/{adapt}.npz",
-            })
+            }
+            rows.append(row)
     return rows
+
+
+def mark_possibly_missing(rows: list[dict], grid: dict) -> int:
+    """Caveat every row a known gap could be, except those a source confirms exist."""
+    full_grid = set(grid["pretraining"]["archs"])  # the gap is counted over the 756 full-grid configs
+    marked = 0
+    for gap in _known_gaps(grid):
+        for row in rows:
+            if (row.get("collection") == "augreg" and row["name"] in full_grid
+                    and row.get("exists") is not True
+                    and _in_gap(gap, row["adapt_ds"], row["adapt_lr"], row["adapt_resolution"])):
+                add_caveat(row, "possibly_missing")
+                marked += 1
+    return marked
+
+
+def release_counts(grid: dict, rows: list[dict]) -> dict:
+    """The catalog's AugReg counts next to the published release, and why they differ.
+
+    Counted from the rows and the grid file, so the explanation cannot drift from the
+    data. The catalog lists every B/8 grid configuration (which of them were released
+    is only partly known) and every row the one missing fine-tune could be.
+    """
+    augreg = [r for r in rows if r.get("collection") == "augreg"]
+    pretrained = {r["filename"] for r in augreg}
+    candidates = {r["filename"] for r in augreg if "b8_candidate" in (r.get("caveats") or "")}
+    per_candidate = sum(r["filename"] in candidates for r in augreg) // max(len(candidates), 1)
+    partial = grid.get("partial_archs", {})
+    released_partial = sum(p["released_count"] for p in partial.values())
+    known_partial = sum(len(p["known_configs"]) for p in partial.values())
+    unknown_released = released_partial - known_partial  # released, but which candidate is unknown
+    unreleased = len(candidates) - unknown_released
+    missing = sum(g["of"] - g["released"] for g in _known_gaps(grid))
+    published_pretrained = len(pretrained) - unreleased
+    published_finetunes = len(augreg) - unreleased * per_candidate - missing
+    return {
+        "catalog_pretrained": len(pretrained),
+        "catalog_finetunes": len(augreg),
+        "published_pretrained": published_pretrained,
+        "published_finetunes": published_finetunes,
+        "b8_candidates": len(candidates),
+        "b8_candidates_released": unknown_released,
+        "finetunes_per_b8_candidate": per_candidate,
+        "known_missing_finetunes": missing,
+        "explanation": (
+            f"{len(pretrained):,} pre-trained / {len(augreg):,} fine-tuned AugReg rows against the "
+            f"release's {published_pretrained:,} / {published_finetunes:,}: {released_partial} B/8 "
+            f"configurations were released but only {known_partial} are known, so all "
+            f"{len(candidates)} others of the grid are listed (caveat b8_candidate; {unreleased} of "
+            f"them x {per_candidate} fine-tunes = {unreleased * per_candidate:,} rows do not exist), "
+            f"and {missing} fine-tune was never released without saying which, so every row it "
+            f"could be is listed (caveat possibly_missing)"
+        ),
+    }
 
 
 # --- published values ----------------------------------------------------------
@@ -162,37 +233,63 @@ def apply_published(rows: list[dict], sources: Path) -> dict[str, int]:
                 if row.get(metric) is None:
                     row[metric] = value
                     _add_source(row, metric, f"{source} [per architecture and resolution]")
+                    add_caveat(row, "per_arch_throughput")
                     counts[metric] += 1
+    _mark_224_figures(facts, by_upstream)
     return dict(counts)
 
 
-#: Sources whose listed checkpoints are the published recommendations.
-RECOMMENDATION_SOURCES = (
-    "repo README.md (recommended AugReg checkpoints table)",
-    "repo vit_jax_augreg.ipynb stored output (cell: best i21k upstream per model",
-)
+def _mark_224_figures(facts: list[dict[str, str]], by_upstream: dict[str, list[dict]]) -> None:
+    """384 px ImageNet fine-tunes whose pre-trained checkpoint has a published 224 px top-1."""
+    for fact in facts:
+        if (fact["metric"] == "imagenet_top1" and fact["filename"] and "--" not in fact["filename"]
+                and fact["adapt_resolution"] and int(float(fact["adapt_resolution"])) == 224):
+            for row in by_upstream.get(fact["filename"], []):
+                if row.get("adapt_ds") == "imagenet2012" and row.get("adapt_resolution") == 384:
+                    add_caveat(row, "res224_figure")
+
+
+#: Sources whose listed checkpoints are the published recommendations, and how a row cites them.
+RECOMMENDATION_SOURCES = {
+    "repo README.md (recommended AugReg checkpoints table)": "vit_jax README recommended table",
+    "repo vit_jax_augreg.ipynb stored output (cell: best i21k upstream per model":
+        "vit_jax_augreg notebook stored output (best i21k upstream per model)",
+}
+
+
+def _recommendation_picks(sources: Path) -> dict[str, list[str]]:
+    """Each recommended fine-tune file -> the sources that list it, in a stable order."""
+    picks: dict[str, list[str]] = defaultdict(list)
+    for fact in _read_csv(sources / PUBLISHED_FILE):
+        for prefix, label in RECOMMENDATION_SOURCES.items():
+            if fact["filename"] and fact["source"].startswith(prefix) and label not in picks[
+                    fact["filename"]]:
+                picks[fact["filename"]].append(label)
+    return picks
 
 
 def apply_recommendations(rows: list[dict], sources: Path) -> int:
-    """Mark the published recommended checkpoints (README table, notebook for B/8)."""
+    """Mark the published recommended checkpoints; returns how many rows are marked.
+
+    Each row cites the sources that actually list its pick: the README's table has nine
+    architectures; B/8's pick comes from the notebook alone.
+    """
     by_upstream: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         by_upstream[row.get("filename")].append(row)
-    picks = {f["filename"] for f in _read_csv(sources / PUBLISHED_FILE)
-             if f["filename"] and f["source"].startswith(RECOMMENDATION_SOURCES)}
-    marked = 0
-    for pick in picks:
-        upstream = pick.split("--")[0]
-        for row in by_upstream.get(upstream, []):
+    marked: set[int] = set()
+    for pick, cited in sorted(_recommendation_picks(sources).items()):
+        for row in by_upstream.get(pick.split("--")[0], []):
             if row.get("adapt_filename") == pick:
                 row["recommended"] = "pretrained+finetune"
             elif row.get("recommended") is None:
                 row["recommended"] = "pretrained"
             else:
                 continue
-            _add_source(row, "recommended", "vit_jax README recommended table / augreg notebook")
-            marked += 1
-    return marked
+            if id(row) not in marked:
+                _add_source(row, "recommended", " and ".join(cited))
+            marked.add(id(row))
+    return len(marked)
 
 
 def apply_timm(rows: list[dict], sources: Path) -> int:
@@ -222,6 +319,20 @@ def apply_timm(rows: list[dict], sources: Path) -> int:
 
 # --- older collections ---------------------------------------------------------
 
+#: How the reference README words a figure it did not measure in a table.
+_EXPECTED = "expected to achieve"
+
+
+def fraction(text: str, unit: str | None) -> float:
+    """A published accuracy as a fraction, with the published precision and no float noise.
+
+    ``82.7`` percent is 0.827, not ``82.7 / 100 == 0.8270000000000001``: the decimal
+    point moves in decimal arithmetic and the float is made once.
+    """
+    value = Decimal(text.strip())
+    return float(value / 100 if unit == "percent" else value)
+
+
 def legacy_rows(sources: Path) -> list[dict]:
     """Rows for the pre-AugReg collections, one per checkpoint file."""
     path = sources / LEGACY_FILE
@@ -241,7 +352,7 @@ def legacy_rows(sources: Path) -> list[dict]:
                 "name": arch, "ds": _legacy_ds(fact["upstream_ds"]), "collection": fact["collection"],
                 "row_source": "legacy", "filename_verified": True, "checkpoint": key,
                 "exists": True, "exists_source": fact["source"],
-                "note": fact.get("note") or None,
+                "note": fact.get("note") or None, "caveats": "",
             }
             if fact.get("adapt_ds"):
                 row.update(adapt_ds=fact["adapt_ds"], adapt_resolution=resolution,
@@ -250,11 +361,10 @@ def legacy_rows(sources: Path) -> list[dict]:
                 row.update(filename=fact["file_stem"], url=fact["url"])
             files[key] = row
         if fact.get("metric") == "imagenet_top1" and fact.get("value"):
-            value = float(fact["value"])
-            if fact.get("unit") == "percent":
-                value /= 100
-            row["adapt_final_test"] = value
+            row["adapt_final_test"] = fraction(fact["value"], fact.get("unit"))
             _add_source(row, "adapt_final_test", f"{fact['source']} (ImageNet top-1)")
+            if _EXPECTED in (fact.get("note") or "") + fact["source"]:
+                add_caveat(row, "expected_value")
     _link_legacy_upstreams(files)
     return list(files.values())
 
@@ -296,6 +406,8 @@ def embedded_rows(sources: Path) -> tuple[list[dict], dict]:
     stats["published_values"] = apply_published(rows, sources)
     stats["timm_links"] = apply_timm(rows, sources)
     stats["recommended_rows"] = apply_recommendations(rows, sources)
+    stats["possibly_missing_rows"] = mark_possibly_missing(rows, grid)
+    stats["release_counts"] = release_counts(grid, rows)
     legacy = _drop_superseded_legacy(legacy_rows(sources))
     stats["legacy_rows"] = len(legacy)
     for row in legacy:

@@ -47,7 +47,7 @@ def register_run(name: str, npz_path: Path, info: dict[str, Any]) -> None:
     row.update(
         checkpoint=name, collection="local", row_source="local", adapt_filename=name,
         adapt_url=str(Path(npz_path).resolve()), exists=True, exists_source="local run",
-        filename_verified=True,
+        filename_verified=True, caveats="",
     )
     if "workdir" in info:
         row["note"] = f"workdir {info['workdir']}"
@@ -58,4 +58,5 @@ def register_run(name: str, npz_path: Path, info: dict[str, Any]) -> None:
 
 def local_frame(columns: list[str] | None = None) -> Frame:
     """Registered runs as catalog rows (no rows when there are none)."""
-    return Frame.from_rows(_load(), columns or list(COLUMN_NAMES))
+    runs = [{"caveats": "", **run} for run in _load()]  # registered before the column existed
+    return Frame.from_rows(runs, columns or list(COLUMN_NAMES))

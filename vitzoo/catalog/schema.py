@@ -71,7 +71,8 @@ EXTRA_COLUMNS: tuple[Column, ...] = (
     Column("upstream_hf_repo", _S, "timm's copy of the pre-trained file on the Hugging Face Hub"),
     Column("recommended", _S, "published pick: 'pretrained' (README/notebook recommended upstream) or "
            "'pretrained+finetune' (also its best ImageNet fine-tune)"),
-    Column("note", _S, "caveats about this row"),
+    Column("note", _S, "caveats about this row, in words"),
+    Column("caveats", _S, "comma-separated caveat codes ('' = none); legend in vitzoo.catalog.caveats"),
 )
 
 COLUMNS: tuple[Column, ...] = INDEX_CSV_COLUMNS + EXTRA_COLUMNS

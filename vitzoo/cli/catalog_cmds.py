@@ -12,6 +12,7 @@ import typer
 
 from vitzoo.cli import filter_options as opt
 from vitzoo.cli import render
+from vitzoo.config import DEFAULT_INDEX_CSV
 
 RECOMMEND_TABLE_COLUMNS = (
     "checkpoint", "name", "ds", "aug", "wd", "do", "final_val", "adapt_ds", "adapt_resolution",
@@ -129,7 +130,7 @@ index_app = typer.Typer(help="Build and inspect the catalog.", no_args_is_help=T
 
 def index_build(
     source: str = typer.Option(
-        "gs://vit_models/augreg/index.csv", "--source",
+        DEFAULT_INDEX_CSV, "--source",
         help="index.csv to merge: any fsspec URL or local path; 'embedded' for the published facts alone."),
     listing: str = typer.Option(
         "auto", "--listing",
@@ -152,7 +153,7 @@ def index_build(
         typer.echo(message, err=True)
     manifest = result.manifest
     verb = "built" if result.changed else "unchanged"
-    typer.echo(f"{verb}: {out_dir / 'catalog.parquet'} ({manifest['rows']:,} rows: "
+    typer.echo(f"{verb}: {result.catalog_path} ({manifest['rows']:,} rows: "
                + ", ".join(f"{k} {v:,}" for k, v in manifest["rows_by_source"].items() if v)
                + ")")
 

@@ -112,5 +112,7 @@ def print_manifest(location, manifest: dict) -> None:
                         source.get("md5") or source.get("etag") or source.get("fingerprint", "?"),
                         str(source.get("rows", source.get("objects", "?"))))
     console.print(sources)
+    if manifest.get("counts", {}).get("explanation"):
+        console.print(f"[bold]counts:[/bold] {manifest['counts']['explanation']}")
     for item in manifest.get("missing", []):
         console.print(f"[yellow]missing:[/yellow] {item}")
