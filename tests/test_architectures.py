@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vitzoo.architectures import ARCHITECTURES, BY_NAME
+from vitzoo.arch_registry import ARCHITECTURES, BY_NAME
 from vitzoo.models.configs import CONFIGS, differing_fields, get_config, match_table_name
 from vitzoo.names import ALL_ARCHS, AUGREG_ARCHS
 

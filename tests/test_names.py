@@ -116,7 +116,7 @@ def test_pretraining_dataset_aliases():
         canonical_pretrain_ds("jft")
 
 
-# Written out by hand (not derived from vitzoo.architectures), so a slip in the registry's
+# Written out by hand (not derived from vitzoo.arch_registry), so a slip in the registry's
 # spelling rules shows up here: the AugReg prefixes and the older collections' file stems.
 PUBLISHED_AUGREG_PREFIXES = {
     "Ti/16": "Ti_16", "S/32": "S_32", "S/16": "S_16", "B/32": "B_32", "B/16": "B_16",

@@ -22,12 +22,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from vitzoo.architectures import ARCHITECTURES
+from vitzoo.arch_registry import ARCHITECTURES
 from vitzoo.errors import VitzooError
 
 # --- architectures -----------------------------------------------------------
 
-#: AugReg architectures: canonical name -> filename form (from :mod:`vitzoo.architectures`).
+#: AugReg architectures: canonical name -> filename form (from :mod:`vitzoo.arch_registry`).
 AUGREG_ARCHS: dict[str, str] = {a.name: a.file_form for a in ARCHITECTURES if a.augreg}
 
 #: Architectures of the older collections: canonical name -> legacy file stem.

@@ -1,6 +1,6 @@
 """Model configurations, and architecture inference from a checkpoint's own shapes.
 
-:data:`CONFIGS` is derived from the architecture registry (:mod:`vitzoo.architectures`,
+:data:`CONFIGS` is derived from the architecture registry (:mod:`vitzoo.arch_registry`,
 the one place that knows the hyper-parameters of every network of the zoo); a
 :class:`ModelConfig` adds what a model builder needs. Pure Python on purpose: the
 catalog and the CLI import it without paying for jax.
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
-from vitzoo.architectures import ARCHITECTURES, Architecture, Family
+from vitzoo.arch_registry import ARCHITECTURES, Architecture, Family
 from vitzoo.errors import VitzooError
 from vitzoo.names import canonical_arch
 
@@ -96,7 +96,7 @@ def _config(arch: Architecture) -> ModelConfig:
         classifier="gap" if arch.family == "mixer" else "token")
 
 
-#: canonical name -> config, one per entry of :data:`vitzoo.architectures.ARCHITECTURES`.
+#: canonical name -> config, one per entry of :data:`vitzoo.arch_registry.ARCHITECTURES`.
 CONFIGS: dict[str, ModelConfig] = {a.name: _config(a) for a in ARCHITECTURES}
 
 #: Fields that do not decide which table architecture a file is: the legacy in21k files
