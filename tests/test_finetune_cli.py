@@ -148,3 +148,20 @@ def test_evaluate_refuses_a_head_of_the_wrong_size(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", str(ckpt), "--dataset", str(folder)])
     assert "10-class head" in capsys.readouterr().err
+
+
+def test_finetune_option_defaults_are_the_finetune_options_defaults():
+    """One place for every default: the typer options read them from FinetuneOptions."""
+    import dataclasses
+    import inspect
+
+    from vitzoo.adapt.options import FinetuneOptions
+    from vitzoo.cli.adapt_cmds import finetune_command
+
+    options = inspect.signature(finetune_command).parameters
+    cli_name = {"register": "register_run"}
+    fields = [f for f in dataclasses.fields(FinetuneOptions) if f.name not in ("model", "dataset")]
+    assert {cli_name.get(f.name, f.name) for f in fields} == set(options) - {"model", "dataset"}
+    for f in fields:
+        assert options[cli_name.get(f.name, f.name)].default.default == f.default, f.name
+    assert (FinetuneOptions.steps, FinetuneOptions.lr, FinetuneOptions.res) == (500, 0.03, 384)

@@ -12,7 +12,7 @@ import typer
 
 
 def predict_command(
-    checkpoint: str = typer.Argument(..., help="A local .npz file, or a catalog checkpoint name."),
+    checkpoint: str = typer.Argument(..., help="A .npz file, URL, catalog name, or local run name."),
     images: list[str] = typer.Argument(..., help="Image files (JPEG, PNG, ...)."),
     top_k: int = typer.Option(5, "--top-k", help="Classes to show per image."),
     res: int = typer.Option(None, "--res", help="Input resolution; default: the checkpoint's own."),
@@ -21,12 +21,13 @@ def predict_command(
     arch: str = typer.Option(None, "--arch", help="Check that the file is this architecture."),
 ) -> None:
     """Classify images with a checkpoint (reference preprocessing: resize, scale to [-1, 1])."""
+    from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.errors import VitzooError
-    from vitzoo.predict import Predictor, resolve_checkpoint_argument
+    from vitzoo.predict import Predictor
 
     if fmt not in ("table", "json"):
         raise VitzooError(f"unknown --format {fmt!r}", "use table or json")
-    path = resolve_checkpoint_argument(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     predictor = Predictor(path, resolution=res, arch=arch)
     results = predictor.predict(images, top_k=top_k, with_logits=logits)
     if fmt == "json":

@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from vitzoo.atomic import atomic_write
-from vitzoo.data.source import DataSplits, Examples, carve, memory_budget
+from vitzoo.data.memory import memory_budget
+from vitzoo.data.pipeline import Examples
+from vitzoo.data.source import DataSplits, carve
 from vitzoo.errors import VitzooError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
