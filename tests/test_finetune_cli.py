@@ -159,9 +159,10 @@ def test_finetune_option_defaults_are_the_finetune_options_defaults():
     from vitzoo.cli.adapt_cmds import finetune_command
 
     options = inspect.signature(finetune_command).parameters
-    cli_name = {"register": "register_run"}
-    fields = [f for f in dataclasses.fields(FinetuneOptions) if f.name not in ("model", "dataset")]
-    assert {cli_name.get(f.name, f.name) for f in fields} == set(options) - {"model", "dataset"}
-    for f in fields:
-        assert options[cli_name.get(f.name, f.name)].default.default == f.default, f.name
+    field_of = {"register_run": "register"}
+    defaults = {f.name: f.default for f in dataclasses.fields(FinetuneOptions)}
+    flags = set(options) - {"model", "dataset"}
+    assert len(flags) == 25
+    for flag in flags:
+        assert options[flag].default.default == defaults[field_of.get(flag, flag)], flag
     assert (FinetuneOptions.steps, FinetuneOptions.lr, FinetuneOptions.res) == (500, 0.03, 384)

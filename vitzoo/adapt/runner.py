@@ -21,10 +21,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vitzoo.adapt import train_state
 from vitzoo.adapt.options import FinetuneOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vitzoo.adapt.accumulation import BatchPlan
+    from vitzoo.adapt.metrics import MetricsWriter
+    from vitzoo.adapt.progress import Display
+    from vitzoo.adapt.throughput import Throughput
+    from vitzoo.data import DataSplits, Layout
+    from vitzoo.models.configs import ModelConfig
 
 log = logging.getLogger("vitzoo.adapt")
 
@@ -47,9 +55,24 @@ class _Model:
     """The loaded checkpoint: where it came from, its architecture, weights and module."""
 
     checkpoint: Path
-    config: Any
+    config: ModelConfig
     params: Any
     module: Any
+
+
+@dataclass
+class _Setup:
+    """What the run settled before training: settings, data, model and batch layout."""
+
+    options: FinetuneOptions
+    workdir: Path
+    is_main: bool
+    display: Display
+    data: DataSplits
+    model: _Model
+    batch_plan: BatchPlan
+    layout: Layout
+    notes: list[str]
 
 
 @dataclass
@@ -61,9 +84,9 @@ class _Loop:
     evaluate: Callable[[Any], dict[str, float]]
     save: Callable[..., None]
     key: Any
-    display: Any
-    writer: Any
-    throughput: Any
+    display: Display
+    writer: MetricsWriter
+    throughput: Throughput
 
 
 def finetune(model: str, dataset: str, **kwargs: Any) -> RunResult:
@@ -89,44 +112,30 @@ def run(options: FinetuneOptions) -> RunResult:
 
     from vitzoo.adapt.progress import Display
     from vitzoo.adapt.resume import recorded_data, restore_or_start
-    from vitzoo.adapt.run_record import started_record, write_json, write_log
 
     options, setup_notes = options.settled()
     workdir = Path(str(options.workdir))
-    is_main = jax.process_index() == 0
-    display = Display(enabled=is_main, bar=options.progress)
+    display = Display(enabled=jax.process_index() == 0, bar=options.progress)
     meta = train_state.read_meta(workdir)
     recorded = recorded_data(meta, options)
 
     data = _prepare_data(options, recorded, setup_notes, display)
     model = _prepare_model(options, data)
     batch_plan, layout, notes = _plan_batch(options, model, data, display)
+    setup = _Setup(options, workdir, jax.process_index() == 0, display, data, model, batch_plan,
+                   layout, notes)
     tx = _optimizer(options)
     state, meta, start_step = restore_or_start(_fresh_state(model, tx), meta, options, workdir)
-    final_npz = workdir / "final.npz"
-    if start_step >= options.steps and final_npz.is_file():
+    if start_step >= options.steps and (workdir / "final.npz").is_file():
         display.note(f"{workdir} already holds the finished run ({options.steps} steps)")
         finished = meta.get("final_metrics", {}) if meta else {}
-        return RunResult(workdir, start_step, options.steps, final_npz, finished, notes=notes)
+        return RunResult(workdir, start_step, options.steps, workdir / "final.npz", finished,
+                         notes=notes)
     if start_step:
         display.note(f"resuming from the checkpoint at step {start_step} in {workdir}")
 
-    record = started_record(options=options, checkpoint=model.checkpoint, config=model.config,
-                            data=data, batch_plan=batch_plan, devices=jax.local_devices(),
-                            processes=jax.process_count())
-    read_mode = data.train.read_mode(recorded)
-    reading = data.train.reading_note(layout, start_step, read_mode)
-    if reading:
-        display.note(reading)
-    if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
-        write_log(workdir, [f"{'resume' if start_step else 'start'} at step {start_step}"]
-                  + notes + [f"skipped unreadable file {f}: {r}" for f, r in data.skipped]
-                  + ([reading] if reading else []))
-        write_json(workdir / "run.json", record)
-
-    loop, device_state, batches = _build_loop(options, model, data, tx, state, layout, batch_plan,
-                                              read_mode, start_step, display, is_main, t_start)
+    record, read_mode = _record_start(setup, start_step, recorded)
+    loop, device_state, batches = _build_loop(setup, tx, state, read_mode, start_step, t_start)
     del state  # the devices hold it now
     try:
         device_state, step, last_eval, interrupted = _train_loop(loop, device_state, batches,
@@ -141,14 +150,14 @@ def run(options: FinetuneOptions) -> RunResult:
     final_metrics = {**last_eval, "img_per_sec": loop.throughput.img_per_sec,
                      "time_to_first_step_s": loop.throughput.first_step_s, "steps": step,
                      "wall_time_s": time.perf_counter() - t_start}
-    if is_main:
-        _export_and_register(options, model, data, record, final_npz, device_state, step,
-                             final_metrics, last_eval, loop.save, display)
-    return RunResult(workdir, step, options.steps, final_npz, final_metrics, notes=notes)
+    if setup.is_main:
+        _export_and_register(setup, record, device_state, step, final_metrics, loop.save)
+    return RunResult(workdir, step, options.steps, workdir / "final.npz", final_metrics,
+                     notes=notes)
 
 
 def _prepare_data(options: FinetuneOptions, recorded: dict[str, Any] | None,
-                  setup_notes: list[str], display: Any) -> Any:
+                  setup_notes: list[str], display: Display) -> DataSplits:
     """Open the dataset: every dataset mistake is reported here, before downloads and compiles.
 
     A resumed run reads its training data the way it started (streamed or in memory).
@@ -167,7 +176,7 @@ def _prepare_data(options: FinetuneOptions, recorded: dict[str, Any] | None,
     return data
 
 
-def _prepare_model(options: FinetuneOptions, data: Any) -> _Model:
+def _prepare_model(options: FinetuneOptions, data: DataSplits) -> _Model:
     """Resolve and load the checkpoint with a new head and position embeddings for ``--res``."""
     import jax.numpy as jnp
 
@@ -183,8 +192,8 @@ def _prepare_model(options: FinetuneOptions, data: Any) -> _Model:
     return _Model(checkpoint, config, params, module)
 
 
-def _plan_batch(options: FinetuneOptions, model: _Model, data: Any,
-                display: Any) -> tuple[Any, Any, list[str]]:
+def _plan_batch(options: FinetuneOptions, model: _Model, data: DataSplits,
+                display: Display) -> tuple[BatchPlan, Layout, list[str]]:
     """The global batch over processes and devices, and the accumulation that fits memory."""
     import jax
     import numpy as np
@@ -223,10 +232,36 @@ def _fresh_state(model: _Model, tx: Any) -> Any:
     return jax.device_get(init_state(model.params, tx))
 
 
-def _build_loop(options: FinetuneOptions, model: _Model, data: Any, tx: Any, state: Any,
-                layout: Any, batch_plan: Any, read_mode: dict[str, Any], start_step: int,
-                display: Any, is_main: bool, t_start: float) -> tuple[_Loop, Any, Any]:
-    """Compile-ready steps, device state, the batch stream and the loop's helpers."""
+def _record_start(setup: _Setup, start_step: int,
+                  recorded: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write run.json (running) and the run.log lines of a start or resume.
+
+    Returns the record (finished at the end) and how training reads its data.
+    """
+    import jax
+
+    from vitzoo.adapt.run_record import started_record, write_json, write_log
+
+    options, data, workdir = setup.options, setup.data, setup.workdir
+    record = started_record(options=options, checkpoint=setup.model.checkpoint,
+                            config=setup.model.config, data=data, batch_plan=setup.batch_plan,
+                            devices=jax.local_devices(), processes=jax.process_count())
+    read_mode = data.train.read_mode(recorded)
+    reading = data.train.reading_note(setup.layout, start_step, read_mode)
+    if reading:
+        setup.display.note(reading)
+    if setup.is_main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_log(workdir, [f"{'resume' if start_step else 'start'} at step {start_step}"]
+                  + setup.notes + [f"skipped unreadable file {f}: {r}" for f, r in data.skipped]
+                  + ([reading] if reading else []))
+        write_json(workdir / "run.json", record)
+    return record, read_mode
+
+
+def _build_loop(setup: _Setup, tx: Any, state: Any, read_mode: dict[str, Any], start_step: int,
+                t_start: float) -> tuple[_Loop, Any, Any]:
+    """Compile-ready steps, device state, the prefetched batch stream and the loop's helpers."""
     import jax
     import numpy as np
 
@@ -239,23 +274,24 @@ def _build_loop(options: FinetuneOptions, model: _Model, data: Any, tx: Any, sta
     from vitzoo.adapt.throughput import Throughput
     from vitzoo.data import eval_recipe, train_recipe
 
+    options, data, layout, apply = setup.options, setup.data, setup.layout, setup.model.module.apply
     devices = jax.local_devices()
-    workdir = Path(str(options.workdir))
-    train_step = make_train_step(model.module.apply, tx, num_classes=data.num_classes,
-                                 accum=batch_plan.accum, label_smoothing=options.label_smoothing)
-    eval_step = make_eval_step(model.module.apply, num_classes=data.num_classes)
+    train_step = make_train_step(apply, tx, num_classes=data.num_classes,
+                                 accum=setup.batch_plan.accum,
+                                 label_smoothing=options.label_smoothing)
+    eval_step = make_eval_step(apply, num_classes=data.num_classes)
     device_state = replicate(state, devices)
     key = replicate(np.asarray(jax.random.PRNGKey(options.seed)), devices)
     batches = data.train.train_batches(train_recipe(options.res), layout, seed=options.seed,
                                        start_step=start_step, read_mode=read_mode)
     eval_data = data.eval.eval_batches(eval_recipe(options.res), layout)
-    checkpointer = Checkpointer(workdir, options, global_batch=layout.global_batch,
-                                read_mode=read_mode, enabled=is_main)
+    checkpointer = Checkpointer(setup.workdir, options, global_batch=layout.global_batch,
+                                read_mode=read_mode, enabled=setup.is_main)
     loop = _Loop(
         options=options, train_step=train_step,
         evaluate=lambda params: eval_means(eval_totals(eval_step, params, eval_data, devices)),
-        save=checkpointer.save, key=key, display=display,
-        writer=MetricsWriter(workdir, enabled=is_main, resume_step=start_step),
+        save=checkpointer.save, key=key, display=setup.display,
+        writer=MetricsWriter(setup.workdir, enabled=setup.is_main, resume_step=start_step),
         throughput=Throughput(layout.global_batch, t_start))
     return loop, device_state, Prefetch(batches, lambda batch: shard(batch, devices))
 
@@ -299,29 +335,29 @@ def _train_loop(loop: _Loop, device_state: Any, batches: Any,
     return device_state, step, last_eval, False
 
 
-def _export_and_register(options: FinetuneOptions, model: _Model, data: Any,
-                         record: dict[str, Any], final_npz: Path, device_state: Any, step: int,
-                         final_metrics: dict[str, Any], last_eval: dict[str, float],
-                         save: Callable[..., None], display: Any) -> None:
+def _export_and_register(setup: _Setup, record: dict[str, Any], device_state: Any, step: int,
+                         final_metrics: dict[str, Any], save: Callable[..., None]) -> None:
     """``final.npz`` in the release layout, the last checkpoint, the catalog entry, run.json."""
     from vitzoo.adapt.devices import unreplicate
     from vitzoo.adapt.export import export_params, register, run_name
     from vitzoo.adapt.run_record import write_json, write_log
 
-    workdir = Path(str(options.workdir))
+    options, model, workdir = setup.options, setup.model, setup.workdir
+    final_npz = workdir / "final.npz"
     export_params(final_npz, unreplicate(device_state.params), model.config)
     save(step, device_state, {"final_metrics": final_metrics})
     name = run_name(workdir, options.name)
-    eval_is_test = data.eval_split.startswith("test")
+    eval_is_test = setup.data.eval_split.startswith("test")
     registered = register(name, final_npz, {
         "name": model.config.name, "filename": model.checkpoint.stem,
         "adapt_ds": options.dataset, "adapt_resolution": options.res, "adapt_lr": options.lr,
         "adapt_steps": options.steps,
-        ("adapt_final_test" if eval_is_test else "adapt_final_val"): last_eval.get("eval_accuracy"),
+        ("adapt_final_test" if eval_is_test else "adapt_final_val"):
+            final_metrics.get("eval_accuracy"),
         "workdir": str(workdir.resolve()),
     }) if options.register else "not registered (--no-register)"
     record.update(status="finished", final_metrics=final_metrics, final_npz=str(final_npz),
                   catalog=registered, run_name=name)
     write_json(workdir / "run.json", record)
     write_log(workdir, [f"finished at step {step}: {final_metrics}", registered])
-    display.summary(record)
+    setup.display.summary(record)
