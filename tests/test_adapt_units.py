@@ -90,3 +90,41 @@ def test_metrics_are_cut_back_to_the_checkpoint_on_resume(tmp_path):
     path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (10, 20, 30)) + '{"st')
     truncate_after(path, 20)
     assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [10, 20]
+
+
+def test_itstime_every_period_and_the_last_step():
+    from vitzoo.adapt.cadence import itstime
+
+    assert [s for s in range(1, 13) if itstime(s, 5, 12)] == [5, 10, 12]
+    assert [s for s in range(1, 13) if itstime(s, 0, 12)] == [12]  # 0: only at the end
+    assert [s for s in range(1, 13) if itstime(s, 4, 12, last=False)] == [4, 8]
+    assert [s for s in range(1, 13) if itstime(s, 0, 12, last=False)] == []
+
+
+def test_settled_options_and_the_settings_a_resume_compares():
+    from vitzoo.adapt.options import FinetuneOptions
+
+    options, notes = FinetuneOptions("B/16", "./my data", steps=50, warmup=80).settled()
+    assert options.warmup == 50 and "warming up over all 50 steps" in notes[0]
+    assert options.workdir == "vitzoo-runs/B_16--my_data"
+    recorded = {**options.identity(), "lr": 0.1}
+    assert options.changes_from(recorded) == [("lr", 0.1, 0.03)]
+    assert options.changes_from(options.identity()) == []
+
+
+def test_throughput_skips_the_first_step_and_averages_the_window():
+    from vitzoo.adapt.throughput import Throughput
+
+    def metrics(loss):  # one device's copy, as the pmapped step returns it
+        return {"loss": np.array([loss]), "accuracy": np.array([0.5]),
+                "grad_norm": np.array([1.0])}
+
+    window = Throughput(images_per_step=8, started=0.0)
+    assert window.add(metrics(9.0)) is True and window.first_step_s > 0
+    assert window.summary() == {}  # the first step (compile) opened the window, not in it
+    assert window.add(metrics(1.0)) is False and window.add(metrics(3.0)) is False
+    summary = window.summary()
+    assert summary["train_loss"] == 2.0 and summary["train_accuracy"] == 0.5
+    assert summary["img_per_sec"] > 0 and window.img_per_sec == summary["img_per_sec"]
+    window.restart()
+    assert window.summary() == {}

@@ -7,8 +7,9 @@ import numpy as np
 from adapt_helpers import color_image, write_folder
 
 from vitzoo.data import open_dataset
-from vitzoo.data.pipeline import EvalBatches, Layout, train_batches
+from vitzoo.data.pipeline import train_batches
 from vitzoo.data.preprocess import Preprocess, eval_recipe, train_recipe
+from vitzoo.data.tfdata import Layout
 
 
 def _data(tmp_path, n=5):
@@ -60,11 +61,11 @@ def test_process_shards_partition_each_global_batch(tmp_path):
 def test_eval_covers_the_split_exactly_once_with_padding(tmp_path):
     data = _data(tmp_path)
     assert len(data.eval) == 6
-    batches = list(EvalBatches(data.eval, eval_recipe(8), Layout(global_batch=4, local_devices=2)))
+    batches = list(data.eval.eval_batches(eval_recipe(8), Layout(global_batch=4, local_devices=2)))
     assert len(batches) == 2
     mask = np.concatenate([b["mask"].ravel() for b in batches])
     labels = np.concatenate([b["label"].ravel() for b in batches])
     assert mask.sum() == 6 and mask.tolist() == [True] * 6 + [False] * 2
     assert sorted(labels[mask].tolist()) == sorted(data.eval.labels.tolist())
-    again = list(EvalBatches(data.eval, eval_recipe(8), Layout(global_batch=4, local_devices=2)))
+    again = list(data.eval.eval_batches(eval_recipe(8), Layout(global_batch=4, local_devices=2)))
     np.testing.assert_array_equal(again[0]["image"], batches[0]["image"])

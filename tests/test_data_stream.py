@@ -43,8 +43,8 @@ def test_too_large_split_is_streamed_automatically_and_says_so(tiny_budget):
 
 
 def test_budget_env_and_explicit_stream(monkeypatch):
-    from vitzoo.data import open_dataset
-    from vitzoo.data.source import Examples, memory_budget
+    from vitzoo.data import Examples, open_dataset
+    from vitzoo.data.memory import memory_budget
     from vitzoo.data.stream import StreamSplit
     from vitzoo.errors import VitzooError
 
@@ -67,7 +67,7 @@ def test_stream_batches_are_a_function_of_seed_and_position(tiny_budget, monkeyp
     """Batches from step 3 equal steps 3.. of an uninterrupted stream, across epochs and cuts."""
     from vitzoo.data import open_dataset, train_recipe
     from vitzoo.data import stream as vstream
-    from vitzoo.data.pipeline import Layout
+    from vitzoo.data.tfdata import Layout
 
     layout = Layout(4, local_devices=2)
     recipe = train_recipe(16)
@@ -117,12 +117,11 @@ def test_shuffle_buffer_follows_the_budget(monkeypatch):
 
 def test_stream_eval_covers_every_example_once_with_padding_masked(tiny_budget):
     from vitzoo.data import eval_recipe, open_dataset
-    from vitzoo.data.pipeline import Layout
-    from vitzoo.data.stream import StreamEvalBatches
+    from vitzoo.data.tfdata import Layout
 
     with tfds.testing.mock_data(as_dataset_fn=pets_examples({"train": 4, "test": 7})):
         source = open_dataset("oxford_iiit_pet").eval
-        batches = StreamEvalBatches(source, eval_recipe(16), Layout(4, local_devices=2))
+        batches = source.eval_batches(eval_recipe(16), Layout(4, local_devices=2))
         first, second = list(batches), list(batches)
     assert (len(batches), batches.num_examples) == (2, 7)
     mask = np.concatenate([b["mask"].ravel() for b in first])

@@ -9,6 +9,7 @@ feature metadata (37 class names) coming from TFDS itself.
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,18 +20,25 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 
 def pets_examples(num: dict[str, int]):
-    """An ``as_dataset_fn`` yielding encoded PNGs when decoding is skipped (as vitzoo asks)."""
+    """An ``as_dataset_fn`` yielding encoded PNGs when decoding is skipped (as vitzoo asks).
+
+    Split slices (``train[:50%]``, ``test[2:]``) select examples the way TFDS does (its own
+    ``ReadInstruction``), so a test can see that a slice reached TFDS.
+    """
     import tensorflow as tf
     from PIL import Image
 
     def as_dataset(self, split, decoders=None, **kwargs):
-        name = str(split).split("[")[0]
+        instruction = (split if isinstance(split, tfds.core.ReadInstruction)
+                       else tfds.core.ReadInstruction.from_spec(str(split)))
+        name = instruction.split_name
         count = num.get(name, 6)
+        (absolute,) = instruction.to_absolute({name: SimpleNamespace(num_examples=count)})
         rng = np.random.default_rng(len(name))
         skip = bool(decoders) and "image" in decoders
 
         def gen():
-            for i in range(count):
+            for i in range(count)[absolute.from_:absolute.to]:
                 label = i % 37
                 pixels = rng.integers(0, 255, (20 + i % 5, 24, 3), dtype=np.uint8)
                 if skip:
@@ -61,11 +69,13 @@ def test_oxford_iiit_pet_under_mock_data():
 
     with tfds.testing.mock_data(as_dataset_fn=pets_examples({"train": 10, "test": 7})):
         data = open_dataset("oxford_iiit_pet")
-        sliced = open_dataset("oxford_iiit_pet", train_split="train[:50%]", eval_split="test")
+        sliced = open_dataset("oxford_iiit_pet", train_split="train[:50%]", eval_split="test[2:]")
     assert data.num_classes == 37 and data.class_names[0] == "Abyssinian"
     assert (len(data.train), len(data.eval), data.eval_split) == (10, 7, "test")
     assert data.train.payload[0][:4] == b"\x89PNG"
-    assert sliced.train_split == "train[:50%]"
+    assert (sliced.train_split, sliced.eval_split) == ("train[:50%]", "test[2:]")
+    assert sliced.train.labels.tolist() == [0, 1, 2, 3, 4]  # the first half of train's 10
+    assert sliced.eval.labels.tolist() == [2, 3, 4, 5, 6]  # test's 7 from the third on
 
 
 def test_carved_validation_split_when_asked_split_is_missing(monkeypatch):

@@ -148,3 +148,21 @@ def test_evaluate_refuses_a_head_of_the_wrong_size(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", str(ckpt), "--dataset", str(folder)])
     assert "10-class head" in capsys.readouterr().err
+
+
+def test_finetune_option_defaults_are_the_finetune_options_defaults():
+    """One place for every default: the typer options read them from FinetuneOptions."""
+    import dataclasses
+    import inspect
+
+    from vitzoo.adapt.options import FinetuneOptions
+    from vitzoo.cli.adapt_cmds import finetune_command
+
+    options = inspect.signature(finetune_command).parameters
+    field_of = {"register_run": "register"}
+    defaults = {f.name: f.default for f in dataclasses.fields(FinetuneOptions)}
+    flags = set(options) - {"model", "dataset"}
+    assert len(flags) == 25
+    for flag in flags:
+        assert options[flag].default.default == defaults[field_of.get(flag, flag)], flag
+    assert (FinetuneOptions.steps, FinetuneOptions.lr, FinetuneOptions.res) == (500, 0.03, 384)

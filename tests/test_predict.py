@@ -178,7 +178,7 @@ def test_cli_errors_are_one_line(tmp_path, images, capsys):
     assert "unknown --format" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["predict", str(tmp_path / "missing" / "x.npz"), str(images[0])])
-    assert "does not exist" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err
 
 
 def test_cli_subprocess_entry_point(tmp_path, images):

@@ -16,11 +16,11 @@ import shutil
 import socket
 import subprocess
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from vitzoo import config
+from vitzoo.versions import installed
 
 PACKAGES = ("numpy", "jax", "jaxlib", "flax", "optax", "tensorflow", "tensorflow-cpu",
             "tensorflow-datasets", "gcsfs", "fsspec", "huggingface-hub", "safetensors")
@@ -36,12 +36,11 @@ class Line:
 
 def versions() -> list[Line]:
     lines = []
-    for name in PACKAGES:
-        try:
-            lines.append(Line("versions", name, metadata.version(name)))
-        except metadata.PackageNotFoundError:
-            if name not in ("tensorflow", "tensorflow-cpu"):
-                lines.append(Line("versions", name, "not installed", "info"))
+    for name, version in installed(PACKAGES).items():
+        if version is not None:
+            lines.append(Line("versions", name, version))
+        elif name not in ("tensorflow", "tensorflow-cpu"):
+            lines.append(Line("versions", name, "not installed", "info"))
     return lines
 
 

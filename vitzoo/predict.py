@@ -208,27 +208,10 @@ def predict(
     resolution: int | None = None,
     with_logits: bool = False,
 ) -> list[Prediction]:
-    """Classify ``images`` with a local ``.npz`` checkpoint; one :class:`Prediction` each."""
+    """Classify ``images`` with a local ``.npz`` checkpoint; one :class:`Prediction` each.
+
+    A catalog name or URL goes through :func:`vitzoo.download.resolve.resolve_checkpoint`
+    first (``vitzoo predict`` does that).
+    """
     return Predictor(checkpoint, resolution=resolution).predict(
         images, top_k=top_k, with_logits=with_logits)
-
-
-def resolve_checkpoint_argument(value: str) -> Path:
-    """A CHECKPOINT argument as a local file: a path, or a catalog name to fetch.
-
-    Names go through ``vitzoo.download.resolve.resolve_checkpoint`` (cached, verified download).
-    """
-    path = Path(value).expanduser()
-    if path.is_file():
-        return path
-    looks_like_path = value.endswith(".npz") and (os.sep in value or path.parent != Path("."))
-    if looks_like_path:
-        raise VitzooError(f"checkpoint {value} does not exist", "check the path")
-    try:
-        from vitzoo.download.resolve import resolve_checkpoint
-    except ImportError:
-        raise VitzooError(
-            f"{value!r} is not a local file, and fetching checkpoints by name is not "
-            "available in this installation (vitzoo.download.resolve is missing)",
-            "pass the path of a downloaded .npz file") from None
-    return Path(resolve_checkpoint(value))

@@ -52,7 +52,7 @@ def device_memory(local_devices: int) -> int:
     """Bytes one device may use for activations."""
     import jax
 
-    from vitzoo.data.source import available_host_memory
+    from vitzoo.data.memory import available_host_memory
 
     stats = None
     try:

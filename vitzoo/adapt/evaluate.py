@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from vitzoo.errors import VitzooError
 
 
@@ -46,12 +44,12 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
     import jax
     import jax.numpy as jnp
 
-    from vitzoo.adapt.devices import replicate, shard, unreplicate
+    from vitzoo.adapt.devices import replicate
+    from vitzoo.adapt.eval_sums import eval_means, eval_totals
     from vitzoo.adapt.steps import make_eval_step
-    from vitzoo.data import eval_recipe, open_dataset
-    from vitzoo.data.pipeline import Layout, make_eval_batches
+    from vitzoo.data import Layout, eval_recipe, open_dataset
+    from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.models import build_model
-    from vitzoo.predict import resolve_checkpoint_argument
     from vitzoo.weights.release import load_checkpoint, load_for_finetune
 
     if batch < 1:
@@ -59,7 +57,7 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
     data = open_dataset(dataset, eval_split=split, data_dir=data_dir, manual_dir=manual_dir,
                         val_fraction=val_fraction, need_train=False,
                         stream=True if stream else None, gcs_auth=gcs_auth)
-    path = resolve_checkpoint_argument(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     config, info, params = load_checkpoint(path)
     if info["num_classes"] != data.num_classes:
         raise VitzooError(
@@ -75,13 +73,9 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
     global_batch = max(len(devices), batch - batch % len(devices))
     layout = Layout(global_batch, local_devices=len(devices))
     step = make_eval_step(module.apply, num_classes=data.num_classes)
-    device_params = replicate(params, devices)
-    totals: dict[str, Any] = {}
-    for b in make_eval_batches(data.eval, eval_recipe(resolution), layout):
-        sums = step(device_params, shard(b, devices))
-        totals = sums if not totals else jax.tree.map(jnp.add, totals, sums)
-    host = {k: np.asarray(unreplicate(v)) for k, v in totals.items()}
-    count = max(float(host["count"]), 1.0)
+    batches = data.eval.eval_batches(eval_recipe(resolution), layout)
+    host = eval_totals(step, replicate(params, devices), batches, devices)
+    means = eval_means(host)
     classes = []
     if per_class:
         for i, name in enumerate(data.class_names):
@@ -90,6 +84,6 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
                             "accuracy": float(host["class_hits"][i]) / n if n else None})
     return EvalReport(
         checkpoint=str(path), architecture=config.name, dataset=data.name, split=data.eval_split,
-        resolution=resolution, examples=int(host["count"]), top1=float(host["top1"]) / count,
-        top5=float(host["top5"]) / count, loss=float(host["loss"]) / count, per_class=classes,
+        resolution=resolution, examples=means["eval_examples"], top1=means["eval_accuracy"],
+        top5=means["eval_top5"], loss=means["eval_loss"], per_class=classes,
         notes=list(data.notes))

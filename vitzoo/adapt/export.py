@@ -1,41 +1,20 @@
-"""What a finished run leaves behind: ``final.npz``, ``run.json``, a local-catalog entry.
+"""What a finished run leaves behind: ``final.npz`` and a local-catalog entry.
 
 ``final.npz`` is written in the release layout (per-layer ``encoderblock_{i}`` names,
 pre-Linen numbering) through :func:`vitzoo.weights.release.params_to_release`, so the result
-loads back into vitzoo, vit_jax and timm like any zoo checkpoint. ``run.json`` carries
-the class names next to it, which is where ``vitzoo predict`` looks for them.
+loads back into vitzoo, vit_jax and timm like any zoo checkpoint. ``run.json``
+(:mod:`vitzoo.adapt.run_record`) carries the class names next to it, which is where
+``vitzoo predict`` looks for them.
 """
 
 from __future__ import annotations
 
-import json
-import platform
 import re
 from pathlib import Path
 from typing import Any
 
-from vitzoo.atomic import atomic_write
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic JSON write (temporary file + rename)."""
-    with atomic_write(path, "w") as handle:
-        json.dump(data, handle, indent=2, default=str)
-        handle.write("\n")
-
-
-def versions() -> dict[str, str]:
-    """Library versions that decide the numbers of a run."""
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for name in ("vitzoo", "jax", "jaxlib", "flax", "optax", "numpy", "tensorflow-cpu",
-                 "tensorflow", "tensorflow-datasets"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    return out
+from vitzoo.catalog.api import find_checkpoint
+from vitzoo.catalog.local import register_run
 
 
 def export_params(path: Path, params: Any, config: Any) -> Path:
@@ -47,10 +26,6 @@ def export_params(path: Path, params: Any, config: Any) -> Path:
 
 def source_row(model: str, checkpoint: Path) -> tuple[dict[str, Any] | None, str | None]:
     """The source checkpoint's catalog row, or (None, why not)."""
-    try:
-        from vitzoo.catalog.api import find_checkpoint
-    except ImportError:
-        return None, "catalog API not available"
     for name in (model, checkpoint.stem):
         try:
             info = find_checkpoint(name)
@@ -70,10 +45,6 @@ def run_name(workdir: Path, explicit: str | None) -> str:
 
 def register(name: str, npz: Path, info: dict[str, Any]) -> str:
     """Add the run to the user's local catalog; returns a line saying what happened."""
-    try:
-        from vitzoo.catalog.local import register_run
-    except ImportError:
-        return "not registered: the local catalog is not available in this installation"
     try:
         register_run(name, npz, info)
     except Exception as exc:  # registering must never lose a finished run

@@ -9,7 +9,7 @@ dropout, resolution 384 (resize 448, random crop 384, flip).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,21 @@ class FinetuneOptions:
     def identity(self) -> dict[str, Any]:
         data = asdict(self)
         return {k: data[k] for k in IDENTITY}
+
+    def changes_from(self, recorded: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+        """``(setting, recorded, now)`` for each identity setting that differs from ``recorded``."""
+        return [(k, recorded.get(k), v) for k, v in self.identity().items() if recorded.get(k) != v]
+
+    def settled(self) -> tuple[FinetuneOptions, list[str]]:
+        """These options with a workdir and a warmup no longer than the run, and notes on why."""
+        notes = []
+        options = self
+        if self.warmup > self.steps:
+            notes.append(f"--warmup {self.warmup} is longer than --steps {self.steps}: "
+                         f"warming up over all {self.steps} steps")
+            options = replace(options, warmup=self.steps)
+        workdir = Path(self.workdir) if self.workdir else default_workdir(options)
+        return replace(options, workdir=str(workdir)), notes
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

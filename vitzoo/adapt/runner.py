@@ -1,10 +1,13 @@
-"""``vitzoo finetune``: one function that goes from a checkpoint name and a dataset to a model.
+"""``vitzoo finetune``: from a checkpoint name and a dataset to a model, as one short story.
 
-The order of work is chosen so that mistakes surface cheaply: settings are validated,
-then the dataset is opened (bad folders fail here, before any download or compile),
-then the checkpoint is resolved and loaded, and only then is anything compiled. The
-training loop itself knows nothing about the model: it calls the pmapped step built
-by :mod:`vitzoo.adapt.steps` on batches from :mod:`vitzoo.data.pipeline`.
+:func:`run` reads top to bottom: prepare the data, prepare the model and its state (or
+resume), plan the batch, run the train loop, export and register. The order is chosen so
+that mistakes surface cheaply: settings are validated, then the dataset is opened (bad
+folders fail here, before any download or compile), then the checkpoint is resolved and
+loaded, and only then is anything compiled. Each concern has its own module: timing
+(:mod:`~vitzoo.adapt.throughput`), "is it time" (:mod:`~vitzoo.adapt.cadence`), the run
+record (:mod:`~vitzoo.adapt.run_record`), resume (:mod:`~vitzoo.adapt.resume`), prefetching
+(:mod:`~vitzoo.adapt.prefetch`) and Ctrl-C (:mod:`~vitzoo.adapt.signals`).
 
 Resume: a ``checkpoint.npz`` in the workdir whose recorded settings match is picked up
 automatically; the data order is a function of (seed, step) and the dropout key of
@@ -13,22 +16,23 @@ automatically; the data order is a function of (seed, step) and the dropout key 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from vitzoo.adapt import train_state
-from vitzoo.adapt.options import FinetuneOptions, default_workdir
-from vitzoo.errors import VitzooError
+from vitzoo.adapt.options import FinetuneOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vitzoo.adapt.accumulation import BatchPlan
+    from vitzoo.adapt.metrics import MetricsWriter
+    from vitzoo.adapt.progress import Display
+    from vitzoo.adapt.throughput import Throughput
+    from vitzoo.data import DataSplits, Layout
+    from vitzoo.models.configs import ModelConfig
 
 log = logging.getLogger("vitzoo.adapt")
 
@@ -46,111 +50,43 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
 
 
-class _Prefetch:
-    """Moves host batches to the devices on a background thread, ``depth`` batches ahead."""
+@dataclass
+class _Model:
+    """The loaded checkpoint: where it came from, its architecture, weights and module."""
 
-    def __init__(self, batches: Iterator[dict[str, np.ndarray]], put: Any, depth: int = 2):
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-
-        def work() -> None:
-            try:
-                for batch in batches:
-                    item = put(batch)
-                    while not self._stop.is_set():
-                        try:
-                            self._queue.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if self._stop.is_set():
-                        return
-            except BaseException as exc:  # surfaced in the consumer
-                self._queue.put(exc)
-            self._queue.put(StopIteration())
-
-        self._thread = threading.Thread(target=work, daemon=True, name="vitzoo-prefetch")
-        self._thread.start()
-
-    def __next__(self) -> Any:
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def close(self) -> None:
-        """Stop and join the worker, so no thread is inside TensorFlow at interpreter exit."""
-        self._stop.set()
-        while self._thread.is_alive():
-            with contextlib.suppress(queue.Empty):
-                self._queue.get(timeout=0.05)
-            self._thread.join(timeout=0.05)
+    checkpoint: Path
+    config: ModelConfig
+    params: Any
+    module: Any
 
 
-class _StopFlag:
-    """Ctrl-C / SIGTERM ask the loop to save and stop; a second Ctrl-C aborts at once."""
+@dataclass
+class _Setup:
+    """What the run settled before training: settings, data, model and batch layout."""
 
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+    options: FinetuneOptions
+    workdir: Path
+    is_main: bool
+    display: Display
+    data: DataSplits
+    model: _Model
+    batch_plan: BatchPlan
+    layout: Layout
+    notes: list[str]
 
 
-def _resolve_model(model: str) -> Path:
-    path = Path(model).expanduser()
-    if path.is_file():
-        return path
-    try:
-        from vitzoo.download.resolve import resolve_checkpoint
-    except ImportError:
-        raise VitzooError(f"{model!r} is not a local file and checkpoint download is not "
-                          "available in this installation",
-                          "pass the path of a downloaded .npz file") from None
-    return Path(resolve_checkpoint(model))
+@dataclass
+class _Loop:
+    """Everything the train loop calls, built once before it starts."""
 
-
-def _check_resume(meta: dict[str, Any], options: FinetuneOptions, workdir: Path) -> None:
-    recorded = meta.get("identity", {})
-    now = options.identity()
-    changed = [k for k in now if recorded.get(k) != now[k]]
-    if changed:
-        diffs = ", ".join(f"{k}: {recorded.get(k)!r} -> {now[k]!r}" for k in changed[:4])
-        raise VitzooError(f"{workdir} holds a run with different settings ({diffs})",
-                          "rerun with the same settings to resume, or use a new --workdir")
-
-
-def _recorded_data(meta: dict[str, Any] | None,
-                   options: FinetuneOptions) -> dict[str, Any] | None:
-    """How the checkpointed run read its training data; refuses a contradicting ``--stream``."""
-    if meta is None or "data" not in meta:
-        return None
-    recorded = dict(meta["data"])
-    if options.stream and not recorded.get("train_streaming"):
-        raise VitzooError(f"{options.workdir} holds a run that read its training data in "
-                          "memory; --stream would change the order of its batches",
-                          "rerun without --stream to resume, or use a new --workdir")
-    return recorded
-
-
-def _write_log(workdir: Path, lines: list[str]) -> None:
-    with (workdir / "run.log").open("a") as fh:
-        for line in lines:
-            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+    options: FinetuneOptions
+    train_step: Callable[..., Any]
+    evaluate: Callable[[Any], dict[str, float]]
+    save: Callable[..., None]
+    key: Any
+    display: Display
+    writer: MetricsWriter
+    throughput: Throughput
 
 
 def finetune(model: str, dataset: str, **kwargs: Any) -> RunResult:
@@ -161,8 +97,7 @@ def finetune(model: str, dataset: str, **kwargs: Any) -> RunResult:
     (the CLI flags). Returns a :class:`RunResult`; rerunning with the same ``workdir``
     and settings resumes an interrupted run.
     """
-    options = FinetuneOptions(model=model, dataset=dataset, **kwargs)
-    return run(options)
+    return run(FinetuneOptions(model=model, dataset=dataset, **kwargs))
 
 
 def run(options: FinetuneOptions) -> RunResult:
@@ -171,41 +106,64 @@ def run(options: FinetuneOptions) -> RunResult:
     options.validate()
     from vitzoo.adapt import distributed
 
-    cluster = distributed.resolve(options.coordinator, options.num_processes, options.process_id)
-    distributed.initialize(cluster)
-
+    distributed.initialize(distributed.resolve(options.coordinator, options.num_processes,
+                                               options.process_id))
     import jax
-    import jax.numpy as jnp
 
-    from vitzoo.adapt.accumulation import plan
-    from vitzoo.adapt.devices import replicate, shard, unreplicate
-    from vitzoo.adapt.export import export_params, register, run_name, source_row, versions, write_json
-    from vitzoo.adapt.metrics import MetricsWriter
-    from vitzoo.adapt.optimizer import sgd_momentum
     from vitzoo.adapt.progress import Display
-    from vitzoo.adapt.schedule import lr_at, warmup_cosine
-    from vitzoo.adapt.steps import init_state, make_eval_step, make_train_step
-    from vitzoo.data import eval_recipe, open_dataset, train_recipe
-    from vitzoo.data.pipeline import Layout, make_eval_batches, make_train_batches
-    from vitzoo.data.source import is_stream
-    from vitzoo.models import build_model
-    from vitzoo.weights.release import load_for_finetune
+    from vitzoo.adapt.resume import recorded_data, restore_or_start
 
-    is_main = jax.process_index() == 0
-    setup_notes = []
-    if options.warmup > options.steps:
-        setup_notes.append(f"--warmup {options.warmup} is longer than --steps {options.steps}: "
-                           f"warming up over all {options.steps} steps")
-        options = replace(options, warmup=options.steps)
-    workdir = Path(options.workdir) if options.workdir else default_workdir(options)
-    options = replace(options, workdir=str(workdir))
-    display = Display(enabled=is_main, bar=options.progress)
-
-    # 1. data: every dataset mistake is reported here, before downloads and compiles.
-    # A resumed run reads its training data the way it started (streamed or in memory,
-    # same shuffle buffer): another way would be another order.
+    options, setup_notes = options.settled()
+    workdir = Path(str(options.workdir))
+    display = Display(enabled=jax.process_index() == 0, bar=options.progress)
     meta = train_state.read_meta(workdir)
-    recorded = _recorded_data(meta, options)
+    recorded = recorded_data(meta, options)
+
+    data = _prepare_data(options, recorded, setup_notes, display)
+    model = _prepare_model(options, data)
+    batch_plan, layout, notes = _plan_batch(options, model, data, display)
+    setup = _Setup(options, workdir, jax.process_index() == 0, display, data, model, batch_plan,
+                   layout, notes)
+    tx = _optimizer(options)
+    state, meta, start_step = restore_or_start(_fresh_state(model, tx), meta, options, workdir)
+    if start_step >= options.steps and (workdir / "final.npz").is_file():
+        display.note(f"{workdir} already holds the finished run ({options.steps} steps)")
+        finished = meta.get("final_metrics", {}) if meta else {}
+        return RunResult(workdir, start_step, options.steps, workdir / "final.npz", finished,
+                         notes=notes)
+    if start_step:
+        display.note(f"resuming from the checkpoint at step {start_step} in {workdir}")
+
+    record, read_mode = _record_start(setup, start_step, recorded)
+    loop, device_state, batches = _build_loop(setup, tx, state, read_mode, start_step, t_start)
+    del state  # the devices hold it now
+    try:
+        device_state, step, last_eval, interrupted = _train_loop(loop, device_state, batches,
+                                                                 start_step)
+    finally:
+        batches.close()
+        display.stop()
+        loop.writer.close()
+    if interrupted:
+        return RunResult(workdir, step, options.steps, None, last_eval, interrupted=True,
+                         notes=notes)
+    final_metrics = {**last_eval, "img_per_sec": loop.throughput.img_per_sec,
+                     "time_to_first_step_s": loop.throughput.first_step_s, "steps": step,
+                     "wall_time_s": time.perf_counter() - t_start}
+    if setup.is_main:
+        _export_and_register(setup, record, device_state, step, final_metrics, loop.save)
+    return RunResult(workdir, step, options.steps, workdir / "final.npz", final_metrics,
+                     notes=notes)
+
+
+def _prepare_data(options: FinetuneOptions, recorded: dict[str, Any] | None,
+                  setup_notes: list[str], display: Display) -> DataSplits:
+    """Open the dataset: every dataset mistake is reported here, before downloads and compiles.
+
+    A resumed run reads its training data the way it started (streamed or in memory).
+    """
+    from vitzoo.data import open_dataset
+
     stream = recorded.get("train_streaming") if recorded else (True if options.stream else None)
     data = open_dataset(options.dataset, train_split=options.train_split,
                         eval_split=options.eval_split, data_dir=options.data_dir,
@@ -215,212 +173,191 @@ def run(options: FinetuneOptions) -> RunResult:
     data.notes[:0] = setup_notes
     for note in data.notes:
         display.note(note)
+    return data
 
-    # 2. model.
-    checkpoint = _resolve_model(options.model)
+
+def _prepare_model(options: FinetuneOptions, data: DataSplits) -> _Model:
+    """Resolve and load the checkpoint with a new head and position embeddings for ``--res``."""
+    import jax.numpy as jnp
+
+    from vitzoo.download.resolve import resolve_checkpoint
+    from vitzoo.models import build_model
+    from vitzoo.weights.release import load_for_finetune
+
+    checkpoint = resolve_checkpoint(options.model)
     config, params = load_for_finetune(checkpoint, num_classes=data.num_classes,
                                        resolution=options.res)
     dtype = jnp.bfloat16 if options.dtype == "bfloat16" else jnp.float32
     module = build_model(config, data.num_classes, dtype=dtype, dropout=0.0)
+    return _Model(checkpoint, config, params, module)
 
-    # 3. batch layout.
-    local_devices = jax.local_devices()
-    param_bytes = sum(int(np.asarray(p).nbytes) for p in jax.tree.leaves(params))
+
+def _plan_batch(options: FinetuneOptions, model: _Model, data: DataSplits,
+                display: Display) -> tuple[BatchPlan, Layout, list[str]]:
+    """The global batch over processes and devices, and the accumulation that fits memory."""
+    import jax
+    import numpy as np
+
+    from vitzoo.adapt.accumulation import plan
+    from vitzoo.data import Layout
+
+    local_devices = len(jax.local_devices())
+    param_bytes = sum(int(np.asarray(p).nbytes) for p in jax.tree.leaves(model.params))
     batch_plan = plan(options.batch, options.accum, processes=jax.process_count(),
-                      local_devices=len(local_devices), config=config, resolution=options.res,
+                      local_devices=local_devices, config=model.config, resolution=options.res,
                       itemsize=2 if options.dtype == "bfloat16" else 4, param_bytes=param_bytes)
     notes = list(data.notes)
     if batch_plan.note:
         notes.append(batch_plan.note)
         display.note(batch_plan.note)
     layout = Layout(batch_plan.global_batch, jax.process_count(), jax.process_index(),
-                    len(local_devices))
+                    local_devices)
+    return batch_plan, layout, notes
 
-    # 4. state (fresh or resumed).
+
+def _optimizer(options: FinetuneOptions) -> Any:
+    from vitzoo.adapt.optimizer import sgd_momentum
+    from vitzoo.adapt.schedule import warmup_cosine
+
     schedule = warmup_cosine(options.lr, options.steps, options.warmup)
-    tx = sgd_momentum(schedule, clip_norm=options.clip_norm,
-                      momentum_dtype=options.momentum_dtype)
-    state = jax.device_get(init_state(params, tx))
-    start_step = 0
-    if meta is not None:
-        _check_resume(meta, options, workdir)
-        state, meta = train_state.restore(workdir, state)
-        start_step = int(meta["step"])
-    final_npz = workdir / "final.npz"
-    if start_step >= options.steps and final_npz.is_file():
-        display.note(f"{workdir} already holds the finished run ({options.steps} steps)")
-        finished = meta.get("final_metrics", {}) if meta else {}
-        return RunResult(workdir, start_step, options.steps, final_npz, finished, notes=notes)
-    if start_step:
-        display.note(f"resuming from the checkpoint at step {start_step} in {workdir}")
+    return sgd_momentum(schedule, clip_norm=options.clip_norm,
+                        momentum_dtype=options.momentum_dtype)
 
-    if is_main:
+
+def _fresh_state(model: _Model, tx: Any) -> Any:
+    import jax
+
+    from vitzoo.adapt.steps import init_state
+
+    return jax.device_get(init_state(model.params, tx))
+
+
+def _record_start(setup: _Setup, start_step: int,
+                  recorded: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write run.json (running) and the run.log lines of a start or resume.
+
+    Returns the record (finished at the end) and how training reads its data.
+    """
+    import jax
+
+    from vitzoo.adapt.run_record import started_record, write_json, write_log
+
+    options, data, workdir = setup.options, setup.data, setup.workdir
+    record = started_record(options=options, checkpoint=setup.model.checkpoint,
+                            config=setup.model.config, data=data, batch_plan=setup.batch_plan,
+                            devices=jax.local_devices(), processes=jax.process_count())
+    read_mode = data.train.read_mode(recorded)
+    reading = data.train.reading_note(setup.layout, start_step, read_mode)
+    if reading:
+        setup.display.note(reading)
+    if setup.is_main:
         workdir.mkdir(parents=True, exist_ok=True)
-        _write_log(workdir, [f"{'resume' if start_step else 'start'} at step {start_step}"]
-                   + notes + [f"skipped unreadable file {f}: {r}" for f, r in data.skipped])
-    row, row_note = source_row(options.model, checkpoint)
-    record: dict[str, Any] = {
-        "status": "running",
-        "options": options.as_dict(),
-        "source": {"model": options.model, "checkpoint": str(checkpoint),
-                   "architecture": config.name, "catalog_row": row, "catalog_note": row_note},
-        "dataset": data.describe(),
-        "class_names": data.class_names,
-        "preprocessing": {"train": train_recipe(options.res).as_dict(),
-                          "eval": eval_recipe(options.res).as_dict()},
-        "batch": {"global": batch_plan.global_batch, "per_device": batch_plan.per_device,
-                  "accum": batch_plan.accum, "micro_batch": batch_plan.micro_batch,
-                  "devices": len(local_devices) * jax.process_count(),
-                  "processes": jax.process_count()},
-        "optimizer": {"name": "sgd", "momentum": 0.9, "momentum_dtype": options.momentum_dtype,
-                      "clip_global_norm": options.clip_norm, "weight_decay": 0.0,
-                      "schedule": "linear warmup + cosine decay"},
-        "devices": [str(d) for d in local_devices],
-        "versions": versions(),
-    }
-    if is_main:
+        write_log(workdir, [f"{'resume' if start_step else 'start'} at step {start_step}"]
+                  + setup.notes + [f"skipped unreadable file {f}: {r}" for f, r in data.skipped]
+                  + ([reading] if reading else []))
         write_json(workdir / "run.json", record)
+    return record, read_mode
 
-    # 5. compile-ready pieces.
-    train_step = make_train_step(module.apply, tx, num_classes=data.num_classes,
-                                 accum=batch_plan.accum, label_smoothing=options.label_smoothing)
-    eval_step = make_eval_step(module.apply, num_classes=data.num_classes)
-    device_state = replicate(state, local_devices)
-    del state
-    key = replicate(np.asarray(jax.random.PRNGKey(options.seed)), local_devices)
-    data_mode: dict[str, Any] = {"train_streaming": is_stream(data.train)}
-    if is_stream(data.train):
-        from vitzoo.data.stream import shuffle_buffer_size
 
-        buffer = int((recorded or {}).get("shuffle_buffer") or shuffle_buffer_size(data.train))
-        data_mode["shuffle_buffer"] = buffer
-        skipped = start_step * layout.local_batch % data.train.process_split(
-            layout.process_index, layout.process_count)[1]
-        stream_note = (f"streaming {data.train.split} with a shuffle buffer of {buffer} examples"
-                       + (f"; resuming skips {skipped} encoded examples of the current epoch"
-                          if skipped else ""))
-        display.note(stream_note)
-        if is_main:
-            _write_log(workdir, [stream_note])
-    else:
-        buffer = None
-    batches = make_train_batches(data.train, train_recipe(options.res), layout,
-                                 seed=options.seed, start_step=start_step, shuffle_buffer=buffer)
-    eval_data = make_eval_batches(data.eval, eval_recipe(options.res), layout)
+def _build_loop(setup: _Setup, tx: Any, state: Any, read_mode: dict[str, Any], start_step: int,
+                t_start: float) -> tuple[_Loop, Any, Any]:
+    """Compile-ready steps, device state, the prefetched batch stream and the loop's helpers."""
+    import jax
+    import numpy as np
 
-    def put(batch: dict[str, np.ndarray]) -> Any:
-        return shard(batch, local_devices)
+    from vitzoo.adapt.devices import replicate, shard
+    from vitzoo.adapt.eval_sums import eval_means, eval_totals
+    from vitzoo.adapt.metrics import MetricsWriter
+    from vitzoo.adapt.prefetch import Prefetch
+    from vitzoo.adapt.resume import Checkpointer
+    from vitzoo.adapt.steps import make_eval_step, make_train_step
+    from vitzoo.adapt.throughput import Throughput
+    from vitzoo.data import eval_recipe, train_recipe
 
-    def evaluate(params: Any) -> dict[str, float]:
-        totals: dict[str, Any] = {}
-        for batch in eval_data:
-            sums = eval_step(params, put(batch))
-            totals = sums if not totals else jax.tree.map(jnp.add, totals, sums)
-        host = {k: np.asarray(unreplicate(v)) for k, v in totals.items()}
-        count = max(float(host["count"]), 1.0)
-        return {"eval_accuracy": float(host["top1"]) / count,
-                "eval_top5": float(host["top5"]) / count,
-                "eval_loss": float(host["loss"]) / count,
-                "eval_examples": int(host["count"])}
+    options, data, layout, apply = setup.options, setup.data, setup.layout, setup.model.module.apply
+    devices = jax.local_devices()
+    train_step = make_train_step(apply, tx, num_classes=data.num_classes,
+                                 accum=setup.batch_plan.accum,
+                                 label_smoothing=options.label_smoothing)
+    eval_step = make_eval_step(apply, num_classes=data.num_classes)
+    device_state = replicate(state, devices)
+    key = replicate(np.asarray(jax.random.PRNGKey(options.seed)), devices)
+    batches = data.train.train_batches(train_recipe(options.res), layout, seed=options.seed,
+                                       start_step=start_step, read_mode=read_mode)
+    eval_data = data.eval.eval_batches(eval_recipe(options.res), layout)
+    checkpointer = Checkpointer(setup.workdir, options, global_batch=layout.global_batch,
+                                read_mode=read_mode, enabled=setup.is_main)
+    loop = _Loop(
+        options=options, train_step=train_step,
+        evaluate=lambda params: eval_means(eval_totals(eval_step, params, eval_data, devices)),
+        save=checkpointer.save, key=key, display=setup.display,
+        writer=MetricsWriter(setup.workdir, enabled=setup.is_main, resume_step=start_step),
+        throughput=Throughput(layout.global_batch, t_start))
+    return loop, device_state, Prefetch(batches, lambda batch: shard(batch, devices))
 
-    def save(step: int, device_params_state: Any, extra: dict[str, Any] | None = None) -> None:
-        host_state = unreplicate(device_params_state)
-        if is_main:
-            train_state.save(workdir, host_state, {
-                "step": step, "identity": options.identity(), "seed": options.seed,
-                "data_position": {"step": step, "examples_seen": step * layout.global_batch},
-                "rng": {"dropout_key_seed": options.seed}, "data": data_mode,
-                **(extra or {})})
 
-    writer = MetricsWriter(workdir, enabled=is_main, resume_step=start_step)
-    prefetch = _Prefetch(batches, put)
-    step = start_step
-    window: list[Any] = []
-    window_start = time.perf_counter()
-    window_steps = 0
-    first_step_s: float | None = None
-    last_eval: dict[str, float] = {}
-    interrupted = False
-    img_per_sec = 0.0
-    display.start(options.steps, start_step)
-    try:
-        with _StopFlag() as stop:
-            while step < options.steps:
-                batch = next(prefetch)
-                device_state, metrics = train_step(device_state, batch, key)
-                step += 1
-                window.append(metrics)
-                window_steps += 1
-                if first_step_s is None:
-                    jax.block_until_ready(metrics)
-                    first_step_s = time.perf_counter() - t_start
-                    window, window_steps = [], 0
-                    window_start = time.perf_counter()
-                    display.note(f"first step after {first_step_s:.1f} s (data, load, compile)")
-                record_now = step % options.log_every == 0 or step == options.steps
-                eval_now = step == options.steps or (
-                    options.eval_every and step % options.eval_every == 0)
-                if record_now or eval_now:
-                    entry: dict[str, Any] = {"step": step, "lr": lr_at(step - 1, options.lr,
-                                                                       options.steps,
-                                                                       options.warmup)}
-                    if window:
-                        host = [jax.tree.map(lambda x: float(np.asarray(x)[0]), m)
-                                for m in jax.device_get(window)]
-                        elapsed = time.perf_counter() - window_start
-                        img_per_sec = window_steps * layout.global_batch / max(elapsed, 1e-9)
-                        entry.update(
-                            train_loss=float(np.mean([m["loss"] for m in host])),
-                            train_accuracy=float(np.mean([m["accuracy"] for m in host])),
-                            grad_norm=float(np.mean([m["grad_norm"] for m in host])),
-                            img_per_sec=img_per_sec)
-                    if eval_now:
-                        last_eval = evaluate(device_state.params)
-                        entry.update(last_eval)
-                    writer.write(entry)
-                    display.update(step, entry)
-                    window, window_steps = [], 0
-                    window_start = time.perf_counter()
-                else:
-                    display.advance(step)
-                checkpoint_now = options.checkpoint_every and \
-                    step % options.checkpoint_every == 0 and step < options.steps
-                if stop.requested and step < options.steps:
-                    save(step, device_state)
-                    interrupted = True
-                    display.note(f"interrupted: checkpoint saved at step {step}; rerun the same "
-                                 "command to resume")
-                    break
-                if checkpoint_now:
-                    save(step, device_state)
-    finally:
-        prefetch.close()
-        display.stop()
-        writer.close()
-    if interrupted:
-        return RunResult(workdir, step, options.steps, None, last_eval, interrupted=True,
-                         notes=notes)
+def _train_loop(loop: _Loop, device_state: Any, batches: Any,
+                start_step: int) -> tuple[Any, int, dict[str, float], bool]:
+    """Steps until the end or a stop request: ``(state, step, last eval, interrupted)``."""
+    from vitzoo.adapt.cadence import itstime
+    from vitzoo.adapt.schedule import lr_at
+    from vitzoo.adapt.signals import StopFlag
 
-    # 6. outputs.
-    params_host = unreplicate(device_state.params)
-    final_metrics = {**last_eval, "img_per_sec": img_per_sec,
-                     "time_to_first_step_s": first_step_s, "steps": step,
-                     "wall_time_s": time.perf_counter() - t_start}
-    if is_main:
-        export_params(final_npz, params_host, config)
-        save(step, device_state, {"final_metrics": final_metrics})
-        name = run_name(workdir, options.name)
-        eval_is_test = data.eval_split.startswith("test")
-        registered = register(name, final_npz, {
-            "name": config.name, "filename": checkpoint.stem, "adapt_ds": options.dataset,
-            "adapt_resolution": options.res, "adapt_lr": options.lr, "adapt_steps": options.steps,
-            ("adapt_final_test" if eval_is_test else "adapt_final_val"):
-                last_eval.get("eval_accuracy"),
-            "workdir": str(workdir.resolve()),
-        }) if options.register else "not registered (--no-register)"
-        record.update(status="finished", final_metrics=final_metrics, final_npz=str(final_npz),
-                      catalog=registered, run_name=name)
-        write_json(workdir / "run.json", record)
-        _write_log(workdir, [f"finished at step {step}: {final_metrics}", registered])
-        display.summary(record)
-    return RunResult(workdir, step, options.steps, final_npz, final_metrics, notes=notes)
+    o, display = loop.options, loop.display
+    step, last_eval = start_step, {}
+    display.start(o.steps, start_step)
+    with StopFlag() as stop:
+        while step < o.steps:
+            device_state, metrics = loop.train_step(device_state, next(batches), loop.key)
+            step += 1
+            if loop.throughput.add(metrics):
+                display.note(f"first step after {loop.throughput.first_step_s:.1f} s "
+                             "(data, load, compile)")
+            eval_now = itstime(step, o.eval_every, o.steps)
+            if eval_now or itstime(step, o.log_every, o.steps):
+                entry = {"step": step, "lr": lr_at(step - 1, o.lr, o.steps, o.warmup),
+                         **loop.throughput.summary()}
+                if eval_now:
+                    last_eval = loop.evaluate(device_state.params)
+                    entry.update(last_eval)
+                loop.writer.write(entry)
+                display.update(step, entry)
+                loop.throughput.restart()
+            else:
+                display.advance(step)
+            if stop.requested and step < o.steps:
+                loop.save(step, device_state)
+                display.note(f"interrupted: checkpoint saved at step {step}; rerun the same "
+                             "command to resume")
+                return device_state, step, last_eval, True
+            if itstime(step, o.checkpoint_every, o.steps, last=False):
+                loop.save(step, device_state)
+    return device_state, step, last_eval, False
+
+
+def _export_and_register(setup: _Setup, record: dict[str, Any], device_state: Any, step: int,
+                         final_metrics: dict[str, Any], save: Callable[..., None]) -> None:
+    """``final.npz`` in the release layout, the last checkpoint, the catalog entry, run.json."""
+    from vitzoo.adapt.devices import unreplicate
+    from vitzoo.adapt.export import export_params, register, run_name
+    from vitzoo.adapt.run_record import write_json, write_log
+
+    options, model, workdir = setup.options, setup.model, setup.workdir
+    final_npz = workdir / "final.npz"
+    export_params(final_npz, unreplicate(device_state.params), model.config)
+    save(step, device_state, {"final_metrics": final_metrics})
+    name = run_name(workdir, options.name)
+    eval_is_test = setup.data.eval_split.startswith("test")
+    registered = register(name, final_npz, {
+        "name": model.config.name, "filename": model.checkpoint.stem,
+        "adapt_ds": options.dataset, "adapt_resolution": options.res, "adapt_lr": options.lr,
+        "adapt_steps": options.steps,
+        ("adapt_final_test" if eval_is_test else "adapt_final_val"):
+            final_metrics.get("eval_accuracy"),
+        "workdir": str(workdir.resolve()),
+    }) if options.register else "not registered (--no-register)"
+    record.update(status="finished", final_metrics=final_metrics, final_npz=str(final_npz),
+                  catalog=registered, run_name=name)
+    write_json(workdir / "run.json", record)
+    write_log(workdir, [f"finished at step {step}: {final_metrics}", registered])
+    setup.display.summary(record)

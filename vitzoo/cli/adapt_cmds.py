@@ -1,6 +1,7 @@
 """``vitzoo finetune`` and ``vitzoo evaluate``: thin wrappers over :mod:`vitzoo.adapt`.
 
-jax, flax and TensorFlow are imported inside the commands only.
+Every ``finetune`` default is read from :class:`~vitzoo.adapt.options.FinetuneOptions`
+(one place). jax, flax and TensorFlow are imported inside the commands only.
 """
 
 from __future__ import annotations
@@ -10,39 +11,42 @@ import sys
 
 import typer
 
+from vitzoo.adapt.options import FinetuneOptions
+
+D = FinetuneOptions  # class attributes are the dataclass defaults
+
 
 def finetune_command(
     model: str = typer.Argument(..., help="Architecture (B/16), catalog name, or path/URL to .npz."),
     dataset: str = typer.Option(..., "--dataset", help="TFDS name[:version], or an image folder (local path, gs:// or s3:// URL)."),
-    workdir: str = typer.Option(None, "--workdir", help="Run folder; default vitzoo-runs/<model>--<dataset>. Rerun to resume."),
-    steps: int = typer.Option(500, "--steps", help="Training steps."),
-    warmup: int = typer.Option(100, "--warmup", help="Linear warmup steps."),
-    lr: float = typer.Option(0.03, "--lr", help="Peak learning rate (SGD, momentum 0.9)."),
-    batch: int = typer.Option(512, "--batch", help="Global batch size."),
-    accum: str = typer.Option("auto", "--accum", help="Gradient accumulation steps, or 'auto' to fit device memory."),
-    res: int = typer.Option(384, "--res", help="Fine-tuning resolution."),
-    train_split: str = typer.Option(None, "--train-split", help="TFDS training split (slicing allowed, e.g. train[:90%])."),
-    eval_split: str = typer.Option(None, "--eval-split", help="Evaluation split; default test/validation, else a carved one."),
-    eval_every: int = typer.Option(100, "--eval-every", help="Evaluate every N steps (0: only at the end)."),
-    checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Checkpoint every N steps (0: only at the end)."),
-    log_every: int = typer.Option(10, "--log-every", help="Write metrics every N steps."),
-    seed: int = typer.Option(0, "--seed", help="Seed of data order, augmentation and dropout."),
-    dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32 or bfloat16."),
-    label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Label smoothing."),
-    data_dir: str = typer.Option(None, "--data-dir", help="TFDS data directory."),
-    manual_dir: str = typer.Option(None, "--manual-dir", help="TFDS manual download directory."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Validation fraction carved when there is no test split."),
-    coordinator: str = typer.Option(None, "--coordinator", help="Multi-host: coordinator host:port."),
-    num_processes: int = typer.Option(None, "--num-processes", help="Multi-host: number of processes."),
-    process_id: int = typer.Option(None, "--process-id", help="Multi-host: this process's index."),
-    name: str = typer.Option(None, "--name", help="Name of the run in the local catalog (default: the workdir's name)."),
-    stream: bool = typer.Option(False, "--stream", help="Stream TFDS splits from their files instead of reading them into memory (automatic when they exceed the memory budget)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
-    register_run: bool = typer.Option(True, "--register/--no-register", help="Add the finished run to the local catalog."),
-    gcs_auth: bool = typer.Option(False, "--gcs-auth", help="Read a gs:// or s3:// --dataset with your own credentials instead of anonymously."),
+    workdir: str = typer.Option(D.workdir, "--workdir", help="Run folder; default vitzoo-runs/<model>--<dataset>. Rerun to resume."),
+    steps: int = typer.Option(D.steps, "--steps", help="Training steps."),
+    warmup: int = typer.Option(D.warmup, "--warmup", help="Linear warmup steps."),
+    lr: float = typer.Option(D.lr, "--lr", help="Peak learning rate (SGD, momentum 0.9)."),
+    batch: int = typer.Option(D.batch, "--batch", help="Global batch size."),
+    accum: str = typer.Option(D.accum, "--accum", help="Gradient accumulation steps, or 'auto' to fit device memory."),
+    res: int = typer.Option(D.res, "--res", help="Fine-tuning resolution."),
+    train_split: str = typer.Option(D.train_split, "--train-split", help="TFDS training split (slicing allowed, e.g. train[:90%])."),
+    eval_split: str = typer.Option(D.eval_split, "--eval-split", help="Evaluation split; default test/validation, else a carved one."),
+    eval_every: int = typer.Option(D.eval_every, "--eval-every", help="Evaluate every N steps (0: only at the end)."),
+    checkpoint_every: int = typer.Option(D.checkpoint_every, "--checkpoint-every", help="Checkpoint every N steps (0: only at the end)."),
+    log_every: int = typer.Option(D.log_every, "--log-every", help="Write metrics every N steps."),
+    seed: int = typer.Option(D.seed, "--seed", help="Seed of data order, augmentation and dropout."),
+    dtype: str = typer.Option(D.dtype, "--dtype", help="Compute dtype: float32 or bfloat16."),
+    label_smoothing: float = typer.Option(D.label_smoothing, "--label-smoothing", help="Label smoothing."),
+    data_dir: str = typer.Option(D.data_dir, "--data-dir", help="TFDS data directory."),
+    manual_dir: str = typer.Option(D.manual_dir, "--manual-dir", help="TFDS manual download directory."),
+    val_fraction: float = typer.Option(D.val_fraction, "--val-fraction", help="Validation fraction carved when there is no test split."),
+    coordinator: str = typer.Option(D.coordinator, "--coordinator", help="Multi-host: coordinator host:port."),
+    num_processes: int = typer.Option(D.num_processes, "--num-processes", help="Multi-host: number of processes."),
+    process_id: int = typer.Option(D.process_id, "--process-id", help="Multi-host: this process's index."),
+    name: str = typer.Option(D.name, "--name", help="Name of the run in the local catalog (default: the workdir's name)."),
+    stream: bool = typer.Option(D.stream, "--stream", help="Stream TFDS splits from their files instead of reading them into memory (automatic when they exceed the memory budget)."),
+    progress: bool = typer.Option(D.progress, "--progress/--no-progress", help="Show the progress bar."),
+    register_run: bool = typer.Option(D.register, "--register/--no-register", help="Add the finished run to the local catalog."),
+    gcs_auth: bool = typer.Option(D.gcs_auth, "--gcs-auth", help="Read a gs:// or s3:// --dataset with your own credentials instead of anonymously."),
 ) -> None:
     """Fine-tune a zoo checkpoint on a TFDS dataset or an image folder (paper defaults)."""
-    from vitzoo.adapt.options import FinetuneOptions
     from vitzoo.adapt.runner import run
 
     result = run(FinetuneOptions(
@@ -68,7 +72,7 @@ def evaluate_command(
     per_class: bool = typer.Option(False, "--per-class", help="Also report per-class accuracy."),
     fmt: str = typer.Option("table", "--format", help="table or json."),
     data_dir: str = typer.Option(None, "--data-dir", help="TFDS data directory."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Validation fraction when carving."),
+    val_fraction: float = typer.Option(D.val_fraction, "--val-fraction", help="Validation fraction when carving."),
     stream: bool = typer.Option(False, "--stream", help="Stream the TFDS split from its files (automatic when it exceeds the memory budget)."),
     gcs_auth: bool = typer.Option(False, "--gcs-auth", help="Read a gs:// or s3:// --dataset with your own credentials instead of anonymously."),
 ) -> None:

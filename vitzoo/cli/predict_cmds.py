@@ -12,7 +12,7 @@ import typer
 
 
 def predict_command(
-    checkpoint: str = typer.Argument(..., help="A local .npz file, or a catalog checkpoint name."),
+    checkpoint: str = typer.Argument(..., help="A .npz file, URL, catalog name, or local run name."),
     images: list[str] = typer.Argument(..., help="Image files (JPEG, PNG, ...)."),
     top_k: int = typer.Option(5, "--top-k", help="Classes to show per image."),
     res: int = typer.Option(None, "--res", help="Input resolution; default: the checkpoint's own."),
@@ -23,14 +23,15 @@ def predict_command(
 ) -> None:
     """Classify images with a checkpoint (reference preprocessing: resize, scale to [-1, 1])."""
     from vitzoo.cli.render import FORMATS
+    from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.errors import VitzooError
-    from vitzoo.predict import Predictor, resolve_checkpoint_argument
+    from vitzoo.predict import Predictor
 
     if fmt not in FORMATS:
         raise VitzooError(f"unknown --format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
     if top_k < 1:
         raise VitzooError(f"--top-k must be at least 1, got {top_k}", "e.g. --top-k 5")
-    path = resolve_checkpoint_argument(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     predictor = Predictor(path, resolution=res, arch=arch)
     top_k = min(top_k, predictor.num_classes)  # a 2-class model has no top-5
     maps: list = [None] * len(images)

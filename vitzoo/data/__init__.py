@@ -1,19 +1,24 @@
 """Datasets for fine-tuning: TFDS names or image folders (local or in a bucket), one recipe format.
 
-``open_dataset`` decides which source a ``--dataset`` value means; the sources return
-random-access :class:`~vitzoo.data.source.Examples`, and :mod:`vitzoo.data.pipeline`
-turns those into tf.data pipelines. Importing this package does not import TensorFlow.
+``open_dataset`` decides which source a ``--dataset`` value means and returns
+:class:`~vitzoo.data.source.DataSplits`: two splits behind one interface
+(:class:`~vitzoo.data.source.Split`), held in memory (:mod:`vitzoo.data.pipeline`) or
+streamed (:mod:`vitzoo.data.stream`); :mod:`vitzoo.data.tfdata` holds what both share.
+Importing this package does not import TensorFlow.
 """
 
 from __future__ import annotations
 
 import os
 
+from vitzoo.data.pipeline import Examples
 from vitzoo.data.preprocess import Preprocess, eval_recipe, train_recipe
-from vitzoo.data.source import DataSplits, Examples
+from vitzoo.data.source import DataSplits, Split
+from vitzoo.data.tfdata import Layout, tf_cpu
 from vitzoo.errors import VitzooError
 
-__all__ = ["DataSplits", "Examples", "Preprocess", "eval_recipe", "open_dataset", "train_recipe"]
+__all__ = ["DataSplits", "Examples", "Layout", "Preprocess", "Split", "eval_recipe", "open_dataset",
+           "train_recipe"]
 
 
 def _looks_like_path(value: str) -> bool:
@@ -39,8 +44,6 @@ def open_dataset(
     ``stream`` (TFDS only): None streams the splits too large for the memory budget, True
     streams every split, False keeps every split in memory or fails.
     """
-    from vitzoo.data.pipeline import tf_cpu
-
     if not dataset or not dataset.strip():
         raise VitzooError("empty --dataset", "give a TFDS name or an image folder")
     from vitzoo.data.remote import dataset_folder  # hook: cloud folders

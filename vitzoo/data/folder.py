@@ -14,13 +14,16 @@ import hashlib
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from vitzoo.atomic import atomic_write
-from vitzoo.data.remote import READ_WORKERS, RemotePath  # hook: cloud folders (remote.py)
-from vitzoo.data.source import DataSplits, Examples, carve, memory_budget
+from vitzoo.data.memory import memory_budget
+from vitzoo.data.pipeline import Examples
+from vitzoo.data.remote import READ_WORKERS, RemotePath
+from vitzoo.data.source import DataSplits, carve
 from vitzoo.errors import VitzooError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -145,6 +148,20 @@ def _require_filled(where: str, examples: Examples, classes: list[str]) -> None:
                           f"{shown}", "add images or remove the empty folders")
 
 
+@dataclass
+class _Scan:
+    """What one folder layout yields before the notes common to both layouts are added."""
+
+    classes: list[str]
+    train: Examples | None
+    evaluation: Examples
+    train_name: str | None
+    eval_name: str
+    skipped: list[tuple[str, str]]
+    converted: int
+    notes: list[str] = field(default_factory=list)
+
+
 def load_folder(
     root: str | os.PathLike[str] | RemotePath,
     *,
@@ -165,67 +182,81 @@ def load_folder(
         raise VitzooError(f"dataset folder {root} does not exist", "check the path")
     convert_dir = cache_dir or (vitzoo_home() / "converted")
     train_dir, eval_dir = _layout(root)
-    notes: list[str] = [root.listing.note()] if isinstance(root, RemotePath) else []  # hook
     if train_dir is not None and eval_dir is not None:
-        classes = [p.name for p in _class_dirs(train_dir)]
-        _require_classes(train_dir, classes)
-        extra = sorted({p.name for p in _class_dirs(eval_dir)} - set(classes))
-        if extra:
-            raise VitzooError(f"{eval_dir} has classes that {train_dir} lacks: {', '.join(extra)}",
-                              "every evaluation class must also exist in train/")
-        want_train = need_train or eval_split == "train"
-        train_files = _files(train_dir, classes) if want_train else []
-        eval_files = _files(eval_dir, classes) if eval_split != "train" else []
-        total = sum(f.stat().st_size for f, _ in train_files + eval_files)
-        keep = total <= memory_budget()
-        skipped: list[tuple[str, str]] = []
-        train = None
-        converted = 0
-        if train_files:
-            train, skipped_train, c = _read(train_files, root, keep, convert_dir)
-            skipped += skipped_train
-            converted += c
-            _require_filled(str(train_dir), train, classes)
-        if eval_split == "train":
-            evaluation, eval_name = train, "train"
-        else:
-            evaluation, skipped_eval, c = _read(eval_files, root, keep, convert_dir)
-            skipped += skipped_eval
-            converted += c
-            eval_name = eval_dir.name
-            if len(evaluation) == 0:
-                raise VitzooError(f"no readable images in {eval_dir}",
-                                  "supported formats: JPEG, PNG, BMP, GIF, WebP, TIFF")
-        train_name: str | None = "train" if train is not None else None
+        scan = _scan_split_folders(root, train_dir, eval_dir, convert_dir,
+                                   need_train=need_train, eval_split=eval_split)
     else:
-        if train_dir is not None:
-            notes.append(f"{train_dir} has no test/ or val/ sibling: using it as the whole "
-                         "dataset and carving a validation split")
-            root_classes = train_dir
-        else:
-            root_classes = root
-        classes = [p.name for p in _class_dirs(root_classes)]
-        _require_classes(root_classes, classes)
-        files = _files(root_classes, classes)
-        keep = sum(f.stat().st_size for f, _ in files) <= memory_budget()
-        everything, skipped, converted = _read(files, root, keep, convert_dir)
-        _require_filled(str(root_classes), everything, classes)
-        train_idx, val_idx = carve(len(everything), val_fraction, everything.labels)
-        if len(val_idx) == 0:
-            raise VitzooError(f"{root} is too small to carve a validation split",
-                              "add images, or provide DIR/train and DIR/test folders")
-        notes.append(f"no test/ or val/ folder: carved a deterministic validation split of "
-                     f"{len(val_idx)} images ({val_fraction:.0%} per class) from {len(everything)}")
-        train_part, val_part = everything.subset(train_idx), everything.subset(val_idx)
-        train = train_part if (need_train or eval_split == "train") else None
-        evaluation = train_part if eval_split == "train" else val_part
-        train_name = f"all[-{val_fraction:.0%} per class]"
-        eval_name = "train" if eval_split == "train" else f"carved {val_fraction:.0%} per class"
-    if converted:
-        notes.append(f"converted {converted} image(s) TensorFlow cannot decode natively "
+        scan = _scan_and_carve(root, train_dir, convert_dir, val_fraction=val_fraction,
+                               need_train=need_train, eval_split=eval_split)
+    notes = ([root.listing.note()] if isinstance(root, RemotePath) else []) + scan.notes
+    if scan.converted:
+        notes.append(f"converted {scan.converted} image(s) TensorFlow cannot decode natively "
                      "(WebP, CMYK, palette BMP, ...) to RGB PNG")
-    if skipped:
-        notes.append(f"skipped {len(skipped)} unreadable file(s)")
-    return DataSplits(name=str(root), kind="folder", class_names=classes, train=train,
-                      eval=evaluation, train_split=train_name, eval_split=eval_name,
-                      notes=notes, skipped=skipped)
+    if scan.skipped:
+        notes.append(f"skipped {len(scan.skipped)} unreadable file(s)")
+    return DataSplits(name=str(root), kind="folder", class_names=scan.classes, train=scan.train,
+                      eval=scan.evaluation, train_split=scan.train_name,
+                      eval_split=scan.eval_name, notes=notes, skipped=scan.skipped)
+
+
+def _scan_split_folders(root: Path, train_dir: Path, eval_dir: Path, convert_dir: Path, *,
+                        need_train: bool, eval_split: str | None) -> _Scan:
+    """``DIR/train/<class>/*`` and ``DIR/test|val/<class>/*``: the classes are train's."""
+    classes = [p.name for p in _class_dirs(train_dir)]
+    _require_classes(train_dir, classes)
+    extra = sorted({p.name for p in _class_dirs(eval_dir)} - set(classes))
+    if extra:
+        raise VitzooError(f"{eval_dir} has classes that {train_dir} lacks: {', '.join(extra)}",
+                          "every evaluation class must also exist in train/")
+    want_train = need_train or eval_split == "train"
+    train_files = _files(train_dir, classes) if want_train else []
+    eval_files = _files(eval_dir, classes) if eval_split != "train" else []
+    keep = sum(f.stat().st_size for f, _ in train_files + eval_files) <= memory_budget()
+    skipped: list[tuple[str, str]] = []
+    train = None
+    converted = 0
+    if want_train:
+        train, skipped_train, c = _read(train_files, root, keep, convert_dir)
+        skipped += skipped_train
+        converted += c
+        _require_filled(str(train_dir), train, classes)
+    if train is not None and eval_split == "train":
+        evaluation, eval_name = train, "train"
+    else:
+        evaluation, skipped_eval, c = _read(eval_files, root, keep, convert_dir)
+        skipped += skipped_eval
+        converted += c
+        eval_name = eval_dir.name
+        if len(evaluation) == 0:
+            raise VitzooError(f"no readable images in {eval_dir}",
+                              "supported formats: JPEG, PNG, BMP, GIF, WebP, TIFF")
+    return _Scan(classes, train, evaluation, "train" if train is not None else None, eval_name,
+                 skipped, converted)
+
+
+def _scan_and_carve(root: Path, train_dir: Path | None, convert_dir: Path, *,
+                    val_fraction: float, need_train: bool, eval_split: str | None) -> _Scan:
+    """``DIR/<class>/*`` (or a lone ``DIR/train``): a validation split is carved per class."""
+    notes = []
+    if train_dir is not None:
+        notes.append(f"{train_dir} has no test/ or val/ sibling: using it as the whole "
+                     "dataset and carving a validation split")
+    root_classes = train_dir if train_dir is not None else root
+    classes = [p.name for p in _class_dirs(root_classes)]
+    _require_classes(root_classes, classes)
+    files = _files(root_classes, classes)
+    keep = sum(f.stat().st_size for f, _ in files) <= memory_budget()
+    everything, skipped, converted = _read(files, root, keep, convert_dir)
+    _require_filled(str(root_classes), everything, classes)
+    train_idx, val_idx = carve(len(everything), val_fraction, everything.labels)
+    if len(val_idx) == 0:
+        raise VitzooError(f"{root} is too small to carve a validation split",
+                          "add images, or provide DIR/train and DIR/test folders")
+    notes.append(f"no test/ or val/ folder: carved a deterministic validation split of "
+                 f"{len(val_idx)} images ({val_fraction:.0%} per class) from {len(everything)}")
+    train_part, val_part = everything.subset(train_idx), everything.subset(val_idx)
+    return _Scan(
+        classes, train_part if (need_train or eval_split == "train") else None,
+        train_part if eval_split == "train" else val_part, f"all[-{val_fraction:.0%} per class]",
+        "train" if eval_split == "train" else f"carved {val_fraction:.0%} per class",
+        skipped, converted, notes)

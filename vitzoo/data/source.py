@@ -1,35 +1,54 @@
-"""What a data source hands to the pipeline: encoded examples addressable by index.
+"""What a dataset hands to training: two splits behind one interface, plus its decisions.
 
-Both sources (TFDS, image folders) end up as :class:`Examples`: a list of encoded
-images (bytes in memory when they fit, file paths otherwise) and integer labels. Random
-access by index is what lets the pipeline make the training order a pure function of
-(seed, step): a permutation of indices per epoch instead of a shuffle buffer whose
-contents depend on everything read before.
+A split is either held in memory (:class:`~vitzoo.data.pipeline.Examples`: encoded images
+addressable by index, so the training order is a permutation per epoch) or read as a
+stream (:class:`~vitzoo.data.stream.StreamSplit`: a TFDS split too large for memory).
+Training never asks which: both implement :class:`Split`, and each knows how it produces
+training batches from a step, evaluation batches, and how its reading must be recorded
+for an exact resume.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from vitzoo.data.preprocess import Preprocess
+from vitzoo.data.tfdata import EvalBatches, Layout
+from vitzoo.errors import VitzooError
 
-@dataclass
-class Examples:
-    """Encoded images (``bytes``) or file paths (``str``), with int32 labels."""
 
-    payload: list[Any]
-    labels: np.ndarray
-    from_files: bool = False
+class Split(Protocol):
+    """One split of a dataset, in memory or streamed: what the trainer and evaluator use."""
 
-    def __len__(self) -> int:
-        return len(self.payload)
+    @property
+    def streamed(self) -> bool:
+        """True when the split is read sequentially rather than held in memory."""
+        ...
 
-    def subset(self, indices: np.ndarray) -> Examples:
-        return Examples([self.payload[int(i)] for i in indices],
-                        np.asarray(self.labels)[indices].astype(np.int32), self.from_files)
+    def __len__(self) -> int: ...
+
+    def read_mode(self, recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+        """How training reads the split, for the checkpoint; ``recorded`` is a resumed run's."""
+        ...
+
+    def reading_note(self, layout: Layout, start_step: int,
+                     read_mode: dict[str, Any]) -> str | None:
+        """A line for the user about how the split is read (None when nothing to say)."""
+        ...
+
+    def train_batches(self, recipe: Preprocess, layout: Layout, *, seed: int,
+                      start_step: int = 0, read_mode: dict[str, Any] | None = None
+                      ) -> Iterator[dict[str, np.ndarray]]:
+        """Endless training batches from ``start_step``: a pure function of (seed, step)."""
+        ...
+
+    def eval_batches(self, recipe: Preprocess, layout: Layout) -> EvalBatches:
+        """Batches covering the split exactly once (padded rows masked)."""
+        ...
 
 
 @dataclass
@@ -38,13 +57,14 @@ class DataSplits:
 
     ``notes`` are the human-readable decisions (a carved validation split, converted
     files); ``skipped`` lists ``(file, reason)`` for images that could not be read.
+    ``train`` is None when only evaluation was asked for.
     """
 
     name: str
-    kind: str
+    kind: Literal["tfds", "folder"]
     class_names: list[str]
-    train: Any  # Examples, or a vitzoo.data.stream.StreamSplit when read sequentially
-    eval: Any
+    train: Split | None
+    eval: Split
     train_split: str | None
     eval_split: str
     notes: list[str] = field(default_factory=list)
@@ -64,54 +84,11 @@ class DataSplits:
             "eval_split": self.eval_split,
             "train_examples": len(self.train) if self.train is not None else None,
             "eval_examples": len(self.eval),
-            "streaming": {"train": is_stream(self.train), "eval": is_stream(self.eval)},
+            "streaming": {"train": self.train is not None and self.train.streamed,
+                          "eval": self.eval.streamed},
             "notes": list(self.notes),
             "skipped_files": [{"file": f, "reason": r} for f, r in self.skipped],
         }
-
-
-def is_stream(source: Any) -> bool:
-    """True for a split read sequentially (``StreamSplit``) rather than held in memory."""
-    return source is not None and not isinstance(source, Examples)
-
-
-def available_host_memory() -> int:
-    """Bytes of host memory available now (MemAvailable), falling back to physical memory."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
-
-
-#: Environment variable: bytes the data pipeline may hold (replaces the default quarter).
-BUDGET_ENV = "VITZOO_MEMORY_BUDGET"
-DEFAULT_FRACTION = 0.25
-
-
-def memory_budget(fraction: float = DEFAULT_FRACTION) -> int:
-    """How much host memory a data cache may take: a fraction of what is available.
-
-    ``VITZOO_MEMORY_BUDGET`` (bytes) pins the default budget, so a run (or a test) can
-    force the streaming path or allow a bigger cache; other fractions scale with it.
-    """
-    pinned = os.environ.get(BUDGET_ENV, "").strip()
-    if pinned:
-        try:
-            total = int(float(pinned))
-        except ValueError:
-            from vitzoo.errors import VitzooError
-
-            raise VitzooError(f"{BUDGET_ENV}={pinned!r} is not a number of bytes",
-                              f"e.g. {BUDGET_ENV}=8000000000, or unset it") from None
-        return max(0, int(total * fraction / DEFAULT_FRACTION))
-    return int(available_host_memory() * fraction)
 
 
 def carve(n: int, fraction: float, labels: np.ndarray | None = None,
@@ -123,8 +100,6 @@ def carve(n: int, fraction: float, labels: np.ndarray | None = None,
     one to validation and keeps at least one for training.
     """
     if not 0.0 < fraction < 1.0:
-        from vitzoo.errors import VitzooError
-
         raise VitzooError(f"validation fraction must be between 0 and 1, got {fraction}",
                           "use e.g. --val-fraction 0.1")
     rng = np.random.default_rng(seed)

@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from vitzoo.data.pipeline import EvalBatches, Layout, _options, _split_devices, tf_cpu
+from vitzoo.data.memory import memory_budget
 from vitzoo.data.preprocess import Preprocess, apply, decode
-from vitzoo.data.source import memory_budget
+from vitzoo.data.tfdata import EvalBatches, Layout, device_batches, pipeline_options, skip_decoders, tf_cpu
 from vitzoo.errors import VitzooError
 
 log = logging.getLogger("vitzoo.data")
@@ -58,6 +58,7 @@ class StreamSplit:
 
     ``num_examples`` and ``avg_bytes`` (encoded bytes per example) come from the split's
     metadata, or from a counting pass when the dataset has none (``counted``).
+    Implements :class:`vitzoo.data.source.Split`.
     """
 
     builder: Any
@@ -68,8 +69,35 @@ class StreamSplit:
     avg_bytes: float
     counted: bool = False
 
+    @property
+    def streamed(self) -> bool:
+        return True
+
     def __len__(self) -> int:
         return self.num_examples
+
+    def read_mode(self, recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Streamed, with the shuffle buffer a resumed run recorded (another size, another order)."""
+        buffer = (recorded or {}).get("shuffle_buffer") or shuffle_buffer_size(self)
+        return {"train_streaming": True, "shuffle_buffer": int(buffer)}
+
+    def reading_note(self, layout: Layout, start_step: int,
+                     read_mode: dict[str, Any]) -> str | None:
+        skipped = start_step * layout.local_batch % self.process_split(
+            layout.process_index, layout.process_count)[1]
+        return (f"streaming {self.split} with a shuffle buffer of {read_mode['shuffle_buffer']} "
+                "examples" + (f"; resuming skips {skipped} encoded examples of the current epoch"
+                              if skipped else ""))
+
+    def train_batches(self, recipe: Preprocess, layout: Layout, *, seed: int,
+                      start_step: int = 0, read_mode: dict[str, Any] | None = None
+                      ) -> Iterator[dict[str, np.ndarray]]:
+        buffer = (read_mode or self.read_mode())["shuffle_buffer"]
+        return stream_train_batches(self, recipe, layout, seed=seed, shuffle_buffer=buffer,
+                                    start_step=start_step)
+
+    def eval_batches(self, recipe: Preprocess, layout: Layout) -> EvalBatches:
+        return stream_eval_batches(self, recipe, layout)
 
     def process_split(self, index: int, count: int) -> tuple[str, int]:
         """This process's even sub-split of ``split`` and its number of examples."""
@@ -95,7 +123,7 @@ class StreamSplit:
         config = tfds.ReadConfig(shuffle_seed=epoch_seed, options=options, try_autocache=False,
                                  shuffle_reshuffle_each_iteration=False,
                                  interleave_cycle_length=16, interleave_block_length=16)
-        decoders = _skip_decoders(self.builder)
+        decoders = skip_decoders(self.builder)
         try:
             ds = self.builder.as_dataset(split=split, shuffle_files=epoch_seed is not None,
                                          read_config=config, decoders=decoders)
@@ -107,17 +135,10 @@ class StreamSplit:
         return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
 
 
-def _skip_decoders(builder: Any) -> dict[str, Any]:
-    import tensorflow_datasets as tfds
-
-    return {k: tfds.decode.SkipDecoding() for k, f in builder.info.features.items()
-            if isinstance(f, tfds.features.Image)}
-
-
 def count_examples(builder: Any, split: str, label_key: str) -> int:
     """Examples in ``split`` by reading it once (images left encoded): for missing metadata."""
     tf = tf_cpu()
-    ds = builder.as_dataset(split=split, shuffle_files=False, decoders=_skip_decoders(builder))
+    ds = builder.as_dataset(split=split, shuffle_files=False, decoders=skip_decoders(builder))
     return int(ds.map(lambda ex: ex[label_key]).reduce(
         tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
 
@@ -192,7 +213,7 @@ def stream_train_batches(source: StreamSplit, recipe: Preprocess, layout: Layout
         end = math.ceil(epoch_end / b) * b
         ds = _epochs(source, split, n, seed=seed, buffer=shuffle_buffer, start=begin, stop=end)
         ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.batch(b, drop_remainder=True).prefetch(2).with_options(_options(tf))
+        ds = ds.batch(b, drop_remainder=True).prefetch(2).with_options(pipeline_options(tf))
         return ds.as_numpy_iterator(), end
 
     iterator, end = pipeline(start)  # created now: reading starts while the step compiles
@@ -200,34 +221,28 @@ def stream_train_batches(source: StreamSplit, recipe: Preprocess, layout: Layout
     def batches() -> Iterator[dict[str, np.ndarray]]:
         nonlocal iterator, end
         while True:
-            for images, labels in iterator:
-                yield {"image": _split_devices(images, layout),
-                       "label": _split_devices(labels, layout)}
+            yield from device_batches(iterator, layout)
             iterator, end = pipeline(end)
 
     return batches()
 
 
-class StreamEvalBatches(EvalBatches):
-    """Evaluation batches over a streamed split, exactly once: pad + ``mask``, like EvalBatches."""
-
-    def __init__(self, source: StreamSplit, recipe: Preprocess, layout: Layout) -> None:
-        tf = tf_cpu()
-        counts = [source.process_split(p, layout.process_count)[1]
-                  for p in range(layout.process_count)]
-        split, n = source.process_split(layout.process_index, layout.process_count)
-        self.num_examples = sum(counts)
-        self.layout = layout
-        self.num_batches = max(1, math.ceil(max(counts) / layout.local_batch))
-        pad = self.num_batches * layout.local_batch - n
-        size = recipe.size
-        load = _loader(recipe, None, layout)
-        ds = source.read(split, epoch_seed=None).take(n)
-        ds = tf.data.Dataset.zip((tf.data.Dataset.range(n), ds)).map(
-            lambda pos, ex: (*load(pos, ex[0], ex[1]), tf.constant(True)),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        blank = tf.data.Dataset.from_tensors(
-            (tf.zeros([size, size, 3], tf.float32), tf.constant(0, tf.int32),
-             tf.constant(False))).repeat(pad)
-        ds = ds.concatenate(blank)
-        self._finish(tf, ds, images=n, size=size)
+def stream_eval_batches(source: StreamSplit, recipe: Preprocess, layout: Layout) -> EvalBatches:
+    """The split once in file order; each process pads with masked blank images to the same count."""
+    tf = tf_cpu()
+    counts = [source.process_split(p, layout.process_count)[1]
+              for p in range(layout.process_count)]
+    split, n = source.process_split(layout.process_index, layout.process_count)
+    num_batches = max(1, math.ceil(max(counts) / layout.local_batch))
+    pad = num_batches * layout.local_batch - n
+    size = recipe.size
+    load = _loader(recipe, None, layout)
+    ds = source.read(split, epoch_seed=None).take(n)
+    ds = tf.data.Dataset.zip((tf.data.Dataset.range(n), ds)).map(
+        lambda pos, ex: (*load(pos, ex[0], ex[1]), tf.constant(True)),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    blank = tf.data.Dataset.from_tensors(
+        (tf.zeros([size, size, 3], tf.float32), tf.constant(0, tf.int32),
+         tf.constant(False))).repeat(pad)
+    return EvalBatches(ds.concatenate(blank), layout, num_examples=sum(counts),
+                       num_batches=num_batches, images=n, size=size)

@@ -15,12 +15,15 @@ refuses it (a resumed run must read its training data the way it started).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
-from vitzoo.data.source import DataSplits, Examples, carve, memory_budget
+from vitzoo.data.memory import memory_budget
+from vitzoo.data.pipeline import Examples
+from vitzoo.data.source import DataSplits, Split, carve
 from vitzoo.data.stream import StreamSplit, count_examples
+from vitzoo.data.tfdata import skip_decoders
 from vitzoo.errors import VitzooError
 
 EVAL_CANDIDATES = ("test", "validation")
@@ -70,12 +73,9 @@ def _read_split(builder: Any, split: str, image_key: str, label_key: str,
     then streams the split instead.
     """
     import tensorflow as tf
-    import tensorflow_datasets as tfds
 
-    decoders = {k: tfds.decode.SkipDecoding() for k, f in builder.info.features.items()
-                if isinstance(f, tfds.features.Image)}
     try:
-        ds = builder.as_dataset(split=split, decoders=decoders, shuffle_files=False)
+        ds = builder.as_dataset(split=split, decoders=skip_decoders(builder), shuffle_files=False)
     except Exception as exc:
         known = ", ".join(builder.info.splits.keys()) or "unknown"
         raise VitzooError(f"cannot read split {split!r} of {builder.name} "
@@ -130,28 +130,41 @@ class _Reader:
         self.held = 0
         self.notes: list[str] = []
 
-    def __call__(self, split: str, *, must_fit: bool = False) -> Examples | StreamSplit:
-        """``must_fit``: random access is needed (carving), streaming is not an option."""
-        keys = (self.builder, split, self.image_key, self.label_key)
-        if self.stream and not must_fit:
-            source = _stream(*keys)
+    def __call__(self, split: str) -> Split:
+        """The split in memory when it fits (or streaming is refused), else streamed."""
+        if self.stream:
+            source = _stream(self.builder, split, self.image_key, self.label_key)
             self.notes.append(f"streaming {split} ({source.num_examples} examples) from "
                               "the TFDS files instead of reading it into memory, as asked")
             return source
         room = self.budget - self.held
-        may_stream = self.stream is None and not must_fit
+        examples, size, partial = self._fit(split)
+        if examples is not None:
+            return examples
+        if self.stream is False:
+            self._refuse(split, size, room, must_fit=False)
+        return self._fallback(split, size, room, partial)
+
+    def whole(self, split: str) -> Examples:
+        """The split in memory, for carving a validation split (random access needed)."""
+        room = self.budget - self.held
+        examples, size, _ = self._fit(split)
+        if examples is None:
+            self._refuse(split, size, room, must_fit=True)
+        return examples
+
+    def _fit(self, split: str) -> tuple[Examples | None, int, tuple[int, int] | None]:
+        """(the split in memory, its bytes, None), or (None, bytes, what was read) when too large."""
+        room = self.budget - self.held
         known = _split_bytes(self.builder, split)
         if known is not None and known[1] > room:
-            if not may_stream:
-                self._refuse(split, known[1], room, must_fit)
-            return self._fallback(split, known[1], room, None)
-        examples, size, complete = _read_split(*keys, cap=room)
+            return None, known[1], None
+        examples, size, complete = _read_split(self.builder, split, self.image_key,
+                                               self.label_key, cap=room)
         if not complete:
-            if not may_stream:
-                self._refuse(split, size, room, must_fit)
-            return self._fallback(split, size, room, (len(examples), size))
+            return None, size, (len(examples), size)
         self.held += size
-        return examples
+        return examples, size, None
 
     def _fallback(self, split: str, size: int, room: int,
                   partial: tuple[int, int] | None) -> StreamSplit:
@@ -163,7 +176,7 @@ class _Reader:
             f"({source.num_examples} examples; set VITZOO_MEMORY_BUDGET to change the budget)")
         return source
 
-    def _refuse(self, split: str, size: int, room: int, must_fit: bool) -> None:
+    def _refuse(self, split: str, size: int, room: int, must_fit: bool) -> NoReturn:
         if must_fit:
             raise VitzooError(
                 f"{self.builder.name} has no test or validation split, and {split} "
@@ -214,16 +227,16 @@ def load_tfds(
         chosen_eval = next((s for s in EVAL_CANDIDATES if _has_split(builder, s)), None)
         if chosen_eval is None:
             carved = True
-    train: Examples | StreamSplit | None = None
+    train: Split | None = None
+    evaluation: Split
     if carved:
-        everything = read(train_split, must_fit=True)
-        assert isinstance(everything, Examples)
+        everything = read.whole(train_split)
         train_idx, val_idx = carve(len(everything), val_fraction)
         notes.append(f"{name} has no test or validation split: carved a deterministic "
                      f"{val_fraction:.0%} validation split ({len(val_idx)} examples) from "
                      f"{train_split}")
         train = everything.subset(train_idx) if need_train else None
-        evaluation: Examples | StreamSplit = everything.subset(val_idx)
+        evaluation = everything.subset(val_idx)
         eval_name = f"{train_split}[carved {val_fraction:.0%}]"
         train_split = f"{train_split}[-carved {val_fraction:.0%}]"
     else:

@@ -85,8 +85,11 @@ def resolve_checkpoint(
     gcs_auth: bool = False,
     progress: bool = True,
 ) -> Path:
-    """A verified local ``.npz`` for a path, a URL, a catalog name or an architecture alias.
+    """The one resolver of a checkpoint argument: a verified local ``.npz`` file.
 
+    ``name`` is a local path (or ``file://`` URL), a remote URL, a catalog name, an
+    architecture alias (its recommended checkpoint) or the name of a registered local run;
+    ``finetune``, ``evaluate``, ``predict`` and ``download`` all come through here.
     ``source``: ``auto`` (cache, mirrors, GCS, Hugging Face), ``cache``, ``mirror``,
     ``gcs``, ``hf``, or a URL prefix laid out like the bucket. ``to``: a folder to
     put the file in instead of the cache (``<to>/<filename>.npz``).
@@ -118,6 +121,9 @@ def _as_local_file(text: str) -> Path | None:
     if path.is_dir():
         raise VitzooError(f"{path} is a folder, not a checkpoint", "name the .npz file inside it")
     if not cache.has_zip_signature(path):
+        from vitzoo.weights.release import load_npz
+
+        load_npz(path)  # its check names what the file is instead (an HTML error page, ...)
         raise VitzooError(f"{path} is not an npz checkpoint (no zip signature)",
                           "check the file; release checkpoints are .npz archives")
     return path.resolve()
@@ -177,11 +183,8 @@ def _url_target(url: str, *, source: str, to: Path | None) -> Target | Path:
 
 
 def _catalog_target(name: str, *, source: str, to: Path | None) -> Target | Path:
-    try:
-        from vitzoo.catalog.api import find_checkpoint
-    except ImportError as exc:  # pragma: no cover - the catalog ships with vitzoo
-        raise VitzooError(f"the catalog is not available ({exc})",
-                          "pass a path or a URL instead") from None
+    from vitzoo.catalog.api import find_checkpoint
+
     try:
         info = find_checkpoint(name)
     except VitzooError as exc:

@@ -1,0 +1,21 @@
+"""Installed versions of the libraries that decide a result: one lookup for every report.
+
+``vitzoo doctor`` shows them, and every ``run.json`` records them, because a run's
+numbers depend on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from importlib import metadata
+
+
+def installed(packages: Iterable[str]) -> dict[str, str | None]:
+    """``{distribution name: version}`` in the given order; None for one not installed."""
+    out: dict[str, str | None] = {}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
