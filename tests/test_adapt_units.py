@@ -128,3 +128,40 @@ def test_throughput_skips_the_first_step_and_averages_the_window():
     assert summary["img_per_sec"] > 0 and window.img_per_sec == summary["img_per_sec"]
     window.restart()
     assert window.summary() == {}
+
+
+def test_source_row_is_matched_by_identity_not_by_a_files_stem(tmp_path):
+    """A user's own tiny.npz is not an earlier run that also started from a file called tiny."""
+    from vitzoo import config
+    from vitzoo.adapt.export import source_row
+    from vitzoo.catalog.local import register_run
+
+    earlier = tmp_path / "runs" / "tiny" / "final.npz"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"PK\x03\x04")
+    register_run("tiny", earlier, {"name": "Ti/16", "adapt_ds": "my_photos"})
+    own = tmp_path / "tiny.npz"
+    own.write_bytes(b"PK\x03\x04")
+
+    row, note = source_row(str(own), own)
+    assert row is None and note == f"{own.resolve()} is not a catalog checkpoint (a file of your own)"
+    # the run by its name, or by the full path of its final.npz
+    assert source_row("tiny", earlier)[0]["checkpoint"] == "tiny"
+    assert source_row(str(earlier), earlier)[0]["checkpoint"] == "tiny"
+    # a file in the download cache is the catalog object it was fetched as
+    name = "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0"
+    cached = config.cache_dir() / "augreg" / f"{name}.npz"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"PK\x03\x04")
+    row, note = source_row(str(cached), cached)
+    assert note is None and row["filename"] == name
+
+
+def test_top5_is_unknown_for_five_classes_or_fewer():
+    from vitzoo.adapt.eval_sums import eval_means
+
+    totals = {"count": np.float32(4), "top1": np.float32(3), "top5": np.float32(4),
+              "loss": np.float32(2.0)}
+    assert eval_means(totals, num_classes=2) == {
+        "eval_accuracy": 0.75, "eval_top5": None, "eval_loss": 0.5, "eval_examples": 4}
+    assert eval_means(totals, num_classes=6)["eval_top5"] == 1.0

@@ -73,7 +73,7 @@ def test_sown_weights_are_those_of_the_logits_and_params_stay_unchanged(tmp_path
     predictor = Predictor(path)
     res = predictor.resolution
     images = np.random.default_rng(1).uniform(-1, 1, (2, res, res, 3)).astype(np.float32)
-    logits, weights = predictor.logits_and_attention(images)
+    logits, weights = forward_with_attention(predictor.config, predictor.num_classes)(predictor.params, images)
     np.testing.assert_allclose(logits, predictor.logits(images), rtol=1e-5, atol=1e-6)
     config = predictor.config
     tokens = (res // config.stride) ** 2 + 1
@@ -118,7 +118,8 @@ def test_predict_attention_writes_one_png_per_image_at_its_size(tmp_path, capsys
             assert (written.format, written.mode, written.size) == ("PNG", "RGB", original.size)
     # The PNG is the reference overlay of the rollout computed from the model's own weights.
     predictor = Predictor(ckpt)
-    _, weights = predictor.logits_and_attention(preprocess(photos[0], predictor.resolution)[None])
+    _, weights = forward_with_attention(predictor.config, predictor.num_classes)(
+        predictor.params, preprocess(photos[0], predictor.resolution)[None])
     with Image.open(photos[0]) as original:
         expected = np.asarray(overlay(original, patch_map(rollout(weights)[0, -1])))
     assert np.array_equal(np.asarray(Image.open(out / "a.png")), expected)

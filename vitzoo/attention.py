@@ -157,10 +157,11 @@ def write_attention_maps(predictor: Predictor, images: Sequence[str | os.PathLik
         raise VitzooError(f"--attention {out} is a file", "give a folder for the attention maps")
     targets = [out / name for name in output_names(images)]
     step = batch_size(predictor.config, predictor.resolution)
+    forward = forward_with_attention(predictor.config, predictor.num_classes)
     for start in range(0, len(images), step):
         chunk = list(images[start:start + step])
         batch = np.stack([preprocess(path, predictor.resolution) for path in chunk])
-        _, weights = predictor.logits_and_attention(batch)
+        _, weights = forward(predictor.params, batch)
         joint = rollout(weights)[:, -1]
         for path, rolled, target in zip(chunk, joint, targets[start:start + step], strict=True):
             with Image.open(path) as original:

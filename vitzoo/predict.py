@@ -154,7 +154,6 @@ class Predictor:
             keep_representation=True)
         self.labels = find_labels(self.path, self.num_classes)
         self._apply = None
-        self._attend = None  # hook (attention maps): compiled on first logits_and_attention
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Float32 logits ``[B, K]`` for preprocessed images ``[B, res, res, 3]``."""
@@ -166,17 +165,6 @@ class Predictor:
             model = build_model(self.config, self.num_classes)
             self._apply = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))
         return np.asarray(self._apply(self.params, images))
-
-    def logits_and_attention(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Logits ``[B, K]`` and every layer's attention ``[B, layers, heads, T, T]`` (hook).
-
-        ViT and hybrids only (:mod:`vitzoo.attention` refuses Mixer); used for attention maps.
-        """
-        if self._attend is None:
-            from vitzoo.attention import forward_with_attention
-
-            self._attend = forward_with_attention(self.config, self.num_classes)
-        return self._attend(self.params, images)
 
     def predict(
         self, images: Sequence[str | os.PathLike[str]], *, top_k: int = 5,

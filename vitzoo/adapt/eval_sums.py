@@ -28,10 +28,14 @@ def eval_totals(eval_step: Callable[[Any, Any], Any], params: Any,
     return {k: np.asarray(unreplicate(v)) for k, v in totals.items()}
 
 
-def eval_means(totals: dict[str, np.ndarray]) -> dict[str, float]:
-    """Top-1, top-5 and loss per example, and the number of examples counted."""
+def eval_means(totals: dict[str, np.ndarray], num_classes: int) -> dict[str, float | None]:
+    """Top-1, top-5 and loss per example, and the number of examples counted.
+
+    Top-5 is None for five classes or fewer: it would be 100% by construction, a number
+    that says nothing about the model.
+    """
     count = max(float(totals["count"]), 1.0)
     return {"eval_accuracy": float(totals["top1"]) / count,
-            "eval_top5": float(totals["top5"]) / count,
+            "eval_top5": float(totals["top5"]) / count if num_classes > 5 else None,
             "eval_loss": float(totals["loss"]) / count,
             "eval_examples": int(totals["count"])}

@@ -22,7 +22,7 @@ class EvalReport:
     resolution: int
     examples: int
     top1: float
-    top5: float
+    top5: float | None  # None for five classes or fewer
     loss: float
     per_class: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -75,7 +75,7 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
     step = make_eval_step(module.apply, num_classes=data.num_classes)
     batches = data.eval.eval_batches(eval_recipe(resolution), layout)
     host = eval_totals(step, replicate(params, devices), batches, devices)
-    means = eval_means(host)
+    means = eval_means(host, data.num_classes)
     classes = []
     if per_class:
         for i, name in enumerate(data.class_names):

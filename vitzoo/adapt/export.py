@@ -15,6 +15,7 @@ from typing import Any
 
 from vitzoo.catalog.api import find_checkpoint
 from vitzoo.catalog.local import register_run
+from vitzoo.errors import VitzooError
 
 
 def export_params(path: Path, params: Any, config: Any) -> Path:
@@ -25,16 +26,47 @@ def export_params(path: Path, params: Any, config: Any) -> Path:
 
 
 def source_row(model: str, checkpoint: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """The source checkpoint's catalog row, or (None, why not)."""
-    for name in (model, checkpoint.stem):
+    """The source checkpoint's catalog row, or (None, why not).
+
+    The row is matched by what identifies the file, never by a file's stem alone: a
+    user's own ``tiny.npz`` is not an earlier local run whose upstream file was also
+    called ``tiny``. What identifies it: the catalog name or alias the user typed, the
+    object a file in the download cache was fetched as, or the full path of a registered
+    run's ``final.npz``.
+    """
+    from vitzoo.catalog.api import find_local_run
+
+    path = checkpoint.resolve()
+    for name in (*_typed_name(model), *_cached_as(path)):
         try:
             info = find_checkpoint(name)
-        except Exception:  # not a catalog name: a user's own file
+        except VitzooError:
             continue
         row = dict(getattr(info, "row", {}) or {})
         row.setdefault("filename", getattr(info, "filename", None))
         return row, None
-    return None, f"{checkpoint.name} is not in the catalog"
+    run = find_local_run(path)
+    if run is not None:
+        return run, None
+    return None, f"{path} is not a catalog checkpoint (a file of your own)"
+
+
+def _typed_name(model: str) -> list[str]:
+    """``model`` when it is a name, not a path or URL the user gave."""
+    if "://" in model or Path(model).expanduser().exists():
+        return []
+    return [model]
+
+
+def _cached_as(path: Path) -> list[str]:
+    """``collection/stem`` of a file in the download cache (its object path in the bucket)."""
+    from vitzoo import config
+
+    try:
+        relpath = path.relative_to(config.cache_dir().resolve())
+    except ValueError:
+        return []
+    return [relpath.with_suffix("").as_posix()]
 
 
 def run_name(workdir: Path, explicit: str | None) -> str:

@@ -289,7 +289,8 @@ def _build_loop(setup: _Setup, tx: Any, state: Any, read_mode: dict[str, Any], s
                                 read_mode=read_mode, enabled=setup.is_main)
     loop = _Loop(
         options=options, train_step=train_step,
-        evaluate=lambda params: eval_means(eval_totals(eval_step, params, eval_data, devices)),
+        evaluate=lambda params: eval_means(eval_totals(eval_step, params, eval_data, devices),
+                                           data.num_classes),
         save=checkpointer.save, key=key, display=setup.display,
         writer=MetricsWriter(setup.workdir, enabled=setup.is_main, resume_step=start_step),
         throughput=Throughput(layout.global_batch, t_start))

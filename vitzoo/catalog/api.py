@@ -11,6 +11,7 @@ import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vitzoo.catalog import available as av
@@ -250,6 +251,12 @@ def _info(row: dict, kind: str) -> CheckpointInfo:
         crc32c=meta[2], hf_repo=meta[3], resolution=resolution, adapt_ds=adapt_ds,
         local_path=local_path, row=row,
     )
+
+
+def find_local_run(npz_path: Path, index: str | None = None) -> dict | None:
+    """The registered run whose ``final.npz`` is this file (by full path), if any."""
+    runs = load_table(index, include_local=True)
+    return _first(runs, "adapt_url", str(Path(npz_path).resolve()).__eq__)
 
 
 def _first(frame: Frame, column: str, test) -> dict | None:

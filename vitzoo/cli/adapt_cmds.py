@@ -96,7 +96,7 @@ def evaluate_command(
                   title_justify="left")
     for column in ("examples", "top-1", "top-5", "loss"):
         table.add_column(column, justify="right")
-    table.add_row(str(report.examples), f"{report.top1:.2%}", f"{report.top5:.2%}",
+    table.add_row(str(report.examples), f"{report.top1:.2%}", "n/a" if report.top5 is None else f"{report.top5:.2%}",
                   f"{report.loss:.4f}")
     console.print(table)
     if report.per_class:
