@@ -73,7 +73,8 @@ def test_sown_weights_are_those_of_the_logits_and_params_stay_unchanged(tmp_path
     predictor = Predictor(path)
     res = predictor.resolution
     images = np.random.default_rng(1).uniform(-1, 1, (2, res, res, 3)).astype(np.float32)
-    logits, weights = forward_with_attention(predictor.config, predictor.num_classes)(predictor.params, images)
+    forward = forward_with_attention(predictor.config, predictor.num_classes)
+    logits, weights = forward(predictor.params, images)
     np.testing.assert_allclose(logits, predictor.logits(images), rtol=1e-5, atol=1e-6)
     config = predictor.config
     tokens = (res // config.stride) ** 2 + 1
