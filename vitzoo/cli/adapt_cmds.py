@@ -17,7 +17,7 @@ D = FinetuneOptions  # class attributes are the dataclass defaults
 
 
 def finetune_command(
-    model: str = typer.Argument(..., help="Architecture (B/16), catalog name, or path/URL to .npz."),
+    model: str = typer.Argument(..., metavar="CHECKPOINT", help="Architecture (B/16), catalog name, local run name, or path/URL to .npz."),
     dataset: str = typer.Option(..., "--dataset", help="TFDS name[:version], or an image folder (local path, gs:// or s3:// URL)."),
     workdir: str = typer.Option(D.workdir, "--workdir", help="Run folder; default vitzoo-runs/<model>--<dataset>. Rerun to resume."),
     steps: int = typer.Option(D.steps, "--steps", help="Training steps."),
@@ -66,11 +66,11 @@ def finetune_command(
 def evaluate_command(
     checkpoint: str = typer.Argument(..., help="A .npz file, catalog name, or local run name."),
     dataset: str = typer.Option(..., "--dataset", help="TFDS name[:version], or an image folder (local path, gs:// or s3:// URL)."),
-    split: str = typer.Option(None, "--split", help="Split to evaluate; default test/validation (or the carved one)."),
+    split: str = typer.Option(None, "--eval-split", "--split", help="Split to evaluate (as finetune's --eval-split); default test/validation (or the carved one)."),
     res: int = typer.Option(None, "--res", help="Resolution; default the checkpoint's own."),
     batch: int = typer.Option(64, "--batch", help="Evaluation batch size."),
     per_class: bool = typer.Option(False, "--per-class", help="Also report per-class accuracy."),
-    fmt: str = typer.Option("table", "--format", help="table or json."),
+    fmt: str = typer.Option("table", "--format", help="table, csv, json or jsonl (one report: json and jsonl are the same object)."),
     data_dir: str = typer.Option(None, "--data-dir", help="TFDS data directory."),
     val_fraction: float = typer.Option(D.val_fraction, "--val-fraction", help="Validation fraction when carving."),
     stream: bool = typer.Option(False, "--stream", help="Stream the TFDS split from its files (automatic when it exceeds the memory budget)."),
@@ -78,15 +78,19 @@ def evaluate_command(
 ) -> None:
     """Top-1, top-5 accuracy and loss of a checkpoint on a dataset split."""
     from vitzoo.adapt.evaluate import evaluate
+    from vitzoo.cli.render import FORMATS
     from vitzoo.errors import VitzooError
 
-    if fmt not in ("table", "json"):
-        raise VitzooError(f"unknown --format {fmt!r}", "use table or json")
+    if fmt not in FORMATS:
+        raise VitzooError(f"unknown --format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
     report = evaluate(checkpoint, dataset, split=split, res=res, batch=batch,
                       per_class=per_class, data_dir=data_dir, val_fraction=val_fraction,
                       stream=stream, gcs_auth=gcs_auth)
-    if fmt == "json":
+    if fmt in ("json", "jsonl"):
         sys.stdout.write(json.dumps(report.as_dict()) + "\n")
+        return
+    if fmt == "csv":
+        _write_report_csv(report.as_dict())
         return
     from rich.console import Console
     from rich.table import Table
@@ -109,6 +113,16 @@ def evaluate_command(
         console.print(classes)
     for note in report.notes:
         console.print(note, style="dim")
+
+
+def _write_report_csv(report: dict) -> None:
+    """One line of the report's scalar fields (per-class rows belong in json)."""
+    import csv
+
+    fields = [k for k, v in report.items() if not isinstance(v, list)]
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(fields)
+    writer.writerow(["" if report[k] is None else report[k] for k in fields])
 
 
 def register(app: typer.Typer) -> None:
