@@ -23,7 +23,7 @@ from vitzoo.errors import VitzooError
 OUTPUT_COLUMNS = (
     "name", "ds", "aug", "wd", "do", "sd", "final_val", "adapt_ds", "adapt_resolution",
     "adapt_lr", "adapt_steps", "adapt_final_val", "adapt_final_test", "infer_samples_per_sec",
-    "filename", "checkpoint", "basis",
+    "filename", "checkpoint", "caveats", "basis",
 )
 
 
