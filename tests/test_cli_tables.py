@@ -126,6 +126,39 @@ def test_show_fits(capsys, monkeypatch, width):
     assert params["source"].startswith("computed:")
 
 
+L16_384 = ("L_16-i21k-300ep-lr_0.001-aug_strong1-wd_0.1-do_0.0-sd_0.0--imagenet2012-steps_20k-"
+           "lr_0.01-res_384")
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_show_prints_published_accuracies_as_percent_at_their_resolution(capsys, monkeypatch, width):
+    """Fractions in the data, percentages on screen, and the 224 px Table 3 figure of a 384 px
+    fine-tune's pre-training says 224 px."""
+    monkeypatch.setenv("COLUMNS", str(width))
+    code, out, err = run(capsys, "show", L16_384)
+    assert code == 0, err
+    assert max(len(line) for line in out.splitlines()) <= width
+    facts = [line.split() for line in out.splitlines()
+             if line.startswith(("imagenet_top1 ", "adapt_final_test ", "checkpoint_size_mib "))]
+    assert ["imagenet_top1", "83.98%", "224", "px"] in [f[:4] for f in facts]
+    assert ["imagenet_top1", "85.59%", "384", "px"] in [f[:4] for f in facts]
+    assert ["adapt_final_test", "85.588%", "384", "px"] in [f[:4] for f in facts]
+    assert ["checkpoint_size_mib", "1,243", "MiB", "[1]"] in facts  # no resolution for a size
+    details = json_rows(capsys, "show", L16_384)
+    top1 = [f for f in details["published"] if f["metric"] == "imagenet_top1"]
+    assert {(f["value"], f["resolution"], f["published_as"]) for f in top1} == {
+        (0.8398, 224, "83.98%"), (0.8559, 384, "85.59%")}  # JSON keeps the fractions
+    assert any(c.startswith("res224_figure: ") for c in details["caveats"])
+    assert "caveats" not in {f["field"] for f in details["fields"]}
+
+
+def test_percent_keeps_the_stored_digits():
+    from vitzoo.cli.render import percent
+
+    assert [percent(v) for v in (0.8396, 0.85588, 1, 0.83, 0.0001, 0.967391)] == [
+        "83.96%", "85.588%", "100%", "83%", "0.01%", "96.7391%"]
+
+
 def test_headers_are_the_column_names_sort_and_columns_accept(capsys, monkeypatch):
     header, _, _ = table_at(capsys, monkeypatch, 300, "list", "--arch", "R26+S/32", "--adapt-ds",
                             "oxford_iiit_pet", "--where", "notnull(adapt_final_val)", "--limit", "2")

@@ -12,6 +12,7 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from vitzoo.catalog.caveats import CAVEATS, codes_for
@@ -78,6 +79,12 @@ def cell(column: str, value: Any) -> str:
     if isinstance(value, int) and column.endswith(("bytes", "steps", "params")):
         return f"{value:,}"
     return str(value)
+
+
+def percent(fraction: float) -> str:
+    """``0.8396`` -> ``83.96%``: the stored fraction's own digits, no float noise."""
+    scaled = Decimal(repr(fraction)) * 100
+    return f"{format(scaled.normalize(), 'f')}%"
 
 
 def write_machine(table: Frame, fmt: str, out=None) -> None:
