@@ -93,3 +93,16 @@ def test_find_checkpoint_carries_hf_copies():
     tuned = find_checkpoint(B16 + "--imagenet2012-steps_20k-lr_0.01-res_384")
     assert tuned.hf_repo == "timm/vit_base_patch16_384.augreg_in21k_ft_in1k"
     assert tuned.resolution == 384 and tuned.adapt_ds == "imagenet2012"
+
+
+def test_the_readme_states_recommend_s_tie_rule():
+    from pathlib import Path
+
+    from vitzoo.catalog.recommend import TIE_BREAK
+
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    words = {"adapt_steps": "fewer steps", "adapt_lr": "lower learning rate",
+             "adapt_resolution": "lower resolution"}
+    stated = "On equal accuracy it keeps the cheaper run (" + ", then ".join(
+        words[c] for c in TIE_BREAK if c in words) + ")"
+    assert stated in readme
