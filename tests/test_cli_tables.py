@@ -170,6 +170,22 @@ def test_headers_are_the_column_names_sort_and_columns_accept(capsys, monkeypatc
     assert list(rows[0]) == names
 
 
+@pytest.mark.parametrize("args", [
+    ("recommend",), ("recommend", "--pareto"), ("recommend", "--adapt-ds", "oxford_iiit_pet"),
+    ("list", "--pretrained", "--arch", "B/16", "--limit", "3"),
+])
+def test_every_header_is_a_column_of_the_machine_output(capsys, monkeypatch, args):
+    header, body, _ = table_at(capsys, monkeypatch, 300, *args)
+    names = header_names(header)
+    assert body and names[0] == "checkpoint"
+    rows = json_rows(capsys, *args)
+    assert set(names) <= set(rows[0]), set(names) - set(rows[0])
+    if args[0] == "list":  # and every header is a name --sort and --columns take
+        for name in names:
+            sorted_rows = json_rows(capsys, *args, "--sort", name, "--columns", name)
+            assert list(sorted_rows[0]) == [name]
+
+
 def test_fit_columns_drops_low_value_columns_before_shortening_the_name():
     names = ["checkpoint", "sd", "adapt_final_val"]
     rows = [["x" * 60, "0.1", "0.9000"]]
