@@ -112,6 +112,14 @@ def test_local_list_shows_the_run_name(capsys, monkeypatch, tmp_path, width):
 
 
 @pytest.mark.parametrize("width", [80, 200])
+def test_empty_local_list_says_how_to_register_and_claims_nothing_hidden(capsys, monkeypatch, width):
+    header, body, out = table_at(capsys, monkeypatch, width, "list", "--local")
+    assert body == [] and header_names(header)[0] == "checkpoint" and "0 rows" in out
+    assert "unknown in every row" not in out and "not shown" not in out
+    assert "no registered runs yet: `vitzoo finetune ... --workdir DIR` registers one" in out
+
+
+@pytest.mark.parametrize("width", [80, 200])
 def test_show_fits(capsys, monkeypatch, width):
     monkeypatch.setenv("COLUMNS", str(width))
     code, out, err = run(capsys, "show", "R26+S/32")

@@ -276,7 +276,7 @@ def print_table(table: Frame, *, title: str | None = None, total: int | None = N
                       "Use --limit, --format csv or more filters.[/dim]")
     else:
         console.print(f"[dim]{plural(count, 'row')}[/dim]")
-    if layout.hidden or shortened:
+    if (layout.hidden or shortened) and rows:  # an empty table hides no values
         what = []
         if shortened:
             what.append(f"names shortened in the middle ({ELLIPSIS})")
