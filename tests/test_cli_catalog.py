@@ -105,7 +105,9 @@ def test_show_gives_fields_sources_finetunes_and_downloads(capsys):
 
 def test_show_flags_uncertain_names(capsys):
     details = run_json(capsys, "show", "S_16-i21k-30ep-lr_0.001-aug_none-wd_0.1-do_0.0-sd_0.0")
-    assert any("reconstructed and unconfirmed" in c for c in details["caveats"])
+    assert any(c.startswith("unconfirmed_name: the filename spelling is reconstructed")
+               for c in details["caveats"])
+    assert not any("per_arch_throughput" in c for c in details["caveats"])  # its fine-tunes' only
     best = run_json(capsys, "show", PETS_BEST)
     fields = {f["field"]: f for f in best["fields"]}
     assert fields["adapt_final_val"]["value"] == 0.967391
@@ -126,8 +128,8 @@ def test_recommend_for_a_dataset_uses_validation(capsys):
     rows = run_json(capsys, "recommend", "--arch", "R26+S/32", "--adapt-ds", "oxford_iiit_pet")
     assert len(rows) == 1
     assert rows[0]["adapt_final_val"] == 0.967391
-    assert rows[0]["checkpoint"].endswith("res_224")  # first of the two 0.967391 ties
-    assert "16 of 1344" in rows[0]["basis"]
+    assert rows[0]["checkpoint"].endswith("res_224")  # the cheaper of the two 0.967391 ties
+    assert "16 of 1,344" in rows[0]["basis"]
     _, out, _ = run(capsys, "recommend", "--help")
     assert "never used to choose" in " ".join(out.split())
 

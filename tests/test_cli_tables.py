@@ -13,7 +13,7 @@ import pytest
 from tests.cli_helpers import run_cli as run
 from vitzoo.catalog.api import find_checkpoint
 from vitzoo.catalog.local import register_run
-from vitzoo.cli.render import ELLIPSIS, elide_middle, fit_columns, header_lines
+from vitzoo.cli.render import CAVEAT_MARKS, ELLIPSIS, elide_middle, fit_columns, header_lines
 
 B16 = "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0"
 RULE = "\u2500"
@@ -67,7 +67,7 @@ def test_list_one_line_per_row_name_first(capsys, monkeypatch, width):
     names = [r["checkpoint"] for r in json_rows(capsys, "list", "--arch", "S/16", "--ds", "i21k",
                                                  "--limit", "5")]
     for line, name in zip(body, names, strict=True):
-        shown = line.split()[0]
+        shown = line.split()[0].rstrip("".join(CAVEAT_MARKS.values()))  # footnote marks
         if width == 200:
             assert shown == name  # whole names when there is room
         else:  # shortened in the middle: its start and its end are the real name's
@@ -112,6 +112,14 @@ def test_local_list_shows_the_run_name(capsys, monkeypatch, tmp_path, width):
 
 
 @pytest.mark.parametrize("width", [80, 200])
+def test_empty_local_list_says_how_to_register_and_claims_nothing_hidden(capsys, monkeypatch, width):
+    header, body, out = table_at(capsys, monkeypatch, width, "list", "--local")
+    assert body == [] and header_names(header)[0] == "checkpoint" and "0 rows" in out
+    assert "unknown in every row" not in out and "not shown" not in out
+    assert "no registered runs yet: `vitzoo finetune ... --workdir DIR` registers one" in out
+
+
+@pytest.mark.parametrize("width", [80, 200])
 def test_show_fits(capsys, monkeypatch, width):
     monkeypatch.setenv("COLUMNS", str(width))
     code, out, err = run(capsys, "show", "R26+S/32")
@@ -126,6 +134,39 @@ def test_show_fits(capsys, monkeypatch, width):
     assert params["source"].startswith("computed:")
 
 
+L16_384 = ("L_16-i21k-300ep-lr_0.001-aug_strong1-wd_0.1-do_0.0-sd_0.0--imagenet2012-steps_20k-"
+           "lr_0.01-res_384")
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_show_prints_published_accuracies_as_percent_at_their_resolution(capsys, monkeypatch, width):
+    """Fractions in the data, percentages on screen, and the 224 px Table 3 figure of a 384 px
+    fine-tune's pre-training says 224 px."""
+    monkeypatch.setenv("COLUMNS", str(width))
+    code, out, err = run(capsys, "show", L16_384)
+    assert code == 0, err
+    assert max(len(line) for line in out.splitlines()) <= width
+    facts = [line.split() for line in out.splitlines()
+             if line.startswith(("imagenet_top1 ", "adapt_final_test ", "checkpoint_size_mib "))]
+    assert ["imagenet_top1", "83.98%", "224", "px"] in [f[:4] for f in facts]
+    assert ["imagenet_top1", "85.59%", "384", "px"] in [f[:4] for f in facts]
+    assert ["adapt_final_test", "85.588%", "384", "px"] in [f[:4] for f in facts]
+    assert ["checkpoint_size_mib", "1,243", "MiB", "[1]"] in facts  # no resolution for a size
+    details = json_rows(capsys, "show", L16_384)
+    top1 = [f for f in details["published"] if f["metric"] == "imagenet_top1"]
+    assert {(f["value"], f["resolution"], f["published_as"]) for f in top1} == {
+        (0.8398, 224, "83.98%"), (0.8559, 384, "85.59%")}  # JSON keeps the fractions
+    assert any(c.startswith("res224_figure: ") for c in details["caveats"])
+    assert "caveats" not in {f["field"] for f in details["fields"]}
+
+
+def test_percent_keeps_the_stored_digits():
+    from vitzoo.cli.render import percent
+
+    assert [percent(v) for v in (0.8396, 0.85588, 1, 0.83, 0.0001, 0.967391)] == [
+        "83.96%", "85.588%", "100%", "83%", "0.01%", "96.7391%"]
+
+
 def test_headers_are_the_column_names_sort_and_columns_accept(capsys, monkeypatch):
     header, _, _ = table_at(capsys, monkeypatch, 300, "list", "--arch", "R26+S/32", "--adapt-ds",
                             "oxford_iiit_pet", "--where", "notnull(adapt_final_val)", "--limit", "2")
@@ -135,6 +176,22 @@ def test_headers_are_the_column_names_sort_and_columns_accept(capsys, monkeypatc
     rows = json_rows(capsys, "list", "--arch", "B/8", "--limit", "2", "--columns", ",".join(names),
                      "--sort", names[-2])
     assert list(rows[0]) == names
+
+
+@pytest.mark.parametrize("args", [
+    ("recommend",), ("recommend", "--pareto"), ("recommend", "--adapt-ds", "oxford_iiit_pet"),
+    ("list", "--pretrained", "--arch", "B/16", "--limit", "3"),
+])
+def test_every_header_is_a_column_of_the_machine_output(capsys, monkeypatch, args):
+    header, body, _ = table_at(capsys, monkeypatch, 300, *args)
+    names = header_names(header)
+    assert body and names[0] == "checkpoint"
+    rows = json_rows(capsys, *args)
+    assert set(names) <= set(rows[0]), set(names) - set(rows[0])
+    if args[0] == "list":  # and every header is a name --sort and --columns take
+        for name in names:
+            sorted_rows = json_rows(capsys, *args, "--sort", name, "--columns", name)
+            assert list(sorted_rows[0]) == [name]
 
 
 def test_fit_columns_drops_low_value_columns_before_shortening_the_name():

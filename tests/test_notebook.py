@@ -137,7 +137,9 @@ def test_notebook_runs_offline_on_the_embedded_catalog(kernel_env, monkeypatch):
     expected = vitzoo.recommend(arch="R26+S/32", adapt_ds="oxford_iiit_pet")["checkpoint"].iloc[0]
     assert found["choice"] == expected and expected.endswith("res_224")
     assert "tie: 2 runs share the best validation accuracy 0.967391" in text
-    assert "recommend's rule on a tie" in text
+    from vitzoo.catalog.recommend import TIE_RULE
+
+    assert f"recommend's rule on a tie: {TIE_RULE} ({expected})" in text  # the rule recommend applied
     # Fractions in the data, percentages only in display; no internals in the notebook's code.
     code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
     for internal in ("store.", "load_table", "Filters", "value_sources", "read_csv", ".str.extract",

@@ -126,6 +126,9 @@ def test_drawn_labels_are_the_architectures(tmp_path):
     assert ax.get_xscale() == "log"
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "Pareto front (5)" in legend and "R50+L/32" in legend
+    # accuracies are stored as fractions and drawn as percentages: the label says %, not fraction
+    assert "(in %)" in ax.get_ylabel() and "fraction" not in ax.get_ylabel()
+    assert ax.yaxis.get_major_formatter()(0.855, 0).endswith("%")
 
 
 # --- files ----------------------------------------------------------------------

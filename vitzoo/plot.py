@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vitzoo.atomic import atomic_write
+from vitzoo.catalog.caveats import CAVEATS, codes_for
 from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.query import Filters
 from vitzoo.catalog.schema import ACCURACY_COLUMNS, COLUMN_NAMES, COLUMN_TYPES, COLUMNS
@@ -55,6 +56,21 @@ class Scatter:
     front: Frame  # the Pareto front, a subset of ``points``, largest x first
     matched: int  # rows that passed the filters, drawn or not
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def caveats(self) -> list[list[str]]:
+        """Per point, the caveat codes of what places it: its x or y value, or its file."""
+        return point_caveats(self.points, self.x, self.y)
+
+
+def point_caveats(points: Frame, x: str, y: str) -> list[list[str]]:
+    """Per row, the codes (:mod:`vitzoo.catalog.caveats`) that qualify its ``x`` or ``y`` value
+    or the file itself (``checkpoint``); a plot draws those points hollow."""
+    if "caveats" not in points.column_names:
+        return [[] for _ in range(points.num_rows)]
+    return [list(dict.fromkeys(code for column in (x, y, "checkpoint")
+                               for code in codes_for(value, column)))
+            for value in points.column("caveats")]
 
 
 def _check_column(column: str, option: str) -> None:
@@ -141,7 +157,11 @@ def scatter_data(table: Frame, *, x: str = "infer_samples_per_sec", y: str | Non
     if y.endswith("_test"):
         notes.append(f"{y} is a test accuracy: fine to describe the trade-off, but choose "
                      "checkpoints by a validation column")
-    return Scatter(x=x, y=y, points=points, front=front, matched=subset.num_rows, notes=notes)
+    data = Scatter(x=x, y=y, points=points, front=front, matched=subset.num_rows, notes=notes)
+    codes = Counter(code for point in data.caveats for code in point)
+    for code, count in codes.most_common():
+        notes.append(f"{count:,} hollow points: {code}: {CAVEATS[code]}")
+    return data
 
 
 def value_provenance(points: Frame, column: str) -> Counter:
@@ -181,6 +201,8 @@ _MARKERS = {384: "o", 224: "^"}
 
 def _axis_label(column: str) -> str:
     doc = _DOCS.get(column, "")
+    if column in ACCURACY_COLUMNS:  # stored as fractions, ticks drawn as percentages
+        doc = doc.replace("(fraction)", "(in %)")
     return f"{column}\n({doc})" if doc else column
 
 
@@ -193,16 +215,18 @@ def draw_scatter(ax: Axes, data: Scatter, *, title: str | None = None) -> None:
     rows = data.points.select(
         [c for c in ("name", "adapt_resolution", data.x, data.y) if c in data.points.column_names]
     ).to_pylist()
+    caveated = data.caveats
     names = [r.get("name") for r in rows]
     colours = _arch_colours(names)
     groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row.get("name"), row.get("adapt_resolution")), []).append(row)
-    for (name, res), members in sorted(groups.items(), key=lambda kv: (
-            list(colours).index(kv[0][0]), kv[0][1] or 0)):
+    for row, codes in zip(rows, caveated, strict=True):
+        groups.setdefault((row.get("name"), row.get("adapt_resolution"), bool(codes)), []).append(row)
+    for (name, res, hollow), members in sorted(groups.items(), key=lambda kv: (
+            list(colours).index(kv[0][0]), kv[0][1] or 0, kv[0][2])):
+        style = (dict(facecolors="none", edgecolors=colours[name], linewidths=1.2) if hollow
+                 else dict(color=colours[name], edgecolors="none"))
         ax.scatter([m[data.x] for m in members], [m[data.y] for m in members],
-                   color=colours[name], marker=_MARKERS.get(res, "s"), s=36, alpha=0.8,
-                   edgecolors="none", zorder=2)
+                   marker=_MARKERS.get(res, "s"), s=36, alpha=0.8, zorder=2, **style)
     front = data.front.select([c for c in ("name", data.x, data.y)]).to_pylist()
     front_sorted = sorted(front, key=lambda r: r[data.x])
     ax.plot([r[data.x] for r in front_sorted], [r[data.y] for r in front_sorted], "-",
@@ -227,7 +251,11 @@ def draw_scatter(ax: Axes, data: Scatter, *, title: str | None = None) -> None:
                           label=f"Pareto front ({data.front.num_rows})"))
     resolutions = sorted({r.get("adapt_resolution") for r in rows} - {None})
     handles += [Line2D([], [], linestyle="", marker=_MARKERS.get(res, "s"), color="dimgray",
-                       markerfacecolor="none", label=f"{res} px") for res in resolutions]
+                       label=f"{res} px") for res in resolutions]
+    codes = list(dict.fromkeys(code for point in caveated for code in point))
+    if codes:  # the README's marker convention: hollow = a value to read with care
+        handles.append(Line2D([], [], linestyle="", marker="o", color="dimgray",
+                              markerfacecolor="none", label=f"hollow: caveat {', '.join(codes)}"))
     ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.8)
     ax.set_title(title or f"{data.y} vs {data.x}", fontsize=11)
 

@@ -2,7 +2,7 @@
 
 ``run_query`` / ``run_recommend`` work on :class:`~vitzoo.catalog.frame.Frame`
 (plain Python columns) so the CLI imports neither pandas nor pyarrow;
-``catalog``, ``query`` and ``recommend`` wrap them for notebooks.
+``query`` and ``recommend`` wrap them for notebooks (``vitzoo.load_catalog`` is the table).
 """
 
 from __future__ import annotations
@@ -131,11 +131,6 @@ def to_pandas(frame: Frame) -> pd.DataFrame:
             values = [float("nan") if v is None else v for v in values]
         data[name] = pd.array(values, dtype=dtypes[kind])
     return pd.DataFrame(data, index=pd.RangeIndex(frame.num_rows))
-
-
-def catalog(index: str | None = None) -> pd.DataFrame:
-    """Every row of the catalog (and your registered runs) as a DataFrame."""
-    return to_pandas(load_table(index))
 
 
 def query(

@@ -26,6 +26,18 @@ CAVEATS: dict[str, str] = {
                      "(paper Table 3) was measured at 224 px; this file is fine-tuned at 384 px",
 }
 
+#: code -> the catalog columns whose values it qualifies, so a table marks those values and a
+#: plot the points placed by them. ``checkpoint`` stands for the file itself (its name, whether
+#: it exists); ``res224_figure`` qualifies a published fact that ``vitzoo show`` lists, no column.
+QUALIFIES: dict[str, tuple[str, ...]] = {
+    "unconfirmed_name": ("checkpoint", "filename", "adapt_filename", "url", "adapt_url"),
+    "b8_candidate": ("checkpoint", "filename", "adapt_filename", "url", "adapt_url"),
+    "possibly_missing": ("checkpoint", "adapt_filename", "adapt_url", "exists"),
+    "per_arch_throughput": ("infer_samples_per_sec",),
+    "expected_value": ("adapt_final_test",),
+    "res224_figure": (),
+}
+
 SEPARATOR = ","
 
 
@@ -41,6 +53,17 @@ def add_caveat(row: dict, code: str) -> None:
 def split_caveats(value: str | None) -> list[str]:
     """The codes of one ``caveats`` cell (``None`` and ``""`` are no caveats)."""
     return [c for c in (value or "").split(SEPARATOR) if c]
+
+
+def codes_for(value: str | None, column: str) -> list[str]:
+    """The codes of one ``caveats`` cell that qualify ``column``'s value."""
+    return [c for c in split_caveats(value) if column in QUALIFIES.get(c, ())]
+
+
+def pretrained_caveats(value: str | None) -> str:
+    """The codes of a fine-tune's row that hold for its pre-trained file too (its name, not the
+    fine-tune's results), for the one-row-per-pre-trained-checkpoint view."""
+    return SEPARATOR.join(c for c in split_caveats(value) if "filename" in QUALIFIES.get(c, ()))
 
 
 def legend(codes: Iterable[str]) -> list[str]:

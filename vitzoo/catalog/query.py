@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vitzoo.catalog.caveats import pretrained_caveats
 from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.schema import PRETRAINED_COLUMNS
 from vitzoo.errors import VitzooError
@@ -379,7 +380,10 @@ def pretrained_view(frame: Frame) -> Frame:
     view = frame.select(columns).take(list(first.values()))
     names = [pretrained_name(f, u, c) for f, u, c in zip(
         view.column("filename"), view.column("url"), view.column("collection"), strict=True)]
-    return Frame({"checkpoint": names, **view.to_pydict(), "finetunes": list(counts.values())})
+    columns = {"checkpoint": names, **view.to_pydict(), "finetunes": list(counts.values())}
+    if "caveats" in frame.column_names:  # those of the pre-trained file, not of its fine-tunes
+        columns["caveats"] = [pretrained_caveats(frame.column("caveats")[i]) for i in first.values()]
+    return Frame(columns)
 
 
 def pretrained_name(filename: str | None, url: str | None, collection: str | None) -> str | None:

@@ -23,7 +23,7 @@ from vitzoo.errors import VitzooError
 OUTPUT_COLUMNS = (
     "name", "ds", "aug", "wd", "do", "sd", "final_val", "adapt_ds", "adapt_resolution",
     "adapt_lr", "adapt_steps", "adapt_final_val", "adapt_final_test", "infer_samples_per_sec",
-    "filename", "checkpoint", "basis",
+    "filename", "checkpoint", "caveats", "basis",
 )
 
 
@@ -33,16 +33,46 @@ def _with_basis(rows: list[dict], basis: str) -> list[dict]:
     return rows
 
 
+#: Equal accuracies happen (R26+S/32's best Pets fine-tunes share 0.967391 at 224 and 384 px).
+#: The tie goes to the cheaper run: fewer fine-tuning steps, then the lower learning rate, then
+#: the lower resolution; last the name, so the choice never depends on the catalog's row order.
+TIE_BREAK = ("adapt_steps", "adapt_lr", "adapt_resolution", "checkpoint")
+TIE_RULE = ("on equal accuracy the cheaper run: fewer adapt_steps, then lower adapt_lr, "
+            "then lower adapt_resolution")
+
+
+def _rank(row: dict, key: str) -> tuple:
+    """Sort key, best first: the highest known ``key``, then :data:`TIE_BREAK` (unknown last)."""
+    value = row.get(key)
+    cheaper = tuple((row.get(c) is None, row.get(c) if row.get(c) is not None else 0)
+                    for c in TIE_BREAK)
+    return (value is None, -(value or 0.0), *cheaper)
+
+
 def _best(rows: list[dict], key: str) -> dict:
-    return max(rows, key=lambda r: (r[key] is not None, r[key] if r[key] is not None else 0.0))
+    return min(rows, key=lambda r: _rank(r, key))
 
 
-def _upstream_choice(arch: str, candidates: list[dict]) -> list[dict]:
+def _tie_note(rows: list[dict], key: str, best: dict) -> list[str]:
+    """Say so when the choice was a tie, and how it was broken."""
+    tied = [r for r in rows if r.get(key) is not None and r[key] == best[key]]
+    if len(tied) < 2:
+        return []
+    return [f"{best.get('name')}: {len(tied)} candidates share the best {key} {best[key]:.6f}; "
+            f"{TIE_RULE} ({best.get('checkpoint')})"]
+
+
+def _upstream_choice(arch: str, candidates: list[dict], notes: list[str]) -> list[dict]:
     upstream = {r["filename"]: r for r in candidates}
     known = [r for r in upstream.values() if r.get("final_val") is not None]
     if upstream and len(known) == len(upstream):
-        best = _best(known, "final_val")
-        picked = _imagenet_finetune(best["filename"], candidates) or best
+        # Pre-trained files have no steps or resolution: a final_val tie goes to the first name.
+        best = min(known, key=lambda r: (-r["final_val"], r["filename"]))
+        tied = sum(r["final_val"] == best["final_val"] for r in known)
+        if tied > 1:
+            notes.append(f"{arch}: {tied} i21k checkpoints share the best final_val "
+                         f"{best['final_val']:.6f}; kept the first by filename ({best['filename']})")
+        picked = _imagenet_finetune(best["filename"], candidates, notes) or best
         return _with_basis([picked], f"best final_val of {len(upstream)} i21k checkpoints")
     published = [r for r in candidates if r.get("recommended")]
     if published:
@@ -58,24 +88,27 @@ def _upstream_choice(arch: str, candidates: list[dict]) -> list[dict]:
     ))
 
 
-def _imagenet_finetune(filename: str, candidates: list[dict]) -> dict | None:
+def _imagenet_finetune(filename: str, candidates: list[dict], notes: list[str]) -> dict | None:
     """The recommended checkpoint's best ImageNet fine-tune, to show its result."""
     finetunes = [r for r in candidates if r["filename"] == filename and r.get("adapt_ds") == "imagenet2012"]
     known = [r for r in finetunes if r.get("adapt_final_val") is not None]
     if known:
-        return _best(known, "adapt_final_val")
+        best = _best(known, "adapt_final_val")
+        notes += _tie_note(known, "adapt_final_val", best)
+        return best
     published = [r for r in finetunes if r.get("recommended") == "pretrained+finetune"]
     return published[0] if published else None
 
 
-def _finetune_choice(arch: str, candidates: list[dict]) -> list[dict]:
+def _finetune_choice(arch: str, candidates: list[dict], notes: list[str]) -> list[dict]:
     known = [r for r in candidates if r.get("adapt_final_val") is not None]
     if not known:
         return _with_basis([{"name": arch}], (
-            f"unknown: adapt_final_val known for none of {len(candidates)} fine-tunes in this index"
+            f"unknown: adapt_final_val known for none of {len(candidates):,} fine-tunes in this index"
         ))
     best = _best(known, "adapt_final_val")
-    scope = "all" if len(known) == len(candidates) else f"the {len(known)} of {len(candidates)}"
+    notes += _tie_note(known, "adapt_final_val", best)
+    scope = "all" if len(known) == len(candidates) else f"the {len(known):,} of {len(candidates):,}"
     return _with_basis([best], f"best adapt_final_val among {scope} fine-tunes with a known value")
 
 
@@ -106,17 +139,32 @@ def recommend_table(
         raise VitzooError("no candidate checkpoints match these options",
                           "relax --arch/--res/--min-throughput, or check `vitzoo list`")
     chosen: list[dict] = []
+    ties: list[str] = []
     for name, candidates in by_arch.items():
-        chosen += _finetune_choice(name, candidates) if adapt_ds else _upstream_choice(name, candidates)
+        choose = _finetune_choice if adapt_ds else _upstream_choice
+        chosen += choose(name, candidates, ties)
     chosen, left_out = _drop_unknown(chosen, adapt_ds, sum(len(c) for c in by_arch.values()))
-    notes += left_out
-    if not adapt_ds and any(r["basis"].startswith("published") for r in chosen):
+    notes += left_out + ties
+    published = [r for r in chosen if r["basis"].startswith("published")]
+    if not adapt_ds and published:
         notes.append("upstream accuracy (final_val) is not in this index; showing the published "
-                     "recommendation (vit_jax README). Build from a real index.csv to rank: "
-                     "`vitzoo index build --source URL`")
+                     f"recommendation ({_attribution(published)}). Build from a real index.csv to "
+                     "rank: `vitzoo index build --source URL`")
     chosen.sort(key=lambda r: (r.get("infer_samples_per_sec") is None,
                                r.get("infer_samples_per_sec") or 0.0))
     return Frame.from_rows(chosen, OUTPUT_COLUMNS), notes
+
+
+def _attribution(rows: list[dict]) -> str:
+    """Who published each pick, from the rows' own ``value_sources`` (``recommended=...``):
+    ``vit_jax README recommended table: B/16, ...; vit_jax_augreg notebook ...: B/8``."""
+    from vitzoo.catalog.show import value_sources_of
+
+    by_source: dict[str, list[str]] = {}
+    for row in rows:
+        source = value_sources_of(row).get("recommended") or "source not recorded"
+        by_source.setdefault(source, []).append(row.get("name") or "?")
+    return "; ".join(f"{source}: {', '.join(names)}" for source, names in by_source.items())
 
 
 def _drop_unknown(chosen: list[dict], adapt_ds: str | None,

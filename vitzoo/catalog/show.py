@@ -8,7 +8,8 @@ from typing import Any
 
 from vitzoo.catalog.api import find_checkpoint, load_table, nearest_with_copy
 from vitzoo.catalog.available import INPUT_COLUMNS, UNKNOWN, availability
-from vitzoo.catalog.embedded import ARCHITECTURES_FILE
+from vitzoo.catalog.caveats import CAVEATS, pretrained_caveats, split_caveats
+from vitzoo.catalog.embedded import ARCHITECTURES_FILE, PUBLISHED_FILE
 from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.schema import COLUMN_NAMES, PRETRAINED_COLUMNS
 from vitzoo.config import EMBEDDED_INDEX_DIR, mirrors
@@ -19,7 +20,7 @@ _ROW_SOURCE = {
     "legacy": "older-collection facts",
     "local": "your run",
 }
-_BOOKKEEPING = {"value_sources", "row_source", "note", "exists_source"}
+_BOOKKEEPING = {"value_sources", "row_source", "note", "exists_source", "caveats"}  # caveats: said below
 
 
 def value_sources_of(row: dict) -> dict[str, str]:
@@ -113,13 +114,29 @@ def _no_copy_caveat(info, index: str | None) -> list[str]:
             f"(vitzoo show {nearest})"]
 
 
-def _published(filenames: set[str]) -> list[dict[str, str]]:
-    path = EMBEDDED_INDEX_DIR / "sources" / "published_metrics.csv"
+def _number(text: str) -> int | float | str:
+    """A stored figure as a number (``0.8396``, ``391``); text that is not one stays text."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def _published(filenames: set[str]) -> list[dict[str, Any]]:
+    """The published facts about these files: the value as stored (accuracies are fractions),
+    its unit, the resolution it was measured at (None where the source does not say) and how
+    it was printed."""
+    path = EMBEDDED_INDEX_DIR / "sources" / PUBLISHED_FILE
     if not path.exists():
         return []
     with path.open(newline="", encoding="utf-8") as handle:
         return [
-            {"metric": f["metric"], "value": f["value"], "for": f["filename"], "source": f["source"]}
+            {"metric": f["metric"], "value": _number(f["value"]), "unit": f["unit"] or None,
+             "resolution": int(float(f["adapt_resolution"])) if f["adapt_resolution"] else None,
+             "published_as": f["published_as"] or None, "for": f["filename"], "source": f["source"]}
             for f in csv.DictReader(handle) if f["filename"] in filenames
         ]
 
@@ -160,7 +177,10 @@ def describe(name: str, index: str | None = None) -> dict[str, Any]:
     row = info.row
     table = load_table(index)
     caveats = [row["note"]] if row.get("note") else []
-    if row.get("filename_verified") is False:
+    codes = split_caveats(pretrained_caveats(row.get("caveats")) if info.kind == "pretrained"
+                          else row.get("caveats"))
+    caveats += [f"{code}: {CAVEATS[code]}" for code in codes if code in CAVEATS]
+    if row.get("filename_verified") is False and "unconfirmed_name" not in codes:
         caveats.append("the filename spelling is reconstructed and unconfirmed; a real "
                        "index.csv or bucket listing would confirm it")
     if row.get("exists") is None:

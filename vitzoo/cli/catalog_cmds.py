@@ -16,7 +16,7 @@ from vitzoo.config import DEFAULT_INDEX_CSV
 
 RECOMMEND_TABLE_COLUMNS = (
     "checkpoint", "name", "ds", "aug", "wd", "do", "final_val", "adapt_ds", "adapt_resolution",
-    "adapt_lr", "adapt_final_val", "adapt_final_test", "infer_samples_per_sec",
+    "adapt_lr", "adapt_final_val", "adapt_final_test", "infer_samples_per_sec", "caveats",
 )
 
 
@@ -56,10 +56,11 @@ def list_command(
         chosen = None
     elif columns:
         chosen = opt.split_values([columns])
-    elif pretrained:
-        chosen = list(schema.DEFAULT_PRETRAINED_COLUMNS)
-    else:
-        chosen = list(schema.DEFAULT_LOCAL_COLUMNS if local else schema.DEFAULT_LIST_COLUMNS)
+        if fmt == "table" and render.CAVEATS_COLUMN not in chosen:  # read for the marks only
+            chosen.append(render.CAVEATS_COLUMN)
+    else:  # the defaults carry the caveat codes: marks in a table, a column in csv/json
+        chosen = [*(schema.DEFAULT_PRETRAINED_COLUMNS if pretrained else schema.DEFAULT_LOCAL_COLUMNS
+                    if local else schema.DEFAULT_LIST_COLUMNS), render.CAVEATS_COLUMN]
     table = api.load_table(index, columns=api.columns_needed(filters, chosen, sort, pretrained))
     result = api.run_query(table, filters=filters, pretrained=pretrained, sort=sort, desc=desc,
                            limit=limit, columns=chosen, local_only=local, downloadable=downloadable)

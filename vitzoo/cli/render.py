@@ -12,8 +12,10 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
+from vitzoo.catalog.caveats import CAVEATS, codes_for
 from vitzoo.catalog.frame import Frame
 from vitzoo.errors import VitzooError
 
@@ -36,6 +38,14 @@ DROP_ORDER = (
 NAME_MIN_WIDTH = 44
 _GAP = 2  # characters between two columns
 ELLIPSIS = "\u2026"
+#: The column tables turn into footnote marks instead of showing it.
+CAVEATS_COLUMN = "caveats"
+#: One footnote mark per caveat code that qualifies a column (vitzoo.catalog.caveats.QUALIFIES),
+#: the same in every table; the legend under a table names the codes whose marks it shows.
+CAVEAT_MARKS = {
+    "per_arch_throughput": "*", "unconfirmed_name": "\u2020", "b8_candidate": "\u2021",
+    "possibly_missing": "\u00a7", "expected_value": "\u00b6",
+}
 
 
 def check_format(fmt: str) -> str:
@@ -69,6 +79,12 @@ def cell(column: str, value: Any) -> str:
     if isinstance(value, int) and column.endswith(("bytes", "steps", "params")):
         return f"{value:,}"
     return str(value)
+
+
+def percent(fraction: float) -> str:
+    """``0.8396`` -> ``83.96%``: the stored fraction's own digits, no float noise."""
+    scaled = Decimal(repr(fraction)) * 100
+    return f"{format(scaled.normalize(), 'f')}%"
 
 
 def write_machine(table: Frame, fmt: str, out=None) -> None:
@@ -111,6 +127,40 @@ def header_lines(name: str, value_width: int) -> str:
     cuts = [i + 1 for i, ch in enumerate(name) if ch == "_"]
     best = min(cuts, key=lambda i: max(i, len(name) - i))
     return f"{name[:best]}\n{name[best:]}"
+
+
+def caveat_marks(caveats: str | None, column: str, *, file_column: bool = False) -> str:
+    """The marks ``column``'s value gets from its row's caveat codes; the ``file_column`` (the
+    checkpoint name) also takes the codes about the file itself."""
+    codes = codes_for(caveats, column)
+    if file_column:
+        codes += [c for c in codes_for(caveats, NAME_COLUMN) if c not in codes]
+    return "".join(CAVEAT_MARKS[c] for c in codes if c in CAVEAT_MARKS)
+
+
+def caveat_legend(marks_shown: str) -> list[str]:
+    """``* per_arch_throughput: ...`` for each mark that appears, in the marks' fixed order."""
+    return [f"{mark} {code}: {CAVEATS[code]}" for code, mark in CAVEAT_MARKS.items()
+            if mark in marks_shown]
+
+
+def _marked_rows(table: Frame, names: list[str]) -> tuple[list[list[str]], list[list[str]]]:
+    """(cells, marks) per row; the file's own codes go on the checkpoint name, or on the first
+    column when the name is not shown. Marks of a numeric column are padded to one width so
+    its numbers stay aligned."""
+    rows = table.to_pylist()
+    cells = [[cell(n, row[n]) for n in names] for row in rows]
+    if CAVEATS_COLUMN not in table.column_names or not names:
+        return cells, [["" for _ in names] for _ in rows]
+    file_column = NAME_COLUMN if NAME_COLUMN in names else names[0]
+    marks = [[caveat_marks(row[CAVEATS_COLUMN], n, file_column=n == file_column) for n in names]
+             for row in rows]
+    for i, name in enumerate(names):
+        width = max([0, *(len(m[i]) for m in marks)])
+        if width and table.type_of(name) in ("int", "float"):
+            for m in marks:
+                m[i] = m[i].ljust(width)
+    return cells, marks
 
 
 @dataclass
@@ -192,10 +242,11 @@ def print_table(table: Frame, *, title: str | None = None, total: int | None = N
 
     console = Console(soft_wrap=False)
     shown = table.slice(0, TABLE_ROW_CAP)
-    names = shown.column_names
+    names = [n for n in shown.column_names if n != CAVEATS_COLUMN]  # shown as marks instead
     if NAME_COLUMN in names:  # the name first, whatever order the columns came in
         names = [NAME_COLUMN, *(n for n in names if n != NAME_COLUMN)]
-    rows = [[cell(n, row[n]) for n in names] for row in shown.to_pylist()]
+    cells, marks = _marked_rows(shown, names)
+    rows = [[c + m for c, m in zip(cr, mr, strict=True)] for cr, mr in zip(cells, marks, strict=True)]
     layout = fit_columns(names, rows, console.width, wide=wide)
     if wide:
         natural = sum(max(len(n), *(len(r[i]) for r in rows), 0) for i, n in enumerate(names))
@@ -206,14 +257,17 @@ def print_table(table: Frame, *, title: str | None = None, total: int | None = N
     for name, header in zip(layout.columns, layout.headers, strict=True):
         numeric = shown.type_of(name) in ("int", "float")
         view.add_column(header, justify="right" if numeric else "left", no_wrap=True)
-    shortened = False
-    for row in rows:
+    shortened, marks_shown = False, ""
+    for row, row_marks in zip(cells, marks, strict=True):
         values = [row[index[n]] for n in layout.columns]
-        if layout.name_width is not None:
+        if layout.name_width is not None:  # shorten the name, keep its marks
             position = layout.columns.index(NAME_COLUMN)
-            short = elide_middle(values[position], layout.name_width)
+            mark = row_marks[index[NAME_COLUMN]]
+            short = elide_middle(values[position], layout.name_width - len(mark))
             shortened |= short != values[position]
             values[position] = short
+        values = [v + row_marks[index[n]] for v, n in zip(values, layout.columns, strict=True)]
+        marks_shown += "".join(row_marks[index[n]] for n in layout.columns)
         view.add_row(*values)
     console.print(view)
     count = total if total is not None else table.num_rows
@@ -222,7 +276,7 @@ def print_table(table: Frame, *, title: str | None = None, total: int | None = N
                       "Use --limit, --format csv or more filters.[/dim]")
     else:
         console.print(f"[dim]{plural(count, 'row')}[/dim]")
-    if layout.hidden or shortened:
+    if (layout.hidden or shortened) and rows:  # an empty table hides no values
         what = []
         if shortened:
             what.append(f"names shortened in the middle ({ELLIPSIS})")
@@ -233,6 +287,8 @@ def print_table(table: Frame, *, title: str | None = None, total: int | None = N
             what.append(f"not shown: {', '.join(n for n in layout.hidden if n not in blank)}")
         console.print(f"[dim]{'; '.join(what)}; --wide or --format csv shows everything[/dim]",
                       highlight=False)
+    for line in caveat_legend(marks_shown):
+        console.print(line, style="dim", highlight=False, markup=False)
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
 

@@ -8,7 +8,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from vitzoo.cli.render import cell, header_lines
+from vitzoo.cli.render import UNKNOWN, cell, header_lines, percent
 
 
 def print_details(details: dict[str, Any]) -> None:
@@ -56,9 +56,9 @@ def print_details(details: dict[str, Any]) -> None:
         for line in best:
             console.print(line, highlight=False)
     if details["published"]:
-        _print_sourced(console, "published facts", [(i["metric"], i["value"], i["source"])
-                                                    for i in details["published"]],
-                       ("metric", "value"))
+        _print_sourced(console, "published facts (accuracies as %, measured at)",
+                       [(i["metric"], published_value(i), measured_at(i), i["source"])
+                        for i in details["published"]], ("metric", "value", "at"))
     console.print("[bold]download from[/bold]")
     for place in details["downloads"]:
         note = f"  [dim]({place['note']})[/dim]" if place.get("note") else ""
@@ -74,17 +74,35 @@ def _plain_table(title: str | None = None) -> Table:
                  show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
 
 
-def _print_sourced(console: Console, title: str | None, rows: list[tuple[str, str, str]],
-                   headers: tuple[str, str]) -> None:
-    """name/value rows with their source as a footnote number, the sources listed below:
-    long source texts would otherwise squeeze the values."""
-    sources = list(dict.fromkeys(source for _, _, source in rows))
+def published_value(fact: dict[str, Any]) -> str:
+    """A published figure for reading: fractions as percentages, other values with their unit."""
+    value, unit = fact["value"], fact.get("unit")
+    if unit == "fraction" and isinstance(value, int | float):
+        return percent(value)
+    return f"{value:,g} {unit}" if isinstance(value, int | float) and unit else str(value)
+
+
+def measured_at(fact: dict[str, Any]) -> str:
+    """The resolution an accuracy or throughput was measured at; ``?`` where the source does
+    not say, blank for figures without one (sizes, parameter counts)."""
+    if fact.get("resolution"):
+        return f"{fact['resolution']} px"
+    return UNKNOWN if fact.get("unit") in ("fraction", "images/s") else ""
+
+
+def _print_sourced(console: Console, title: str | None, rows: list[tuple[str, ...]],
+                   headers: tuple[str, ...]) -> None:
+    """Rows of (name, value, ..., source) with the source as a footnote number, the sources
+    listed below: long source texts would otherwise squeeze the values."""
+    sources = list(dict.fromkeys(row[-1] for row in rows))
     view = _plain_table(title)
     view.add_column(headers[0], no_wrap=True)
     view.add_column(headers[1], overflow="fold")
+    for header in headers[2:]:
+        view.add_column(header, no_wrap=True)
     view.add_column("source", no_wrap=True, justify="right")
-    for name, value, source in rows:
-        view.add_row(name, value, f"[{sources.index(source) + 1}]")
+    for *cells, source in rows:
+        view.add_row(*cells, f"[{sources.index(source) + 1}]")
     console.print(view)
     for number, source in enumerate(sources, start=1):
         console.print(f"  [dim]\\[{number}] {source}[/dim]", highlight=False)

@@ -108,9 +108,10 @@ def release_arrays(repo_id: str, *, arch: str | None = None, progress: bool = Tr
     try:
         from vitzoo.weights.timm import load_timm_safetensors
     except ImportError as exc:
-        raise VitzooError(
-            "the Hugging Face source needs vitzoo.weights.timm, which is not available "
-            f"({exc})", "use a mirror, a local copy or --gcs-auth") from None
+        raise VitzooError(  # the hint names commands, not options: any command can get here
+            "the Hugging Face source needs vitzoo.weights.timm, which cannot be imported "
+            f"({exc})", "reinstall vitzoo (pip install --force-reinstall vitzoo), or use a "
+            "mirror (VITZOO_MIRRORS) or `vitzoo download NAME --gcs-auth` first") from None
     path = download(repo_id, progress=progress)
     if arch is None:
         return load_timm_safetensors(path)

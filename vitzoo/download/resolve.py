@@ -252,7 +252,7 @@ def fetch(target: Target, *, gcs_auth: bool = False, progress: bool = True) -> P
         + f"could not fetch {target.name} from any source ({tried})",
         "set VITZOO_MIRRORS to a mirror or copy the file locally, or fetch it with "
         "`vitzoo download NAME --gcs-auth` (your Google credentials)"
-        + (" or `--source hf`" if has_hf else _nearest_copy(target.name)),
+        + (" or `vitzoo download NAME --source hf`" if has_hf else _nearest_copy(target.name)),
     )
 
 
