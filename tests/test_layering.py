@@ -102,3 +102,47 @@ def test_find_cycle_reports_a_cycle():
 def test_the_package_has_no_import_cycles():
     graph = import_graph()
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+#: The package's layers, lowest first: a module may import its own layer and the ones
+#: below, never one above. The README's "Architecture" section shows the same order.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("vitzoo.errors", "vitzoo.config", "vitzoo.atomic", "vitzoo.text", "vitzoo.fileformats",
+     "vitzoo.versions", "vitzoo.arch_registry"),
+    ("vitzoo.names", "vitzoo.storage", "vitzoo.labels", "vitzoo.data"),
+    ("vitzoo.catalog", "vitzoo.models"),
+    ("vitzoo.weights",),
+    ("vitzoo.download",),
+    ("vitzoo.adapt", "vitzoo.predict", "vitzoo.attention", "vitzoo.plot", "vitzoo.doctor",
+     "vitzoo.probe"),
+    ("vitzoo.cli", "vitzoo.__main__", "vitzoo"),  # the package itself is the Python API facade
+)
+
+
+def layer_of(module: str) -> int | None:
+    """Index of the most specific layer entry that ``module`` is (or is inside)."""
+    best: tuple[int, int] | None = None
+    for index, entries in enumerate(LAYERS):
+        for entry in entries:
+            inside = module == entry or (entry != "vitzoo" and module.startswith(entry + "."))
+            if inside and (best is None or len(entry) > best[1]):
+                best = (index, len(entry))
+    return None if best is None else best[0]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return [f"{m} -> {t}" for m, targets in sorted(graph.items()) for t in sorted(targets)
+            if layer_of(t) > layer_of(m)]
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in import_graph() if layer_of(m) is None] == []
+
+
+def test_lower_layers_never_import_higher_ones():
+    assert upward_imports(import_graph()) == []
+
+
+def test_an_upward_import_is_caught():
+    assert upward_imports({"vitzoo.names": {"vitzoo.catalog.api"}, "vitzoo.catalog.api": set()}) \
+        == ["vitzoo.names -> vitzoo.catalog.api"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from vitzoo.versions import VITZOO_VERSION as __version__
 
 __all__ = [
     "VitzooError", "__version__", "architectures", "load_catalog", "provenance", "published_facts",
@@ -27,14 +27,9 @@ def load_catalog(index: str | None = None, *, include_local: bool = False) -> pd
     ``include_local=True`` appends your own registered fine-tunes (``collection == "local"``);
     they are left out by default so that the zoo is what you count, plot and rank.
     """
-    from vitzoo.catalog import store
-    from vitzoo.catalog.api import load_table, to_pandas
+    from vitzoo.catalog.api import load_dataframe
 
-    location = store.locate(index)
-    frame = to_pandas(load_table(str(location.path), include_local=include_local))
-    frame.attrs.update(catalog=str(location.path), origin=location.origin,
-                       manifest=store.read_manifest(location))
-    return frame
+    return load_dataframe(index, include_local=include_local)
 
 
 def provenance(df: pd.DataFrame) -> pd.DataFrame:
@@ -45,7 +40,7 @@ def provenance(df: pd.DataFrame) -> pd.DataFrame:
     """
     import pandas as pd
 
-    from vitzoo.catalog.show import value_sources_of
+    from vitzoo.catalog.schema import value_sources_of
 
     records = [(checkpoint, column, source)
                for checkpoint, text in zip(df["checkpoint"], df["value_sources"], strict=True)

@@ -170,7 +170,7 @@ def value_provenance(points: Frame, column: str) -> Counter:
     Rows read from a real index.csv carry their values as such; values the
     embedded catalog took from published facts name that source in ``value_sources``.
     """
-    from vitzoo.catalog.show import value_sources_of
+    from vitzoo.catalog.schema import value_sources_of
 
     counts: Counter = Counter()
     for row in points.select(

@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from importlib import metadata
 
+#: vitzoo's own version; pyproject.toml reads it from here (one place).
+VITZOO_VERSION = "0.1.0"
+
 
 def installed(packages: Iterable[str]) -> dict[str, str | None]:
     """``{distribution name: version}`` in the given order; None for one not installed."""

@@ -22,9 +22,9 @@ class _DeprecatedCallablePackage(types.ModuleType):
         warnings.warn("vitzoo.catalog() is deprecated and will be removed: use vitzoo.load_catalog() "
                       "(local runs: vitzoo.load_catalog(include_local=True))",
                       DeprecationWarning, stacklevel=2)
-        from vitzoo import load_catalog
+        from vitzoo.catalog.api import load_dataframe
 
-        return load_catalog(index, include_local=True)  # 0.1 mixed the user's runs in
+        return load_dataframe(index, include_local=True)  # 0.1 mixed the user's runs in
 
 
 sys.modules[__name__].__class__ = _DeprecatedCallablePackage

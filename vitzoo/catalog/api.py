@@ -248,6 +248,16 @@ def _info(row: dict, kind: str) -> CheckpointInfo:
     )
 
 
+def load_dataframe(index: str | None = None, *, include_local: bool = False) -> pd.DataFrame:
+    """The catalog as pandas (see :func:`vitzoo.load_catalog`), with its location and manifest
+    in ``attrs``."""
+    location = store.locate(index)
+    frame = to_pandas(load_table(str(location.path), include_local=include_local))
+    frame.attrs.update(catalog=str(location.path), origin=location.origin,
+                       manifest=store.read_manifest(location))
+    return frame
+
+
 def find_local_run(npz_path: Path, index: str | None = None) -> dict | None:
     """The registered run whose ``final.npz`` is this file (by full path), if any."""
     runs = load_table(index, include_local=True)

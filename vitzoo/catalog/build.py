@@ -28,7 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vitzoo import __version__
 from vitzoo.atomic import atomic_write
 from vitzoo.catalog import embedded
 from vitzoo.catalog.frame import sha256_file, write_column_file
@@ -48,6 +47,7 @@ from vitzoo.catalog.store import (
 )
 from vitzoo.config import DEFAULT_INDEX_CSV, EMBEDDED_INDEX_DIR
 from vitzoo.errors import VitzooError
+from vitzoo.versions import VITZOO_VERSION as __version__
 
 SCHEMA_VERSION = 1
 UNITS = ("accuracies (best_val ... adapt_final_test) are fractions in [0, 1] in the catalog, CSV and "

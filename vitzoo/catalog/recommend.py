@@ -158,7 +158,7 @@ def recommend_table(
 def _attribution(rows: list[dict]) -> str:
     """Who published each pick, from the rows' own ``value_sources`` (``recommended=...``):
     ``vit_jax README recommended table: B/16, ...; vit_jax_augreg notebook ...: B/8``."""
-    from vitzoo.catalog.show import value_sources_of
+    from vitzoo.catalog.schema import value_sources_of
 
     by_source: dict[str, list[str]] = {}
     for row in rows:

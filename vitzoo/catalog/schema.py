@@ -116,3 +116,13 @@ def table_from_rows(rows: list[dict]) -> pa.Table:
     import pyarrow as pa
 
     return pa.Table.from_pylist(rows, schema=arrow_schema())
+
+
+def value_sources_of(row: dict) -> dict[str, str]:
+    """``value_sources`` (``column=source; column=source``) as ``{column: source}``."""
+    out = {}
+    for part in (row.get("value_sources") or "").split("; "):
+        if "=" in part:
+            key, source = part.split("=", 1)
+            out[key] = source
+    return out

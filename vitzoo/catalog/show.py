@@ -11,7 +11,7 @@ from vitzoo.catalog.available import INPUT_COLUMNS, UNKNOWN, availability
 from vitzoo.catalog.caveats import CAVEATS, pretrained_caveats, split_caveats
 from vitzoo.catalog.embedded import ARCHITECTURES_FILE, PUBLISHED_FILE
 from vitzoo.catalog.frame import Frame
-from vitzoo.catalog.schema import COLUMN_NAMES, PRETRAINED_COLUMNS
+from vitzoo.catalog.schema import COLUMN_NAMES, PRETRAINED_COLUMNS, value_sources_of
 from vitzoo.config import EMBEDDED_INDEX_DIR, mirrors
 
 _ROW_SOURCE = {
@@ -21,15 +21,6 @@ _ROW_SOURCE = {
     "local": "your run",
 }
 _BOOKKEEPING = {"value_sources", "row_source", "note", "exists_source", "caveats"}  # caveats: said below
-
-
-def value_sources_of(row: dict) -> dict[str, str]:
-    out = {}
-    for part in (row.get("value_sources") or "").split("; "):
-        if "=" in part:
-            key, source = part.split("=", 1)
-            out[key] = source
-    return out
 
 
 def _fields(row: dict, kind: str) -> list[dict[str, Any]]:

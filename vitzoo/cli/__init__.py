@@ -43,7 +43,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from vitzoo import __version__
+        from vitzoo.versions import VITZOO_VERSION as __version__
 
         typer.echo(f"vitzoo {__version__}")
         raise typer.Exit()

@@ -160,7 +160,7 @@ def _export_npz(flat: Mapping[str, np.ndarray], labels: Labels | None, out: Path
 
 
 def _vitzoo_note(source: ExportSource, config: ModelConfig) -> dict[str, Any]:
-    from vitzoo import __version__
+    from vitzoo.versions import VITZOO_VERSION as __version__
 
     return {"exported_by": f"vitzoo {__version__}", "source": source.npz.name,
             "architecture": config.name, "numerics": NUMERICS}
