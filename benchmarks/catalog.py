@@ -8,7 +8,7 @@ round by round on the same machine so load changes hit both equally:
              (what the reference notebook does), writing the same rows as CSV.
 
 The 51,509-row index.csv is generated from the real filename grid with seeded
-TEST metric values (tests/bucket_factory.py); only its size and shape matter here.
+TEST metric values (tests/support/bucket_factory.py); only its size and shape matter here.
 Results (medians and ratios) go to benchmarks/RESULTS.md, section "Catalog".
 """
 
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.results import replace_section  # noqa: E402
-from tests.bucket_factory import write_index_csv  # noqa: E402
+from tests.support.bucket_factory import write_index_csv  # noqa: E402
 
 PANDAS_QUERY = (
     "import sys, pandas as pd\n"

@@ -3,22 +3,16 @@
 Every test runs with its own ``VITZOO_HOME`` and Hugging Face cache, Hugging Face
 offline, and GCS pointed at a closed local port, so nothing can reach the real
 network by accident. Tests that need GCS take the ``gcs`` fixture, which points
-``VITZOO_GCS_ENDPOINT`` at a real emulator. Helpers live in ``tests/gcs_emulator.py``.
+``VITZOO_GCS_ENDPOINT`` at a real emulator. Helpers live in ``tests/support/``.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:  # so tests can `from tests.gcs_emulator import ...`
-    sys.path.insert(0, str(_ROOT))
-
-from tests.gcs_emulator import Emulator, closed_port_url  # noqa: E402
+from tests.support.gcs_emulator import Emulator, closed_port_url
 
 
 @pytest.fixture(autouse=True)

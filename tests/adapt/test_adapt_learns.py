@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from adapt_helpers import TINY, cli, run_python, stripes, tiny_checkpoint, write_folder
+
+from tests.support.adapt_helpers import TINY, cli, run_python, stripes, tiny_checkpoint, write_folder
 
 pytestmark = pytest.mark.slow
 
 PRETRAIN = r"""
 import jax, numpy as np, optax
-from adapt_helpers import stripes
+from tests.support.adapt_helpers import stripes
 from vitzoo.adapt.steps import init_state, make_train_step
 from vitzoo.weights.release import params_to_release, save_npz
 from vitzoo.models import build_model

@@ -15,7 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from adapt_helpers import ROOT, cli, color_image, free_port, load_params, tiny_checkpoint, write_folder
+
+from tests.support import REPO_ROOT
+from tests.support.adapt_helpers import (
+    cli,
+    color_image,
+    free_port,
+    load_params,
+    tiny_checkpoint,
+    write_folder,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +45,7 @@ def _args(root: Path, ckpt: Path, workdir: Path, steps: int) -> list[str]:
 
 def _popen(args: list[str], devices: int = 2) -> subprocess.Popen:
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-           "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+           "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     code = f"from vitzoo.cli import main; main({args!r})"
     return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

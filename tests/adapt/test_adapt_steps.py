@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from adapt_helpers import run_python
+
+from tests.support.adapt_helpers import run_python
 
 STEP_EQUIVALENCE = r"""
 import json, sys

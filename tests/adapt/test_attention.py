@@ -8,10 +8,10 @@ import os
 
 import numpy as np
 import pytest
-from ckpt_factory import write_tiny_hybrid, write_tiny_mixer, write_tiny_vit
-from cli_helpers import run_cli
 from PIL import Image
 
+from tests.support.ckpt_factory import write_tiny_hybrid, write_tiny_mixer, write_tiny_vit
+from tests.support.cli_helpers import run_cli
 from vitzoo.attention import (
     forward_with_attention,
     output_names,

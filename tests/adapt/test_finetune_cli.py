@@ -8,9 +8,9 @@ import json
 
 import numpy as np
 import pytest
-from adapt_helpers import cli, color_image, run_python, tiny_checkpoint, write_folder
 from PIL import Image
 
+from tests.support.adapt_helpers import cli, color_image, run_python, tiny_checkpoint, write_folder
 from vitzoo.cli import main
 
 
@@ -89,7 +89,7 @@ def test_tfds_oxford_iiit_pet_under_mock_data(tmp_path):
     work = tmp_path / "pets"
     code = f"""
     import tensorflow_datasets as tfds
-    from test_data_tfds import pets_examples
+    from tests.support.tfds_mock import pets_examples
     from vitzoo.cli import main
     with tfds.testing.mock_data(as_dataset_fn=pets_examples({{"train": 24, "test": 10}})):
         try:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ckpt_factory import tiny_vit_arrays, write_tiny_hybrid, write_tiny_vit
 from PIL import Image
 from typer.testing import CliRunner
 
+from tests.support.ckpt_factory import tiny_vit_arrays, write_tiny_hybrid, write_tiny_vit
 from vitzoo.cli import app, main
 from vitzoo.errors import VitzooError
 from vitzoo.predict import Predictor, find_labels, imagenet2012_labels, predict, preprocess

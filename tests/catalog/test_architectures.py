@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 
+from tests.support import REPO_ROOT
 from vitzoo.arch_registry import ARCHITECTURES, BY_NAME
 from vitzoo.models.configs import CONFIGS, differing_fields, get_config, match_table_name
 from vitzoo.names import ALL_ARCHS, AUGREG_ARCHS
 
-CSV_PATH = Path(__file__).resolve().parents[1] / "index" / "sources" / "architectures.csv"
+CSV_PATH = REPO_ROOT / "index" / "sources" / "architectures.csv"
 
 
 def _csv_rows() -> list[dict[str, str]]:

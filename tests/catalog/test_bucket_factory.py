@@ -1,6 +1,6 @@
 """The fake bucket's index.csv is pinned to names written without vitzoo's formatter.
 
-``tests/bucket_factory.py`` spells every filename with ``vitzoo.names``; if that
+``tests/support/bucket_factory.py`` spells every filename with ``vitzoo.names``; if that
 grammar had a bug, the "faithful" index.csv would carry the same bug and every test
 built on it would still pass. So its names are checked here against (a) every
 filename the published sources print (index/sources: README, notebook, paper, timm)
@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import csv
 import re
-from pathlib import Path
 
 import pytest
 
-from tests.bucket_factory import fake_index_rows
+from tests.support import REPO_ROOT
+from tests.support.bucket_factory import fake_index_rows
 from vitzoo import names
 
-SOURCES = Path(__file__).resolve().parent.parent / "index" / "sources"
+SOURCES = REPO_ROOT / "index" / "sources"
 
 #: Typed by hand from the grammar the release uses ({arch}-{ds}-{epochs}ep-lr_..-aug_..-wd_..-do_..-sd_..
 #: then --{dataset}-steps_{k}k-lr_..-res_..), chosen to cover what no published name shows:

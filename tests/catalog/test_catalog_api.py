@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import vitzoo
+from tests.support import REPO_ROOT
 from vitzoo.catalog.api import find_checkpoint
 from vitzoo.errors import VitzooError
 
@@ -96,11 +97,9 @@ def test_find_checkpoint_carries_hf_copies():
 
 
 def test_the_readme_states_recommend_s_tie_rule():
-    from pathlib import Path
-
     from vitzoo.catalog.recommend import TIE_BREAK
 
-    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    readme = " ".join((REPO_ROOT / "README.md").read_text().split())
     words = {"adapt_steps": "fewer steps", "adapt_lr": "lower learning rate",
              "adapt_resolution": "lower resolution"}
     stated = "On equal accuracy it keeps the cheaper run (" + ", then ".join(

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tests.bucket_factory import fake_index_rows, index_csv_bytes
+from tests.support.bucket_factory import fake_index_rows, index_csv_bytes
 from vitzoo.catalog import build as build_mod
 from vitzoo.catalog import store
 from vitzoo.catalog.build import build_catalog

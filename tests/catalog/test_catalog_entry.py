@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import vitzoo
+from tests.support import REPO_ROOT
 from vitzoo.catalog import local
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "vitzoo"
+PACKAGE = REPO_ROOT / "vitzoo"
 
 
 def _register_a_run(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_vitzoo_catalog_is_the_subpackage_even_before_anything_imports_it():
             "print(vitzoo.catalog.__name__, sorted(m for m in ('pandas', 'pyarrow', 'jax') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=ROOT).stdout
+                         cwd=REPO_ROOT).stdout
     assert out.split() == ["vitzoo.catalog", "[]"]
 
 

@@ -9,8 +9,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tests.bucket_factory import fake_index_rows, index_csv_bytes
-from tests.gcs_emulator import GatewayServer, deny_paths
+from tests.support.bucket_factory import fake_index_rows, index_csv_bytes
+from tests.support.gcs_emulator import GatewayServer, deny_paths
 from vitzoo.catalog.build import build_catalog
 from vitzoo.cli import app
 

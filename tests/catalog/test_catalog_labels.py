@@ -6,27 +6,26 @@ import csv
 import re
 from collections import Counter
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
+from tests.support import REPO_ROOT
 from vitzoo.catalog import store
 from vitzoo.catalog.caveats import CAVEATS, add_caveat, legend, split_caveats
 from vitzoo.catalog.embedded import fraction
 from vitzoo.catalog.schema import ACCURACY_COLUMNS
 
-ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ROOT / "index" / "sources"
+SOURCES = REPO_ROOT / "index" / "sources"
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
-    return store.read_frame(store.locate(ROOT / "index")).to_pylist()
+    return store.read_frame(store.locate(REPO_ROOT / "index")).to_pylist()
 
 
 @pytest.fixture(scope="module")
 def manifest() -> dict:
-    return store.read_manifest(store.locate(ROOT / "index"))
+    return store.read_manifest(store.locate(REPO_ROOT / "index"))
 
 
 def _with(rows, code):
@@ -65,12 +64,13 @@ def test_index_info_explains_the_counts(manifest):
 
     from vitzoo.cli import app
 
-    result = CliRunner().invoke(app, ["index", "info", "--index", str(ROOT / "index")],
+    result = CliRunner().invoke(app, ["index", "info", "--index", str(REPO_ROOT / "index")],
                                 env={"COLUMNS": "1000"})
     assert result.exit_code == 0, result.output
     assert f"counts: {manifest['counts']['explanation']}" in result.output
     assert "17,136 rows have a reconstructed filename spelling" in result.output
-    as_json = CliRunner().invoke(app, ["index", "info", "--format", "json", "--index", str(ROOT / "index")])
+    as_json = CliRunner().invoke(app, ["index", "info", "--format", "json",
+                                       "--index", str(REPO_ROOT / "index")])
     assert '"published_finetunes": 51509' in as_json.output and "fractions in [0, 1]" in as_json.output
 
 

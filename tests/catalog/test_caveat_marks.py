@@ -9,8 +9,9 @@ import json
 
 import pytest
 
-from tests.cli_helpers import run_cli as run
-from tests.test_cli_tables import table_at
+from tests.support import REPO_ROOT
+from tests.support.cli_helpers import run_cli as run
+from tests.support.cli_helpers import table_at
 from vitzoo.catalog.api import load_table
 from vitzoo.catalog.caveats import CAVEATS, QUALIFIES
 from vitzoo.catalog.frame import Frame
@@ -145,9 +146,7 @@ def test_plot_draws_caveated_points_hollow_with_a_legend_entry():
 
 
 def test_the_readme_states_the_marks_the_tables_use():
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     convention = readme[readme.index("How they are shown"):]
     convention = " ".join(convention[:convention.index("\n\n")].split())
     for code, mark in CAVEAT_MARKS.items():

@@ -8,13 +8,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import run_cli as run
+from tests.support import REPO_ROOT
+from tests.support.cli_helpers import run_cli as run
 
-REPO = Path(__file__).resolve().parent.parent
 VITZOO = [sys.executable, "-m", "vitzoo"]
 PETS_BEST = ("R26_S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0"
              "--oxford_iiit_pet-steps_0k-lr_0.003-res_224")
@@ -156,10 +155,10 @@ def test_index_build_info_and_precedence(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("VITZOO_INDEX", str(tmp_path / "missing"))
     code, out, err = run(capsys, "index", "info")
     assert code == 2 and "VITZOO_INDEX" in err
-    code, out, err = run(capsys, "list", "--index", str(REPO / "index"), "--limit", "1",
+    code, out, err = run(capsys, "list", "--index", str(REPO_ROOT / "index"), "--limit", "1",
                          "--format", "csv")
     assert code == 0 and len(out.splitlines()) == 2
-    code, out, _ = run(capsys, "index", "info", "--index", str(REPO / "index"))
+    code, out, _ = run(capsys, "index", "info", "--index", str(REPO_ROOT / "index"))
     assert code == 0 and "embedded" in out and "missing:" in out
 
 
@@ -214,7 +213,7 @@ def test_user_errors_are_one_line(capsys, args, fragment):
 
 def test_real_process_error_and_exit_code():
     result = subprocess.run([*VITZOO, "list", "--arch", "Q/99"], capture_output=True, text=True,
-                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+                            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: unknown architecture 'Q/99'")
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -235,7 +234,7 @@ def test_catalog_commands_import_no_heavy_libraries():
         "sys.stderr.write('HEAVY=' + json.dumps(heavy))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+                            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 0, result.stderr
     assert result.stderr.rsplit("HEAVY=", 1)[1] == "[]"
 

@@ -10,30 +10,13 @@ import json
 
 import pytest
 
-from tests.cli_helpers import run_cli as run
+from tests.support.cli_helpers import run_cli as run
+from tests.support.cli_helpers import table_at
 from vitzoo.catalog.api import find_checkpoint
 from vitzoo.catalog.local import register_run
 from vitzoo.cli.render import CAVEAT_MARKS, ELLIPSIS, elide_middle, fit_columns, header_lines
 
 B16 = "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0"
-RULE = "\u2500"
-
-
-def table_at(capsys, monkeypatch, width: int, *args: str) -> tuple[list[str], list[str], str]:
-    """(header lines, body lines, everything) of ``vitzoo ARGS`` at ``width`` columns."""
-    monkeypatch.setenv("COLUMNS", str(width))
-    code, out, err = run(capsys, *args)
-    assert code == 0, err
-    lines = out.splitlines()
-    rule = next(i for i, line in enumerate(lines) if line.startswith(RULE))
-    body = []
-    for line in lines[rule + 1:]:
-        if not line.strip() or line.startswith(("note:", "names shortened", "not shown")) or \
-                line.rstrip().endswith(("row", "rows")):
-            break
-        body.append(line)
-    assert max(len(line) for line in lines) <= width, out
-    return lines[:rule], body, out
 
 
 def header_names(header: list[str]) -> list[str]:
@@ -323,7 +306,7 @@ def test_help_is_clean_and_h_works(capsys, command):
 
 def test_download_without_a_copy_names_the_nearest_one_and_no_option_it_cannot_use(
         capsys, monkeypatch):
-    from tests.gcs_emulator import closed_port_url
+    from tests.support.gcs_emulator import closed_port_url
 
     monkeypatch.setenv("VITZOO_GCS_ENDPOINT", closed_port_url())
     monkeypatch.delenv("HF_HUB_OFFLINE")  # L/16's pick has no Hub copy: nothing is asked of it

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.cli_helpers import run_cli as run
+from tests.support.cli_helpers import run_cli as run
 from vitzoo.catalog.api import load_table, run_query
 from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.query import Filters
@@ -70,7 +70,7 @@ def test_points_are_exactly_the_list_rows_with_both_values_known():
 
 
 def _fake_frame() -> Frame:
-    from bucket_factory import fake_index_rows  # TEST DATA: seeded random metrics
+    from tests.support.bucket_factory import fake_index_rows  # TEST DATA: seeded random metrics
 
     rows = fake_index_rows()
     for row in rows:

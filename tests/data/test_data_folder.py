@@ -2,43 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from adapt_helpers import color_image, write_folder
-from PIL import Image
 
+from tests.support.adapt_helpers import color_image, write_folder
+from tests.support.images import mixed_image_folder
 from vitzoo.data import open_dataset
 from vitzoo.errors import VitzooError
-
-
-def _mixed(root: Path) -> Path:
-    """Two classes in every format and colour mode, plus a corrupt and a non-image file."""
-    rng = np.random.default_rng(1)
-    for name in ("cat", "dog"):
-        (root / name).mkdir(parents=True)
-    rgb = lambda: rng.integers(0, 255, (24, 30, 3), dtype=np.uint8)  # noqa: E731
-    Image.fromarray(rgb()).save(root / "cat" / "a.jpg")
-    Image.fromarray(rgb()).save(root / "cat" / "b.png")
-    Image.fromarray(rgb()).save(root / "cat" / "c.bmp")
-    Image.fromarray(rgb()).convert("P").save(root / "cat" / "d.gif")
-    Image.fromarray(rgb()).save(root / "cat" / "e.webp")
-    Image.fromarray(rgb()[..., 0]).save(root / "dog" / "gray.jpg")
-    Image.fromarray(rng.integers(0, 255, (24, 30, 4), dtype=np.uint8)).save(root / "dog" / "rgba.png")
-    Image.fromarray(rgb()).convert("CMYK").save(root / "dog" / "cmyk.jpg")
-    Image.fromarray(rgb()).convert("P").save(root / "dog" / "palette.bmp")
-    Image.fromarray(rgb()).convert("P").save(root / "dog" / "palette.png")
-    (root / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    (root / "dog" / "notes.txt").write_text("ignored")
-    return root
 
 
 def test_mixed_formats_decode_to_rgb_and_corrupt_file_is_listed(tmp_path):
     from vitzoo.data.preprocess import eval_recipe
     from vitzoo.data.tfdata import Layout
 
-    data = open_dataset(str(_mixed(tmp_path / "pets")), val_fraction=0.3)
+    data = open_dataset(str(mixed_image_folder(tmp_path / "pets")), val_fraction=0.3)
     assert data.class_names == ["cat", "dog"]
     assert len(data.train) + len(data.eval) == 10
     assert data.skipped == [("dog/broken.jpg", "OSError: Truncated File Read")]

@@ -4,8 +4,8 @@ eval covers the split exactly once, preprocessing recipes are data."""
 from __future__ import annotations
 
 import numpy as np
-from adapt_helpers import color_image, write_folder
 
+from tests.support.adapt_helpers import color_image, write_folder
 from vitzoo.data import open_dataset
 from vitzoo.data.pipeline import train_batches
 from vitzoo.data.preprocess import Preprocess, eval_recipe, train_recipe

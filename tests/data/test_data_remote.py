@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from adapt_helpers import color_image, tiny_checkpoint, write_folder
-from cli_helpers import run_cli
-from test_data_folder import _mixed
 
-from tests.gcs_emulator import GatewayServer, closed_port_url, deny_paths
+from tests.support.adapt_helpers import color_image, tiny_checkpoint, write_folder
+from tests.support.cli_helpers import run_cli
+from tests.support.gcs_emulator import GatewayServer, closed_port_url, deny_paths
+from tests.support.images import mixed_image_folder
 from vitzoo.data import open_dataset
 from vitzoo.data.folder import load_folder
 from vitzoo.data.remote import RemotePath, dataset_folder
@@ -51,7 +51,7 @@ def test_bucket_folder_is_the_same_dataset_as_the_local_folder(gcs, tmp_path):
 
 
 def test_mixed_formats_corrupt_file_and_carved_split_match_local(gcs, tmp_path):
-    local = _mixed(tmp_path / "mixed")
+    local = mixed_image_folder(tmp_path / "mixed")
     url = _upload(gcs, local, "mixed")
     here, there = open_dataset(str(local), val_fraction=0.3), open_dataset(url, val_fraction=0.3)
     assert there.skipped == here.skipped == [("dog/broken.jpg", here.skipped[0][1])]
@@ -157,7 +157,7 @@ def test_evaluate_and_finetune_take_gcs_auth(gcs, capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_finetune_and_evaluate_from_the_bucket(gcs, tmp_path):
-    from adapt_helpers import cli
+    from tests.support.adapt_helpers import cli
 
     local = write_folder(tmp_path / "pets", color_image, ["red", "green"], train=6, test=2, size=36)
     url = _upload(gcs, local, "pets")

@@ -1,7 +1,7 @@
 """Streaming TFDS splits larger than the memory budget (``vitzoo.data.stream``).
 
 ``VITZOO_MEMORY_BUDGET`` is set to a few kB so that the mocked oxford_iiit_pet (encoded
-PNGs through ``as_dataset_fn``, see ``test_data_tfds``) does not fit and is streamed.
+PNGs through ``as_dataset_fn``, see ``tests.support.tfds_mock``) does not fit and is streamed.
 The mock ignores file shuffling (it has one "file"), so what these tests pin down is the
 part vitzoo owns: the seeded shuffle buffer, epoch boundaries, positions, resume by skip,
 pipeline cuts, augmentation seeds, and the padded, masked evaluation pass.
@@ -13,8 +13,9 @@ import json
 
 import numpy as np
 import pytest
-from adapt_helpers import run_python, tiny_checkpoint
-from test_data_tfds import pets_examples
+
+from tests.support.adapt_helpers import run_python, tiny_checkpoint
+from tests.support.tfds_mock import pets_examples
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -142,7 +143,7 @@ def test_finetune_streams_a_tfds_dataset_end_to_end(tmp_path):
     work = tmp_path / "pets"
     code = f"""
     import tensorflow_datasets as tfds
-    from test_data_tfds import pets_examples
+    from tests.support.tfds_mock import pets_examples
     from vitzoo.cli import main
     with tfds.testing.mock_data(as_dataset_fn=pets_examples({{"train": 12, "test": 5}})):
         try:

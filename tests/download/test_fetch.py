@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.gcs_emulator import GatewayServer, closed_port_url, deny_paths
+from tests.support import REPO_ROOT
+from tests.support.ckpt_factory import tiny_vit_arrays
+from tests.support.gcs_emulator import GatewayServer, closed_port_url, deny_paths
 from vitzoo.download import cache
 from vitzoo.download import resolve as fetch
 from vitzoo.errors import VitzooError
 
 BUCKET = "vit_models"
 NAME = "S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0--cifar100-steps_2k-lr_0.01-res_224"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def npz_payload(seed: int = 0, n: int = 20_000) -> bytes:
@@ -253,9 +254,6 @@ def test_every_source_failing_gives_one_error_listing_them(bucket, monkeypatch, 
 
 def _tiny_timm_ti16() -> tuple[dict, dict]:
     """Ti/16-shaped weights (real layer sizes, 2 classes, 16 px) in release and timm layout."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from ckpt_factory import tiny_vit_arrays
-
     from vitzoo.models.configs import infer_config
     from vitzoo.weights.timm import release_to_timm
 
@@ -342,7 +340,7 @@ def _serve_hub(repo: str, blob: bytes) -> tuple[object, str, list[str]]:
 
 def _cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", "from vitzoo.cli import main; main()", *args],
-                          capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
+                          capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO_ROOT)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -387,7 +385,7 @@ def test_two_processes_fetching_the_same_file_get_one_valid_copy(bucket, tmp_pat
     url = f"gs://{BUCKET}/augreg/{NAME}.npz"
     try:
         procs = [subprocess.Popen([sys.executable, "-c", code, url], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                                  stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
                  for _ in range(2)]
         outs = [p.communicate(timeout=120) for p in procs]
     finally:

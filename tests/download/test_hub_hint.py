@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.cli_helpers import run_cli as run
+from tests.support.cli_helpers import run_cli as run
 from vitzoo.download import hub
 from vitzoo.errors import VitzooError
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.cli_helpers import run_cli as run
+from tests.support.cli_helpers import run_cli as run
 
 #: RFC 6761: names under .invalid never resolve, so the lookups fail without any network.
 NOWHERE = "http://{}.vitzoo-test.invalid"

@@ -11,7 +11,7 @@ import time
 import google_crc32c
 import pytest
 
-from tests.gcs_emulator import GatewayServer, closed_port_url, deny_paths
+from tests.support.gcs_emulator import GatewayServer, closed_port_url, deny_paths
 from vitzoo import storage
 from vitzoo.errors import VitzooError
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.gcs_emulator import GatewayServer, closed_port_url, deny_paths
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import REPO_ROOT
+from tests.support.gcs_emulator import GatewayServer, closed_port_url, deny_paths
 
 
 def _doctor(args: list[str], **env_extra: str) -> subprocess.CompletedProcess:
@@ -20,7 +18,7 @@ def _doctor(args: list[str], **env_extra: str) -> subprocess.CompletedProcess:
     env["COLUMNS"] = "1000"  # no wrapping inside table cells
     return subprocess.run([sys.executable, "-c", "from vitzoo.cli import main; main()",
                            "doctor", *args], capture_output=True, text=True, env=env,
-                          timeout=120, cwd=ROOT)
+                          timeout=120, cwd=REPO_ROOT)
 
 
 def test_doctor_reports_a_refusing_bucket_and_each_mirror(gcs, tmp_path):

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ckpt_factory import write_tiny_vit
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import REPO_ROOT
+from tests.support.ckpt_factory import write_tiny_vit
 
 _BLOCKED_RUN = """
 import importlib.abc, sys
@@ -38,7 +38,7 @@ main(sys.argv[2:])
 
 
 def _run_blocked(blocked: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-c", _BLOCKED_RUN, blocked, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -90,7 +90,7 @@ def test_dependencies_cover_every_heavy_module_the_cli_names():
 
     from vitzoo.cli import PACKAGE_OF_MODULE
 
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     declared = {re.split(r"[<>=;\[ ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
     assert set(PACKAGE_OF_MODULE.values()) - {"pyyaml"} <= declared
     extras = project["optional-dependencies"]
@@ -121,7 +121,7 @@ def test_fresh_venv_without_extras_can_finetune(tmp_path):
         pytest.skip("uv is not installed next to this Python")
     # a copy of the working tree, so the build leaves nothing in the repository
     source = tmp_path / "src"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
         ".git", ".venv", "__pycache__", "*.egg-info", "build", ".pytest_cache", ".ruff_cache",
         "runs", "tmp"))
     venv = tmp_path / "venv"

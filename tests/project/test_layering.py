@@ -9,7 +9,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "vitzoo"
+from tests.support import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "vitzoo"
 
 
 def _module_name(path: Path, package: Path) -> str:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK = ROOT / "notebooks" / "explore.ipynb"
+from tests.support import REPO_ROOT
+
+NOTEBOOK = REPO_ROOT / "notebooks" / "explore.ipynb"
 KERNEL = "vitzoo-test"
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ def kernel_env(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT),
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT),
                                                                    os.environ.get("PYTHONPATH")])))
     return tmp_path
 
@@ -109,7 +110,7 @@ def test_notebook_runs_offline_on_the_embedded_catalog(kernel_env, monkeypatch):
     monkeypatch.delenv("VITZOO_INDEX", raising=False)
     notebook = execute(kernel_env, inspect=True)
     text = text_of(notebook)
-    manifest = store.read_manifest(store.current_version(ROOT / "index"))
+    manifest = store.read_manifest(store.current_version(REPO_ROOT / "index"))
     assert f"{manifest['rows']:,} rows" in text
     assert manifest["counts"]["explanation"] in text  # 784/52,360 against 759/51,509, explained
     assert "built from a real index.csv: False" in text
@@ -149,8 +150,7 @@ def test_notebook_runs_offline_on_the_embedded_catalog(kernel_env, monkeypatch):
 
 def test_notebook_shows_more_with_a_catalog_built_from_index_csv(kernel_env, monkeypatch):
     """The fake index.csv's metrics are TEST DATA; this checks the branches, not the numbers."""
-    from bucket_factory import write_index_csv
-
+    from tests.support.bucket_factory import write_index_csv
     from vitzoo.catalog.build import build_catalog
 
     csv_path = write_index_csv(kernel_env / "index.csv")

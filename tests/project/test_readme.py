@@ -31,10 +31,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from tests.support import REPO_ROOT
 from vitzoo.catalog import store
 
-ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+README = REPO_ROOT / "README.md"
 BIN = Path(sys.executable).parent
 TI16 = "Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0"
 
@@ -104,7 +104,7 @@ def check_vitzoo(argv: list[str], where: str) -> None:
 
 
 def make_targets() -> set[str]:
-    text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    text = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
     return set(re.findall(r"^([A-Za-z][\w-]*):", text, re.MULTILINE))
 
 
@@ -164,7 +164,7 @@ def test_architecture_section_names_real_paths():
     paths = re.findall(r"`((?:vitzoo|index|notebooks|tests|benchmarks)[\w/.]*)`", section)
     assert len(paths) >= 15
     for path in paths:
-        assert (ROOT / path).exists(), f"README Architecture names {path}, which does not exist"
+        assert (REPO_ROOT / path).exists(), f"README Architecture names {path}, which does not exist"
     for folder in ("vitzoo/catalog/", "vitzoo/models/", "vitzoo/data/", "vitzoo/adapt/",
                    "vitzoo/cli/", "index/", "notebooks/", "tests/", "benchmarks/"):
         assert folder in paths, f"README Architecture does not map {folder}"
@@ -186,8 +186,8 @@ def make_photos(folder: Path, per_class: int = 10) -> None:
 @pytest.fixture
 def readme_world(gcs, tmp_path):
     """The stand-ins for the network and for the user's files."""
-    from bucket_factory import write_index_csv
-    from ckpt_factory import write_tiny_vit
+    from tests.support.bucket_factory import write_index_csv
+    from tests.support.ckpt_factory import write_tiny_vit
 
     gcs.create_bucket("vit_models")
     tiny = write_tiny_vit(tmp_path / "tiny.npz", num_classes=10, image_size=224, patch=16)
@@ -264,7 +264,7 @@ def test_runnable_blocks_run_in_order(readme_world):
     multi = json.loads((work / "runs" / "ti16-8dev" / "run.json").read_text())
     assert multi["batch"]["devices"] == 8 and (work / "runs" / "ti16-8dev" / "final.npz").is_file()
     python_out = next(v for k, v in outputs.items() if k.startswith("import vitzoo"))
-    embedded = store.read_manifest(store.current_version(ROOT / "index"))["rows"]
+    embedded = store.read_manifest(store.current_version(REPO_ROOT / "index"))["rows"]
     assert f"{embedded + 1} rows" in python_out  # the embedded catalog plus the registered run
 
 
@@ -285,7 +285,7 @@ def test_caveat_legend_is_the_catalog_s():
 
 def test_counts_units_and_nothing_invented_are_stated_as_the_data_says():
     catalog = _section("The catalog: sources and provenance")
-    counts = store.read_manifest(store.current_version(ROOT / "index"))["counts"]
+    counts = store.read_manifest(store.current_version(REPO_ROOT / "index"))["counts"]
     for number in ("published_pretrained", "published_finetunes", "catalog_pretrained", "catalog_finetunes"):
         assert f"{counts[number]:,}" in catalog, number
     assert (f"{counts['published_pretrained']:,} = {counts['catalog_pretrained']:,} - 25 and "

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import REPO_ROOT
+from tests.support.ckpt_factory import write_tiny_vit
+
 TINY = {"image_size": 32, "patch": 8, "hidden": 32, "depth": 2, "heads": 2, "mlp": 64}
 
 
@@ -64,9 +66,6 @@ def write_folder(root: Path, make, classes: list[str], *, train: int, test: int 
 
 
 def tiny_checkpoint(path: Path, num_classes: int = 10, seed: int = 0) -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from ckpt_factory import write_tiny_vit
-
     return write_tiny_vit(path, num_classes=num_classes, seed=seed, **TINY)
 
 
@@ -75,8 +74,7 @@ def run_python(code: str, *, devices: int = 1, env: dict[str, str] | None = None
     """Run ``code`` in a fresh interpreter with ``devices`` fake CPU devices."""
     full_env = {**os.environ, **(env or {})}
     full_env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"),
-                                              full_env.get("PYTHONPATH", "")])
+    full_env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), full_env.get("PYTHONPATH", "")])
     full_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
                           capture_output=True, text=True, timeout=timeout, cwd=cwd)

@@ -5,7 +5,7 @@ Every filename is the real grid's (756 pre-trained configs x 68 fine-tunes, plus
 fine-tune: 51,509 rows, 21 columns in the real order). The METRIC VALUES ARE
 TEST DATA drawn from a seeded generator; they mean nothing about the models.
 
-The names are spelled with vitzoo's own formatter, so ``tests/test_bucket_factory.py``
+The names are spelled with vitzoo's own formatter, so ``tests/catalog/test_bucket_factory.py``
 pins them to names written without it (the published filenames in index/sources and
 a hand-typed sample of the grid): a grammar bug shared by both cannot pass unseen.
 """

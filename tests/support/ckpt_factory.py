@@ -11,7 +11,7 @@ Values are random from a seeded numpy generator; they are test data, not weights
 
 Typical use::
 
-    from ckpt_factory import write_tiny_vit
+    from tests.support.ckpt_factory import write_tiny_vit
     path = write_tiny_vit(tmp_path / "tiny.npz", num_classes=10, image_size=32, patch=8)
     # -> ViT with hidden 32, 2 layers, 2 heads, mlp 64; 16 patch tokens + cls
 

@@ -10,7 +10,7 @@ paths you choose, counts the body bytes it relays and records each request's
 
 Usage from other test modules::
 
-    from tests.gcs_emulator import GatewayServer
+    from tests.support.gcs_emulator import GatewayServer
     def test_x(gcs):            # fixture from tests/conftest.py
         gcs.create_bucket("vit_models")
         gcs.upload("vit_models", "augreg/index.csv", b"...")

@@ -8,7 +8,8 @@ import zipfile
 
 import numpy as np
 import pytest
-from ckpt_factory import (
+
+from tests.support.ckpt_factory import (
     tiny_hybrid_arrays,
     tiny_mixer_arrays,
     tiny_vit_arrays,
@@ -16,7 +17,7 @@ from ckpt_factory import (
     write_tiny_mixer,
     write_tiny_vit,
 )
-
+from tests.support.numpy_models import np_vit
 from vitzoo.errors import VitzooError
 from vitzoo.models import build_model, get_config, infer_config
 from vitzoo.models.configs import CONFIGS
@@ -367,8 +368,6 @@ def test_load_for_finetune_keeps_head_and_representation_when_asked(tmp_path):
 
 def test_load_for_finetune_resized_model_matches_numpy(tmp_path):
     """The resized posemb is what the model uses: compare with the NumPy reference."""
-    from test_models import np_vit
-
     flat = tiny_hybrid_arrays(seed=9, image_size=64)  # stem-only, stride 8 -> 8x8 grid
     config, params = load_for_finetune(flat, num_classes=10, resolution=96)
     images = np.random.default_rng(0).uniform(-1, 1, (2, 96, 96, 3)).astype(np.float32)

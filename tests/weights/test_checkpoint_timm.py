@@ -4,7 +4,7 @@
 ``nn.Linear`` weights ``[out, in]``, fused ``qkv`` reshaped ``(B, N, 3, H, d)``, ResNetV2
 ``stem``/``stages``/``downsample``), but with vit_jax's numerics (tanh GELU, StdConv eps on
 the std, GroupNorm eps 1e-6) so that any difference isolates the *mapping*. It shares no
-code with vitzoo or with the release-layout reference in test_models.
+code with vitzoo or with the release-layout reference in tests.support.numpy_models.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import math
 
 import numpy as np
 import pytest
-from ckpt_factory import tiny_hybrid_arrays, tiny_mixer_arrays, tiny_vit_arrays
 from safetensors.numpy import save_file
 
+from tests.support.ckpt_factory import tiny_hybrid_arrays, tiny_mixer_arrays, tiny_vit_arrays
 from vitzoo.errors import VitzooError
 from vitzoo.models import build_model, get_config, infer_config
 from vitzoo.weights.release import expected_release_shapes, release_to_params

@@ -12,10 +12,10 @@ import math
 
 import numpy as np
 import pytest
-from ckpt_factory import tiny_hybrid_arrays, tiny_mixer_arrays, tiny_vit_arrays, write_tiny_vit
-from cli_helpers import run_cli
 from safetensors.numpy import load_file
 
+from tests.support.ckpt_factory import tiny_hybrid_arrays, tiny_mixer_arrays, tiny_vit_arrays, write_tiny_vit
+from tests.support.cli_helpers import run_cli
 from vitzoo.errors import VitzooError
 from vitzoo.models import build_model, infer_config
 from vitzoo.weights.export import ExportSource, export_checkpoint, open_source
