@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vitzoo.cli.predict_cmds",
     "vitzoo.cli.plot_cmds",
     "vitzoo.cli.adapt_cmds",
+    "vitzoo.cli.probe_cmds",
 )
 
 app = typer.Typer(
