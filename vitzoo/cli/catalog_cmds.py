@@ -93,12 +93,18 @@ def recommend_command(
     metric: str = typer.Option(None, "--metric", help="Accuracy column for --pareto (default: adapt_final_val with --adapt-ds, else adapt_final_test)."),
     fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     index: str = opt.INDEX,
+    data: str = typer.Option(None, "--data", help="Choose by probing candidates on this dataset (TFDS name or image folder); see `vitzoo probe`."),
+    candidates: list[str] = typer.Option(None, "--candidates", help="With --data: recommended (default), downloadable, or names/paths."),
 ) -> None:
     """Recommended checkpoint per architecture: best i21k upstream by final_val (paper sec. 4.5).
 
     Ranks only where final_val is known for every candidate (a real index.csv was
     indexed); otherwise shows the published recommendation and says so.
     """
+    if data:
+        from vitzoo.cli.probe_cmds import recommend_by_data
+
+        return recommend_by_data(data, candidates=candidates, arch=arch, fmt=fmt, index=index)
     from vitzoo.catalog import api
 
     render.check_format(fmt)

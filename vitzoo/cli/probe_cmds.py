@@ -165,5 +165,18 @@ def recommend_by_data(dataset: str, *, candidates: list[str] | None, arch: list[
                          f"{report.pct(published['measured_score'])})\n")
 
 
+
+def head_only_command(options: Any) -> None:
+    """``finetune --head-only``: print where the run went and its evaluation accuracy."""
+    from vitzoo.probe.head import head_only_finetune
+
+    result = head_only_finetune(options)
+    for note in result.notes:
+        sys.stderr.write(note + "\n")
+    m = result.final_metrics
+    sys.stderr.write(f"head-only fine-tune finished: {result.final_npz} (eval accuracy "
+                     f"{m['eval_accuracy']:.2%} on {m['eval_examples']} images)\n")
+
+
 def register(app: typer.Typer) -> None:
     app.command("probe")(probe_command)

@@ -117,7 +117,8 @@ class Throughput:
 class Extractor:
     """A backbone compiled for data-parallel feature extraction over the local devices."""
 
-    def __init__(self, backbone: Backbone, *, batch: int = 64, dtype: str = "float32") -> None:
+    def __init__(self, backbone: Backbone, *, batch: int = 64, dtype: str = "float32",
+                 chunk_rows: int = 2048) -> None:
         import jax
 
         from vitzoo.adapt.devices import replicate
@@ -135,6 +136,7 @@ class Extractor:
         self.devices = jax.local_devices()
         n = len(self.devices)
         self.global_batch = max(n, batch - batch % n)
+        self.chunk_rows = chunk_rows
         self._step = jax.pmap(feature_function(backbone.config, dtype), axis_name=AXIS)
         self._params = replicate(backbone.params, self.devices)
 
@@ -151,7 +153,8 @@ class Extractor:
 
     def entry(self, source: Any, fingerprint: dict[str, Any]) -> FeatureEntry:
         spec = {**self.backbone.spec(self.dtype), "split": fingerprint}
-        return FeatureEntry(spec, len(source), chunk_layout(len(source), self.global_batch))
+        return FeatureEntry(spec, len(source), chunk_layout(len(source), self.global_batch,
+                                                              self.chunk_rows))
 
     def extract(self, source: Any, fingerprint: dict[str, Any] | None = None,
                 progress: Callable[[int, int], None] | None = None) -> FeatureEntry:
