@@ -89,6 +89,8 @@ def probe_command(
 
     if fmt not in ("table", "json", "csv"):
         raise VitzooError(f"unknown --format {fmt!r}", "use table, json or csv")
+    if plot_out:
+        report.plot_format(plot_out)
     settings = _settings(shots=parse_shots(shots), seeds=seeds, knn_k=knn_k, res=res,
                          batch=batch, dtype=dtype, train_split=train_split,
                          eval_split=eval_split, data_dir=data_dir, manual_dir=manual_dir,

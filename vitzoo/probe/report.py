@@ -131,15 +131,21 @@ def to_csv(results: Sequence[CandidateResult]) -> str:
     return buffer.getvalue()
 
 
+def plot_format(out: str | Path) -> str:
+    """``png`` or ``svg`` from the file name (checked before any work is done)."""
+    fmt = Path(out).suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        raise VitzooError(f"--plot {out} must end in .png or .svg", "e.g. --plot probe.png")
+    return fmt
+
+
 def plot(results: Sequence[CandidateResult], sort: str, out: str | Path, *,
          title: str = "") -> Path:
     """Score against measured img/s, the Pareto front joined; PNG or SVG by suffix (atomic)."""
     from vitzoo.atomic import atomic_path
 
     out = Path(out)
-    fmt = out.suffix.lower().lstrip(".")
-    if fmt not in ("png", "svg"):
-        raise VitzooError(f"--plot {out} must end in .png or .svg", "e.g. --plot probe.png")
+    fmt = plot_format(out)
     points = [(r, score_of(r, sort), r.img_per_sec) for r in results
               if score_of(r, sort) is not None and r.img_per_sec is not None]
     if not points:
