@@ -191,7 +191,7 @@ class FeatureEntry:
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
-def chunk_layout(num_rows: int, global_batch: int, target_rows: int = 2048) -> int:
+def chunk_layout(num_rows: int, global_batch: int, target_rows: int = 512) -> int:
     """Rows per chunk: a multiple of the batch near ``target_rows`` (only the last chunk pads)."""
     return max(global_batch, -(-min(target_rows, max(num_rows, 1)) // global_batch) * global_batch)
 

@@ -118,7 +118,7 @@ class Extractor:
     """A backbone compiled for data-parallel feature extraction over the local devices."""
 
     def __init__(self, backbone: Backbone, *, batch: int = 64, dtype: str = "float32",
-                 chunk_rows: int = 2048) -> None:
+                 chunk_rows: int = 512) -> None:
         import jax
 
         from vitzoo.adapt.devices import replicate
