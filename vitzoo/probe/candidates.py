@@ -58,29 +58,23 @@ def _recommended(table: Any, arch: list[str]) -> list[Candidate]:
 
 
 def _servable(row: dict[str, Any]) -> bool:
-    from vitzoo.catalog.api import find_checkpoint
-    from vitzoo.download.resolve import target_for
+    """In the cache, on a configured mirror, or on the Hub while it is reachable."""
+    from vitzoo import config, storage
+    from vitzoo.download import cache
 
-    try:
-        target = target_for(find_checkpoint(row["filename"]), source="auto")
-    except VitzooError:
-        return False
-    if not hasattr(target, "sources"):  # a local file (registered run)
+    url = row.get("url")
+    if not url or storage.scheme_of(url) != "gs":
+        return bool(row.get("upstream_hf_repo")) and not os.environ.get("HF_HUB_OFFLINE")
+    relpath = cache.relpath_for_url(url)
+    if cache.path_for(relpath).is_file():
         return True
-    if target.dest.is_file():
-        return True
-    from vitzoo import storage
-
-    for origin in target.sources:
-        if origin.kind == "mirror":
-            try:
-                storage.stat(origin.location)
-                return True
-            except Exception:  # not there, or unreachable: not servable now
-                continue
-        if origin.kind == "hf" and not os.environ.get("HF_HUB_OFFLINE"):
+    for prefix in config.mirrors():
+        try:
+            storage.stat(f"{prefix}/{relpath.as_posix()}")
             return True
-    return False
+        except Exception:  # not there, or unreachable: not servable from this mirror
+            continue
+    return bool(row.get("upstream_hf_repo")) and not os.environ.get("HF_HUB_OFFLINE")
 
 
 def select(
