@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from adapt_helpers import stripes, tiny_checkpoint, write_folder
+from adapt_helpers import run_python, stripes, tiny_checkpoint, write_folder
 from cli_helpers import run_cli
 
 
@@ -128,3 +128,36 @@ def test_missing_dataset_and_nothing_probed_are_one_line_errors(task, capsys, tm
                              str(tmp_path / "missing.npz"), "--format", "json")
     assert code != 0 and out == ""
     assert err.splitlines()[-1].startswith("error: no candidate could be probed")
+
+
+@pytest.mark.slow
+def test_tfds_probe_streamed_equals_in_memory(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "tiny.npz")
+    code = f"""
+    import contextlib, io, json
+    import tensorflow_datasets as tfds
+    from test_data_tfds import pets_examples
+    from vitzoo.cli import main
+    results = []
+    with tfds.testing.mock_data(as_dataset_fn=pets_examples({{"train": 74, "test": 20}})):
+        for extra in ([], ["--stream"]):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                try:
+                    main(["probe", "--dataset", "oxford_iiit_pet", "--candidates", {str(ckpt)!r},
+                          "--res", "32", "--shots", "1", "--batch", "8", "--format", "json", *extra])
+                except SystemExit as exc:
+                    assert not exc.code, exc.code
+            results.append(json.loads(out.getvalue()))
+    print(json.dumps(results))
+    """
+    proc = run_python(code, env={"VITZOO_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    memory, streamed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (memory["num_classes"], memory["eval_split"], memory["eval_examples"]) == (37, "test", 20)
+    for key in ("linear_accuracy", "knn_accuracy", "fewshot"):
+        assert memory["candidates"][0][key] == streamed["candidates"][0][key]
+    assert set(memory["candidates"][0]["fewshot"]) == {"1"}
+    kinds = sorted(json.loads(p.read_text())["spec"]["split"]["kind"]
+                   for p in (tmp_path / "home" / "features").glob("*/meta.json"))
+    assert kinds == ["bytes", "bytes", "tfds-stream", "tfds-stream"]
