@@ -133,6 +133,11 @@ def _print_table(result: Any, ordered: list[Any], sort: str) -> None:
     console.print(table)
     speeds = {json.dumps({k: v for k, v in (r.throughput or {}).items() if k != "img_per_sec"})
               for r in ordered if r.throughput}
+    for representation in dict.fromkeys(r.representation for r in ordered if r.representation):
+        names = [report.short_name(r.checkpoint) for r in ordered
+                 if r.representation == representation]
+        console.print(f"features of {', '.join(names)}: {representation}", style="dim",
+                      markup=False)
     for speed in speeds:
         console.print(f"img/s measured here: {speed}", style="dim", markup=False)
     console.print("published columns come from the catalog (other data and hardware), not from "
