@@ -124,6 +124,9 @@ def test_missing_dataset_and_nothing_probed_are_one_line_errors(task, capsys, tm
     data, _ = task
     code, _, err = run_cli(capsys, "probe", "--dataset", str(tmp_path / "nope"))
     assert code != 0 and err.startswith(f"error: dataset folder {tmp_path / 'nope'} does not exist")
+    code, out, err = run_cli(capsys, "recommend", "--data", str(data), "--format", "csv")
+    assert code != 0 and err == "error: --data supports --format table or json, got 'csv'. " \
+                                "Use --format json for scripts.\n"
     code, out, err = run_cli(capsys, "recommend", "--data", str(data), "--candidates",
                              str(tmp_path / "missing.npz"), "--format", "json")
     assert code != 0 and out == ""
