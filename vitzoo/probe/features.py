@@ -159,10 +159,20 @@ class Extractor:
     def extract(self, source: Any, fingerprint: dict[str, Any] | None = None,
                 progress: Callable[[int, int], None] | None = None) -> FeatureEntry:
         """Fill the cache entry of ``source`` (Examples or a streamed split); returns it."""
+        from filelock import FileLock
+
         entry = self.entry(source, fingerprint or split_fingerprint(source))
-        todo = entry.missing()
-        if not todo:
+        if not entry.missing():
             return entry
+        entry.dir.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{entry.dir}.lock"):  # a second process waits, then finds the chunks
+            todo = entry.missing()
+            if todo:
+                self._fill(source, entry, todo, progress)
+        return entry
+
+    def _fill(self, source: Any, entry: FeatureEntry, todo: list[int],
+              progress: Callable[[int, int], None] | None) -> None:
         entry.start({"checkpoint": str(self.backbone.path),
                      "architecture": self.backbone.config.name})
         done = entry.num_chunks - len(todo)
@@ -178,7 +188,6 @@ class Extractor:
                     progress(done, entry.num_chunks)
         else:
             self._stream(source, entry, set(todo), progress, done)
-        return entry
 
     def _rows(self, examples: Any) -> tuple[np.ndarray, np.ndarray]:
         from vitzoo.data import eval_recipe
