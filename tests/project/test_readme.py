@@ -264,6 +264,12 @@ def test_runnable_blocks_run_in_order(readme_world):
         "VITZOO_INDEX=my_index vitzoo recommend --arch B/16 --arch Ti/16"]
     multi = json.loads((work / "runs" / "ti16-8dev" / "run.json").read_text())
     assert multi["batch"]["devices"] == 8 and (work / "runs" / "ti16-8dev" / "final.npz").is_file()
+    with Image.open(work / "probe.png") as image:
+        assert image.format == "PNG"
+    choice = json.loads(next(v for k, v in outputs.items() if k.startswith("vitzoo recommend --data")))
+    assert choice["checkpoint"] in ("Ti/16", "runs/ti16-photos/final.npz") and choice["img_per_sec"] > 0
+    head = json.loads((work / "runs" / "ti16-head" / "run.json").read_text())
+    assert head["head_only"] is True and (work / "runs" / "ti16-head" / "final.npz").is_file()
     python_out = next(v for k, v in outputs.items() if k.startswith("import vitzoo"))
     embedded = store.read_manifest(store.current_version(REPO_ROOT / "index"))["rows"]
     assert f"{embedded + 1} rows" in python_out  # the embedded catalog plus the registered run

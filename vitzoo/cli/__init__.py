@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vitzoo.cli.plot_cmds",
     "vitzoo.cli.adapt_cmds",
     "vitzoo.cli.export_cmds",
+    "vitzoo.cli.probe_cmds",
 )
 
 app = typer.Typer(

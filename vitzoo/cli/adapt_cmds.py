@@ -45,18 +45,24 @@ def finetune_command(
     progress: bool = typer.Option(D.progress, "--progress/--no-progress", help="Show the progress bar."),
     register_run: bool = typer.Option(D.register, "--register/--no-register", help="Add the finished run to the local catalog."),
     gcs_auth: bool = typer.Option(D.gcs_auth, "--gcs-auth", help="Read a gs:// or s3:// --dataset with your own credentials instead of anonymously."),
+    head_only: bool = typer.Option(False, "--head-only", help="Train only a new head (linear probe) on frozen, cached pre-logit features."),
 ) -> None:
     """Fine-tune a zoo checkpoint on a TFDS dataset or an image folder (paper defaults)."""
     from vitzoo.adapt.runner import run
 
-    result = run(FinetuneOptions(
+    options = FinetuneOptions(
         model=model, dataset=dataset, workdir=workdir, steps=steps, warmup=warmup, lr=lr,
         batch=batch, accum=accum, res=res, train_split=train_split, eval_split=eval_split,
         eval_every=eval_every, checkpoint_every=checkpoint_every, log_every=log_every, seed=seed,
         dtype=dtype, label_smoothing=label_smoothing, data_dir=data_dir, manual_dir=manual_dir,
         val_fraction=val_fraction, coordinator=coordinator, num_processes=num_processes,
         process_id=process_id, name=name, stream=stream, progress=progress,
-        register=register_run, gcs_auth=gcs_auth))
+        register=register_run, gcs_auth=gcs_auth)
+    if head_only:
+        from vitzoo.cli.probe_cmds import head_only_command
+
+        return head_only_command(options)
+    result = run(options)
     if result.interrupted:
         sys.stderr.write(f"interrupted at step {result.step}/{result.total_steps}; checkpoint "
                          f"saved in {result.workdir}; rerun the same command to resume\n")

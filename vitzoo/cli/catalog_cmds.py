@@ -102,12 +102,18 @@ def recommend_command(
     wide: bool = opt.WIDE,
     fmt: str = opt.FORMAT,
     index: str = opt.INDEX,
+    data: str = typer.Option(None, "--data", help="Choose by probing candidates on this dataset (TFDS name or image folder); see `vitzoo probe`."),
+    candidates: list[str] = typer.Option(None, "--candidates", help="With --data: recommended (default), downloadable, or names/paths."),
 ) -> None:
     """Recommended checkpoint per architecture: best i21k upstream by final_val (paper sec. 4.5).
 
     Ranks only where final_val is known for every candidate (a real index.csv was
     indexed); otherwise shows the published recommendation and says so.
     """
+    if data:
+        from vitzoo.cli.probe_cmds import recommend_by_data
+
+        return recommend_by_data(data, candidates=candidates, arch=arch, fmt=fmt, index=index)
     from vitzoo.catalog import api
 
     render.check_format(fmt)

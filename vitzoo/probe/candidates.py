@@ -1,0 +1,140 @@
+"""Which checkpoints a probe compares, from the public catalog API.
+
+``recommended`` (the default): the recommended checkpoint of each architecture, the same
+choice as ``vitzoo recommend``. ``downloadable``: every pre-trained checkpoint (after the
+list filters) that a configured source can serve now: already in the cache, on a
+``VITZOO_MIRRORS`` mirror, or with a known Hugging Face copy while the Hub is reachable
+(``HF_HUB_OFFLINE`` unset). Anything else is a name, path or local run, resolved like any
+CHECKPOINT argument. List filters (``--arch``, ``--ds``, ``--where``) without
+``--candidates`` select every pre-trained checkpoint that matches them.
+
+Every candidate carries the catalog's published numbers, shown beside the probe's own
+and marked as published: they were measured elsewhere (upstream ImageNet-21k validation,
+ImageNet fine-tune test accuracy, V100 img/s of that fine-tune).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vitzoo.errors import VitzooError
+
+#: Catalog columns shown beside probe scores (all published, none measured here).
+PUBLISHED = ("final_val", "adapt_final_test", "adapt_resolution", "infer_samples_per_sec")
+
+
+@dataclass
+class Candidate:
+    """A checkpoint to probe: the argument to resolve and its published catalog numbers."""
+
+    name: str
+    architecture: str | None = None
+    published: dict[str, Any] = field(default_factory=dict)
+    skip_reason: str | None = None
+
+
+def _published(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: row.get(k) for k in PUBLISHED if row.get(k) is not None}
+    if row.get("adapt_ds") and "adapt_final_test" in out:
+        out["adapt_ds"] = row["adapt_ds"]
+    return out
+
+
+def _recommended(table: Any, arch: list[str]) -> list[Candidate]:
+    from vitzoo.catalog import api
+
+    rows = api.run_recommend(table, arch=arch).table.to_pylist()
+    out = []
+    for row in rows:
+        if row.get("filename"):
+            out.append(Candidate(row["filename"], row.get("name"), _published(row)))
+        else:
+            out.append(Candidate(str(row.get("name")), row.get("name"),
+                                 skip_reason=f"no recommended checkpoint known ({row.get('basis')})"))
+    return out
+
+
+def _servable(row: dict[str, Any]) -> bool:
+    """In the cache, on a configured mirror, or on the Hub while it is reachable."""
+    from vitzoo import config, storage
+    from vitzoo.download import cache
+
+    url = row.get("url")
+    if not url or storage.scheme_of(url) != "gs":
+        return bool(row.get("upstream_hf_repo")) and not os.environ.get("HF_HUB_OFFLINE")
+    relpath = cache.relpath_for_url(url)
+    if cache.path_for(relpath).is_file():
+        return True
+    for prefix in config.mirrors():
+        try:
+            storage.stat(f"{prefix}/{relpath.as_posix()}")
+            return True
+        except Exception:  # not there, or unreachable: not servable from this mirror
+            continue
+    return bool(row.get("upstream_hf_repo")) and not os.environ.get("HF_HUB_OFFLINE")
+
+
+def select(
+    requested: Sequence[str] | None = None,
+    *,
+    arch: Sequence[str] = (),
+    ds: Sequence[str] = (),
+    where: str | None = None,
+    limit: int | None = None,
+    index: str | None = None,
+) -> tuple[list[Candidate], list[str]]:
+    """The candidates (in order, duplicates removed) and notes on how they were chosen."""
+    from vitzoo.catalog import api
+    from vitzoo.catalog.query import Filters
+
+    requested = [r for value in (requested or []) for r in value.split(",") if r.strip()]
+    filtered = bool(ds or where)
+    if not requested:
+        requested = ["filtered" if filtered else "recommended"]
+    notes: list[str] = []
+    out: list[Candidate] = []
+    table = None
+    for item in (r.strip() for r in requested):
+        if item in ("recommended", "downloadable", "filtered"):
+            table = table if table is not None else api.load_table(index)
+        if item == "recommended":
+            if filtered:
+                notes.append("--ds/--where apply to listed candidates, not to 'recommended'")
+            out += _recommended(table, list(arch))
+        elif item in ("downloadable", "filtered"):
+            rows = api.run_query(table, filters=Filters(arch=list(arch), ds=list(ds), where=where),
+                                 pretrained=True).to_pylist()
+            rows = [r for r in rows if r.get("filename")]
+            if item == "downloadable":
+                total = len(rows)
+                rows = [r for r in rows if _servable(r)]
+                notes.append(f"{len(rows)} of {total} matching checkpoints can be served now "
+                             "(cache, mirrors, Hugging Face)")
+            out += [Candidate(r["filename"], r.get("name"), _published(r)) for r in rows]
+        else:
+            out.append(Candidate(item, published=_lookup(item)))
+    seen: set[str] = set()
+    unique = [c for c in out if not (c.name in seen or seen.add(c.name))]
+    if limit is not None:
+        if limit < 1:
+            raise VitzooError(f"--limit must be positive, got {limit}", "e.g. --limit 10")
+        if len(unique) > limit:
+            notes.append(f"kept the first {limit} of {len(unique)} candidates (--limit)")
+            unique = unique[:limit]
+    if not unique:
+        raise VitzooError("no candidates match", "loosen --arch/--ds/--where or name checkpoints "
+                          "with --candidates")
+    return unique, notes
+
+
+def _lookup(name: str) -> dict[str, Any]:
+    """Published numbers of a named checkpoint, when the catalog knows it."""
+    try:
+        from vitzoo.catalog.api import find_checkpoint
+
+        return _published(dict(find_checkpoint(name).row or {}))
+    except (VitzooError, OSError, ValueError):
+        return {}
