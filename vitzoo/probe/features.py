@@ -176,7 +176,7 @@ class Extractor:
         entry.start({"checkpoint": str(self.backbone.path),
                      "architecture": self.backbone.config.name})
         done = entry.num_chunks - len(todo)
-        from vitzoo.data.source import Examples
+        from vitzoo.data.pipeline import Examples
 
         if isinstance(source, Examples):
             for index in todo:
@@ -191,11 +191,9 @@ class Extractor:
 
     def _rows(self, examples: Any) -> tuple[np.ndarray, np.ndarray]:
         from vitzoo.data import eval_recipe
-        from vitzoo.data.pipeline import make_eval_batches
 
         feats, labels = [], []
-        for batch in make_eval_batches(examples, eval_recipe(self.backbone.resolution),
-                                       self._layout()):
+        for batch in examples.eval_batches(eval_recipe(self.backbone.resolution), self._layout()):
             mask = batch["mask"].reshape(-1)
             feats.append(self._forward(batch["image"])[mask])
             labels.append(batch["label"].reshape(-1)[mask])
@@ -205,13 +203,11 @@ class Extractor:
                 progress: Callable[[int, int], None] | None, done: int) -> None:
         """A streamed split is read front to back; batches of finished chunks skip the forward."""
         from vitzoo.data import eval_recipe
-        from vitzoo.data.pipeline import make_eval_batches
 
         feats: list[np.ndarray] = []
         labels: list[np.ndarray] = []
         row = 0
-        for batch in make_eval_batches(source, eval_recipe(self.backbone.resolution),
-                                       self._layout()):
+        for batch in source.eval_batches(eval_recipe(self.backbone.resolution), self._layout()):
             mask = batch["mask"].reshape(-1)
             count = int(mask.sum())
             index = row // entry.chunk_rows
