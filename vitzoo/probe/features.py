@@ -193,7 +193,8 @@ class Extractor:
         from vitzoo.data import eval_recipe
 
         feats, labels = [], []
-        for batch in examples.eval_batches(eval_recipe(self.backbone.resolution), self._layout()):
+        for batch in examples.eval_batches(eval_recipe(self.backbone.resolution), self._layout(),
+                                           cache=False):
             mask = batch["mask"].reshape(-1)
             feats.append(self._forward(batch["image"])[mask])
             labels.append(batch["label"].reshape(-1)[mask])
@@ -207,7 +208,8 @@ class Extractor:
         feats: list[np.ndarray] = []
         labels: list[np.ndarray] = []
         row = 0
-        for batch in source.eval_batches(eval_recipe(self.backbone.resolution), self._layout()):
+        for batch in source.eval_batches(eval_recipe(self.backbone.resolution), self._layout(),
+                                         cache=False):
             mask = batch["mask"].reshape(-1)
             count = int(mask.sum())
             index = row // entry.chunk_rows
