@@ -148,3 +148,38 @@ def test_extraction_over_two_devices_equals_one(tmp_path):
         assert proc.stdout.split() == ["4", str(devices)]
     np.testing.assert_allclose(np.load(tmp_path / "f1.npy"), np.load(tmp_path / "f2.npy"),
                                atol=1e-5)  # per-device batch 4 vs 2: float rounding only
+
+
+def test_extraction_through_many_chunks_writes_each_and_keeps_no_images(tmp_path, monkeypatch):
+    """Chunks of 4 rows: one file per chunk, the same features as one chunk, and no pipeline
+    caches the decoded images (a cache per chunk grew the peak memory with the dataset)."""
+    from vitzoo.data import open_dataset
+    from vitzoo.data.tfdata import EvalBatches
+
+    built: list[EvalBatches] = []
+    build = EvalBatches.__init__
+
+    def recording(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        built.append(self)
+
+    monkeypatch.setattr(EvalBatches, "__init__", recording)
+    source = open_dataset(str(_folder(tmp_path / "data"))).train  # 18 images, 3 classes
+    ckpt = tiny_checkpoint(tmp_path / "vit.npz")
+    entry, features, labels = _extract(ckpt, source, batch=4, chunk_rows=4)
+    assert entry.num_chunks == 5 and features.shape == (18, 32)
+    rows = []
+    for i in range(5):
+        with np.load(entry.chunk_path(i), allow_pickle=False) as chunk:
+            rows.append(len(chunk["features"]))
+    assert rows == [4, 4, 4, 4, 2]
+    assert sorted(p.name for p in entry.dir.glob("chunk-*.npz")) == [f"chunk-{i:05d}.npz"
+                                                                    for i in range(5)]
+    assert len(built) == 5 and not any(batches.cached for batches in built)
+
+    monkeypatch.setenv("VITZOO_HOME", str(tmp_path / "one-chunk"))
+    whole, same, same_labels = _extract(ckpt, source, batch=4)
+    assert whole.num_chunks == 1
+    np.testing.assert_allclose(features, same, atol=1e-6)
+    np.testing.assert_array_equal(labels, same_labels)
+    np.testing.assert_array_equal(labels, np.repeat([0, 1, 2], 6))

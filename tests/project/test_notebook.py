@@ -1,5 +1,7 @@
 """The exploration notebook runs top to bottom, headless, on the embedded catalog and on
-a catalog built from a (fake) index.csv; it is committed without outputs."""
+a catalog built from a (fake) index.csv; it is committed without outputs. Its probe section
+runs on tiny checkpoints and a generated image folder in the first run, and says how to run
+it (and skips) in the second, where no data is configured."""
 
 from __future__ import annotations
 
@@ -51,9 +53,12 @@ _figures = []
 for _number in _plt.get_fignums():
     _axes = _plt.figure(_number).axes
     _figures.append([{"has_data": _ax.has_data(), "label": _ax.get_label(),
+                      "xlabel": _ax.get_xlabel(),
+                      "points": sum(len(_c.get_offsets()) for _c in _ax.collections),
                       "yticks": [_t.get_text() for _t in _ax.get_yticklabels()]} for _ax in _axes])
+_probe = None if probe_scores is None else probe_scores.to_dict("records")
 print("INSPECT " + _json.dumps({"figures": _figures, "choice": choice["checkpoint"],
-                                "size_order": SIZE_ORDER}))
+                                "size_order": SIZE_ORDER, "probe": _probe}, default=str))
 """
 
 
@@ -103,7 +108,21 @@ def test_notebook_is_committed_without_outputs():
     assert len(markdown) >= len(code) // 2  # every step is explained
 
 
-def test_notebook_runs_offline_on_the_embedded_catalog(kernel_env, monkeypatch):
+@pytest.fixture
+def probe_task(kernel_env, monkeypatch) -> tuple[str, str]:
+    """Two tiny checkpoints and a 3-class folder, named relative to the kernel's folder."""
+    from tests.support.adapt_helpers import stripes, tiny_checkpoint, write_folder
+
+    write_folder(kernel_env / "probe_data", lambda label, size, rng: stripes(60.0 * label, size, rng),
+                 ["a", "b", "c"], train=12, test=6, size=32)
+    for seed in (0, 1):
+        tiny_checkpoint(kernel_env / f"tiny{seed}.npz", seed=seed)
+    monkeypatch.setenv("VITZOO_PROBE_DATA", "probe_data")
+    monkeypatch.setenv("VITZOO_PROBE_CANDIDATES", "tiny0.npz,tiny1.npz")
+    return "probe_data", "tiny0.npz,tiny1.npz"
+
+
+def test_notebook_runs_offline_on_the_embedded_catalog(kernel_env, probe_task, monkeypatch):
     import vitzoo
     from vitzoo.catalog import store
 
@@ -144,8 +163,42 @@ def test_notebook_runs_offline_on_the_embedded_catalog(kernel_env, monkeypatch):
     # Fractions in the data, percentages only in display; no internals in the notebook's code.
     code = "\n".join(c.source for c in notebook.cells if c.cell_type == "code")
     for internal in ("store.", "load_table", "Filters", "value_sources", "read_csv", ".str.extract",
-                     "vitzoo.catalog.", "vitzoo.catalog()"):
+                     "vitzoo.catalog.", "vitzoo.catalog()", "vitzoo.probe.run", "vitzoo.probe.report"):
         assert internal not in code, internal
+    _assert_probe_section(notebook, found, probe_task, kernel_env, monkeypatch)
+
+
+def _assert_probe_section(notebook, found: dict, task: tuple[str, str], workdir: Path,
+                          monkeypatch) -> None:
+    """Section 9 ran the probe on the tiny checkpoints: a table of their scores and a figure."""
+    from vitzoo.probe import probe_table
+
+    text = text_of(notebook)
+    assert "accuracy on test (18 images, 3 classes)" in text
+    assert "note: 10-shot skipped: it needs 20 training images per class" in text
+    tables = [output["data"]["text/plain"] for cell in notebook.cells if "probe_table" in cell.source
+              for output in cell.get("outputs", []) if "text/plain" in output.get("data", {})]
+    assert len(tables) == 1
+    assert all(word in tables[0] for word in ("tiny0.npz", "tiny1.npz", "linear_accuracy",
+                                              "knn_accuracy", "fewshot_5_mean", "pareto"))
+    shown = found["probe"]
+    assert {row["checkpoint"] for row in shown} == {"tiny0.npz", "tiny1.npz"}
+    assert shown[0]["linear_accuracy"] >= shown[1]["linear_accuracy"]  # best first
+    for row in shown:
+        assert row["skipped"] is None and row["img_per_sec"] > 0 and row["eval_split"] == "test"
+        for score in ("linear_accuracy", "knn_accuracy", "fewshot_1_mean", "fewshot_5_mean"):
+            assert 0.0 <= row[score] <= 1.0, (score, row)
+        assert "fewshot_10_mean" not in row
+    # The same call here reads the features, timings and scores the notebook saved: same numbers.
+    monkeypatch.chdir(workdir)
+    again = probe_table(*task).to_dict("records")
+    columns = ("checkpoint", "img_per_sec", "linear_accuracy", "knn_accuracy", "fewshot_1_mean",
+               "fewshot_1_std", "fewshot_5_mean", "fewshot_5_std", "pareto")
+    assert [[row[c] for c in columns] for row in shown] == [[row[c] for c in columns] for row in again]
+    # The figure: accuracy (2 linear-probe dots, 2 kNN crosses) against img/s measured here.
+    axes = [ax for figure in found["figures"] for ax in figure
+            if ax["xlabel"].startswith("images/s measured on this machine")]
+    assert len(axes) == 1 and axes[0]["has_data"] and axes[0]["points"] == 4
 
 
 def test_notebook_shows_more_with_a_catalog_built_from_index_csv(kernel_env, monkeypatch):
@@ -156,8 +209,10 @@ def test_notebook_shows_more_with_a_catalog_built_from_index_csv(kernel_env, mon
     csv_path = write_index_csv(kernel_env / "index.csv")
     build_catalog(kernel_env / "built", index_csv=str(csv_path), listing=None)
     monkeypatch.setenv("VITZOO_INDEX", str(kernel_env / "built"))
+    monkeypatch.delenv("VITZOO_PROBE_DATA", raising=False)
     notebook = execute(kernel_env)
     text = text_of(notebook)
+    assert "probe skipped: set PROBE_DATA above to an image folder or a TFDS name" in text
     assert "built from a real index.csv: True" in text
     assert "best final_val of 28 i21k checkpoints" in text
     assert "cells agree after rounding" in text

@@ -66,8 +66,8 @@ class Examples:
                       ) -> Iterator[dict[str, np.ndarray]]:
         return train_batches(self, recipe, layout, seed=seed, start_step=start_step)
 
-    def eval_batches(self, recipe: Preprocess, layout: Layout) -> EvalBatches:
-        return eval_batches(self, recipe, layout)
+    def eval_batches(self, recipe: Preprocess, layout: Layout, *, cache: bool = True) -> EvalBatches:
+        return eval_batches(self, recipe, layout, cache=cache)
 
 
 def _loader(examples: Examples, recipe: Preprocess, seed: int | None) -> Any:
@@ -118,7 +118,8 @@ def train_batches(examples: Examples, recipe: Preprocess, layout: Layout, *, see
     return device_batches(iterator, layout)
 
 
-def eval_batches(examples: Examples, recipe: Preprocess, layout: Layout) -> EvalBatches:
+def eval_batches(examples: Examples, recipe: Preprocess, layout: Layout, *,
+                 cache: bool = True) -> EvalBatches:
     """The split once, in index order; the last global batch padded with its last example."""
     tf = tf_cpu()
     n = len(examples)
@@ -128,4 +129,4 @@ def eval_batches(examples: Examples, recipe: Preprocess, layout: Layout) -> Eval
     ds = ds.map(lambda pos: (*load(pos, tf.minimum(pos, n - 1)), pos < n),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return EvalBatches(ds, layout, num_examples=n, num_batches=num_batches, images=n,
-                       size=recipe.size)
+                       size=recipe.size, cache=cache)

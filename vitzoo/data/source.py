@@ -46,8 +46,8 @@ class Split(Protocol):
         """Endless training batches from ``start_step``: a pure function of (seed, step)."""
         ...
 
-    def eval_batches(self, recipe: Preprocess, layout: Layout) -> EvalBatches:
-        """Batches covering the split exactly once (padded rows masked)."""
+    def eval_batches(self, recipe: Preprocess, layout: Layout, *, cache: bool = True) -> EvalBatches:
+        """Batches covering the split exactly once (padded rows masked); ``cache=False`` for one pass."""
         ...
 
 

@@ -96,8 +96,8 @@ class StreamSplit:
         return stream_train_batches(self, recipe, layout, seed=seed, shuffle_buffer=buffer,
                                     start_step=start_step)
 
-    def eval_batches(self, recipe: Preprocess, layout: Layout) -> EvalBatches:
-        return stream_eval_batches(self, recipe, layout)
+    def eval_batches(self, recipe: Preprocess, layout: Layout, *, cache: bool = True) -> EvalBatches:
+        return stream_eval_batches(self, recipe, layout, cache=cache)
 
     def process_split(self, index: int, count: int) -> tuple[str, int]:
         """This process's even sub-split of ``split`` and its number of examples."""
@@ -227,7 +227,8 @@ def stream_train_batches(source: StreamSplit, recipe: Preprocess, layout: Layout
     return batches()
 
 
-def stream_eval_batches(source: StreamSplit, recipe: Preprocess, layout: Layout) -> EvalBatches:
+def stream_eval_batches(source: StreamSplit, recipe: Preprocess, layout: Layout, *,
+                        cache: bool = True) -> EvalBatches:
     """The split once in file order; each process pads with masked blank images to the same count."""
     tf = tf_cpu()
     counts = [source.process_split(p, layout.process_count)[1]
@@ -245,4 +246,4 @@ def stream_eval_batches(source: StreamSplit, recipe: Preprocess, layout: Layout)
         (tf.zeros([size, size, 3], tf.float32), tf.constant(0, tf.int32),
          tf.constant(False))).repeat(pad)
     return EvalBatches(ds.concatenate(blank), layout, num_examples=sum(counts),
-                       num_batches=num_batches, images=n, size=size)
+                       num_batches=num_batches, images=n, size=size, cache=cache)

@@ -91,17 +91,18 @@ class EvalBatches:
     Built from a dataset of ``(image, label, mask)`` rows of this process, already padded
     to ``num_batches * local_batch`` rows. The preprocessed images are cached in memory
     after the first pass when they fit the budget, so periodic evaluation decodes each
-    image once.
+    image once; ``cache=False`` (a single pass, like the probe's feature extraction) never
+    keeps them.
     """
 
     def __init__(self, ds: Any, layout: Layout, *, num_examples: int, num_batches: int,
-                 images: int, size: int) -> None:
+                 images: int, size: int, cache: bool = True) -> None:
         """``images`` of side ``size`` are this process's real rows (what a cache would hold)."""
         tf = tf_cpu()
         self.layout = layout
         self.num_examples = num_examples
         self.num_batches = num_batches
-        self.cached = images * size * size * 3 * 4 <= memory_budget(EVAL_CACHE_SHARE)
+        self.cached = cache and images * size * size * 3 * 4 <= memory_budget(EVAL_CACHE_SHARE)
         if self.cached:
             ds = ds.cache()
         self._ds = ds.batch(layout.local_batch).prefetch(2).with_options(pipeline_options(tf))

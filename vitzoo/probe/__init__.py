@@ -10,3 +10,54 @@ on the frozen backbone (:mod:`.head`).
 
 Importing this package is cheap: jax and TensorFlow are imported inside the functions.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def probe_table(dataset: str, candidates: str | Sequence[str] = "recommended", *,
+                arch: Sequence[str] = (), sort: str = "linear",
+                say: Callable[[str], None] | None = None, **settings: Any) -> Any:
+    """Probe ``candidates`` on ``dataset``: a pandas DataFrame, one row per candidate, best first.
+
+    The Python counterpart of ``vitzoo probe --format csv``, for notebooks and scripts:
+    ``dataset`` is a TFDS name or an image folder; ``candidates`` is ``"recommended"``,
+    ``"downloadable"`` or checkpoint names/paths/local runs (a list, or comma-separated);
+    ``arch`` narrows ``recommended``/``downloadable`` to some architectures; ``sort`` is
+    linear, knn, Nshot (e.g. ``"10shot"``) or speed. ``settings`` are the fields of
+    :class:`~vitzoo.probe.run.ProbeSettings` (``shots``, ``seeds``, ``knn_k``, ``res``,
+    ``batch``, ``dtype``, ``train_split``, ``eval_split``, ``data_dir``, ...); ``say``
+    receives progress lines (extraction, skipped candidates).
+
+    Columns: ``checkpoint``, ``architecture``, ``img_per_sec`` (measured here),
+    ``linear_accuracy``, ``knn_accuracy``, ``fewshot_K_mean``/``fewshot_K_std`` per k, the
+    throughput setup, ``published_*`` (catalog numbers from other data and hardware),
+    ``skipped`` (the reason, or None) and ``pareto`` (on the front of the ``sort`` score
+    against img/s). ``attrs`` holds the dataset, its splits and sizes, and the notes.
+    Features and scores are cached under ``VITZOO_HOME``: a rerun costs only what is new.
+    """
+    import pandas as pd
+
+    from vitzoo.probe import report
+    from vitzoo.probe.candidates import select
+    from vitzoo.probe.run import ProbeSettings, probe
+
+    report.check_sort(sort)
+    if "shots" in settings:
+        settings["shots"] = tuple(sorted({int(k) for k in settings["shots"]}))
+    requested = [candidates] if isinstance(candidates, str) else list(candidates)
+    chosen, notes = select(requested, arch=list(arch))
+    say = say or (lambda _: None)
+    for note in notes:
+        say(note)
+    result = probe(dataset, chosen, ProbeSettings(**settings), say=say)
+    ordered = report.sort_results(result.results, sort)
+    columns, rows = report.records(ordered)
+    frame = pd.DataFrame(rows, columns=columns)
+    front = {r.checkpoint for r in report.pareto(ordered, sort)}
+    frame["pareto"] = frame["checkpoint"].isin(front)
+    frame.attrs.update({k: v for k, v in result.as_dict().items() if k != "candidates"})
+    frame.attrs.update(sort=sort, notes=[*notes, *result.notes])
+    return frame

@@ -89,7 +89,9 @@ def split_fingerprint(source: Any) -> dict[str, Any]:
     modification time (reading every file again would cost as much as extracting); a
     streamed TFDS split by its builder's full name (name/config/version) and split.
     """
-    if not source.streamed:
+    from vitzoo.data.pipeline import Examples
+
+    if isinstance(source, Examples):
         digest = hashlib.sha256()
         for item in source.payload:
             if isinstance(item, (bytes, bytearray)):

@@ -176,7 +176,9 @@ class Extractor:
         entry.start({"checkpoint": str(self.backbone.path),
                      "architecture": self.backbone.config.name})
         done = entry.num_chunks - len(todo)
-        if not source.streamed:
+        from vitzoo.data.pipeline import Examples
+
+        if isinstance(source, Examples):
             for index in todo:
                 start, stop = entry.rows_of(index)
                 feats, labels = self._rows(source.subset(np.arange(start, stop)))
@@ -191,7 +193,8 @@ class Extractor:
         from vitzoo.data import eval_recipe
 
         feats, labels = [], []
-        for batch in examples.eval_batches(eval_recipe(self.backbone.resolution), self._layout()):
+        for batch in examples.eval_batches(eval_recipe(self.backbone.resolution), self._layout(),
+                                           cache=False):
             mask = batch["mask"].reshape(-1)
             feats.append(self._forward(batch["image"])[mask])
             labels.append(batch["label"].reshape(-1)[mask])
@@ -205,7 +208,8 @@ class Extractor:
         feats: list[np.ndarray] = []
         labels: list[np.ndarray] = []
         row = 0
-        for batch in source.eval_batches(eval_recipe(self.backbone.resolution), self._layout()):
+        for batch in source.eval_batches(eval_recipe(self.backbone.resolution), self._layout(),
+                                         cache=False):
             mask = batch["mask"].reshape(-1)
             count = int(mask.sum())
             index = row // entry.chunk_rows

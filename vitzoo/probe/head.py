@@ -74,10 +74,11 @@ def head_metrics(features: np.ndarray, labels: np.ndarray, kernel: np.ndarray,
 
 def head_only_finetune(options: Any) -> HeadOnlyResult:
     """Train only a new head for ``options`` (a :class:`~vitzoo.adapt.options.FinetuneOptions`)."""
-    from vitzoo.adapt.export import export_params, register, run_name, source_row, versions, write_json
+    from vitzoo.adapt.export import export_params, register, run_name, source_row
     from vitzoo.adapt.options import default_workdir
+    from vitzoo.adapt.run_record import versions, write_json
     from vitzoo.data import eval_recipe
-    from vitzoo.predict import resolve_checkpoint_argument
+    from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.probe.features import Extractor, load_backbone
     from vitzoo.probe.run import ProbeSettings, open_probe_dataset
     from vitzoo.probe.scores import RidgePath, choose_l2, holdout_split
@@ -90,7 +91,7 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
         train_split=options.train_split, eval_split=options.eval_split,
         data_dir=options.data_dir, manual_dir=options.manual_dir,
         val_fraction=options.val_fraction, stream=options.stream))
-    checkpoint = resolve_checkpoint_argument(options.model)
+    checkpoint = resolve_checkpoint(options.model)
     backbone = load_backbone(checkpoint, resolution=options.res)
     extractor = Extractor(backbone, batch=min(options.batch, 64), dtype=options.dtype)
     train_x, train_y = extractor.extract(data.train).load()

@@ -104,16 +104,15 @@ def json_record(result: CandidateResult) -> dict[str, Any]:
     return {**out, **{k: v for k, v in result.as_dict().items() if k not in out}}
 
 
-def to_csv(results: Sequence[CandidateResult]) -> str:
+def records(results: Sequence[CandidateResult]) -> tuple[list[str], list[dict[str, Any]]]:
+    """One flat row per candidate and the column order: what the CSV and the DataFrame hold."""
     shots = shot_keys(results)
     published = sorted({k for r in results for k in r.published})
     columns = (["checkpoint", "architecture", "img_per_sec", "linear_accuracy", "knn_accuracy"]
                + [f"fewshot_{k}_{s}" for k in shots for s in ("mean", "std")]
                + ["eval_split", "resolution", "throughput_batch", "throughput_dtype",
                   "throughput_device"] + [f"published_{k}" for k in published] + ["skipped"])
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
+    rows = []
     for r in results:
         speed = r.throughput or {}
         row = {"checkpoint": r.checkpoint, "architecture": r.architecture,
@@ -127,6 +126,16 @@ def to_csv(results: Sequence[CandidateResult]) -> str:
                 row[f"fewshot_{k}_{s}"] = r.fewshot.get(k, {}).get(s)
         for k in published:
             row[f"published_{k}"] = r.published.get(k)
+        rows.append({c: row[c] for c in columns})
+    return columns, rows
+
+
+def to_csv(results: Sequence[CandidateResult]) -> str:
+    columns, rows = records(results)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
         writer.writerow(["" if row[c] is None else row[c] for c in columns])
     return buffer.getvalue()
 

@@ -122,14 +122,14 @@ def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, d
                     settings: ProbeSettings, say: Callable[[str], None] = _say_nothing
                     ) -> CandidateResult:
     """Features, speed and scores of one candidate (raises VitzooError when it cannot run)."""
-    from vitzoo.predict import resolve_checkpoint_argument
+    from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.probe.cache import features_root, spec_key, write_json
     from vitzoo.probe.features import Extractor, load_backbone
     from vitzoo.probe.scores import score_all
 
     result = CandidateResult(candidate.name, candidate.architecture,
                              published=dict(candidate.published), eval_split=data.eval_split)
-    path = resolve_checkpoint_argument(candidate.name)
+    path = resolve_checkpoint(candidate.name)
     backbone = load_backbone(path, resolution=settings.res)
     extractor = Extractor(backbone, batch=settings.batch, dtype=settings.dtype)
     result.path, result.architecture = str(path), backbone.config.name
