@@ -166,6 +166,9 @@ class Predictor:
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Float32 logits ``[B, K]`` for preprocessed images ``[B, res, res, 3]``."""
         if self._apply is None:
+            from vitzoo import runtime
+
+            runtime.configure()  # compile cache (and flags, if JAX has not started yet)
             import jax
 
             from vitzoo.models import build_model

@@ -169,7 +169,10 @@ def run(options: FinetuneOptions) -> RunResult:
     """Run (or resume) the fine-tune described by ``options``."""
     t_start = time.perf_counter()
     options.validate()
+    from vitzoo import runtime
     from vitzoo.adapt import distributed
+
+    speed = runtime.configure()  # XLA flags, host devices, compile cache: before JAX starts
 
     cluster = distributed.resolve(options.coordinator, options.num_processes, options.process_id)
     distributed.initialize(cluster)
@@ -276,6 +279,7 @@ def run(options: FinetuneOptions) -> RunResult:
                       "clip_global_norm": options.clip_norm, "weight_decay": 0.0,
                       "schedule": "linear warmup + cosine decay"},
         "devices": [str(d) for d in local_devices],
+        "runtime": speed,
         "versions": versions(),
     }
     if is_main:

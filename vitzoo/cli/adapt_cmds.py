@@ -39,8 +39,12 @@ def finetune_command(
     stream: bool = typer.Option(False, "--stream", help="Stream TFDS splits from their files instead of reading them into memory (automatic when they exceed the memory budget)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
     register_run: bool = typer.Option(True, "--register/--no-register", help="Add the finished run to the local catalog."),
+    compile_cache: bool = typer.Option(True, "--compile-cache/--no-compile-cache", help="Reuse compiled programs from VITZOO_HOME/compile-cache (env VITZOO_COMPILE_CACHE=0 turns it off)."),
 ) -> None:
     """Fine-tune a zoo checkpoint on a TFDS dataset or an image folder (paper defaults)."""
+    from vitzoo.runtime import set_compile_cache_choice
+
+    set_compile_cache_choice(compile_cache)
     from vitzoo.adapt.options import FinetuneOptions
     from vitzoo.adapt.runner import run
 
@@ -69,8 +73,12 @@ def evaluate_command(
     data_dir: str = typer.Option(None, "--data-dir", help="TFDS data directory."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Validation fraction when carving."),
     stream: bool = typer.Option(False, "--stream", help="Stream the TFDS split from its files (automatic when it exceeds the memory budget)."),
+    compile_cache: bool = typer.Option(True, "--compile-cache/--no-compile-cache", help="Reuse compiled programs from VITZOO_HOME/compile-cache (env VITZOO_COMPILE_CACHE=0 turns it off)."),
 ) -> None:
     """Top-1, top-5 accuracy and loss of a checkpoint on a dataset split."""
+    from vitzoo.runtime import set_compile_cache_choice
+
+    set_compile_cache_choice(compile_cache)
     from vitzoo.adapt.evaluate import evaluate
     from vitzoo.errors import VitzooError
 

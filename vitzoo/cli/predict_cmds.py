@@ -19,8 +19,12 @@ def predict_command(
     fmt: str = typer.Option("table", "--format", help="Output format: table or json (one object per line)."),
     logits: bool = typer.Option(False, "--logits", help="Include all logits (json output)."),
     arch: str = typer.Option(None, "--arch", help="Check that the file is this architecture."),
+    compile_cache: bool = typer.Option(True, "--compile-cache/--no-compile-cache", help="Reuse compiled programs from VITZOO_HOME/compile-cache (env VITZOO_COMPILE_CACHE=0 turns it off)."),
 ) -> None:
     """Classify images with a checkpoint (reference preprocessing: resize, scale to [-1, 1])."""
+    from vitzoo.runtime import set_compile_cache_choice
+
+    set_compile_cache_choice(compile_cache)
     from vitzoo.errors import VitzooError
     from vitzoo.predict import Predictor, resolve_checkpoint_argument
 

@@ -8,6 +8,7 @@ carry a leading layer axis (the release stores ``encoderblock_{i}`` one by one).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -18,6 +19,64 @@ from vitzoo.models.layers import DropPath, MlpBlock, layer_norm, scan_layers
 from vitzoo.models.resnet import resnet_stem
 
 Dtype = Any
+
+
+class _Projection(nn.Module):
+    """The ``kernel``/``bias`` of one ``nn.DenseGeneral``, returned instead of applied.
+
+    Same shapes and initialisation as the Dense layers inside Flax's
+    ``MultiHeadDotProductAttention`` (xavier on the flattened kernel, zero bias), so the
+    parameter tree, and with it checkpoint loading, is unchanged.
+    """
+
+    kernel_shape: tuple[int, ...]
+    fan_in_dims: int
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, jax.Array]:
+        shape, k = self.kernel_shape, self.fan_in_dims
+
+        def init(rng: jax.Array, _: Any, dtype: Dtype = jnp.float32) -> jax.Array:
+            flat = (math.prod(shape[:k]), math.prod(shape[k:]))
+            return nn.initializers.xavier_uniform()(rng, flat, dtype).reshape(shape)
+
+        kernel = self.param("kernel", init, shape, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, shape[k:], jnp.float32)
+        return kernel, bias
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with Flax ``MultiHeadDotProductAttention``'s parameters.
+
+    Computed differently, because XLA:CPU runs Flax's version slowly: query, key and value
+    come from one fused matrix product (their kernels stacked), the scores are one einsum
+    per batch, and the softmax runs in float32 whatever the compute dtype.
+    """
+
+    num_heads: int
+    dtype: Dtype = jnp.float32
+    dropout_rate: float = 0.0
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        width = x.shape[-1]
+        heads, depth = self.num_heads, width // self.num_heads
+        qkv = [_Projection((width, heads, depth), 1, name=n)() for n in ("query", "key", "value")]
+        out_kernel, out_bias = _Projection((heads, depth, width), 2, name="out")()
+        kernel = jnp.stack([k for k, _ in qkv]).astype(self.dtype)  # [3, D, H, Dh]
+        bias = jnp.stack([b for _, b in qkv]).astype(self.dtype)  # [3, H, Dh]
+        q, k, v = jnp.einsum("btd,pdhe->pbthe", x, kernel) + bias[:, None, None]
+        q = q * jnp.asarray(depth ** -0.5, self.dtype)
+        scores = jnp.einsum("bqhe,bkhe->bhqk", q, k).astype(jnp.float32)
+        weights = jax.nn.softmax(scores, axis=-1)
+        if not self.deterministic and self.dropout_rate > 0.0:
+            keep = 1.0 - self.dropout_rate
+            mask = jax.random.bernoulli(self.make_rng("dropout"), keep, weights.shape)
+            weights = jnp.where(mask, weights / keep, 0.0)
+        heads_out = jnp.einsum("bhqk,bkhe->bqhe", weights.astype(self.dtype), v)
+        return (jnp.einsum("bqhe,hed->bqd", heads_out, out_kernel.astype(self.dtype))
+                + out_bias.astype(self.dtype))
 
 
 class Encoder1DBlock(nn.Module):
@@ -35,15 +94,13 @@ class Encoder1DBlock(nn.Module):
     def __call__(self, x: jax.Array, _: Any = None) -> tuple[jax.Array, None]:
         det = self.deterministic
         y = layer_norm("LayerNorm_0", self.dtype)(x)
-        y = nn.MultiHeadDotProductAttention(
+        y = SelfAttention(
             num_heads=self.num_heads,
             dtype=self.dtype,
-            kernel_init=nn.initializers.xavier_uniform(),
-            broadcast_dropout=False,
             dropout_rate=self.attention_dropout_rate,
             deterministic=det,
             name="MultiHeadDotProductAttention_1",
-        )(y, y)
+        )(y)
         y = nn.Dropout(self.dropout_rate)(y, deterministic=det)
         x = x + DropPath(self.stochastic_depth, det)(y)
         y = layer_norm("LayerNorm_2", self.dtype)(x)
