@@ -45,6 +45,23 @@ class _Projection(nn.Module):
         return kernel, bias
 
 
+def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                     dropout: tuple[jax.Array, float] | None = None) -> jax.Array:
+    """Softmax(q k^T / sqrt(d)) v over ``[B, T, H, Dh]``; softmax in float32; optional dropout."""
+    dtype = q.dtype
+    q = q * jnp.asarray(q.shape[-1] ** -0.5, dtype)
+    scores = jnp.einsum("bqhe,bkhe->bhqk", q, k).astype(jnp.float32)
+    weights = jax.nn.softmax(scores, axis=-1)
+    if dropout is not None:
+        rng, rate = dropout
+        mask = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)
+        weights = jnp.where(mask, weights / (1.0 - rate), 0.0)
+    return jnp.einsum("bhqk,bkhe->bqhe", weights.astype(dtype), v)
+
+
+attend = einsum_attention  # the formulation SelfAttention uses (benchmarks/levers.py swaps it)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with Flax ``MultiHeadDotProductAttention``'s parameters.
 
@@ -67,14 +84,10 @@ class SelfAttention(nn.Module):
         kernel = jnp.stack([k for k, _ in qkv]).astype(self.dtype)  # [3, D, H, Dh]
         bias = jnp.stack([b for _, b in qkv]).astype(self.dtype)  # [3, H, Dh]
         q, k, v = jnp.einsum("btd,pdhe->pbthe", x, kernel) + bias[:, None, None]
-        q = q * jnp.asarray(depth ** -0.5, self.dtype)
-        scores = jnp.einsum("bqhe,bkhe->bhqk", q, k).astype(jnp.float32)
-        weights = jax.nn.softmax(scores, axis=-1)
+        dropout = None
         if not self.deterministic and self.dropout_rate > 0.0:
-            keep = 1.0 - self.dropout_rate
-            mask = jax.random.bernoulli(self.make_rng("dropout"), keep, weights.shape)
-            weights = jnp.where(mask, weights / keep, 0.0)
-        heads_out = jnp.einsum("bhqk,bkhe->bqhe", weights.astype(self.dtype), v)
+            dropout = (self.make_rng("dropout"), self.dropout_rate)
+        heads_out = attend(q, k, v, dropout)
         return (jnp.einsum("bqhe,hed->bqd", heads_out, out_kernel.astype(self.dtype))
                 + out_bias.astype(self.dtype))
 
@@ -129,12 +142,14 @@ class Encoder(nn.Module):
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
     remat: bool = False
+    unroll: bool | None = None  # None: unrolled on CPU only (layers.unroll_on_this_backend)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         x = AddPositionEmbs(name="posembed_input")(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-        blocks = scan_layers(Encoder1DBlock, self.num_layers, remat=self.remat)
+        blocks = scan_layers(Encoder1DBlock, self.num_layers, remat=self.remat,
+                             unroll=self.unroll)
         x, _ = blocks(
             mlp_dim=self.mlp_dim,
             num_heads=self.num_heads,
@@ -166,6 +181,7 @@ class VisionTransformer(nn.Module):
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
     remat: bool = False
+    unroll: bool | None = None
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
@@ -185,7 +201,8 @@ class VisionTransformer(nn.Module):
             num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
             dtype=self.dtype, dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
-            stochastic_depth=self.stochastic_depth, remat=self.remat, name="Transformer",
+            stochastic_depth=self.stochastic_depth, remat=self.remat, unroll=self.unroll,
+            name="Transformer",
         )(x, train=train)
         x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
         if self.representation_size is not None:
