@@ -37,32 +37,41 @@ ONEDNN = "--xla_cpu_experimental_onednn_custom_call=true"
 DEVICES = "--xla_force_host_platform_device_count="
 
 # name -> (worker spec, XLA_FLAGS). Specs: attention ('einsum' | 'flax' | 'dpa'), unroll
-# (the layer stack unrolled instead of a loop), momentum dtype; 'plain' and 'timm' are the other contenders.
+# (the layer stack unrolled instead of a loop), momentum dtype, forward (time inference
+# instead of a train step); 'plain' and 'timm' are the other contenders.
 VARIANTS: dict[str, tuple[dict, str]] = {
     "vitzoo before (Flax MHA, scan)": ({"attention": "flax"}, f"{DEVICES}1"),
     "fused-qkv einsum attention": ({"attention": "einsum"}, f"{DEVICES}1"),
     "jax.nn.dot_product_attention": ({"attention": "dpa"}, f"{DEVICES}1"),
-    "einsum + scan unrolled": ({"attention": "einsum", "unroll": True}, f"{DEVICES}1"),
     "einsum + float32 momentum": ({"attention": "einsum", "momentum": "float32"},
                                   f"{DEVICES}1"),
-    "einsum + thunk runtime off": ({"attention": "einsum"}, f"{DEVICES}1 {THUNK_OFF}"),
-    "einsum + oneDNN custom call": ({"attention": "einsum"}, f"{DEVICES}1 {ONEDNN}"),
-    "einsum + one host device per core (pmap)": ({"attention": "einsum"}, "{cores}"),
-    "einsum + unrolled + thunk off + device per core": (
-        {"attention": "einsum", "unroll": True}, f"{{cores}} {THUNK_OFF}"),
+    "unrolled (the CPU default)": ({"attention": "einsum", "unroll": True}, f"{DEVICES}1"),
+    "unrolled + thunk runtime off": ({"attention": "einsum", "unroll": True},
+                                     f"{DEVICES}1 {THUNK_OFF}"),
+    "unrolled + oneDNN custom call": ({"attention": "einsum", "unroll": True},
+                                      f"{DEVICES}1 {ONEDNN}"),
+    "unrolled + one host device per core (pmap)": ({"attention": "einsum", "unroll": True},
+                                                   "{cores}"),
     "plain jax.jit loop (benchmarks/finetune.py)": ({"kind": "plain"}, ""),
+    "forward: Flax MHA, scan": ({"attention": "flax", "forward": True}, ""),
+    "forward: fused-qkv einsum, unrolled": ({"attention": "einsum", "unroll": True,
+                                             "forward": True}, ""),
+    "forward: dot_product_attention, unrolled": ({"attention": "dpa", "unroll": True,
+                                                  "forward": True}, ""),
     "timm float32": ({"kind": "timm"}, ""),
     "timm bfloat16 autocast": ({"kind": "timm", "bf16": True}, ""),
 }
 GROUPS = {
     "attention": ["vitzoo before (Flax MHA, scan)", "fused-qkv einsum attention",
                   "jax.nn.dot_product_attention"],
-    "model": ["fused-qkv einsum attention", "einsum + scan unrolled",
+    "model": ["fused-qkv einsum attention", "unrolled (the CPU default)",
               "einsum + float32 momentum"],
-    "flags": ["fused-qkv einsum attention", "einsum + thunk runtime off",
-              "einsum + oneDNN custom call", "einsum + one host device per core (pmap)"],
+    "flags": ["unrolled (the CPU default)", "unrolled + thunk runtime off",
+              "unrolled + oneDNN custom call", "unrolled + one host device per core (pmap)"],
+    "inference": ["forward: Flax MHA, scan", "forward: fused-qkv einsum, unrolled",
+                  "forward: dot_product_attention, unrolled"],
     "contenders": ["plain jax.jit loop (benchmarks/finetune.py)", "fused-qkv einsum attention",
-                   "einsum + unrolled + thunk off + device per core",
+                   "unrolled (the CPU default)", "unrolled + one host device per core (pmap)",
                    "timm float32", "timm bfloat16 autocast"],
 }
 
@@ -113,8 +122,13 @@ def jax_worker(spec: dict, batch: int) -> None:
                   "label": labels.reshape(n, -1)}, devices)
     key = replicate(np.asarray(jax.random.PRNGKey(0)), devices)
 
+    forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
+
     def run() -> None:
         nonlocal state
+        if spec.get("forward"):
+            np.asarray(forward(params, images))
+            return
         state, metrics = step(state, data, key)
         jax.block_until_ready(metrics)
 
