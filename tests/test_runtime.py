@@ -89,10 +89,10 @@ print(json.dumps({"record": record, "devices": jax.local_device_count(), "values
 """
 
 
-def _configure(home, env=None, flags=None):
+def _configure(home, env=None, flags=None, code=CONFIGURE):
     full = {"VITZOO_HOME": str(home), **(env or {})}
     proc = subprocess.Popen(
-        [sys.executable, "-c", CONFIGURE], stdout=subprocess.PIPE,
+        [sys.executable, "-c", code], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
         env={**_base_env(), **full, **({"XLA_FLAGS": flags} if flags is not None else {})})
     return proc
@@ -136,6 +136,14 @@ def test_users_device_count_is_kept_and_cache_can_be_turned_off(tmp_path):
     assert not any(f.startswith(runtime.DEVICE_COUNT_FLAG)
                    for f in result["record"]["xla_flags_added"])
     assert _cache_entries(tmp_path) == []
+
+
+def test_single_device_work_can_skip_the_flags(tmp_path):
+    code = CONFIGURE.replace("runtime.configure()", "runtime.configure(xla_flags=False)")
+    result = _result(_configure(tmp_path, code=code))
+    assert result["devices"] == 1
+    assert result["record"]["xla_flags_applied"] is False and result["record"]["xla_flags"] == ""
+    assert result["record"]["compile_cache"] == str(tmp_path / "compile-cache")
 
 
 @pytest.mark.slow

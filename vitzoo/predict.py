@@ -168,7 +168,7 @@ class Predictor:
         if self._apply is None:
             from vitzoo import runtime
 
-            runtime.configure()  # compile cache (and flags, if JAX has not started yet)
+            runtime.configure(xla_flags=False)  # the compile cache; one device needs no flags
             import jax
 
             from vitzoo.models import build_model

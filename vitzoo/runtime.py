@@ -119,19 +119,21 @@ def _backends_started() -> bool:
     return bool(xb.backends_are_initialized())
 
 
-def configure(*, compile_cache: bool | None = None) -> dict[str, Any]:
+def configure(*, compile_cache: bool | None = None, xla_flags: bool = True) -> dict[str, Any]:
     """Apply this machine's settings before JAX's first computation; returns what is in effect.
 
     Flags and the device count only take effect if JAX has not started its backends yet
-    (a CLI command calls this first); otherwise they are left alone and the returned
-    ``xla_flags_applied`` says so. The compilation cache can be switched at any time.
+    (a command calls this first) and ``xla_flags`` is true (single-device work such as
+    ``predict`` passes False: more host devices would not help it); otherwise they are
+    left alone and the returned ``xla_flags_applied`` says so. The compilation cache can
+    be switched at any time.
     """
     cpu = cpu_info()
     existing = os.environ.get("XLA_FLAGS", "")
     import jax
 
     added: list[str] = []
-    applied = not _backends_started()
+    applied = xla_flags and not _backends_started()
     if applied:
         added = choose_xla_flags(cpu, existing)
         if added:
