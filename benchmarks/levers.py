@@ -37,7 +37,7 @@ ONEDNN = "--xla_cpu_experimental_onednn_custom_call=true"
 DEVICES = "--xla_force_host_platform_device_count="
 
 # name -> (worker spec, XLA_FLAGS). Specs: attention ('einsum' | 'flax' | 'dpa'), unroll
-# (the layer stack unrolled instead of a loop), momentum dtype, forward (time inference
+# (the layer stack unrolled instead of a loop), momentum dtype, compute dtype, forward (time inference
 # instead of a train step); 'plain' and 'timm' are the other contenders.
 VARIANTS: dict[str, tuple[dict, str]] = {
     "vitzoo before (Flax MHA, scan)": ({"attention": "flax"}, f"{DEVICES}1"),
@@ -52,8 +52,12 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                                       f"{DEVICES}1 {ONEDNN}"),
     "unrolled + one host device per core (pmap)": ({"attention": "einsum", "unroll": True},
                                                    "{cores}"),
+    "unrolled, device per core, bfloat16 compute": (
+        {"attention": "einsum", "unroll": True, "dtype": "bfloat16"}, "{cores}"),
     "plain jax.jit loop (benchmarks/finetune.py)": ({"kind": "plain"}, ""),
+    "forward: plain jax.jit (benchmarks/finetune.py)": ({"kind": "plain", "forward": True}, ""),
     "forward: Flax MHA, scan": ({"attention": "flax", "forward": True}, ""),
+    "forward: fused-qkv einsum, scan": ({"attention": "einsum", "forward": True}, ""),
     "forward: fused-qkv einsum, unrolled": ({"attention": "einsum", "unroll": True,
                                              "forward": True}, ""),
     "forward: dot_product_attention, unrolled": ({"attention": "dpa", "unroll": True,
@@ -68,10 +72,12 @@ GROUPS = {
               "einsum + float32 momentum"],
     "flags": ["unrolled (the CPU default)", "unrolled + thunk runtime off",
               "unrolled + oneDNN custom call", "unrolled + one host device per core (pmap)"],
-    "inference": ["forward: Flax MHA, scan", "forward: fused-qkv einsum, unrolled",
+    "inference": ["forward: plain jax.jit (benchmarks/finetune.py)", "forward: Flax MHA, scan",
+                  "forward: fused-qkv einsum, scan", "forward: fused-qkv einsum, unrolled",
                   "forward: dot_product_attention, unrolled"],
     "contenders": ["plain jax.jit loop (benchmarks/finetune.py)", "fused-qkv einsum attention",
                    "unrolled (the CPU default)", "unrolled + one host device per core (pmap)",
+                   "unrolled, device per core, bfloat16 compute",
                    "timm float32", "timm bfloat16 autocast"],
 }
 
@@ -80,6 +86,7 @@ def jax_worker(spec: dict, batch: int) -> None:
     """Compile, warm up, print ``ready``; then one train step per line read from stdin."""
     import flax.linen as nn
     import jax
+    import jax.numpy as jnp
     import numpy as np
     import optax
 
@@ -108,7 +115,7 @@ def jax_worker(spec: dict, batch: int) -> None:
     unroll = bool(spec.get("unroll"))  # the layer stack: scanned loop or unrolled
     layers.unroll_on_this_backend = lambda: unroll
     devices = jax.local_devices()
-    model = build_model(get_config("Ti/16"), 4)
+    model = build_model(get_config("Ti/16"), 4, dtype=jnp.dtype(spec.get("dtype", "float32")))
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (batch, 224, 224, 3)).astype(np.float32)
     labels = rng.integers(0, 4, batch).astype(np.int32)
@@ -135,7 +142,7 @@ def jax_worker(spec: dict, batch: int) -> None:
     _serve(run, {"devices": n})
 
 
-def plain_worker(batch: int) -> None:
+def plain_worker(batch: int, forward: bool = False) -> None:
     namespace: dict = {}
     exec(PLAIN_MODEL.format(size=SIZES["Ti/16"]),
          namespace)
@@ -157,7 +164,12 @@ def plain_worker(batch: int) -> None:
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
+    apply = jax.jit(model.apply)
+
     def run() -> None:
+        if forward:
+            np.asarray(apply({"params": state[0]}, images))
+            return
         params, opt_state, loss = step(*state, images, labels)
         loss.block_until_ready()
         state[:] = [params, opt_state]
@@ -264,7 +276,7 @@ def main() -> None:
     if args.worker:
         spec = json.loads(args.worker)
         if spec.get("kind") == "plain":
-            plain_worker(args.batch)
+            plain_worker(args.batch, bool(spec.get("forward")))
         else:
             jax_worker(spec, args.batch)
         return
