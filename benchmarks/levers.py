@@ -13,7 +13,7 @@ worker's local devices, SGD momentum + clipping) on random arrays, Ti/16 at 224 
 "plain" worker is benchmarks/finetune.py's plain ``jax.jit`` loop; the timm workers need
 ``VITZOO_BENCH_TORCH_PYTHON`` (skipped when unset). Usage:
 ``python benchmarks/levers.py [--batch 32] [--reps 5] [--group NAME]``; rewrites the
-"Train-step levers" section of benchmarks/RESULTS.md.
+"Train-step levers" section of benchmarks/RESULTS.md (``--title`` another one).
 """
 
 from __future__ import annotations
@@ -270,6 +270,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--group", action="append", choices=sorted(GROUPS))
+    parser.add_argument("--title", default="Train-step levers", help="RESULTS.md section")
     parser.add_argument("--worker")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
@@ -306,7 +307,7 @@ def main() -> None:
     if not args.no_write:
         from benchmarks.results import replace_section
 
-        replace_section(ROOT / "benchmarks" / "RESULTS.md", "Train-step levers", body)
+        replace_section(ROOT / "benchmarks" / "RESULTS.md", args.title, body)
 
 
 if __name__ == "__main__":
