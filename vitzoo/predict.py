@@ -158,6 +158,9 @@ class Predictor:
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Float32 logits ``[B, K]`` for preprocessed images ``[B, res, res, 3]``."""
         if self._apply is None:
+            from vitzoo import runtime
+
+            runtime.configure(xla_flags=False)  # the compile cache; one device needs no flags
             import jax
 
             from vitzoo.models import build_model

@@ -41,6 +41,9 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
     the carved validation split). ``res`` defaults to the checkpoint's own resolution.
     A TFDS split larger than the memory budget is streamed (``stream=True`` forces it).
     """
+    from vitzoo import runtime
+
+    runtime.configure()  # XLA flags, host devices, compile cache: before JAX starts
     import jax
     import jax.numpy as jnp
 

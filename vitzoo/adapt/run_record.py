@@ -51,7 +51,7 @@ def versions() -> dict[str, str]:
 
 def started_record(*, options: FinetuneOptions, checkpoint: Path, config: ModelConfig,
                    data: DataSplits, batch_plan: BatchPlan, devices: list[Any],
-                   processes: int) -> dict[str, Any]:
+                   processes: int, runtime: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``run.json`` of a run that is starting (or resuming)."""
     from vitzoo.adapt.export import source_row
     from vitzoo.data import eval_recipe, train_recipe
@@ -73,5 +73,6 @@ def started_record(*, options: FinetuneOptions, checkpoint: Path, config: ModelC
                       "clip_global_norm": options.clip_norm, "weight_decay": 0.0,
                       "schedule": "linear warmup + cosine decay"},
         "devices": [str(d) for d in devices],
+        "runtime": runtime,
         "versions": versions(),
     }

@@ -73,6 +73,7 @@ class _Setup:
     batch_plan: BatchPlan
     layout: Layout
     notes: list[str]
+    runtime: dict[str, Any]  # XLA flags, host devices and compile cache chosen (runtime.py)
 
 
 @dataclass
@@ -104,8 +105,10 @@ def run(options: FinetuneOptions) -> RunResult:
     """Run (or resume) the fine-tune described by ``options``."""
     t_start = time.perf_counter()
     options.validate()
+    from vitzoo import runtime
     from vitzoo.adapt import distributed
 
+    speed = runtime.configure()  # XLA flags, host devices, compile cache: before JAX starts
     distributed.initialize(distributed.resolve(options.coordinator, options.num_processes,
                                                options.process_id))
     import jax
@@ -123,7 +126,7 @@ def run(options: FinetuneOptions) -> RunResult:
     model = _prepare_model(options, data)
     batch_plan, layout, notes = _plan_batch(options, model, data, display)
     setup = _Setup(options, workdir, jax.process_index() == 0, display, data, model, batch_plan,
-                   layout, notes)
+                   layout, notes, speed)
     tx = _optimizer(options)
     state, meta, start_step = restore_or_start(_fresh_state(model, tx), meta, options, workdir)
     if start_step >= options.steps and (workdir / "final.npz").is_file():
@@ -245,7 +248,8 @@ def _record_start(setup: _Setup, start_step: int,
     options, data, workdir = setup.options, setup.data, setup.workdir
     record = started_record(options=options, checkpoint=setup.model.checkpoint,
                             config=setup.model.config, data=data, batch_plan=setup.batch_plan,
-                            devices=jax.local_devices(), processes=jax.process_count())
+                            devices=jax.local_devices(), processes=jax.process_count(),
+                            runtime=setup.runtime)
     read_mode = data.train.read_mode(recorded)
     reading = data.train.reading_note(setup.layout, start_step, read_mode)
     if reading:

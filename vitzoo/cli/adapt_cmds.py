@@ -46,8 +46,12 @@ def finetune_command(
     register_run: bool = typer.Option(D.register, "--register/--no-register", help="Add the finished run to the local catalog."),
     gcs_auth: bool = typer.Option(D.gcs_auth, "--gcs-auth", help="Read a gs:// or s3:// --dataset with your own credentials instead of anonymously."),
     head_only: bool = typer.Option(False, "--head-only", help="Train only a new head (linear probe) on frozen, cached pre-logit features."),
+    compile_cache: bool = typer.Option(True, "--compile-cache/--no-compile-cache", help="Reuse compiled programs from VITZOO_HOME/compile-cache (env VITZOO_COMPILE_CACHE=0 turns it off)."),
 ) -> None:
     """Fine-tune a zoo checkpoint on a TFDS dataset or an image folder (paper defaults)."""
+    from vitzoo.runtime import set_compile_cache_choice
+
+    set_compile_cache_choice(compile_cache)
     from vitzoo.adapt.runner import run
 
     options = FinetuneOptions(
@@ -81,8 +85,12 @@ def evaluate_command(
     val_fraction: float = typer.Option(D.val_fraction, "--val-fraction", help="Validation fraction when carving."),
     stream: bool = typer.Option(False, "--stream", help="Stream the TFDS split from its files (automatic when it exceeds the memory budget)."),
     gcs_auth: bool = typer.Option(False, "--gcs-auth", help="Read a gs:// or s3:// --dataset with your own credentials instead of anonymously."),
+    compile_cache: bool = typer.Option(True, "--compile-cache/--no-compile-cache", help="Reuse compiled programs from VITZOO_HOME/compile-cache (env VITZOO_COMPILE_CACHE=0 turns it off)."),
 ) -> None:
     """Top-1, top-5 accuracy and loss of a checkpoint on a dataset split."""
+    from vitzoo.runtime import set_compile_cache_choice
+
+    set_compile_cache_choice(compile_cache)
     from vitzoo.adapt.evaluate import evaluate
     from vitzoo.cli.render import FORMATS
     from vitzoo.errors import VitzooError

@@ -20,8 +20,12 @@ def predict_command(
     logits: bool = typer.Option(False, "--logits", help="Include all logits (json output)."),
     arch: str = typer.Option(None, "--arch", help="Check that the file is this architecture."),
     attention: str = typer.Option(None, "--attention", help="Folder for attention-rollout overlays, one <image>.png per image (ViT and hybrids)."),
+    compile_cache: bool = typer.Option(True, "--compile-cache/--no-compile-cache", help="Reuse compiled programs from VITZOO_HOME/compile-cache (env VITZOO_COMPILE_CACHE=0 turns it off)."),
 ) -> None:
     """Classify images with a checkpoint (reference preprocessing: resize, scale to [-1, 1])."""
+    from vitzoo.runtime import set_compile_cache_choice
+
+    set_compile_cache_choice(compile_cache)
     from vitzoo.cli.render import FORMATS
     from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.errors import VitzooError

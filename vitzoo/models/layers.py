@@ -60,19 +60,35 @@ class DropPath(nn.Module):
         return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
-def scan_layers(block: type[nn.Module], num_layers: int, *, remat: bool) -> type[nn.Module]:
+def unroll_on_this_backend() -> bool:
+    """Unroll the layer stack on CPU, keep the loop on accelerators.
+
+    A scanned stack makes XLA keep each layer's activations in stacked buffers that it
+    zero-fills, copies and updates slice by slice: on XLA:CPU that was 35-40% of a ViT-Ti
+    train step's op time (benchmarks/RESULTS.md, "Train-step profile"). Unrolled, the
+    buffers go away; on GPU/TPU the loop compiles faster and costs nothing at run time.
+    """
+    return jax.default_backend() == "cpu"
+
+
+def scan_layers(block: type[nn.Module], num_layers: int, *, remat: bool,
+                unroll: bool | None = None) -> type[nn.Module]:
     """Wrap a ``carry -> (carry, None)`` block into one scanned module.
 
-    The parameters of all layers are stacked on a leading axis and XLA compiles the
-    block once instead of ``num_layers`` times, which is most of the compile time of
-    a 12/24-layer update on CPU. ``remat`` recomputes activations in the backward
-    pass to save memory.
+    The parameters of all layers are stacked on a leading axis (the layout vitzoo's
+    checkpoints convert to and from). ``unroll`` (default: on CPU only, see
+    :func:`unroll_on_this_backend`) emits the layers one after another instead of a
+    loop; the parameters stay stacked either way. ``remat`` recomputes activations in
+    the backward pass to save memory.
     """
     if remat:
         block = nn.remat(block, prevent_cse=False)
+    if unroll is None:
+        unroll = unroll_on_this_backend()
     return nn.scan(
         block,
-        variable_axes={"params": 0, "intermediates": 0},  # hook: sown attention, per layer
+        variable_axes={"params": 0, "intermediates": 0},  # sown attention maps, one per layer
         split_rngs={"params": True, "dropout": True},
         length=num_layers,
+        unroll=num_layers if unroll else 1,
     )

@@ -52,6 +52,7 @@ class MlpMixer(nn.Module):
     dtype: Dtype = jnp.float32
     stochastic_depth: float = 0.0
     remat: bool = False
+    unroll: bool | None = None  # None: unrolled on CPU only (layers.unroll_on_this_backend)
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
@@ -60,7 +61,8 @@ class MlpMixer(nn.Module):
                     dtype=self.dtype, name="stem")(images.astype(self.dtype))
         b, h, w, c = x.shape
         x = x.reshape(b, h * w, c)
-        blocks = scan_layers(MixerBlock, self.num_layers, remat=self.remat)
+        blocks = scan_layers(MixerBlock, self.num_layers, remat=self.remat,
+                             unroll=self.unroll)
         x, _ = blocks(
             tokens_mlp_dim=self.tokens_mlp_dim,
             channels_mlp_dim=self.channels_mlp_dim,

@@ -8,6 +8,7 @@ carry a leading layer axis (the release stores ``encoderblock_{i}`` one by one).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -20,6 +21,84 @@ from vitzoo.models.resnet import resnet_stem
 Dtype = Any
 
 
+class _Projection(nn.Module):
+    """The ``kernel``/``bias`` of one ``nn.DenseGeneral``, returned instead of applied.
+
+    Same shapes and initialisation as the Dense layers inside Flax's
+    ``MultiHeadDotProductAttention`` (xavier on the flattened kernel, zero bias), so the
+    parameter tree, and with it checkpoint loading, is unchanged.
+    """
+
+    kernel_shape: tuple[int, ...]
+    fan_in_dims: int
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, jax.Array]:
+        shape, k = self.kernel_shape, self.fan_in_dims
+
+        def init(rng: jax.Array, _: Any, dtype: Dtype = jnp.float32) -> jax.Array:
+            flat = (math.prod(shape[:k]), math.prod(shape[k:]))
+            return nn.initializers.xavier_uniform()(rng, flat, dtype).reshape(shape)
+
+        kernel = self.param("kernel", init, shape, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, shape[k:], jnp.float32)
+        return kernel, bias
+
+
+def attention_weights(q: jax.Array, k: jax.Array) -> jax.Array:
+    """Softmax(q k^T / sqrt(d)) ``[B, H, T, T]`` in float32, from ``[B, T, H, Dh]``."""
+    q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+    scores = jnp.einsum("bqhe,bkhe->bhqk", q, k).astype(jnp.float32)
+    return jax.nn.softmax(scores, axis=-1)
+
+
+def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                     dropout: tuple[jax.Array, float] | None = None) -> jax.Array:
+    """Softmax(q k^T / sqrt(d)) v over ``[B, T, H, Dh]``; softmax in float32; optional dropout."""
+    dtype = q.dtype
+    weights = attention_weights(q, k)
+    if dropout is not None:
+        rng, rate = dropout
+        mask = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)
+        weights = jnp.where(mask, weights / (1.0 - rate), 0.0)
+    return jnp.einsum("bhqk,bkhe->bqhe", weights.astype(dtype), v)
+
+
+attend = einsum_attention  # the formulation SelfAttention uses (benchmarks/levers.py swaps it)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with Flax ``MultiHeadDotProductAttention``'s parameters.
+
+    Computed differently, because XLA:CPU runs Flax's version slowly: query, key and value
+    come from one fused matrix product (their kernels stacked), the scores are one einsum
+    per batch, and the softmax runs in float32 whatever the compute dtype.
+    """
+
+    num_heads: int
+    dtype: Dtype = jnp.float32
+    dropout_rate: float = 0.0
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, sow_weights: bool = False) -> jax.Array:
+        width = x.shape[-1]
+        heads, depth = self.num_heads, width // self.num_heads
+        qkv = [_Projection((width, heads, depth), 1, name=n)() for n in ("query", "key", "value")]
+        out_kernel, out_bias = _Projection((heads, depth, width), 2, name="out")()
+        kernel = jnp.stack([k for k, _ in qkv]).astype(self.dtype)  # [3, D, H, Dh]
+        bias = jnp.stack([b for _, b in qkv]).astype(self.dtype)  # [3, H, Dh]
+        q, k, v = jnp.einsum("btd,pdhe->pbthe", x, kernel) + bias[:, None, None]
+        dropout = None
+        if not self.deterministic and self.dropout_rate > 0.0:
+            dropout = (self.make_rng("dropout"), self.dropout_rate)
+        if sow_weights:  # attention maps: the same weights, recomputed (XLA folds the repeat)
+            self.sow("intermediates", "attention_weights", attention_weights(q, k))
+        heads_out = attend(q, k, v, dropout)
+        return (jnp.einsum("bqhe,hed->bqd", heads_out, out_kernel.astype(self.dtype))
+                + out_bias.astype(self.dtype))
+
+
 class Encoder1DBlock(nn.Module):
     """Pre-LN transformer block; returns ``(x, None)`` so that it can be scanned."""
 
@@ -30,21 +109,19 @@ class Encoder1DBlock(nn.Module):
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
     deterministic: bool = True
-    sow_attention: bool = False  # hook (attention maps): sow weights into "intermediates"
+    sow_attention: bool = False  # attention maps: sow the weights into "intermediates"
 
     @nn.compact
     def __call__(self, x: jax.Array, _: Any = None) -> tuple[jax.Array, None]:
         det = self.deterministic
         y = layer_norm("LayerNorm_0", self.dtype)(x)
-        y = nn.MultiHeadDotProductAttention(
+        y = SelfAttention(
             num_heads=self.num_heads,
             dtype=self.dtype,
-            kernel_init=nn.initializers.xavier_uniform(),
-            broadcast_dropout=False,
             dropout_rate=self.attention_dropout_rate,
             deterministic=det,
             name="MultiHeadDotProductAttention_1",
-        )(y, y, sow_weights=self.sow_attention)
+        )(y, sow_weights=self.sow_attention)
         y = nn.Dropout(self.dropout_rate)(y, deterministic=det)
         x = x + DropPath(self.stochastic_depth, det)(y)
         y = layer_norm("LayerNorm_2", self.dtype)(x)
@@ -73,13 +150,15 @@ class Encoder(nn.Module):
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
     remat: bool = False
-    sow_attention: bool = False  # hook (attention maps)
+    unroll: bool | None = None  # None: unrolled on CPU only (layers.unroll_on_this_backend)
+    sow_attention: bool = False  # attention maps (vitzoo.attention)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         x = AddPositionEmbs(name="posembed_input")(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-        blocks = scan_layers(Encoder1DBlock, self.num_layers, remat=self.remat)
+        blocks = scan_layers(Encoder1DBlock, self.num_layers, remat=self.remat,
+                             unroll=self.unroll)
         x, _ = blocks(
             mlp_dim=self.mlp_dim,
             num_heads=self.num_heads,
@@ -112,7 +191,8 @@ class VisionTransformer(nn.Module):
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
     remat: bool = False
-    #: hook (attention maps, vitzoo.attention): True sows every layer's attention weights
+    unroll: bool | None = None
+    #: attention maps (vitzoo.attention): True sows every layer's attention weights
     #: ``[layers, B, heads, tokens, tokens]`` into the "intermediates" collection.
     sow_attention: bool = False
 
@@ -134,7 +214,7 @@ class VisionTransformer(nn.Module):
             num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
             dtype=self.dtype, dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
-            stochastic_depth=self.stochastic_depth, remat=self.remat,
+            stochastic_depth=self.stochastic_depth, remat=self.remat, unroll=self.unroll,
             sow_attention=self.sow_attention, name="Transformer",
         )(x, train=train)
         x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)

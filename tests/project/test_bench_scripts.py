@@ -1,0 +1,81 @@
+"""The benchmark scripts' own logic: tables, ratios, op categories, lever definitions.
+
+The timings themselves are never asserted (the numbers below are test data).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from benchmarks import finetune, levers, profile_step
+
+
+def _args(**kw):
+    return argparse.Namespace(**{"steps": 4, "rounds": 2, **kw})
+
+
+def _round(vitzoo, plain, timm):
+    run = {"first_step_s": 20.0, "steady_img_per_sec": vitzoo, "all_img_per_sec": [vitzoo],
+           "rss": 3000.0, "devices": 2,
+           "runtime": {"xla_flags": "--xla_force_host_platform_device_count=2",
+                       "compile_cache": "/home/compile-cache"}}
+    return {
+        "vitzoo-cold": run, "vitzoo-warm": {**run, "first_step_s": 8.0},
+        "plain": {"steady_img_per_sec": plain, "first_step_s": 25.0, "rss": 4000.0},
+        "timm-fp32": {"steady_img_per_sec": timm, "first_step_s": 4.0, "rss": 900.0,
+                      "torch": "2.x", "timm": "1.x", "threads": 2},
+        "fwd-vitzoo-Ti/16": {"img_per_sec": 30.0, "rss": 1.0},
+        "fwd-timm-B/16": {"img_per_sec": 5.0, "rss": 1.0},
+    }
+
+
+def test_finetune_table_gives_medians_over_rounds_and_ratios():
+    rounds = [_round(12.0, 10.0, 20.0), _round(14.0, 10.0, 20.0), _round(13.0, 10.0, 20.0)]
+    body = finetune.render(rounds, {"img_per_sec": 260.0}, 800.0, _args(rounds=3))
+    row = next(line for line in body.splitlines() if line.startswith("| vitzoo finetune, cold"))
+    assert "| 13.00 | 1.30x | 0.65x | 20.0 s | 3000 MiB |" in row
+    warm = next(line for line in body.splitlines() if "warm compile cache" in line)
+    assert "| 8.0 s |" in warm
+    assert "| timm + PyTorch float32, inference_mode | n/a | 5.00 |" in body
+    assert "timm + PyTorch, bfloat16" not in body  # no measurement, no row
+    assert "20.0x the training step's consumption" in body
+    assert "2 host devices, compile cache on" in body
+
+
+def test_finetune_table_without_timm_says_so():
+    rounds = [{k: v for k, v in _round(12.0, 10.0, 20.0).items() if "timm" not in k}]
+    body = finetune.render(rounds, {"img_per_sec": 100.0}, 800.0, _args(rounds=1))
+    assert "unset: no timm rows" in body
+    row = next(line for line in body.splitlines() if line.startswith("| vitzoo finetune, cold"))
+    assert "| 1.20x | n/a |" in row
+
+
+def test_lscpu_summary_names_the_cpu():
+    text = finetune.lscpu_summary()
+    assert "physical cores usable" in text and "SIMD:" in text
+
+
+def test_profile_categories():
+    assert profile_step.category("ynn_fusion.31").startswith("matrix products")
+    assert profile_step.category("dot.4").startswith("matrix products")
+    assert profile_step.category("wrapped_broadcast.8").startswith("zero-filled")
+    assert profile_step.category("copy.169").startswith("copies")
+    assert profile_step.category("bitcast_dynamic-update-slice_fusion").startswith("scan")
+    assert profile_step.category("multiply_tanh_fusion").startswith("exp/tanh")
+    assert profile_step.category("while.3").startswith("control")
+    assert profile_step.category("SlinkyThreadPool::Await") == "other"
+
+
+def test_profile_render_shares_add_up():
+    totals = {"ynn_fusion": 6e8, "copy.1": 2e8, "wrapped_broadcast": 2e8}
+    body = profile_step.render(totals, 1.5, batch=16, steps=2)
+    assert "| matrix products (YNNPACK fusions, dot, convolution) | 60.0% | 600 |" in body
+    assert "| `copy.1` | 20.0% | 200 |" in body
+    assert "1.00 s of XLA op time" in body
+
+
+def test_every_lever_group_names_defined_variants():
+    for names in levers.GROUPS.values():
+        assert names and all(name in levers.VARIANTS for name in names)
+    for spec, _ in levers.VARIANTS.values():
+        assert spec.get("attention", "einsum") in ("einsum", "flax", "dpa")

@@ -1,0 +1,175 @@
+"""How JAX runs on this machine: XLA:CPU flags, host devices and the compilation cache.
+
+Chosen in one place, before JAX starts its backends, and returned as a dict that the
+commands record in ``run.json``, so a run says which settings produced its speed.
+
+- Host devices: XLA:CPU runs one program per device and parallelises a ViT's many small
+  operations (197-token attention, LayerNorm, GELU) poorly across cores. One host device
+  per physical core, fed by the data-parallel ``pmap`` path, keeps every core busy.
+- Flags: only flags measured to help on CPU are added (benchmarks/RESULTS.md has the
+  numbers); the user's own ``XLA_FLAGS`` always win.
+- Compilation cache: JAX's persistent cache under ``VITZOO_HOME/compile-cache`` turns the
+  seconds of compiling a train step into a file read on every later run of the same
+  shapes. It is on by default; ``--no-compile-cache`` or ``VITZOO_COMPILE_CACHE=0`` turn
+  it off. A size limit is always set, because only then does JAX lock the cache folder
+  while reading and writing, which is what lets concurrent runs share it safely.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CACHE_ENV = "VITZOO_COMPILE_CACHE"
+CACHE_MAX_BYTES = 4 << 30  # a ViT-L train step is ~50 MB; many runs fit
+CACHE_MIN_COMPILE_S = 0.5  # skip trivial programs; a train step takes seconds
+DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+_OFF = {"0", "false", "no", "off"}
+
+# Flags added on every CPU, each measured side by side (benchmarks/RESULTS.md).
+CPU_FLAGS: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    """What the flag choice looks at: the CPU model, its physical cores and ISA flags."""
+
+    model: str
+    physical_cores: int
+    flags: frozenset[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        simd = sorted(f for f in self.flags if f.startswith(("avx512", "amx", "avx_vnni")))
+        return {"model": self.model, "physical_cores": self.physical_cores, "simd": simd}
+
+
+def parse_cpuinfo(text: str, logical: int) -> CpuInfo:
+    """``/proc/cpuinfo`` contents -> :class:`CpuInfo`; physical cores from (package, core) pairs."""
+    model, flags, cores = "", frozenset[str](), set()
+    package = core = None
+    for line in [*text.splitlines(), ""]:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "model name" and not model:
+            model = value
+        elif key == "flags" and not flags:
+            flags = frozenset(value.split())
+        elif key == "physical id":
+            package = value
+        elif key == "core id":
+            core = value
+        elif not key:  # blank line: end of one logical processor
+            if core is not None:
+                cores.add((package, core))
+            package = core = None
+    return CpuInfo(model or platform.processor() or "unknown", len(cores) or logical, flags)
+
+
+def cpu_info() -> CpuInfo:
+    """This machine's CPU (``/proc/cpuinfo`` on Linux, the logical count elsewhere)."""
+    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    info = parse_cpuinfo(text, logical or 1)
+    # A container may be limited to fewer CPUs than the host has cores.
+    return CpuInfo(info.model, max(1, min(info.physical_cores, logical or 1)), info.flags)
+
+
+def choose_xla_flags(cpu: CpuInfo, existing: str = "") -> list[str]:
+    """The flags to add to ``existing`` (the user's ``XLA_FLAGS``), which always win."""
+    present = {m.group(1) for m in re.finditer(r"(--[\w]+)", existing)}
+    chosen = [f for f in CPU_FLAGS if f.split("=")[0] not in present]
+    if DEVICE_COUNT_FLAG not in present and cpu.physical_cores > 1:
+        chosen.append(f"{DEVICE_COUNT_FLAG}={cpu.physical_cores}")
+    return chosen
+
+
+_cli_choice: bool | None = None  # --[no-]compile-cache of the running command
+
+
+def set_compile_cache_choice(flag: bool | None) -> None:
+    """Remember the command line's ``--[no-]compile-cache`` (None: back to the environment)."""
+    global _cli_choice
+    _cli_choice = flag
+
+
+def compile_cache_wanted(flag: bool | None = None) -> bool:
+    """``flag`` if given, else the command line's choice, else ``VITZOO_COMPILE_CACHE`` (on)."""
+    for choice in (flag, _cli_choice):
+        if choice is not None:
+            return choice
+    return os.environ.get(CACHE_ENV, "1").strip().lower() not in _OFF
+
+
+def compile_cache_dir() -> Path:
+    """``VITZOO_HOME/compile-cache``; JAX keys entries by program, jaxlib version and flags."""
+    from vitzoo.config import vitzoo_home
+
+    return vitzoo_home() / "compile-cache"
+
+
+def _backends_started() -> bool:
+    import jax._src.xla_bridge as xb
+
+    return bool(xb.backends_are_initialized())
+
+
+def configure(*, compile_cache: bool | None = None, xla_flags: bool = True) -> dict[str, Any]:
+    """Apply this machine's settings before JAX's first computation; returns what is in effect.
+
+    Flags and the device count only take effect if JAX has not started its backends yet
+    (a command calls this first) and ``xla_flags`` is true (single-device work such as
+    ``predict`` passes False: more host devices would not help it); otherwise they are
+    left alone and the returned ``xla_flags_applied`` says so. The compilation cache can
+    be switched at any time.
+    """
+    cpu = cpu_info()
+    existing = os.environ.get("XLA_FLAGS", "")
+    import jax
+
+    added: list[str] = []
+    applied = xla_flags and not _backends_started()
+    if applied:
+        added = choose_xla_flags(cpu, existing)
+        if added:
+            os.environ["XLA_FLAGS"] = " ".join([existing, *added]).strip()
+    cache = compile_cache_wanted(compile_cache)
+    cache_dir = compile_cache_dir() if cache else None
+    _set_compile_cache(cache_dir)
+    return {
+        "cpu": cpu.as_dict(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "xla_flags_added": added,
+        "xla_flags_applied": applied,
+        "compile_cache": str(cache_dir) if cache_dir else None,
+        "jax": jax.__version__,
+    }
+
+
+def _set_compile_cache(cache_dir: Path | None) -> None:
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    current = jax.config.jax_compilation_cache_dir
+    wanted = str(cache_dir) if cache_dir else None
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
+    if current != wanted:
+        jax.config.update("jax_compilation_cache_dir", wanted)
+        compilation_cache.reset_cache()  # JAX decides once per process whether to use it
+
+
+def describe_devices() -> dict[str, Any]:
+    """The devices JAX actually uses (call after :func:`configure`): platform and count."""
+    import jax
+
+    devices = jax.local_devices()
+    return {"platform": devices[0].platform, "local_devices": len(devices),
+            "kinds": sorted({d.device_kind for d in devices})}
