@@ -31,6 +31,11 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
     monkeypatch.setenv("VITZOO_CONNECT_TIMEOUT", "3")
+    # A command's --no-compile-cache is remembered for the process: in-process CLI calls in
+    # one test must not decide it for the next.
+    from vitzoo import runtime
+
+    monkeypatch.setattr(runtime, "_cli_choice", None)
 
 
 @pytest.fixture(scope="session")
