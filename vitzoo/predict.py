@@ -154,6 +154,7 @@ class Predictor:
             keep_representation=True)
         self.labels = find_labels(self.path, self.num_classes)
         self._apply = None
+        self._device_params = None
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Float32 logits ``[B, K]`` for preprocessed images ``[B, res, res, 3]``."""
@@ -167,7 +168,9 @@ class Predictor:
 
             model = build_model(self.config, self.num_classes)
             self._apply = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))
-        return np.asarray(self._apply(self.params, images))
+            # On the device once: host arrays would be copied in again on every call.
+            self._device_params = jax.device_put(self.params)
+        return np.asarray(self._apply(self._device_params, images))
 
     def predict(
         self, images: Sequence[str | os.PathLike[str]], *, top_k: int = 5,

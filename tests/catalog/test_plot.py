@@ -310,8 +310,10 @@ def test_plot_run_errors(tmp_path, capsys, setup, fragment):
 def test_matplotlib_is_loaded_only_by_the_plot_commands():
     probe = ("import sys\nfrom vitzoo.cli import main\n"
              "try:\n    main(['list', '--arch', 'B/16', '--limit', '1', '--format', 'csv'])\n"
-             "except SystemExit:\n    pass\n"
+             "except SystemExit as exc:\n    assert not exc.code, f'list failed: {exc.code}'\n"
              "assert 'matplotlib' not in sys.modules, 'matplotlib imported'\n")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
+    header, row = result.stdout.splitlines()  # list really ran: a header and its one row
+    assert header.startswith("checkpoint,") and row.startswith("B_16-")

@@ -53,18 +53,21 @@ def test_doctor_says_when_anonymous_reads_work(gcs):
     assert "anonymous read of gs://vit_models/augreg/index.csv works" in result.stdout
 
 
-def test_doctor_skip_ml_imports_no_ml_and_fails_fast_on_a_dead_endpoint():
-    import time
-
-    start = time.perf_counter()
-    result = _doctor(["--skip-ml", "--timeout", "1"], VITZOO_GCS_ENDPOINT=closed_port_url(),
-                     HF_HUB_OFFLINE="1", VITZOO_MIRRORS="")
-    elapsed = time.perf_counter() - start
-    assert result.returncode == 1  # nothing can serve a checkpoint: the bucket is dead, HF off
+def test_doctor_skip_ml_imports_no_ml_and_reports_a_dead_endpoint():
+    """--skip-ml is the quick check: it must not load jax, flax or TensorFlow at all."""
+    probe = ("import sys\nfrom vitzoo.cli import main\n"
+             "try:\n    main(['doctor', '--skip-ml', '--timeout', '1'])\n"
+             "except SystemExit as exc:\n    code = exc.code\nelse:\n    code = 0\n"
+             "loaded = sorted(m for m in ('jax', 'flax', 'tensorflow') if m in sys.modules)\n"
+             "print('EXIT', code, 'LOADED', ','.join(loaded) or '-')\n")
+    env = {**os.environ, "COLUMNS": "1000", "VITZOO_GCS_ENDPOINT": closed_port_url(),
+           "HF_HUB_OFFLINE": "1", "VITZOO_MIRRORS": ""}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env=env, timeout=120, cwd=REPO_ROOT)
+    assert result.stdout.rstrip().endswith("EXIT 1 LOADED -"), result.stdout + result.stderr
     assert "unreachable: Connection refused" in result.stdout
     assert "PROBLEM: checkpoints: no source can serve checkpoints" in result.stdout
     assert "backend" not in result.stdout and "TensorFlow" not in result.stdout
-    assert elapsed < 15, f"doctor --skip-ml took {elapsed:.1f} s"
 
 
 @pytest.mark.slow
