@@ -6,7 +6,6 @@ import base64
 import hashlib
 import subprocess
 import sys
-import time
 
 import google_crc32c
 import pytest
@@ -80,19 +79,12 @@ def test_iter_chunks_from_offset_reads_only_the_rest(bucket, monkeypatch):
     assert media == len(PAYLOAD) - 10_000
 
 
-def test_emulator_read_is_fast(bucket):
-    """The gRPC bucket-type probe of gcsfs's extended class would wait ~30-60 s here."""
+def test_emulator_reads_twice_through_one_filesystem(bucket):
+    """Reads go through the plain JSON-API client (no gRPC bucket-type probe, see below)."""
     url = f"gs://{BUCKET}/augreg/index.csv"
-    start = time.perf_counter()
-    storage.read_bytes(url)
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    storage.read_bytes(url)
-    second = time.perf_counter() - start
-    print(f"emulator read_bytes: first {first * 1000:.1f} ms (imports gcsfs), "
-          f"second {second * 1000:.1f} ms")
-    assert first < 10
-    assert second < 2
+    first, meta = storage.read_bytes(url)
+    second, _ = storage.read_bytes(url)
+    assert first == second and len(first) == meta["size"] > 0
 
 
 def test_filesystem_is_the_plain_json_api_class(gcs):
@@ -128,12 +120,10 @@ def test_403_is_one_clear_line(bucket, monkeypatch, call):
     monkeypatch.setenv("VITZOO_GCS_ENDPOINT", gateway.url)
     url = f"gs://{BUCKET}/augreg/B_16-test.npz"
     try:
-        start = time.perf_counter()
         with pytest.raises(VitzooError) as info:
             result = getattr(storage, call)(url)
             if call == "iter_chunks":
                 list(result)
-        elapsed = time.perf_counter() - start
     finally:
         gateway.stop()
     text = str(info.value)
@@ -142,7 +132,8 @@ def test_403_is_one_clear_line(bucket, monkeypatch, call):
     assert "(HTTP 403)" in text
     assert "refuses anonymous reads since Feb 2026" in text
     assert "VITZOO_MIRRORS" in text and "--gcs-auth" in text and "Hugging Face" in text
-    assert elapsed < 5, "a 403 must not be retried"
+    refused = [r.path for r in gateway.requests if r.status == 403]
+    assert refused and len(refused) == len(set(refused)), "a 403 must not be retried"
 
 
 def test_401_is_access_denied_too(bucket, monkeypatch):
@@ -165,15 +156,12 @@ def test_404_object_and_bucket(bucket):
 def test_connection_refused_is_immediate_and_clear(monkeypatch):
     dead = closed_port_url()
     monkeypatch.setenv("VITZOO_GCS_ENDPOINT", dead)
-    start = time.perf_counter()
     with pytest.raises(VitzooError) as info:
         storage.read_bytes("gs://vit_models/augreg/index.csv")
-    elapsed = time.perf_counter() - start
     text = str(info.value)
     assert text.startswith(f"cannot reach {dead.removeprefix('http://')}")
     assert "connection refused" in text and "VITZOO_GCS_ENDPOINT" in text
     assert "\n" not in text
-    assert elapsed < 2
 
 
 def test_unresolvable_host_is_cannot_reach(monkeypatch):
