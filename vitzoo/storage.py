@@ -323,13 +323,18 @@ def md5_hex(value: str | bytes | None) -> str | None:
             return value.lower()
         except ValueError:
             pass
+    return _b64_digest(value, 16, "md5", "expected 32 hex digits or GCS base64").hex()
+
+
+def _b64_digest(value: str, length: int, what: str, expected: str) -> bytes:
+    """A GCS base64 digest of ``length`` bytes, or a one-line error naming ``what``."""
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raw = b""
-    if len(raw) != 16:
-        raise VitzooError(f"malformed md5 {value!r}", "expected 32 hex digits or GCS base64")
-    return raw.hex()
+    if len(raw) != length:
+        raise VitzooError(f"malformed {what} {value!r}", expected)
+    return raw
 
 
 def crc32c_b64(value: str | int | None) -> str | None:
@@ -341,12 +346,7 @@ def crc32c_b64(value: str | int | None) -> str | None:
     value = value.strip()
     if len(value) == 8 and all(c in "0123456789abcdefABCDEF" for c in value):
         return base64.b64encode(bytes.fromhex(value)).decode("ascii")
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != 4:
-        raise VitzooError(f"malformed crc32c {value!r}", "expected GCS base64 or 8 hex digits")
+    raw = _b64_digest(value, 4, "crc32c", "expected GCS base64 or 8 hex digits")
     return base64.b64encode(raw).decode("ascii")
 
 

@@ -161,12 +161,9 @@ def _predicates(frame: Frame, filters: Filters) -> list[tuple[str, Callable[[Any
         known = sorted(set(ADAPT_DATASETS) | {d for d in frame.column("adapt_ds") if d})
         wanted = {_choice(d, known, "fine-tuning dataset") for d in filters.adapt_ds}
         preds.append(("adapt_ds", wanted.__contains__))
-    if filters.res:
-        wanted = {int(r) for r in filters.res}
-        preds.append(("adapt_resolution", wanted.__contains__))
-    if filters.steps:
-        wanted = {int(s) for s in filters.steps}
-        preds.append(("adapt_steps", wanted.__contains__))
+    for key, column in (("res", "adapt_resolution"), ("steps", "adapt_steps")):
+        if getattr(filters, key):
+            preds.append((column, {int(v) for v in getattr(filters, key)}.__contains__))
     return preds
 
 
