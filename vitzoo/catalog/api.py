@@ -98,10 +98,14 @@ def run_query(
     """
     if limit is not None and limit < 1:
         raise VitzooError(f"--limit must be at least 1, got {limit}", "e.g. --limit 20")
+    # Only a --where on it needs ``available`` before filtering; otherwise it is computed for
+    # the rows that are left (it reads the cache and mirror folders, once per row).
+    where_needs = filters.where is not None and "available" in (
+        q.where_columns(filters.where) or {"available"})
     wants_available = downloadable or sort == "available" or columns is None or (
-        "available" in columns) or (
-        filters.where is not None and "available" in (q.where_columns(filters.where) or {"available"}))
-    if wants_available and set(av.INPUT_COLUMNS) <= set(frame.column_names):
+        "available" in columns) or where_needs
+    has_inputs = set(av.INPUT_COLUMNS) <= set(frame.column_names)
+    if where_needs and has_inputs:
         frame = frame.with_column("available", av.availability(frame))
     result = q.apply_filters(frame, filters)
     if local_only:
@@ -110,6 +114,8 @@ def run_query(
         result = q.pretrained_view(result)
         if wants_available:  # now of the pre-trained file
             result = result.with_column("available", av.availability(result, pretrained=True))
+    elif wants_available and has_inputs and not where_needs:
+        result = result.with_column("available", av.availability(result))
     if downloadable:
         result = result.filter([av.is_downloadable(v) for v in result.column("available")])
     result = q.sort_frame(result, sort, desc)
