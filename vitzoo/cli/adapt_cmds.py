@@ -6,7 +6,6 @@ Every ``finetune`` default is read from :class:`~vitzoo.adapt.options.FinetuneOp
 
 from __future__ import annotations
 
-import json
 import sys
 
 import typer
@@ -92,19 +91,16 @@ def evaluate_command(
 
     set_compile_cache_choice(compile_cache)
     from vitzoo.adapt.evaluate import evaluate
-    from vitzoo.cli.render import FORMATS
-    from vitzoo.errors import VitzooError
+    from vitzoo.cli.render import check_format, emit_document
 
-    if fmt not in FORMATS:
-        raise VitzooError(f"unknown --format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
+    check_format(fmt)
     report = evaluate(checkpoint, dataset, split=split, res=res, batch=batch,
                       per_class=per_class, data_dir=data_dir, val_fraction=val_fraction,
                       stream=stream, gcs_auth=gcs_auth)
-    if fmt in ("json", "jsonl"):
-        sys.stdout.write(json.dumps(report.as_dict()) + "\n")
-        return
-    if fmt == "csv":
-        _write_report_csv(report.as_dict())
+    if fmt != "table":  # csv: the report's scalar fields (per-class rows belong in json)
+        document = report.as_dict()
+        emit_document(document, fmt,
+                      rows=[{k: v for k, v in document.items() if not isinstance(v, list)}])
         return
     from rich.console import Console
     from rich.table import Table
@@ -127,16 +123,6 @@ def evaluate_command(
         console.print(classes)
     for note in report.notes:
         console.print(note, style="dim")
-
-
-def _write_report_csv(report: dict) -> None:
-    """One line of the report's scalar fields (per-class rows belong in json)."""
-    import csv
-
-    fields = [k for k, v in report.items() if not isinstance(v, list)]
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(fields)
-    writer.writerow(["" if report[k] is None else report[k] for k in fields])
 
 
 def register(app: typer.Typer) -> None:

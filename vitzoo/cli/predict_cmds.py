@@ -5,9 +5,6 @@ jax/flax/PIL are imported inside the command, so registering it costs nothing.
 
 from __future__ import annotations
 
-import json
-import sys
-
 import typer
 
 
@@ -26,13 +23,12 @@ def predict_command(
     from vitzoo.runtime import set_compile_cache_choice
 
     set_compile_cache_choice(compile_cache)
-    from vitzoo.cli.render import FORMATS
+    from vitzoo.cli.render import check_format, write_rows
     from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.errors import VitzooError
     from vitzoo.predict import Predictor
 
-    if fmt not in FORMATS:
-        raise VitzooError(f"unknown --format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
+    check_format(fmt)
     if top_k < 1:
         raise VitzooError(f"--top-k must be at least 1, got {top_k}", "e.g. --top-k 5")
     path = resolve_checkpoint(checkpoint)
@@ -49,7 +45,11 @@ def predict_command(
     if fmt in ("json", "jsonl", "csv"):
         rows = [result.as_dict() | ({"attention_map": str(m)} if m else {})
                 for result, m in zip(results, maps, strict=True)]
-        _write_machine(rows, fmt)
+        if fmt == "csv":  # one line per (image, rank)
+            rows = [{"image": row["image"], "rank": rank, "index": entry["index"],
+                     "label": entry["label"], "probability": entry["probability"]}
+                    for row in rows for rank, entry in enumerate(row["top_k"], start=1)]
+        write_rows(rows, fmt)
         return
     from rich.console import Console
     from rich.table import Table
@@ -71,25 +71,6 @@ def predict_command(
                   f"labels: {predictor.labels.source}", style="dim")
     if attention is not None:
         console.print(f"attention rollout overlays: {len(maps)} PNG(s) in {attention}", style="dim")
-
-
-def _write_machine(rows: list[dict], fmt: str) -> None:
-    """json: one array; jsonl: one object per line; csv: one line per (image, rank)."""
-    if fmt == "json":
-        json.dump(rows, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    elif fmt == "jsonl":
-        for row in rows:
-            sys.stdout.write(json.dumps(row) + "\n")
-    else:
-        import csv
-
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(["image", "rank", "index", "label", "probability"])
-        for row in rows:
-            for rank, entry in enumerate(row["top_k"], start=1):
-                writer.writerow([row["image"], rank, entry["index"], entry["label"],
-                                 entry["probability"]])
 
 
 def register(app: typer.Typer) -> None:

@@ -90,18 +90,29 @@ def percent(fraction: float) -> str:
 def write_machine(table: Frame, fmt: str, out=None) -> None:
     """csv / json / jsonl to stdout."""
     out = out or sys.stdout
-    if fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(table.column_names)
-        columns = [table.column(name) for name in table.column_names]
-        for row in zip(*columns, strict=True):
-            writer.writerow("" if _clean(v) is None else v for v in row)
-    elif fmt == "json":
-        json.dump(records(table), out, indent=1, default=str)
+    if fmt != "csv":
+        write_rows(records(table), fmt, out=out)
+        return
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(table.column_names)
+    columns = [table.column(name) for name in table.column_names]
+    for row in zip(*columns, strict=True):
+        writer.writerow("" if _clean(v) is None else v for v in row)
+
+
+def write_rows(rows: Sequence[dict], fmt: str, *, out=None) -> None:
+    """Records in a machine format: json one array, jsonl one object a line, csv one line a
+    record (the columns are the keys in first-seen order; nested values belong in json)."""
+    out = out or sys.stdout
+    if fmt == "json":
+        json.dump(list(rows), out, indent=1, default=str)
         out.write("\n")
     elif fmt == "jsonl":
-        for row in records(table):
+        for row in rows:
             out.write(json.dumps(row, default=str) + "\n")
+    elif fmt == "csv":
+        names = list(dict.fromkeys(k for row in rows for k in row))
+        write_machine(Frame.from_rows(list(rows), names), "csv", out=out)
 
 
 def plural(count: int, noun: str) -> str:
@@ -313,5 +324,4 @@ def emit_document(document: dict, fmt: str, *, rows: Sequence[dict]) -> None:
     elif fmt == "jsonl":
         sys.stdout.write(json.dumps(document, default=str) + "\n")
     elif fmt == "csv":
-        names = list(dict.fromkeys(k for row in rows for k in row))
-        write_machine(Frame.from_rows(list(rows), names), "csv")
+        write_rows(rows, "csv")
