@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.support.adapt_helpers import cli, color_image, run_python, tiny_checkpoint, write_folder
+from tests.support.tfds_mock import finetune_code
 from vitzoo.cli import main
 
 
@@ -87,18 +88,8 @@ def test_folder_finetune_outputs_catalog_and_evaluate(tmp_path):
 def test_tfds_oxford_iiit_pet_under_mock_data(tmp_path):
     ckpt = tiny_checkpoint(tmp_path / "tiny.npz", num_classes=10)
     work = tmp_path / "pets"
-    code = f"""
-    import tensorflow_datasets as tfds
-    from tests.support.tfds_mock import pets_examples
-    from vitzoo.cli import main
-    with tfds.testing.mock_data(as_dataset_fn=pets_examples({{"train": 24, "test": 10}})):
-        try:
-            main(["finetune", {str(ckpt)!r}, "--dataset", "oxford_iiit_pet", "--workdir",
-                  {str(work)!r}, "--steps", "3", "--warmup", "1", "--batch", "8", "--res", "32",
-                  "--no-progress", "--no-register"])
-        except SystemExit as exc:
-            assert not exc.code, exc.code
-    """
+    code = finetune_code(str(ckpt), str(work), {"train": 24, "test": 10},
+                         "--steps", "3", "--warmup", "1", "--batch", "8", "--res", "32")
     proc = run_python(code, devices=1)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads((work / "run.json").read_text())

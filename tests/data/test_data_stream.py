@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.support.adapt_helpers import run_python, tiny_checkpoint
-from tests.support.tfds_mock import pets_examples
+from tests.support.tfds_mock import finetune_code, pets_examples
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -141,18 +141,9 @@ def test_stream_eval_covers_every_example_once_with_padding_masked(tiny_budget):
 def test_finetune_streams_a_tfds_dataset_end_to_end(tmp_path):
     ckpt = tiny_checkpoint(tmp_path / "tiny.npz", num_classes=10)
     work = tmp_path / "pets"
-    code = f"""
-    import tensorflow_datasets as tfds
-    from tests.support.tfds_mock import pets_examples
-    from vitzoo.cli import main
-    with tfds.testing.mock_data(as_dataset_fn=pets_examples({{"train": 12, "test": 5}})):
-        try:
-            main(["finetune", {str(ckpt)!r}, "--dataset", "oxford_iiit_pet", "--workdir",
-                  {str(work)!r}, "--steps", "4", "--warmup", "1", "--batch", "8", "--res", "32",
-                  "--eval-every", "2", "--log-every", "2", "--no-progress", "--no-register"])
-        except SystemExit as exc:
-            assert not exc.code, exc.code
-    """
+    code = finetune_code(str(ckpt), str(work), {"train": 12, "test": 5},
+                         "--steps", "4", "--warmup", "1", "--batch", "8", "--res", "32",
+                         "--eval-every", "2", "--log-every", "2")
     proc = run_python(code, devices=2, env={"VITZOO_MEMORY_BUDGET": "4000"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "does not fit" in " ".join(proc.stderr.split())

@@ -61,3 +61,20 @@ def pets_examples(num: dict[str, int]):
             "segmentation_mask": mask_sig, "head_bbox": tf.TensorSpec((4,), tf.float32)})
 
     return as_dataset
+
+
+def finetune_code(checkpoint: str, workdir: str, splits: dict[str, int], *options: str) -> str:
+    """Source for ``run_python``: ``vitzoo finetune CHECKPOINT --dataset oxford_iiit_pet`` under
+    ``tfds.testing.mock_data`` with ``splits`` examples, no progress bar, not registered."""
+    argv = ["finetune", checkpoint, "--dataset", "oxford_iiit_pet", "--workdir", workdir,
+            *options, "--no-progress", "--no-register"]
+    return f"""
+import tensorflow_datasets as tfds
+from tests.support.tfds_mock import pets_examples
+from vitzoo.cli import main
+with tfds.testing.mock_data(as_dataset_fn=pets_examples({splits!r})):
+    try:
+        main({argv!r})
+    except SystemExit as exc:
+        assert not exc.code, exc.code
+"""
