@@ -206,15 +206,14 @@ print(json.dumps({{"compile_s": compile_s, "first_step_s": first,
                   "steady_img_per_sec": ips[len(ips) // 2]}}))
 """
 
-TORCH_TRAIN = """
-import json, time
-t0 = time.perf_counter()
-import torch, timm
+# The timm contender's training step (SGD momentum + clipping, optional bf16 autocast),
+# shared with benchmarks/levers.py so both measure the same thing.
+TIMM_STEP = """
 torch.manual_seed(0)
 model = timm.create_model("vit_tiny_patch16_224", num_classes=4).train()
 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-x = torch.rand(64, 3, 224, 224) * 2 - 1
-y = torch.randint(0, 4, (64,))
+x = torch.rand({batch}, 3, 224, 224) * 2 - 1
+y = torch.randint(0, 4, ({batch},))
 
 def step():
     opt.zero_grad(set_to_none=True)
@@ -224,7 +223,13 @@ def step():
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     return loss.item()
+"""
 
+TORCH_TRAIN = """
+import json, time
+t0 = time.perf_counter()
+import torch, timm
+""" + TIMM_STEP + """
 step()
 first = time.perf_counter() - t0
 times = []
@@ -314,7 +319,7 @@ def run_round(tmp: Path, ckpts: dict[str, Path], folder: Path, args: argparse.Na
     if torch_python:
         for dtype in ("fp32", "bf16"):
             record(f"timm-{dtype}", _child(TORCH_TRAIN.format(
-                bf16=dtype == "bf16", steps=args.steps), python=torch_python))
+                bf16=dtype == "bf16", batch=64, steps=args.steps), python=torch_python))
     for arch in ("Ti/16", "B/16"):
         reps = 3 if arch == "Ti/16" else 1
         record(f"fwd-vitzoo-{arch}", _child(VITZOO_FORWARD.format(

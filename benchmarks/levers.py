@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.finetune import PLAIN_MODEL, SIZES, TORCH_ENV  # noqa: E402
+from benchmarks.finetune import PLAIN_MODEL, SIZES, TIMM_STEP, TORCH_ENV  # noqa: E402
 
 THUNK_OFF = "--xla_cpu_use_thunk_runtime=false"
 ONEDNN = "--xla_cpu_experimental_onednn_custom_call=true"
@@ -180,19 +180,8 @@ def plain_worker(batch: int, forward: bool = False) -> None:
 TIMM_WORKER = """
 import json, sys, time
 import torch, timm
-torch.manual_seed(0)
-model = timm.create_model("vit_tiny_patch16_224", num_classes=4).train()
-opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-x = torch.rand({batch}, 3, 224, 224) * 2 - 1
-y = torch.randint(0, 4, ({batch},))
-def run():
-    opt.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled={bf16}):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    loss.item()
+""" + TIMM_STEP + """
+run = step
 t = time.perf_counter(); run(); run()
 print(json.dumps({{"ready": time.perf_counter() - t, "threads": torch.get_num_threads()}}),
       flush=True)
