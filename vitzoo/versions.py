@@ -7,7 +7,6 @@ numbers depend on them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from importlib import metadata
 
 #: vitzoo's own version; pyproject.toml reads it from here (one place).
 VITZOO_VERSION = "0.1.0"
@@ -15,6 +14,8 @@ VITZOO_VERSION = "0.1.0"
 
 def installed(packages: Iterable[str]) -> dict[str, str | None]:
     """``{distribution name: version}`` in the given order; None for one not installed."""
+    from importlib import metadata  # not at import: every command imports this module for the version
+
     out: dict[str, str | None] = {}
     for name in packages:
         try:
