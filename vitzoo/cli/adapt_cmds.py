@@ -6,6 +6,7 @@ Every ``finetune`` default is read from :class:`~vitzoo.adapt.options.FinetuneOp
 
 from __future__ import annotations
 
+import json
 import sys
 
 import typer
@@ -91,16 +92,18 @@ def evaluate_command(
 
     set_compile_cache_choice(compile_cache)
     from vitzoo.adapt.evaluate import evaluate
-    from vitzoo.cli.render import check_format, emit_document
+    from vitzoo.cli.render import check_format, write_rows
 
     check_format(fmt)
     report = evaluate(checkpoint, dataset, split=split, res=res, batch=batch,
                       per_class=per_class, data_dir=data_dir, val_fraction=val_fraction,
                       stream=stream, gcs_auth=gcs_auth)
-    if fmt != "table":  # csv: the report's scalar fields (per-class rows belong in json)
-        document = report.as_dict()
-        emit_document(document, fmt,
-                      rows=[{k: v for k, v in document.items() if not isinstance(v, list)}])
+    document = report.as_dict()
+    if fmt in ("json", "jsonl"):  # one report: the same single line for both
+        sys.stdout.write(json.dumps(document, default=str) + "\n")
+        return
+    if fmt == "csv":  # the report's scalar fields (per-class rows belong in json)
+        write_rows([{k: v for k, v in document.items() if not isinstance(v, list)}], "csv")
         return
     from rich.console import Console
     from rich.table import Table
