@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vitzoo.atomic import atomic_write
-from vitzoo.catalog import embedded
+from vitzoo.catalog import embedded, measured
 from vitzoo.catalog.frame import sha256_file, write_column_file
 from vitzoo.catalog.index_csv import read_index_csv
 from vitzoo.catalog.schema import arrow_schema, table_from_rows
@@ -50,7 +50,8 @@ from vitzoo.errors import VitzooError
 from vitzoo.versions import VITZOO_VERSION as __version__
 
 SCHEMA_VERSION = 1
-UNITS = ("accuracies (best_val ... adapt_final_test) are fractions in [0, 1] in the catalog, CSV and "
+UNITS = ("accuracies (best_val ... adapt_final_test, imagenet_top1 ... imagenet_r_top5) are fractions "
+         "in [0, 1] in the catalog, CSV and "
          "JSON; only formatted tables and plots show percentages. infer_samples_per_sec is images/s "
          "(V100, timm), params a count, size_bytes bytes")
 
@@ -274,7 +275,8 @@ def _missing(table: pa.Table, have_csv: bool, have_listing: bool) -> list[str]:
         notes.append("bucket listing not read: file sizes and checksums are unknown and "
                      "existence is known only for published files")
     total = table.num_rows
-    for column in ("final_val", "adapt_final_val", "adapt_final_test", "infer_samples_per_sec"):
+    for column in ("final_val", "adapt_final_val", "adapt_final_test", "infer_samples_per_sec",
+                   "imagenet_top1"):
         known = pc.sum(pc.is_valid(table.column(column))).as_py() or 0
         if known < total:
             notes.append(f"{column}: known for {known:,} of {total:,} rows")
@@ -346,6 +348,11 @@ def build_catalog(
         if dropped:
             messages.append(f"{dropped} reconstructed rows are not in {index_csv} and were dropped")
         rows = real + [r for r in rows if r["collection"] != "augreg"]
+    measured_result = measured.apply_measured(rows, sources_dir)
+    if measured_result.unmapped:
+        messages.append(f"timm results: {len(measured_result.unmapped)} of {measured_result.names} "
+                        "measured names have no catalog row: "
+                        + "; ".join(f"{k} ({v})" for k, v in sorted(measured_result.unmapped.items())))
     if files is not None:
         found = _apply_listing(rows, files, listing_url)
         messages.append(f"bucket listing: {found} fine-tuned files found")
@@ -364,6 +371,7 @@ def build_catalog(
         "sources": sources,
         "fingerprints": fingerprints,
         "counts": counts,
+        "measured": measured_result.as_dict(),
         "units": UNITS,
         "missing": _missing(final, real_table is not None, files is not None),
         "build_seconds": None,

@@ -25,7 +25,8 @@ PUBLISHED_FILE = "published_metrics.csv"
 TIMM_FILE = "timm_checkpoints.csv"
 LEGACY_FILE = "legacy_collections.csv"
 ARCHITECTURES_FILE = "architectures.csv"
-SOURCE_FILES = (GRID_FILE, PUBLISHED_FILE, TIMM_FILE, LEGACY_FILE, ARCHITECTURES_FILE)
+MEASURED_FILE = "timm_results.csv"  # read by vitzoo.catalog.measured
+SOURCE_FILES = (GRID_FILE, PUBLISHED_FILE, TIMM_FILE, LEGACY_FILE, ARCHITECTURES_FILE, MEASURED_FILE)
 
 _I21K_30_NOTE = "i21k_30 filename spelling is a reconstruction (i21k-30ep) not seen in any source"
 

@@ -93,7 +93,7 @@ def _first(mask: pa.ChunkedArray | pa.Array) -> int | None:
 
 
 def _check_ranges(table: pa.Table, url: str) -> None:
-    for name in ACCURACY_COLUMNS:
+    for name in (c for c in ACCURACY_COLUMNS if c in INDEX_CSV_NAMES):
         column = table.column(name)
         index = _first(pc.or_(pc.less(column, 0.0), pc.greater(column, 1.0)))
         if index is not None:

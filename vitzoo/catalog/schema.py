@@ -75,12 +75,36 @@ EXTRA_COLUMNS: tuple[Column, ...] = (
     Column("caveats", _S, "comma-separated caveat codes ('' = none); legend in vitzoo.catalog.caveats"),
 )
 
-COLUMNS: tuple[Column, ...] = INDEX_CSV_COLUMNS + EXTRA_COLUMNS
+#: Test sets timm measured its copies of Google's checkpoints on: column prefix -> what it is.
+MEASURED_SETS: dict[str, str] = {
+    "imagenet": "ImageNet-1k validation (50,000 images)",
+    "imagenet_real": "ImageNet-1k validation with the ReaL labels",
+    "imagenetv2_mf": "ImageNetV2 matched-frequency",
+    "sketch": "ImageNet-Sketch",
+    "imagenet_a": "ImageNet-A (200-class subset)",
+    "imagenet_r": "ImageNet-R (200-class subset)",
+}
+
+#: timm's measurements of the file (its ``results/*.csv``): fractions, on the row they were
+#: measured for only (index/sources/timm_results.csv).
+MEASURED_COLUMNS: tuple[Column, ...] = (
+    *(Column(f"{prefix}_{k}", _F, f"{what} top-{k[3:]} accuracy measured by timm (fraction)")
+      for prefix, what in MEASURED_SETS.items() for k in ("top1", "top5")),
+    Column("measured_resolution", _I, "input resolution timm measured the *_top1/*_top5 columns at"),
+    Column("measured_crop_pct", _F, "centre-crop fraction timm measured the *_top1/*_top5 columns with"),
+    Column("measured_source", _S, "where the *_top1/*_top5 columns come from (timm results files, commit)"),
+)
+#: The measured accuracy columns (fractions), in table order.
+MEASURED_ACCURACY_COLUMNS: tuple[str, ...] = tuple(
+    c.name for c in MEASURED_COLUMNS if c.name.endswith(("_top1", "_top5")))
+
+COLUMNS: tuple[Column, ...] = INDEX_CSV_COLUMNS + EXTRA_COLUMNS + MEASURED_COLUMNS
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 INDEX_CSV_NAMES: tuple[str, ...] = tuple(c.name for c in INDEX_CSV_COLUMNS)
 COLUMN_TYPES: dict[str, str] = {c.name: c.type for c in COLUMNS}
 
-ACCURACY_COLUMNS = ("best_val", "final_val", "final_test", "adapt_final_val", "adapt_final_test")
+ACCURACY_COLUMNS = ("best_val", "final_val", "final_test", "adapt_final_val", "adapt_final_test",
+                    *MEASURED_ACCURACY_COLUMNS)
 #: Columns describing the pre-trained checkpoint (shared by all its fine-tunes).
 PRETRAINED_COLUMNS = (
     "name", "ds", "epochs", "lr", "aug", "wd", "do", "sd", "best_val", "final_val",

@@ -11,7 +11,13 @@ from vitzoo.catalog.available import INPUT_COLUMNS, UNKNOWN, availability
 from vitzoo.catalog.caveats import CAVEATS, pretrained_caveats, split_caveats
 from vitzoo.catalog.embedded import ARCHITECTURES_FILE, PUBLISHED_FILE
 from vitzoo.catalog.frame import Frame
-from vitzoo.catalog.schema import COLUMN_NAMES, PRETRAINED_COLUMNS, value_sources_of
+from vitzoo.catalog.schema import (
+    COLUMN_NAMES,
+    MEASURED_COLUMNS,
+    MEASURED_SETS,
+    PRETRAINED_COLUMNS,
+    value_sources_of,
+)
 from vitzoo.config import EMBEDDED_INDEX_DIR, mirrors
 
 _ROW_SOURCE = {
@@ -20,11 +26,21 @@ _ROW_SOURCE = {
     "legacy": "older-collection facts",
     "local": "your run",
 }
-_BOOKKEEPING = {"value_sources", "row_source", "note", "exists_source", "caveats"}  # caveats: said below
+_BOOKKEEPING = {"value_sources", "row_source", "note", "exists_source", "caveats",  # caveats: said below
+                "measured_source"}  # the source of the measured columns
+_MEASURED = tuple(c.name for c in MEASURED_COLUMNS)
+
+
+def _field_names(row: dict, kind: str) -> tuple[str, ...]:
+    """Every column of a fine-tune; of a pre-trained file, its own columns, and timm's
+    measurements when the row is that file itself (an older collection's), not a fine-tune."""
+    if kind != "pretrained":
+        return COLUMN_NAMES
+    return PRETRAINED_COLUMNS + (_MEASURED if not row.get("adapt_filename") else ())
 
 
 def _fields(row: dict, kind: str) -> list[dict[str, Any]]:
-    names = PRETRAINED_COLUMNS if kind == "pretrained" else COLUMN_NAMES
+    names = _field_names(row, kind)
     sourced = value_sources_of(row)
     fields = []
     for name in names:
@@ -37,12 +53,24 @@ def _fields(row: dict, kind: str) -> list[dict[str, Any]]:
             source = "unknown"
         elif name in sourced:
             source = sourced[name]
+        elif name in _MEASURED and row.get("measured_source"):
+            source = row["measured_source"]
         elif name == "exists":
             source = row.get("exists_source") or "unknown"
         else:
             source = _ROW_SOURCE.get(row.get("row_source") or "", row.get("row_source") or "?")
         fields.append({"field": name, "value": value, "source": source})
     return fields
+
+
+def measured(row: dict, kind: str) -> dict[str, Any] | None:
+    """timm's measurements of this file, one entry per test set (None: not measured)."""
+    if "imagenet_top1" not in _field_names(row, kind) or row.get("measured_source") is None:
+        return None
+    sets = [{"set": prefix, "what": what, "top1": row.get(f"{prefix}_top1"),
+             "top5": row.get(f"{prefix}_top5")} for prefix, what in MEASURED_SETS.items()]
+    return {"resolution": row.get("measured_resolution"), "crop_pct": row.get("measured_crop_pct"),
+            "source": row["measured_source"], "sets": sets}
 
 
 def _finetunes(table, filename: str | None) -> list[dict[str, Any]]:
@@ -194,5 +222,6 @@ def describe(name: str, index: str | None = None) -> dict[str, Any]:
         "finetunes": _finetunes(table, upstream),
         "downloads": _downloads(info),
         "published": _published({info.filename, upstream or ""} - {""}),
+        "measured": measured(row, info.kind),
         "caveats": caveats,
     }

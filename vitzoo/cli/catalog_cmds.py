@@ -67,7 +67,8 @@ def list_command(
     notes = []
     if local and not result.num_rows:
         notes.append("no registered runs yet: `vitzoo finetune ... --workdir DIR` registers one")
-    render.emit(result, fmt, notes=notes, wide=wide)
+    render.emit(result, fmt, notes=notes, wide=wide,
+                asked=opt.split_values([columns]) if columns and columns != "all" else ())
 
 
 def show_command(

@@ -17,6 +17,7 @@ from typing import Any
 
 from vitzoo.catalog.caveats import CAVEATS, codes_for
 from vitzoo.catalog.frame import Frame
+from vitzoo.catalog.schema import MEASURED_ACCURACY_COLUMNS
 from vitzoo.errors import VitzooError
 
 FORMATS = ("table", "csv", "json", "jsonl")
@@ -71,7 +72,8 @@ def cell(column: str, value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        if any(h in column for h in _ACCURACY_HINTS) or column.endswith("_val"):
+        if (any(h in column for h in _ACCURACY_HINTS) or column.endswith("_val")
+                or column in MEASURED_ACCURACY_COLUMNS):
             return f"{value:.4f}"
         if column == "infer_samples_per_sec":
             return f"{value:,.1f}"
@@ -185,12 +187,14 @@ class Layout:
 
 
 def fit_columns(names: Sequence[str], rows: Sequence[Sequence[str]], width: int, *,
-                wide: bool = False) -> Layout:
+                wide: bool = False, asked: Sequence[str] = ()) -> Layout:
     """Choose columns so every row is one line of at most ``width`` characters.
 
     Order: the name column first; headers may take two lines; then the least useful
     columns (:data:`DROP_ORDER`) are dropped; last, the name is shortened in the middle.
-    Numbers are never cut. ``wide`` keeps everything at natural width.
+    Numbers are never cut. ``wide`` keeps everything at natural width. Columns the user
+    ``asked`` for (``--columns``) count as results: kept even when unknown in every row, and
+    dropped last, only if a name of :data:`NAME_MIN_WIDTH` would not fit otherwise.
     """
     names = list(names)
     value_widths = {n: max([0, *(len(r[i]) for r in rows)]) for i, n in enumerate(names)}
@@ -213,10 +217,13 @@ def fit_columns(names: Sequence[str], rows: Sequence[Sequence[str]], width: int,
     has_name = NAME_COLUMN in names
     natural_name = max(value_widths.get(NAME_COLUMN, 0), len(NAME_COLUMN)) if has_name else 0
     rank = {n: i for i, n in enumerate(DROP_ORDER)}
-    empty = {n for i, n in enumerate(names) if rows and all(r[i] == UNKNOWN for r in rows)}
+    rank.update({n: len(DROP_ORDER) for n in asked if n not in rank})
+    empty = {n for i, n in enumerate(names) if rows and all(r[i] == UNKNOWN for r in rows)
+             and n not in asked}
     droppable = sorted((n for n in names if n != NAME_COLUMN),
                        key=lambda n: (n not in empty, n in rank, rank.get(n, 0), -names.index(n)))
-    cheap = [n for n in droppable if n in empty or rank.get(n, -1) < rank["infer_samples_per_sec"]]
+    cheap = [n for n in droppable if n in empty or (
+        n not in asked and rank.get(n, -1) < rank["infer_samples_per_sec"])]
 
     def drop_until_fits(start: list[str], need: int, candidates: list[str]) -> list[str]:
         columns = list(start)
@@ -245,7 +252,7 @@ def fit_columns(names: Sequence[str], rows: Sequence[Sequence[str]], width: int,
 
 
 def print_table(table: Frame, *, title: str | None = None, total: int | None = None,
-                notes: Sequence[str] = (), wide: bool = False) -> None:
+                notes: Sequence[str] = (), wide: bool = False, asked: Sequence[str] = ()) -> None:
     """A rich table with one line per row that fits the terminal; long tables are cut with a hint."""
     from rich import box
     from rich.console import Console
@@ -258,7 +265,7 @@ def print_table(table: Frame, *, title: str | None = None, total: int | None = N
         names = [NAME_COLUMN, *(n for n in names if n != NAME_COLUMN)]
     cells, marks = _marked_rows(shown, names)
     rows = [[c + m for c, m in zip(cr, mr, strict=True)] for cr, mr in zip(cells, marks, strict=True)]
-    layout = fit_columns(names, rows, console.width, wide=wide)
+    layout = fit_columns(names, rows, console.width, wide=wide, asked=asked)
     if wide:
         natural = sum(max(len(n), *(len(r[i]) for r in rows), 0) for i, n in enumerate(names))
         console = Console(soft_wrap=False, width=max(console.width, natural + _GAP * len(names)))
@@ -305,11 +312,11 @@ def print_table(table: Frame, *, title: str | None = None, total: int | None = N
 
 
 def emit(table: Frame, fmt: str, *, title: str | None = None,
-         notes: Sequence[str] = (), wide: bool = False) -> None:
+         notes: Sequence[str] = (), wide: bool = False, asked: Sequence[str] = ()) -> None:
     """Print in the chosen format; notes go below a table, or to stderr for machine formats."""
     check_format(fmt)
     if fmt == "table":
-        print_table(table, title=title, notes=notes, wide=wide)
+        print_table(table, title=title, notes=notes, wide=wide, asked=asked)
         return
     write_machine(table, fmt)
     for note in notes:

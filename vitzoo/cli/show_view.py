@@ -8,6 +8,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from vitzoo.catalog.schema import MEASURED_ACCURACY_COLUMNS
 from vitzoo.cli.render import UNKNOWN, cell, header_lines, percent
 
 
@@ -15,7 +16,9 @@ def print_details(details: dict[str, Any]) -> None:
     console = Console(soft_wrap=False)
     console.print(f"[bold]{details['checkpoint']}[/bold]  ({details['kind']}, "
                   f"{details['name'] or '?'}, collection {details['collection']})")
-    known = [item for item in details["fields"] if item["value"] is not None]
+    shown_apart = set(MEASURED_ACCURACY_COLUMNS) | {"measured_resolution", "measured_crop_pct"}
+    known = [item for item in details["fields"]
+             if item["value"] is not None and item["field"] not in shown_apart]
     _print_sourced(console, None, [(i["field"], cell(i["field"], i["value"]), i["source"])
                                    for i in known], ("field", "value"))
     unknown = [item["field"] for item in details["fields"] if item["value"] is None]
@@ -55,6 +58,8 @@ def print_details(details: dict[str, Any]) -> None:
         console.print(f"[dim]adapt_final_val known for {known} of {total} fine-tunes[/dim]")
         for line in best:
             console.print(line, highlight=False)
+    if details.get("measured"):
+        _print_measured(console, details["measured"])
     if details["published"]:
         _print_sourced(console, "published facts (accuracies as %, measured at)",
                        [(i["metric"], published_value(i), measured_at(i), i["source"])
@@ -67,6 +72,20 @@ def print_details(details: dict[str, Any]) -> None:
         console.print("  ? no known location")
     for caveat in details["caveats"]:
         console.print(f"[yellow]caveat:[/yellow] {caveat}")
+
+
+def _print_measured(console: Console, measured: dict[str, Any]) -> None:
+    """timm's top-1/top-5 on each test set, as percentages, with where and how it measured."""
+    crop = measured.get("crop_pct")
+    view = _plain_table(f"measured by timm at {measured.get('resolution') or UNKNOWN} px, crop "
+                        f"{UNKNOWN if crop is None else f'{crop:g}'}")
+    for header in ("column", "test set", "top-1", "top-5"):
+        view.add_column(header, no_wrap=header != "test set")
+    for item in measured["sets"]:
+        view.add_row(f"{item['set']}_top1/5", item["what"],
+                     *(UNKNOWN if item[k] is None else percent(item[k]) for k in ("top1", "top5")))
+    console.print(view)
+    console.print(f"  [dim]source: {measured['source']}[/dim]", highlight=False)
 
 
 def _plain_table(title: str | None = None) -> Table:
