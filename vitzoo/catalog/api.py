@@ -162,6 +162,7 @@ def query(
 class Recommendation:
     table: Frame
     notes: list[str] = field(default_factory=list)
+    metric: str | None = None  # the accuracy column of a Pareto front
 
 
 def run_recommend(
@@ -173,7 +174,15 @@ def run_recommend(
     min_throughput: float | None = None,
     pareto: bool = False,
     metric: str | None = None,
+    by: str | None = None,
 ) -> Recommendation:
+    if by is not None:
+        if pareto:
+            raise VitzooError("--by and --pareto do not go together",
+                              "--by ranks one column; --pareto trades --metric against throughput")
+        chosen, notes = rec.recommend_by(frame, by, arch=list(arch or ()), adapt_ds=adapt_ds,
+                                         res=res, min_throughput=min_throughput)
+        return Recommendation(chosen, notes)
     if not pareto:
         chosen, notes = rec.recommend_table(frame, arch=list(arch or ()), adapt_ds=adapt_ds,
                                             res=res, min_throughput=min_throughput)
@@ -191,7 +200,7 @@ def run_recommend(
                                 for v in subset.column("infer_samples_per_sec")])
     front, notes = rec.pareto_by_dataset(subset, metric)
     cols = [c for c in (*rec.OUTPUT_COLUMNS[:-1], "collection") if c in front.column_names]
-    return Recommendation(front.select(cols), notes)
+    return Recommendation(front.select(cols), notes, metric=metric)
 
 
 def recommend(
@@ -202,12 +211,13 @@ def recommend(
     min_throughput: float | None = None,
     pareto: bool = False,
     metric: str | None = None,
+    by: str | None = None,
     index: str | None = None,
 ) -> pd.DataFrame:
     """The ``vitzoo recommend`` table; explanations are in ``df.attrs['notes']``."""
     arch_list = [arch] if isinstance(arch, str) else list(arch or [])
     result = run_recommend(load_table(index), arch=arch_list, adapt_ds=adapt_ds, res=res,
-                           min_throughput=min_throughput, pareto=pareto, metric=metric)
+                           min_throughput=min_throughput, pareto=pareto, metric=metric, by=by)
     frame = to_pandas(result.table)
     frame.attrs["notes"] = result.notes
     return frame

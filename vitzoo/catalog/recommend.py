@@ -232,3 +232,81 @@ def pareto_by_dataset(frame: Frame, metric: str) -> tuple[Frame, list[str]]:
         notes.append("test accuracy is shown to describe the trade-off; choose with a "
                      "validation metric")
     return Frame.concat(fronts), notes
+
+
+# --- --by COLUMN -------------------------------------------------------------------
+
+#: Columns --by refuses: choosing on a test split overfits it (the module docstring).
+_TEST_COLUMNS = ("final_test", "adapt_final_test")
+
+
+def check_by(column: str) -> str:
+    """A numeric catalog column to rank by; test-split columns and text are refused."""
+    from vitzoo.catalog.schema import COLUMN_TYPES
+    from vitzoo.names import did_you_mean
+
+    numeric = [c for c, kind in COLUMN_TYPES.items() if kind in ("float", "int")
+               and c not in _TEST_COLUMNS]
+    if column in _TEST_COLUMNS:
+        raise VitzooError(f"--by {column}: test accuracy is never used to choose",
+                          "rank by a validation column (final_val, adapt_final_val) or a "
+                          "published measurement such as imagenet_r_top1")
+    if column not in numeric:
+        raise VitzooError(f"--by {column!r} is not a numeric catalog column",
+                          f"{did_you_mean(column, numeric)}choose one of {', '.join(numeric)}")
+    return column
+
+
+def recommend_by(
+    frame: Frame,
+    column: str,
+    *,
+    arch: list[str] | None = None,
+    adapt_ds: str | None = None,
+    res: int | None = None,
+    min_throughput: float | None = None,
+) -> tuple[Frame, list[str]]:
+    """Per architecture, the row with the highest known ``column``, over every collection.
+
+    Unlike the default rule this ranks whatever rows know the value (e.g. the 27 that timm
+    measured on ImageNet-R), so the notes say how many that was and what it leaves out.
+    """
+    from vitzoo.catalog.schema import COLUMNS, MEASURED_ACCURACY_COLUMNS
+
+    check_by(column)
+    filters = Filters(arch=arch or (), adapt_ds=[adapt_ds] if adapt_ds else (),
+                      res=[res] if res else ())
+    rows = apply_filters(frame, filters).to_pylist()
+    notes: list[str] = []
+    if min_throughput is not None:
+        before = len(rows)
+        rows = [r for r in rows if (r.get("infer_samples_per_sec") or 0.0) >= min_throughput]
+        notes.append(f"--min-throughput kept {len(rows):,} of {before:,} rows (unknown "
+                     "throughput counts as too slow)")
+    known = [r for r in rows if r.get(column) is not None]
+    if not known:
+        raise VitzooError(f"cannot rank by {column}: it is known for none of the {len(rows):,} "
+                          "rows these options select",
+                          f'see which rows know it: `vitzoo list --where "notnull({column})"`')
+    by_arch: dict[str, list[dict]] = {}
+    for row in known:
+        by_arch.setdefault(row.get("name") or "?", []).append(row)
+    chosen = []
+    for candidates in by_arch.values():
+        best = _best(candidates, column)
+        notes += _tie_note(candidates, column, best)
+        best["basis"] = f"best {column} among its architecture's rows that know it"
+        chosen.append(best)
+    missing = sorted({r.get("name") or "?" for r in rows} - set(by_arch))
+    doc = next(c.doc for c in COLUMNS if c.name == column)
+    notes.insert(0, f"ranked by {column} ({doc}): known for {len(known):,} of the {len(rows):,} "
+                    f"catalog rows these options select, in {len(by_arch)} architectures")
+    if missing:
+        notes.append(f"left out, {column} unknown for every row: {', '.join(missing)}")
+    if column in MEASURED_ACCURACY_COLUMNS:
+        notes.append(f"{column} is a published test-set figure: it compares released checkpoints; "
+                     "to choose for your own task, rank on its validation data "
+                     "(`vitzoo recommend --data`)")
+    chosen.sort(key=lambda r: -r[column])
+    names = list(dict.fromkeys((*OUTPUT_COLUMNS[:-1], column, "collection", "basis")))
+    return Frame.from_rows(chosen, names), notes

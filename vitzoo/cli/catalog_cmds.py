@@ -100,6 +100,9 @@ def recommend_command(
     min_throughput: float = typer.Option(None, "--min-throughput", help="Only checkpoints with at least this many images/s (V100, timm)."),
     pareto: bool = typer.Option(False, "--pareto", help="The accuracy-vs-throughput Pareto front instead."),
     metric: str = typer.Option(None, "--metric", help="Accuracy column for --pareto (default: adapt_final_val with --adapt-ds, else adapt_final_test)."),
+    by: str = typer.Option(None, "--by", help=(
+        "Rank by this numeric column instead, per architecture, over every row that knows it "
+        "(e.g. imagenet_r_top1 for robustness, as measured by timm); test-split columns are refused.")),
     wide: bool = opt.WIDE,
     fmt: str = opt.FORMAT,
     index: str = opt.INDEX,
@@ -120,17 +123,44 @@ def recommend_command(
     render.check_format(fmt)
     result = api.run_recommend(api.load_table(index), arch=opt.split_values(arch), adapt_ds=adapt_ds,
                                res=res, min_throughput=min_throughput, pareto=pareto,
-                               metric=metric)
+                               metric=metric, by=by)
     table, notes = result.table, list(result.notes)
+    if fmt == "table" and pareto:
+        return _print_fronts(table, notes, result.metric, wide=wide)
     if fmt == "table":  # the basis column is long and mostly repeated: say it once below
         if "basis" in table.column_names:
             bases = [b for b in dict.fromkeys(table.column("basis")) if b]
             notes = [f"chosen by {b}" for b in bases] + notes
-        if not adapt_ds and not pareto:
+        if not adapt_ds and not pareto and not by:
             notes.append("each row is the pick's ImageNet fine-tune, with its results; "
                          "`vitzoo show ARCH` names the pre-trained checkpoint to fine-tune")
-        table = table.select([c for c in RECOMMEND_TABLE_COLUMNS if c in table.column_names])
-    render.emit(table, fmt, notes=notes, wide=wide)
+        shown = by_table_columns(by) if by else RECOMMEND_TABLE_COLUMNS
+        table = table.select([c for c in shown if c in table.column_names])
+    render.emit(table, fmt, notes=notes, wide=wide, asked=[by] if by else ())
+
+
+def by_table_columns(by: str) -> tuple[str, ...]:
+    """What ``recommend --by`` shows: the ranked value beside the name, then what it costs."""
+    return ("checkpoint", "name", by, "adapt_resolution", "infer_samples_per_sec", "caveats")
+
+
+#: What a Pareto table shows: the trade-off itself first, so it survives 80 columns.
+PARETO_TABLE_COLUMNS = ("checkpoint", "infer_samples_per_sec", "adapt_resolution", "name", "caveats")
+
+
+def _print_fronts(table, notes: list[str], metric: str | None, *, wide: bool) -> None:
+    """One table per fine-tuning dataset, titled with it: fronts of different datasets are
+    not comparable, and the dataset and throughput must stay visible at 80 columns."""
+    datasets = list(dict.fromkeys(table.column("adapt_ds")))
+    titles = {n.split(":", 1)[0]: n for n in notes if ": Pareto front of " in n}
+    for adapt_ds in datasets:
+        part = table.filter([d == adapt_ds for d in table.column("adapt_ds")])
+        columns = [c for c in (*PARETO_TABLE_COLUMNS[:2], metric, *PARETO_TABLE_COLUMNS[2:])
+                   if c and c in part.column_names]
+        title = titles.get(adapt_ds or "pre-trained", f"{adapt_ds}: Pareto front")
+        render.print_table(part.select(columns), title=title, wide=wide,
+                           asked=[c for c in columns if c != "caveats"])
+    render.print_table_notes([n for n in notes if ": Pareto front of " not in n])
 
 
 index_app = typer.Typer(help="Build and inspect the catalog.", no_args_is_help=True)

@@ -307,6 +307,15 @@ def print_table(table: Frame, *, title: str | None = None, total: int | None = N
                       highlight=False)
     for line in caveat_legend(marks_shown):
         console.print(line, style="dim", highlight=False, markup=False)
+    print_table_notes(notes, console)
+
+
+def print_table_notes(notes: Sequence[str], console=None) -> None:
+    """``note: ...`` lines under a table."""
+    if console is None:
+        from rich.console import Console
+
+        console = Console(soft_wrap=False)
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
 

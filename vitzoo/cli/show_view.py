@@ -151,5 +151,20 @@ def print_manifest(location, manifest: dict) -> None:
     console.print(sources)
     if manifest.get("counts", {}).get("explanation"):
         console.print(f"[bold]counts:[/bold] {manifest['counts']['explanation']}")
+    _print_measured_counts(console, manifest.get("measured"))
     for item in manifest.get("missing", []):
         console.print(f"[yellow]missing:[/yellow] {item}")
+
+
+def _print_measured_counts(console: Console, measured: dict | None) -> None:
+    """How many rows carry timm's measurements, and which measured names have no row (why)."""
+    if not measured:
+        console.print("[yellow]missing:[/yellow] timm's measured accuracies (imagenet_top1 ...) "
+                      "were not applied to this catalog; rebuild it with `vitzoo index build`")
+        return
+    unmapped = measured.get("unmapped", {})
+    console.print(f"[bold]measured by timm:[/bold] {measured['rows']} rows carry imagenet_top1 ... "
+                  f"imagenet_r_top5 ({measured['names']} checkpoints measured; {len(unmapped)} have "
+                  f"no catalog row)  [dim]({measured.get('source', '?')})[/dim]", highlight=False)
+    for name, why in unmapped.items():
+        console.print(f"  [dim]no row: {name}: {why}[/dim]", highlight=False)
