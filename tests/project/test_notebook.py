@@ -143,6 +143,12 @@ def test_notebook_runs_offline_on_the_embedded_catalog(kernel_env, probe_task, m
     assert ("no Hugging Face copy of R26_S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0: "
             "first `vitzoo download") in text
     found = inspection(notebook)
+    # Section 7b: ImageNet-1k top-1 against each of the five robustness sets, one point per
+    # checkpoint timm measured that is a release file (27 of its 34).
+    robustness = [ax for figure in found["figures"] for ax in figure
+                  if ax["xlabel"] == "ImageNet-1k top-1 (timm)"]
+    assert len(robustness) == 5 and all(ax["points"] == 27 for ax in robustness), robustness
+    assert "27 checkpoints measured by timm" in text
     # Figures: scatter, heat map (3 panels + 3 colour bars), Pets curves; no empty axes anywhere.
     assert len(found["figures"]) >= 3
     assert all(ax["has_data"] for figure in found["figures"] for ax in figure), found["figures"]
