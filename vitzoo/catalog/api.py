@@ -89,21 +89,26 @@ def run_query(
     columns: Sequence[str] | None = None,
     local_only: bool = False,
     downloadable: bool = False,
+    distinct: str | None = None,
 ) -> Frame:
     """Filter, aggregate, sort, cut and project: the whole of ``vitzoo list``.
 
     ``available`` (which source can serve the row's file now, see
     :mod:`vitzoo.catalog.available`) is computed only when asked for: in ``columns``,
-    ``sort``, ``where`` or by ``downloadable`` (keep rows with a known copy).
+    ``sort``, ``where``, ``distinct`` or by ``downloadable`` (keep rows with a known copy).
+    ``distinct`` replaces the rows by each value of that column with its row count (a facet).
     """
+    if distinct is not None and columns:
+        raise VitzooError("--distinct and --columns do not go together",
+                          "--distinct COLUMN prints that column's values and their row counts")
     if limit is not None and limit < 1:
         raise VitzooError(f"--limit must be at least 1, got {limit}", "e.g. --limit 20")
     # Only a --where on it needs ``available`` before filtering; otherwise it is computed for
     # the rows that are left (it reads the cache and mirror folders, once per row).
     where_needs = filters.where is not None and "available" in (
         q.where_columns(filters.where) or {"available"})
-    wants_available = downloadable or sort == "available" or columns is None or (
-        "available" in columns) or where_needs
+    wants_available = downloadable or sort == "available" or (columns is None and not distinct) or (
+        "available" in (columns or ())) or where_needs or distinct == "available"
     has_inputs = set(av.INPUT_COLUMNS) <= set(frame.column_names)
     if where_needs and has_inputs:
         frame = frame.with_column("available", av.availability(frame))
@@ -118,10 +123,57 @@ def run_query(
         result = result.with_column("available", av.availability(result))
     if downloadable:
         result = result.filter([av.is_downloadable(v) for v in result.column("available")])
+    if distinct is not None:
+        result = q.distinct_counts(result, distinct)
     result = q.sort_frame(result, sort, desc)
     if limit is not None:
         result = result.slice(0, limit)
     return q.select_columns(result, columns)
+
+
+def relaxations(frame: Frame, filters: q.Filters, *, drop: int = 1,
+                **options: Any) -> list[tuple[str, int]]:
+    """For a query that matched nothing: every way to drop ``drop`` of its filters, and how many
+    rows the query gives then (``options`` as for :func:`run_query`: pretrained, local_only,
+    downloadable; ``--local`` and ``--downloadable`` count as filters too)."""
+    from itertools import combinations
+
+    flags = {"local_only": "--local", "downloadable": "--downloadable"}
+    keys = [*q.active_filters(filters), *(flag for flag in flags if options.get(flag))]
+    out = []
+    for dropped in combinations(keys, drop):
+        relaxed, kept = filters, dict(options)
+        for key in dropped:
+            if key in flags:
+                kept[key] = False
+            else:
+                relaxed = q.without(relaxed, key)
+        rows = run_query(frame, filters=relaxed, columns=["checkpoint"], **kept)
+        shown = [flags[k] if k in flags else q.describe_filter(filters, k) for k in dropped]
+        out.append((" and ".join(shown), rows.num_rows))
+    return out
+
+
+def nothing_matches_note(frame: Frame, filters: q.Filters, **options: Any) -> str:
+    """Which filters to drop to get rows: one at a time, else two at a time; fewest rows first
+    (the nearest combinations that exist)."""
+    singles = relaxations(frame, filters, **options)
+    if not singles:
+        return "the catalog has no rows"
+    found = singles
+    if not any(count for _, count in singles) and len(singles) > 2:
+        found = relaxations(frame, filters, drop=2, **options)
+    some = sorted((count, what) for what, count in found if count)[:6]
+    if not some:
+        return (f"nothing matches, and dropping any one or two of the {len(singles)} filters still "
+                "gives nothing; see the values a column takes: `vitzoo list --distinct COLUMN`")
+    shown = "; ".join(f"without {what}: {count:,} rows" for count, what in some)
+    if found is singles:
+        none = [what for what, count in singles if not count]
+        rest = f" (still none without {', '.join(none)})" if none else ""
+        return f"nothing matches all filters; nearest combinations that exist: {shown}{rest}"
+    return ("nothing matches, and dropping any one filter still gives nothing; dropping two: "
+            f"{shown}")
 
 
 def to_pandas(frame: Frame) -> pd.DataFrame:

@@ -416,3 +416,48 @@ def select_columns(frame: Frame, columns: Sequence[str] | None) -> Frame:
                           f"{did_you_mean(unknown[0], frame.column_names)}"
                           f"columns are: {', '.join(frame.column_names)}")
     return frame.select(columns)
+
+
+# --- facets ----------------------------------------------------------------------
+
+#: The option that sets each filter, to name it in messages.
+FILTER_OPTIONS = {
+    "arch": "--arch", "ds": "--ds", "aug": "--aug", "wd": "--wd", "do": "--do", "sd": "--sd",
+    "adapt_ds": "--adapt-ds", "res": "--res", "adapt_lr": "--adapt-lr", "steps": "--steps",
+    "collection": "--collection", "name": "--name", "where": "--where",
+}
+
+
+def distinct_counts(frame: Frame, column: str) -> Frame:
+    """Each value of ``column`` with its number of rows, most rows first (ties: by value);
+    unknown values are one entry (None) too, so the counts add up to the rows."""
+    if column not in frame.column_names:
+        raise VitzooError(f"--distinct: unknown column {column!r}",
+                          f"{did_you_mean(column, frame.column_names)}"
+                          f"columns are: {', '.join(frame.column_names)}")
+    counts: dict[Any, int] = {}
+    for value in frame.column(column):
+        key = None if _is_null(value) else value
+        counts[key] = counts.get(key, 0) + 1
+    order = sorted(counts, key=lambda v: (-counts[v], v is None, str(v) if v is not None else ""))
+    return Frame({column: order, "rows": [counts[v] for v in order]})
+
+
+def active_filters(filters: Filters) -> list[str]:
+    """The names of the filters that constrain something."""
+    return [key for key in FILTER_OPTIONS if getattr(filters, key)]
+
+
+def without(filters: Filters, key: str) -> Filters:
+    """The same filters with one of them dropped."""
+    from dataclasses import replace
+
+    return replace(filters, **{key: None if key == "where" else ()})
+
+
+def describe_filter(filters: Filters, key: str) -> str:
+    """``--res 384`` / ``--where 'x > 1'``: how the user wrote this filter."""
+    value = getattr(filters, key)
+    if key == "where":
+        return f"--where {value!r}"
+    return f"{FILTER_OPTIONS[key]} {','.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)}"

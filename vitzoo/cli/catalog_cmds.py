@@ -13,6 +13,7 @@ import typer
 from vitzoo.cli import filter_options as opt
 from vitzoo.cli import render
 from vitzoo.config import DEFAULT_INDEX_CSV
+from vitzoo.errors import VitzooError
 
 RECOMMEND_TABLE_COLUMNS = (
     "checkpoint", "name", "ds", "aug", "wd", "do", "final_val", "adapt_ds", "adapt_resolution",
@@ -44,6 +45,9 @@ def list_command(
     wide: bool = opt.WIDE,
     fmt: str = opt.FORMAT,
     index: str = opt.INDEX,
+    distinct: str = typer.Option(None, "--distinct", metavar="COLUMN", help=(
+        "Instead of rows: each value of COLUMN with its number of rows, after the filters "
+        "(e.g. --distinct name, --distinct adapt_ds --arch B/16).")),
 ) -> None:
     """List checkpoints matching the filters (the 21 index.csv columns plus vitzoo's)."""
     from vitzoo.catalog import api, schema
@@ -61,14 +65,25 @@ def list_command(
     else:  # the defaults carry the caveat codes: marks in a table, a column in csv/json
         chosen = [*(schema.DEFAULT_PRETRAINED_COLUMNS if pretrained else schema.DEFAULT_LOCAL_COLUMNS
                     if local else schema.DEFAULT_LIST_COLUMNS), render.CAVEATS_COLUMN]
-    table = api.load_table(index, columns=api.columns_needed(filters, chosen, sort, pretrained))
-    result = api.run_query(table, filters=filters, pretrained=pretrained, sort=sort, desc=desc,
-                           limit=limit, columns=chosen, local_only=local, downloadable=downloadable)
+    if distinct:
+        if columns:
+            raise VitzooError("--distinct and --columns do not go together",
+                              "--distinct COLUMN prints that column's values and their row counts")
+        chosen = None
+    needed = api.columns_needed(filters, [distinct] if distinct else chosen,
+                                None if distinct and sort in (None, "rows") else sort, pretrained)
+    table = api.load_table(index, columns=needed)
+    options = {"pretrained": pretrained, "local_only": local, "downloadable": downloadable}
+    result = api.run_query(table, filters=filters, sort=sort, desc=desc, limit=limit,
+                           columns=None if distinct else chosen, distinct=distinct, **options)
     notes = []
-    if local and not result.num_rows:
+    if local and not result.num_rows and not opt.any_filter(filters):
         notes.append("no registered runs yet: `vitzoo finetune ... --workdir DIR` registers one")
+    elif not result.num_rows:
+        notes.append(api.nothing_matches_note(table, filters, **options))
     render.emit(result, fmt, notes=notes, wide=wide,
-                asked=opt.split_values([columns]) if columns and columns != "all" else ())
+                asked=[distinct, "rows"] if distinct else
+                opt.split_values([columns]) if columns and columns != "all" else ())
 
 
 def show_command(

@@ -70,3 +70,10 @@ def build_filters(*, arch, ds, aug, wd, do, sd, adapt_ds, res, adapt_lr, steps, 
         steps=parse_numbers(steps, int, "--steps"), collection=split_values(collection),
         name=split_values(name), where=where,
     )
+
+
+def any_filter(filters: Filters) -> bool:
+    """Whether any filter constrains the rows (an empty answer then has a reason to find)."""
+    from vitzoo.catalog.query import active_filters
+
+    return bool(active_filters(filters))
