@@ -131,6 +131,19 @@ def run_query(
     return q.select_columns(result, columns)
 
 
+def names_pretrained_files(index: str | None, filters: q.Filters) -> list[str]:
+    """The pre-trained files' stems when every ``--name`` is exactly one's name
+    (``B_16-i21k-...``, ``vit_base_patch16_224.augreg_in21k``), else ``[]``: `list` then shows
+    that file, as `show` does, not its fine-tunes."""
+    if not filters.name:
+        return []
+    names = load_table(index, columns=list(q.EXTRA_FILTER_COLUMNS["name"]))
+    if not all(q.exact_name_kind(names, p) == "pretrained" for p in filters.name):
+        return []
+    matched = q.apply_filters(names, q.Filters(name=filters.name))
+    return sorted({f for f in matched.column("filename") if f})
+
+
 def relaxations(frame: Frame, filters: q.Filters, *, drop: int = 1,
                 **options: Any) -> list[tuple[str, int]]:
     """For a query that matched nothing: every way to drop ``drop`` of its filters, and how many

@@ -116,17 +116,58 @@ def _collections_of(collection: str | None, url: str | None) -> set[str]:
     return names | {n.split("/", 1)[0] for n in names}
 
 
-def _name_matcher(patterns: Sequence[str]) -> Callable[[Any], bool]:
-    """Globs like timm's ``list_models('*augreg*')``; without a wildcard, a substring."""
-    globs = [p.lower() if any(ch in p for ch in "*?[") else f"*{p.lower()}*"
-             for p in (strip_hub_prefix(p) for p in patterns)]
+def _plain_name(value: Any) -> str:
+    """A name as compared: any case, without ``hf-hub:``/``timm/`` or ``.npz``."""
+    return strip_hub_prefix(str(value)).lower().removeprefix("timm/").removesuffix(".npz")
 
-    def matches(value: Any) -> bool:
-        if not value:
-            return False
-        text = str(value).lower()
-        candidates = (text, text.removeprefix("timm/"))
-        return any(fnmatch.fnmatchcase(c, g) for c in candidates for g in globs)
+
+#: Columns that name a fine-tuned file, and those that name its pre-trained file.
+_FINETUNE_NAMES = ("checkpoint", "hf_repo")
+_PRETRAINED_NAMES = ("filename", "upstream_hf_repo")
+
+
+def exact_name_kind(frame: Frame, pattern: str) -> str | None:
+    """``finetuned`` / ``pretrained`` when ``pattern`` (no wildcard) is exactly a name some row
+    carries (a checkpoint, a timm or Hugging Face name, a release file name), as `show`
+    resolves it; None when it is only part of names (then it is a substring)."""
+    if any(ch in pattern for ch in "*?["):
+        return None
+    wanted = _plain_name(pattern)
+    for kind, columns in (("finetuned", _FINETUNE_NAMES), ("pretrained", _PRETRAINED_NAMES)):
+        for column in columns:
+            if column in frame.column_names and any(
+                    v and _plain_name(v) == wanted for v in frame.column(column)):
+                return kind
+    return None
+
+
+def _name_matcher(patterns: Sequence[str], frame: Frame) -> Callable[[Sequence[Any]], bool]:
+    """Globs like timm's ``list_models('*augreg*')``; an exact name (what `show` accepts)
+    selects exactly its file; any other text without a wildcard is a substring. Takes a row's
+    values of :data:`_NAME_COLUMNS` (missing columns: None)."""
+    globs, exact = [], []
+    for pattern in patterns:
+        kind = exact_name_kind(frame, pattern)
+        if kind is not None:
+            exact.append((_plain_name(pattern), _FINETUNE_NAMES if kind == "finetuned"
+                          else _PRETRAINED_NAMES))
+        else:
+            text = strip_hub_prefix(pattern).lower()
+            globs.append(text if any(ch in text for ch in "*?[") else f"*{text}*")
+    positions = {c: i for i, c in enumerate(_NAME_COLUMNS)}
+
+    def matches(values: Sequence[Any]) -> bool:
+        for wanted, columns in exact:
+            if any(values[positions[c]] and _plain_name(values[positions[c]]) == wanted
+                   for c in columns):
+                return True
+        for value in values:
+            if value:
+                text = str(value).lower()
+                if any(fnmatch.fnmatchcase(c, g) for c in (text, text.removeprefix("timm/"))
+                       for g in globs):
+                    return True
+        return False
 
     return matches
 
@@ -177,9 +218,10 @@ def _row_tests(frame: Frame, filters: Filters) -> list[list[bool]]:
         wanted = {_choice(c, known, "collection") for c in filters.collection}
         masks.append([bool(names & wanted) for names in per_row])
     if filters.name:
-        test = _name_matcher(filters.name)
-        columns = [frame.column(c) for c in _NAME_COLUMNS if c in frame.column_names]
-        masks.append([any(test(v) for v in values) for values in zip(*columns, strict=True)])
+        test = _name_matcher(filters.name, frame)
+        none = [None] * frame.num_rows
+        columns = [frame.column(c) if c in frame.column_names else none for c in _NAME_COLUMNS]
+        masks.append([test(values) for values in zip(*columns, strict=True)])
     return masks
 
 
@@ -259,20 +301,33 @@ class _Where:
     def broadcast(self, value: Any) -> list:
         return value if isinstance(value, _Column) else [value] * self.frame.num_rows
 
-    def elementwise(self, fn: Callable, left: Any, right: Any, null: Any) -> Any:
-        if not isinstance(left, _Column) and not isinstance(right, _Column):
-            return null if _is_null(left) or _is_null(right) else fn(left, right)
-        out = _Column()
-        for a, b in zip(self.broadcast(left), self.broadcast(right), strict=True):
+    def elementwise(self, fn: Callable, left: Any, right: Any, null: Any,
+                    node: ast.AST | None = None, numeric: bool = False) -> Any:
+        """``fn`` over the rows (or on two constants); a value it cannot take is a one-line
+        error naming the part of the expression (``numeric``: arithmetic, numbers only)."""
+        part = (ast.get_source_segment(self.expression, node) if node is not None else None) or \
+            self.expression
+
+        def apply(a: Any, b: Any) -> Any:
             if _is_null(a) or _is_null(b):
-                out.append(null)
-                continue
+                return null
+            if numeric and not all(isinstance(v, int | float) for v in (a, b)):
+                text = a if not isinstance(a, int | float) else b
+                raise self.fail(f"{part!r} does arithmetic on the text {text!r}",
+                                "arithmetic (+ - * / abs) takes numeric columns and numbers")
             try:
-                out.append(fn(a, b))
-            except TypeError as exc:
-                raise self.fail(f"cannot compare {a!r} with {b!r}",
+                return fn(a, b)
+            except ZeroDivisionError as exc:
+                raise self.fail(f"division by zero in {part!r}",
+                                "divide by a non-zero number or column") from exc
+            except (TypeError, ValueError, ArithmeticError) as exc:
+                raise self.fail(f"cannot compare {a!r} with {b!r} in {part!r}",
                                 "quote strings and compare numbers with numeric columns") from exc
-        return out
+
+        if not isinstance(left, _Column) and not isinstance(right, _Column):
+            return apply(left, right)
+        return _Column(apply(a, b) for a, b in zip(self.broadcast(left), self.broadcast(right),
+                                                     strict=True))
 
     def eval(self, node: ast.AST) -> Any:
         method = getattr(self, f"eval_{type(node).__name__}", None)
@@ -294,7 +349,7 @@ class _Where:
         if isinstance(node.op, ast.Not | ast.Invert):
             return _Column(not bool(v) for v in self.broadcast(operand))
         if isinstance(node.op, ast.USub):
-            return self.elementwise(lambda a, _: -a, operand, 0, None)
+            return self.elementwise(lambda a, _: -a, operand, 0, None, node, numeric=True)
         raise self.fail("unsupported operator", "use not, -")
 
     def eval_Compare(self, node: ast.Compare) -> Any:
@@ -310,7 +365,7 @@ class _Where:
                 part = _Column((v in members) != negate for v in self.broadcast(left))
             elif type(op) in _COMPARE:
                 part = _Column(bool(v) for v in self.broadcast(
-                    self.elementwise(_COMPARE[type(op)], left, right, False)))
+                    self.elementwise(_COMPARE[type(op)], left, right, False, node)))
             else:
                 raise self.fail("unsupported comparison", "use ==, !=, <, <=, >, >=, in, not in")
             result = part if result is None else _Column(
@@ -325,16 +380,14 @@ class _Where:
             return _Column(combine(bool(a), bool(b)) for a, b in zip(
                 self.broadcast(left), self.broadcast(right), strict=True))
         if type(node.op) in _ARITH:
-            return self.elementwise(_ARITH[type(node.op)], left, right, None)
+            return self.elementwise(_ARITH[type(node.op)], left, right, None, node, numeric=True)
         raise self.fail("unsupported operator", "use + - * / & |")
 
     def eval_Name(self, node: ast.Name) -> Any:
         if node.id in ("True", "False", "None"):
             return {"True": True, "False": False, "None": None}[node.id]
         if node.id not in self.frame.column_names:
-            raise self.fail(f"unknown column {node.id!r}",
-                            f"{did_you_mean(node.id, self.frame.column_names)}"
-                            f"columns are: {', '.join(self.frame.column_names)}")
+            raise self.fail(f"unknown column {node.id!r}", column_hint(node.id, self.frame))
         return _Column(self.frame.column(node.id))
 
     def eval_Constant(self, node: ast.Constant) -> Any:
@@ -359,10 +412,19 @@ class _Where:
             return _Column(_is_null(v) for v in values)
         if name == "notnull":
             return _Column(not _is_null(v) for v in values)
-        return _Column(None if _is_null(v) else abs(v) for v in values)
+        return self.elementwise(lambda a, _: abs(a), _Column(values), 0, None, node, numeric=True)
 
 
 # --- shaping -------------------------------------------------------------------
+
+#: Columns a query computes on demand, so they are valid names before they exist in a frame.
+COMPUTED_COLUMNS = ("available",)
+
+
+def column_hint(name: str, frame: Frame) -> str:
+    """``did you mean ...? columns are: ...``, naming the computed columns (``available``) too."""
+    names = [*frame.column_names, *(c for c in COMPUTED_COLUMNS if c not in frame.column_names)]
+    return f"{did_you_mean(name, names)}columns are: {', '.join(names)}"
 
 def pretrained_view(frame: Frame) -> Frame:
     """One row per pre-trained checkpoint, with how many of its fine-tunes are listed."""
@@ -398,8 +460,7 @@ def sort_frame(frame: Frame, column: str | None, descending: bool) -> Frame:
         return frame
     if column not in frame.column_names:
         raise VitzooError(f"cannot sort by unknown column {column!r}",
-                          f"{did_you_mean(column, frame.column_names)}"
-                          f"columns are: {', '.join(frame.column_names)}")
+                          column_hint(column, frame))
     values = frame.column(column)
     known = [i for i, v in enumerate(values) if not _is_null(v)]
     unknown = [i for i, v in enumerate(values) if _is_null(v)]
@@ -412,9 +473,7 @@ def select_columns(frame: Frame, columns: Sequence[str] | None) -> Frame:
         return frame
     unknown = [c for c in columns if c not in frame.column_names]
     if unknown:
-        raise VitzooError(f"unknown column(s) {', '.join(unknown)}",
-                          f"{did_you_mean(unknown[0], frame.column_names)}"
-                          f"columns are: {', '.join(frame.column_names)}")
+        raise VitzooError(f"unknown column(s) {', '.join(unknown)}", column_hint(unknown[0], frame))
     return frame.select(columns)
 
 
@@ -433,8 +492,7 @@ def distinct_counts(frame: Frame, column: str) -> Frame:
     unknown values are one entry (None) too, so the counts add up to the rows."""
     if column not in frame.column_names:
         raise VitzooError(f"--distinct: unknown column {column!r}",
-                          f"{did_you_mean(column, frame.column_names)}"
-                          f"columns are: {', '.join(frame.column_names)}")
+                          column_hint(column, frame))
     counts: dict[Any, int] = {}
     for value in frame.column(column):
         key = None if _is_null(value) else value

@@ -79,12 +79,12 @@ def _upstream_choice(arch: str, candidates: list[dict], notes: list[str]) -> lis
         finetune = [r for r in published if r["recommended"] == "pretrained+finetune"]
         picked = finetune[0] if finetune else published[0]
         return _with_basis([picked], (
-            f"published recommendation: final_val known for {len(known)} of {len(upstream)} "
-            "candidates in this index, so not ranked"
+            f"published recommendation: final_val known for {len(known)} of the {len(upstream)} "
+            "i21k pre-trained checkpoints of its architecture in this index, so not ranked"
         ))
     return _with_basis([{"name": arch}], (
-        f"unknown: final_val known for {len(known)} of {len(upstream)} candidates "
-        "and no published recommendation"
+        f"unknown: final_val known for {len(known)} of the {len(upstream)} i21k pre-trained "
+        "checkpoints of its architecture, and no published recommendation"
     ))
 
 

@@ -56,6 +56,13 @@ def list_command(
     filters = opt.build_filters(arch=arch, ds=ds, aug=aug, wd=wd, do=do, sd=sd, adapt_ds=adapt_ds,
                                 res=res, adapt_lr=adapt_lr, steps=steps, collection=collection,
                                 name=name, where=where)
+    notes = []
+    stems = [] if pretrained or local else api.names_pretrained_files(index, filters)
+    if stems:
+        pretrained = True
+        notes.append(f"--name gives a pre-trained file, so this is its row (as `vitzoo show` "
+                     f"resolves it); its fine-tunes: `vitzoo list --where 'filename == "
+                     f"\"{stems[0]}\"'`")
     if columns == "all":
         chosen = None
     elif columns:
@@ -76,7 +83,6 @@ def list_command(
     options = {"pretrained": pretrained, "local_only": local, "downloadable": downloadable}
     result = api.run_query(table, filters=filters, sort=sort, desc=desc, limit=limit,
                            columns=None if distinct else chosen, distinct=distinct, **options)
-    notes = []
     if local and not result.num_rows and not opt.any_filter(filters):
         notes.append("no registered runs yet: `vitzoo finetune ... --workdir DIR` registers one")
     elif not result.num_rows:
@@ -144,14 +150,24 @@ def recommend_command(
         return _print_fronts(table, notes, result.metric, wide=wide)
     if fmt == "table":  # the basis column is long and mostly repeated: say it once below
         if "basis" in table.column_names:
-            bases = [b for b in dict.fromkeys(table.column("basis")) if b]
-            notes = [f"chosen by {b}" for b in bases] + notes
+            notes = _basis_notes(table) + notes
         if not adapt_ds and not pareto and not by:
             notes.append("each row is the pick's ImageNet fine-tune, with its results; "
                          "`vitzoo show ARCH` names the pre-trained checkpoint to fine-tune")
         shown = by_table_columns(by) if by else RECOMMEND_TABLE_COLUMNS
         table = table.select([c for c in shown if c in table.column_names])
     render.emit(table, fmt, notes=notes, wide=wide, asked=[by] if by else ())
+
+
+def _basis_notes(table) -> list[str]:
+    """``chosen by BASIS`` once per distinct basis, naming the architectures when they differ."""
+    groups: dict[str, list[str]] = {}
+    for basis, name in zip(table.column("basis"), table.column("name"), strict=True):
+        if basis:
+            groups.setdefault(basis, []).append(name or "?")
+    if len(groups) == 1:
+        return [f"chosen by {next(iter(groups))}"]
+    return [f"chosen by {basis}: {', '.join(names)}" for basis, names in groups.items()]
 
 
 def by_table_columns(by: str) -> tuple[str, ...]:
