@@ -160,7 +160,7 @@ def _published(filenames: set[str]) -> list[dict[str, Any]]:
         ]
 
 
-def _architecture(name: str | None) -> dict[str, str]:
+def architecture_of(name: str | None) -> dict[str, str]:
     """Published and computed facts about the architecture (index/sources/architectures.csv)."""
     path = EMBEDDED_INDEX_DIR / "sources" / ARCHITECTURES_FILE
     if not name or not path.exists():
@@ -206,7 +206,7 @@ def describe(name: str, index: str | None = None) -> dict[str, Any]:
         caveats.append("whether this file exists is unknown (no listing or index.csv was read)")
     caveats += _no_copy_caveat(info, index)
     upstream = row.get("filename") if info.collection != "local" else None
-    architecture = _architecture(info.name)
+    architecture = architecture_of(info.name)
     fields = _fields(row, info.kind)
     counted = computed_params(architecture, row, info.kind)
     for item in fields:

@@ -103,13 +103,28 @@ def show_command(
     from vitzoo.catalog.show import describe
 
     render.check_format(fmt)
-    details = describe(name, index)
+    if _is_path(name):
+        from vitzoo.cli.show_view import describe_path
+
+        details = describe_path(name, index)
+    else:
+        details = describe(name, index)
     if fmt == "table":
         from vitzoo.cli.show_view import print_details
 
         print_details(details)
     else:  # csv: the field table; json/jsonl: everything
         render.emit_document(details, fmt, rows=details["fields"])
+
+
+def _is_path(name: str) -> bool:
+    """A file the user points at (``./final.npz``, ``runs/x/final.npz``, ``~/a.npz``), not a
+    catalog name: catalog names have at most one ``/`` (``collection/stem``) and no ``.npz``,
+    except ``collection/stem.npz`` spelled like a bucket path, which is a path only if it exists."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return True
+    return name.endswith(".npz") and (name.startswith((".", "/", "~")) or name.count("/") > 1)
 
 
 def recommend_command(

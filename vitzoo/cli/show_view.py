@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -58,6 +59,10 @@ def print_details(details: dict[str, Any]) -> None:
         console.print(f"[dim]adapt_final_val known for {known} of {total} fine-tunes[/dim]")
         for line in best:
             console.print(line, highlight=False)
+    if details.get("file") and details["file"] is not details["fields"]:
+        _print_sourced(console, "the file", [(i["field"], cell(i["field"], i["value"]), i["source"])
+                                             for i in details["file"] if i["value"] is not None],
+                       ("field", "value"))
     if details.get("measured"):
         _print_measured(console, details["measured"])
     if details["published"]:
@@ -168,3 +173,68 @@ def _print_measured_counts(console: Console, measured: dict | None) -> None:
                   f"no catalog row)  [dim]({measured.get('source', '?')})[/dim]", highlight=False)
     for name, why in unmapped.items():
         console.print(f"  [dim]no row: {name}: {why}[/dim]", highlight=False)
+
+
+# --- show PATH: a checkpoint file ---------------------------------------------------
+
+def file_facts(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """What the file itself says: size, and the architecture read off its array shapes
+    (numpy only: catalog commands never import jax). Returns (fields, architecture name)."""
+    from vitzoo.models.configs import infer_config
+    from vitzoo.weights.release import load_npz
+
+    source = "read from the file"
+    flat = load_npz(path)
+    config, info = infer_config(flat)
+    values = {
+        "path": str(path.resolve()), "size_bytes": path.stat().st_size, "architecture": config.name,
+        "arrays": len(flat), "params": int(sum(int(a.size) for a in flat.values())),
+        "num_classes": info.get("num_classes"), "resolution": info.get("resolution"),
+        "tokens": info.get("num_tokens"),
+    }
+    fields = [{"field": k, "value": v, "source": source} for k, v in values.items()]
+    known = config.name if not config.name.startswith("custom") else None
+    return fields, known
+
+
+def _catalog_names(path: Path) -> list[str]:
+    """Names the catalog may know this file by: a registered run's ``final.npz`` (its full
+    path), or a file in the download cache (``collection/stem``, then the bare stem)."""
+    from vitzoo import config
+
+    try:
+        relpath = path.resolve().relative_to(config.cache_dir().resolve())
+    except ValueError:
+        return []
+    stem = relpath.with_suffix("").as_posix()
+    return [stem, stem.rsplit("/", 1)[-1]]
+
+
+def describe_path(typed: str, index: str | None) -> dict[str, Any]:
+    """``vitzoo show PATH``: the catalog's entry for this file when it has one (a registered
+    run, a cached download), plus what the file itself says; a file of one's own otherwise."""
+    from vitzoo.catalog.api import find_local_run
+    from vitzoo.catalog.show import architecture_of, describe
+    from vitzoo.errors import VitzooError
+
+    path = Path(typed).expanduser()
+    if not path.is_file():
+        raise VitzooError(f"no such checkpoint file {typed!r}",
+                          "check the path, or give a catalog name (`vitzoo list --name PATTERN`)")
+    fields, arch = file_facts(path)
+    run = find_local_run(path, index)
+    names = [run["checkpoint"]] if run is not None else _catalog_names(path)
+    for name in names:
+        try:
+            details = describe(name, index)
+        except VitzooError:
+            continue
+        return {**details, "file": fields}
+    return {
+        "checkpoint": str(path), "kind": "file", "name": arch, "collection": "none",
+        "fields": fields, "architecture": architecture_of(arch), "finetunes": [],
+        "downloads": [{"source": "local file", "location": str(path.resolve())}],
+        "published": [], "measured": None, "file": fields,
+        "caveats": ["not in the catalog: a file of your own (not a registered run's final.npz, "
+                    "not a cached download)"],
+    }
