@@ -532,7 +532,8 @@ def test_cli_cache_list_verify_clear(gateway, tmp_path):
     assert listed.exit_code == 0
     assert NAME[:30] in listed.output and "recorded" in listed.output and "gcs" in listed.output
 
-    assert runner.invoke(app, ["cache", "verify"]).output.strip().endswith(": ok")
+    verified = runner.invoke(app, ["cache", "verify"]).output.strip().splitlines()
+    assert verified[0].endswith(": ok") and verified[-1].startswith("checked 1 file(s) in ")
     data = bytearray(path.read_bytes())
     data[100] ^= 1
     path.write_bytes(bytes(data))

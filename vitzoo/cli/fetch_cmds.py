@@ -164,6 +164,13 @@ def cache_verify(
         raise VitzooError(f"{bad} of {len(paths)} cached files failed verification",
                           "delete them (--delete) and download again" if not delete else
                           "download them again")
+    partial = sum(e.state == "partial" for e in cache.entries()) if name is None else 0
+    skipped = f"; {partial} partial download(s) not checked (they resume)" if partial else ""
+    if not paths:
+        typer.echo(f"checked 0 files: the cache ({config.cache_dir()}) holds no complete "
+                   f"checkpoint{skipped}")
+    else:
+        typer.echo(f"checked {len(paths)} file(s) in {config.cache_dir()}: all ok{skipped}")
 
 
 def doctor_command(
