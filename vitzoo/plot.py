@@ -43,6 +43,46 @@ _DOCS = {c.name: c.doc for c in COLUMNS}
 _NUMERIC = {name for name, kind in COLUMN_TYPES.items() if kind in ("float", "int")}
 
 
+#: The x column ``plot --local`` draws by default: what each run measured itself. The published
+#: ``infer_samples_per_sec`` is a V100 inference figure that no local run has.
+RUN_THROUGHPUT = "train_img_per_sec"
+_DOCS[RUN_THROUGHPUT] = "images/s measured by the run while fine-tuning, from its run.json"
+
+
+def run_throughput(frame: Frame) -> list[float | None]:
+    """Per registered run, ``final_metrics.img_per_sec`` of the run.json beside its final.npz
+    (None where there is none: a run registered by hand, a moved or deleted workdir)."""
+    out: list[float | None] = []
+    for url in frame.column("adapt_url"):
+        value = None
+        try:
+            record = json.loads((Path(url).parent / "run.json").read_text(encoding="utf-8"))
+            value = float(record["final_metrics"]["img_per_sec"])
+        except (OSError, TypeError, KeyError, ValueError, json.JSONDecodeError):
+            pass
+        out.append(value if value and math.isfinite(value) else None)
+    return out
+
+
+def _nothing_known(subset: Frame, x: str, y: str, local_only: bool) -> VitzooError:
+    """No row has both values: say how many lack which, and what would give them."""
+    lack_x = sum(v is None for v in subset.column(x))
+    lack_y = sum(v is None for v in subset.column(y))
+    what = "registered runs" if local_only else "matching rows"
+    problem = (f"none of the {subset.num_rows:,} {what} has both {y} and {x} known "
+               f"({lack_y:,} lack {y}, {lack_x:,} lack {x})")
+    options = _alternatives(subset, x, y)
+    hint = (f"try {', '.join(options)}, or " if options else "")
+    if local_only and x == RUN_THROUGHPUT:
+        return VitzooError(problem, hint + "runs record their img/s in WORKDIR/run.json "
+                           "(final_metrics.img_per_sec) when they finish; choose another --x otherwise")
+    if local_only:
+        return VitzooError(problem, hint + "local runs know adapt_final_val or adapt_final_test "
+                           f"and {RUN_THROUGHPUT}; choose --x/--y among them")
+    return VitzooError(problem, hint + "build the catalog from a real index.csv "
+                       "(`vitzoo index build --source PATH`)")
+
+
 # --- the scatter's data --------------------------------------------------------
 
 
@@ -123,8 +163,19 @@ def scatter_data(table: Frame, *, x: str = "infer_samples_per_sec", y: str | Non
         _check_column(y, "--y")
     subset = run_query(table, filters=filters or Filters(), local_only=local_only)
     if subset.num_rows == 0:
-        raise VitzooError("no catalog rows match these filters",
-                          "check them with `vitzoo list` and the same options")
+        if local_only and not any(c == "local" for c in table.column("collection")):
+            raise VitzooError("no registered runs to plot",
+                              "`vitzoo finetune MODEL --dataset DS --workdir DIR` registers one")
+        raise VitzooError("no catalog rows match these filters" if not local_only else
+                          "no registered run matches these filters",
+                          f"check them with `vitzoo list{' --local' if local_only else ''}` "
+                          "and the same options")
+    throughput_note = None
+    if local_only and x == "infer_samples_per_sec":
+        x = RUN_THROUGHPUT
+        subset = subset.with_column(x, run_throughput(subset))
+        throughput_note = (f"x axis: {x}, the images/s each run measured while fine-tuning "
+                           "(its run.json); the published V100 figure is not known for your runs")
     chosen_note = None
     if y is None:  # no --y: the accuracy this catalog knows best for these rows, and say so
         y, count = best_populated(subset, x)
@@ -132,11 +183,7 @@ def scatter_data(table: Frame, *, x: str = "infer_samples_per_sec", y: str | Non
                        f"({count:,} with {x}); --y chooses another")
     known = subset.filter(_both_known(subset, x, y))
     if known.num_rows == 0:
-        options = _alternatives(subset, x, y)
-        hint = (f"try {', '.join(options)}, or " if options else "")
-        raise VitzooError(
-            f"none of the {subset.num_rows:,} matching rows has both {y} and {x} known",
-            hint + "build the catalog from a real index.csv (`vitzoo index build --source PATH`)")
+        raise _nothing_known(subset, x, y, local_only)
     points = known.filter([v > 0 for v in known.column(x)])
     notes = []
     if points.num_rows < known.num_rows:
@@ -154,6 +201,8 @@ def scatter_data(table: Frame, *, x: str = "infer_samples_per_sec", y: str | Non
                     f"(higher {y} and higher {x} are better)")
     if chosen_note:
         notes.insert(0, chosen_note)
+    if throughput_note:
+        notes.insert(0, throughput_note)
     if y.endswith("_test"):
         notes.append(f"{y} is a test accuracy: fine to describe the trade-off, but choose "
                      "checkpoints by a validation column")
@@ -213,8 +262,8 @@ def draw_scatter(ax: Axes, data: Scatter, *, title: str | None = None) -> None:
     from matplotlib.ticker import PercentFormatter
 
     rows = data.points.select(
-        [c for c in ("name", "adapt_resolution", data.x, data.y) if c in data.points.column_names]
-    ).to_pylist()
+        [c for c in ("name", "adapt_resolution", "checkpoint", "collection", data.x, data.y)
+         if c in data.points.column_names]).to_pylist()
     caveated = data.caveats
     names = [r.get("name") for r in rows]
     colours = _arch_colours(names)
@@ -227,7 +276,8 @@ def draw_scatter(ax: Axes, data: Scatter, *, title: str | None = None) -> None:
                  else dict(color=colours[name], edgecolors="none"))
         ax.scatter([m[data.x] for m in members], [m[data.y] for m in members],
                    marker=_MARKERS.get(res, "s"), s=36, alpha=0.8, zorder=2, **style)
-    front = data.front.select([c for c in ("name", data.x, data.y)]).to_pylist()
+    front = data.front.select([c for c in ("name", "checkpoint", "collection", data.x, data.y)
+                               if c in data.front.column_names]).to_pylist()
     front_sorted = sorted(front, key=lambda r: r[data.x])
     ax.plot([r[data.x] for r in front_sorted], [r[data.y] for r in front_sorted], "-",
             color="black", linewidth=1.2, zorder=3)
@@ -235,7 +285,8 @@ def draw_scatter(ax: Axes, data: Scatter, *, title: str | None = None) -> None:
                facecolors="none", edgecolors="black", linewidths=1.3, zorder=4)
     labelled = rows if len(rows) <= LABEL_ALL_MAX else front
     for row in labelled:
-        ax.annotate(row.get("name") or "?", (row[data.x], row[data.y]), xytext=(4, 4),
+        label = row.get("checkpoint") if row.get("collection") == "local" else row.get("name")
+        ax.annotate(label or "?", (row[data.x], row[data.y]), xytext=(4, 4),
                     textcoords="offset points", fontsize=8, zorder=5)
     ax.set_xscale("log")
     ax.set_xlabel(_axis_label(data.x))

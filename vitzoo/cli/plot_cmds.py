@@ -26,7 +26,7 @@ def _notes(notes: list[str]) -> None:
 def _or_default(values: list[str], default: str) -> list[str]:
     """``--adapt-ds``/``--res``: the default when not given, nothing for ``any``."""
     if not values:
-        return [default]
+        return [] if default == "any" else [default]
     return [] if [v.lower() for v in values] == ["any"] else values
 
 
@@ -39,8 +39,8 @@ def plot_command(
     wd: list[str] = opt.WD,
     do: list[str] = opt.DO,
     sd: list[str] = opt.SD,
-    adapt_ds: list[str] = typer.Option(None, "--adapt-ds", help=f"Fine-tuning dataset (default {DEFAULT_ADAPT_DS}; 'any' for all)."),
-    res: list[str] = typer.Option(None, "--res", help=f"Fine-tuning resolution (default {DEFAULT_RES}; 'any' for all)."),
+    adapt_ds: list[str] = typer.Option(None, "--adapt-ds", help=f"Fine-tuning dataset (default {DEFAULT_ADAPT_DS}, with --local any; 'any' for all)."),
+    res: list[str] = typer.Option(None, "--res", help=f"Fine-tuning resolution (default {DEFAULT_RES}, with --local any; 'any' for all)."),
     adapt_lr: list[str] = opt.ADAPT_LR,
     steps: list[str] = opt.STEPS,
     collection: list[str] = opt.COLLECTION,
@@ -53,6 +53,9 @@ def plot_command(
 ) -> None:
     """Scatter of two columns over the rows `vitzoo list` would show, Pareto front highlighted.
 
+    With --local: your registered runs, accuracy against the images/s each run measured
+    (train_img_per_sec, from its run.json).
+
     Points are coloured and labelled by architecture; the x-axis is logarithmic.
     Rows with an unknown value are left out and counted on stderr.
     """
@@ -60,10 +63,12 @@ def plot_command(
     from vitzoo.plot import parse_size, save_scatter, scatter_data, value_provenance
 
     pixels = parse_size(size)
+    # The defaults pick one comparable slice of the published zoo; your runs are all shown.
+    default_ds, default_res = ("any", "any") if local else (DEFAULT_ADAPT_DS, str(DEFAULT_RES))
     filters = opt.build_filters(
         arch=arch, ds=ds, aug=aug, wd=wd, do=do, sd=sd,
-        adapt_ds=_or_default(opt.split_values(adapt_ds), DEFAULT_ADAPT_DS),
-        res=_or_default(opt.split_values(res), str(DEFAULT_RES)), adapt_lr=adapt_lr,
+        adapt_ds=_or_default(opt.split_values(adapt_ds), default_ds),
+        res=_or_default(opt.split_values(res), default_res), adapt_lr=adapt_lr,
         steps=steps, collection=collection, where=where)
     location = store.locate(index)
     data = scatter_data(api.load_table(index), x=x, y=y, filters=filters, local_only=local)
@@ -72,7 +77,7 @@ def plot_command(
     footnote = f"catalog: {location.path} ({location.origin})" + (f"; {scope}" if scope else "")
     path = save_scatter(data, out, size=pixels, title=title, footnote=footnote)
     notes = list(data.notes)
-    for column in (data.y, x):
+    for column in (data.y, data.x):
         sources = value_provenance(data.points, column)
         notes.append(f"{column} from " + "; ".join(f"{n:,} x {s}" for s, n in sources.most_common()))
     _notes(notes)
