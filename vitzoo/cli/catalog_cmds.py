@@ -191,7 +191,7 @@ def by_table_columns(by: str) -> tuple[str, ...]:
 
 
 #: What a Pareto table shows: the trade-off itself first, so it survives 80 columns.
-PARETO_TABLE_COLUMNS = ("checkpoint", "infer_samples_per_sec", "adapt_resolution", "name", "caveats")
+PARETO_TABLE_COLUMNS = ("checkpoint", "infer_samples_per_sec", "name", "adapt_resolution", "caveats")
 
 
 def _print_fronts(table, notes: list[str], metric: str | None, *, wide: bool) -> None:
@@ -199,13 +199,15 @@ def _print_fronts(table, notes: list[str], metric: str | None, *, wide: bool) ->
     not comparable, and the dataset and throughput must stay visible at 80 columns."""
     datasets = list(dict.fromkeys(table.column("adapt_ds")))
     titles = {n.split(":", 1)[0]: n for n in notes if ": Pareto front of " in n}
+    marks = ""
     for adapt_ds in datasets:
         part = table.filter([d == adapt_ds for d in table.column("adapt_ds")])
         columns = [c for c in (*PARETO_TABLE_COLUMNS[:2], metric, *PARETO_TABLE_COLUMNS[2:])
                    if c and c in part.column_names]
         title = titles.get(adapt_ds or "pre-trained", f"{adapt_ds}: Pareto front")
-        render.print_table(part.select(columns), title=title, wide=wide,
-                           asked=[c for c in columns if c != "caveats"])
+        marks += render.print_table(part.select(columns), title=title, wide=wide,
+                                    asked=[c for c in columns if c != "caveats"], legend=False)
+    render.print_legend(marks)
     render.print_table_notes([n for n in notes if ": Pareto front of " not in n])
 
 

@@ -252,8 +252,11 @@ def fit_columns(names: Sequence[str], rows: Sequence[Sequence[str]], width: int,
 
 
 def print_table(table: Frame, *, title: str | None = None, total: int | None = None,
-                notes: Sequence[str] = (), wide: bool = False, asked: Sequence[str] = ()) -> None:
-    """A rich table with one line per row that fits the terminal; long tables are cut with a hint."""
+                notes: Sequence[str] = (), wide: bool = False, asked: Sequence[str] = (),
+                legend: bool = True) -> str:
+    """A rich table with one line per row that fits the terminal; long tables are cut with a hint.
+    Returns the caveat marks it showed (``legend=False``: the caller prints one legend for
+    several tables, :func:`print_legend`)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -305,9 +308,20 @@ def print_table(table: Frame, *, title: str | None = None, total: int | None = N
             what.append(f"not shown: {', '.join(n for n in layout.hidden if n not in blank)}")
         console.print(f"[dim]{'; '.join(what)}; --wide or --format csv shows everything[/dim]",
                       highlight=False)
+    if legend:
+        print_legend(marks_shown, console)
+    print_table_notes(notes, console)
+    return marks_shown
+
+
+def print_legend(marks_shown: str, console=None) -> None:
+    """The legend of the caveat marks that were shown."""
+    if console is None:
+        from rich.console import Console
+
+        console = Console(soft_wrap=False)
     for line in caveat_legend(marks_shown):
         console.print(line, style="dim", highlight=False, markup=False)
-    print_table_notes(notes, console)
 
 
 def print_table_notes(notes: Sequence[str], console=None) -> None:
