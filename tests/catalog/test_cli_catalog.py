@@ -219,13 +219,18 @@ def test_real_process_error_and_exit_code():
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
-def test_catalog_commands_import_no_heavy_libraries():
+def test_catalog_commands_import_no_heavy_libraries(tmp_path):
+    from tests.support.ckpt_factory import write_tiny_vit
+
+    npz = write_tiny_vit(tmp_path / "final.npz")  # `show PATH` reads the file with numpy only
     probe = (
         "import json, sys\n"
         "from vitzoo.cli import main\n"
         "for args in (['list', '--arch', 'B/16', '--format', 'csv', '--limit', '2'],"
         " ['show', 'B/16', '--format', 'json'], ['recommend', '--format', 'json'],"
-        " ['index', 'info', '--format', 'json']):\n"
+        " ['index', 'info', '--format', 'json'], ['list', '--distinct', 'name', '--format', 'csv'],"
+        " ['recommend', '--by', 'imagenet_r_top1', '--format', 'json'],"
+        " ['recommend', '--pareto', '--format', 'json'], ['show', sys.argv[1], '--format', 'json']):\n"
         "    try:\n"
         "        main(args)\n"
         "    except SystemExit as e:\n"
@@ -233,8 +238,8 @@ def test_catalog_commands_import_no_heavy_libraries():
         "heavy = [m for m in ('jax', 'flax', 'tensorflow', 'pandas', 'torch') if m in sys.modules]\n"
         "sys.stderr.write('HEAVY=' + json.dumps(heavy))\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                            cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    result = subprocess.run([sys.executable, "-c", probe, str(npz)], capture_output=True,
+                            text=True, cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 0, result.stderr
     assert result.stderr.rsplit("HEAVY=", 1)[1] == "[]"
 
