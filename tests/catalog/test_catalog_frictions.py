@@ -198,3 +198,12 @@ def test_plot_local_draws_your_runs_against_their_measured_speed(capsys, tmp_pat
                        str(tmp_path / "c.png"))
     assert code == 2 and "3 lack adapt_final_test, 1 lack train_img_per_sec" in err
     assert "index.csv" not in err
+
+
+def test_show_counts_the_finetunes_of_this_file_not_of_its_namesakes(capsys):
+    """Older collections repeat stems: sam/ViT-B_32 has no fine-tunes; imagenet21k/ViT-B_32 has
+    the one in imagenet21k+imagenet2012."""
+    for name, expected in (("sam/ViT-B_32", []), ("imagenet21k/ViT-B_32", [("imagenet2012", 1)])):
+        code, out, err = run(capsys, "show", name, "--format", "json", "--index", INDEX)
+        assert code == 0, err
+        assert [(f["adapt_ds"], f["count"]) for f in json.loads(out)["finetunes"]] == expected

@@ -73,10 +73,12 @@ def measured(row: dict, kind: str) -> dict[str, Any] | None:
             "source": row["measured_source"], "sets": sets}
 
 
-def _finetunes(table, filename: str | None) -> list[dict[str, Any]]:
-    if not filename:
+def _finetunes(table, url: str | None) -> list[dict[str, Any]]:
+    """The fine-tunes of the pre-trained file at ``url``: matched by where the file lives, not
+    by its stem, which older collections repeat (sam/ViT-B_32 is not imagenet21k/ViT-B_32)."""
+    if not url:
         return []
-    rows = [r for r in table.to_pylist() if r["filename"] == filename and r["adapt_filename"]]
+    rows = [r for r in table.to_pylist() if r["url"] == url and r["adapt_filename"]]
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         groups[row["adapt_ds"]].append(row)
@@ -219,7 +221,7 @@ def describe(name: str, index: str | None = None) -> dict[str, Any]:
         "collection": info.collection,
         "fields": fields,
         "architecture": architecture,
-        "finetunes": _finetunes(table, upstream),
+        "finetunes": _finetunes(table, row.get("url") if upstream else None),
         "downloads": _downloads(info),
         "published": _published({info.filename, upstream or ""} - {""}),
         "measured": measured(row, info.kind),
