@@ -1,47 +1,49 @@
 # vitzoo: two commands set everything up.
 #   make demo   creates .venv, installs vitzoo and runs the catalog on the embedded index
 #   make test   creates/updates .venv with the test extras and runs the whole suite
+# Both install exactly the versions in $(LOCK), the set the test suite ran on, then vitzoo itself
+# without resolving again (--no-deps). `make lock` re-resolves the lock after pyproject.toml's
+# dependencies change (keeping every pin that still fits).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP_RUN := $(VENV)/.installed-run
-STAMP_TEST := $(VENV)/.installed-test
+LOCK := requirements/test.lock
+STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench index clean
+.PHONY: demo test lint bench index lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
 
-$(STAMP_RUN): pyproject.toml | $(BIN)/python
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e .
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -r $(LOCK)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	$(BIN)/python -m compileall -q vitzoo
 	touch $@
 
-$(STAMP_TEST): pyproject.toml | $(BIN)/python
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[test]"
-	$(BIN)/python -m compileall -q vitzoo
-	touch $@ $(STAMP_RUN)
-
-demo: $(STAMP_RUN)
+demo: $(STAMP)
 	$(BIN)/vitzoo index info
 	$(BIN)/vitzoo list --arch B/16 --aug medium1 --pretrained
 	$(BIN)/vitzoo recommend
 	$(BIN)/vitzoo show B/16
 
-test: $(STAMP_TEST)
+test: $(STAMP)
 	$(BIN)/ruff check vitzoo tests benchmarks
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
-lint: $(STAMP_TEST)
+lint: $(STAMP)
 	$(BIN)/ruff check vitzoo tests benchmarks
 
-bench: $(STAMP_TEST)
+bench: $(STAMP)
 	$(BIN)/python benchmarks/catalog.py
 
 # Rebuild the embedded catalog from the embedded sources only.
-index: $(STAMP_RUN)
+index: $(STAMP)
 	$(BIN)/vitzoo index build --source embedded --out index
+
+lock: | $(BIN)/python
+	$(BIN)/uv pip compile --quiet pyproject.toml --extra test --universal --python-version 3.11 -o $(LOCK)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
