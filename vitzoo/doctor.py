@@ -79,7 +79,6 @@ def accelerators() -> list[Line]:
                               "'jax[cuda12]'", "problem"))
     except Exception as exc:  # report, never crash the doctor
         lines.append(Line("jax", "import", f"failed: {exc}", "problem"))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
     try:
         import tensorflow as tf
 

@@ -173,3 +173,21 @@ def describe_devices() -> dict[str, Any]:
     devices = jax.local_devices()
     return {"platform": devices[0].platform, "local_devices": len(devices),
             "kinds": sorted({d.device_kind for d in devices})}
+
+
+#: Environment read by TensorFlow's and XLA's C++ logging when the library loads. Level 2 keeps
+#: errors and hides INFO and WARNING: the oneDNN notice (printed twice, once per TensorFlow
+#: library) and absl's "All log messages before absl::InitializeLog()" line that precedes it.
+QUIET_LIBRARY_ENV: dict[str, str] = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def quiet_library_logs() -> dict[str, str]:
+    """Hide the heavy libraries' start-up notices; returns the variables it set.
+
+    The C++ loggers read their level once, when tensorflow or jaxlib is first imported, so the
+    CLI calls this before any command runs (``vitzoo --verbose`` skips it). A value already in
+    the environment wins: ``TF_CPP_MIN_LOG_LEVEL=0 vitzoo ...`` shows everything.
+    """
+    applied = {key: value for key, value in QUIET_LIBRARY_ENV.items() if key not in os.environ}
+    os.environ.update(applied)
+    return applied

@@ -41,28 +41,23 @@ class MetricsWriter:
         workdir.mkdir(parents=True, exist_ok=True)
         truncate_after(self.path, resume_step)
         self._fh = self.path.open("a")
-        try:
-            from tensorboardX import SummaryWriter
+        from tensorboardX import SummaryWriter  # a dependency: a missing one is named by the CLI
 
-            self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1
-                                     if resume_step else None)
-        except ImportError:  # TensorBoard is optional; the JSONL log is the record
-            self._tb = None
+        self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=resume_step + 1
+                                 if resume_step else None)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         self._fh.write(json.dumps(record) + "\n")
         self._fh.flush()
-        if self._tb is not None:
-            step = int(record["step"])
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self._tb.add_scalar(key, value, step)
+        step = int(record["step"])
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)):
+                self._tb.add_scalar(key, value, step)
 
     def close(self) -> None:
         if not self.enabled:
             return
         self._fh.close()
-        if self._tb is not None:
-            self._tb.close()
+        self._tb.close()

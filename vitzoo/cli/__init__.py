@@ -11,14 +11,9 @@ import importlib
 import sys
 
 import typer
-import typer.core
+from typer.core import TyperGroup
 
 from vitzoo.errors import VitzooError
-
-# Plain help text: typer escapes "[default: ...]" for rich markup whenever rich is
-# installed, even with rich_markup_mode=None, which prints a stray backslash.
-# This flag is read only by that escaping and by rich formatting, which we don't use.
-typer.core.HAS_RICH = False
 
 # Modules that add commands to the app; each defines ``register(app)``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -31,7 +26,30 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vitzoo.cli.probe_cmds",
 )
 
+
+
+class FullHelpGroup(TyperGroup):
+    """A command group whose listing shows each command's whole first paragraph, wrapped.
+
+    Why: click cuts every description to what fits on one line beside the longest command
+    name, and never uses more than 80 columns, so ``vitzoo -h`` ended each one in "..."
+    (and its sentence detection stops at an abbreviation such as "sec. 4.5").
+    """
+
+    def format_commands(self, ctx, formatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                text = command.short_help or (command.help or "").split("\n\n")[0]
+                rows.append((name, " ".join(text.split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
+    cls=FullHelpGroup,
     name="vitzoo",
     help="Search, choose and fine-tune Google's Vision Transformer checkpoint zoo.",
     no_args_is_help=True,
@@ -54,12 +72,30 @@ def _print_version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="Keep TensorFlow's and XLA's start-up "
+                                 "notices on stderr (hidden by default; so does setting "
+                                 "TF_CPP_MIN_LOG_LEVEL yourself)."),
 ) -> None:
     """Search, choose and fine-tune Google's Vision Transformer checkpoint zoo."""
+    if not verbose:
+        from vitzoo.runtime import quiet_library_logs
+
+        quiet_library_logs()  # before any command imports tensorflow or jax
 
 
 for _module in COMMAND_MODULES:
     importlib.import_module(_module).register(app)
+
+
+def _list_in_full(typer_app: typer.Typer) -> None:
+    """Give the command groups (``index``, ``cache``) the root's whole-sentence listing."""
+    for group in typer_app.registered_groups:
+        group.cls = FullHelpGroup
+        if group.typer_instance is not None:
+            _list_in_full(group.typer_instance)
+
+
+_list_in_full(app)
 
 
 #: Top-level module -> the pip package that provides it (where the names differ or matter).
@@ -93,12 +129,32 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def usage_line(exc: typer.TyperException) -> str:
+    """One line for a command-line mistake typer caught (a value not among the choices, a
+    missing argument, an unknown option): its message and where the help is."""
+    message = " ".join(exc.format_message().split())
+    # typer validates choices with pydantic, whose messages start with this
+    message = message.replace(": Value error, ", ": ")
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    where = f" See '{ctx.command_path} -h'." if ctx is not None else ""
+    return f"{message.rstrip('.')}.{where}"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user mistakes become one line on stderr."""
     try:
-        app(args=argv, standalone_mode=True)
+        # Not standalone: typer's own usage errors come here, to be said in one line too.
+        outcome = app(args=argv, prog_name="vitzoo", standalone_mode=False)
     except VitzooError as exc:
         fail(exc.one_line())
+    except typer.TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `vitzoo` alone: the help page
+            exc.show()
+            raise SystemExit(getattr(exc, "exit_code", 2)) from None
+        fail(usage_line(exc), code=getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        fail("aborted", code=1)
     except ModuleNotFoundError as exc:  # a broken or partial install: say what to install
         fail(missing_module_message(exc))
     except KeyboardInterrupt:
@@ -106,3 +162,5 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # `vitzoo list | head`
         sys.stderr.close()
         raise SystemExit(0) from None
+    # typer.Exit(code) arrives here as its code; a command's own return value means success
+    raise SystemExit(outcome if isinstance(outcome, int) else 0)

@@ -12,6 +12,7 @@ import sys
 import typer
 
 from vitzoo.adapt.options import FinetuneOptions
+from vitzoo.cli.filter_options import OutputFormat
 
 D = FinetuneOptions  # class attributes are the dataclass defaults
 
@@ -80,7 +81,7 @@ def evaluate_command(
     res: int = typer.Option(None, "--res", help="Resolution; default the checkpoint's own."),
     batch: int = typer.Option(64, "--batch", help="Evaluation batch size."),
     per_class: bool = typer.Option(False, "--per-class", help="Also report per-class accuracy."),
-    fmt: str = typer.Option("table", "--format", help="table, csv, json or jsonl (one report: json and jsonl are the same object)."),
+    fmt: OutputFormat = typer.Option("table", "--format", help="Output format (one report: json and jsonl are the same object)."),
     data_dir: str = typer.Option(None, "--data-dir", help="TFDS data directory."),
     val_fraction: float = typer.Option(D.val_fraction, "--val-fraction", help="Validation fraction when carving."),
     stream: bool = typer.Option(False, "--stream", help="Stream the TFDS split from its files (automatic when it exceeds the memory budget)."),
@@ -92,9 +93,8 @@ def evaluate_command(
 
     set_compile_cache_choice(compile_cache)
     from vitzoo.adapt.evaluate import evaluate
-    from vitzoo.cli.render import check_format, write_rows
+    from vitzoo.cli.render import write_rows
 
-    check_format(fmt)
     report = evaluate(checkpoint, dataset, split=split, res=res, batch=batch,
                       per_class=per_class, data_dir=data_dir, val_fraction=val_fraction,
                       stream=stream, gcs_auth=gcs_auth)

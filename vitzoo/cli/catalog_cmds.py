@@ -43,7 +43,7 @@ def list_command(
     limit: int = opt.LIMIT,
     columns: str = typer.Option(None, "--columns", help="Comma-separated columns to show (default: a readable subset; 'all' for every column)."),
     wide: bool = opt.WIDE,
-    fmt: str = opt.FORMAT,
+    fmt: opt.OutputFormat = opt.FORMAT,
     index: str = opt.INDEX,
     distinct: str = typer.Option(None, "--distinct", metavar="COLUMN", help=(
         "Instead of rows: each value of COLUMN with its number of rows, after the filters "
@@ -52,7 +52,6 @@ def list_command(
     """List checkpoints matching the filters (the 21 index.csv columns plus vitzoo's)."""
     from vitzoo.catalog import api, schema
 
-    render.check_format(fmt)
     filters = opt.build_filters(arch=arch, ds=ds, aug=aug, wd=wd, do=do, sd=sd, adapt_ds=adapt_ds,
                                 res=res, adapt_lr=adapt_lr, steps=steps, collection=collection,
                                 name=name, where=where)
@@ -96,13 +95,12 @@ def show_command(
     name: str = typer.Argument(..., metavar="CHECKPOINT", help=(
         "A checkpoint name, collection/name, a timm or Hugging Face name "
         "(timm/vit_base_patch16_224.augreg_in21k), or an architecture (its recommended checkpoint).")),
-    fmt: str = opt.FORMAT,
+    fmt: opt.OutputFormat = opt.FORMAT,
     index: str = opt.INDEX,
 ) -> None:
     """Everything about one checkpoint: every field with its source, fine-tunes, downloads."""
     from vitzoo.catalog.show import describe
 
-    render.check_format(fmt)
     if _is_path(name):
         from vitzoo.cli.show_view import describe_path
 
@@ -140,7 +138,7 @@ def recommend_command(
         "Rank by this numeric column instead, per architecture, over every row that knows it "
         "(e.g. imagenet_r_top1 for robustness, as measured by timm); test-split columns are refused.")),
     wide: bool = opt.WIDE,
-    fmt: str = opt.FORMAT,
+    fmt: opt.OutputFormat = opt.FORMAT,
     index: str = opt.INDEX,
     data: str = typer.Option(None, "--data", help="Choose by probing candidates on this dataset (TFDS name or image folder); see `vitzoo probe`."),
     candidates: list[str] = typer.Option(None, "--candidates", help="With --data: recommended (default), downloadable, or names/paths."),
@@ -156,7 +154,6 @@ def recommend_command(
         return recommend_by_data(data, candidates=candidates, arch=arch, fmt=fmt, index=index)
     from vitzoo.catalog import api
 
-    render.check_format(fmt)
     result = api.run_recommend(api.load_table(index), arch=opt.split_values(arch), adapt_ds=adapt_ds,
                                res=res, min_throughput=min_throughput, pareto=pareto,
                                metric=metric, by=by)
@@ -245,13 +242,12 @@ def index_build(
 
 
 def index_info(
-    fmt: str = opt.FORMAT,
+    fmt: opt.OutputFormat = opt.FORMAT,
     index: str = opt.INDEX,
 ) -> None:
     """Which catalog is in use, where its rows came from, and what is missing."""
     from vitzoo.catalog import store
 
-    render.check_format(fmt)
     location = store.locate(index)
     manifest = store.read_manifest(location)
     if fmt != "table":  # csv: rows by source; json/jsonl: the whole manifest

@@ -17,7 +17,7 @@ SOURCE_HELP = ("Where to fetch from: auto (cache, mirrors, GCS, Hugging Face), c
 
 
 def download_command(
-    names: list[str] = typer.Argument(..., metavar="CHECKPOINT...", help=(
+    names: list[str] = typer.Argument(..., metavar="CHECKPOINT", help=(
         "Catalog names, timm/Hugging Face names, architecture aliases (B/16), gs:// / https:// "
         "URLs or local paths.")),
     source: str = typer.Option("auto", "--source", help=SOURCE_HELP),
@@ -108,7 +108,7 @@ def _matching(name: str | None) -> list[Path]:
 
 @cache_app.command("clear")
 def cache_clear(
-    name: str = typer.Argument(None, metavar="[CHECKPOINT]", help="Only this checkpoint (name, alias or cache path)."),
+    name: str = typer.Argument(None, metavar="CHECKPOINT", help="Only this checkpoint (name, alias or cache path)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Delete cached checkpoints (all of them, or NAME), with their records."""
@@ -136,7 +136,7 @@ def cache_clear(
 
 @cache_app.command("verify")
 def cache_verify(
-    name: str = typer.Argument(None, metavar="[CHECKPOINT]", help="Only this checkpoint."),
+    name: str = typer.Argument(None, metavar="CHECKPOINT", help="Only this checkpoint."),
     delete: bool = typer.Option(False, "--delete", help="Delete files that fail."),
 ) -> None:
     """Re-hash cached files against their download records and check the zip signature."""

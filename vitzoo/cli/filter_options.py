@@ -6,6 +6,7 @@ Declared once so both commands accept exactly the same spellings and help text.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import typer
 
@@ -36,7 +37,9 @@ DOWNLOADABLE = typer.Option(False, "--downloadable", help=(
     "computed offline, the bucket is not probed."))
 LIMIT = typer.Option(None, "--limit", help="At most this many rows.")
 WIDE = typer.Option(False, "--wide", help="Show every column and full names, even past the terminal width.")
-FORMAT = typer.Option("table", "--format", help="Output format: table, csv, json or jsonl.")
+#: The machine-readable formats every table command writes (typer lists and checks them).
+OutputFormat = Literal["table", "csv", "json", "jsonl"]
+FORMAT = typer.Option("table", "--format", help="Output format (json: one array; jsonl: one object per line).")
 
 
 def split_values(values: list[str] | None) -> list[str]:

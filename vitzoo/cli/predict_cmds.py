@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import typer
 
+from vitzoo.cli.filter_options import OutputFormat
+
 
 def predict_command(
     checkpoint: str = typer.Argument(..., help="A .npz file, URL, catalog name, or local run name."),
     images: list[str] = typer.Argument(..., help="Image files (JPEG, PNG, ...)."),
     top_k: int = typer.Option(5, "--top-k", help="Classes to show per image."),
     res: int = typer.Option(None, "--res", help="Input resolution; default: the checkpoint's own."),
-    fmt: str = typer.Option("table", "--format", help="Output format: table, csv, json (an array) or jsonl (one object per line)."),
+    fmt: OutputFormat = typer.Option("table", "--format", help="Output format (json: one array; jsonl: one object per line)."),
     logits: bool = typer.Option(False, "--logits", help="Include all logits (json output)."),
     arch: str = typer.Option(None, "--arch", help="Check that the file is this architecture."),
     attention: str = typer.Option(None, "--attention", help="Folder for attention-rollout overlays, one <image>.png per image (ViT and hybrids)."),
@@ -23,12 +25,11 @@ def predict_command(
     from vitzoo.runtime import set_compile_cache_choice
 
     set_compile_cache_choice(compile_cache)
-    from vitzoo.cli.render import check_format, write_rows
+    from vitzoo.cli.render import write_rows
     from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.errors import VitzooError
     from vitzoo.predict import Predictor
 
-    check_format(fmt)
     if top_k < 1:
         raise VitzooError(f"--top-k must be at least 1, got {top_k}", "e.g. --top-k 5")
     path = resolve_checkpoint(checkpoint)

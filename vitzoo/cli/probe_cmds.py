@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, Literal
 
 import typer
 
@@ -81,14 +81,12 @@ def probe_command(
     sort: str = SORT,
     pareto: bool = typer.Option(False, "--pareto", help="Only the Pareto front of the score against measured img/s."),
     plot_out: str = typer.Option(None, "--plot", help="Also draw score vs img/s to OUT.png or OUT.svg."),
-    fmt: str = typer.Option("table", "--format", help="table, json or csv."),
+    fmt: Literal["table", "json", "csv"] = typer.Option("table", "--format", help="Output format."),
     index: str = opt.INDEX,
 ) -> None:
     """Measure candidate checkpoints on your data: few-shot, linear and kNN probes, img/s."""
     from vitzoo.probe import report
 
-    if fmt not in ("table", "json", "csv"):
-        raise VitzooError(f"unknown --format {fmt!r}", "use table, json or csv")
     if plot_out:
         report.plot_format(plot_out)
     settings = _settings(shots=parse_shots(shots), seeds=seeds, knn_k=knn_k, res=res,

@@ -18,9 +18,7 @@ from typing import Any
 from vitzoo.catalog.caveats import CAVEATS, codes_for
 from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.schema import MEASURED_ACCURACY_COLUMNS
-from vitzoo.errors import VitzooError
 
-FORMATS = ("table", "csv", "json", "jsonl")
 UNKNOWN = "?"
 #: Tables longer than this are cut (machine formats never are).
 TABLE_ROW_CAP = 50
@@ -47,12 +45,6 @@ CAVEAT_MARKS = {
     "per_arch_throughput": "*", "unconfirmed_name": "\u2020", "b8_candidate": "\u2021",
     "possibly_missing": "\u00a7", "expected_value": "\u00b6",
 }
-
-
-def check_format(fmt: str) -> str:
-    if fmt not in FORMATS:
-        raise VitzooError(f"unknown --format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
-    return fmt
 
 
 def _clean(value: Any) -> Any:
@@ -337,7 +329,6 @@ def print_table_notes(notes: Sequence[str], console=None) -> None:
 def emit(table: Frame, fmt: str, *, title: str | None = None,
          notes: Sequence[str] = (), wide: bool = False, asked: Sequence[str] = ()) -> None:
     """Print in the chosen format; notes go below a table, or to stderr for machine formats."""
-    check_format(fmt)
     if fmt == "table":
         print_table(table, title=title, notes=notes, wide=wide, asked=asked)
         return
