@@ -23,7 +23,7 @@ from vitzoo import config
 from vitzoo.versions import installed
 
 PACKAGES = ("numpy", "jax", "jaxlib", "flax", "optax", "tensorflow", "tensorflow-cpu",
-            "tensorflow-datasets", "gcsfs", "fsspec", "huggingface-hub", "safetensors")
+            "tensorflow-datasets", "gcsfs", "fsspec", "huggingface-hub", "safetensors", "typer")
 
 
 @dataclass
@@ -35,12 +35,33 @@ class Line:
 
 
 def versions() -> list[Line]:
+    """The key libraries' versions, and a warning for every dependency outside its tested range.
+
+    Why: the most frequent breakage of JAX research code is a JAX/Flax release that moved an
+    API; a version outside the range the suite ran on is the first thing to suspect.
+    """
+    from packaging.utils import canonicalize_name
+
+    from vitzoo.versions import outside_range, tested_ranges
+
+    ranges = tested_ranges()
+    found = installed(PACKAGES)
+    found.update(installed(name for name in ranges if canonicalize_name(name) not in
+                           {canonicalize_name(p) for p in PACKAGES}))
     lines = []
-    for name, version in installed(PACKAGES).items():
-        if version is not None:
-            lines.append(Line("versions", name, version))
-        elif name not in ("tensorflow", "tensorflow-cpu"):
-            lines.append(Line("versions", name, "not installed", "info"))
+    for name, version in found.items():
+        spec = ranges.get(canonicalize_name(name), "")
+        if version is None:
+            if name in PACKAGES and name not in ("tensorflow", "tensorflow-cpu"):
+                lines.append(Line("versions", name, "not installed", "info"))
+        elif spec and outside_range(version, spec):
+            lines.append(Line("versions", name, f"{version}: outside the tested range {spec}; "
+                              f"install a tested one: pip install '{name}{spec}'", "warn"))
+        elif name in PACKAGES:
+            lines.append(Line("versions", name, f"{version} (tested {spec})" if spec else version))
+    if not ranges:
+        lines.append(Line("versions", "tested ranges", "unknown: vitzoo's package metadata is "
+                          "missing (run from a checkout without pip install -e .)", "info"))
     return lines
 
 
