@@ -8,9 +8,9 @@ environment with no extras and fine-tunes a tiny checkpoint on a generated image
 
 from __future__ import annotations
 
+import ast
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 from PIL import Image
 
 from tests.support import REPO_ROOT
@@ -84,18 +87,133 @@ def test_a_missing_part_of_vitzoo_itself_says_reinstall(tmp_path, tiny):
         "reinstall it: pip install --force-reinstall vitzoo")
 
 
-def test_dependencies_cover_every_heavy_module_the_cli_names():
-    """Each package the CLI tells people to install is a declared dependency."""
+def _project() -> dict:
     import tomllib
 
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _declared() -> dict[str, Requirement]:
+    """pyproject's unconditional dependencies by canonical name (both TensorFlow spellings)."""
+    return {canonicalize_name(r.name): r for r in map(Requirement, _project()["dependencies"])}
+
+
+def test_dependencies_cover_every_heavy_module_the_cli_names():
+    """Each package the CLI tells people to install is a declared dependency."""
     from vitzoo.cli import PACKAGE_OF_MODULE
 
-    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    declared = {re.split(r"[<>=;\[ ]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
-    assert set(PACKAGE_OF_MODULE.values()) - {"pyyaml"} <= declared
-    extras = project["optional-dependencies"]
-    assert extras["cuda12"] == ["jax[cuda12]>=0.4.30"] and extras["tpu"] == ["jax[tpu]>=0.4.30"]
+    assert {canonicalize_name(p) for p in PACKAGE_OF_MODULE.values()} - {"pyyaml"} <= set(_declared())
+    extras = _project()["optional-dependencies"]
+    # the accelerator variants take jax's one range from the dependencies
+    assert extras["cuda12"] == ["jax[cuda12]"] and extras["tpu"] == ["jax[tpu]"]
     assert extras["ml"] == []  # kept as an alias for older instructions
+
+
+def _imported_modules(package: Path) -> set[str]:
+    """Top-level names of every module imported anywhere under ``package`` (inside functions too)."""
+    names: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"vitzoo", "__future__"}
+
+
+#: Imports vitzoo guards itself, each with a one-line error naming the extra to install.
+OPTIONAL_IMPORTS = {"s3fs": "s3"}
+
+
+def test_every_imported_package_is_declared():
+    """A package imported directly but only present as someone else's dependency (google-crc32c
+    through gcsfs, ml_dtypes through jax) disappears the day that someone drops it."""
+    from importlib.metadata import packages_distributions
+
+    providers = packages_distributions()  # the installed distributions' own file lists
+    declared = set(_declared())
+    extras = _project()["optional-dependencies"]
+    undeclared = {}
+    for module in sorted(_imported_modules(REPO_ROOT / "vitzoo")):
+        if module in OPTIONAL_IMPORTS:
+            assert any(Requirement(r).name == module for r in extras[OPTIONAL_IMPORTS[module]])
+            continue
+        assert module in providers, f"{module} is imported by vitzoo but not installed"
+        if not {canonicalize_name(d) for d in providers[module]} & declared:
+            undeclared[module] = providers[module]
+    assert undeclared == {}
+
+
+#: The libraries whose API vitzoo calls: each capped below its next breaking release.
+API_LIBRARIES = ("jax", "flax", "optax", "tensorflow", "tensorflow-cpu", "tensorflow-datasets")
+
+
+def _next_breaking(version: str) -> Version:
+    """The next major release, or for a 0.x library the next minor (its breaking unit)."""
+    v = Version(version)
+    return Version(f"0.{v.minor + 1}") if v.major == 0 else Version(f"{v.major + 1}")
+
+
+def _lock() -> dict[str, list[tuple[str, str]]]:
+    """``{canonical name: [(version, marker), ...]}`` from requirements/test.lock."""
+    pins: dict[str, list[tuple[str, str]]] = {}
+    for line in (REPO_ROOT / LOCK).read_text().splitlines():
+        if line and not line.startswith((" ", "#", "-")):
+            pin, _, marker = line.partition(";")
+            name, _, version = pin.strip().partition("==")
+            pins.setdefault(canonicalize_name(name), []).append((version, marker.strip()))
+    return pins
+
+
+LOCK = "requirements/test.lock"
+
+
+def test_api_libraries_are_capped_at_their_next_breaking_release():
+    declared = _declared()
+    for name in API_LIBRARIES:
+        ((locked, _),) = _lock()[name]
+        specifier = declared[name].specifier
+        assert locked in specifier, f"{name} {locked} (the tested one) is outside {specifier}"
+        caps = [s for s in specifier if s.operator == "<"]
+        assert [Version(s.version) for s in caps] == [_next_breaking(locked)], (name, str(specifier))
+
+
+def test_the_lock_pins_every_dependency_within_its_range():
+    """make test installs the lock with --no-deps for vitzoo: a dependency missing from it, or
+    pinned outside pyproject's range, would be a set nobody tested or one pip would refuse."""
+    lock = _lock()
+    requirements = [Requirement(r) for r in _project()["dependencies"]]
+    requirements += [Requirement(r) for r in _project()["optional-dependencies"]["test"]]
+    for requirement in requirements:
+        name = canonicalize_name(requirement.name)
+        assert name in lock, f"{requirement} is not pinned in {LOCK}; run make lock"
+        for version, _ in lock[name]:
+            assert version in requirement.specifier, f"{LOCK} pins {name}=={version} outside {requirement}"
+    # and nothing is pinned twice for one platform (a universal lock splits only by marker)
+    assert all(len({v for v, _ in pins}) == len(pins) for pins in lock.values())
+
+
+def test_make_and_ci_install_the_lock_then_vitzoo_without_resolving():
+    make = (REPO_ROOT / "Makefile").read_text()
+    assert f"LOCK := {LOCK}" in make
+    install = [line.strip() for line in make.splitlines() if "uv pip install" in line]
+    assert install[0].endswith("-r $(LOCK)") and install[1].endswith("--no-deps -e .")
+    assert len(install) == 2, install  # no other install resolves versions anew
+    assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
+
+
+def test_the_installed_metadata_is_this_pyproject():
+    """vitzoo doctor reads the tested ranges from the installed metadata; a stale install
+    (pyproject changed, not reinstalled) would check against old ranges."""
+    from importlib import metadata
+
+    try:
+        installed = metadata.requires("vitzoo") or []
+    except metadata.PackageNotFoundError:
+        pytest.skip("vitzoo is not installed (run from a bare checkout)")
+    installed_core = {str(Requirement(r)) for r in installed if "extra ==" not in r}
+    assert installed_core == {str(Requirement(r)) for r in _project()["dependencies"]}, (
+        "the installed vitzoo is stale: reinstall it (make test, or pip install --no-deps -e .)")
 
 
 def _index_options(venv_python: Path) -> list[str]:
