@@ -98,3 +98,68 @@ def test_doctor_says_offline_when_every_lookup_fails():
     assert line.level == "problem" and "this machine looks offline" in line.value
     cached = [*lines[:2], Line("cache", "size", "2 checkpoints, 0.10 GB in /x")]
     assert serving(cached)[0].value == "can be served by the cache"
+
+
+def _fake_install(monkeypatch, versions: dict[str, str], requires: list[str]) -> None:
+    """An installation with these versions, and vitzoo's metadata declaring ``requires``."""
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    known = {canonicalize_name(name): v for name, v in versions.items()}
+
+    def version(name: str) -> str:  # like importlib's: any spelling of the name
+        if canonicalize_name(name) not in known:
+            raise metadata.PackageNotFoundError(name)
+        return known[canonicalize_name(name)]
+
+    def requires_of(name: str) -> list[str]:
+        assert name == "vitzoo"
+        return requires
+
+    monkeypatch.setattr(metadata, "version", version)
+    monkeypatch.setattr(metadata, "requires", requires_of)
+
+
+REQUIRES = ["jax>=0.4.30,<0.11", "flax>=0.8.5,<0.13", "numpy>=1.26,<3",
+            "tensorflow-cpu>=2.16,<3; sys_platform == 'linux'",
+            "tensorflow>=2.16,<3; sys_platform != 'linux'",
+            "tensorboardx>=2.6", "pytest>=8; extra == 'test'"]
+
+
+def test_doctor_warns_about_a_version_outside_the_tested_range(monkeypatch):
+    from vitzoo.doctor import versions
+
+    tf = "tensorflow-cpu" if sys.platform == "linux" else "tensorflow"
+    _fake_install(monkeypatch, {"jax": "0.11.0", "jaxlib": "0.11.0", "flax": "0.12.8", "numpy": "2.4.6",
+                                tf: "2.15.1", "tensorboardX": "2.5", "pytest": "7.0"}, REQUIRES)
+    lines = {line.item: line for line in versions()}
+    warned = {item for item, line in lines.items() if line.level == "warn"}
+    # above the cap, below the floor, and a dependency doctor does not list otherwise
+    assert warned == {"jax", tf, "tensorboardx"}
+    assert lines["jax"].value == ("0.11.0: outside the tested range <0.11,>=0.4.30; install a tested one: "
+                                  "pip install 'jax<0.11,>=0.4.30'")
+    assert lines["tensorboardx"].value.startswith("2.5: outside the tested range >=2.6")
+    assert lines["flax"].value == "0.12.8 (tested <0.13,>=0.8.5)" and lines["flax"].level == "ok"
+    assert lines["jaxlib"].value == "0.11.0"  # no range of its own: jax pins it
+    assert "pytest" not in lines  # a test extra is not a runtime dependency
+    assert lines["optax"].value == "not installed"
+
+
+def test_doctor_accepts_prereleases_inside_the_range_and_says_when_ranges_are_unknown(monkeypatch):
+    from importlib import metadata
+
+    from vitzoo.doctor import versions
+
+    _fake_install(monkeypatch, {"jax": "0.10.3.dev20260101", "flax": "0.13.0rc1"}, REQUIRES)
+    lines = {line.item: line for line in versions()}
+    assert lines["jax"].level == "ok"  # a nightly of a tested minor
+    assert lines["flax"].level == "warn"  # a candidate of the next, untested one
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "requires", not_installed)
+    lines = {line.item: line for line in versions()}
+    assert lines["jax"].value == "0.10.3.dev20260101" and lines["jax"].level == "ok"
+    assert lines["tested ranges"].level == "info" and "metadata is missing" in lines["tested ranges"].value
