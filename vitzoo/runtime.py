@@ -17,9 +17,14 @@ commands record in ``run.json``, so a run says which settings produced its speed
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.util
 import os
 import platform
 import re
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,19 +180,84 @@ def describe_devices() -> dict[str, Any]:
             "kinds": sorted({d.device_kind for d in devices})}
 
 
-#: Environment read by TensorFlow's and XLA's C++ logging when the library loads. Level 2 keeps
-#: errors and hides INFO and WARNING: the oneDNN notice (printed twice, once per TensorFlow
-#: library) and absl's "All log messages before absl::InitializeLog()" line that precedes it.
+
+#: Environment read by TensorFlow's C++ logging when it loads: level 2 keeps errors and hides
+#: INFO and WARNING lines (TensorFlow up to 2.18 honours it for every message).
 QUIET_LIBRARY_ENV: dict[str, str] = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+#: Imports whose start-up notices are filtered: TensorFlow 2.19+ logs the oneDNN notice through
+#: absl before reading TF_CPP_MIN_LOG_LEVEL, once per library that registers it (so twice),
+#: each after absl's "All log messages before absl::InitializeLog()" warning.
+NOISY_IMPORTS = ("tensorflow",)
+_NOTICE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
+                     r"|I\d{4} [\d:.]+\s+\d+ \S+:\d+\] )")
 
 
 def quiet_library_logs() -> dict[str, str]:
-    """Hide the heavy libraries' start-up notices; returns the variables it set.
+    """Hide the heavy libraries' start-up notices; returns the environment variables it set.
 
-    The C++ loggers read their level once, when tensorflow or jaxlib is first imported, so the
-    CLI calls this before any command runs (``vitzoo --verbose`` skips it). A value already in
-    the environment wins: ``TF_CPP_MIN_LOG_LEVEL=0 vitzoo ...`` shows everything.
+    The CLI calls this before any command runs (``vitzoo --verbose`` skips it). A value
+    already in the environment wins. The first import of each of :data:`NOISY_IMPORTS`
+    then runs with the process's stderr (file descriptor 2, where C++ writes) captured;
+    afterwards every captured line but absl's INFO lines and its InitializeLog warning is
+    written out, so errors and warnings still show.
     """
     applied = {key: value for key, value in QUIET_LIBRARY_ENV.items() if key not in os.environ}
     os.environ.update(applied)
+    pending = [name for name in NOISY_IMPORTS if name not in sys.modules]
+    if pending and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietImport(pending))
     return applied
+
+
+class _QuietImport(importlib.abc.MetaPathFinder):
+    """Finds ``names`` with the other finders and runs their loaders with stderr filtered."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = set(names)
+
+    def find_spec(self, name, path, target=None):
+        if name not in self.names:
+            return None
+        self.names.discard(name)  # once: later imports find the module in sys.modules
+        if not self.names:
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _FilteredLoader(spec.loader)
+        return spec
+
+
+class _FilteredLoader(importlib.abc.Loader):
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        with _filtered_stderr():
+            self._loader.exec_module(module)
+
+    def __getattr__(self, name: str) -> Any:  # resources, get_data, is_package, ...
+        return getattr(self._loader, name)
+
+
+@contextlib.contextmanager
+def _filtered_stderr():
+    """File descriptor 2 goes to a temporary file; its lines, less the notices, are replayed."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not _NOTICE.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
