@@ -175,7 +175,7 @@ def test_cli_errors_are_one_line(tmp_path, images, capsys):
     path = write_tiny_vit(tmp_path / "m.npz")
     with pytest.raises(SystemExit):
         main(["predict", str(path), str(images[0]), "--format", "yaml"])
-    assert "unknown --format" in capsys.readouterr().err
+    assert "invalid value for '--format'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["predict", str(tmp_path / "missing" / "x.npz"), str(images[0])])
     assert "no such file" in capsys.readouterr().err

@@ -110,7 +110,7 @@ def test_recommend_by_data_and_head_only_reaches_the_probe(task, capsys, tmp_pat
     (["--shots", "1,x"], "error: --shots expects comma-separated integers, got '1,x'. E.g."),
     (["--shots", "0"], "error: --shots values must be at least 1"),
     (["--sort", "best"], "error: unknown --sort 'best'. Use linear"),
-    (["--format", "xml"], "error: unknown --format 'xml'. Use table, json or csv."),
+    (["--format", "xml"], "error: invalid value for '--format': 'xml' is not one of 'table', 'json', 'csv'."),
     (["--plot", "out.gif"], "error: --plot out.gif must end in .png or .svg"),
 ])
 def test_probe_option_errors_are_one_line(task, capsys, extra, message):
