@@ -72,9 +72,8 @@ def _print_version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  help="Print the version and exit."),
-    verbose: bool = typer.Option(False, "--verbose", help="Keep TensorFlow's and XLA's start-up "
-                                 "notices on stderr (hidden by default; so does setting "
-                                 "TF_CPP_MIN_LOG_LEVEL yourself)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Keep TensorFlow's start-up notices "
+                                 "on stderr (oneDNN, absl; hidden by default, errors always shown)."),
 ) -> None:
     """Search, choose and fine-tune Google's Vision Transformer checkpoint zoo."""
     if not verbose:
