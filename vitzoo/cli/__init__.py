@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
@@ -27,7 +28,6 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-
 class FullHelpGroup(TyperGroup):
     """A command group whose listing shows each command's whole first paragraph, wrapped.
 
@@ -36,7 +36,7 @@ class FullHelpGroup(TyperGroup):
     (and its sentence detection stops at an abbreviation such as "sec. 4.5").
     """
 
-    def format_commands(self, ctx, formatter) -> None:
+    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:
         rows = []
         for name in self.list_commands(ctx):
             command = self.get_command(ctx, name)
@@ -79,7 +79,7 @@ def _root(
     if not verbose:
         from vitzoo.runtime import quiet_library_logs
 
-        quiet_library_logs()  # before any command imports tensorflow or jax
+        quiet_library_logs()  # before any command imports tensorflow
 
 
 for _module in COMMAND_MODULES:
@@ -87,7 +87,7 @@ for _module in COMMAND_MODULES:
 
 
 def _list_in_full(typer_app: typer.Typer) -> None:
-    """Give the command groups (``index``, ``cache``) the root's whole-sentence listing."""
+    """Give the command groups (``index``, ``cache``) the root's whole-paragraph listing."""
     for group in typer_app.registered_groups:
         group.cls = FullHelpGroup
         if group.typer_instance is not None:
@@ -105,6 +105,7 @@ PACKAGE_OF_MODULE: dict[str, str] = {
     "matplotlib": "matplotlib", "tensorboardX": "tensorboardx", "gcsfs": "gcsfs",
     "fsspec": "fsspec", "aiohttp": "aiohttp", "pandas": "pandas", "pyarrow": "pyarrow",
     "filelock": "filelock", "numpy": "numpy", "rich": "rich", "yaml": "pyyaml",
+    "google_crc32c": "google-crc32c", "ml_dtypes": "ml-dtypes", "packaging": "packaging",
 }
 
 
