@@ -12,13 +12,12 @@ only a warning: the bucket refuses anonymous reads anyway).
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from vitzoo import accelerators as hardware
 from vitzoo import config
 from vitzoo.versions import installed
 
@@ -65,26 +64,11 @@ def versions() -> list[Line]:
     return lines
 
 
-def gpu_present() -> str | None:
-    """How we know this machine has an NVIDIA GPU (None if it does not seem to)."""
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
-            if out.returncode == 0 and "GPU" in out.stdout:
-                return out.stdout.strip().splitlines()[0]
-        except (OSError, subprocess.SubprocessError):
-            pass
-        return "nvidia-smi is installed"
-    if Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/version").exists():
-        return "NVIDIA driver present (/dev/nvidia0)"
-    return None
-
-
 def accelerators() -> list[Line]:
     """JAX backend and devices, and TensorFlow kept off the GPU."""
     lines: list[Line] = []
-    gpu = gpu_present()
+    found = hardware.detect()  # a GPU or TPU, from what the kernel shows (vitzoo.accelerators)
+    gpu = found.evidence if found else None
     try:
         import jax
 
@@ -94,10 +78,9 @@ def accelerators() -> list[Line]:
         lines.append(Line("jax", "backend", backend))
         lines.append(Line("jax", "devices", f"{len(devices)} x {', '.join(kinds)} "
                           f"({jax.local_device_count()} local, {jax.process_count()} process)"))
-        if gpu and backend == "cpu":
-            lines.append(Line("jax", "GPU NOT USED", f"a GPU is present ({gpu}) but JAX only "
-                              "sees the CPU; install the CUDA build: pip install -U "
-                              "'jax[cuda12]'", "problem"))
+        problem = hardware.unused_accelerator(backend, found)
+        if found and problem:  # the line finetune, evaluate, probe and predict stop with
+            lines.append(Line("jax", f"{found.kind.upper()} NOT USED", problem, "problem"))
     except Exception as exc:  # report, never crash the doctor
         lines.append(Line("jax", "import", f"failed: {exc}", "problem"))
     try:
@@ -119,7 +102,7 @@ def accelerators() -> list[Line]:
     except Exception as exc:
         lines.append(Line("tensorflow", "GPU", f"could not hide the GPU: {exc}", "problem"))
     if gpu is None:
-        lines.append(Line("jax", "GPU", "none detected (no nvidia-smi, no /dev/nvidia0)", "info"))
+        lines.append(Line("jax", "GPU", "no GPU or TPU detected (no /dev/nvidia*, nvidia-smi, TPU)", "info"))
     return lines
 
 

@@ -162,6 +162,7 @@ class Predictor:
             from vitzoo import runtime
 
             runtime.configure(xla_flags=False)  # the compile cache; one device needs no flags
+            runtime.require_accelerator()  # a GPU/TPU JAX cannot use stops here (--allow-cpu)
             import jax
 
             from vitzoo.models import build_model

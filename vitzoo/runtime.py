@@ -261,3 +261,26 @@ def _filtered_stderr():
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+def require_accelerator() -> None:
+    """Stop when this machine has a GPU or TPU but JAX only sees the CPU (``--allow-cpu`` runs anyway).
+
+    Call it after :func:`configure` (and ``jax.distributed.initialize``): asking JAX for its
+    platform starts the backends. The hardware probes are cheap and jax-free
+    (:mod:`vitzoo.accelerators`); they run only when JAX did choose the CPU.
+    """
+    from vitzoo import accelerators
+
+    if accelerators.cpu_allowed():
+        return
+    import jax
+
+    platform = jax.default_backend()
+    problem = accelerators.unused_accelerator(platform, accelerators.detect() if platform == "cpu"
+                                              else None)
+    if problem:
+        from vitzoo.errors import VitzooError
+
+        raise VitzooError(problem, f"or pass --allow-cpu (or set {accelerators.ALLOW_CPU_ENV}=1) "
+                                   "to run on the CPU anyway")

@@ -44,6 +44,7 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
     from vitzoo import runtime
 
     runtime.configure()  # XLA flags, host devices, compile cache: before JAX starts
+    runtime.require_accelerator()  # a GPU/TPU JAX cannot use stops here (--allow-cpu)
     import jax
     import jax.numpy as jnp
 

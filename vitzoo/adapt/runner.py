@@ -111,6 +111,7 @@ def run(options: FinetuneOptions) -> RunResult:
     speed = runtime.configure()  # XLA flags, host devices, compile cache: before JAX starts
     distributed.initialize(distributed.resolve(options.coordinator, options.num_processes,
                                                options.process_id))
+    runtime.require_accelerator()  # a GPU/TPU JAX cannot use stops the run (--allow-cpu)
     import jax
 
     from vitzoo.adapt.progress import Display

@@ -12,6 +12,7 @@ import sys
 import typer
 
 from vitzoo.adapt.options import FinetuneOptions
+from vitzoo.cli.accelerator_option import ALLOW_CPU
 from vitzoo.cli.filter_options import OutputFormat
 
 D = FinetuneOptions  # class attributes are the dataclass defaults
@@ -48,6 +49,7 @@ def finetune_command(
     gcs_auth: bool = typer.Option(D.gcs_auth, "--gcs-auth", help="Read a gs:// or s3:// --dataset with your own credentials instead of anonymously."),
     head_only: bool = typer.Option(False, "--head-only", help="Train only a new head (linear probe) on frozen, cached pre-logit features."),
     compile_cache: bool = typer.Option(True, "--compile-cache/--no-compile-cache", help="Reuse compiled programs from VITZOO_HOME/compile-cache (env VITZOO_COMPILE_CACHE=0 turns it off)."),
+    allow_cpu: bool = ALLOW_CPU,
 ) -> None:
     """Fine-tune a zoo checkpoint on a TFDS dataset or an image folder (paper defaults)."""
     from vitzoo.runtime import set_compile_cache_choice
@@ -87,6 +89,7 @@ def evaluate_command(
     stream: bool = typer.Option(False, "--stream", help="Stream the TFDS split from its files (automatic when it exceeds the memory budget)."),
     gcs_auth: bool = typer.Option(False, "--gcs-auth", help="Read a gs:// or s3:// --dataset with your own credentials instead of anonymously."),
     compile_cache: bool = typer.Option(True, "--compile-cache/--no-compile-cache", help="Reuse compiled programs from VITZOO_HOME/compile-cache (env VITZOO_COMPILE_CACHE=0 turns it off)."),
+    allow_cpu: bool = ALLOW_CPU,
 ) -> None:
     """Top-1, top-5 accuracy and loss of a checkpoint on a dataset split."""
     from vitzoo.runtime import set_compile_cache_choice

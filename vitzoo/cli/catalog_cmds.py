@@ -12,6 +12,7 @@ import typer
 
 from vitzoo.cli import filter_options as opt
 from vitzoo.cli import render
+from vitzoo.cli.accelerator_option import ALLOW_CPU
 from vitzoo.config import DEFAULT_INDEX_CSV
 from vitzoo.errors import VitzooError
 
@@ -142,6 +143,7 @@ def recommend_command(
     index: str = opt.INDEX,
     data: str = typer.Option(None, "--data", help="Choose by probing candidates on this dataset (TFDS name or image folder); see `vitzoo probe`."),
     candidates: list[str] = typer.Option(None, "--candidates", help="With --data: recommended (default), downloadable, or names/paths."),
+    allow_cpu: bool = ALLOW_CPU,
 ) -> None:
     """Recommended checkpoint per architecture: best i21k upstream by final_val (paper sec. 4.5).
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from vitzoo.cli.accelerator_option import ALLOW_CPU
 from vitzoo.cli.filter_options import OutputFormat
 
 
@@ -20,6 +21,7 @@ def predict_command(
     arch: str = typer.Option(None, "--arch", help="Check that the file is this architecture."),
     attention: str = typer.Option(None, "--attention", help="Folder for attention-rollout overlays, one <image>.png per image (ViT and hybrids)."),
     compile_cache: bool = typer.Option(True, "--compile-cache/--no-compile-cache", help="Reuse compiled programs from VITZOO_HOME/compile-cache (env VITZOO_COMPILE_CACHE=0 turns it off)."),
+    allow_cpu: bool = ALLOW_CPU,
 ) -> None:
     """Classify images with a checkpoint (reference preprocessing: resize, scale to [-1, 1])."""
     from vitzoo.runtime import set_compile_cache_choice

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import typer
 
 from vitzoo.cli import filter_options as opt
+from vitzoo.cli.accelerator_option import ALLOW_CPU
 from vitzoo.errors import VitzooError
 
 CANDIDATES = typer.Option(None, "--candidates", help=(
@@ -83,6 +84,7 @@ def probe_command(
     plot_out: str = typer.Option(None, "--plot", help="Also draw score vs img/s to OUT.png or OUT.svg."),
     fmt: Literal["table", "json", "csv"] = typer.Option("table", "--format", help="Output format."),
     index: str = opt.INDEX,
+    allow_cpu: bool = ALLOW_CPU,
 ) -> None:
     """Measure candidate checkpoints on your data: few-shot, linear and kNN probes, img/s."""
     from vitzoo.probe import report
