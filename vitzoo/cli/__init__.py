@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vitzoo.cli.adapt_cmds",
     "vitzoo.cli.export_cmds",
     "vitzoo.cli.probe_cmds",
+    "vitzoo.cli.data_cmds",
 )
 
 

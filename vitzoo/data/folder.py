@@ -29,6 +29,8 @@ from vitzoo.errors import VitzooError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 TRAIN_DIRS = ("train",)
 EVAL_DIRS = ("test", "val", "validation")
+#: The reason a skipped empty file is given (``vitzoo data check`` and finetune's warning count them).
+ZERO_BYTES = "zero bytes"
 #: (format, mode) pairs that ``tf.io.decode_image(channels=3)`` turns into correct RGB.
 _NATIVE = {
     "JPEG": {"L", "RGB"},
@@ -55,6 +57,8 @@ def _check(path: Path, keep_bytes: bool, convert_dir: Path) -> tuple[object | No
 
     try:
         data = path.read_bytes()
+        if not data:
+            return None, ZERO_BYTES, False
         with Image.open(io.BytesIO(data)) as image:
             fmt, mode = image.format, image.mode
             if fmt == "JPEG" and mode in _NATIVE["JPEG"]:
