@@ -167,6 +167,7 @@ def _prepare_data(options: FinetuneOptions, recorded: dict[str, Any] | None,
     A resumed run reads its training data the way it started (streamed or in memory).
     """
     from vitzoo.data import open_dataset
+    from vitzoo.data.check import preflight
 
     stream = recorded.get("train_streaming") if recorded else (True if options.stream else None)
     data = open_dataset(options.dataset, train_split=options.train_split,
@@ -177,6 +178,8 @@ def _prepare_data(options: FinetuneOptions, recorded: dict[str, Any] | None,
     data.notes[:0] = setup_notes
     for note in data.notes:
         display.note(note)
+    for warning in preflight(data):  # data check's cheap part: warns, never stops the run
+        display.note(warning)
     return data
 
 

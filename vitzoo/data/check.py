@@ -377,7 +377,7 @@ def preflight(data: DataSplits) -> list[str]:
         zero = sum(1 for _, reason in data.skipped if reason == ZERO_BYTES)
         first, reason = data.skipped[0]
         warnings.append(
-            f"warning: {len(data.skipped)} unreadable file(s) left out of training"
+            f"warning: {len(data.skipped)} unreadable file(s) left out of the run"
             f"{f' ({zero} of zero bytes)' if zero else ''}, e.g. {first} ({reason[:80]}); "
             f"`vitzoo data check {data.name}` lists them all")
     labels = getattr(data.train, "labels", None)
