@@ -31,6 +31,9 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
     monkeypatch.setenv("VITZOO_CONNECT_TIMEOUT", "3")
+    # The suite's tiny models run on the CPU, also on a machine with a GPU that this JAX cannot
+    # use; the GPU guard's own tests (tests/project/test_accelerators.py) unset this.
+    monkeypatch.setenv("VITZOO_ALLOW_CPU", "1")
     # A command's --no-compile-cache is remembered for the process: in-process CLI calls in
     # one test must not decide it for the next.
     from vitzoo import runtime

@@ -82,10 +82,12 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
     from vitzoo.probe.features import Extractor, load_backbone
     from vitzoo.probe.run import ProbeSettings, open_probe_dataset
     from vitzoo.probe.scores import RidgePath, choose_l2, holdout_split
+    from vitzoo.runtime import require_accelerator
     from vitzoo.weights.release import load_for_finetune
 
     t_start = time.perf_counter()
     options.validate()
+    require_accelerator()  # a GPU/TPU JAX cannot use stops here (--allow-cpu)
     workdir = Path(options.workdir) if options.workdir else default_workdir(options)
     data = open_probe_dataset(options.dataset, ProbeSettings(
         train_split=options.train_split, eval_split=options.eval_split,

@@ -168,7 +168,9 @@ def probe(dataset: str, candidates: Sequence[Candidate], settings: ProbeSettings
           *, say: Callable[[str], None] = _say_nothing) -> ProbeReport:
     """Probe every candidate on ``dataset``; candidates that cannot run are skipped."""
     from vitzoo.probe.cache import split_fingerprint
+    from vitzoo.runtime import require_accelerator
 
+    require_accelerator()  # before candidates: their errors are reported per candidate
     settings = settings or ProbeSettings()
     data = open_probe_dataset(dataset, settings)
     fingerprints = (split_fingerprint(data.train), split_fingerprint(data.eval))
