@@ -324,3 +324,27 @@ def test_finetune_prints_the_preflight_warning_before_the_model_is_loaded(split_
     display = type("D", (), {"note": lambda self, m: notes.append(m)})()
     _prepare_data(FinetuneOptions(model="Ti/16", dataset=str(split_folder)), None, [], display)
     assert any(n.startswith("warning: 3 unreadable file(s)") for n in notes), notes
+
+
+def test_unreadable_files_are_the_ones_finetune_skips(tmp_path):
+    """Every format finetune reads (WebP, CMYK, palette BMP, ...) passes; its skipped file fails."""
+    from tests.support.images import mixed_image_folder
+
+    root = mixed_image_folder(tmp_path / "mixed")
+    report = check_dataset(str(root), val_fraction=0.3)
+    data = open_dataset(str(root), val_fraction=0.3)
+    assert [(i.name, i.problem) for i in report.unreadable] == [(f, "corrupt") for f, _ in data.skipped]
+    assert report.ignored == ["dog/notes.txt"]
+    assert sum(sum(report.counts()[s]) for s in report.splits) == len(data.train) + len(data.eval)
+
+
+def test_a_bucket_folder_is_checked_like_the_local_one(gcs, split_folder):
+    plant_problems(split_folder)
+    (split_folder / "train" / "bird" / "empty.jpg").unlink()  # the emulator stores no empty object
+    gcs.create_bucket("photos")
+    for path in sorted(p for p in split_folder.rglob("*") if p.is_file()):
+        gcs.upload("photos", f"pics/{path.relative_to(split_folder).as_posix()}", path.read_bytes())
+    here = check_dataset(str(split_folder)).as_dict()
+    there = check_dataset("gs://photos/pics").as_dict()
+    for key in ("splits", "unreadable", "duplicates", "ignored_files", "problems"):
+        assert there[key] == here[key], key
