@@ -348,3 +348,11 @@ def test_a_bucket_folder_is_checked_like_the_local_one(gcs, split_folder):
     there = check_dataset("gs://photos/pics").as_dict()
     for key in ("splits", "unreadable", "duplicates", "ignored_files", "problems"):
         assert there[key] == here[key], key
+
+
+def test_the_help_states_the_default_min_images(capsys):
+    """The CLI cannot import data.check at start-up (numpy); its help must still say the default."""
+    from vitzoo.data.check import MIN_IMAGES
+
+    code, out, _ = run_cli(capsys, "data", "check", "--help")
+    assert code == 0 and f"(default {MIN_IMAGES})" in " ".join(out.split())
