@@ -123,13 +123,11 @@ class Extractor:
 
         from vitzoo.adapt.devices import replicate
         from vitzoo.adapt.steps import AXIS
-        from vitzoo.runtime import require_accelerator
 
         if batch < 1:
             raise VitzooError(f"--batch must be positive, got {batch}", "e.g. --batch 64")
         if dtype not in ("float32", "bfloat16"):
             raise VitzooError(f"--dtype must be float32 or bfloat16, got {dtype!r}")
-        require_accelerator()  # a GPU/TPU JAX cannot use stops here (--allow-cpu runs anyway)
         if jax.process_count() > 1:
             raise VitzooError("probe extracts features on one host",
                               "run it without --coordinator/--num-processes")
