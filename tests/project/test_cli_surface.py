@@ -75,6 +75,7 @@ FORMAT_COMMANDS = {
     ("predict",): ("table|csv|json|jsonl", ["m.npz", "x.png"]),
     ("evaluate",): ("table|csv|json|jsonl", ["m.npz", "--dataset", "photos"]),
     ("probe",): ("table|json|csv", ["--dataset", "photos"]),
+    ("data", "check"): ("table|json", ["photos"]),
 }
 
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, Literal
 
 import typer
 
 from vitzoo.adapt.options import FinetuneOptions
-from vitzoo.errors import VitzooError
 
 D = FinetuneOptions  # finetune's defaults: a check reads the splits a fine-tune would read
 ROWS = 50  # rows per table; --format json has them all
@@ -34,11 +33,9 @@ def check_command(
     val_fraction: float = typer.Option(D.val_fraction, "--val-fraction", help="Validation fraction carved when there is no test split."),
     gcs_auth: bool = typer.Option(D.gcs_auth, "--gcs-auth", help="Read a gs:// or s3:// DATASET with your own credentials instead of anonymously."),
     min_images: int = typer.Option(None, "--min-images", help="List the classes with fewer images than this in a split (default 10)."),
-    fmt: str = typer.Option("table", "--format", help="table or json (fractions, every file and duplicate)."),
+    fmt: Literal["table", "json"] = typer.Option("table", "--format", help="table or json (fractions, every file and duplicate)."),
 ) -> None:
     """Classes and counts per split, unreadable files, exact duplicates (within and across splits), image sizes, imbalance. Exit 1 on unreadable files or duplicates across splits."""
-    if fmt not in ("table", "json"):
-        raise VitzooError(f"unknown --format {fmt!r}", "use table or json")
     from vitzoo.data.check import MIN_IMAGES, check_dataset  # here: vitzoo.data imports numpy
 
     report = check_dataset(dataset, train_split=train_split, eval_split=eval_split,
