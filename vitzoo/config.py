@@ -44,3 +44,26 @@ def mirrors() -> list[str]:
     """``VITZOO_MIRRORS``: whitespace- or comma-separated fsspec URL prefixes tried before GCS."""
     raw = os.environ.get("VITZOO_MIRRORS", "")
     return [m.rstrip("/") for m in raw.replace(",", " ").split() if m]
+
+
+#: The spellings huggingface_hub reads as true (``huggingface_hub.constants._is_true``).
+_HF_TRUE = frozenset({"1", "ON", "YES", "TRUE"})
+
+
+def hf_offline() -> bool:
+    """Whether the Hugging Face Hub is off limits, read exactly as ``huggingface_hub`` reads it.
+
+    ``huggingface_hub.constants`` takes ``HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE`` (the first
+    non-empty one, so ``HF_HUB_OFFLINE=0`` overrides ``TRANSFORMERS_OFFLINE=1``) and calls it
+    true when it is ``1``, ``ON``, ``YES`` or ``TRUE`` in any case, nothing else: ``0``, ``no``
+    or a stray space mean online. vitzoo decides "can the Hub serve this" with this one
+    function, so the catalog's ``available`` column, probe candidates and downloads never
+    disagree with each other or with the hub client that does the download.
+    """
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    return value is not None and value.upper() in _HF_TRUE
+
+
+def hub_can_serve(repo_id: str | None) -> bool:
+    """A Hugging Face copy serves a file now: the file has a known repo and the Hub is allowed."""
+    return bool(repo_id) and not hf_offline()

@@ -7,14 +7,14 @@ what is on this machine and in the configuration, never from a probe:
 * ``cache``  - a downloaded copy in ``VITZOO_HOME/checkpoints``;
 * ``mirror`` - a file in a local-folder mirror of ``VITZOO_MIRRORS`` (remote mirrors
   are not probed);
-* ``hf``     - timm's copy on the Hugging Face Hub (unless ``HF_HUB_OFFLINE`` is set);
+* ``hf``     - timm's copy on the Hugging Face Hub, unless offline by
+  :func:`vitzoo.config.hf_offline` (the one rule, as ``huggingface_hub`` reads it);
 * ``unknown`` - none of these: only the bucket may have it, and anonymous reads of
   the bucket are refused today (``vitzoo doctor`` checks it).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from vitzoo import config
@@ -48,11 +48,6 @@ def _local_mirrors() -> list[set[str]]:
     return folders
 
 
-def hf_offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 def availability(frame: Frame, *, pretrained: bool = False) -> list[str]:
     """One value per row: the sources (comma-separated) that can serve the row's file now.
 
@@ -60,7 +55,6 @@ def availability(frame: Frame, *, pretrained: bool = False) -> list[str]:
     """
     cached = _files_under(config.cache_dir())
     mirrored = _local_mirrors()
-    use_hf = not hf_offline()
     if pretrained:
         urls = frame.column("url")
     else:  # the fine-tune's file; a row without a fine-tune stands for its pre-trained file
@@ -82,7 +76,7 @@ def availability(frame: Frame, *, pretrained: bool = False) -> list[str]:
                 sources.append("cache")
             if key and any(key in files for files in mirrored):
                 sources.append("mirror")
-        if hub and use_hf:
+        if config.hub_can_serve(hub):
             sources.append("hf")
         out.append(",".join(dict.fromkeys(sources)) or UNKNOWN)
     return out

@@ -21,10 +21,6 @@ TIMM_WEIGHTS = "model.safetensors"
 HF_HINT = "check the repo name, HF_ENDPOINT / HF_HUB_OFFLINE, or use another source"
 
 
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
 
@@ -37,7 +33,10 @@ def hub_cache_dir() -> Path:
 
 
 def offline() -> bool:
-    return _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
+    """:func:`vitzoo.config.hf_offline`: the one offline rule, as ``huggingface_hub`` reads it."""
+    from vitzoo.config import hf_offline
+
+    return hf_offline()
 
 
 def _translate(exc: Exception, repo_id: str, filename: str) -> VitzooError:

@@ -3,10 +3,11 @@
 ``recommended`` (the default): the recommended checkpoint of each architecture, the same
 choice as ``vitzoo recommend``. ``downloadable``: every pre-trained checkpoint (after the
 list filters) that a configured source can serve now: already in the cache, on a
-``VITZOO_MIRRORS`` mirror, or with a known Hugging Face copy while the Hub is reachable
-(``HF_HUB_OFFLINE`` unset). Anything else is a name, path or local run, resolved like any
-CHECKPOINT argument. List filters (``--arch``, ``--ds``, ``--where``) without
-``--candidates`` select every pre-trained checkpoint that matches them.
+``VITZOO_MIRRORS`` mirror, or with a known Hugging Face copy while the Hub is allowed
+(:func:`vitzoo.config.hub_can_serve`, the rule the catalog's ``available`` column and downloads
+use). Anything else is a name, path or local run, resolved like any CHECKPOINT argument.
+List filters (``--arch``, ``--ds``, ``--where``) without ``--candidates`` select every
+pre-trained checkpoint that matches them.
 
 Every candidate carries the catalog's published numbers, shown beside the probe's own
 and marked as published: they were measured elsewhere (upstream ImageNet-21k validation,
@@ -15,7 +16,6 @@ ImageNet fine-tune test accuracy, V100 img/s of that fine-tune).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +64,7 @@ def _servable(row: dict[str, Any]) -> bool:
 
     url = row.get("url")
     if not url or storage.scheme_of(url) != "gs":
-        return bool(row.get("upstream_hf_repo")) and not os.environ.get("HF_HUB_OFFLINE")
+        return config.hub_can_serve(row.get("upstream_hf_repo"))
     relpath = cache.relpath_for_url(url)
     if cache.path_for(relpath).is_file():
         return True
@@ -74,7 +74,7 @@ def _servable(row: dict[str, Any]) -> bool:
             return True
         except Exception:  # not there, or unreachable: not servable from this mirror
             continue
-    return bool(row.get("upstream_hf_repo")) and not os.environ.get("HF_HUB_OFFLINE")
+    return config.hub_can_serve(row.get("upstream_hf_repo"))
 
 
 def select(
