@@ -2,7 +2,7 @@
 
 An entry lives in ``VITZOO_HOME/features/<key>/`` where ``key`` is the sha256 of a spec:
 the checkpoint's content hash (sha256 of the file), the split's fingerprint (content hashes
-of in-memory images, or path + size + mtime of files read from disk, or the TFDS
+of in-memory images, or path + size + mtime + inode + ctime of files read from disk, or the TFDS
 name/version/split of a streamed split), the resolution, the preprocessing recipe, the
 representation and the compute dtype. Change any of them and the key changes: stale
 features are never served, they are simply not found.
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from vitzoo.atomic import atomic_write
+from vitzoo.atomic import atomic_write, read_json_state, update_json
 from vitzoo.errors import VitzooError
 
 #: Bump when the layout of an entry or the meaning of a spec field changes.
@@ -59,35 +59,50 @@ def spec_key(spec: dict[str, Any]) -> str:
 # --- fingerprints ------------------------------------------------------------------------
 
 
-def checkpoint_sha256(path: Path) -> str:
-    """sha256 of a checkpoint file, remembered per (path, size, mtime) so reruns skip it.
+#: File status fields that must all match a memo entry before its hash is reused. A rewrite in
+#: place can keep size and mtime (``os.utime``, coarse clocks, copies that preserve times) but
+#: always sets the change time; a replaced file (rename over it) has another inode.
+MEMO_FIELDS = ("size", "mtime_ns", "ino", "ctime_ns")
 
-    The memo only saves re-reading an unchanged file; a file rewritten in place gets a new
-    mtime and is hashed again.
+
+def _file_status(st: os.stat_result) -> dict[str, int]:
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino,
+            "ctime_ns": st.st_ctime_ns}
+
+
+def checkpoint_sha256(path: Path) -> str:
+    """sha256 of a checkpoint file's bytes: the identity the feature cache is keyed on.
+
+    ``checkpoint_sha256.json`` remembers the hash per path so reruns skip re-reading a large
+    file, but only while path, size, mtime, inode and ctime all match (:data:`MEMO_FIELDS`);
+    anything else is hashed again. The memo is updated under a file lock
+    (:func:`vitzoo.atomic.update_json`), so processes finishing together keep every entry.
     """
     path = Path(path).resolve()
-    st = path.stat()
     memo_path = features_root() / "checkpoint_sha256.json"
-    memo = _read_json(memo_path) or {}
-    seen = memo.get(str(path))
-    if seen and seen.get("size") == st.st_size and seen.get("mtime_ns") == st.st_mtime_ns:
+    status = _file_status(path.stat())
+    seen = read_json_state(memo_path).get(str(path))
+    if isinstance(seen, dict) and all(seen.get(k) == status[k] for k in MEMO_FIELDS):
         return str(seen["sha256"])
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(8 << 20), b""):
             digest.update(block)
     value = digest.hexdigest()
-    memo[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": value}
-    write_json(memo_path, memo)
+    after = _file_status(path.stat())
+    if after == status:  # not changed while it was read; otherwise hash again next time
+        update_json(memo_path, lambda memo: memo.__setitem__(str(path), {**status, "sha256": value}))
     return value
 
 
 def split_fingerprint(source: Any) -> dict[str, Any]:
     """What identifies a split's images and labels, in order.
 
-    In-memory examples are hashed by content; examples read from files by path, size and
-    modification time (reading every file again would cost as much as extracting); a
-    streamed TFDS split by its builder's full name (name/config/version) and split.
+    In-memory examples are hashed by content; examples read from files by path, size,
+    modification time, inode and change time (:data:`MEMO_FIELDS`: reading every file again
+    would cost as much as extracting, and a rewrite in place changes the change time even when
+    size and mtime are kept); a streamed TFDS split by its builder's full name
+    (name/config/version) and split.
     """
     from vitzoo.data.pipeline import Examples
 
@@ -97,8 +112,9 @@ def split_fingerprint(source: Any) -> dict[str, Any]:
             if isinstance(item, (bytes, bytearray)):
                 digest.update(hashlib.sha256(item).digest())
             else:
-                st = os.stat(item)
-                digest.update(f"{item}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                status = _file_status(os.stat(item))
+                digest.update("\0".join([str(item), *(str(status[k]) for k in MEMO_FIELDS)])
+                              .encode() + b"\n")
         digest.update(np.asarray(source.labels, np.int64).tobytes())
         return {"kind": "files" if source.from_files else "bytes", "examples": len(source),
                 "sha256": digest.hexdigest()}
