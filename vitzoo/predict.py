@@ -1,17 +1,17 @@
 """Classify images with a checkpoint: reference preprocessing, labels, top-k.
 
-Preprocessing is the reference evaluation recipe (vit_jax / timm ``crop_pct=1``): RGB,
-bilinear resize to ``res x res``, pixels scaled to [-1, 1] (``(x - 127.5) / 127.5``).
+Pixels come from the one evaluation path of :mod:`vitzoo.data.preprocess` (TensorFlow's
+decoders, bilinear resize to ``res x res`` without antialiasing, as vit_jax evaluates; pixels
+scaled to [-1, 1]), so a file gets exactly the array ``evaluate`` and the probe give it.
 
-Labels, in order of preference: the fine-tune's own ``class_names`` (from a
-``class_names.json`` or ``run.json`` next to the ``.npz``), ImageNet-1k or -21k names for 1000-
-and 21843-class heads (WordNet lemmas with the id, ``Egyptian cat (n02124075)``,
-from :mod:`vitzoo.labels`), otherwise class indices.
+Class names come from :func:`vitzoo.weights.facts.find_labels` (one precedence for predict,
+evaluate and export): ``class_names.json``, then ``run.json`` next to the ``.npz``, then
+ImageNet-1k or -21k names for 1000- and 21843-class heads (``Egyptian cat (n02124075)``),
+otherwise class indices.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,20 +21,10 @@ from typing import Any
 import numpy as np
 
 from vitzoo.errors import VitzooError
+from vitzoo.weights.facts import CLASS_NAME_FILES, Labels, facts_for, find_labels
 
-#: Files next to a checkpoint that may hold ``{"class_names": [...]}``, first wins.
-CLASS_NAME_FILES = ("class_names.json", "run.json")
-
-
-@dataclass(frozen=True)
-class Labels:
-    """Class names (or ``None`` for plain indices) and where they came from."""
-
-    names: list[str] | None
-    source: str
-
-    def __call__(self, index: int) -> str:
-        return self.names[index] if self.names is not None else str(index)
+__all__ = ["CLASS_NAME_FILES", "Labels", "Prediction", "Predictor", "find_labels", "predict",
+           "preprocess"]
 
 
 @dataclass
@@ -53,24 +43,43 @@ class Prediction:
 # --- images ------------------------------------------------------------------------------
 
 
-def preprocess(image: str | os.PathLike[str] | Any, resolution: int) -> np.ndarray:
-    """One image as ``[res, res, 3]`` float32 in [-1, 1] (path or PIL image)."""
-    from PIL import Image, UnidentifiedImageError
+def _encoded(image: str | os.PathLike[str] | Any) -> tuple[bytes, str]:
+    """The encoded bytes of a path (as read) or of a PIL image (lossless PNG), and a name."""
+    if not isinstance(image, (str, os.PathLike)):
+        import io
 
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise VitzooError(f"image {path} does not exist", "check the path")
-        try:
-            with Image.open(path) as opened:
-                img = opened.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise VitzooError(f"{path} is not a readable image ({exc})",
-                              "pass JPEG/PNG (or other PIL-readable) files") from None
-    else:
-        img = image.convert("RGB")
-    img = img.resize((resolution, resolution), Image.Resampling.BILINEAR)
-    return (np.asarray(img, dtype=np.float32) - 127.5) / 127.5
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return buf.getvalue(), "image"
+    path = Path(image)
+    if not path.is_file():
+        raise VitzooError(f"image {path} does not exist", "check the path")
+    try:
+        return path.read_bytes(), str(path)
+    except OSError as exc:
+        raise VitzooError(f"cannot read {path} ({exc.strerror or exc})", "check the path") from None
+
+
+def preprocess(image: str | os.PathLike[str] | Any, resolution: int) -> np.ndarray:
+    """One image as ``[res, res, 3]`` float32 in [-1, 1] (path or PIL image).
+
+    The evaluation pipeline's own functions (:func:`vitzoo.data.preprocess.eval_pixels`), so
+    the same file gives the same pixels here as in ``evaluate``, the probe and fine-tuning.
+    """
+    from PIL import UnidentifiedImageError
+
+    from vitzoo.data.preprocess import eval_pixels, eval_recipe
+
+    data, name = _encoded(image)
+    try:
+        return eval_pixels(data, eval_recipe(resolution))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise VitzooError(f"{name} is not a readable image ({exc})",
+                          "pass JPEG/PNG (or other PIL-readable) files") from None
+    except Exception as exc:  # TensorFlow's decoders raise InvalidArgumentError and kin
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise VitzooError(f"{name} is not a readable image ({first})",
+                          "pass JPEG/PNG (or other PIL-readable) files") from None
 
 
 # --- labels ------------------------------------------------------------------------------
@@ -86,37 +95,6 @@ def imagenet2012_labels() -> list[str] | None:
 
     synsets = imagenet_synsets(1000)
     return None if synsets is None else list(synsets)
-
-
-def _names_from_file(path: Path, num_classes: int) -> list[str] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise VitzooError(f"cannot read class names from {path} ({exc})",
-                          "fix or remove the file") from None
-    names = data.get("class_names") if isinstance(data, dict) else None
-    if names is None:
-        return None
-    if not isinstance(names, list) or len(names) != num_classes:
-        count = len(names) if isinstance(names, list) else "no list of"
-        raise VitzooError(
-            f"{path} has {count} class names but the checkpoint has {num_classes} classes",
-            "the file belongs to another checkpoint; fix or remove it")
-    return [str(n) for n in names]
-
-
-def find_labels(checkpoint: Path | None, num_classes: int) -> Labels:
-    """The best available class names for a checkpoint with ``num_classes`` outputs."""
-    if checkpoint is not None:
-        for filename in CLASS_NAME_FILES:
-            path = checkpoint.parent / filename
-            if path.is_file() and (names := _names_from_file(path, num_classes)) is not None:
-                return Labels(names, f"class_names from {path}")
-    from vitzoo.labels import DATASET_NAMES, imagenet_labels
-
-    if (names := imagenet_labels(num_classes)) is not None:
-        return Labels(names, f"{DATASET_NAMES[num_classes]} WordNet lemmas and ids (vitzoo.labels)")
-    return Labels(None, "class indices (no class_names.json/run.json next to the checkpoint)")
 
 
 # --- prediction --------------------------------------------------------------------------
@@ -152,7 +130,8 @@ class Predictor:
         self.config, self.params = load_for_finetune(
             flat, arch=arch, num_classes=self.num_classes, resolution=self.resolution,
             keep_representation=True)
-        self.labels = find_labels(self.path, self.num_classes)
+        self.facts = facts_for(self.path, num_classes=self.num_classes, resolution=self.resolution)
+        self.labels = self.facts.labels
         self._apply = None
         self._device_params = None
 
@@ -183,7 +162,7 @@ class Predictor:
         out: list[Prediction] = []
         for start in range(0, len(images), batch_size):
             chunk = list(images[start:start + batch_size])
-            batch = np.stack([preprocess(p, self.resolution) for p in chunk])
+            batch = np.stack([preprocess(p, self.facts.preprocessing.resize) for p in chunk])
             logits = self.logits(batch)
             probs = softmax(logits)
             for path, row_logits, row in zip(chunk, logits, probs, strict=True):

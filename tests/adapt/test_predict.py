@@ -13,6 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from tests.support.ckpt_factory import tiny_vit_arrays, write_tiny_hybrid, write_tiny_vit
+from tests.support.images import resize_bilinear_no_antialias
 from vitzoo.cli import app, main
 from vitzoo.errors import VitzooError
 from vitzoo.predict import Predictor, find_labels, imagenet2012_labels, predict, preprocess
@@ -42,9 +43,10 @@ def test_preprocess_reference_recipe(images):
     x = preprocess(images[0], 32)
     assert x.shape == (32, 32, 3) and x.dtype == np.float32
     assert x.min() >= -1.0 and x.max() <= 1.0
-    expected = np.asarray(Image.open(images[0]).convert("RGB").resize(
-        (32, 32), Image.Resampling.BILINEAR), np.float32) / 127.5 - 1.0
-    np.testing.assert_allclose(x, expected, atol=1e-6)
+    # bilinear without antialiasing (vit_jax's evaluation; tests/data/test_one_pixel_path.py)
+    rgb = np.asarray(Image.open(images[0]).convert("RGB"))
+    expected = resize_bilinear_no_antialias(rgb, 32) / 127.5 - 1.0
+    np.testing.assert_allclose(x, expected, atol=2e-5)
     assert preprocess(images[1], 16).shape == (16, 16, 3)  # greyscale -> RGB
     white = Image.new("RGB", (5, 5), (255, 255, 255))
     assert np.all(preprocess(white, 4) == 1.0)

@@ -27,3 +27,22 @@ def mixed_image_folder(root: Path) -> Path:
     (root / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (root / "dog" / "notes.txt").write_text("ignored")
     return root
+
+
+def resize_bilinear_no_antialias(image: np.ndarray, size: int) -> np.ndarray:
+    """The documented rule, written from its definition: each output pixel centre maps to
+    ``(i + 0.5) * in / out - 0.5`` in the input; the two nearest input pixels (clamped to the
+    edge) are mixed linearly, along rows and columns. No smoothing when shrinking."""
+    def weights(n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        centre = (np.arange(size) + 0.5) * (n_in / size) - 0.5
+        low = np.floor(centre)
+        frac = centre - low
+        return (np.clip(low, 0, n_in - 1).astype(int), np.clip(low + 1, 0, n_in - 1).astype(int),
+                frac)
+
+    x = image.astype(np.float64)
+    y0, y1, fy = weights(x.shape[0])
+    x0, x1, fx = weights(x.shape[1])
+    top = x[y0][:, x0] * (1 - fx)[None, :, None] + x[y0][:, x1] * fx[None, :, None]
+    bottom = x[y1][:, x0] * (1 - fx)[None, :, None] + x[y1][:, x1] * fx[None, :, None]
+    return top * (1 - fy)[:, None, None] + bottom * fy[:, None, None]

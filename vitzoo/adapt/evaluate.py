@@ -54,6 +54,7 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
     from vitzoo.data import Layout, eval_recipe, open_dataset
     from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.models import build_model
+    from vitzoo.weights.facts import dataset_disagreement, find_labels
     from vitzoo.weights.release import load_checkpoint, load_for_finetune
 
     if batch < 1:
@@ -67,6 +68,7 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
         raise VitzooError(
             f"{path.name} has a {info['num_classes']}-class head but {dataset} has "
             f"{data.num_classes} classes", "evaluate a checkpoint fine-tuned on this dataset")
+    labels = find_labels(path, data.num_classes)  # a names file that does not fit fails now
     resolution = res or info["resolution"]
     if resolution != info["resolution"]:
         config, params = load_for_finetune(path, num_classes=data.num_classes,
@@ -80,6 +82,9 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
     batches = data.eval.eval_batches(eval_recipe(resolution), layout)
     host = eval_totals(step, replicate(params, devices), batches, devices)
     means = eval_means(host, data.num_classes)
+    notes = list(data.notes)
+    if (note := dataset_disagreement(labels, data.name, data.class_names)) is not None:
+        notes.append(note)
     classes = []
     if per_class:
         for i, name in enumerate(data.class_names):
@@ -90,4 +95,4 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
         checkpoint=str(path), architecture=config.name, dataset=data.name, split=data.eval_split,
         resolution=resolution, examples=means["eval_examples"], top1=means["eval_accuracy"],
         top5=means["eval_top5"], loss=means["eval_loss"], per_class=classes,
-        notes=list(data.notes))
+        notes=notes)

@@ -5,7 +5,8 @@ corrupt file, an empty class or a folder with one class is reported up front, ne
 as a crash at step 3,000. Files that TensorFlow's native decoders read correctly
 (JPEG/PNG/GIF/BMP in ordinary colour modes) are passed through untouched; anything else
 Pillow can read (WebP, CMYK JPEG, palette BMP, 16-bit images, ...) is converted once to
-an RGB PNG. Unreadable files are skipped and listed.
+an RGB PNG (:func:`vitzoo.data.preprocess.to_rgb_png`, the conversion ``predict`` applies to
+the same file). Unreadable files are skipped and listed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from vitzoo.atomic import atomic_write
 from vitzoo.data.memory import memory_budget
 from vitzoo.data.pipeline import Examples
+from vitzoo.data.preprocess import is_native, to_rgb_png
 from vitzoo.data.remote import READ_WORKERS, RemotePath
 from vitzoo.data.source import DataSplits, carve
 from vitzoo.errors import VitzooError
@@ -31,13 +33,6 @@ TRAIN_DIRS = ("train",)
 EVAL_DIRS = ("test", "val", "validation")
 #: The reason a skipped empty file is given (``vitzoo data check`` and finetune's warning count them).
 ZERO_BYTES = "zero bytes"
-#: (format, mode) pairs that ``tf.io.decode_image(channels=3)`` turns into correct RGB.
-_NATIVE = {
-    "JPEG": {"L", "RGB"},
-    "PNG": {"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B"},
-    "GIF": {"L", "P", "RGB", "RGBA"},
-    "BMP": {"RGB", "RGBA"},
-}
 
 
 def _class_dirs(root: Path) -> list[Path]:
@@ -61,7 +56,7 @@ def _check(path: Path, keep_bytes: bool, convert_dir: Path) -> tuple[object | No
             return None, ZERO_BYTES, False
         with Image.open(io.BytesIO(data)) as image:
             fmt, mode = image.format, image.mode
-            if fmt == "JPEG" and mode in _NATIVE["JPEG"]:
+            if fmt == "JPEG" and is_native(fmt, mode):
                 image.draft(mode, (max(1, image.size[0] // 8), max(1, image.size[1] // 8)))
             image.load()
         if image.size[0] < 1 or image.size[1] < 1:
@@ -70,23 +65,18 @@ def _check(path: Path, keep_bytes: bool, convert_dir: Path) -> tuple[object | No
         raise
     except Exception as exc:  # PIL raises many types for bad files
         return None, f"{type(exc).__name__}: {exc}".strip()[:200], False
-    if fmt in _NATIVE and mode in _NATIVE[fmt]:
+    if is_native(fmt, mode):
         return (data if keep_bytes else _file_payload(path, data)), None, False
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.seek(0)
-            rgb = image.convert("RGBA").convert("RGB") if "A" in image.mode or image.mode == "P" \
-                else image.convert("RGB")
-        buf = io.BytesIO()
-        rgb.save(buf, format="PNG", compress_level=1)
+        png = to_rgb_png(data)
     except Exception as exc:
         return None, f"cannot convert {fmt} {mode}: {exc}"[:200], False
-    png = buf.getvalue()
     if keep_bytes:
         return png, None, True
     convert_dir.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha1(f"{path.resolve()}:{path.stat().st_mtime_ns}".encode()).hexdigest()
-    target = convert_dir / f"{key}.png"
+    # keyed on the original's bytes (already read): a file rewritten in place never finds
+    # the conversion of its old content
+    target = convert_dir / f"{hashlib.sha256(data).hexdigest()}.png"
     if not target.exists():
         with atomic_write(target) as handle:
             handle.write(png)

@@ -13,7 +13,8 @@ The configs state the numerics the weights were trained with, because both libra
 default to something else: GELU is the tanh approximation (timm ``act_layer="gelu_tanh"``,
 transformers ``hidden_act="gelu_pytorch_tanh"``), LayerNorm epsilon is 1e-6, and inputs are
 scaled to [-1, 1] (mean = std = 0.5). Class names travel along: a run's own names, or the
-readable ImageNet names of :mod:`vitzoo.labels`. Every file is written atomically; the
+readable ImageNet names of :mod:`vitzoo.labels`, looked up by :mod:`vitzoo.weights.facts` in the
+one order ``predict`` uses too. Every file is written atomically; the
 weights go first and the configs last, so a folder with a config is complete.
 """
 
@@ -29,21 +30,23 @@ from typing import Any
 import numpy as np
 
 from vitzoo.atomic import atomic_path, atomic_write
+from vitzoo.data.preprocess import eval_recipe
 from vitzoo.errors import VitzooError
-from vitzoo.labels import DATASET_NAMES, imagenet_labels, imagenet_synsets, readable
+from vitzoo.labels import DATASET_NAMES, readable
 from vitzoo.models.configs import ModelConfig, infer_config
+from vitzoo.weights.facts import Labels, class_names_near, labels_from
 from vitzoo.weights.release import load_npz, save_npz
 
 FORMATS: tuple[str, ...] = ("timm", "transformers", "npz")
 WEIGHTS_FILE = "model.safetensors"
-#: Inputs are (x - 127.5) / 127.5, i.e. (x / 255 - 0.5) / 0.5 in the libraries' terms.
-MEAN_STD = (0.5, 0.5, 0.5)
+#: Inputs are (x - 127.5) / 127.5, i.e. (x / 255 - 0.5) / 0.5 in the libraries' terms
+#: (derived from the evaluation recipe's value range).
+MEAN, STD = ((v,) * 3 for v in eval_recipe(1).mean_std)
 LAYER_NORM_EPS = 1e-6
 NUMERICS = ("tanh-approximated GELU, LayerNorm eps 1e-6, inputs scaled to [-1, 1] "
             "(mean = std = 0.5), bilinear resize to the input size")
 #: Names that tell which source file a run folder holds, in the order tried.
 RUN_FILES = ("final.npz",)
-CLASS_NAME_FILES = ("run.json", "class_names.json")
 #: timm entry points whose defaults are these widths (the exported model_args set all of them).
 _TIMM_SIZES = {192: "tiny", 384: "small", 768: "base", 1024: "large", 1280: "huge"}
 #: ViT entry points registered in timm (timm/models/vision_transformer.py); any other shape
@@ -78,45 +81,16 @@ def open_source(path: str | os.PathLike[str]) -> ExportSource:
         npz = path
     else:
         raise VitzooError(f"{path} does not exist", "give a run folder, an .npz file or a catalog name")
-    for filename in CLASS_NAME_FILES:
-        names = _class_names(npz.parent / filename)
-        if names is not None:
-            return ExportSource(npz, names, str(npz.parent / filename))
-    return ExportSource(npz, None, "")
-
-
-def _class_names(path: Path) -> list[str] | None:
-    if not path.is_file():
-        return None
-    try:
-        names = json.loads(path.read_text()).get("class_names")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise VitzooError(f"cannot read class names from {path} ({exc})", "fix or remove the file") from None
-    return [str(n) for n in names] if isinstance(names, list) else None
-
-
-@dataclass(frozen=True)
-class Labels:
-    """Per-output names: ``ids`` are unique keys, ``readable`` what people read."""
-
-    ids: list[str]
-    readable: list[str]
-    imagenet: bool
+    names, where = class_names_near(npz)
+    return ExportSource(npz, names, where)
 
 
 def _labels(source: ExportSource, num_classes: int) -> Labels | None:
+    """The head's names by :mod:`vitzoo.weights.facts`' one precedence; None without a head."""
     if num_classes == 0:
         return None
-    if source.class_names is not None:
-        if len(source.class_names) != num_classes:
-            raise VitzooError(
-                f"{source.names_from} has {len(source.class_names)} class names but the checkpoint "
-                f"has {num_classes} outputs", "the file belongs to another checkpoint; fix or remove it")
-        return Labels(source.class_names, source.class_names, imagenet=False)
-    synsets = imagenet_synsets(num_classes)
-    if synsets is not None:
-        return Labels(list(synsets), imagenet_labels(num_classes) or [], imagenet=True)
-    return None
+    labels = labels_from(source.class_names, source.names_from, num_classes)
+    return labels if labels.known else None
 
 
 def export_checkpoint(source: ExportSource, fmt: str, out: str | os.PathLike[str]) -> list[Path]:
@@ -155,7 +129,7 @@ def _write_safetensors(path: Path, tensors: Mapping[str, np.ndarray]) -> Path:
 def _export_npz(flat: Mapping[str, np.ndarray], labels: Labels | None, out: Path) -> list[Path]:
     written = [save_npz(out / "model.npz", flat)]
     if labels is not None:
-        written.append(_write_json(out / "class_names.json", {"class_names": labels.readable}))
+        written.append(_write_json(out / "class_names.json", {"class_names": labels.names}))
     return written
 
 
@@ -200,7 +174,7 @@ def timm_config(config: ModelConfig, info: Mapping[str, Any], labels: Labels | N
         "pretrained_cfg": {
             "tag": "vitzoo", "custom_load": False, "input_size": [3, res, res],
             "fixed_input_size": True, "interpolation": "bilinear", "crop_pct": 1.0,
-            "crop_mode": "center", "mean": list(MEAN_STD), "std": list(MEAN_STD),
+            "crop_mode": "center", "mean": list(MEAN), "std": list(STD),
             "num_classes": num_classes, "pool_size": None,
             "first_conv": "patch_embed.proj", "classifier": "head",
         },
@@ -226,7 +200,7 @@ def transformers_config(config: ModelConfig, info: Mapping[str, Any],
                         labels: Labels | None) -> dict[str, Any]:
     """``config.json`` of a ``ViTForImageClassification`` with vitzoo's numerics."""
     num_classes = int(info["num_classes"])
-    names = labels.readable if labels is not None else [f"LABEL_{i}" for i in range(num_classes)]
+    names = labels.names if labels is not None else [f"LABEL_{i}" for i in range(num_classes)]
     if len(set(names)) != len(names):
         raise VitzooError("the class names are not unique, so they cannot key label2id",
                           "fix class_names in run.json / class_names.json")
@@ -263,8 +237,8 @@ def preprocessor_config(resolution: int) -> dict[str, Any]:
         "do_rescale": True,
         "rescale_factor": 1 / 255,
         "do_normalize": True,
-        "image_mean": list(MEAN_STD),
-        "image_std": list(MEAN_STD),
+        "image_mean": list(MEAN),
+        "image_std": list(STD),
     }
 
 
