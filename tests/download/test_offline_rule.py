@@ -45,9 +45,11 @@ def _catalog_says_hf(monkeypatch: pytest.MonkeyPatch) -> bool:
 
 
 def _probe_candidate_servable() -> bool:
-    from vitzoo.probe.candidates import _servable
+    from vitzoo.probe.candidates import servable
 
-    return _servable({"url": "gs://vit_models/augreg/X.npz", "upstream_hf_repo": REPO})
+    (ok,) = servable([{"collection": "augreg", "url": "gs://vit_models/augreg/X.npz",
+                       "upstream_hf_repo": REPO}])
+    return ok
 
 
 def _resolver_goes_online(monkeypatch: pytest.MonkeyPatch) -> bool:

@@ -6,7 +6,7 @@ what is on this machine and in the configuration, never from a probe:
 * ``local``  - a registered run whose file exists;
 * ``cache``  - a downloaded copy in ``VITZOO_HOME/checkpoints``;
 * ``mirror`` - a file in a local-folder mirror of ``VITZOO_MIRRORS`` (remote mirrors
-  are not probed);
+  are probed only when asked: ``probe_remote_mirrors``);
 * ``hf``     - timm's copy on the Hugging Face Hub, unless offline by
   :func:`vitzoo.config.hf_offline` (the one rule, as ``huggingface_hub`` reads it);
 * ``unknown`` - none of these: only the bucket may have it, and anonymous reads of
@@ -48,10 +48,29 @@ def _local_mirrors() -> list[set[str]]:
     return folders
 
 
-def availability(frame: Frame, *, pretrained: bool = False) -> list[str]:
+def _remote_mirror_has(key: str) -> bool:
+    """A remote ``VITZOO_MIRRORS`` prefix holds ``key`` (one metadata request per mirror)."""
+    from vitzoo import storage
+
+    for prefix in config.mirrors():
+        if "://" not in prefix.removeprefix("file://"):
+            continue  # local folders are listed, not probed
+        try:
+            storage.stat(f"{prefix}/{key}")
+            return True
+        except Exception:  # not there, or unreachable: not servable from this mirror
+            continue
+    return False
+
+
+def availability(frame: Frame, *, pretrained: bool = False,
+                 probe_remote_mirrors: bool = False) -> list[str]:
     """One value per row: the sources (comma-separated) that can serve the row's file now.
 
-    The row's file is its fine-tune, or with ``pretrained`` its pre-trained checkpoint.
+    The row's file is its fine-tune, or with ``pretrained`` its pre-trained checkpoint. This
+    is the one answer to "can a source serve it" (probe candidates ask here too);
+    ``probe_remote_mirrors`` also asks remote mirrors, which catalog listings never do
+    (they stay offline and fast) but ``probe --candidates downloadable`` does.
     """
     cached = _files_under(config.cache_dir())
     mirrored = _local_mirrors()
@@ -74,7 +93,8 @@ def availability(frame: Frame, *, pretrained: bool = False) -> list[str]:
             key = _object_path(url)
             if key and key in cached:
                 sources.append("cache")
-            if key and any(key in files for files in mirrored):
+            if key and (any(key in files for files in mirrored)
+                        or (probe_remote_mirrors and _remote_mirror_has(key))):
                 sources.append("mirror")
         if config.hub_can_serve(hub):
             sources.append("hf")

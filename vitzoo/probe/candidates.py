@@ -57,24 +57,15 @@ def _recommended(table: Any, arch: list[str]) -> list[Candidate]:
     return out
 
 
-def _servable(row: dict[str, Any]) -> bool:
-    """In the cache, on a configured mirror, or on the Hub while it is reachable."""
-    from vitzoo import config, storage
-    from vitzoo.download import cache
+def servable(rows: list[dict[str, Any]]) -> list[bool]:
+    """Which pre-trained rows a source can serve now: the catalog's one availability rule
+    (:func:`vitzoo.catalog.available.availability`), remote mirrors included."""
+    from vitzoo.catalog.available import INPUT_COLUMNS, availability, is_downloadable
+    from vitzoo.catalog.frame import Frame
 
-    url = row.get("url")
-    if not url or storage.scheme_of(url) != "gs":
-        return config.hub_can_serve(row.get("upstream_hf_repo"))
-    relpath = cache.relpath_for_url(url)
-    if cache.path_for(relpath).is_file():
-        return True
-    for prefix in config.mirrors():
-        try:
-            storage.stat(f"{prefix}/{relpath.as_posix()}")
-            return True
-        except Exception:  # not there, or unreachable: not servable from this mirror
-            continue
-    return config.hub_can_serve(row.get("upstream_hf_repo"))
+    frame = Frame.from_rows(rows, INPUT_COLUMNS)
+    return [is_downloadable(v) for v in availability(frame, pretrained=True,
+                                                     probe_remote_mirrors=True)]
 
 
 def select(
@@ -110,7 +101,7 @@ def select(
             rows = [r for r in rows if r.get("filename")]
             if item == "downloadable":
                 total = len(rows)
-                rows = [r for r in rows if _servable(r)]
+                rows = [r for r, ok in zip(rows, servable(rows), strict=True) if ok]
                 notes.append(f"{len(rows)} of {total} matching checkpoints can be served now "
                              "(cache, mirrors, Hugging Face)")
             out += [Candidate(r["filename"], r.get("name"), _published(r)) for r in rows]
