@@ -147,3 +147,24 @@ def test_damaged_memo_is_a_one_line_error_not_silently_dropped(tmp_path, monkeyp
     ckpt.write_bytes(b"x")
     with pytest.raises(VitzooError, match=r"checkpoint_sha256\.json is not valid JSON"):
         checkpoint_sha256(ckpt)
+
+
+@pytest.mark.slow
+def test_probe_scores_after_an_in_place_rewrite_are_fresh_not_cached(tmp_path, monkeypatch):
+    """Issue 17's reproduction: ``cached True`` with the old file's scores must not happen."""
+    from vitzoo.probe.candidates import Candidate
+    from vitzoo.probe.run import ProbeSettings, probe
+
+    root = write_folder(tmp_path / "data", color_image, ["a", "b", "c"], train=4, test=2, size=32)
+    settings = ProbeSettings(shots=(1,), seeds=1, batch=4)
+    ckpt = tiny_checkpoint(tmp_path / "vit.npz", num_classes=3)
+    other = tiny_checkpoint(tmp_path / "other.npz", num_classes=3, seed=1)
+    (first,) = probe(str(root), [Candidate(str(ckpt))], settings).results
+    (again,) = probe(str(root), [Candidate(str(ckpt))], settings).results
+    assert not first.cached and again.cached  # the cache works for an unchanged file
+    _rewrite_in_place(ckpt, other.read_bytes())
+    (after,) = probe(str(root), [Candidate(str(ckpt))], settings).results
+    monkeypatch.setenv("VITZOO_HOME", str(tmp_path / "clean-home"))
+    (oracle,) = probe(str(root), [Candidate(str(other))], settings).results
+    assert not after.cached
+    assert after.scores == oracle.scores
