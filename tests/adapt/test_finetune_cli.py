@@ -52,7 +52,8 @@ def test_folder_finetune_outputs_catalog_and_evaluate(tmp_path):
                             "devices": 2, "processes": 1}
     assert run["dataset"]["skipped_files"][0]["file"] == "train/red/corrupt.jpg"
     assert run["preprocessing"]["train"] == {"resize": 37, "crop": 32, "flip": True,
-                                             "value_range": [-1.0, 1.0]}
+                                             "value_range": [-1.0, 1.0], "method": "bilinear",
+                                             "antialias": False}
     assert "corrupt.jpg" in (work / "run.log").read_text()
     records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 3, 4, 6]
