@@ -137,7 +137,9 @@ def recommend_command(
     metric: str = typer.Option(None, "--metric", help="Accuracy column for --pareto (default: adapt_final_val with --adapt-ds, else adapt_final_test)."),
     by: str = typer.Option(None, "--by", help=(
         "Rank by this numeric column instead, per architecture, over every row that knows it "
-        "(e.g. imagenet_r_top1 for robustness, as measured by timm); test-split columns are refused.")),
+        "(e.g. imagenet_r_top1 for robustness, as measured by timm); test-split columns are refused. "
+        "With --data: the probe score that chooses, on the validation part (default "
+        "linear_accuracy; knn, Kshot, img_per_sec; see `vitzoo probe --sort`).")),
     wide: bool = opt.WIDE,
     fmt: opt.OutputFormat = opt.FORMAT,
     index: str = opt.INDEX,
@@ -153,7 +155,14 @@ def recommend_command(
     if data:
         from vitzoo.cli.probe_cmds import recommend_by_data
 
-        return recommend_by_data(data, candidates=candidates, arch=arch, fmt=fmt, index=index)
+        given = {"--adapt-ds": adapt_ds, "--res": res, "--min-throughput": min_throughput,
+                 "--pareto": pareto or None, "--metric": metric}
+        for option, value in given.items():
+            if value is not None:
+                raise VitzooError(f"{option} does not apply with --data (it filters the published "
+                                  "catalog, not a probe)", f"drop {option}, or drop --data")
+        return recommend_by_data(data, candidates=candidates, arch=arch, fmt=fmt,
+                                 by=by or "linear_accuracy", wide=wide, index=index)
     from vitzoo.catalog import api
 
     result = api.run_recommend(api.load_table(index), arch=opt.split_values(arch), adapt_ds=adapt_ds,

@@ -19,7 +19,11 @@ CANDIDATES = typer.Option(None, "--candidates", help=(
     "recommended (default), downloadable, or checkpoint names/paths/local runs; repeatable or "
     "comma-separated. Without it, --ds/--where select every matching pre-trained checkpoint."))
 SHOTS = typer.Option("1,5,10,25", "--shots", help="k for the k-shot linear probes, comma-separated.")
-SORT = typer.Option("linear", "--sort", help="Rank by: linear (full-train probe), knn, Nshot (e.g. 10shot) or speed.")
+SORT = typer.Option("linear_accuracy", "--sort", help=(
+    "Rank by this score on the validation part of the training split (never on the evaluation "
+    "split): linear_accuracy (linear), knn_accuracy (knn), fewshot_K_mean (Kshot, K in --shots) "
+    "or img_per_sec (speed). Default: the full-train linear probe, the head `finetune --head-only` "
+    "trains, using every training image."))
 
 
 def parse_shots(text: str) -> tuple[int, ...]:
@@ -35,13 +39,14 @@ def parse_shots(text: str) -> tuple[int, ...]:
 
 def run_probe(dataset: str, *, candidates: list[str] | None, arch: list[str] | None,
               ds: list[str] | None, where: str | None, limit: int | None, index: str | None,
-              sort: str, settings: Any, quiet: bool = False) -> Any:
-    """Select candidates, probe them; progress and skips go to stderr."""
-    from vitzoo.probe import report
+              settings: Any, quiet: bool = False) -> Any:
+    """Select candidates, probe them; progress and skips go to stderr.
+
+    The options were checked by the caller (:func:`checked`) before this reads anything.
+    """
     from vitzoo.probe.candidates import select
     from vitzoo.probe.run import probe
 
-    report.check_sort(sort)
     chosen, notes = select(candidates, arch=opt.split_values(arch), ds=opt.split_values(ds),
                            where=where, limit=limit, index=index)
 
@@ -54,10 +59,22 @@ def run_probe(dataset: str, *, candidates: list[str] | None, arch: list[str] | N
     return probe(dataset, chosen, settings, say=say)
 
 
-def _settings(**kwargs: Any) -> Any:
+def checked(sort: str, option: str = "--sort", **settings: Any) -> tuple[Any, str]:
+    """(ProbeSettings, the ranking score's column name), refusing bad options before any work."""
+    from vitzoo.probe import report
     from vitzoo.probe.run import ProbeSettings
 
-    return ProbeSettings(**kwargs)
+    probe_settings = ProbeSettings(**settings)
+    probe_settings.check()
+    return probe_settings, report.check_sort(sort, probe_settings.shots, option)
+
+
+def exit_if_nothing_measured(result: Any) -> None:
+    """Exit 1 (after the output, which shows why) when every candidate was skipped."""
+    if not result.measured:
+        sys.stderr.write(f"error: none of the {len(result.results)} candidates could be "
+                         "measured (see the skipped reasons)\n")
+        raise typer.Exit(1)
 
 
 def probe_command(
@@ -83,94 +100,104 @@ def probe_command(
     pareto: bool = typer.Option(False, "--pareto", help="Only the Pareto front of the score against measured img/s."),
     plot_out: str = typer.Option(None, "--plot", help="Also draw score vs img/s to OUT.png or OUT.svg."),
     fmt: Literal["table", "json", "csv"] = typer.Option("table", "--format", help="Output format."),
+    wide: bool = opt.WIDE,
     index: str = opt.INDEX,
     allow_cpu: bool = ALLOW_CPU,
 ) -> None:
-    """Measure candidate checkpoints on your data: few-shot, linear and kNN probes, img/s."""
+    """Measure candidate checkpoints on your data: few-shot, linear and kNN probes, img/s.
+
+    Candidates are ranked on a validation part held out of the training split; the
+    evaluation split is scored once per candidate and reported with 95 % intervals.
+    Exits 1 when no candidate could be measured.
+    """
     from vitzoo.probe import report
 
     if plot_out:
         report.plot_format(plot_out)
-    settings = _settings(shots=parse_shots(shots), seeds=seeds, knn_k=knn_k, res=res,
-                         batch=batch, dtype=dtype, train_split=train_split,
-                         eval_split=eval_split, data_dir=data_dir, manual_dir=manual_dir,
-                         val_fraction=val_fraction, stream=stream)
+    settings, score = checked(sort, shots=parse_shots(shots), seeds=seeds, knn_k=knn_k, res=res,
+                              batch=batch, dtype=dtype, train_split=train_split,
+                              eval_split=eval_split, data_dir=data_dir, manual_dir=manual_dir,
+                              val_fraction=val_fraction, stream=stream)
     result = run_probe(dataset, candidates=candidates, arch=arch, ds=ds, where=where, limit=limit,
-                       index=index, sort=sort, settings=settings, quiet=fmt != "table")
-    ordered = report.sort_results(result.results, sort)
+                       index=index, settings=settings, quiet=fmt != "table")
+    ordered = report.sort_results(result.results, score)
     if pareto:
-        ordered = report.pareto(ordered, sort)
-    if plot_out:
-        written = report.plot(result.results, sort, plot_out,
-                              title=f"{result.dataset}: {sort} accuracy on {result.eval_split}")
+        ordered = report.pareto(ordered, score)
+    if plot_out and result.measured:
+        written = report.plot(result.results, score, plot_out,
+                              title=f"{result.dataset}: {score} on the validation part")
         sys.stderr.write(f"wrote {written}\n")
     if fmt == "json":
-        sys.stdout.write(json.dumps({**result.as_dict(),
+        sys.stdout.write(json.dumps({**result.as_dict(), "sort": score,
                                      "candidates": [report.json_record(r) for r in ordered]},
                                     indent=1, default=str) + "\n")
-        return
-    if fmt == "csv":
+    elif fmt == "csv":
         sys.stdout.write(report.to_csv(ordered))
-        return
-    _print_table(result, ordered, sort)
+    else:
+        _print_table(result, ordered, score, wide=wide)
+    exit_if_nothing_measured(result)
 
 
-def _print_table(result: Any, ordered: list[Any], sort: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+def _print_table(result: Any, ordered: list[Any], score: str, *, wide: bool = False) -> None:
+    from vitzoo.cli import render
     from vitzoo.probe import report
 
-    console = Console()
-    header, rows = report.table_rows(ordered)
-    table = Table(title=(f"probe of {result.dataset}: accuracy on {result.eval_split} "
-                         f"({result.eval_examples} images, {result.num_classes} classes), "
-                         f"sorted by {sort}"), title_justify="left")
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i < 2 else "right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
-    speeds = {json.dumps({k: v for k, v in (r.throughput or {}).items() if k != "img_per_sec"})
-              for r in ordered if r.throughput}
+    table, notes = report.table_frame(ordered, score)
+    split = result.choosing_split or {}
+    title = (f"probe of {result.dataset}: ranked by {score}"
+             + ("" if score == "img_per_sec" else
+                f" on the validation part ({split.get('examples', '?')} images held out of "
+                f"{result.train_split or 'train'})")
+             + f"; reported on {result.eval_split} ({result.eval_examples} images, "
+             f"{result.num_classes} classes)")
     for representation in dict.fromkeys(r.representation for r in ordered if r.representation):
         names = [report.short_name(r.checkpoint) for r in ordered
                  if r.representation == representation]
-        console.print(f"features of {', '.join(names)}: {representation}", style="dim",
-                      markup=False)
-    for speed in speeds:
-        console.print(f"img/s measured here: {speed}", style="dim", markup=False)
-    console.print("published columns come from the catalog (other data and hardware), not from "
-                  "this run", style="dim")
-    for note in result.notes:
-        console.print(note, style="dim", markup=False)
+        notes.append(f"features of {', '.join(names)}: {representation}")
+    render.print_table(table, title=title, notes=[*notes, *result.notes], wide=wide)
 
 
 def recommend_by_data(dataset: str, *, candidates: list[str] | None, arch: list[str] | None,
-                      fmt: str, sort: str = "linear", index: str | None = None) -> None:
-    """``vitzoo recommend --data DS``: probe the candidates and say which one to start from."""
+                      fmt: str, by: str = "linear_accuracy", wide: bool = False,
+                      index: str | None = None) -> None:
+    """``vitzoo recommend --data DS``: probe the candidates and say which one to start from.
+
+    Chosen on the validation part, reported on the evaluation split, with the margin over the
+    runner-up and whether the two are distinguishable; exits 1 when nothing was measured.
+    """
     from vitzoo.probe import report
+    from vitzoo.probe.choice import explain
 
     if fmt not in ("table", "json"):
         raise VitzooError(f"--data supports --format table or json, got {fmt!r}",
                           "use --format json for scripts")
+    settings, score = checked(by, option="--by")
     result = run_probe(dataset, candidates=candidates, arch=arch, ds=None, where=None,
-                       limit=None, index=index, sort=sort, settings=_settings(),
-                       quiet=fmt == "json")
-    choice = report.recommendation(result.results, sort)
+                       limit=None, index=index, settings=settings, quiet=fmt == "json")
+    if not result.measured:
+        if fmt == "table":
+            _print_table(result, result.results, score, wide=wide)
+        sys.stderr.write("error: no candidate could be probed, so there is nothing to recommend. "
+                         "See the skipped reasons; fetch a checkpoint or name local files with "
+                         "--candidates.\n")
+        raise typer.Exit(1)
+    choice = report.recommendation(result.results, score, eval_split=result.eval_split)
     if fmt == "json":
         sys.stdout.write(json.dumps({**choice, "dataset": result.dataset,
+                                     "choosing_split_info": result.choosing_split,
+                                     "candidates": [report.json_record(r) for r in
+                                                    report.sort_results(result.results, score)],
                                      "notes": result.notes}, indent=1, default=str) + "\n")
         return
-    _print_table(result, report.sort_results(result.results, sort), sort)
-    sys.stdout.write(f"recommended for {result.dataset}: {choice['checkpoint']} "
-                     f"({choice['architecture']}), {choice['why']}\n")
+    _print_table(result, report.sort_results(result.results, score), score, wide=wide)
+    for line in explain(choice):
+        sys.stdout.write(line + "\n")
     published = choice["published_choice"]
     if published:
-        sys.stdout.write(f"published recommendation: {published['checkpoint']} "
-                         f"(best published ImageNet fine-tune; {sort} here: "
-                         f"{report.pct(published['measured_score'])})\n")
-
+        measured = published["validation_score"]
+        sys.stdout.write(f"published recommendation: {report.short_name(published['checkpoint'])} "
+                         f"(best published ImageNet fine-tune; {score} on validation here: "
+                         f"{'?' if measured is None else f'{100 * measured:.1f}%'})\n")
 
 
 def head_only_command(options: Any) -> None:

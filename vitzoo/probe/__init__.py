@@ -18,21 +18,24 @@ from typing import Any
 
 
 def probe_table(dataset: str, candidates: str | Sequence[str] = "recommended", *,
-                arch: Sequence[str] = (), sort: str = "linear",
+                arch: Sequence[str] = (), sort: str = "linear_accuracy",
                 say: Callable[[str], None] | None = None, **settings: Any) -> Any:
     """Probe ``candidates`` on ``dataset``: a pandas DataFrame, one row per candidate, best first.
 
     The Python counterpart of ``vitzoo probe --format csv``, for notebooks and scripts:
     ``dataset`` is a TFDS name or an image folder; ``candidates`` is ``"recommended"``,
     ``"downloadable"`` or checkpoint names/paths/local runs (a list, or comma-separated);
-    ``arch`` narrows ``recommended``/``downloadable`` to some architectures; ``sort`` is
-    linear, knn, Nshot (e.g. ``"10shot"``) or speed. ``settings`` are the fields of
+    ``arch`` narrows ``recommended``/``downloadable`` to some architectures; ``sort`` is the
+    score that ranks, on the validation part: linear_accuracy, knn_accuracy, fewshot_K_mean
+    (or ``"10shot"``) or img_per_sec. ``settings`` are the fields of
     :class:`~vitzoo.probe.run.ProbeSettings` (``shots``, ``seeds``, ``knn_k``, ``res``,
     ``batch``, ``dtype``, ``train_split``, ``eval_split``, ``data_dir``, ...); ``say``
     receives progress lines (extraction, skipped candidates).
 
-    Columns: ``checkpoint``, ``architecture``, ``img_per_sec`` (measured here),
-    ``linear_accuracy``, ``knn_accuracy``, ``fewshot_K_mean``/``fewshot_K_std`` per k, the
+    Columns: ``checkpoint``, ``name``, ``architecture``, ``img_per_sec`` (measured in this
+    run, with ``img_per_sec_min``/``_max``), ``linear_accuracy``, ``knn_accuracy`` and
+    ``fewshot_K_mean`` on the evaluation split, each with ``_low``/``_high`` (its 95 %
+    interval), ``fewshot_K_std``, ``val_*`` (the validation values that rank), the
     throughput setup, ``published_*`` (catalog numbers from other data and hardware),
     ``skipped`` (the reason, or None) and ``pareto`` (on the front of the ``sort`` score
     against img/s). ``attrs`` holds the dataset, its splits and sizes, and the notes.
@@ -44,15 +47,17 @@ def probe_table(dataset: str, candidates: str | Sequence[str] = "recommended", *
     from vitzoo.probe.candidates import select
     from vitzoo.probe.run import ProbeSettings, probe
 
-    report.check_sort(sort)
     if "shots" in settings:
         settings["shots"] = tuple(sorted({int(k) for k in settings["shots"]}))
+    probe_settings = ProbeSettings(**settings)
+    probe_settings.check()
+    sort = report.check_sort(sort, probe_settings.shots)
     requested = [candidates] if isinstance(candidates, str) else list(candidates)
     chosen, notes = select(requested, arch=list(arch))
     say = say or (lambda _: None)
     for note in notes:
         say(note)
-    result = probe(dataset, chosen, ProbeSettings(**settings), say=say)
+    result = probe(dataset, chosen, probe_settings, say=say)
     ordered = report.sort_results(result.results, sort)
     columns, rows = report.records(ordered)
     frame = pd.DataFrame(rows, columns=columns)

@@ -8,125 +8,174 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vitzoo.catalog.frame import Frame
 from vitzoo.errors import VitzooError
+from vitzoo.probe.choice import (
+    SPEED,
+    choose,
+    display_name,
+    fewshot_column,
+    rank,
+    score_name,
+    value,
+)
 from vitzoo.probe.run import CandidateResult
 
-SORT_HELP = "linear (full-train probe), knn, Nshot (e.g. 10shot) or speed"
+
+def check_sort(sort: str, shots: Sequence[int], option: str = "--sort") -> str:
+    """The column name ``sort`` means (fails before any work on an unknown or unmeasured score)."""
+    return score_name(sort, shots, option)
 
 
-def score_of(result: CandidateResult, sort: str) -> float | None:
-    """The value ``sort`` names for one result (None when unknown or skipped)."""
-    if result.skipped:
-        return None
-    if sort == "linear":
-        return result.linear_accuracy
-    if sort == "knn":
-        return result.knn_accuracy
-    if sort == "speed":
-        return result.img_per_sec
-    match = re.fullmatch(r"(\d+)-?shots?", sort)
-    if match:
-        entry = result.fewshot.get(str(int(match.group(1))))
-        return None if entry is None else entry["mean"]
-    raise VitzooError(f"unknown --sort {sort!r}", f"use {SORT_HELP}")
+def sort_results(results: Sequence[CandidateResult], score: str) -> list[CandidateResult]:
+    """Best first by the validation ``score`` (a column name); skipped and unknown last."""
+    return rank(results, score)
 
 
-def check_sort(sort: str) -> None:
-    """Fail on an unknown ``--sort`` before any work is done."""
-    score_of(CandidateResult("-", fewshot={}), sort)
-
-
-def sort_results(results: Sequence[CandidateResult], sort: str) -> list[CandidateResult]:
-    """Best first; skipped and unknown scores last, in their original order."""
-    for r in results:
-        score_of(r, sort)  # validate the name even when everything was skipped
-    known = [r for r in results if score_of(r, sort) is not None]
-    rest = [r for r in results if score_of(r, sort) is None]
-    return sorted(known, key=lambda r: -float(score_of(r, sort))) + rest  # type: ignore[arg-type]
-
-
-def pareto(results: Sequence[CandidateResult], sort: str) -> list[CandidateResult]:
-    """Candidates no other beats on both the score and the measured img/s."""
-    points = [(r, score_of(r, sort), r.img_per_sec) for r in results
-              if score_of(r, sort) is not None and r.img_per_sec is not None]
+def pareto(results: Sequence[CandidateResult], score: str) -> list[CandidateResult]:
+    """Candidates no other beats on both the validation score and the measured img/s."""
+    points = [(r, value(r, score), r.img_per_sec) for r in results
+              if value(r, score) is not None and r.img_per_sec is not None]
     front = [r for r, s, v in points
              if not any(s2 >= s and v2 >= v and (s2 > s or v2 > v) for _, s2, v2 in points)]
     return sorted(front, key=lambda r: -float(r.img_per_sec or 0.0))
 
 
 def shot_keys(results: Sequence[CandidateResult]) -> list[str]:
+    """Few-shot keys in numeric order ("1", "5", "10", "25")."""
     return sorted({k for r in results for k in r.fewshot}, key=int)
 
 
-def pct(value: float | None) -> str:
-    return "?" if value is None else f"{value:.1%}"
-
-
 def short_name(checkpoint: str) -> str:
-    """A path's file stem; names stay as they are."""
-    return Path(checkpoint).stem if checkpoint.endswith(".npz") else checkpoint
+    """What a person calls a candidate (a local run's name, a file's stem, a catalog name)."""
+    return display_name(checkpoint)
 
 
-def table_rows(results: Sequence[CandidateResult]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows for the rich table (percentages, ± std over the seeded draws)."""
+def _plus_minus(centre: float, low_high: Sequence[float] | None, scale: float,
+                digits: int) -> str:
+    if not low_high:
+        return f"{scale * centre:,.{digits}f}"
+    half = max(centre - low_high[0], low_high[1] - centre)
+    return f"{scale * centre:,.{digits}f} \u00b1{scale * half:,.{digits}f}"
+
+
+def _published_cell(key: str, value: Any) -> Any:
+    """Published fractions read as percentages; other published values as they are."""
+    if isinstance(value, float) and 0.0 <= value <= 1.0 and "per_sec" not in key:
+        return f"{100 * value:.1f}"
+    return value
+
+
+def table_frame(results: Sequence[CandidateResult], score: str) -> tuple[Frame, list[str]]:
+    """The probe as a table for people, and the lines that say what its cells mean.
+
+    Headers are the CSV/JSON column names (the names ``--sort`` takes); cells are percentages
+    with the half-width of their 95 % interval (the wider side of Wilson's; +- std over the
+    draws for k-shot); img/s is the median timed batch +- the farthest one.
+    """
     shots = shot_keys(results)
-    header = (["checkpoint", "arch", "img/s"] + [f"{k}-shot" for k in shots]
-              + ["linear", "kNN", "published upstream val", "published ImageNet ft",
-                 "published img/s"])
+    published = sorted({k for r in results for k in r.published})
+    accuracy = ["linear_accuracy", "knn_accuracy", *(fewshot_column(k) for k in shots)]
+    columns = (["checkpoint"] + ([] if score == SPEED else [f"val_{score}"])
+               + [SPEED, *accuracy, "architecture"] + [f"published_{k}" for k in published])
     rows = []
     for r in results:
+        row: dict[str, Any] = {"checkpoint": short_name(r.checkpoint),
+                               "architecture": r.architecture}
         if r.skipped:
-            blank = [""] * (len(header) - 3)
-            rows.append([short_name(r.checkpoint), r.architecture or "?", "skipped", *blank])
-            continue
-        few = [(f"{r.fewshot[k]['mean']:.1%} ± {r.fewshot[k]['std']:.1%}" if k in r.fewshot
-                else "n/a") for k in shots]
-        pub = r.published
-        rows.append([short_name(r.checkpoint), r.architecture or "?", f"{r.img_per_sec:,.0f}", *few,
-                     pct(r.linear_accuracy), pct(r.knn_accuracy), pct(pub.get("final_val")),
-                     pct(pub.get("adapt_final_test")),
-                     "?" if pub.get("infer_samples_per_sec") is None
-                     else f"{pub['infer_samples_per_sec']:,.1f}"])
-    return header, rows
+            row[SPEED] = "skipped"
+        else:
+            if score != SPEED:
+                chosen_on = value(r, score)
+                row[f"val_{score}"] = None if chosen_on is None else f"{100 * chosen_on:.1f}"
+            row[SPEED] = _plus_minus(r.img_per_sec, r.intervals.get(SPEED), 1.0, 0)
+            for name in accuracy:
+                reported = value(r, name, "report")
+                row[name] = (None if reported is None
+                             else _plus_minus(reported, r.intervals.get(name), 100.0, 1))
+        for k in published:
+            row[f"published_{k}"] = _published_cell(k, r.published.get(k))
+        rows.append(row)
+    measured = [r for r in results if not r.skipped]
+    speed = (measured[0].throughput or {}) if measured else {}
+    notes = [
+        "accuracies in %, \u00b1 the wider side of the 95% Wilson interval (k-shot: \u00b1 std "
+        "over the seeded draws); val_ columns are on the validation part and rank the table, "
+        "the others are on the evaluation split and choose nothing",
+    ]
+    if speed:
+        notes.append(f"img/s measured now: median of {speed.get('timed_batches')} timed batches "
+                     f"after {speed.get('warmup_batches')} warm-up, \u00b1 the farthest batch; "
+                     f"batch {speed.get('batch')}, {speed.get('dtype')}, "
+                     f"{speed.get('devices')} x {speed.get('device')}")
+    if published:
+        notes.append("published_ columns come from the catalog (other data and hardware), "
+                     "not from this run")
+    return Frame.from_rows(rows, columns), notes
 
 
 def json_record(result: CandidateResult) -> dict[str, Any]:
-    """One candidate for scripts: the documented fields first, details after."""
-    out = {"checkpoint": result.checkpoint, "architecture": result.architecture,
-           "img_per_sec": result.img_per_sec, "linear_accuracy": result.linear_accuracy,
-           "knn_accuracy": result.knn_accuracy, "fewshot": result.fewshot,
-           "eval_split": result.eval_split, "skipped": result.skipped}
-    return {**out, **{k: v for k, v in result.as_dict().items() if k not in out}}
+    """One candidate for scripts: the documented fields first, details after.
+
+    Fractions throughout; ``intervals`` holds each score's 95 % interval, ``validation`` the
+    values the ranking uses; per-image results stay in the saved scores, not here.
+    """
+    out = {"checkpoint": result.checkpoint, "name": short_name(result.checkpoint),
+           "architecture": result.architecture, "img_per_sec": result.img_per_sec,
+           "linear_accuracy": result.linear_accuracy, "knn_accuracy": result.knn_accuracy,
+           "fewshot": result.fewshot, "intervals": result.intervals,
+           "validation": result.validation, "eval_split": result.eval_split,
+           "skipped": result.skipped}
+    rest = {k: v for k, v in result.as_dict().items() if k not in out}
+    rest["scores"] = _without_per_image(rest.get("scores") or {})
+    return {**out, **rest}
+
+
+def _without_per_image(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _without_per_image(v) for k, v in tree.items() if k != "per_image"}
+    return tree
 
 
 def records(results: Sequence[CandidateResult]) -> tuple[list[str], list[dict[str, Any]]]:
     """One flat row per candidate and the column order: what the CSV and the DataFrame hold."""
     shots = shot_keys(results)
     published = sorted({k for r in results for k in r.published})
-    columns = (["checkpoint", "architecture", "img_per_sec", "linear_accuracy", "knn_accuracy"]
-               + [f"fewshot_{k}_{s}" for k in shots for s in ("mean", "std")]
-               + ["eval_split", "resolution", "throughput_batch", "throughput_dtype",
-                  "throughput_device"] + [f"published_{k}" for k in published] + ["skipped"])
+    scores = ["linear_accuracy", "knn_accuracy", *(fewshot_column(k) for k in shots)]
+    columns = (["checkpoint", "name", "architecture", SPEED, "img_per_sec_min", "img_per_sec_max"]
+               + [c for k in scores for c in (k, f"{k}_low", f"{k}_high")]
+               + [f"fewshot_{k}_std" for k in shots] + [f"val_{k}" for k in scores]
+               + ["eval_split", "eval_examples", "validation_examples", "resolution",
+                  "throughput_batch", "throughput_dtype", "throughput_device",
+                  "throughput_timed_batches"]
+               + [f"published_{k}" for k in published] + ["skipped"])
     rows = []
     for r in results:
         speed = r.throughput or {}
-        row = {"checkpoint": r.checkpoint, "architecture": r.architecture,
-               "img_per_sec": r.img_per_sec, "linear_accuracy": r.linear_accuracy,
-               "knn_accuracy": r.knn_accuracy, "eval_split": r.eval_split,
-               "resolution": r.resolution, "throughput_batch": speed.get("batch"),
-               "throughput_dtype": speed.get("dtype"), "throughput_device": speed.get("device"),
-               "skipped": r.skipped}
+        row: dict[str, Any] = {
+            "checkpoint": r.checkpoint, "name": short_name(r.checkpoint),
+            "architecture": r.architecture, SPEED: r.img_per_sec,
+            "img_per_sec_min": speed.get("img_per_sec_min"),
+            "img_per_sec_max": speed.get("img_per_sec_max"), "eval_split": r.eval_split,
+            "eval_examples": (r.scores.get("report") or {}).get("examples"),
+            "validation_examples": (r.scores.get("choose") or {}).get("examples"),
+            "resolution": r.resolution, "throughput_batch": speed.get("batch"),
+            "throughput_dtype": speed.get("dtype"), "throughput_device": speed.get("device"),
+            "throughput_timed_batches": speed.get("timed_batches"), "skipped": r.skipped}
+        for name in scores:
+            low_high = r.intervals.get(name) or [None, None]
+            row[name] = value(r, name, "report")
+            row[f"{name}_low"], row[f"{name}_high"] = low_high
+            row[f"val_{name}"] = value(r, name, "choose")
         for k in shots:
-            for s in ("mean", "std"):
-                row[f"fewshot_{k}_{s}"] = r.fewshot.get(k, {}).get(s)
+            row[f"fewshot_{k}_std"] = r.fewshot.get(k, {}).get("std")
         for k in published:
             row[f"published_{k}"] = r.published.get(k)
-        rows.append({c: row[c] for c in columns})
+        rows.append({c: row.get(c) for c in columns})
     return columns, rows
 
 
@@ -155,8 +204,8 @@ def plot(results: Sequence[CandidateResult], sort: str, out: str | Path, *,
 
     out = Path(out)
     fmt = plot_format(out)
-    points = [(r, score_of(r, sort), r.img_per_sec) for r in results
-              if score_of(r, sort) is not None and r.img_per_sec is not None]
+    points = [(r, value(r, sort), r.img_per_sec) for r in results
+              if value(r, sort) is not None and r.img_per_sec is not None]
     if not points:
         raise VitzooError("nothing to plot: every candidate was skipped",
                           "see the skipped reasons above")
@@ -168,14 +217,14 @@ def plot(results: Sequence[CandidateResult], sort: str, out: str | Path, *,
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter([p[2] for p in points], [p[1] for p in points], color="tab:blue")
     for r, s, v in points:
-        ax.annotate(r.architecture or r.checkpoint[:24], (v, s), fontsize=8,
+        ax.annotate(short_name(r.checkpoint)[:24], (v, s), fontsize=8,
                     xytext=(4, 3), textcoords="offset points")
     front = pareto(results, sort)
-    ax.plot([r.img_per_sec for r in front], [score_of(r, sort) for r in front],
+    ax.plot([r.img_per_sec for r in front], [value(r, sort) for r in front],
             color="tab:orange", label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel("measured img/s on this machine")
-    ax.set_ylabel(f"{sort} accuracy" if sort != "speed" else "img/s")
+    ax.set_ylabel(f"{sort} on the validation part" if sort != SPEED else "img/s")
     ax.set_title(title, fontsize=9)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
@@ -185,33 +234,15 @@ def plot(results: Sequence[CandidateResult], sort: str, out: str | Path, *,
     return out
 
 
-def recommendation(results: Sequence[CandidateResult], sort: str) -> dict[str, Any]:
-    """``recommend --data``: the best measured candidate, why, and the published pick beside it.
-
-    The published recommendation is the candidate ``vitzoo recommend`` would give for the
-    same architecture (the catalog's choice); here it is whichever probed candidate carries
-    the best published ImageNet fine-tune accuracy, for comparison only.
-    """
-    ranked = [r for r in sort_results(results, sort) if score_of(r, sort) is not None]
-    if not ranked:
-        raise VitzooError("no candidate could be probed, so there is nothing to recommend",
-                          "see the skipped reasons; fetch a checkpoint or name local files "
-                          "with --candidates")
-    best = ranked[0]
+def recommendation(results: Sequence[CandidateResult], score: str, *,
+                   eval_split: str | None = None) -> dict[str, Any]:
+    """``recommend --data``: the choice on validation (:func:`vitzoo.probe.choice.choose`) and,
+    for comparison only, the probed candidate with the best published ImageNet fine-tune."""
+    choice = choose(results, score, eval_split=eval_split)
     by_published = [r for r in results if r.published.get("adapt_final_test") is not None]
     published = max(by_published, key=lambda r: r.published["adapt_final_test"], default=None)
-    why = (f"highest {sort} accuracy on {best.eval_split} of {len(ranked)} probed candidates "
-           f"({score_of(best, sort):.1%})" if sort != "speed" else
-           f"fastest of {len(ranked)} probed candidates")
-    return {"checkpoint": best.checkpoint, "architecture": best.architecture,
-            "score": score_of(best, sort), "score_name": sort, "img_per_sec": best.img_per_sec,
-            "linear_accuracy": best.linear_accuracy, "knn_accuracy": best.knn_accuracy,
-            "fewshot": best.fewshot, "eval_split": best.eval_split, "why": why,
-            "published_choice": None if published is None else {
-                "checkpoint": published.checkpoint, "architecture": published.architecture,
-                "published": published.published,
-                "measured_score": score_of(published, sort)},
-            "ranking": [{"checkpoint": r.checkpoint, "score": score_of(r, sort),
-                         "img_per_sec": r.img_per_sec} for r in ranked],
-            "skipped": [{"checkpoint": r.checkpoint, "reason": r.skipped}
-                        for r in results if r.skipped]}
+    choice["published_choice"] = None if published is None else {
+        "checkpoint": published.checkpoint, "architecture": published.architecture,
+        "published": published.published, "validation_score": value(published, score)}
+    choice["published"] = {r.checkpoint: r.published for r in results if r.published}
+    return choice

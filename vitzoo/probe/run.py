@@ -3,16 +3,20 @@
 The dataset is opened once (the same options as ``finetune``); each candidate is
 resolved through the normal cache -> mirrors -> GCS -> Hugging Face chain, its train and
 evaluation features are extracted into the cache (only the missing chunks), its
-forward speed is measured once per (checkpoint, resolution, batch, dtype, device), and its
-scores are computed from the cached features and saved, keyed by the feature entries and
-the score settings. Rerunning with another candidate or more shots costs only what is new.
+forward speed is measured in this run (:mod:`.speed`; never cached: a figure from another
+run was taken under another load), and its scores are computed from the cached features
+and saved, keyed by the feature entries and the score settings. Rerunning with another
+candidate or more shots costs only what is new.
 
-A candidate that cannot be fetched or loaded is skipped with its reason; the run goes on.
+Every option is checked (:meth:`ProbeSettings.check`, :func:`check_resolution`) before any
+data is read. A candidate that cannot be fetched or loaded is skipped with its reason; the
+run goes on.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +26,8 @@ from vitzoo.probe.candidates import Candidate
 from vitzoo.probe.scores import DEFAULT_SHOTS
 
 #: Bump when the scoring method changes, so saved scores are recomputed.
-SCORES_VERSION = 1
+SCORES_VERSION = 2
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclass
@@ -42,6 +47,25 @@ class ProbeSettings:
     val_fraction: float = 0.1
     stream: bool = False
 
+    def check(self) -> None:
+        """Refuse impossible settings before any data or checkpoint is read (one-line errors)."""
+        if not self.shots or min(self.shots) < 1:
+            raise VitzooError(f"--shots values must be at least 1, got {list(self.shots)}",
+                              "e.g. --shots 1,5,10,25")
+        for name, value, example in (("--seeds", self.seeds, 5), ("--knn-k", self.knn_k, 10),
+                                     ("--batch", self.batch, 64)):
+            if int(value) < 1:
+                raise VitzooError(f"{name} must be at least 1, got {value}", f"e.g. {name} {example}")
+        if self.res is not None and self.res < 1:
+            raise VitzooError(f"--res must be a positive number of pixels, got {self.res}",
+                              "omit it to use each checkpoint's own resolution, or e.g. --res 224")
+        if self.dtype not in DTYPES:
+            raise VitzooError(f"--dtype must be float32 or bfloat16, got {self.dtype!r}",
+                              "e.g. --dtype bfloat16")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise VitzooError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}",
+                              "e.g. --val-fraction 0.1")
+
 
 @dataclass
 class CandidateResult:
@@ -55,6 +79,8 @@ class CandidateResult:
     linear_accuracy: float | None = None
     knn_accuracy: float | None = None
     fewshot: dict[str, dict[str, Any]] = field(default_factory=dict)
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    validation: dict[str, float | None] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)
     eval_split: str | None = None
     published: dict[str, Any] = field(default_factory=dict)
@@ -77,9 +103,23 @@ class ProbeReport:
     results: list[CandidateResult]
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def measured(self) -> list[CandidateResult]:
+        return [r for r in self.results if not r.skipped]
+
+    @property
+    def choosing_split(self) -> dict[str, Any] | None:
+        """The validation part candidates are ranked on (the same for every candidate)."""
+        for r in self.measured:
+            side = r.scores.get("choose") or {}
+            return {"split": "validation", "detail": side.get("split"),
+                    "examples": side.get("examples"), "smallest_class": side.get("smallest_class")}
+        return None
+
     def as_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "train_split": self.train_split,
-                "eval_split": self.eval_split, "num_classes": self.num_classes,
+                "choosing_split": self.choosing_split, "eval_split": self.eval_split,
+                "num_classes": self.num_classes,
                 "train_examples": self.train_examples, "eval_examples": self.eval_examples,
                 "candidates": [r.as_dict() for r in self.results], "notes": self.notes}
 
@@ -100,22 +140,65 @@ def open_probe_dataset(dataset: str, settings: ProbeSettings) -> Any:
     return data
 
 
-def _speed_record(backbone: Any, extractor: Any) -> dict[str, Any]:
-    """The saved forward-speed measurement for this setup, measuring it once if missing."""
-    from vitzoo.probe.cache import features_root, write_json
+def check_resolution(candidates: Sequence[Candidate], res: int | None) -> None:
+    """``--res`` must be a multiple of every candidate's stride (checked before data is read).
 
-    device = extractor.devices[0]
-    key = (f"res{backbone.resolution}-batch{extractor.global_batch}-{extractor.dtype}-"
-           f"{getattr(device, 'device_kind', device.platform)}x{len(extractor.devices)}")
-    path = features_root() / "speed" / f"{backbone.sha256}.json"
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):
-        saved = {}
-    if key not in saved:
-        saved[key] = extractor.throughput().as_dict()
-        write_json(path, saved)
-    return saved[key]
+    Known from the catalog architecture, or from a local file's shapes; a candidate known
+    neither way is checked when it is loaded (and skipped with the reason).
+    """
+    if res is None:
+        return
+    from vitzoo.models.configs import get_config
+
+    for candidate in candidates:
+        if candidate.skip_reason:
+            continue
+        config = None
+        try:
+            if candidate.architecture:
+                config = get_config(candidate.architecture)
+        except VitzooError:
+            config = None
+        if config is None and re.search(r"\.npz$", candidate.name):
+            from pathlib import Path
+
+            if Path(candidate.name).is_file():
+                from vitzoo.weights.release import load_checkpoint
+
+                config = load_checkpoint(candidate.name)[0]
+        if config is not None:
+            try:
+                config.grid(res)
+            except VitzooError as exc:
+                raise VitzooError(f"--res {res} does not fit {candidate.name}: {exc.message}",
+                                  exc.hint) from None
+
+
+def reported_fields(result: CandidateResult, scores: dict[str, Any]) -> None:
+    """Fill the flat fields of ``result`` from its saved scores: reported values, their 95 %
+    intervals (Wilson for a proportion, mean +- std over the draws for k-shot), and the
+    validation values the ranking uses."""
+    from vitzoo.probe.choice import fewshot_column, value
+    from vitzoo.probe.intervals import wilson
+
+    report = scores["report"]
+    result.scores = scores
+    result.linear_accuracy = report["linear"]["accuracy"]
+    result.knn_accuracy = report["knn"]["accuracy"]
+    result.fewshot = {k: {"mean": v["mean"], "std": v["std"]}
+                      for k, v in sorted(report["fewshot"].items(), key=lambda kv: int(kv[0]))}
+    n = report["examples"]
+    result.intervals = {
+        "linear_accuracy": list(wilson(report["linear"]["correct"], n)),
+        "knn_accuracy": list(wilson(report["knn"]["correct"], n)),
+        **{fewshot_column(k): [max(0.0, v["mean"] - v["std"]), min(1.0, v["mean"] + v["std"])]
+           for k, v in result.fewshot.items()},
+    }
+    if result.throughput:
+        result.intervals["img_per_sec"] = [result.throughput["img_per_sec_min"],
+                                           result.throughput["img_per_sec_max"]]
+    names = ["linear_accuracy", "knn_accuracy", *(fewshot_column(k) for k in result.fewshot)]
+    result.validation = {name: value(result, name, "choose") for name in names}
 
 
 def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, dict],
@@ -126,6 +209,7 @@ def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, d
     from vitzoo.probe.cache import features_root, spec_key, write_json
     from vitzoo.probe.features import Extractor, load_backbone
     from vitzoo.probe.scores import score_all
+    from vitzoo.probe.speed import measure
 
     result = CandidateResult(candidate.name, candidate.architecture,
                              published=dict(candidate.published), eval_split=data.eval_split)
@@ -143,7 +227,7 @@ def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, d
             say(f"{candidate.name}: extracting {split} features ({len(source)} images, "
                 f"{missing} of {entry.num_chunks} chunks to do)")
         entries.append(extractor.extract(source, fingerprint))
-    result.throughput = _speed_record(backbone, extractor)
+    result.throughput = measure(extractor)  # every run: a cached figure is never ranked
     result.img_per_sec = result.throughput["img_per_sec"]
     score_spec = {"train": entries[0].key, "eval": entries[1].key, "shots": list(settings.shots),
                   "seeds": settings.seeds, "knn_k": settings.knn_k, "version": SCORES_VERSION}
@@ -156,10 +240,7 @@ def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, d
         scores = score_all(train, evaluation, data.num_classes, shots=settings.shots,
                            seeds=settings.seeds, knn_k=settings.knn_k)
         write_json(score_path, scores)
-    result.scores = scores
-    result.linear_accuracy = scores["linear_accuracy"]
-    result.knn_accuracy = scores["knn_accuracy"]
-    result.fewshot = {k: {"mean": v["mean"], "std": v["std"]} for k, v in scores["fewshot"].items()}
+    reported_fields(result, scores)
     result.notes = list(scores.get("notes", []))
     return result
 
@@ -172,6 +253,8 @@ def probe(dataset: str, candidates: Sequence[Candidate], settings: ProbeSettings
 
     require_accelerator()  # before candidates: their errors are reported per candidate
     settings = settings or ProbeSettings()
+    settings.check()
+    check_resolution(candidates, settings.res)
     data = open_probe_dataset(dataset, settings)
     fingerprints = (split_fingerprint(data.train), split_fingerprint(data.eval))
     results = []

@@ -7,20 +7,29 @@ squares maps them to {-1, 1}^K targets; the prediction is the argmax. One
 eigendecomposition per fit set gives the solution for every regulariser in
 :data:`L2_GRID` at the cost of small matrix products.
 
-The regulariser is chosen on held-out labelled images of the *training* split only:
+Every score is computed twice, on two sides that never share a choice
+(:func:`score_all`):
+
+* **choose**: fitted on the training split minus a *validation part* (a stratified,
+  seeded :data:`VALIDATION_FRACTION` of every class, :func:`validation_part`) and scored on
+  that part, per image, so candidates can be compared there with a paired test;
+* **report**: fitted on the whole training split and scored once on the evaluation split.
+
+Nothing on either side looks at evaluation labels to choose anything: the regulariser is
+chosen on held-out labelled images of the side's own training images only:
 
 * k-shot: each seeded draw takes k images per class to fit and a disjoint k per class
   ("held-out shots") to choose the regulariser; a class needs 2k training images;
-* full-train: a deterministic 10 % per class of the training split chooses it, then the
-  probe is refit on the whole training split.
+* full-train: a deterministic 10 % per class of the fit set chooses it, then the probe is
+  refit on the whole fit set.
 
-The evaluation split is touched once, with the chosen regulariser, for the reported
-accuracy. kNN: cosine similarity on L2-normalised features, majority vote of the ``k``
-nearest training images (ties go to the lower class index).
+kNN: cosine similarity on L2-normalised features, majority vote of the ``k`` nearest
+training images (ties go to the lower class index).
 """
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +41,10 @@ BIAS = 100.0
 L2_GRID = tuple(2.0 ** i for i in range(-10, 20))
 DEFAULT_SHOTS = (1, 5, 10, 25)
 HOLDOUT_FRACTION = 0.1
+#: Share of each training class held out as the validation part that candidates are chosen on.
+VALIDATION_FRACTION = 0.2
+#: Seed of that carve (fixed: every candidate and every rerun chooses on the same images).
+VALIDATION_SEED = 0
 
 
 def targets(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -149,11 +162,13 @@ def draw_shots(labels: np.ndarray, num_classes: int, k: int, seed: int
 
 
 def fewshot(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray,
-            num_classes: int, shots: tuple[int, ...] = DEFAULT_SHOTS, seeds: int = 5
-            ) -> tuple[dict[int, dict[str, Any]], list[str]]:
-    """k-shot accuracy on the evaluation split, ``{k: {mean, std, runs, l2}}``, and notes.
+            num_classes: int, shots: tuple[int, ...] = DEFAULT_SHOTS, seeds: int = 5, *,
+            per_image: bool = False) -> tuple[dict[int, dict[str, Any]], list[str]]:
+    """k-shot accuracy on ``eval_x``, ``{k: {mean, std, runs, l2}}``, and notes.
 
     A k for which some class has fewer than 2k training images is skipped with a note.
+    ``per_image`` adds ``correct_draws``: per image, how many of the draws got it right
+    (what a paired comparison of two candidates needs).
     """
     if seeds < 1:
         raise VitzooError(f"--seeds must be at least 1, got {seeds}", "e.g. --seeds 5")
@@ -170,15 +185,20 @@ def fewshot(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y
                          f"smallest class has {int(counts.min())}")
             continue
         accs, l2s = [], []
+        correct_draws = np.zeros(len(eval_y), np.int64)
         with one_blas_thread():
             for seed in range(seeds):
                 fit, held = draw_shots(train_y, num_classes, k, seed)
                 path = RidgePath.fit(train_x[fit], train_y[fit], num_classes)
                 l2, _ = choose_l2(path, train_x[held], train_y[held])
-                accs.append(accuracy(path.predict(eval_x, l2), eval_y))
+                hits = path.predict(eval_x, l2) == eval_y
+                correct_draws += hits
+                accs.append(float(np.mean(hits)) if len(eval_y) else 0.0)
                 l2s.append(l2)
         out[k] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "runs": accs,
                   "l2": l2s}
+        if per_image:
+            out[k]["correct_draws"] = correct_draws
     return out, notes
 
 
@@ -206,6 +226,13 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, num_classes: int
 def knn(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray,
         num_classes: int, k: int = 10, block: int = 1024) -> float:
     """kNN accuracy (cosine similarity, majority vote), evaluated in row blocks."""
+    hits = knn_hits(train_x, train_y, eval_x, eval_y, num_classes, k, block)
+    return float(np.mean(hits)) if len(hits) else 0.0
+
+
+def knn_hits(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray,
+             num_classes: int, k: int = 10, block: int = 1024) -> np.ndarray:
+    """Per evaluation image, whether the kNN vote gets it right."""
     if k < 1:
         raise VitzooError(f"--knn-k must be at least 1, got {k}", "e.g. --knn-k 10")
     k = min(k, len(train_y))
@@ -214,27 +241,86 @@ def knn(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np
         x = np.asarray(x, np.float32)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
-    bank, hits = unit(train_x), 0
+    bank, hits = unit(train_x), []
     for start in range(0, len(eval_y), block):
         sims = unit(eval_x[start:start + block]) @ bank.T
         nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         votes = np.zeros((len(sims), num_classes), np.int64)
         np.add.at(votes, (np.arange(len(sims))[:, None], train_y[nearest]), 1)
-        hits += int(np.sum(np.argmax(votes, axis=1) == eval_y[start:start + block]))
-    return hits / max(len(eval_y), 1)
+        hits.append(np.argmax(votes, axis=1) == eval_y[start:start + block])
+    return np.concatenate(hits) if hits else np.zeros(0, bool)
+
+
+def validation_part(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) indices of the training split: the part candidates are chosen on.
+
+    Stratified and seeded (:data:`VALIDATION_FRACTION`, :data:`VALIDATION_SEED`), so every
+    candidate and every rerun is chosen on the same images.
+    """
+    from vitzoo.data.source import carve
+
+    fit, val = carve(len(labels), VALIDATION_FRACTION, labels, seed=VALIDATION_SEED)
+    if len(val) == 0:
+        raise VitzooError("the training split is too small to hold out a validation part for "
+                          "choosing between candidates (a class needs at least 2 images)",
+                          "add training images")
+    return fit, val
+
+
+def pack(values: np.ndarray) -> str:
+    """Small non-negative integers per image as base64 (compact in the saved scores JSON)."""
+    return base64.b64encode(np.asarray(values, np.uint8).tobytes()).decode("ascii")
+
+
+def unpack(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), np.uint8).astype(np.int64)
+
+
+def smallest_class(labels: np.ndarray, num_classes: int) -> int:
+    return int(np.bincount(np.asarray(labels), minlength=num_classes).min()) if num_classes else 0
+
+
+def score_side(fit: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+               num_classes: int, *, shots: tuple[int, ...], seeds: int, knn_k: int,
+               per_image: bool) -> tuple[dict[str, Any], list[str]]:
+    """Every score of probes fitted on ``fit`` and measured on ``test`` (which chooses nothing)."""
+    (fx, fy), (tx, ty) = fit, test
+    path, l2, held_acc = linear_probe(fx, fy, num_classes)
+    linear_hits = path.predict(np.asarray(tx, np.float64), l2) == ty
+    knn_correct = knn_hits(fx, fy, tx, ty, num_classes, knn_k)
+    few, notes = fewshot(fx, fy, tx, ty, num_classes, shots, seeds, per_image=per_image)
+    side = {
+        "examples": len(ty), "smallest_class": smallest_class(ty, num_classes),
+        "linear": {"accuracy": float(np.mean(linear_hits)) if len(ty) else 0.0,
+                   "correct": int(np.sum(linear_hits)), "l2": l2, "holdout_accuracy": held_acc},
+        "knn": {"accuracy": float(np.mean(knn_correct)) if len(ty) else 0.0,
+                "correct": int(np.sum(knn_correct)), "k": min(knn_k, len(fy))},
+        "fewshot": {str(k): v for k, v in few.items()},
+    }
+    if per_image:
+        side["linear"]["per_image"] = pack(linear_hits)
+        side["knn"]["per_image"] = pack(knn_correct)
+        for entry in side["fewshot"].values():
+            entry["per_image"] = pack(entry.pop("correct_draws"))
+    return side, notes
 
 
 def score_all(train: tuple[np.ndarray, np.ndarray], evaluation: tuple[np.ndarray, np.ndarray],
               num_classes: int, *, shots: tuple[int, ...] = DEFAULT_SHOTS, seeds: int = 5,
               knn_k: int = 10) -> dict[str, Any]:
-    """Every score of one candidate, as a JSON-able dict (plus ``notes``)."""
+    """Every score of one candidate on both sides, as a JSON-able dict (plus ``notes``).
+
+    ``choose``: fitted on the training split minus its validation part, scored there (with
+    per-image results); ``report``: fitted on the whole training split, scored on
+    ``evaluation``. A k-shot that the smaller fit set cannot afford is skipped on both sides.
+    """
     (tx, ty), (ex, ey) = train, evaluation
-    path, l2, held_acc = linear_probe(tx, ty, num_classes)
-    shots_out, notes = fewshot(tx, ty, ex, ey, num_classes, shots, seeds)
-    return {
-        "linear_accuracy": accuracy(path.predict(ex, l2), ey),
-        "linear_l2": l2, "linear_holdout_accuracy": held_acc,
-        "knn_accuracy": knn(tx, ty, ex, ey, num_classes, knn_k), "knn_k": min(knn_k, len(ty)),
-        "fewshot": {str(k): v for k, v in shots_out.items()},
-        "notes": notes,
-    }
+    fit, val = validation_part(ty)
+    choose, notes = score_side((tx[fit], ty[fit]), (tx[val], ty[val]), num_classes, shots=shots,
+                               seeds=seeds, knn_k=knn_k, per_image=True)
+    kept = tuple(k for k in shots if str(k) in choose["fewshot"])
+    report, _ = score_side((tx, ty), (ex, ey), num_classes, shots=kept, seeds=seeds,
+                           knn_k=knn_k, per_image=False)
+    choose["split"] = (f"validation: {VALIDATION_FRACTION:.0%} of each training class "
+                       f"(stratified, seed {VALIDATION_SEED}), held out of the fit")
+    return {"choose": choose, "report": report, "notes": notes}

@@ -1,0 +1,58 @@
+"""How sure a probe's numbers are: 95 % intervals and a paired test between two candidates.
+
+* A proportion (linear or kNN accuracy, ``correct`` of ``n`` images) gets the Wilson score
+  interval: unlike ``p +- 1.96 sqrt(p(1-p)/n)`` it stays inside [0, 1] and does not shrink to
+  zero width at 0 % or 100 %, which is where small evaluation sets put a probe.
+* A few-shot score is a mean over seeded draws of the shots; its spread is the std over the
+  draws (what changes when other images are drawn), shown as mean +- std.
+* Two candidates scored on the *same* images are compared with a paired test: the exact
+  McNemar test (a two-sided binomial test on the images exactly one of them gets right).
+  Pairing is why it is used rather than "do the two intervals overlap": both candidates see
+  the same easy and hard images, so their accuracies move together and overlapping intervals
+  say little about their difference. For few-shot scores each image's number of correct
+  draws is compared (an exact sign test on the images where the two differ; with one draw
+  it is McNemar's test).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+#: Two-sided 95 %: the normal quantile of the Wilson interval and the test's level.
+Z95 = 1.959963984540054
+ALPHA = 0.05
+
+
+def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of ``correct`` successes out of ``n`` (fractions)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = correct / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def binomial_two_sided(successes: int, trials: int) -> float:
+    """Exact two-sided p-value of ``successes`` in ``trials`` fair coin flips."""
+    if trials == 0:
+        return 1.0
+    k = min(successes, trials - successes)
+    tail = sum(math.comb(trials, i) for i in range(k + 1)) / 2.0 ** trials
+    return min(1.0, 2.0 * tail)
+
+
+def paired_test(a: Sequence[int], b: Sequence[int]) -> dict[str, float | int]:
+    """Exact McNemar / sign test of per-image scores ``a`` against ``b`` (same images, same order).
+
+    ``a[i]`` is what the first candidate got right on image ``i`` (1/0, or the number of
+    correct draws); returns the images where ``a`` is higher, where ``b`` is, and the p-value.
+    """
+    if len(a) != len(b):
+        raise ValueError("a paired test needs the same images for both candidates")
+    better = sum(1 for x, y in zip(a, b, strict=True) if x > y)
+    worse = sum(1 for x, y in zip(a, b, strict=True) if x < y)
+    return {"first_better": better, "second_better": worse,
+            "p_value": binomial_two_sided(better, better + worse)}
