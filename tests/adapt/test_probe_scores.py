@@ -65,19 +65,33 @@ def test_full_train_probe_and_knn_equal_oracles():
     classes = 3
     tx, ty = _blobs(40, classes, 5, 2.0, seed=3)
     ex, ey = _blobs(30, classes, 5, 2.0, seed=4)
-    out = scores.score_all((tx, ty), (ex, ey), classes, shots=(2,), seeds=2, knn_k=7)
+    both = scores.score_all((tx, ty), (ex, ey), classes, shots=(2,), seeds=2, knn_k=7)
+    out = both["report"]
     fit, held = scores.holdout_split(ty)
     l2 = _oracle_choice(tx[fit], ty[fit], tx[held], ty[held], classes)
-    assert out["linear_l2"] == l2
+    assert out["linear"]["l2"] == l2
     expected = np.mean(_oracle_predict(tx, ty, ex, l2, classes) == ey)
-    assert out["linear_accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert out["linear"]["accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert out["linear"]["correct"] == round(expected * len(ey))
+
+    # the choosing side: fitted without the validation part (a stratified 20 %), scored on it
+    part, val = scores.validation_part(ty)
+    assert len(set(part) | set(val)) == len(ty) and not set(part) & set(val)
+    assert np.all(np.bincount(ty[val], minlength=classes) == 8)  # 20 % of each class of 40
+    px, py = tx[part], ty[part]
+    inner_fit, inner_held = scores.holdout_split(py)
+    l2 = _oracle_choice(px[inner_fit], py[inner_fit], px[inner_held], py[inner_held], classes)
+    hits = _oracle_predict(px, py, tx[val], l2, classes) == ty[val]
+    choose = both["choose"]
+    assert choose["linear"]["l2"] == l2 and choose["examples"] == len(val)
+    np.testing.assert_array_equal(scores.unpack(choose["linear"]["per_image"]), hits)
 
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     sims = unit(ex.astype(np.float64)) @ unit(tx.astype(np.float64)).T
     nearest = np.argsort(-sims, axis=1, kind="stable")[:, :7]
     votes = np.stack([np.bincount(ty[row], minlength=classes) for row in nearest])
-    assert out["knn_accuracy"] == pytest.approx(np.mean(votes.argmax(1) == ey), abs=1e-6)
-    assert 0.3 < out["knn_accuracy"] < 1.0  # a task where the oracle check means something
+    assert out["knn"]["accuracy"] == pytest.approx(np.mean(votes.argmax(1) == ey), abs=1e-6)
+    assert 0.3 < out["knn"]["accuracy"] < 1.0  # a task where the oracle check means something
 
 
 def test_probe_head_gives_the_probe_predictions():
@@ -94,8 +108,8 @@ def test_shuffled_labels_score_near_chance():
     ex, ey = _blobs(60, classes, 16, 0.5, seed=7)
     rng = np.random.default_rng(0)
     ty, ey = rng.permutation(ty), rng.permutation(ey)
-    out = scores.score_all((tx, ty), (ex, ey), classes, shots=(5, 10), seeds=5)
-    for value in (out["linear_accuracy"], out["knn_accuracy"],
+    out = scores.score_all((tx, ty), (ex, ey), classes, shots=(5, 10), seeds=5)["report"]
+    for value in (out["linear"]["accuracy"], out["knn"]["accuracy"],
                   out["fewshot"]["5"]["mean"], out["fewshot"]["10"]["mean"]):
         assert abs(value - 1 / classes) < 0.1
 
@@ -105,8 +119,8 @@ def test_separable_data_scores_near_one():
     tx, ty = _blobs(30, classes, 16, 0.05, seed=8)
     ex, ey = _blobs(30, classes, 16, 0.05, seed=8)  # same centres, other noise draw below
     ex = ex + np.random.default_rng(1).normal(0, 0.05, ex.shape).astype(np.float32)
-    out = scores.score_all((tx, ty), (ex, ey), classes, shots=(1, 5), seeds=3)
-    assert out["linear_accuracy"] >= 0.99 and out["knn_accuracy"] >= 0.99
+    out = scores.score_all((tx, ty), (ex, ey), classes, shots=(1, 5), seeds=3)["report"]
+    assert out["linear"]["accuracy"] >= 0.99 and out["knn"]["accuracy"] >= 0.99
     assert out["fewshot"]["1"]["mean"] >= 0.95 and out["fewshot"]["5"]["mean"] >= 0.99
 
 
