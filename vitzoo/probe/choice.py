@@ -185,6 +185,7 @@ def choose(results: Sequence[Any], score: str, *, eval_split: str | None) -> dic
         "reported_examples": _side(best, "report").get("examples"),
         "value": value(best, score), "reported_value": value(best, score, "report"),
         "reported_interval": (best.intervals or {}).get(score),
+        "img_per_sec": best.img_per_sec, "img_per_sec_spread": (best.intervals or {}).get(SPEED),
         "runner_up": None if runner is None else runner.checkpoint,
         "runner_up_value": None if runner is None else value(runner, score),
         "margin": margin, **{k: test.get(k) for k in ("test", "p_value", "distinguishable")},
