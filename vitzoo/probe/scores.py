@@ -285,10 +285,23 @@ def score_side(fit: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.nd
                per_image: bool) -> tuple[dict[str, Any], list[str]]:
     """Every score of probes fitted on ``fit`` and measured on ``test`` (which chooses nothing)."""
     (fx, fy), (tx, ty) = fit, test
-    path, l2, held_acc = linear_probe(fx, fy, num_classes)
+    notes = []
+    try:
+        path, l2, held_acc = linear_probe(fx, fy, num_classes)
+    except VitzooError:
+        if not per_image:  # the reported side never chooses on its test images
+            raise
+        # too few images to hold out of the fit: the validation part chooses the regulariser
+        # too, the same way for every candidate (its accuracy is then the best over the grid)
+        path = RidgePath.fit(fx, fy, num_classes)
+        l2, held_acc = choose_l2(path, tx, ty)
+        notes.append("too few training images to hold out for the linear probe's regulariser "
+                     "once the validation part is set aside: the validation part chose it")
     linear_hits = path.predict(np.asarray(tx, np.float64), l2) == ty
     knn_correct = knn_hits(fx, fy, tx, ty, num_classes, knn_k)
-    few, notes = fewshot(fx, fy, tx, ty, num_classes, shots, seeds, per_image=per_image)
+    few, few_notes = fewshot(fx, fy, tx, ty, num_classes, shots, seeds, per_image=per_image)
+    notes += [f"ranking: {n} once the validation part is set aside" if per_image else n
+              for n in few_notes]
     side = {
         "examples": len(ty), "smallest_class": smallest_class(ty, num_classes),
         "linear": {"accuracy": float(np.mean(linear_hits)) if len(ty) else 0.0,
@@ -312,15 +325,15 @@ def score_all(train: tuple[np.ndarray, np.ndarray], evaluation: tuple[np.ndarray
 
     ``choose``: fitted on the training split minus its validation part, scored there (with
     per-image results); ``report``: fitted on the whole training split, scored on
-    ``evaluation``. A k-shot that the smaller fit set cannot afford is skipped on both sides.
+    ``evaluation``. A k-shot that the smaller fit set cannot afford is skipped for ranking
+    only (with a note); it is still reported when the whole training split affords it.
     """
     (tx, ty), (ex, ey) = train, evaluation
     fit, val = validation_part(ty)
-    choose, notes = score_side((tx[fit], ty[fit]), (tx[val], ty[val]), num_classes, shots=shots,
-                               seeds=seeds, knn_k=knn_k, per_image=True)
-    kept = tuple(k for k in shots if str(k) in choose["fewshot"])
-    report, _ = score_side((tx, ty), (ex, ey), num_classes, shots=kept, seeds=seeds,
-                           knn_k=knn_k, per_image=False)
+    choose, choose_notes = score_side((tx[fit], ty[fit]), (tx[val], ty[val]), num_classes,
+                                      shots=shots, seeds=seeds, knn_k=knn_k, per_image=True)
+    report, notes = score_side((tx, ty), (ex, ey), num_classes, shots=shots, seeds=seeds,
+                               knn_k=knn_k, per_image=False)
     choose["split"] = (f"validation: {VALIDATION_FRACTION:.0%} of each training class "
                        f"(stratified, seed {VALIDATION_SEED}), held out of the fit")
-    return {"choose": choose, "report": report, "notes": notes}
+    return {"choose": choose, "report": report, "notes": notes + choose_notes}
