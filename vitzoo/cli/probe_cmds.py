@@ -6,7 +6,9 @@ jax and TensorFlow are imported inside the commands only.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import textwrap
 from typing import Any, Literal
 
 import typer
@@ -190,8 +192,11 @@ def recommend_by_data(dataset: str, *, candidates: list[str] | None, arch: list[
                                      "notes": result.notes}, indent=1, default=str) + "\n")
         return
     _print_table(result, report.sort_results(result.results, score), score, wide=wide)
-    for line in explain(choice):
-        sys.stdout.write(line + "\n")
+    width = shutil.get_terminal_size().columns
+    for line in explain(choice):  # sentences wrap to the terminal; the score rows stay whole
+        wrapped = line if line.startswith("  ") else textwrap.fill(line, width,
+                                                                   subsequent_indent="    ")
+        sys.stdout.write(wrapped + "\n")
     published = choice["published_choice"]
     if published:
         measured = published["validation_score"]

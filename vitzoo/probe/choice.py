@@ -109,7 +109,7 @@ def compare(first: Any, second: Any, score: str) -> dict[str, Any]:
         a, b = first.throughput or {}, second.throughput or {}
         apart = (a.get("img_per_sec_min", 0) > b.get("img_per_sec_max", float("inf"))
                  or b.get("img_per_sec_min", 0) > a.get("img_per_sec_max", float("inf")))
-        return {"test": "spreads of the timed batches do not overlap", "p_value": None,
+        return {"test": "whether the spreads (slowest..fastest timed batch) overlap", "p_value": None,
                 "distinguishable": bool(apart)}
     from vitzoo.probe.scores import unpack
 
@@ -248,12 +248,14 @@ def explain(choice: dict[str, Any]) -> list[str]:
             cells = []
             for label in ("chosen", "runner_up"):
                 entry = row.get(label) or {}
-                shown = (fmt if name == by else (
-                    (lambda v: "?" if v is None else f"{v:,.1f}") if name == SPEED else pct))
-                cells.append(f"{shown(entry.get('validation'))} / {shown(entry.get('reported'))}")
+                if name == SPEED:  # measured once, in this run: no split
+                    v = entry.get("validation")
+                    cells.append("?" if v is None else f"{v:,.0f} img/s")
+                else:
+                    cells.append(f"{pct(entry.get('validation'))} / {pct(entry.get('reported'))}")
             mark = {True: "separates", False: "does not separate", None: ""}[
                 row.get("distinguishable")]
-            lines.append(f"  {name:<16} {cells[0]:>17}  vs {cells[1]:>17}  {mark}")
+            lines.append(f"  {name:<16} {cells[0]:>15} vs {cells[1]:>15}  {mark}")
     if not choice["reliable"]:
         lines.append("not reliable: " + "; ".join(choice["not_reliable_because"]))
     return lines
