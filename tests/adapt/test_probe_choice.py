@@ -111,6 +111,7 @@ def test_choice_states_split_margin_and_every_score_beside_the_runner_up():
     text = "\n".join(choice.explain(made))
     assert "reported on test (60 images, not used to choose)" in text
     assert "margin over the runner-up blur" in text and "not reliable:" in text
+    assert "100 img/s vs       100 img/s" in text  # measured once: no validation/reported pair
     # the reported interval is Wilson's on the evaluation images
     report = sharp.scores["report"]
     assert sharp.intervals["linear_accuracy"] == list(
