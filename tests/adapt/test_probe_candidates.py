@@ -44,3 +44,14 @@ def test_names_are_kept_in_order_without_duplicates_and_errors(tmp_path):
         select(["Ti/16"], limit=0)
     with pytest.raises(VitzooError, match="no candidates match"):
         select(None, arch=["Ti/16"], where='aug == "nothing"')
+
+
+def test_published_side_carries_timm_measured_top1_columns():
+    from vitzoo.catalog.schema import MEASURED_SETS
+    from vitzoo.probe.candidates import PUBLISHED, _published
+
+    row = {"final_val": 0.5, "imagenet_top1": 0.8, "imagenet_r_top1": 0.3, "imagenet_a_top1": None,
+           "imagenet_top5": 0.95}
+    published = _published(row)
+    assert published == {"final_val": 0.5, "imagenet_top1": 0.8, "imagenet_r_top1": 0.3}
+    assert {f"{p}_top1" for p in MEASURED_SETS} <= set(PUBLISHED)

@@ -20,10 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vitzoo.catalog.schema import MEASURED_SETS
 from vitzoo.errors import VitzooError
 
 #: Catalog columns shown beside probe scores (all published, none measured here).
-PUBLISHED = ("final_val", "adapt_final_test", "adapt_resolution", "infer_samples_per_sec")
+PUBLISHED = ("final_val", "adapt_final_test", "adapt_resolution", "infer_samples_per_sec",
+             *(f"{prefix}_top1" for prefix in MEASURED_SETS))  # timm's measured side
 
 
 @dataclass
