@@ -263,7 +263,7 @@ def test_cli_errors_are_one_line(run_dir, tmp_path, capsys):
     assert code == 2 and "no such file" in err and len(err.splitlines()) == 1
     (tmp_path / "file").write_text("x")
     code, _, err = run_cli(capsys, "export", str(run_dir), "--to", "npz", "--out", str(tmp_path / "file"))
-    assert code == 2 and "exists and is not a folder" in err
+    assert code == 2 and "exists and is a file, not a folder" in err and len(err.splitlines()) == 1
 
 
 def test_class_names_that_do_not_fit_the_head_are_refused(tmp_path):

@@ -16,17 +16,19 @@ def export_command(
     source: str = typer.Argument(..., help="A run folder (final.npz + run.json), an .npz file, "
                                  "a catalog name or an architecture alias."),
     to: str = typer.Option(..., "--to", help="Format: timm, transformers or npz."),
-    out: Path = typer.Option(..., "--out", help="Folder to write (created; our files in it are replaced)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write: created, or replaced whole if it holds "
+                             "only an earlier export (an interrupted export leaves the earlier one)."),
     gcs_auth: bool = typer.Option(False, "--gcs-auth",
                                   help="Use your Google credentials when a name has to be downloaded."),
 ) -> None:
     """Export a checkpoint for timm, Hugging Face transformers, or as a release-layout .npz."""
-    from vitzoo.weights.export import FORMATS, export_checkpoint, open_source
+    from vitzoo.weights.export import FORMATS, check_export_folder, export_checkpoint, open_source
 
     if to not in FORMATS:
         from vitzoo.errors import VitzooError
 
         raise VitzooError(f"unknown export format {to!r}", f"use --to {' / '.join(FORMATS)}")
+    check_export_folder(out)  # before a download: a wrong --out costs nothing
     path = Path(source).expanduser()
     if not path.is_dir():
         from vitzoo.download.resolve import resolve_checkpoint

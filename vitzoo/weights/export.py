@@ -14,22 +14,28 @@ default to something else: GELU is the tanh approximation (timm ``act_layer="gel
 transformers ``hidden_act="gelu_pytorch_tanh"``), LayerNorm epsilon is 1e-6, and inputs are
 scaled to [-1, 1] (mean = std = 0.5). Class names travel along: a run's own names, or the
 readable ImageNet names of :mod:`vitzoo.labels`, looked up by :mod:`vitzoo.weights.facts` in the
-one order ``predict`` uses too. Every file is written atomically; the
-weights go first and the configs last, so a folder with a config is complete.
+one order ``predict`` uses too.
+
+An export is one folder, replaced whole: the files are written into a temporary folder
+beside ``--out`` that is then swapped in (:func:`vitzoo.atomic.atomic_dir`), so a failure
+or a kill leaves the previous export complete, never new weights with an old config or an
+``.npz`` with another model's class names; temporaries of a killed export are removed by
+the next export to the same folder. Because the folder is replaced, a folder holding
+anything but export files is refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vitzoo.atomic import atomic_path, atomic_write
+from vitzoo.atomic import atomic_dir, output_dir
 from vitzoo.data.preprocess import eval_recipe
 from vitzoo.errors import VitzooError
 from vitzoo.labels import DATASET_NAMES, readable
@@ -47,6 +53,12 @@ NUMERICS = ("tanh-approximated GELU, LayerNorm eps 1e-6, inputs scaled to [-1, 1
             "(mean = std = 0.5), bilinear resize to the input size")
 #: Names that tell which source file a run folder holds, in the order tried.
 RUN_FILES = ("final.npz",)
+#: Every file an export of any format writes; an existing --out may hold only these.
+EXPORT_FILES = frozenset({WEIGHTS_FILE, "config.json", "preprocessor_config.json", "model.npz",
+                          "class_names.json"})
+EXPORT_WHAT = "the export folder"
+#: name -> a function writing that file at the path it is given, in writing order.
+Files = dict[str, Callable[[Path], None]]
 #: timm entry points whose defaults are these widths (the exported model_args set all of them).
 _TIMM_SIZES = {192: "tiny", 384: "small", 768: "base", 1024: "large", 1280: "huge"}
 #: ViT entry points registered in timm (timm/models/vision_transformer.py); any other shape
@@ -94,43 +106,84 @@ def _labels(source: ExportSource, num_classes: int) -> Labels | None:
 
 
 def export_checkpoint(source: ExportSource, fmt: str, out: str | os.PathLike[str]) -> list[Path]:
-    """Write ``source`` to the folder ``out`` in format ``fmt``; returns the files written."""
+    """Write ``source`` to the folder ``out`` in format ``fmt`` (replacing it whole); returns the files."""
     if fmt not in FORMATS:
         raise VitzooError(f"unknown export format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise VitzooError(f"{out} exists and is not a folder", "give a folder for --out")
+    out = check_export_folder(out)
     flat = load_npz(source.npz)
     config, info = infer_config(flat)
     labels = _labels(source, info["num_classes"])
     if fmt == "npz":
-        return _export_npz(flat, labels, out)
-    if fmt == "timm":
-        return _export_timm(flat, config, info, labels, out, source)
-    return _export_transformers(flat, config, info, labels, out, source)
+        files = _export_npz(flat, labels)
+    elif fmt == "timm":
+        files = _export_timm(flat, config, info, labels, source)
+    else:
+        files = _export_transformers(flat, config, info, labels, source)
+    with atomic_dir(out, what=EXPORT_WHAT) as tmp:
+        for name, write in files.items():
+            write(tmp / name)
+    return [out / name for name in files]
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> Path:
-    with atomic_write(path, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    return path
+def check_export_folder(out: str | os.PathLike[str]) -> Path:
+    """``out`` if an export may replace it: a new folder, or one holding only export files.
+
+    Checked before any conversion, creating nothing, so a wrong ``--out`` costs nothing.
+    """
+    out = Path(out)
+    output_dir(out, EXPORT_WHAT, create=False)
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir()
+                         if p.name not in EXPORT_FILES and not _is_temporary(p.name))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise VitzooError(f"{out} holds files that are not part of an export ({shown}); an export "
+                              "replaces its whole folder", "give a new or empty folder for --out")
+    return out
 
 
-def _write_safetensors(path: Path, tensors: Mapping[str, np.ndarray]) -> Path:
-    from safetensors.numpy import save_file
+def _is_temporary(name: str) -> bool:
+    """A temporary of an interrupted write (``.model.safetensors.XXXX.tmp``), removed with the folder."""
+    return name.startswith(".") and name.endswith(".tmp")
 
-    with atomic_path(path, fsync=True) as tmp:
+
+def _json_file(data: Mapping[str, Any]) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+            _sync(handle)
+    return write
+
+
+def _safetensors_file(tensors: Mapping[str, np.ndarray]) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        from safetensors.numpy import save_file
+
         # transformers refuses safetensors files without format metadata
-        save_file(dict(tensors), str(tmp), metadata={"format": "pt"})
-    return path
+        save_file(dict(tensors), str(path), metadata={"format": "pt"})
+        with open(path, "rb+") as handle:
+            _sync(handle)
+    return write
 
 
-def _export_npz(flat: Mapping[str, np.ndarray], labels: Labels | None, out: Path) -> list[Path]:
-    written = [save_npz(out / "model.npz", flat)]
+def _npz_file(flat: Mapping[str, np.ndarray]) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        save_npz(path, flat)  # fsynced
+    return write
+
+
+def _sync(handle: Any) -> None:
+    """Data on disk before the folder is swapped in, so a power cut cannot leave empty files."""
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _export_npz(flat: Mapping[str, np.ndarray], labels: Labels | None) -> Files:
+    files: Files = {"model.npz": _npz_file(flat)}
     if labels is not None:
-        written.append(_write_json(out / "class_names.json", {"class_names": labels.names}))
-    return written
+        files["class_names.json"] = _json_file({"class_names": labels.names})
+    return files
 
 
 def _vitzoo_note(source: ExportSource, config: ModelConfig) -> dict[str, Any]:
@@ -187,13 +240,13 @@ def timm_config(config: ModelConfig, info: Mapping[str, Any], labels: Labels | N
 
 
 def _export_timm(flat: Mapping[str, np.ndarray], config: ModelConfig, info: Mapping[str, Any],
-                 labels: Labels | None, out: Path, source: ExportSource) -> list[Path]:
+                 labels: Labels | None, source: ExportSource) -> Files:
     from vitzoo.weights.timm import release_to_timm
 
     cfg = timm_config(config, info, labels)
     cfg["vitzoo"] = _vitzoo_note(source, config)
     state = release_to_timm(flat, config)
-    return [_write_safetensors(out / WEIGHTS_FILE, state), _write_json(out / "config.json", cfg)]
+    return {WEIGHTS_FILE: _safetensors_file(state), "config.json": _json_file(cfg)}
 
 
 def transformers_config(config: ModelConfig, info: Mapping[str, Any],
@@ -243,7 +296,7 @@ def preprocessor_config(resolution: int) -> dict[str, Any]:
 
 
 def _export_transformers(flat: Mapping[str, np.ndarray], config: ModelConfig, info: Mapping[str, Any],
-                         labels: Labels | None, out: Path, source: ExportSource) -> list[Path]:
+                         labels: Labels | None, source: ExportSource) -> Files:
     from vitzoo.weights.hf import release_to_hf
 
     state = release_to_hf(flat, config)  # refuses hybrids, Mixer, GAP, pre_logits, no head
@@ -251,6 +304,6 @@ def _export_transformers(flat: Mapping[str, np.ndarray], config: ModelConfig, in
     cfg["vitzoo"] = _vitzoo_note(source, config)
     if labels is not None and labels.imagenet:
         cfg["vitzoo"]["labels"] = f"{DATASET_NAMES[len(labels.ids)]} WordNet lemmas and ids"
-    return [_write_safetensors(out / WEIGHTS_FILE, state),
-            _write_json(out / "preprocessor_config.json", preprocessor_config(int(info["resolution"]))),
-            _write_json(out / "config.json", cfg)]
+    return {WEIGHTS_FILE: _safetensors_file(state),
+            "preprocessor_config.json": _json_file(preprocessor_config(int(info["resolution"]))),
+            "config.json": _json_file(cfg)}
