@@ -214,10 +214,12 @@ def _probe_nearest(path: Path) -> None:
 
 
 def _probe(folder: Path) -> None:
-    """Create and remove one file in ``folder``: the one test of writability that is never wrong."""
-    fd, name = tempfile.mkstemp(prefix=".vitzoo-probe-", suffix=".tmp", dir=folder)
-    os.close(fd)
-    os.unlink(name)
+    """Create one file in ``folder``: the one test of writability that is never wrong.
+
+    An unnamed file where the kernel allows it (``O_TMPFILE``), so even a kill leaves nothing.
+    """
+    with tempfile.TemporaryFile(prefix=".vitzoo-probe-", suffix=".tmp", dir=folder):
+        pass
 
 
 # --- whole folders ------------------------------------------------------------------------
