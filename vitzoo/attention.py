@@ -23,6 +23,7 @@ exactly the computation that produced the logits.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -121,15 +122,34 @@ def overlay(image: Image.Image, mask: np.ndarray) -> Image.Image:
     return Image.fromarray((weight * np.asarray(rgb, np.float32)).astype(np.uint8))
 
 
+#: How errors name the folder of the maps.
+ATTENTION_WHAT = "the attention maps folder (--attention)"
+
+
 def output_names(images: Sequence[str | os.PathLike[str]]) -> list[str]:
-    """``<stem>.png`` per image, ``<stem>-2.png``... when two images share a stem."""
-    seen: dict[str, int] = {}
-    names = []
-    for image in images:
-        stem = Path(image).stem or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(f"{stem}.png" if seen[stem] == 1 else f"{stem}-{seen[stem]}.png")
-    return names
+    """One file name per image, never shared by two different files: ``<stem>.png``, or
+    ``<stem>-<hash>.png`` when another input has the same stem (in any case).
+
+    ``<hash>`` is the first 8 hex digits of the SHA-256 of the image's resolved path (all 64 in
+    the unlikely event two paths share 8), so ``a/x.jpg b/x.jpg x-2.jpg`` give ``x-1f0c....png``,
+    ``x-9a2e....png`` and ``x-2.png``, the same names in any order. The same file given twice
+    gets one name (and one map).
+    """
+    resolved = [str(Path(image).resolve()) for image in images]
+    stems = [Path(image).stem or "image" for image in images]
+    digests = [hashlib.sha256(path.encode()).hexdigest() for path in resolved]
+    width = [0] * len(images)  # hex digits of the hash in the name; 0: none
+    while True:
+        names = [f"{stem}-{digest[:w]}.png" if w else f"{stem}.png"
+                 for stem, digest, w in zip(stems, digests, width, strict=True)]
+        owners: dict[str, set[str]] = {}
+        for name, path in zip(names, resolved, strict=True):
+            owners.setdefault(name.casefold(), set()).add(path)
+        clashes = [i for i, name in enumerate(names) if len(owners[name.casefold()]) > 1]
+        if not clashes:
+            return names
+        for i in clashes:
+            width[i] = 8 if width[i] == 0 else 64
 
 
 def batch_size(config: ModelConfig, resolution: int) -> int:
@@ -148,13 +168,11 @@ def write_attention_maps(predictor: Predictor, images: Sequence[str | os.PathLik
     """
     from PIL import Image
 
-    from vitzoo.atomic import atomic_path
+    from vitzoo.atomic import atomic_path, output_dir
     from vitzoo.predict import preprocess
 
     require_attention(predictor.config)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise VitzooError(f"--attention {out} is a file", "give a folder for the attention maps")
+    out = output_dir(out_dir, ATTENTION_WHAT, create=False)
     targets = [out / name for name in output_names(images)]
     step = batch_size(predictor.config, predictor.resolution)
     forward = forward_with_attention(predictor.config, predictor.num_classes)

@@ -98,7 +98,7 @@ def _photos(tmp_path) -> list[str]:
     Image.fromarray(rng.integers(0, 256, (30, 70), dtype=np.uint8)).save(b)
     other = tmp_path / "other"
     other.mkdir()
-    c = other / "a.png"  # same stem as the first: a-2.png
+    c = other / "a.png"  # same stem as the first: both named with a hash of their path
     Image.fromarray(rng.integers(0, 256, (16, 16, 4), dtype=np.uint8)).save(c)
     return [str(a), str(b), str(c)]
 
@@ -111,10 +111,10 @@ def test_predict_attention_writes_one_png_per_image_at_its_size(tmp_path, capsys
                                 "--format", "jsonl")
     assert code == 0, err
     records = [json.loads(line) for line in stdout.splitlines()]
-    assert [r["attention_map"] for r in records] == [str(out / n) for n in
-                                                     ("a.png", "b.png", "a-2.png")]
-    assert sorted(os.listdir(out)) == ["a-2.png", "a.png", "b.png"]  # no temporary files left
-    for photo, name in zip(photos, ("a.png", "b.png", "a-2.png"), strict=True):
+    names = (_hashed(photos[0]), "b.png", _hashed(photos[2]))
+    assert [r["attention_map"] for r in records] == [str(out / n) for n in names]
+    assert sorted(os.listdir(out)) == sorted(names)  # no temporary files left
+    for photo, name in zip(photos, names, strict=True):
         with Image.open(out / name) as written, Image.open(photo) as original:
             assert (written.format, written.mode, written.size) == ("PNG", "RGB", original.size)
     # The PNG is the reference overlay of the rollout computed from the model's own weights.
@@ -123,7 +123,7 @@ def test_predict_attention_writes_one_png_per_image_at_its_size(tmp_path, capsys
         predictor.params, preprocess(photos[0], predictor.resolution)[None])
     with Image.open(photos[0]) as original:
         expected = np.asarray(overlay(original, patch_map(rollout(weights)[0, -1])))
-    assert np.array_equal(np.asarray(Image.open(out / "a.png")), expected)
+    assert np.array_equal(np.asarray(Image.open(out / names[0])), expected)
     code, _, err = run_cli(capsys, "predict", str(ckpt), photos[1], "--attention", str(out))
     assert code == 0 and "attention rollout overlays: 1 PNG(s)" in " ".join(_.split())
 
@@ -143,7 +143,7 @@ def test_a_failed_write_keeps_the_previous_map(tmp_path, monkeypatch):
     monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         write_attention_maps(Predictor(ckpt), photos, out)
-    assert target.read_bytes() == before and os.listdir(out) == ["a.png"]
+    assert target.read_bytes() == before and os.listdir(out) == ["a.png"]  # one input: no hash
 
 
 def test_mixer_and_bad_folders_are_one_line_errors(tmp_path, capsys):
@@ -161,9 +161,46 @@ def test_mixer_and_bad_folders_are_one_line_errors(tmp_path, capsys):
                              [photo], a_file)
 
 
+def _hashed(path) -> str:
+    """The documented name of a map whose stem another input shares (an oracle apart from the code)."""
+    import hashlib
+    from pathlib import Path
+
+    resolved = str(Path(path).resolve())
+    return f"{Path(path).stem}-{hashlib.sha256(resolved.encode()).hexdigest()[:8]}.png"
+
+
 def test_output_names_are_unique_per_stem():
-    assert output_names(["x/cat.jpg", "y/cat.png", "dog.webp", "z/cat.bmp"]) == [
-        "cat.png", "cat-2.png", "dog.png", "cat-3.png"]
+    inputs = ["x/cat.jpg", "y/cat.png", "dog.webp", "z/Cat.bmp", "x/cat.jpg"]
+    assert output_names(inputs) == [_hashed("x/cat.jpg"), _hashed("y/cat.png"), "dog.png",
+                                    _hashed("z/Cat.bmp"), _hashed("x/cat.jpg")]
+    assert output_names(list(reversed(inputs))) == list(reversed(output_names(inputs)))
+
+
+def test_same_names_in_other_folders_get_their_own_maps_named_in_the_json(tmp_path, capsys, monkeypatch):
+    """The reported case: ``a/x.jpg b/x.jpg x-2.jpg`` wrote two files and named x-2.png twice."""
+    rng = np.random.default_rng(3)
+    photos = []
+    for relative, size in (("a/x.jpg", (40, 24)), ("b/x.jpg", (24, 56)), ("x-2.jpg", (32, 32))):
+        path = tmp_path / relative
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+        photos.append(relative)
+    ckpt = write_tiny_vit(tmp_path / "tiny.npz", num_classes=3)
+    monkeypatch.chdir(tmp_path)  # relative inputs, as typed
+    code, stdout, err = run_cli(capsys, "predict", str(ckpt), *photos, "--attention", "maps",
+                                "--format", "json")
+    assert code == 0, err
+    named = [row["attention_map"] for row in json.loads(stdout)]
+    assert named == [os.path.join("maps", n) for n in (_hashed("a/x.jpg"), _hashed("b/x.jpg"), "x-2.png")]
+    assert len(set(named)) == 3 and sorted(os.listdir("maps")) == sorted(os.path.basename(n) for n in named)
+    predictor = Predictor(ckpt)
+    forward = forward_with_attention(predictor.config, predictor.num_classes)
+    for photo, written in zip(photos, named, strict=True):  # each file is the map of its own image
+        _, weights = forward(predictor.params, preprocess(photo, predictor.resolution)[None])
+        with Image.open(photo) as original:
+            expected = np.asarray(overlay(original, patch_map(rollout(weights)[0, -1])))
+        assert np.array_equal(np.asarray(Image.open(written)), expected), photo
 
 
 def _quadrant_task(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

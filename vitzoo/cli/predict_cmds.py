@@ -19,7 +19,7 @@ def predict_command(
     fmt: OutputFormat = typer.Option("table", "--format", help="Output format (json: one array; jsonl: one object per line)."),
     logits: bool = typer.Option(False, "--logits", help="Include all logits (json output)."),
     arch: str = typer.Option(None, "--arch", help="Check that the file is this architecture."),
-    attention: str = typer.Option(None, "--attention", help="Folder for attention-rollout overlays, one <image>.png per image (ViT and hybrids)."),
+    attention: str = typer.Option(None, "--attention", help="Folder for attention-rollout overlays (ViT and hybrids): <stem>.png per image, <stem>-<hash of the path>.png where inputs share a stem; the JSON names each image's file."),
     compile_cache: bool = typer.Option(True, "--compile-cache/--no-compile-cache", help="Reuse compiled programs from VITZOO_HOME/compile-cache (env VITZOO_COMPILE_CACHE=0 turns it off)."),
     allow_cpu: bool = ALLOW_CPU,
 ) -> None:
@@ -34,6 +34,11 @@ def predict_command(
 
     if top_k < 1:
         raise VitzooError(f"--top-k must be at least 1, got {top_k}", "e.g. --top-k 5")
+    if attention is not None:  # before any download or computation: a wrong folder costs nothing
+        from vitzoo.atomic import output_dir
+        from vitzoo.attention import ATTENTION_WHAT
+
+        output_dir(attention, ATTENTION_WHAT, create=False)
     path = resolve_checkpoint(checkpoint)
     predictor = Predictor(path, resolution=res, arch=arch)
     top_k = min(top_k, predictor.num_classes)  # a 2-class model has no top-5
