@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vitzoo.atomic import output_dir
+from vitzoo.errors import VitzooError
+
 CACHE_ENV = "VITZOO_COMPILE_CACHE"
 CACHE_MAX_BYTES = 4 << 30  # a ViT-L train step is ~50 MB; many runs fit
 CACHE_MIN_COMPILE_S = 0.5  # skip trivial programs; a train step takes seconds
@@ -144,8 +147,7 @@ def configure(*, compile_cache: bool | None = None, xla_flags: bool = True) -> d
         if added:
             os.environ["XLA_FLAGS"] = " ".join([existing, *added]).strip()
     cache = compile_cache_wanted(compile_cache)
-    cache_dir = compile_cache_dir() if cache else None
-    _set_compile_cache(cache_dir)
+    cache_dir = _set_compile_cache(compile_cache_dir() if cache else None)
     return {
         "cpu": cpu.as_dict(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -156,19 +158,29 @@ def configure(*, compile_cache: bool | None = None, xla_flags: bool = True) -> d
     }
 
 
-def _set_compile_cache(cache_dir: Path | None) -> None:
+def _set_compile_cache(cache_dir: Path | None) -> Path | None:
+    """Point JAX at ``cache_dir``; returns the folder in use (None: off).
+
+    An unwritable ``VITZOO_HOME`` turns the cache off instead of failing a command that
+    only reads (predict, evaluate): the cache saves time, it is not an output.
+    """
     import jax
     from jax.experimental.compilation_cache import compilation_cache
 
+    if cache_dir is not None:
+        try:
+            output_dir(cache_dir, "the compile cache")
+        except VitzooError:
+            cache_dir = None
     current = jax.config.jax_compilation_cache_dir
     wanted = str(cache_dir) if cache_dir else None
     if cache_dir is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
         jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_S)
     if current != wanted:
         jax.config.update("jax_compilation_cache_dir", wanted)
         compilation_cache.reset_cache()  # JAX decides once per process whether to use it
+    return cache_dir
 
 
 def describe_devices() -> dict[str, Any]:

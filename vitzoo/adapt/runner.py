@@ -119,6 +119,7 @@ def run(options: FinetuneOptions) -> RunResult:
 
     options, setup_notes = options.settled()
     workdir = Path(str(options.workdir))
+    check_run_outputs(workdir, register=options.register)
     display = Display(enabled=jax.process_index() == 0, bar=options.progress)
     meta = train_state.read_meta(workdir)
     recorded = recorded_data(meta, options)
@@ -265,6 +266,19 @@ def _record_start(setup: _Setup, start_step: int,
                   + ([reading] if reading else []))
         write_json(workdir / "run.json", record)
     return record, read_mode
+
+
+def check_run_outputs(workdir: Path, *, register: bool) -> None:
+    """Where a run (full or head-only) will write, checked before data and model are loaded.
+
+    A read-only disk or a file in the way is then one line, before minutes of work.
+    """
+    from vitzoo.atomic import output_dir
+    from vitzoo.catalog import local
+
+    output_dir(workdir, "the run folder (--workdir)", create=False)
+    if register:
+        local.check_writable()
 
 
 def _build_loop(setup: _Setup, tx: Any, state: Any, read_mode: dict[str, Any], start_step: int,

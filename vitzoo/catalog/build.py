@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vitzoo.atomic import atomic_write
+from vitzoo.atomic import atomic_write, output_dir
 from vitzoo.catalog import embedded, measured
 from vitzoo.catalog.frame import sha256_file, write_column_file
 from vitzoo.catalog.index_csv import read_index_csv
@@ -302,6 +302,7 @@ def build_catalog(
     read is recorded as missing rather than failing the build.
     """
     started = time.perf_counter()
+    output_dir(out_dir, "the catalog folder", create=False)  # before reading any source
     sources_dir = sources_dir or EMBEDDED_INDEX_DIR / "sources"
     messages: list[str] = []
     rows, stats = embedded.embedded_rows(sources_dir)

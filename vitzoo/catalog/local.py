@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vitzoo.atomic import atomic_write
+from vitzoo.atomic import atomic_write, output_file
 from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.schema import COLUMN_NAMES
 from vitzoo.config import vitzoo_home
@@ -21,6 +21,11 @@ from vitzoo.names import validate_path_component
 
 def registry_path() -> Path:
     return vitzoo_home() / "local_runs.json"
+
+
+def check_writable() -> None:
+    """Fail now, in one line, if a run could not be registered when it ends (VITZOO_HOME unwritable)."""
+    output_file(registry_path(), "the local catalog of runs (VITZOO_HOME)")
 
 
 def _load() -> list[dict]:

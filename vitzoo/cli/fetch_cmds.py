@@ -30,6 +30,10 @@ def download_command(
     from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.errors import VitzooError
 
+    if to is not None:  # before any transfer: a wrong --to costs nothing
+        from vitzoo.atomic import output_dir
+
+        output_dir(to, "the download folder (--to)", create=False)
     failed: list[str] = []
     for name in names:
         try:

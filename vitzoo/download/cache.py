@@ -190,7 +190,7 @@ def check(path: Path, expected: Expected | None = None, *, full: bool = False) -
     expected = expected or Expected()
     try:
         stat = path.stat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a file where a folder of the path should be
         return "missing"
     if stat.st_size == 0:
         return "empty file"

@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vitzoo import config, storage
+from vitzoo.atomic import output_dir, output_errors
 from vitzoo.download import cache
 from vitzoo.download.cache import Expected, Record
 from vitzoo.errors import VitzooError
@@ -230,6 +231,9 @@ def fetch(target: Target, *, gcs_auth: bool = False, progress: bool = True) -> P
     """Try each source in turn; the first verified file wins. One error lists them all."""
     failures: list[tuple[Origin, str]] = []
     for index, src in enumerate(target.sources):
+        if not (src.kind == "cache" and Path(src.location) == target.dest):
+            # about to write: an unwritable folder is the user's to fix, not a source's failure
+            output_dir(target.dest.parent, "the download folder", create=False)
         try:
             path = _fetch_from(src, target, gcs_auth=gcs_auth, progress=progress)
         except VitzooError as exc:
@@ -301,7 +305,8 @@ def _fetch_from(src: Origin, target: Target, *, gcs_auth: bool, progress: bool) 
 def _locked(dest: Path) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    with output_errors(dest.parent, "the download folder"):
+        dest.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(cache.lock_of(dest)))
     try:
         lock.acquire(timeout=0)

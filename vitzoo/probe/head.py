@@ -77,6 +77,7 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
     from vitzoo.adapt.export import export_params, register, run_name, source_row
     from vitzoo.adapt.options import default_workdir
     from vitzoo.adapt.run_record import versions, write_json
+    from vitzoo.adapt.runner import check_run_outputs
     from vitzoo.data import eval_recipe
     from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.probe.features import Extractor, load_backbone
@@ -89,6 +90,7 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
     options.validate()
     require_accelerator()  # a GPU/TPU JAX cannot use stops here (--allow-cpu)
     workdir = Path(options.workdir) if options.workdir else default_workdir(options)
+    check_run_outputs(workdir, register=options.register)
     data = open_probe_dataset(options.dataset, ProbeSettings(
         train_split=options.train_split, eval_split=options.eval_split,
         data_dir=options.data_dir, manual_dir=options.manual_dir,

@@ -194,6 +194,9 @@ def plot_format(out: str | Path) -> str:
     fmt = Path(out).suffix.lower().lstrip(".")
     if fmt not in ("png", "svg"):
         raise VitzooError(f"--plot {out} must end in .png or .svg", "e.g. --plot probe.png")
+    from vitzoo.atomic import output_file
+
+    output_file(out, "the plot (--plot)")
     return fmt
 
 

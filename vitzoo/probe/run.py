@@ -248,10 +248,12 @@ def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, d
 def probe(dataset: str, candidates: Sequence[Candidate], settings: ProbeSettings | None = None,
           *, say: Callable[[str], None] = _say_nothing) -> ProbeReport:
     """Probe every candidate on ``dataset``; candidates that cannot run are skipped."""
-    from vitzoo.probe.cache import split_fingerprint
+    from vitzoo.atomic import output_dir
+    from vitzoo.probe.cache import features_root, split_fingerprint
     from vitzoo.runtime import require_accelerator
 
     require_accelerator()  # before candidates: their errors are reported per candidate
+    output_dir(features_root(), "the feature cache (VITZOO_HOME/features)", create=False)
     settings = settings or ProbeSettings()
     settings.check()
     check_resolution(candidates, settings.res)
