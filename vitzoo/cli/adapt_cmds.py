@@ -79,7 +79,7 @@ def finetune_command(
 def evaluate_command(
     checkpoint: str = typer.Argument(..., help="A .npz file, catalog name, or local run name."),
     dataset: str = typer.Option(..., "--dataset", help="TFDS name[:version], or an image folder (local path, gs:// or s3:// URL)."),
-    split: str = typer.Option(None, "--eval-split", "--split", help="Split to evaluate (as finetune's --eval-split); default test/validation (or the carved one)."),
+    split: str = typer.Option(None, "--eval-split", "--split", help="Split to evaluate (as finetune's --eval-split); default test/validation (or the carved one); 'all': every image of an image folder (for TFDS, its union of all splits)."),
     res: int = typer.Option(None, "--res", help="Resolution; default the checkpoint's own."),
     batch: int = typer.Option(64, "--batch", help="Evaluation batch size."),
     per_class: bool = typer.Option(False, "--per-class", help="Also report per-class accuracy."),

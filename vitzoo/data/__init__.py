@@ -61,8 +61,12 @@ def open_dataset(
             data.notes.append("--stream applies to TFDS datasets; an image folder is read "
                               "from its files when it does not fit in memory")
         return data
-    if _looks_like_path(dataset) and ":" not in dataset.split("/")[0]:
-        raise VitzooError(f"dataset folder {dataset} does not exist",
+    is_file_url = dataset.strip().lower().startswith("file://")
+    if is_file_url or (_looks_like_path(dataset) and ":" not in dataset.split("/")[0]):
+        if path.exists():
+            raise VitzooError(f"dataset {path} is a file, not a folder",
+                              "give a folder of class folders (DIR/<class>/*), or a TFDS name")
+        raise VitzooError(f"dataset folder {path if is_file_url else dataset} does not exist",
                           "check the path, or give a TFDS name like oxford_iiit_pet")
     tf_cpu()
     from vitzoo.data.tfds import load_tfds

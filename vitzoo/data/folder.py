@@ -7,6 +7,11 @@ as a crash at step 3,000. Files that TensorFlow's native decoders read correctly
 Pillow can read (WebP, CMYK JPEG, palette BMP, 16-bit images, ...) is converted once to
 an RGB PNG (:func:`vitzoo.data.preprocess.to_rgb_png`, the conversion ``predict`` applies to
 the same file). Unreadable files are skipped and listed.
+
+Folders whose names start with ``.`` (``.ipynb_checkpoints``, ``.git``, a class hidden on
+purpose) are never classes; each one skipped is named in the notes, so a class does not
+vanish without a word. ``eval_split="all"`` (``vitzoo evaluate --eval-split all``) scores
+every readable image of the folder, whatever its layout: nothing is carved or held back.
 """
 
 from __future__ import annotations
@@ -33,10 +38,24 @@ TRAIN_DIRS = ("train",)
 EVAL_DIRS = ("test", "val", "validation")
 #: The reason a skipped empty file is given (``vitzoo data check`` and finetune's warning count them).
 ZERO_BYTES = "zero bytes"
+#: ``eval_split`` that evaluates every image of the folder (train, test and val alike).
+ALL_IMAGES = "all"
 
 
 def _class_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _hidden_note(*folders: Path) -> list[str]:
+    """A note naming the hidden folders (``.name``) that were not read as classes."""
+    notes = []
+    for folder in folders:
+        hidden = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith("."))
+        if hidden:
+            shown = ", ".join(hidden[:5]) + (f" and {len(hidden) - 5} more" if len(hidden) > 5 else "")
+            notes.append(f"skipped {len(hidden)} hidden folder(s) in {folder}: {shown} (a name "
+                         "starting with '.' is not a class; rename it to use it)")
+    return notes
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -166,8 +185,8 @@ def load_folder(
 ) -> DataSplits:
     """Scan an image folder into train/eval :class:`Examples` (see module docstring).
 
-    ``eval_split`` (evaluation only): ``train``, ``test``/``val`` or None (the held-out
-    split the fine-tune would have used).
+    ``eval_split`` (evaluation only): ``train``, ``test``/``val``, ``all`` (every image of
+    the folder) or None (the held-out split the fine-tune would have used).
     """
     from vitzoo.config import vitzoo_home
 
@@ -176,7 +195,12 @@ def load_folder(
         raise VitzooError(f"dataset folder {root} does not exist", "check the path")
     convert_dir = cache_dir or (vitzoo_home() / "converted")
     train_dir, eval_dir = _layout(root)
-    if train_dir is not None and eval_dir is not None:
+    if eval_split == ALL_IMAGES:
+        if need_train:
+            raise VitzooError("--eval-split all evaluates on every image, training images included",
+                              "use it with `vitzoo evaluate`; a fine-tune evaluates on held-out images")
+        scan = _scan_all(root, train_dir, eval_dir, convert_dir)
+    elif train_dir is not None and eval_dir is not None:
         scan = _scan_split_folders(root, train_dir, eval_dir, convert_dir,
                                    need_train=need_train, eval_split=eval_split)
     else:
@@ -198,10 +222,7 @@ def _scan_split_folders(root: Path, train_dir: Path, eval_dir: Path, convert_dir
     """``DIR/train/<class>/*`` and ``DIR/test|val/<class>/*``: the classes are train's."""
     classes = [p.name for p in _class_dirs(train_dir)]
     _require_classes(train_dir, classes)
-    extra = sorted({p.name for p in _class_dirs(eval_dir)} - set(classes))
-    if extra:
-        raise VitzooError(f"{eval_dir} has classes that {train_dir} lacks: {', '.join(extra)}",
-                          "every evaluation class must also exist in train/")
+    _require_eval_classes(train_dir, eval_dir, classes)
     want_train = need_train or eval_split == "train"
     train_files = _files(train_dir, classes) if want_train else []
     eval_files = _files(eval_dir, classes) if eval_split != "train" else []
@@ -225,7 +246,33 @@ def _scan_split_folders(root: Path, train_dir: Path, eval_dir: Path, convert_dir
             raise VitzooError(f"no readable images in {eval_dir}",
                               "supported formats: JPEG, PNG, BMP, GIF, WebP, TIFF")
     return _Scan(classes, train, evaluation, "train" if train is not None else None, eval_name,
-                 skipped, converted)
+                 skipped, converted, _hidden_note(train_dir, eval_dir))
+
+
+def _require_eval_classes(train_dir: Path, eval_dir: Path, classes: list[str]) -> None:
+    extra = sorted({p.name for p in _class_dirs(eval_dir)} - set(classes))
+    if extra:
+        raise VitzooError(f"{eval_dir} has classes that {train_dir} lacks: {', '.join(extra)}",
+                          "every evaluation class must also exist in train/")
+
+
+def _scan_all(root: Path, train_dir: Path | None, eval_dir: Path | None, convert_dir: Path) -> _Scan:
+    """Every readable image, for ``evaluate --eval-split all``: train/ and test|val/ together,
+    or the whole ``DIR/<class>/*`` folder, uncarved. The classes are train's (or the root's)."""
+    folders = ([train_dir, eval_dir] if eval_dir is not None else [train_dir]) if train_dir is not None \
+        else [root]
+    classes = [p.name for p in _class_dirs(folders[0])]
+    _require_classes(folders[0], classes)
+    if len(folders) == 2:
+        _require_eval_classes(folders[0], folders[1], classes)
+    files = [f for folder in folders for f in _files(folder, classes)]
+    keep = sum(f.stat().st_size for f, _ in files) <= memory_budget()
+    everything, skipped, converted = _read(files, root, keep, convert_dir)
+    _require_filled(" and ".join(str(f) for f in folders), everything, classes)
+    where = " + ".join(f"{f.name}/" for f in folders) if folders != [root] else str(root)
+    notes = [f"--eval-split all: every readable image of {where} ({len(everything)}), "
+             "training images included", *_hidden_note(*folders)]
+    return _Scan(classes, None, everything, None, ALL_IMAGES, skipped, converted, notes)
 
 
 def _scan_and_carve(root: Path, train_dir: Path | None, convert_dir: Path, *,
@@ -238,6 +285,7 @@ def _scan_and_carve(root: Path, train_dir: Path | None, convert_dir: Path, *,
     root_classes = train_dir if train_dir is not None else root
     classes = [p.name for p in _class_dirs(root_classes)]
     _require_classes(root_classes, classes)
+    notes += _hidden_note(root_classes)
     files = _files(root_classes, classes)
     keep = sum(f.stat().st_size for f, _ in files) <= memory_budget()
     everything, skipped, converted = _read(files, root, keep, convert_dir)
