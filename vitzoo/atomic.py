@@ -160,6 +160,17 @@ def output_error(exc: OSError, path: str | os.PathLike, what: str) -> VitzooErro
     return VitzooError(f"cannot write {what} {path}: {reason}", fix)
 
 
+def disk_error(exc: OSError) -> VitzooError | None:
+    """The one-line error for a full or read-only disk wherever it strikes; None for anything else.
+
+    The last net, in the CLI's entry point: commands check their output places first, but a
+    disk can fill up mid-run.
+    """
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return None
+    return output_error(exc, exc.filename or "(a file)", "file")
+
+
 @contextmanager
 def output_errors(path: str | os.PathLike, what: str) -> Iterator[None]:
     """Turn a location error (read-only, a file in the way, no space...) into one :class:`VitzooError`."""

@@ -174,3 +174,23 @@ def test_reading_commands_work_with_an_unwritable_home(env, tmp_path, capsys, mo
         code, out, err = run_cli(capsys, *args)
         assert code == 0, (args, err)
         assert json.loads(out.splitlines()[-1]) and "Traceback" not in err
+
+
+@pytest.mark.parametrize("number", ["ENOSPC", "EROFS"])
+def test_a_disk_that_fills_up_mid_run_is_one_line(number, env, tmp_path, capsys, monkeypatch):
+    """The entry point's last net: a full (or newly read-only) disk wherever it strikes."""
+    import errno
+
+    import vitzoo.weights.export
+
+    def full(*args, **kwargs):
+        raise OSError(getattr(errno, number), os.strerror(getattr(errno, number)), "/data/half.bin")
+
+    monkeypatch.setattr(vitzoo.weights.export, "load_npz", full)
+    code, _, err = run_cli(capsys, "export", env.ckpt, "--to", "npz", "--out", str(tmp_path / "o"))
+    assert code == 2 and len(err.splitlines()) == 1 and "/data/half.bin" in err, err
+    assert ("no space left" if number == "ENOSPC" else "read-only") in err
+    monkeypatch.setattr(vitzoo.weights.export, "load_npz",
+                        lambda *a: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error", "x")))
+    with pytest.raises(OSError):  # anything else is not hidden behind a one-liner
+        run_cli(capsys, "export", env.ckpt, "--to", "npz", "--out", str(tmp_path / "o"))

@@ -163,5 +163,12 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # `vitzoo list | head`
         sys.stderr.close()
         raise SystemExit(0) from None
+    except OSError as exc:  # a disk that fills up (or turns read-only) mid-run: never our bug
+        from vitzoo.atomic import disk_error
+
+        error = disk_error(exc)
+        if error is None:
+            raise
+        fail(error.one_line())
     # typer.Exit(code) arrives here as its code; a command's own return value means success
     raise SystemExit(outcome if isinstance(outcome, int) else 0)
