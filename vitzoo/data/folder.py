@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitzoo.atomic import atomic_write
+from vitzoo.atomic import atomic_write, output_errors
 from vitzoo.data.memory import memory_budget
 from vitzoo.data.pipeline import Examples
 from vitzoo.data.preprocess import is_native, to_rgb_png
@@ -92,7 +92,8 @@ def _check(path: Path, keep_bytes: bool, convert_dir: Path) -> tuple[object | No
         return None, f"cannot convert {fmt} {mode}: {exc}"[:200], False
     if keep_bytes:
         return png, None, True
-    convert_dir.mkdir(parents=True, exist_ok=True)
+    with output_errors(convert_dir, "the converted-image cache"):
+        convert_dir.mkdir(parents=True, exist_ok=True)
     # keyed on the original's bytes (already read): a file rewritten in place never finds
     # the conversion of its old content
     target = convert_dir / f"{hashlib.sha256(data).hexdigest()}.png"
