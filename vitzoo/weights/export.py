@@ -7,7 +7,8 @@ conversion recipe:
   ``timm.create_model("local-dir:DIR", pretrained=True)``;
 * ``transformers``: ``model.safetensors`` + ``config.json`` + ``preprocessor_config.json`` for
   ``ViTForImageClassification.from_pretrained(DIR)`` and ``ViTImageProcessor.from_pretrained(DIR)``;
-* ``npz``: the release layout (plus ``class_names.json``), for vitzoo, vit_jax and timm's npz loader.
+* ``npz``: ``model.npz`` in the release layout plus ``class_names.json``, for vitzoo, vit_jax and
+  timm's npz loader; a folder like the others, so the weights and their names are replaced together.
 
 The configs state the numerics the weights were trained with, because both libraries
 default to something else: GELU is the tanh approximation (timm ``act_layer="gelu_tanh"``,
