@@ -68,9 +68,9 @@ def measure_case(arch: str, res: int, batch: int, steps: int, dtype: str,
     import numpy as np
     import optax
 
-    from vitzoo.adapt.devices import replicate, shard
     from vitzoo.adapt.optimizer import sgd_momentum
     from vitzoo.adapt.steps import init_state, make_train_step
+    from vitzoo.backbone.devices import replicate, shard
     from vitzoo.models import build_model, get_config
 
     devices = jax.local_devices()

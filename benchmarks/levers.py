@@ -92,9 +92,9 @@ def jax_worker(spec: dict, batch: int) -> None:
 
     import vitzoo.models.layers as layers
     import vitzoo.models.vit as vit
-    from vitzoo.adapt.devices import replicate, shard
     from vitzoo.adapt.optimizer import sgd_momentum
     from vitzoo.adapt.steps import init_state, make_train_step
+    from vitzoo.backbone.devices import replicate, shard
     from vitzoo.models import build_model, get_config
 
     if spec.get("attention") == "dpa":

@@ -16,9 +16,9 @@ reference (jeonsworld/ViT-pytorch, ``visualize_attention_map.ipynb``):
 Hybrids (R+ViT) work the same way: their tokens are cells of the ResNet feature map,
 which tile the image like patches. MLP-Mixer has no attention, hence no map.
 
-The weights come from the model itself (``VisionTransformer(sow_attention=True)`` sows
-each layer's softmax output into the ``"intermediates"`` collection), so the map is of
-exactly the computation that produced the logits.
+The weights come from the model itself (``apply(..., outputs=True, attention=True)``
+returns each layer's softmax as ``out["attention"]``, :mod:`vitzoo.models`), so the map is
+of exactly the computation that produced the logits.
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from vitzoo.models import ModelConfig
     from vitzoo.predict import Predictor
 
-#: Where ``VisionTransformer(sow_attention=True)`` sows the weights (flax's ``sow_weights``).
-SOWN_AT = ("Transformer", "encoderblock", "MultiHeadDotProductAttention_1", "attention_weights")
 #: Attention weights one forward batch may hold on the host (float32 bytes).
 BATCH_BYTES = 1 << 30
 
@@ -62,16 +60,12 @@ def forward_with_attention(config: ModelConfig, num_classes: int
 
     from vitzoo.models import build_model
 
-    model = build_model(config, num_classes).clone(sow_attention=True)
+    model = build_model(config, num_classes)
 
     def run(params: Any, images: Any) -> tuple[Any, Any]:
-        logits, state = model.apply({"params": params}, images, train=False,
-                                    mutable=["intermediates"])
-        sown = state["intermediates"]
-        for key in SOWN_AT:
-            sown = sown[key]
-        (weights,) = sown  # one sow per call; scan stacks the layers first: [L, B, H, T, T]
-        return logits, weights.astype("float32").swapaxes(0, 1)
+        logits, out = model.apply({"params": params}, images, train=False, outputs=True,
+                                  attention=True)
+        return logits, out["attention"]
 
     compiled = jax.jit(run)
 

@@ -116,20 +116,16 @@ class Predictor:
         resolution: int | None = None,
         arch: str | None = None,
     ) -> None:
-        from vitzoo.models import infer_config
-        from vitzoo.weights.release import load_for_finetune, load_npz
+        from vitzoo.backbone import load
 
-        self.path = Path(checkpoint)
-        flat = load_npz(self.path)
-        _, info = infer_config(flat, arch)
-        self.num_classes = int(info["num_classes"])
+        self.backbone = load(Path(checkpoint), resolution=resolution, arch=arch)
+        self.path = self.backbone.path
+        self.num_classes = self.backbone.num_classes
         if self.num_classes == 0:
             raise VitzooError(f"{self.path} has no classification head",
                               "fine-tune it first: vitzoo finetune ... ")
-        self.resolution = int(resolution or info["resolution"])
-        self.config, self.params = load_for_finetune(
-            flat, arch=arch, num_classes=self.num_classes, resolution=self.resolution,
-            keep_representation=True)
+        self.resolution = self.backbone.resolution
+        self.config, self.params = self.backbone.config, self.backbone.params
         self.facts = facts_for(self.path, num_classes=self.num_classes, resolution=self.resolution)
         self.labels = self.facts.labels
         self._apply = None
@@ -138,15 +134,12 @@ class Predictor:
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Float32 logits ``[B, K]`` for preprocessed images ``[B, res, res, 3]``."""
         if self._apply is None:
-            from vitzoo import runtime
+            from vitzoo.backbone import start
 
-            runtime.configure(xla_flags=False)  # the compile cache; one device needs no flags
-            runtime.require_accelerator()  # a GPU/TPU JAX cannot use stops here (--allow-cpu)
+            start(xla_flags=False)  # the compile cache; one device needs no flags
             import jax
 
-            from vitzoo.models import build_model
-
-            model = build_model(self.config, self.num_classes)
+            model = self.backbone.module()
             self._apply = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))
             # On the device once: host arrays would be copied in again on every call.
             self._device_params = jax.device_put(self.params)

@@ -6,8 +6,9 @@ commands record in ``run.json``, so a run says which settings produced its speed
 - Host devices: XLA:CPU runs one program per device and parallelises a ViT's many small
   operations (197-token attention, LayerNorm, GELU) poorly across cores. One host device
   per physical core, fed by the data-parallel ``pmap`` path, keeps every core busy.
-- Flags: only flags measured to help on CPU are added (benchmarks/RESULTS.md has the
-  numbers); the user's own ``XLA_FLAGS`` always win.
+- Flags: the host device count is the only flag added; the other XLA:CPU flags measured
+  side by side did not earn a place (benchmarks/RESULTS.md, "flags"). The user's own
+  ``XLA_FLAGS`` always win.
 - Compilation cache: JAX's persistent cache under ``VITZOO_HOME/compile-cache`` turns the
   seconds of compiling a train step into a file read on every later run of the same
   shapes. It is on by default; ``--no-compile-cache`` or ``VITZOO_COMPILE_CACHE=0`` turn
@@ -37,9 +38,6 @@ CACHE_MAX_BYTES = 4 << 30  # a ViT-L train step is ~50 MB; many runs fit
 CACHE_MIN_COMPILE_S = 0.5  # skip trivial programs; a train step takes seconds
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 _OFF = {"0", "false", "no", "off"}
-
-# Flags added on every CPU, each measured side by side (benchmarks/RESULTS.md).
-CPU_FLAGS: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,10 +89,9 @@ def cpu_info() -> CpuInfo:
 def choose_xla_flags(cpu: CpuInfo, existing: str = "") -> list[str]:
     """The flags to add to ``existing`` (the user's ``XLA_FLAGS``), which always win."""
     present = {m.group(1) for m in re.finditer(r"(--[\w]+)", existing)}
-    chosen = [f for f in CPU_FLAGS if f.split("=")[0] not in present]
     if DEVICE_COUNT_FLAG not in present and cpu.physical_cores > 1:
-        chosen.append(f"{DEVICE_COUNT_FLAG}={cpu.physical_cores}")
-    return chosen
+        return [f"{DEVICE_COUNT_FLAG}={cpu.physical_cores}"]
+    return []
 
 
 _cli_choice: bool | None = None  # --[no-]compile-cache of the running command
@@ -181,15 +178,6 @@ def _set_compile_cache(cache_dir: Path | None) -> Path | None:
         jax.config.update("jax_compilation_cache_dir", wanted)
         compilation_cache.reset_cache()  # JAX decides once per process whether to use it
     return cache_dir
-
-
-def describe_devices() -> dict[str, Any]:
-    """The devices JAX actually uses (call after :func:`configure`): platform and count."""
-    import jax
-
-    devices = jax.local_devices()
-    return {"platform": devices[0].platform, "local_devices": len(devices),
-            "kinds": sorted({d.device_kind for d in devices})}
 
 
 

@@ -12,11 +12,12 @@ from tests.support.adapt_helpers import run_python
 STEP_EQUIVALENCE = r"""
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
-from vitzoo.adapt.devices import replicate, shard, unreplicate
+from vitzoo.backbone.devices import replicate, shard, unreplicate
 from vitzoo.adapt.optimizer import sgd_momentum
 from vitzoo.adapt.schedule import warmup_cosine
-from vitzoo.adapt.steps import init_state, make_eval_step, make_train_step
+from vitzoo.adapt.steps import init_state, make_train_step
 from vitzoo.models import build_model
+from vitzoo.evaluators.classification import make_eval_step
 from vitzoo.models.configs import ModelConfig
 
 assert jax.local_device_count() == 8

@@ -10,9 +10,9 @@ import pytest
 
 from vitzoo.adapt import train_state
 from vitzoo.adapt.accumulation import activation_bytes, plan
-from vitzoo.adapt.distributed import resolve
 from vitzoo.adapt.metrics import truncate_after
 from vitzoo.adapt.schedule import lr_at, warmup_cosine
+from vitzoo.backbone.distributed import resolve
 from vitzoo.errors import VitzooError
 from vitzoo.models import get_config
 
@@ -113,13 +113,13 @@ def test_settled_options_and_the_settings_a_resume_compares():
 
 
 def test_throughput_skips_the_first_step_and_averages_the_window():
-    from vitzoo.adapt.throughput import Throughput
+    from vitzoo.adapt.throughput import TrainWindow
 
     def metrics(loss):  # one device's copy, as the pmapped step returns it
         return {"loss": np.array([loss]), "accuracy": np.array([0.5]),
                 "grad_norm": np.array([1.0])}
 
-    window = Throughput(images_per_step=8, started=0.0)
+    window = TrainWindow(images_per_step=8, started=0.0)
     assert window.add(metrics(9.0)) is True and window.first_step_s > 0
     assert window.summary() == {}  # the first step (compile) opened the window, not in it
     assert window.add(metrics(1.0)) is False and window.add(metrics(3.0)) is False
@@ -158,10 +158,33 @@ def test_source_row_is_matched_by_identity_not_by_a_files_stem(tmp_path):
 
 
 def test_top5_is_unknown_for_five_classes_or_fewer():
-    from vitzoo.adapt.eval_sums import eval_means
+    from vitzoo.evaluators import metrics_from_sums, record_fields
 
     totals = {"count": np.float32(4), "top1": np.float32(3), "top5": np.float32(4),
               "loss": np.float32(2.0)}
-    assert eval_means(totals, num_classes=2) == {
+    named = metrics_from_sums(totals, num_classes=2)
+    assert named == {"top1": 0.75, "top5": None, "loss": 0.5, "examples": 4}
+    assert metrics_from_sums(totals, num_classes=6)["top5"] == 1.0
+    assert record_fields(named.items()) == {  # the keys metrics.jsonl, run.json and resume read
         "eval_accuracy": 0.75, "eval_top5": None, "eval_loss": 0.5, "eval_examples": 4}
-    assert eval_means(totals, num_classes=6)["eval_top5"] == 1.0
+
+
+def test_head_on_features_counts_like_an_independent_tally():
+    """Top-1/top-5/loss of a head on features, against a hand tally (4 examples, 6 classes)."""
+    from vitzoo.evaluators.features import HeadOnFeatures
+
+    features = np.eye(4, dtype=np.float32)  # example i's logits are row i of the kernel
+    kernel = np.array([[9, 8, 7, 6, 5, 0],    # label 0: top-1
+                       [9, 8, 7, 6, 5, 0],    # label 5: lowest, outside the top 5
+                       [0, 1, 2, 3, 4, 5],    # label 1: 5th of 6, inside the top 5
+                       [0, 0, 0, 0, 0, 9]],   # label 5: top-1
+                      np.float32)
+    labels = np.array([0, 5, 1, 5])
+    bias = np.zeros(6, np.float32)
+    metrics = dict(HeadOnFeatures("eval", features, labels, 6).run((kernel, bias)))
+    logp = [row - np.log(np.exp(row.astype(np.float64)).sum()) for row in kernel]
+    loss = -np.mean([logp[i][labels[i]] for i in range(4)])
+    assert metrics["top1"] == 0.5 and metrics["top5"] == 0.75 and metrics["examples"] == 4
+    assert metrics["loss"] == pytest.approx(loss, rel=1e-6)
+    three = dict(HeadOnFeatures("eval", features, labels % 3, 3).run((kernel[:, :3], bias[:3])))
+    assert three["top5"] is None

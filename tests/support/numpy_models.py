@@ -96,7 +96,8 @@ def np_resnet(f, x):
     return x
 
 
-def np_attention(x, f, p):
+def np_attention(x, f, p, weights_out=None):
+    """Multi-head self-attention; appends the softmax ``[B, H, T, T]`` to ``weights_out``."""
     q = np.einsum("btd,dhk->bthk", x, f[f"{p}/query/kernel"]) + f[f"{p}/query/bias"]
     k = np.einsum("btd,dhk->bthk", x, f[f"{p}/key/kernel"]) + f[f"{p}/key/bias"]
     v = np.einsum("btd,dhk->bthk", x, f[f"{p}/value/kernel"]) + f[f"{p}/value/bias"]
@@ -104,12 +105,25 @@ def np_attention(x, f, p):
     logits -= logits.max(-1, keepdims=True)
     weights = np.exp(logits)
     weights /= weights.sum(-1, keepdims=True)
+    if weights_out is not None:
+        weights_out.append(weights)
     out = np.einsum("bhqs,bshk->bqhk", weights, v)
     return np.einsum("bqhk,hkd->bqd", out, f[f"{p}/out/kernel"]) + f[f"{p}/out/bias"]
 
 
 def np_vit(f, images):
     """Forward pass of a ViT or hybrid straight from the flat release arrays."""
+    features, _ = np_vit_outputs(f, images)
+    f = {k: v.astype(np.float64) for k, v in f.items()}
+    return features @ f["head/kernel"] + f["head/bias"]
+
+
+def np_vit_outputs(f, images):
+    """``(pre_logits [B, D], attention [B, layers, H, T, T])`` of a ViT or hybrid.
+
+    The pre-logits are what the head reads: the representation layer's tanh output when
+    the file has ``pre_logits/*``, else the class token (or token mean) after the final norm.
+    """
     f = {k: v.astype(np.float64) for k, v in f.items()}
     x = images.astype(np.float64)
     if "conv_root/kernel" in f:
@@ -121,11 +135,11 @@ def np_vit(f, images):
     if "cls" in f:
         x = np.concatenate([np.broadcast_to(f["cls"], (b, 1, c)), x], axis=1)
     x = x + f["Transformer/posembed_input/pos_embedding"]
-    i = 0
+    i, weights = 0, []
     while f"Transformer/encoderblock_{i}/LayerNorm_0/scale" in f:
         blk = f"Transformer/encoderblock_{i}"
         y = np_layer_norm(x, f[f"{blk}/LayerNorm_0/scale"], f[f"{blk}/LayerNorm_0/bias"])
-        x = x + np_attention(y, f, f"{blk}/MultiHeadDotProductAttention_1")
+        x = x + np_attention(y, f, f"{blk}/MultiHeadDotProductAttention_1", weights)
         y = np_layer_norm(x, f[f"{blk}/LayerNorm_2/scale"], f[f"{blk}/LayerNorm_2/bias"])
         y = np_gelu(y @ f[f"{blk}/MlpBlock_3/Dense_0/kernel"] + f[f"{blk}/MlpBlock_3/Dense_0/bias"])
         x = x + y @ f[f"{blk}/MlpBlock_3/Dense_1/kernel"] + f[f"{blk}/MlpBlock_3/Dense_1/bias"]
@@ -134,10 +148,16 @@ def np_vit(f, images):
     x = x[:, 0] if "cls" in f else x.mean(axis=1)
     if "pre_logits/kernel" in f:
         x = np.tanh(x @ f["pre_logits/kernel"] + f["pre_logits/bias"])
-    return x @ f["head/kernel"] + f["head/bias"]
+    return x, np.stack(weights, axis=1)
 
 
 def np_mixer(f, images):
+    head = {k: v.astype(np.float64) for k, v in f.items() if k.startswith("head/")}
+    return np_mixer_features(f, images) @ head["head/kernel"] + head["head/bias"]
+
+
+def np_mixer_features(f, images):
+    """The mean token after the final LayerNorm: what a Mixer's head reads."""
     f = {k: v.astype(np.float64) for k, v in f.items()}
     p = f["stem/kernel"].shape[0]
     x = np_conv(images.astype(np.float64), f["stem/kernel"], p, "VALID") + f["stem/bias"]
@@ -157,4 +177,4 @@ def np_mixer(f, images):
         x = x + mlp(y, f"{blk}/channel_mixing")
         i += 1
     x = np_layer_norm(x, f["pre_head_layer_norm/scale"], f["pre_head_layer_norm/bias"])
-    return x.mean(axis=1) @ f["head/kernel"] + f["head/bias"]
+    return x.mean(axis=1)

@@ -53,7 +53,7 @@ class Checkpointer:
         self.read_mode, self.enabled = read_mode, enabled
 
     def save(self, step: int, device_state: Any, extra: dict[str, Any] | None = None) -> None:
-        from vitzoo.adapt.devices import unreplicate
+        from vitzoo.backbone.devices import unreplicate
 
         host_state = unreplicate(device_state)
         if not self.enabled:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from vitzoo.adapt.accumulation import BatchPlan
     from vitzoo.adapt.metrics import MetricsWriter
     from vitzoo.adapt.progress import Display
-    from vitzoo.adapt.throughput import Throughput
+    from vitzoo.adapt.throughput import TrainWindow
     from vitzoo.data import DataSplits, Layout
     from vitzoo.models.configs import ModelConfig
 
@@ -87,7 +87,7 @@ class _Loop:
     key: Any
     display: Display
     writer: MetricsWriter
-    throughput: Throughput
+    throughput: TrainWindow
 
 
 def finetune(model: str, dataset: str, **kwargs: Any) -> RunResult:
@@ -105,13 +105,10 @@ def run(options: FinetuneOptions) -> RunResult:
     """Run (or resume) the fine-tune described by ``options``."""
     t_start = time.perf_counter()
     options.validate()
-    from vitzoo import runtime
-    from vitzoo.adapt import distributed
+    from vitzoo.backbone import distributed, start
 
-    speed = runtime.configure()  # XLA flags, host devices, compile cache: before JAX starts
-    distributed.initialize(distributed.resolve(options.coordinator, options.num_processes,
-                                               options.process_id))
-    runtime.require_accelerator()  # a GPU/TPU JAX cannot use stops the run (--allow-cpu)
+    speed = start(cluster=distributed.resolve(options.coordinator, options.num_processes,
+                                              options.process_id))  # before JAX starts
     import jax
 
     from vitzoo.adapt.progress import Display
@@ -186,18 +183,11 @@ def _prepare_data(options: FinetuneOptions, recorded: dict[str, Any] | None,
 
 def _prepare_model(options: FinetuneOptions, data: DataSplits) -> _Model:
     """Resolve and load the checkpoint with a new head and position embeddings for ``--res``."""
-    import jax.numpy as jnp
+    from vitzoo.backbone import load
 
-    from vitzoo.download.resolve import resolve_checkpoint
-    from vitzoo.models import build_model
-    from vitzoo.weights.release import load_for_finetune
-
-    checkpoint = resolve_checkpoint(options.model)
-    config, params = load_for_finetune(checkpoint, num_classes=data.num_classes,
-                                       resolution=options.res)
-    dtype = jnp.bfloat16 if options.dtype == "bfloat16" else jnp.float32
-    module = build_model(config, data.num_classes, dtype=dtype, dropout=0.0)
-    return _Model(checkpoint, config, params, module)
+    backbone = load(options.model, resolution=options.res, num_classes=data.num_classes,
+                    representation=False)
+    return _Model(backbone.path, backbone.config, backbone.params, backbone.module(options.dtype))
 
 
 def _plan_batch(options: FinetuneOptions, model: _Model, data: DataSplits,
@@ -287,35 +277,35 @@ def _build_loop(setup: _Setup, tx: Any, state: Any, read_mode: dict[str, Any], s
     import jax
     import numpy as np
 
-    from vitzoo.adapt.devices import replicate, shard
-    from vitzoo.adapt.eval_sums import eval_means, eval_totals
     from vitzoo.adapt.metrics import MetricsWriter
     from vitzoo.adapt.prefetch import Prefetch
     from vitzoo.adapt.resume import Checkpointer
-    from vitzoo.adapt.steps import make_eval_step, make_train_step
-    from vitzoo.adapt.throughput import Throughput
-    from vitzoo.data import eval_recipe, train_recipe
+    from vitzoo.adapt.steps import make_train_step
+    from vitzoo.adapt.throughput import TrainWindow
+    from vitzoo.backbone.devices import replicate, shard
+    from vitzoo.data import train_recipe
+    from vitzoo.evaluators import record_fields
+    from vitzoo.evaluators.classification import Classification
 
     options, data, layout, apply = setup.options, setup.data, setup.layout, setup.model.module.apply
     devices = jax.local_devices()
     train_step = make_train_step(apply, tx, num_classes=data.num_classes,
                                  accum=setup.batch_plan.accum,
                                  label_smoothing=options.label_smoothing)
-    eval_step = make_eval_step(apply, num_classes=data.num_classes)
+    evaluator = Classification(data.eval_split, apply, data.eval, resolution=options.res,
+                               layout=layout, devices=devices, num_classes=data.num_classes)
     device_state = replicate(state, devices)
     key = replicate(np.asarray(jax.random.PRNGKey(options.seed)), devices)
     batches = data.train.train_batches(train_recipe(options.res), layout, seed=options.seed,
                                        start_step=start_step, read_mode=read_mode)
-    eval_data = data.eval.eval_batches(eval_recipe(options.res), layout)
     checkpointer = Checkpointer(setup.workdir, options, global_batch=layout.global_batch,
                                 read_mode=read_mode, enabled=setup.is_main)
     loop = _Loop(
         options=options, train_step=train_step,
-        evaluate=lambda params: eval_means(eval_totals(eval_step, params, eval_data, devices),
-                                           data.num_classes),
+        evaluate=lambda params: record_fields(evaluator.run(params)),
         save=checkpointer.save, key=key, display=setup.display,
         writer=MetricsWriter(setup.workdir, enabled=setup.is_main, resume_step=start_step),
-        throughput=Throughput(layout.global_batch, t_start))
+        throughput=TrainWindow(layout.global_batch, t_start))
     return loop, device_state, Prefetch(batches, lambda batch: shard(batch, devices))
 
 
@@ -361,9 +351,9 @@ def _train_loop(loop: _Loop, device_state: Any, batches: Any,
 def _export_and_register(setup: _Setup, record: dict[str, Any], device_state: Any, step: int,
                          final_metrics: dict[str, Any], save: Callable[..., None]) -> None:
     """``final.npz`` in the release layout, the last checkpoint, the catalog entry, run.json."""
-    from vitzoo.adapt.devices import unreplicate
     from vitzoo.adapt.export import export_params, register, run_name
     from vitzoo.adapt.run_record import write_json, write_log
+    from vitzoo.backbone.devices import unreplicate
 
     options, model, workdir = setup.options, setup.model, setup.workdir
     final_npz = workdir / "final.npz"

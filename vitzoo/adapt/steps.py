@@ -1,7 +1,7 @@
-"""The pmapped update and evaluation steps.
+"""The pmapped update step (the evaluation step is the evaluators': :mod:`vitzoo.evaluators`).
 
-Both are built from a plain ``apply_fn`` (the Flax module's ``apply``) and never look at
-which model they train. The update step runs on every local device with the axis name
+It is built from a plain ``apply_fn`` (the Flax module's ``apply``) and never looks at
+which model it trains. It runs on every local device with the axis name
 ``'batch'``: each device computes gradients on its shard (optionally as ``accum``
 micro-batches summed with ``lax.scan``), gradients and metrics are averaged with
 ``pmean``, and every device applies the same optimizer update, so the replicated state
@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-AXIS = "batch"
+from vitzoo.backbone.devices import AXIS
+from vitzoo.evaluators.metrics import cross_entropy
 
 
 @flax.struct.dataclass
@@ -41,15 +42,6 @@ def init_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
     """
     opt_state = jax.jit(tx.init)(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
-                  label_smoothing: float = 0.0) -> jax.Array:
-    """Per-example softmax cross-entropy, optionally against smoothed one-hot targets."""
-    targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-    if label_smoothing:
-        targets = optax.smooth_labels(targets, label_smoothing)
-    return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
 def make_train_step(apply_fn: Callable[..., jax.Array], tx: optax.GradientTransformation, *,
@@ -104,32 +96,3 @@ def make_train_step(apply_fn: Callable[..., jax.Array], tx: optax.GradientTransf
     if not pmap:
         return jax.jit(step, donate_argnums=(0,))
     return jax.pmap(step, axis_name=AXIS, donate_argnums=(0,))
-
-
-def make_eval_step(apply_fn: Callable[..., jax.Array], *, num_classes: int,
-                   pmap: bool = True) -> Callable[..., dict[str, jax.Array]]:
-    """``eval(params, batch) -> sums`` over the whole (global) batch, padded rows masked.
-
-    Returns summed loss, top-1 and top-5 hits, the example count, and per-class hit and
-    example counts, all ``psum``-ed so every device (and process) holds the global totals.
-    """
-    k = min(5, num_classes)
-
-    def evaluate(params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        logits = apply_fn({"params": params}, batch["image"], train=False).astype(jnp.float32)
-        labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
-        loss = cross_entropy(logits, labels, num_classes)
-        top1 = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-        topk = jax.lax.top_k(logits, k)[1]
-        top5 = jnp.any(topk == labels[:, None], axis=-1).astype(jnp.float32)
-        onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32) * mask[:, None]
-        sums = {
-            "loss": jnp.sum(loss * mask), "top1": jnp.sum(top1 * mask),
-            "top5": jnp.sum(top5 * mask), "count": jnp.sum(mask),
-            "class_hits": onehot.T @ top1, "class_count": onehot.sum(0),
-        }
-        return jax.lax.psum(sums, AXIS) if pmap else sums
-
-    if not pmap:
-        return jax.jit(evaluate)
-    return jax.pmap(evaluate, axis_name=AXIS)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 
-class Throughput:
+class TrainWindow:
     """Collects the per-step metrics of the running window and reports their means."""
 
     def __init__(self, images_per_step: int, started: float) -> None:

@@ -2,6 +2,18 @@
 
 Importing this package is cheap (the table is pure Python); Flax and jax are only
 imported when :func:`build_model` builds a module.
+
+Every model returns what callers need as outputs, the way big_vision's do, so nobody
+reaches into a module's internals:
+
+* ``model.apply(v, images, train=False)`` -> logits ``[B, K]`` float32 (the training and
+  evaluation path: nothing else is computed);
+* ``model.apply(v, images, outputs=True)`` -> ``(logits, out)`` with
+  ``out["pre_logits"]`` ``[B, D]`` float32, the vector the head reads (a representation
+  layer's tanh output when the checkpoint has one); under ``jit`` an unused ``logits``
+  costs nothing;
+* ``model.apply(v, images, outputs=True, attention=True)`` (ViT and hybrids) adds
+  ``out["attention"]`` ``[B, layers, heads, T, T]`` float32, each layer's softmax.
 """
 
 from __future__ import annotations
@@ -29,7 +41,8 @@ def build_model(
     """A Flax module for ``config`` with a ``num_classes`` head.
 
     ``model.apply({'params': p}, images, train=False)`` maps ``[B, H, W, 3]`` images in
-    [-1, 1] to float32 logits ``[B, num_classes]``. ``dtype`` is the compute dtype
+    [-1, 1] to float32 logits ``[B, num_classes]`` (``outputs=True``: also the
+    pre-logits, see the module docstring). ``dtype`` is the compute dtype
     (``jnp.float32`` default, or ``jnp.bfloat16``); parameters stay float32. Dropout,
     attention dropout and stochastic depth act only with ``train=True`` and a
     ``'dropout'`` rng. ``remat`` trades compute for memory in the backward pass.

@@ -65,10 +65,6 @@ class ModelConfig:
     def has_class_token(self) -> bool:
         return self.family != "mixer" and self.classifier == "token"
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads if self.num_heads else 0
-
     def grid(self, resolution: int) -> int:
         """Tokens per side at ``resolution`` pixels; refuses a resolution the stride doesn't divide."""
         if resolution <= 0 or resolution % self.stride:

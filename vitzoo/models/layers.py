@@ -87,7 +87,7 @@ def scan_layers(block: type[nn.Module], num_layers: int, *, remat: bool,
         unroll = unroll_on_this_backend()
     return nn.scan(
         block,
-        variable_axes={"params": 0, "intermediates": 0},  # sown attention maps, one per layer
+        variable_axes={"params": 0},
         split_rngs={"params": True, "dropout": True},
         length=num_layers,
         unroll=num_layers if unroll else 1,

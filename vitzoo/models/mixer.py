@@ -55,7 +55,11 @@ class MlpMixer(nn.Module):
     unroll: bool | None = None  # None: unrolled on CPU only (layers.unroll_on_this_backend)
 
     @nn.compact
-    def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+    def __call__(self, images: jax.Array, *, train: bool = False, outputs: bool = False,
+                 attention: bool = False) -> Any:
+        """Logits ``[B, K]`` float32; with ``outputs``, ``(logits, {"pre_logits": ...})``."""
+        if attention:
+            raise ValueError("MLP-Mixer has no attention weights to return")
         p = self.patch_size
         x = nn.Conv(self.hidden_size, (p, p), strides=(p, p), padding="VALID",
                     dtype=self.dtype, name="stem")(images.astype(self.dtype))
@@ -72,6 +76,7 @@ class MlpMixer(nn.Module):
             name="MixerBlock",
         )(x, None)
         x = layer_norm("pre_head_layer_norm", self.dtype)(x)
-        x = jnp.mean(x, axis=1)
-        return nn.Dense(self.num_classes, dtype=jnp.float32, name="head",
-                        kernel_init=nn.initializers.zeros)(x.astype(jnp.float32))
+        pre_logits = jnp.mean(x, axis=1).astype(jnp.float32)
+        logits = nn.Dense(self.num_classes, dtype=jnp.float32, name="head",
+                          kernel_init=nn.initializers.zeros)(pre_logits)
+        return (logits, {"pre_logits": pre_logits}) if outputs else logits

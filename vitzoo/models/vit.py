@@ -81,7 +81,9 @@ class SelfAttention(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x: jax.Array, sow_weights: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, return_weights: bool = False
+                 ) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """The attention output; with ``return_weights`` also the softmax ``[B, H, T, T]``."""
         width = x.shape[-1]
         heads, depth = self.num_heads, width // self.num_heads
         qkv = [_Projection((width, heads, depth), 1, name=n)() for n in ("query", "key", "value")]
@@ -92,15 +94,20 @@ class SelfAttention(nn.Module):
         dropout = None
         if not self.deterministic and self.dropout_rate > 0.0:
             dropout = (self.make_rng("dropout"), self.dropout_rate)
-        if sow_weights:  # attention maps: the same weights, recomputed (XLA folds the repeat)
-            self.sow("intermediates", "attention_weights", attention_weights(q, k))
         heads_out = attend(q, k, v, dropout)
-        return (jnp.einsum("bqhe,hed->bqd", heads_out, out_kernel.astype(self.dtype))
-                + out_bias.astype(self.dtype))
+        out = (jnp.einsum("bqhe,hed->bqd", heads_out, out_kernel.astype(self.dtype))
+               + out_bias.astype(self.dtype))
+        if return_weights:  # attention maps: the same weights, recomputed (XLA folds the repeat)
+            return out, attention_weights(q, k)
+        return out
 
 
 class Encoder1DBlock(nn.Module):
-    """Pre-LN transformer block; returns ``(x, None)`` so that it can be scanned."""
+    """Pre-LN transformer block; returns ``(x, weights or None)`` so that it can be scanned.
+
+    With ``return_attention`` the second value is this layer's attention softmax, which
+    the scan stacks over layers; otherwise ``None`` and nothing extra is computed.
+    """
 
     mlp_dim: int
     num_heads: int
@@ -109,10 +116,10 @@ class Encoder1DBlock(nn.Module):
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
     deterministic: bool = True
-    sow_attention: bool = False  # attention maps: sow the weights into "intermediates"
+    return_attention: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, _: Any = None) -> tuple[jax.Array, None]:
+    def __call__(self, x: jax.Array, _: Any = None) -> tuple[jax.Array, jax.Array | None]:
         det = self.deterministic
         y = layer_norm("LayerNorm_0", self.dtype)(x)
         y = SelfAttention(
@@ -121,12 +128,15 @@ class Encoder1DBlock(nn.Module):
             dropout_rate=self.attention_dropout_rate,
             deterministic=det,
             name="MultiHeadDotProductAttention_1",
-        )(y, sow_weights=self.sow_attention)
+        )(y, return_weights=self.return_attention)
+        weights = None
+        if self.return_attention:
+            y, weights = y
         y = nn.Dropout(self.dropout_rate)(y, deterministic=det)
         x = x + DropPath(self.stochastic_depth, det)(y)
         y = layer_norm("LayerNorm_2", self.dtype)(x)
         y = MlpBlock(self.mlp_dim, self.dtype, self.dropout_rate, det, name="MlpBlock_3")(y)
-        return x + DropPath(self.stochastic_depth, det)(y), None
+        return x + DropPath(self.stochastic_depth, det)(y), weights
 
 
 class AddPositionEmbs(nn.Module):
@@ -140,7 +150,11 @@ class AddPositionEmbs(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Position embedding, scanned blocks, final LayerNorm."""
+    """Position embedding, scanned blocks, final LayerNorm.
+
+    Returns ``(tokens, attention)``: ``attention`` is ``[layers, B, heads, T, T]`` with
+    ``return_attention``, else ``None``.
+    """
 
     num_layers: int
     mlp_dim: int
@@ -151,15 +165,15 @@ class Encoder(nn.Module):
     stochastic_depth: float = 0.0
     remat: bool = False
     unroll: bool | None = None  # None: unrolled on CPU only (layers.unroll_on_this_backend)
-    sow_attention: bool = False  # attention maps (vitzoo.attention)
+    return_attention: bool = False  # attention maps (vitzoo.attention)
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array | None]:
         x = AddPositionEmbs(name="posembed_input")(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
         blocks = scan_layers(Encoder1DBlock, self.num_layers, remat=self.remat,
                              unroll=self.unroll)
-        x, _ = blocks(
+        x, attention = blocks(
             mlp_dim=self.mlp_dim,
             num_heads=self.num_heads,
             dtype=self.dtype,
@@ -167,10 +181,10 @@ class Encoder(nn.Module):
             attention_dropout_rate=self.attention_dropout_rate,
             stochastic_depth=self.stochastic_depth,
             deterministic=not train,
-            sow_attention=self.sow_attention,
+            return_attention=self.return_attention,
             name="encoderblock",
         )(x, None)
-        return layer_norm("encoder_norm", self.dtype)(x)
+        return layer_norm("encoder_norm", self.dtype)(x), attention
 
 
 class VisionTransformer(nn.Module):
@@ -192,12 +206,11 @@ class VisionTransformer(nn.Module):
     stochastic_depth: float = 0.0
     remat: bool = False
     unroll: bool | None = None
-    #: attention maps (vitzoo.attention): True sows every layer's attention weights
-    #: ``[layers, B, heads, tokens, tokens]`` into the "intermediates" collection.
-    sow_attention: bool = False
 
     @nn.compact
-    def __call__(self, images: jax.Array, *, train: bool = False) -> jax.Array:
+    def __call__(self, images: jax.Array, *, train: bool = False, outputs: bool = False,
+                 attention: bool = False) -> Any:
+        """Logits ``[B, K]`` float32; with ``outputs``, ``(logits, out)`` (see :mod:`vitzoo.models`)."""
         x = images.astype(self.dtype)
         if self.resnet_blocks is not None:
             x = resnet_stem(x, blocks=self.resnet_blocks, width=self.resnet_width,
@@ -210,16 +223,23 @@ class VisionTransformer(nn.Module):
         if self.classifier == "token":
             cls = self.param("cls", nn.initializers.zeros, (1, 1, c), jnp.float32)
             x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (b, 1, 1)), x], axis=1)
-        x = Encoder(
+        x, weights = Encoder(
             num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
             dtype=self.dtype, dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
             stochastic_depth=self.stochastic_depth, remat=self.remat, unroll=self.unroll,
-            sow_attention=self.sow_attention, name="Transformer",
+            return_attention=attention, name="Transformer",
         )(x, train=train)
         x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
         if self.representation_size is not None:
             x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype,
                                   name="pre_logits")(x))
-        return nn.Dense(self.num_classes, dtype=jnp.float32, name="head",
-                        kernel_init=nn.initializers.zeros)(x.astype(jnp.float32))
+        pre_logits = x.astype(jnp.float32)
+        logits = nn.Dense(self.num_classes, dtype=jnp.float32, name="head",
+                          kernel_init=nn.initializers.zeros)(pre_logits)
+        if not outputs:
+            return logits
+        out = {"pre_logits": pre_logits}
+        if attention:  # scan stacks layers first: [L, B, H, T, T] -> [B, L, H, T, T]
+            out["attention"] = jnp.swapaxes(weights, 0, 1)
+        return logits, out

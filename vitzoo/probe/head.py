@@ -63,13 +63,16 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def head_metrics(features: np.ndarray, labels: np.ndarray, kernel: np.ndarray,
-                 bias: np.ndarray) -> dict[str, Any]:
-    """What ``evaluate`` reports, computed in float32 like the model's own head."""
-    logits = features.astype(np.float32) @ kernel.astype(np.float32) + bias.astype(np.float32)
-    top5 = np.argsort(-logits, axis=1)[:, :5]
-    return {"eval_accuracy": float(np.mean(np.argmax(logits, 1) == labels)),
-            "eval_top5": float(np.mean((top5 == labels[:, None]).any(axis=1))),
-            "eval_loss": nll(logits, labels), "eval_examples": len(labels)}
+                 bias: np.ndarray, num_classes: int) -> dict[str, Any]:
+    """What ``evaluate`` reports for the exported checkpoint, as run.json stores it.
+
+    The evaluator (:class:`vitzoo.evaluators.features.HeadOnFeatures`) computes the head in
+    float32 like the model's own ``head``, with the shared top-5 rule and names.
+    """
+    from vitzoo.evaluators import record_fields
+    from vitzoo.evaluators.features import HeadOnFeatures
+
+    return record_fields(HeadOnFeatures("eval", features, labels, num_classes).run((kernel, bias)))
 
 
 def head_only_finetune(options: Any) -> HeadOnlyResult:
@@ -78,25 +81,23 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
     from vitzoo.adapt.options import default_workdir
     from vitzoo.adapt.run_record import versions, write_json
     from vitzoo.adapt.runner import check_run_outputs
+    from vitzoo.backbone import start
     from vitzoo.data import eval_recipe
-    from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.probe.features import Extractor, load_backbone
     from vitzoo.probe.run import ProbeSettings, open_probe_dataset
     from vitzoo.probe.scores import RidgePath, choose_l2, holdout_split
-    from vitzoo.runtime import require_accelerator
-    from vitzoo.weights.release import load_for_finetune
 
     t_start = time.perf_counter()
     options.validate()
-    require_accelerator()  # a GPU/TPU JAX cannot use stops here (--allow-cpu)
+    runtime = start()  # XLA flags, host devices, compile cache (--[no-]compile-cache)
     workdir = Path(options.workdir) if options.workdir else default_workdir(options)
     check_run_outputs(workdir, register=options.register)
     data = open_probe_dataset(options.dataset, ProbeSettings(
         train_split=options.train_split, eval_split=options.eval_split,
         data_dir=options.data_dir, manual_dir=options.manual_dir,
         val_fraction=options.val_fraction, stream=options.stream))
-    checkpoint = resolve_checkpoint(options.model)
-    backbone = load_backbone(checkpoint, resolution=options.res)
+    backbone = load_backbone(options.model, resolution=options.res)
+    checkpoint = backbone.path
     extractor = Extractor(backbone, batch=min(options.batch, 64), dtype=options.dtype)
     train_x, train_y = extractor.extract(data.train).load()
     eval_x, eval_y = extractor.extract(data.eval).load()
@@ -109,11 +110,10 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
     kernel, bias = RidgePath.fit(train_x, train_y, data.num_classes).head(l2)
     kernel, bias = temperature * kernel, temperature * bias
 
-    config, params = load_for_finetune(checkpoint, num_classes=data.num_classes,
-                                       resolution=backbone.resolution, keep_representation=True)
-    params = {**params, "head": {"kernel": kernel.astype(np.float32),
-                                 "bias": bias.astype(np.float32)}}
-    metrics = {**head_metrics(eval_x, eval_y, kernel, bias), "head_only": True,
+    config = backbone.config  # the representation layer kept, the head replaced
+    params = {**backbone.params, "head": {"kernel": kernel.astype(np.float32),
+                                          "bias": bias.astype(np.float32)}}
+    metrics = {**head_metrics(eval_x, eval_y, kernel, bias, data.num_classes), "head_only": True,
                "holdout_accuracy": held_acc, "l2": l2, "temperature": temperature,
                "wall_time_s": time.perf_counter() - t_start}
     workdir.mkdir(parents=True, exist_ok=True)
@@ -144,6 +144,7 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
         "preprocessing": {"eval": eval_recipe(backbone.resolution).as_dict()},
         "feature_extraction": {"batch": extractor.global_batch, "dtype": extractor.dtype,
                                "devices": [str(d) for d in extractor.devices]},
+        "runtime": runtime,
         "final_metrics": metrics, "final_npz": str(final_npz), "catalog": registered,
         "run_name": name, "versions": versions(),
     })

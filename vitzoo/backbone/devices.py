@@ -13,6 +13,9 @@ from typing import Any
 import jax
 import numpy as np
 
+#: The name of the data-parallel axis of every pmapped step (train, eval, features).
+AXIS = "batch"
+
 
 def _sharding(devices: Sequence[Any]) -> Any:
     """The sharding ``jax.pmap`` gives its outputs: a 1-D mesh named after the pmap axis.
@@ -20,8 +23,6 @@ def _sharding(devices: Sequence[Any]) -> Any:
     Inputs must carry exactly this sharding, or the step sees a different input
     signature on its second call (its own output) and compiles a second time.
     """
-    from vitzoo.adapt.steps import AXIS
-
     mesh = jax.sharding.Mesh(np.asarray(devices), (AXIS,))
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
 

@@ -1,0 +1,171 @@
+"""Where a backbone runs: the runtime settings, the processes and devices, the global batch.
+
+:func:`start` is the first thing a command that computes does: the XLA flags, host
+devices and compilation cache (:func:`vitzoo.runtime.configure`, returned so the command
+records them), then ``jax.distributed`` when the command runs as one of several
+processes (:mod:`vitzoo.backbone.distributed`), then the accelerator guard, in the order
+JAX needs.
+
+:class:`Placement` is the data-parallel picture after that: every local device of every
+process holds one copy of the parameters and one slice of each global batch, which is
+rounded down to a multiple of the device count (and never below it).
+
+:class:`Forward` runs a backbone that way and hands every process the whole global
+batch's outputs (the pre-logits, or the logits): each process feeds only its own slice
+(``Layout.process_index``), the devices ``all_gather`` the rows, and each process reads
+them from one of its own devices. With one process no gather is compiled in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vitzoo.backbone.distributed import Cluster
+    from vitzoo.backbone.load import Backbone
+    from vitzoo.data import Layout
+
+
+_settings: dict[str, Any] | None = None  # of the last start() in this process
+
+
+def start(*, cluster: Cluster | None = None, compile_cache: bool | None = None,
+          xla_flags: bool = True, guard: bool = True) -> dict[str, Any]:
+    """Configure the runtime, join ``cluster`` (None: one process), then the accelerator guard.
+
+    ``guard``: stop when the machine has a GPU/TPU that JAX cannot use
+    (:func:`vitzoo.runtime.require_accelerator`, ``--allow-cpu`` runs anyway). Returns the
+    runtime settings in effect (for the run record).
+    """
+    global _settings
+    from vitzoo import runtime
+    from vitzoo.backbone import distributed
+
+    _settings = runtime.configure(compile_cache=compile_cache, xla_flags=xla_flags)
+    if cluster is not None:
+        distributed.initialize(cluster)
+    if guard:
+        runtime.require_accelerator()
+    return _settings
+
+
+def started() -> dict[str, Any]:
+    """The settings of this process's last :func:`start`, starting now if it never did.
+
+    :class:`Forward` calls it, so no path computes without the compile cache and the
+    recorded settings, even one whose command forgot to start. It does not guard: the
+    commands do that where they start (``probe`` before its candidates, for one).
+    """
+    return _settings if _settings is not None else start(guard=False)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The local devices of this process and the processes of the run."""
+
+    devices: list[Any] = field(default_factory=list)
+    process_count: int = 1
+    process_index: int = 0
+
+    @classmethod
+    def here(cls) -> Placement:
+        """This process's view (after :func:`start`)."""
+        import jax
+
+        return cls(list(jax.local_devices()), jax.process_count(), jax.process_index())
+
+    @property
+    def total_devices(self) -> int:
+        return len(self.devices) * self.process_count
+
+    @property
+    def is_main(self) -> bool:
+        return self.process_index == 0
+
+    def global_batch(self, batch: int) -> int:
+        """``batch`` rounded down to a multiple of all devices, at least one image per device."""
+        from vitzoo.errors import VitzooError
+
+        if batch < 1:
+            raise VitzooError(f"--batch must be positive, got {batch}", "e.g. --batch 64")
+        n = self.total_devices
+        return max(n, batch - batch % n)
+
+    def layout(self, batch: int) -> Layout:
+        """How a global ``batch`` (rounded) splits over processes and local devices."""
+        from vitzoo.data import Layout
+
+        return Layout(self.global_batch(batch), self.process_count, self.process_index,
+                      len(self.devices))
+
+    def replicate(self, tree: Any) -> Any:
+        from vitzoo.backbone.devices import replicate
+
+        return replicate(tree, self.devices)
+
+    def shard(self, tree: Any) -> Any:
+        from vitzoo.backbone.devices import shard
+
+        return shard(tree, self.devices)
+
+    def describe(self) -> dict[str, Any]:
+        """What a run record says about where it ran."""
+        device = self.devices[0]
+        return {"platform": device.platform,
+                "device_kind": str(getattr(device, "device_kind", device.platform)),
+                "local_devices": len(self.devices), "processes": self.process_count,
+                "devices": [str(d) for d in self.devices]}
+
+
+class Forward:
+    """A backbone compiled data-parallel over every device of every process.
+
+    ``forward(images)`` takes this process's slice of a global batch, ``[local_devices,
+    per_device, H, W, 3]`` (what ``eval_batches`` yields for :attr:`layout`), and returns
+    ``output`` (``"pre_logits"`` or ``"logits"``) for the whole global batch ``[global_batch,
+    D]`` float32 on every process, rows in global slot order.
+    """
+
+    def __init__(self, backbone: Backbone, *, batch: int, dtype: str = "float32",
+                 output: str = "pre_logits", placement: Placement | None = None) -> None:
+        import jax
+
+        from vitzoo.backbone.devices import AXIS
+        from vitzoo.backbone.load import check_dtype
+
+        self.backbone = backbone
+        self.dtype = check_dtype(dtype)
+        self.runtime = started()
+        self.placement = placement or Placement.here()
+        self.layout = self.placement.layout(batch)
+        self.global_batch = self.layout.global_batch
+        module = backbone.module(self.dtype)
+        gather = self.placement.process_count > 1
+
+        def step(params: Any, images: Any) -> Any:
+            logits, out = module.apply({"params": params}, images, train=False, outputs=True)
+            rows = logits if output == "logits" else out[output]
+            if gather:  # [total devices, per_device, D] on every device
+                rows = jax.lax.all_gather(rows, AXIS)
+            return rows
+
+        self._gather = gather
+        self._step = jax.pmap(step, axis_name=AXIS)
+        self._params = self.placement.replicate(backbone.params)
+
+    def device_call(self, device_images: Any) -> Any:
+        """The compiled step on already-sharded images (for timing); a device array."""
+        return self._step(self._params, device_images)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        out = self.device_call(self.placement.shard(images))
+        if self._gather:  # every device holds all rows: read one local copy
+            from vitzoo.backbone.devices import unreplicate
+
+            rows = unreplicate(out)
+        else:
+            rows = np.asarray(out)
+        return rows.reshape(-1, rows.shape[-1])
