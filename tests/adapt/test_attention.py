@@ -63,7 +63,7 @@ def test_overlay_keeps_the_image_size_and_darkens_where_the_map_is_low():
 
 
 @pytest.mark.parametrize("kind", ["vit", "hybrid"])
-def test_sown_weights_are_those_of_the_logits_and_params_stay_unchanged(tmp_path, kind):
+def test_returned_weights_are_those_of_the_logits_and_params_stay_unchanged(tmp_path, kind):
     import jax
 
     from vitzoo.models import build_model
@@ -83,10 +83,10 @@ def test_sown_weights_are_those_of_the_logits_and_params_stay_unchanged(tmp_path
     np.testing.assert_allclose(rollout(weights).sum(-1), 1.0, atol=1e-6)
     plain = build_model(config, 3)
     shapes = jax.eval_shape(lambda: plain.init(jax.random.PRNGKey(0), images))
-    sowing = jax.eval_shape(lambda: plain.clone(sow_attention=True).init(jax.random.PRNGKey(0),
-                                                                        images))
-    assert jax.tree.structure(shapes) == jax.tree.structure(sowing)
-    assert jax.tree.leaves(shapes) == jax.tree.leaves(sowing)
+    asked = jax.eval_shape(lambda: plain.init(jax.random.PRNGKey(0), images, outputs=True,
+                                              attention=True))
+    assert jax.tree.structure(shapes) == jax.tree.structure(asked)
+    assert jax.tree.leaves(shapes) == jax.tree.leaves(asked)
 
 
 def _photos(tmp_path) -> list[str]:

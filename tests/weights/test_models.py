@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.support.ckpt_factory import tiny_hybrid_arrays, tiny_mixer_arrays, tiny_vit_arrays
-from tests.support.numpy_models import np_mixer, np_vit
+from tests.support.numpy_models import np_mixer, np_mixer_features, np_vit, np_vit_outputs
 from vitzoo.errors import VitzooError
 from vitzoo.models import build_model, get_config, infer_config
 from vitzoo.models.configs import CONFIGS
@@ -71,6 +71,61 @@ def test_bfloat16_compute_is_close_and_params_stay_float32():
     model = build_model(config, 10, dtype=jnp.bfloat16)
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
     assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+
+
+@pytest.mark.parametrize("kind", sorted(TINY))
+def test_outputs_are_the_pre_logits_and_attention_of_the_numpy_forward(kind):
+    """``outputs=True`` returns what the head reads (and each layer's attention softmax)."""
+    make, res, _ = TINY[kind]
+    flat = make()
+    images = _images(res)
+    config, info = infer_config(flat)
+    model = build_model(config, info["num_classes"])
+    params = release_to_params(flat, config)
+    mixer = config.family == "mixer"
+    logits, out = model.apply({"params": params}, images, outputs=True, attention=not mixer)
+    expected = np_mixer_features(flat, images) if mixer else np_vit_outputs(flat, images)[0]
+    assert out["pre_logits"].dtype == np.float32
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(out["pre_logits"], expected, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(logits, _flax_logits(flat, images), rtol=0, atol=1e-6 * scale)
+    if not mixer:
+        np.testing.assert_allclose(out["attention"], np_vit_outputs(flat, images)[1], atol=1e-5)
+    else:
+        assert set(out) == {"pre_logits"}
+
+
+def _compute_dtypes(fn, *args):
+    """Operand dtypes of every matrix product and convolution in ``fn``'s jaxpr (nested too)."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+                found.append(tuple(str(v.aval.dtype) for v in eqn.invars))
+            for param in eqn.params.values():
+                for sub in param if isinstance(param, (tuple, list)) else (param,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        walk(inner)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+@pytest.mark.parametrize("kind", ["vit", "hybrid-stages", "mixer"])
+def test_bfloat16_really_computes_in_bfloat16(kind):
+    """Every product but the float32 head runs on bfloat16 operands (a dtype ignored fails)."""
+    make, res, _ = TINY[kind]
+    flat = make()
+    config, info = infer_config(flat)
+    params = release_to_params(flat, config)
+    images = jnp.asarray(_images(res))
+    model = build_model(config, info["num_classes"], dtype=jnp.bfloat16)
+    products = _compute_dtypes(lambda p, x: model.apply({"params": p}, x), params, images)
+    in_bf16 = [ops for ops in products if ops == ("bfloat16", "bfloat16")]
+    assert [ops for ops in products if ops not in in_bf16] == [("float32", "float32")], products
+    assert len(in_bf16) >= 2 * config.num_layers  # at least two products per block
 
 
 def test_encoder_is_scanned_with_stacked_layer_params():
