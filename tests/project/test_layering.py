@@ -91,8 +91,8 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_graph_sees_imports_inside_functions():
     graph = import_graph()
     assert "vitzoo.adapt.runner" in graph and "vitzoo.data.pipeline" in graph
-    # run() imports the resolver inside a function only
-    assert "vitzoo.download.resolve" in graph["vitzoo.adapt.runner"]
+    # _prepare_model() imports the backbone loader inside a function only
+    assert "vitzoo.backbone.load" in graph["vitzoo.adapt.runner"]
     assert "vitzoo.data.tfdata" in graph["vitzoo.data.stream"]
 
 
@@ -115,7 +115,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("vitzoo.catalog", "vitzoo.models"),
     ("vitzoo.weights",),
     ("vitzoo.download",),
-    ("vitzoo.adapt", "vitzoo.predict", "vitzoo.attention", "vitzoo.plot", "vitzoo.doctor",
+    ("vitzoo.backbone",),
+    ("vitzoo.evaluators", "vitzoo.adapt", "vitzoo.predict", "vitzoo.attention", "vitzoo.plot", "vitzoo.doctor",
      "vitzoo.probe"),
     ("vitzoo.cli", "vitzoo.__main__", "vitzoo"),  # the package itself is the Python API facade
 )

@@ -1,14 +1,14 @@
 """Fine-tuning zoo checkpoints: the runner behind ``vitzoo finetune`` and ``vitzoo evaluate``.
 
 Modules, one job each: ``options`` (the settings record), ``runner`` (the story: data,
-model and state, batch plan, train loop, export), ``steps`` (pmapped update/eval),
+model and state, batch plan, train loop, export), ``steps`` (the pmapped update),
 ``schedule``, ``optimizer``, ``accumulation`` (batch layout and ``--accum auto``),
 ``resume`` (what a rerun must agree with) over ``train_state`` (atomic resumable state),
 ``throughput`` (timing windows), ``cadence`` (is it time to log/eval/checkpoint),
 ``prefetch``, ``signals`` (Ctrl-C saves), ``metrics`` (JSONL + TensorBoard), ``run_record``
-(run.json, run.log), ``distributed`` (multi-host start-up), ``devices`` (placement),
-``eval_sums`` (one evaluation pass), ``export`` (final.npz, local catalog), ``evaluate``,
-``progress``.
+(run.json, run.log), ``export`` (final.npz, local catalog), ``evaluate``, ``progress``.
+Loading, devices and processes are :mod:`vitzoo.backbone`'s; evaluation is
+:mod:`vitzoo.evaluators`'.
 Importing this package imports neither jax nor TensorFlow.
 """
 
