@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -112,56 +111,58 @@ def test_compute_dtype_and_global_batch_are_decided_once():
         two_by_two.global_batch(0)
 
 
-EXTRACT = """
-import json, sys
-import numpy as np
-from vitzoo.backbone import distributed, start
-coordinator, processes, index, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-cluster = (distributed.resolve(coordinator, processes, index) if processes > 1
-           else distributed.Cluster())
-start(cluster=cluster)
-import jax
-from vitzoo.data import open_dataset
-from vitzoo.probe.features import Extractor, load_backbone
-extractor = Extractor(load_backbone({ckpt!r}, resolution=48), batch=6, chunk_rows=4)
-entry = extractor.extract(open_dataset({root!r}).train)
-features, labels = entry.load()
-np.save(out, features)
-print(json.dumps({{"processes": jax.process_count(), "devices": jax.device_count(),
-                  "batch": extractor.global_batch, "labels": labels.tolist(),
-                  "chunks": entry.num_chunks}}))
-"""
-
-
-def _python(code: str, args: list[str], home: Path) -> subprocess.Popen:
+def _cli(args: list[str], home: Path) -> subprocess.Popen:
+    """``vitzoo ARGS`` in a fresh process with 2 host devices and its own VITZOO_HOME."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", "VITZOO_HOME": str(home)}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    code = f"from vitzoo.cli import main; main({args!r})"
+    return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _chunks(home: Path) -> list[np.ndarray]:
+    """Every cached feature chunk under ``home``, in a stable order (features, then labels)."""
+    rows = []
+    for path in sorted((home / "features").rglob("chunk-*.npz"),
+                       key=lambda p: (p.parent.name, p.name)):
+        with np.load(path) as chunk:
+            rows += [chunk["features"], chunk["labels"]]
+    return rows
 
 
 @pytest.mark.slow
-def test_extraction_over_two_processes_equals_one_process(tmp_path):
-    """Two jax.distributed processes (2 devices each) give every process all rows, in order."""
-    root = write_folder(tmp_path / "data", color_image, ["a", "b", "c"], train=5, test=1, size=48)
+def test_head_only_over_two_processes_equals_one_process(tmp_path):
+    """``finetune --head-only`` with two jax.distributed processes (2 devices each): every
+    process extracts its slice of each batch and holds all rows (its cache equals the one-
+    process cache), and the head written by process 0 is the one-process head."""
+    root = write_folder(tmp_path / "data", color_image, ["a", "b", "c"], train=5, test=2, size=48)
     ckpt = write_tiny_vit(tmp_path / "rep.npz", representation_size=REPRESENTATION, **TINY)
-    code = EXTRACT.format(ckpt=str(ckpt), root=str(root))
+    base = ["finetune", str(ckpt), "--dataset", str(root), "--head-only", "--res", "48",
+            "--batch", "6", "--no-register"]
     port = free_port()
-    procs = [_python(code, [f"127.0.0.1:{port}", "2", str(i), str(tmp_path / f"multi{i}.npy")],
-                     tmp_path / f"home{i}") for i in range(2)]  # a cache per host
-    reports = []
+    procs = [_cli([*base, "--workdir", str(tmp_path / "multi"), "--coordinator",
+                   f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+                  tmp_path / f"home{i}") for i in range(2)]  # a cache per host
     for proc in procs:
-        out, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
-        reports.append(json.loads(out.strip().splitlines()[-1]))
-    single = _python(code, ["-", "1", "0", str(tmp_path / "single.npy")], tmp_path / "home-single")
-    out, err = single.communicate(timeout=300)
+    single = _cli([*base, "--workdir", str(tmp_path / "single")], tmp_path / "home-single")
+    _, err = single.communicate(timeout=300)
     assert single.returncode == 0, err[-3000:]
-    alone = json.loads(out.strip().splitlines()[-1])
-    assert [r["processes"] for r in reports] == [2, 2] and reports[0]["devices"] == 4
-    assert reports[0]["batch"] == 4 and alone["batch"] == 6  # rounded to 4 and 2 devices
-    assert reports[0]["labels"] == reports[1]["labels"] == alone["labels"] == [0] * 5 + [1] * 5 + [2] * 5
-    expected = np.load(tmp_path / "single.npy")
-    assert expected.shape == (15, REPRESENTATION)
+
+    multi = json.loads((tmp_path / "multi" / "run.json").read_text())
+    alone = json.loads((tmp_path / "single" / "run.json").read_text())
+    assert multi["feature_extraction"]["processes"] == 2
+    assert (multi["feature_extraction"]["batch"], alone["feature_extraction"]["batch"]) == (4, 6)
+    for key in ("eval_accuracy", "eval_loss", "l2", "temperature"):
+        assert multi["final_metrics"][key] == pytest.approx(alone["final_metrics"][key], rel=1e-4)
+    with np.load(tmp_path / "multi" / "final.npz") as a, np.load(tmp_path / "single" / "final.npz") as b:
+        np.testing.assert_allclose(a["head/kernel"], b["head/kernel"], rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(a["pre_logits/kernel"], b["pre_logits/kernel"])
+    expected = _chunks(tmp_path / "home-single")
+    assert len(expected) == 4  # train and eval entries, one chunk each
     for i in range(2):
-        np.testing.assert_allclose(np.load(tmp_path / f"multi{i}.npy"), expected, atol=1e-5)
+        got = _chunks(tmp_path / f"home{i}")
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected, strict=True):
+            np.testing.assert_allclose(g, e, atol=1e-5)

@@ -81,7 +81,7 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
     from vitzoo.adapt.options import default_workdir
     from vitzoo.adapt.run_record import versions, write_json
     from vitzoo.adapt.runner import check_run_outputs
-    from vitzoo.backbone import start
+    from vitzoo.backbone import distributed, start
     from vitzoo.data import eval_recipe
     from vitzoo.probe.features import Extractor, load_backbone
     from vitzoo.probe.run import ProbeSettings, open_probe_dataset
@@ -89,7 +89,8 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
 
     t_start = time.perf_counter()
     options.validate()
-    runtime = start()  # XLA flags, host devices, compile cache (--[no-]compile-cache)
+    runtime = start(cluster=distributed.resolve(  # before JAX starts; several processes
+        options.coordinator, options.num_processes, options.process_id))  # share extraction
     workdir = Path(options.workdir) if options.workdir else default_workdir(options)
     check_run_outputs(workdir, register=options.register)
     data = open_probe_dataset(options.dataset, ProbeSettings(
@@ -116,6 +117,8 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
     metrics = {**head_metrics(eval_x, eval_y, kernel, bias, data.num_classes), "head_only": True,
                "holdout_accuracy": held_acc, "l2": l2, "temperature": temperature,
                "wall_time_s": time.perf_counter() - t_start}
+    if not extractor.placement.is_main:  # every process holds the same head; one writes it
+        return HeadOnlyResult(workdir, workdir / "final.npz", metrics, notes=list(data.notes))
     workdir.mkdir(parents=True, exist_ok=True)
     final_npz = export_params(workdir / "final.npz", params, config)
     with atomic_write(workdir / "metrics.jsonl", "w") as handle:
@@ -143,7 +146,8 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
         "dataset": data.describe(), "class_names": data.class_names,
         "preprocessing": {"eval": eval_recipe(backbone.resolution).as_dict()},
         "feature_extraction": {"batch": extractor.global_batch, "dtype": extractor.dtype,
-                               "devices": [str(d) for d in extractor.devices]},
+                               "devices": [str(d) for d in extractor.devices],
+                               "processes": extractor.placement.process_count},
         "runtime": runtime,
         "final_metrics": metrics, "final_npz": str(final_npz), "catalog": registered,
         "run_name": name, "versions": versions(),
