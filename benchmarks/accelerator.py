@@ -70,14 +70,14 @@ def measure_case(arch: str, res: int, batch: int, steps: int, dtype: str,
 
     from vitzoo.adapt.optimizer import sgd_momentum
     from vitzoo.adapt.steps import init_state, make_train_step
+    from vitzoo.backbone import compute_dtype
     from vitzoo.backbone.devices import replicate, shard
     from vitzoo.models import build_model, get_config
 
     devices = jax.local_devices()
     n = len(devices)
     batch -= batch % n
-    model = build_model(get_config(arch), 1000,
-                        dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32)
+    model = build_model(get_config(arch), 1000, dtype=compute_dtype(dtype))
     params = jax.jit(model.init)(jax.random.PRNGKey(0),
                                  jnp.zeros((1, res, res, 3), jnp.float32))["params"]
     tx = sgd_momentum(optax.constant_schedule(0.01))

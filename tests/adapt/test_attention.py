@@ -1,4 +1,4 @@
-"""Attention maps: rollout maths, the sown weights, the PNGs and a model that learned where to look."""
+"""Attention maps: rollout maths, the returned weights, the PNGs and a model that learned where to look."""
 
 from __future__ import annotations
 

@@ -116,8 +116,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("vitzoo.weights",),
     ("vitzoo.download",),
     ("vitzoo.backbone",),
-    ("vitzoo.evaluators", "vitzoo.adapt", "vitzoo.predict", "vitzoo.attention", "vitzoo.plot", "vitzoo.doctor",
-     "vitzoo.probe"),
+    ("vitzoo.evaluators", "vitzoo.adapt", "vitzoo.predict", "vitzoo.attention", "vitzoo.plot",
+     "vitzoo.doctor", "vitzoo.probe"),
     ("vitzoo.cli", "vitzoo.__main__", "vitzoo"),  # the package itself is the Python API facade
 )
 
