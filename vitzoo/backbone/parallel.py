@@ -11,7 +11,7 @@ process holds one copy of the parameters and one slice of each global batch, whi
 rounded down to a multiple of the device count (and never below it).
 
 :class:`Forward` runs a backbone that way and hands every process the whole global
-batch's outputs (the pre-logits, or the logits): each process feeds only its own slice
+batch's pre-logits (the features a probe or a new head reads): each process feeds only its own slice
 (``Layout.process_index``), the devices ``all_gather`` the rows, and each process reads
 them from one of its own devices. With one process no gather is compiled in.
 """
@@ -125,12 +125,12 @@ class Forward:
 
     ``forward(images)`` takes this process's slice of a global batch, ``[local_devices,
     per_device, H, W, 3]`` (what ``eval_batches`` yields for :attr:`layout`), and returns
-    ``output`` (``"pre_logits"`` or ``"logits"``) for the whole global batch ``[global_batch,
-    D]`` float32 on every process, rows in global slot order.
+    the pre-logits of the whole global batch ``[global_batch, D]`` float32 on every process,
+    rows in global slot order.
     """
 
     def __init__(self, backbone: Backbone, *, batch: int, dtype: str = "float32",
-                 output: str = "pre_logits", placement: Placement | None = None) -> None:
+                 placement: Placement | None = None) -> None:
         import jax
 
         from vitzoo.backbone.devices import AXIS
@@ -146,8 +146,8 @@ class Forward:
         gather = self.placement.process_count > 1
 
         def step(params: Any, images: Any) -> Any:
-            logits, out = module.apply({"params": params}, images, train=False, outputs=True)
-            rows = logits if output == "logits" else out[output]
+            _, out = module.apply({"params": params}, images, train=False, outputs=True)
+            rows = out["pre_logits"]  # the unused logits are dead code under pmap
             if gather:  # [total devices, per_device, D] on every device
                 rows = jax.lax.all_gather(rows, AXIS)
             return rows

@@ -81,7 +81,7 @@ class Extractor:
         from vitzoo.backbone import Forward
 
         self.backbone = backbone
-        self.forward = Forward(backbone, batch=batch, dtype=dtype, output="pre_logits")
+        self.forward = Forward(backbone, batch=batch, dtype=dtype)
         self.dtype = self.forward.dtype
         self.placement = self.forward.placement
         self.devices = self.placement.devices
