@@ -75,6 +75,20 @@ def head_metrics(features: np.ndarray, labels: np.ndarray, kernel: np.ndarray,
     return record_fields(HeadOnFeatures("eval", features, labels, num_classes).run((kernel, bias)))
 
 
+def fit_head(features: np.ndarray, labels: np.ndarray, num_classes: int
+             ) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+    """``(kernel, bias, l2, held-out accuracy, temperature)`` of the probe's full-train head."""
+    from vitzoo.probe.scores import RidgePath, choose_l2, holdout_split
+
+    fit, held = holdout_split(labels)
+    path = RidgePath.fit(features[fit], labels[fit], num_classes)
+    l2, held_acc = choose_l2(path, features[held], labels[held])
+    k_fit, b_fit = path.head(l2)
+    temperature = fit_temperature(features[held] @ k_fit + b_fit, labels[held])
+    kernel, bias = RidgePath.fit(features, labels, num_classes).head(l2)
+    return temperature * kernel, temperature * bias, l2, held_acc, temperature
+
+
 def head_only_finetune(options: Any) -> HeadOnlyResult:
     """Train only a new head for ``options`` (a :class:`~vitzoo.adapt.options.FinetuneOptions`)."""
     from vitzoo.adapt.export import export_params, register, run_name, source_row
@@ -85,7 +99,6 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
     from vitzoo.data import eval_recipe
     from vitzoo.probe.features import Extractor, load_backbone
     from vitzoo.probe.run import ProbeSettings, open_probe_dataset
-    from vitzoo.probe.scores import RidgePath, choose_l2, holdout_split
 
     t_start = time.perf_counter()
     options.validate()
@@ -103,13 +116,7 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
     train_x, train_y = extractor.extract(data.train).load()
     eval_x, eval_y = extractor.extract(data.eval).load()
 
-    fit, held = holdout_split(train_y)
-    path = RidgePath.fit(train_x[fit], train_y[fit], data.num_classes)
-    l2, held_acc = choose_l2(path, train_x[held], train_y[held])
-    k_fit, b_fit = path.head(l2)
-    temperature = fit_temperature(train_x[held] @ k_fit + b_fit, train_y[held])
-    kernel, bias = RidgePath.fit(train_x, train_y, data.num_classes).head(l2)
-    kernel, bias = temperature * kernel, temperature * bias
+    kernel, bias, l2, held_acc, temperature = fit_head(train_x, train_y, data.num_classes)
 
     config = backbone.config  # the representation layer kept, the head replaced
     params = {**backbone.params, "head": {"kernel": kernel.astype(np.float32),
