@@ -52,17 +52,15 @@ def measure(extractor: Any, repeats: int = TIMED_BATCHES) -> dict[str, Any]:
     """
     import jax
 
-    from vitzoo.adapt.devices import shard
-
     devices = extractor.devices
     res = extractor.backbone.resolution
+    layout = extractor.forward.layout  # this process's share of the global batch
     images = np.random.default_rng(0).uniform(
-        -1, 1, (len(devices), extractor.global_batch // len(devices), res, res, 3)
-    ).astype(np.float32)
-    on_devices = shard(images, devices)
+        -1, 1, (layout.local_devices, layout.per_device, res, res, 3)).astype(np.float32)
+    on_devices = extractor.placement.shard(images)
 
     def run() -> None:
-        jax.block_until_ready(extractor._step(extractor._params, on_devices))
+        jax.block_until_ready(extractor.forward.device_call(on_devices))
 
     device = devices[0]
     return {**summary(time_batches(run, repeats=repeats), extractor.global_batch),
