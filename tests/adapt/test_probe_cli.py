@@ -203,7 +203,7 @@ def test_missing_dataset_and_nothing_probed(task, capsys, tmp_path):
     code, _, err = run_cli(capsys, "probe", "--dataset", str(tmp_path / "nope"))
     assert code != 0 and err.startswith(f"error: dataset folder {tmp_path / 'nope'} does not exist")
     code, out, err = run_cli(capsys, "recommend", "--data", str(data), "--format", "csv")
-    assert code != 0 and err == "error: --data supports --format table or json, got 'csv'. " \
+    assert code != 0 and err == "error: --dataset supports --format table or json, got 'csv'. " \
                                 "Use --format json for scripts.\n"
     missing = str(tmp_path / "missing.npz")
     code, out, err = run_cli(capsys, "recommend", "--data", str(data), "--candidates", missing,
