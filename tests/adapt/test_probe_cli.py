@@ -252,3 +252,36 @@ def test_tfds_probe_streamed_equals_in_memory(tmp_path):
     kinds = sorted(json.loads(p.read_text())["spec"]["split"]["kind"]
                    for p in (tmp_path / "home" / "features").glob("*/meta.json"))
     assert kinds == ["bytes", "bytes", "tfds-stream", "tfds-stream"]
+
+
+@pytest.mark.slow
+def test_probe_and_head_only_configure_the_runtime_and_register(task, capsys, tmp_path):
+    """``--[no-]compile-cache`` takes effect in probe and --head-only (JAX's cache folder is
+    set or cleared, and the run records it), and the probe shows up in ``list --local``."""
+    import jax
+
+    from vitzoo.catalog.local import read_runs
+    from vitzoo.config import vitzoo_home
+
+    data, ckpts = task
+    cache = str(vitzoo_home() / "compile-cache")
+    args = ["probe", "--dataset", str(data), "--candidates", ckpts[0], "--shots", "1",
+            "--seeds", "1", "--batch", "8", "--format", "json"]
+    for flag, expected in (("--no-compile-cache", None), ("--compile-cache", cache)):
+        code, out, err = run_cli(capsys, *args, flag)
+        assert code == 0, err
+        assert jax.config.jax_compilation_cache_dir == expected
+        (row,) = [r for r in read_runs() if r["row_source"] == "probe"]
+        assert row["probe"]["runtime"]["compile_cache"] == expected
+    linear = json.loads(out)["candidates"][0]["linear_accuracy"]
+    assert row["adapt_ds"] == json.loads(out)["dataset"] and row["probe"]["linear_accuracy"] == linear
+
+    for flag, expected in (("--no-compile-cache", None), ("--compile-cache", cache)):
+        work = tmp_path / f"head{flag}"
+        code, _, err = run_cli(capsys, "finetune", ckpts[0], "--dataset", str(data), "--head-only",
+                               "--res", "32", "--workdir", str(work), flag)
+        assert code == 0, err
+        assert jax.config.jax_compilation_cache_dir == expected
+        run = json.loads((work / "run.json").read_text())
+        assert (run["schema_version"], run["kind"]) == (2, "head_only")
+        assert run["runtime"]["compile_cache"] == expected
