@@ -1,4 +1,4 @@
-"""``vitzoo probe``, ``recommend --data`` and ``finetune --head-only`` end to end: tiny
+"""``vitzoo probe``, ``recommend --dataset`` and ``finetune --head-only`` end to end: tiny
 checkpoints on a generated image folder, an unfetchable candidate skipped with its reason,
 saved results reused, one-line errors."""
 
@@ -116,7 +116,7 @@ def test_probe_table_is_one_line_per_candidate_at_80_columns(task, capsys, monke
 @pytest.mark.slow
 def test_recommend_by_data_and_head_only_reaches_the_probe(task, capsys, tmp_path):
     data, ckpts = task
-    code, out, err = run_cli(capsys, "recommend", "--data", str(data), "--candidates",
+    code, out, err = run_cli(capsys, "recommend", "--dataset", str(data), "--candidates",
                              ",".join([*ckpts, "Ti/16"]), "--format", "json")
     assert code == 0, err
     choice = json.loads(out)
@@ -206,7 +206,7 @@ def test_missing_dataset_and_nothing_probed(task, capsys, tmp_path):
     assert code != 0 and err == "error: --dataset supports --format table or json, got 'csv'. " \
                                 "Use --format json for scripts.\n"
     missing = str(tmp_path / "missing.npz")
-    code, out, err = run_cli(capsys, "recommend", "--data", str(data), "--candidates", missing,
+    code, out, err = run_cli(capsys, "recommend", "--dataset", str(data), "--candidates", missing,
                              "--format", "json")
     assert code == 1 and out == ""
     assert err.splitlines()[-1].startswith("error: no candidate could be probed")

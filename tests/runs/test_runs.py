@@ -6,6 +6,7 @@ the test, and the rows ``list --local`` must show.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -90,10 +91,8 @@ def test_two_registrations_at_once_keep_both(tmp_path, monkeypatch):
 
     def slow_read():
         runs = reader()
-        try:
+        with contextlib.suppress(threading.BrokenBarrierError):
             barrier.wait()
-        except threading.BrokenBarrierError:
-            pass
         return runs
 
     monkeypatch.setattr(registry, "read_runs", slow_read)
@@ -102,7 +101,7 @@ def test_two_registrations_at_once_keep_both(tmp_path, monkeypatch):
     def register(name):
         try:
             registry.register_run(name, npz, {"name": "Ti/16"})
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=register, args=(n,)) for n in ("run-a", "run-b")]

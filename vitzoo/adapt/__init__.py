@@ -5,10 +5,10 @@ model and state, batch plan, train loop, export), ``steps`` (pmapped update/eval
 ``schedule``, ``optimizer``, ``accumulation`` (batch layout and ``--accum auto``),
 ``resume`` (what a rerun must agree with) over ``train_state`` (atomic resumable state),
 ``throughput`` (timing windows), ``cadence`` (is it time to log/eval/checkpoint),
-``prefetch``, ``signals`` (Ctrl-C saves), ``metrics`` (JSONL + TensorBoard), ``run_record``
-(run.json, run.log), ``distributed`` (multi-host start-up), ``devices`` (placement),
-``eval_sums`` (one evaluation pass), ``export`` (final.npz, local catalog), ``evaluate``,
-``progress``.
+``prefetch``, ``signals`` (Ctrl-C saves), ``metrics`` (JSONL + TensorBoard),
+``distributed`` (multi-host start-up), ``devices`` (placement), ``eval_sums`` (one
+evaluation pass), ``evaluate``, ``progress``. run.json, run.log, final.npz and the
+local-catalog entry are :mod:`vitzoo.runs`'s.
 Importing this package imports neither jax nor TensorFlow.
 """
 
