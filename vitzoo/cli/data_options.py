@@ -15,7 +15,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, fields
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args, get_type_hints
 
 import typer
 
@@ -52,6 +52,12 @@ COMPILE_CACHE = typer.Option(True, "--compile-cache/--no-compile-cache", help=(
     "it off)."))
 
 
+def _plain(hint: Any) -> Any:
+    """``str | None`` -> ``str``: the type of the option's value when it is given."""
+    args = [a for a in get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
 def _option(name: str, default: Any, required: bool) -> Any:
     decls, help_text = DATA_FLAGS[name]
     return typer.Option(... if required else default, *decls, help=help_text)
@@ -76,8 +82,7 @@ def data_options(*, required: bool = True, exclude: Iterable[str] = ()) -> Calla
     assert not unknown and set(DATA_FLAGS) == {f.name for f in fields(DataOptions)}, unknown
     names = [f.name for f in fields(DataOptions) if f.name not in skipped]
     defaults = {f.name: f.default for f in fields(DataOptions) if f.default is not MISSING}
-    types = {"dataset": str, "train_split": str, "eval_split": str, "data_dir": str,
-             "manual_dir": str, "val_fraction": float, "stream": bool, "gcs_auth": bool}
+    types = {name: _plain(hint) for name, hint in get_type_hints(DataOptions).items()}
 
     def decorate(command: F) -> F:
         added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=types[name],
