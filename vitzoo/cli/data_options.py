@@ -58,8 +58,10 @@ def _plain(hint: Any) -> Any:
     return args[0] if args else hint
 
 
-def _option(name: str, default: Any, required: bool) -> Any:
+def _option(name: str, default: Any, required: bool, argument: bool) -> Any:
     decls, help_text = DATA_FLAGS[name]
+    if argument and name == "dataset":  # ``vitzoo data check DATASET``
+        return typer.Argument(..., metavar="DATASET", help=help_text)
     return typer.Option(... if required else default, *decls, help=help_text)
 
 
@@ -73,10 +75,12 @@ def _with_parameters(command: Callable[..., Any], replaced: str,
     return signature.replace(parameters=[*kept, *added]), annotations
 
 
-def data_options(*, required: bool = True, exclude: Iterable[str] = ()) -> Callable[[F], F]:
+def data_options(*, required: bool = True, exclude: Iterable[str] = (),
+                 argument: bool = False) -> Callable[[F], F]:
     """Give ``command`` the dataset options; it receives ``data: DataOptions`` (None when not
     ``required`` and no ``--dataset`` was given). ``exclude``: fields the command has no use for
-    (they keep the record's default)."""
+    (they keep the record's default). ``argument``: the dataset is the command's argument
+    ``DATASET`` instead of ``--dataset``."""
     skipped = set(exclude)
     unknown = skipped - set(DATA_FLAGS)
     assert not unknown and set(DATA_FLAGS) == {f.name for f in fields(DataOptions)}, unknown
@@ -87,7 +91,7 @@ def data_options(*, required: bool = True, exclude: Iterable[str] = ()) -> Calla
     def decorate(command: F) -> F:
         added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=types[name],
                                    default=_option(name, defaults.get(name),
-                                                   required and name == "dataset"))
+                                                   required and name == "dataset", argument))
                  for name in names]
         if not required:
             added.append(inspect.Parameter(DATA_ALIAS, inspect.Parameter.KEYWORD_ONLY,
