@@ -35,7 +35,8 @@ DATA_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
                                 "s3:// URL)."),
     "train_split": (("--train-split",), "TFDS training split (slicing allowed, e.g. train[:90%])."),
     "eval_split": (("--eval-split", "--split"), "Evaluation split; default test, else validation, "
-                                                "else one carved with --val-fraction."),
+                                                "else one carved with --val-fraction; evaluate "
+                                                "also takes 'all' (every image)."),
     "data_dir": (("--data-dir",), "TFDS data directory."),
     "manual_dir": (("--manual-dir",), "TFDS manual download directory."),
     "val_fraction": (("--val-fraction",), "Validation fraction carved when there is no test or "
