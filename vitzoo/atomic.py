@@ -107,8 +107,6 @@ def update_json(path: str | os.PathLike, change: Callable[[dict[str, Any]], None
     threads or processes are applied one after the other and none is lost. Errors reading or
     writing propagate. Returns the object as written.
     """
-    import json
-
     from filelock import FileLock
 
     target = Path(path)
@@ -116,9 +114,7 @@ def update_json(path: str | os.PathLike, change: Callable[[dict[str, Any]], None
     with FileLock(f"{target}.lock"):
         data = read_json_state(target)
         change(data)
-        with atomic_write(target, "w") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True, default=str)
-            handle.write("\n")
+        write_json(target, data, indent=1, sort_keys=True)
     return data
 
 # --- output locations ---------------------------------------------------------------------
@@ -340,3 +336,17 @@ def atomic_dir(path: str | os.PathLike, *, what: str = "folder") -> Iterator[Pat
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+def write_json(path: str | os.PathLike, data: Any, *, indent: int = 2,
+               sort_keys: bool = False) -> Path:
+    """``data`` as JSON at ``path``, atomically; values JSON lacks (paths, dates) as text.
+
+    The one JSON file writer: run records, the local-catalog registry, caches' records,
+    exported configs and catalog manifests all go through it (``vitzoo.runs`` re-exports it).
+    """
+    import json
+
+    with atomic_write(path, "w") as handle:
+        json.dump(data, handle, indent=indent, sort_keys=sort_keys, default=str)
+        handle.write("\n")
+    return Path(path)

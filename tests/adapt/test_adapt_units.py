@@ -104,7 +104,7 @@ def test_itstime_every_period_and_the_last_step():
 def test_settled_options_and_the_settings_a_resume_compares():
     from vitzoo.adapt.options import FinetuneOptions
 
-    options, notes = FinetuneOptions("B/16", "./my data", steps=50, warmup=80).settled()
+    options, notes = FinetuneOptions(model="B/16", dataset="./my data", steps=50, warmup=80).settled()
     assert options.warmup == 50 and "warming up over all 50 steps" in notes[0]
     assert options.workdir == "vitzoo-runs/B_16--my_data"
     recorded = {**options.identity(), "lr": 0.1}
@@ -133,8 +133,7 @@ def test_throughput_skips_the_first_step_and_averages_the_window():
 def test_source_row_is_matched_by_identity_not_by_a_files_stem(tmp_path):
     """A user's own tiny.npz is not an earlier run that also started from a file called tiny."""
     from vitzoo import config
-    from vitzoo.adapt.export import source_row
-    from vitzoo.catalog.local import register_run
+    from vitzoo.runs.registry import register_run, source_row
 
     earlier = tmp_path / "runs" / "tiny" / "final.npz"
     earlier.parent.mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""``vitzoo probe``, ``recommend --data`` and ``finetune --head-only`` end to end: tiny
+"""``vitzoo probe``, ``recommend --dataset`` and ``finetune --head-only`` end to end: tiny
 checkpoints on a generated image folder, an unfetchable candidate skipped with its reason,
 saved results reused, one-line errors."""
 
@@ -116,7 +116,7 @@ def test_probe_table_is_one_line_per_candidate_at_80_columns(task, capsys, monke
 @pytest.mark.slow
 def test_recommend_by_data_and_head_only_reaches_the_probe(task, capsys, tmp_path):
     data, ckpts = task
-    code, out, err = run_cli(capsys, "recommend", "--data", str(data), "--candidates",
+    code, out, err = run_cli(capsys, "recommend", "--dataset", str(data), "--candidates",
                              ",".join([*ckpts, "Ti/16"]), "--format", "json")
     assert code == 0, err
     choice = json.loads(out)
@@ -203,10 +203,10 @@ def test_missing_dataset_and_nothing_probed(task, capsys, tmp_path):
     code, _, err = run_cli(capsys, "probe", "--dataset", str(tmp_path / "nope"))
     assert code != 0 and err.startswith(f"error: dataset folder {tmp_path / 'nope'} does not exist")
     code, out, err = run_cli(capsys, "recommend", "--data", str(data), "--format", "csv")
-    assert code != 0 and err == "error: --data supports --format table or json, got 'csv'. " \
+    assert code != 0 and err == "error: --dataset supports --format table or json, got 'csv'. " \
                                 "Use --format json for scripts.\n"
     missing = str(tmp_path / "missing.npz")
-    code, out, err = run_cli(capsys, "recommend", "--data", str(data), "--candidates", missing,
+    code, out, err = run_cli(capsys, "recommend", "--dataset", str(data), "--candidates", missing,
                              "--format", "json")
     assert code == 1 and out == ""
     assert err.splitlines()[-1].startswith("error: no candidate could be probed")
@@ -252,3 +252,36 @@ def test_tfds_probe_streamed_equals_in_memory(tmp_path):
     kinds = sorted(json.loads(p.read_text())["spec"]["split"]["kind"]
                    for p in (tmp_path / "home" / "features").glob("*/meta.json"))
     assert kinds == ["bytes", "bytes", "tfds-stream", "tfds-stream"]
+
+
+@pytest.mark.slow
+def test_probe_and_head_only_configure_the_runtime_and_register(task, capsys, tmp_path):
+    """``--[no-]compile-cache`` takes effect in probe and --head-only (JAX's cache folder is
+    set or cleared, and the run records it), and the probe shows up in ``list --local``."""
+    import jax
+
+    from vitzoo.catalog.local import read_runs
+    from vitzoo.config import vitzoo_home
+
+    data, ckpts = task
+    cache = str(vitzoo_home() / "compile-cache")
+    args = ["probe", "--dataset", str(data), "--candidates", ckpts[0], "--shots", "1",
+            "--seeds", "1", "--batch", "8", "--format", "json"]
+    for flag, expected in (("--no-compile-cache", None), ("--compile-cache", cache)):
+        code, out, err = run_cli(capsys, *args, flag)
+        assert code == 0, err
+        assert jax.config.jax_compilation_cache_dir == expected
+        (row,) = [r for r in read_runs() if r["row_source"] == "probe"]
+        assert row["probe"]["runtime"]["compile_cache"] == expected
+    linear = json.loads(out)["candidates"][0]["linear_accuracy"]
+    assert row["adapt_ds"] == json.loads(out)["dataset"] and row["probe"]["linear_accuracy"] == linear
+
+    for flag, expected in (("--no-compile-cache", None), ("--compile-cache", cache)):
+        work = tmp_path / f"head{flag}"
+        code, _, err = run_cli(capsys, "finetune", ckpts[0], "--dataset", str(data), "--head-only",
+                               "--res", "32", "--workdir", str(work), flag)
+        assert code == 0, err
+        assert jax.config.jax_compilation_cache_dir == expected
+        run = json.loads((work / "run.json").read_text())
+        assert (run["schema_version"], run["kind"]) == (2, "head_only")
+        assert run["runtime"]["compile_cache"] == expected

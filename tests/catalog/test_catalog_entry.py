@@ -11,7 +11,7 @@ import pytest
 
 import vitzoo
 from tests.support import REPO_ROOT
-from vitzoo.catalog import local
+from vitzoo.runs import registry
 
 PACKAGE = REPO_ROOT / "vitzoo"
 
@@ -19,7 +19,7 @@ PACKAGE = REPO_ROOT / "vitzoo"
 def _register_a_run(tmp_path: Path) -> None:
     npz = tmp_path / "final.npz"
     npz.write_bytes(b"PK\x03\x04")
-    local.register_run("my-pets-run", npz, {"name": "Ti/16", "adapt_ds": "oxford_iiit_pet"})
+    registry.register_run("my-pets-run", npz, {"name": "Ti/16", "adapt_ds": "oxford_iiit_pet"})
 
 
 def test_load_catalog_is_the_published_zoo_and_local_runs_are_opt_in(tmp_path):

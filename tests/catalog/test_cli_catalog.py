@@ -246,8 +246,8 @@ def test_catalog_commands_import_no_heavy_libraries(tmp_path):
 
 def test_registered_runs_are_listed_and_resolvable(capsys, tmp_path):
     from vitzoo.catalog.api import find_checkpoint
-    from vitzoo.catalog.local import register_run
     from vitzoo.errors import VitzooError
+    from vitzoo.runs.registry import register_run
 
     npz = tmp_path / "final.npz"
     npz.write_bytes(b"PK\x03\x04")

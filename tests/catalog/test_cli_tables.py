@@ -13,8 +13,8 @@ import pytest
 from tests.support.cli_helpers import run_cli as run
 from tests.support.cli_helpers import table_at
 from vitzoo.catalog.api import find_checkpoint
-from vitzoo.catalog.local import register_run
 from vitzoo.cli.render import CAVEAT_MARKS, ELLIPSIS, elide_middle, fit_columns, header_lines
+from vitzoo.runs.registry import register_run
 
 B16 = "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0"
 

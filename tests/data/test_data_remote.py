@@ -147,9 +147,13 @@ def test_unreachable_endpoint_and_file_urls(tmp_path, monkeypatch):
     assert open_dataset(f"file://{local}").eval.payload == open_dataset(str(local)).eval.payload
 
 
-def test_evaluate_and_finetune_take_gcs_auth(gcs, capsys, monkeypatch):
+def test_every_command_that_reads_a_dataset_takes_gcs_auth(gcs, capsys, monkeypatch, tmp_path):
+    """The folder is read with credentials requested: a missing credentials file says so."""
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/credentials.json")
-    for command in (["evaluate", "ckpt.npz"], ["finetune", "B/16"]):
+    ckpt = str(tiny_checkpoint(tmp_path / "tiny.npz"))
+    for command in (["evaluate", "ckpt.npz"], ["finetune", "B/16"], ["probe", "--candidates", ckpt],
+                    ["finetune", ckpt, "--head-only", "--workdir", str(tmp_path / "head")],
+                    ["recommend", "--candidates", ckpt]):
         code, _, err = run_cli(capsys, *command, "--dataset", "gs://photos/pets", "--gcs-auth")
         assert code != 0
         assert "--gcs-auth: no usable Google credentials" in err and "Traceback" not in err

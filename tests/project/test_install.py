@@ -239,9 +239,10 @@ def test_fresh_venv_without_extras_can_finetune(tmp_path):
         pytest.skip("uv is not installed next to this Python")
     # a copy of the working tree, so the build leaves nothing in the repository
     source = tmp_path / "src"
-    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "__pycache__", "*.egg-info", "build", ".pytest_cache", ".ruff_cache",
-        "runs", "tmp"))
+    litter = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info", "build",
+                                    ".pytest_cache", ".ruff_cache")
+    shutil.copytree(REPO_ROOT, source, ignore=lambda folder, names: litter(folder, names) | (
+        {"runs", "tmp"} & set(names) if Path(folder) == REPO_ROOT else set()))  # not vitzoo/runs
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"

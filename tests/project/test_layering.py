@@ -1,5 +1,7 @@
 """The package's import graph, read from the source with ``ast``: no module imports itself
-back through others (no cycles), counting imports inside functions too.
+back through others (no cycles), counting imports inside functions too, and those made
+through ``importlib.import_module("vitzoo.x")`` or ``__import__("vitzoo.x")`` with a literal
+name.
 
 ``import_graph`` is the shared reader; layer-order checks build on it.
 """
@@ -25,6 +27,17 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
+def _dynamic_import(node: ast.Call) -> str | None:
+    """The literal module name of ``importlib.import_module("x")`` / ``import_module("x")`` /
+    ``__import__("x")``, else None (a computed name cannot be read from the source)."""
+    func = node.func
+    called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    if called not in ("import_module", "__import__") or not node.args:
+        return None
+    first = node.args[0]
+    return first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
+
+
 def _imported(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> set[str]:
     """Package modules imported anywhere in ``tree`` (functions included; not TYPE_CHECKING)."""
     found: set[str] = set()
@@ -37,6 +50,8 @@ def _imported(tree: ast.AST, module: str, is_package: bool, known: set[str]) -> 
             continue
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.Call) and (name := _dynamic_import(node)):
+            targets = [name]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -115,9 +130,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("vitzoo.catalog", "vitzoo.models"),
     ("vitzoo.weights",),
     ("vitzoo.download",),
-    ("vitzoo.backbone",),
-    ("vitzoo.evaluators", "vitzoo.adapt", "vitzoo.predict", "vitzoo.attention", "vitzoo.plot",
-     "vitzoo.doctor", "vitzoo.probe"),
+    ("vitzoo.backbone", "vitzoo.runs"),
+    ("vitzoo.evaluators", "vitzoo.adapt"),
+    ("vitzoo.probe", "vitzoo.predict", "vitzoo.attention"),
+    ("vitzoo.plot", "vitzoo.doctor"),
     ("vitzoo.cli", "vitzoo.__main__", "vitzoo"),  # the package itself is the Python API facade
 )
 
@@ -149,3 +165,31 @@ def test_lower_layers_never_import_higher_ones():
 def test_an_upward_import_is_caught():
     assert upward_imports({"vitzoo.names": {"vitzoo.catalog.api"}, "vitzoo.catalog.api": set()}) \
         == ["vitzoo.names -> vitzoo.catalog.api"]
+
+
+def test_an_upward_import_through_importlib_is_caught(tmp_path):
+    """A synthetic package whose low module reaches up with importlib and __import__."""
+    pkg = tmp_path / "vitzoo"
+    (pkg / "catalog").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "catalog" / "__init__.py").write_text("")
+    (pkg / "catalog" / "api.py").write_text("X = 1\n")
+    (pkg / "probe.py").write_text("X = 1\n")
+    (pkg / "names.py").write_text(
+        "import importlib\n\n\ndef late():\n"
+        "    return importlib.import_module('vitzoo.catalog.api')\n")
+    (pkg / "storage.py").write_text("def late():\n    return __import__('vitzoo.probe')\n")
+    (pkg / "errors.py").write_text(
+        "from importlib import import_module\n\n\ndef fine(name):\n"
+        "    return import_module(name)  # computed: not readable, not counted\n")
+    graph = import_graph(pkg)
+    assert graph["vitzoo.names"] == {"vitzoo.catalog.api"}
+    assert graph["vitzoo.storage"] == {"vitzoo.probe"}
+    assert graph["vitzoo.errors"] == set()
+    assert upward_imports(graph) == ["vitzoo.names -> vitzoo.catalog.api",
+                                     "vitzoo.storage -> vitzoo.probe"]
+
+
+def test_probe_sits_above_adapt():
+    assert layer_of("vitzoo.probe.run") > layer_of("vitzoo.adapt.runner")
+    assert layer_of("vitzoo.runs") < layer_of("vitzoo.adapt") < layer_of("vitzoo.probe")

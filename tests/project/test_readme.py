@@ -266,7 +266,7 @@ def test_runnable_blocks_run_in_order(readme_world):
     assert multi["batch"]["devices"] == 8 and (work / "runs" / "ti16-8dev" / "final.npz").is_file()
     with Image.open(work / "probe.png") as image:
         assert image.format == "PNG"
-    choice = json.loads(next(v for k, v in outputs.items() if k.startswith("vitzoo recommend --data")))
+    choice = json.loads(next(v for k, v in outputs.items() if k.startswith("vitzoo recommend --dataset")))
     assert choice["checkpoint"] in ("Ti/16", "runs/ti16-photos/final.npz") and choice["img_per_sec"] > 0
     head = json.loads((work / "runs" / "ti16-head" / "run.json").read_text())
     assert head["head_only"] is True and (work / "runs" / "ti16-head" / "final.npz").is_file()

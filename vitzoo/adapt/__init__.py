@@ -5,10 +5,10 @@ model and state, batch plan, train loop, export), ``steps`` (the pmapped update)
 ``schedule``, ``optimizer``, ``accumulation`` (batch layout and ``--accum auto``),
 ``resume`` (what a rerun must agree with) over ``train_state`` (atomic resumable state),
 ``throughput`` (timing windows), ``cadence`` (is it time to log/eval/checkpoint),
-``prefetch``, ``signals`` (Ctrl-C saves), ``metrics`` (JSONL + TensorBoard), ``run_record``
-(run.json, run.log), ``export`` (final.npz, local catalog), ``evaluate``, ``progress``.
-Loading, devices and processes are :mod:`vitzoo.backbone`'s; evaluation is
-:mod:`vitzoo.evaluators`'.
+``prefetch``, ``signals`` (Ctrl-C saves), ``metrics`` (JSONL + TensorBoard), ``evaluate``,
+``progress``. Loading, devices and processes are :mod:`vitzoo.backbone`'s; evaluation is
+:mod:`vitzoo.evaluators`'; run.json, run.log, final.npz and the local-catalog entry are
+:mod:`vitzoo.runs`'s.
 Importing this package imports neither jax nor TensorFlow.
 """
 

@@ -1,9 +1,14 @@
 """The settings of one fine-tuning run, as one plain record (the CLI maps onto it 1:1).
 
-Defaults are the paper's adaptation protocol (``shared/reference/augreg_facts.md`` b):
-SGD momentum 0.9, batch 512, 500 steps with 100 warmup steps, lr 0.03 (the reference
-``configs/augreg.py``), cosine decay, global-norm clipping at 1, no weight decay, no
-dropout, resolution 384 (resize 448, random crop 384, flip).
+The dataset settings are inherited from :class:`~vitzoo.data.options.DataOptions` (one
+record for every command that reads a dataset); the keys stay flat, so ``run.json``'s
+``options`` and a checkpoint's recorded identity read as they always have.
+
+Defaults are the AugReg paper's adaptation protocol (Steiner et al., "How to train your
+ViT?", TMLR 2022, section 3.5 and the reference ``configs/augreg.py``; summarised in
+``docs/AUGREG_GRID.md``): SGD momentum 0.9, batch 512, 500 steps with 100 warmup steps,
+lr 0.03, cosine decay, global-norm clipping at 1, no weight decay, no dropout, resolution
+384 (resize 448, random crop 384, flip).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from vitzoo.data.options import DataOptions
 from vitzoo.errors import VitzooError
 
 #: Settings that define a run: resuming with any of them changed would mix two runs.
@@ -21,10 +27,11 @@ IDENTITY = ("model", "dataset", "steps", "warmup", "lr", "batch", "res", "train_
             "momentum_dtype", "clip_norm")
 
 
-@dataclass
-class FinetuneOptions:
+@dataclass(kw_only=True)
+class FinetuneOptions(DataOptions):
+    """A fine-tune: the dataset settings (inherited) plus the model, schedule and run folder."""
+
     model: str
-    dataset: str
     workdir: str | None = None
     steps: int = 500
     warmup: int = 100
@@ -32,27 +39,20 @@ class FinetuneOptions:
     batch: int = 512
     accum: str = "auto"
     res: int = 384
-    train_split: str | None = None
-    eval_split: str | None = None
     eval_every: int = 100
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
     dtype: str = "float32"
     label_smoothing: float = 0.0
-    data_dir: str | None = None
-    manual_dir: str | None = None
-    val_fraction: float = 0.1
     momentum_dtype: str = "bfloat16"
     clip_norm: float = 1.0
     coordinator: str | None = None
     num_processes: int | None = None
     process_id: int | None = None
     name: str | None = None
-    stream: bool = False
     progress: bool = True
     register: bool = True
-    gcs_auth: bool = False  # hook (cloud folders): credentials for a gs:// or s3:// --dataset
 
     def validate(self) -> None:
         """Refuse impossible settings before anything is loaded or compiled."""

@@ -6,7 +6,7 @@ that mistakes surface cheaply: settings are validated, then the dataset is opene
 folders fail here, before any download or compile), then the checkpoint is resolved and
 loaded, and only then is anything compiled. Each concern has its own module: timing
 (:mod:`~vitzoo.adapt.throughput`), "is it time" (:mod:`~vitzoo.adapt.cadence`), the run
-record (:mod:`~vitzoo.adapt.run_record`), resume (:mod:`~vitzoo.adapt.resume`), prefetching
+record and registration (:mod:`vitzoo.runs`), resume (:mod:`~vitzoo.adapt.resume`), prefetching
 (:mod:`~vitzoo.adapt.prefetch`) and Ctrl-C (:mod:`~vitzoo.adapt.signals`).
 
 Resume: a ``checkpoint.npz`` in the workdir whose recorded settings match is picked up
@@ -164,14 +164,9 @@ def _prepare_data(options: FinetuneOptions, recorded: dict[str, Any] | None,
 
     A resumed run reads its training data the way it started (streamed or in memory).
     """
-    from vitzoo.data import open_dataset
     from vitzoo.data.check import preflight
 
-    stream = recorded.get("train_streaming") if recorded else (True if options.stream else None)
-    data = open_dataset(options.dataset, train_split=options.train_split,
-                        eval_split=options.eval_split, data_dir=options.data_dir,
-                        manual_dir=options.manual_dir, val_fraction=options.val_fraction,
-                        stream=stream, gcs_auth=options.gcs_auth)
+    data = options.open(recorded_stream=recorded.get("train_streaming") if recorded else None)
     assert data.train is not None
     data.notes[:0] = setup_notes
     for note in data.notes:
@@ -238,7 +233,7 @@ def _record_start(setup: _Setup, start_step: int,
     """
     import jax
 
-    from vitzoo.adapt.run_record import started_record, write_json, write_log
+    from vitzoo.runs.record import started_record, write_log, write_run_json
 
     options, data, workdir = setup.options, setup.data, setup.workdir
     record = started_record(options=options, checkpoint=setup.model.checkpoint,
@@ -254,7 +249,7 @@ def _record_start(setup: _Setup, start_step: int,
         write_log(workdir, [f"{'resume' if start_step else 'start'} at step {start_step}"]
                   + setup.notes + [f"skipped unreadable file {f}: {r}" for f, r in data.skipped]
                   + ([reading] if reading else []))
-        write_json(workdir / "run.json", record)
+        write_run_json(workdir, record)
     return record, read_mode
 
 
@@ -351,26 +346,27 @@ def _train_loop(loop: _Loop, device_state: Any, batches: Any,
 def _export_and_register(setup: _Setup, record: dict[str, Any], device_state: Any, step: int,
                          final_metrics: dict[str, Any], save: Callable[..., None]) -> None:
     """``final.npz`` in the release layout, the last checkpoint, the catalog entry, run.json."""
-    from vitzoo.adapt.export import export_params, register, run_name
-    from vitzoo.adapt.run_record import write_json, write_log
     from vitzoo.backbone.devices import unreplicate
+    from vitzoo.runs.record import write_log, write_run_json
+    from vitzoo.runs.registry import export_params, register, run_name
 
     options, model, workdir = setup.options, setup.model, setup.workdir
     final_npz = workdir / "final.npz"
     export_params(final_npz, unreplicate(device_state.params), model.config)
     save(step, device_state, {"final_metrics": final_metrics})
     name = run_name(workdir, options.name)
+    record.update(status="finished", final_metrics=final_metrics, final_npz=str(final_npz),
+                  catalog=None, run_name=name)
+    write_run_json(workdir, record)  # complete before registering, which may fail
     eval_is_test = setup.data.eval_split.startswith("test")
-    registered = register(name, final_npz, {
+    record["catalog"] = register(name, final_npz, {
         "name": model.config.name, "filename": model.checkpoint.stem,
         "adapt_ds": options.dataset, "adapt_resolution": options.res, "adapt_lr": options.lr,
         "adapt_steps": options.steps,
         ("adapt_final_test" if eval_is_test else "adapt_final_val"):
             final_metrics.get("eval_accuracy"),
         "workdir": str(workdir.resolve()),
-    }) if options.register else "not registered (--no-register)"
-    record.update(status="finished", final_metrics=final_metrics, final_npz=str(final_npz),
-                  catalog=registered, run_name=name)
-    write_json(workdir / "run.json", record)
-    write_log(workdir, [f"finished at step {step}: {final_metrics}", registered])
+    }, workdir) if options.register else "not registered (--no-register)"
+    write_run_json(workdir, record)
+    write_log(workdir, [f"finished at step {step}: {final_metrics}", record["catalog"]])
     setup.display.summary(record)

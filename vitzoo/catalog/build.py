@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vitzoo.atomic import atomic_write, output_dir
+from vitzoo.atomic import atomic_write, output_dir, write_json
 from vitzoo.catalog import embedded, measured
 from vitzoo.catalog.frame import sha256_file, write_column_file
 from vitzoo.catalog.index_csv import read_index_csv
@@ -190,9 +190,7 @@ def _write_version(out_dir: Path, table: pa.Table, manifest: dict) -> Path:
         pq.write_table(table, staging / CATALOG_FILE, compression="zstd", row_group_size=1 << 20)
         manifest["catalog_sha256"] = sha256_file(staging / CATALOG_FILE)
         write_column_file(staging / COLUMNS_FILE, table.to_pydict(), manifest["catalog_sha256"])
-        with atomic_write(staging / MANIFEST_FILE, "w") as handle:
-            json.dump(manifest, handle, indent=2)
-            handle.write("\n")
+        write_json(staging / MANIFEST_FILE, manifest)
         version = out_dir / f"{VERSION_PREFIX}{manifest['catalog_sha256'][:12]}"
         suffix = 1
         while version.exists():  # a forced rebuild of identical rows: never touch the one in use

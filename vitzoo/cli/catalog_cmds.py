@@ -13,7 +13,9 @@ import typer
 from vitzoo.cli import filter_options as opt
 from vitzoo.cli import render
 from vitzoo.cli.accelerator_option import ALLOW_CPU
+from vitzoo.cli.data_options import data_options, runtime_options
 from vitzoo.config import DEFAULT_INDEX_CSV
+from vitzoo.data.options import DataOptions
 from vitzoo.errors import VitzooError
 
 RECOMMEND_TABLE_COLUMNS = (
@@ -126,7 +128,10 @@ def _is_path(name: str) -> bool:
     return name.endswith(".npz") and (name.startswith((".", "/", "~")) or name.count("/") > 1)
 
 
+@runtime_options
+@data_options(required=False)
 def recommend_command(
+    data: DataOptions | None,
     arch: list[str] = opt.ARCH,
     adapt_ds: str = typer.Option(None, "--adapt-ds", help=(
         "Best fine-tune for this dataset, chosen by adapt_final_val (validation). Test accuracy "
@@ -143,14 +148,14 @@ def recommend_command(
     wide: bool = opt.WIDE,
     fmt: opt.OutputFormat = opt.FORMAT,
     index: str = opt.INDEX,
-    data: str = typer.Option(None, "--data", help="Choose by probing candidates on this dataset (TFDS name or image folder); see `vitzoo probe`."),
-    candidates: list[str] = typer.Option(None, "--candidates", help="With --data: recommended (default), downloadable, or names/paths."),
+    candidates: list[str] = typer.Option(None, "--candidates", help="With --dataset: recommended (default), downloadable, or names/paths."),
     allow_cpu: bool = ALLOW_CPU,
 ) -> None:
     """Recommended checkpoint per architecture: best i21k upstream by final_val (paper sec. 4.5).
 
     Ranks only where final_val is known for every candidate (a real index.csv was
-    indexed); otherwise shows the published recommendation and says so.
+    indexed); otherwise shows the published recommendation and says so. With --dataset,
+    probes the candidates on that dataset and chooses by measured accuracy (see probe).
     """
     if data:
         from vitzoo.cli.probe_cmds import recommend_by_data

@@ -1,6 +1,7 @@
 """``vitzoo data check DATASET``: a dataset's classes, counts, unreadable files and leaks.
 
-The dataset options are finetune's (same names, same meaning); the work is
+The dataset options are every command's (:mod:`vitzoo.cli.data_options`), so a check reads
+the splits a fine-tune would read; the work is
 :func:`vitzoo.data.check.check_dataset`. Exit status 1 when the check finds what would
 hurt a fine-tune (unreadable files, images duplicated across splits), 0 otherwise, 2 for
 a bad DATASET or option. jax and flax are never imported; TensorFlow only for TFDS.
@@ -14,9 +15,9 @@ from typing import Any, Literal
 
 import typer
 
-from vitzoo.adapt.options import FinetuneOptions
+from vitzoo.cli.data_options import data_options
+from vitzoo.data.options import DataOptions
 
-D = FinetuneOptions  # finetune's defaults: a check reads the splits a fine-tune would read
 ROWS = 50  # rows per table; --format json has them all
 
 data_app = typer.Typer(help="Check a dataset before fine-tuning on it.", no_args_is_help=True,
@@ -24,23 +25,19 @@ data_app = typer.Typer(help="Check a dataset before fine-tuning on it.", no_args
 
 
 @data_app.command("check")
+@data_options(exclude=("stream",), argument=True)
 def check_command(
-    dataset: str = typer.Argument(..., metavar="DATASET", help="TFDS name[:version], or an image folder (local path, gs:// or s3:// URL)."),
-    train_split: str = typer.Option(D.train_split, "--train-split", help="TFDS training split (slicing allowed, e.g. train[:90%])."),
-    eval_split: str = typer.Option(D.eval_split, "--eval-split", help="Evaluation split; default test/validation, else a carved one."),
-    data_dir: str = typer.Option(D.data_dir, "--data-dir", help="TFDS data directory."),
-    manual_dir: str = typer.Option(D.manual_dir, "--manual-dir", help="TFDS manual download directory."),
-    val_fraction: float = typer.Option(D.val_fraction, "--val-fraction", help="Validation fraction carved when there is no test split."),
-    gcs_auth: bool = typer.Option(D.gcs_auth, "--gcs-auth", help="Read a gs:// or s3:// DATASET with your own credentials instead of anonymously."),
+    data: DataOptions,
     min_images: int = typer.Option(None, "--min-images", help="List the classes with fewer images than this in a split (default 10)."),
     fmt: Literal["table", "json"] = typer.Option("table", "--format", help="table or json (fractions, every file and duplicate)."),
 ) -> None:
     """Classes and counts per split, unreadable files, exact duplicates (within and across splits), image sizes, imbalance. Exit 1 on unreadable files or duplicates across splits."""
     from vitzoo.data.check import MIN_IMAGES, check_dataset  # here: vitzoo.data imports numpy
 
-    report = check_dataset(dataset, train_split=train_split, eval_split=eval_split,
-                           data_dir=data_dir, manual_dir=manual_dir, val_fraction=val_fraction,
-                           gcs_auth=gcs_auth,
+    report = check_dataset(data.dataset, train_split=data.train_split,
+                           eval_split=data.eval_split, data_dir=data.data_dir,
+                           manual_dir=data.manual_dir, val_fraction=data.val_fraction,
+                           gcs_auth=data.gcs_auth,
                            min_images=MIN_IMAGES if min_images is None else min_images)
     if fmt == "json":
         sys.stdout.write(json.dumps(report.as_dict(), indent=1) + "\n")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from vitzoo.cli.data_options import GCS_AUTH
+
 
 def export_command(
     source: str = typer.Argument(..., help="A run folder (final.npz + run.json), an .npz file, "
@@ -18,8 +20,7 @@ def export_command(
     to: str = typer.Option(..., "--to", help="Format: timm, transformers or npz."),
     out: Path = typer.Option(..., "--out", help="Folder to write: created, or replaced whole if it holds "
                              "only an earlier export (an interrupted export leaves the earlier one)."),
-    gcs_auth: bool = typer.Option(False, "--gcs-auth",
-                                  help="Use your Google credentials when a name has to be downloaded."),
+    gcs_auth: bool = GCS_AUTH,
 ) -> None:
     """Export a checkpoint for timm, Hugging Face transformers, or as a release-layout .npz."""
     from vitzoo.weights.export import FORMATS, check_export_folder, export_checkpoint, open_source

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from vitzoo.cli.data_options import GCS_AUTH
+
 SOURCE_HELP = ("Where to fetch from: auto (cache, mirrors, GCS, Hugging Face), cache, mirror, "
                "gcs, hf, or a URL prefix laid out like the bucket.")
 
@@ -22,8 +24,7 @@ def download_command(
         "URLs or local paths.")),
     source: str = typer.Option("auto", "--source", help=SOURCE_HELP),
     to: Path = typer.Option(None, "--to", help="Put the files in this folder instead of the cache."),
-    gcs_auth: bool = typer.Option(False, "--gcs-auth",
-                                  help="Use your Google credentials instead of anonymous access."),
+    gcs_auth: bool = GCS_AUTH,
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide the progress bar."),
 ) -> None:
     """Download checkpoints, verified, into the cache (or --to DIR); prints their paths."""

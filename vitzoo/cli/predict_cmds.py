@@ -8,9 +8,11 @@ from __future__ import annotations
 import typer
 
 from vitzoo.cli.accelerator_option import ALLOW_CPU
+from vitzoo.cli.data_options import runtime_options
 from vitzoo.cli.filter_options import OutputFormat
 
 
+@runtime_options
 def predict_command(
     checkpoint: str = typer.Argument(..., help="A .npz file, URL, catalog name, or local run name."),
     images: list[str] = typer.Argument(..., help="Image files (JPEG, PNG, ...)."),
@@ -20,13 +22,9 @@ def predict_command(
     logits: bool = typer.Option(False, "--logits", help="Include all logits (json output)."),
     arch: str = typer.Option(None, "--arch", help="Check that the file is this architecture."),
     attention: str = typer.Option(None, "--attention", help="Folder for attention-rollout overlays (ViT and hybrids): <stem>.png per image, <stem>-<hash of the path>.png where inputs share a stem; the JSON names each image's file."),
-    compile_cache: bool = typer.Option(True, "--compile-cache/--no-compile-cache", help="Reuse compiled programs from VITZOO_HOME/compile-cache (env VITZOO_COMPILE_CACHE=0 turns it off)."),
     allow_cpu: bool = ALLOW_CPU,
 ) -> None:
     """Classify images with a checkpoint (reference preprocessing: resize, scale to [-1, 1])."""
-    from vitzoo.runtime import set_compile_cache_choice
-
-    set_compile_cache_choice(compile_cache)
     from vitzoo.cli.render import write_rows
     from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.errors import VitzooError

@@ -1,4 +1,4 @@
-"""``vitzoo probe`` and the probe behind ``recommend --data``: thin wrappers over :mod:`vitzoo.probe`.
+"""``vitzoo probe`` and the probe behind ``recommend --dataset``: thin wrappers over :mod:`vitzoo.probe`.
 
 jax and TensorFlow are imported inside the commands only.
 """
@@ -15,6 +15,8 @@ import typer
 
 from vitzoo.cli import filter_options as opt
 from vitzoo.cli.accelerator_option import ALLOW_CPU
+from vitzoo.cli.data_options import data_options, runtime_options
+from vitzoo.data.options import DataOptions
 from vitzoo.errors import VitzooError
 
 CANDIDATES = typer.Option(None, "--candidates", help=(
@@ -39,7 +41,7 @@ def parse_shots(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(values)))
 
 
-def run_probe(dataset: str, *, candidates: list[str] | None, arch: list[str] | None,
+def run_probe(dataset: DataOptions, *, candidates: list[str] | None, arch: list[str] | None,
               ds: list[str] | None, where: str | None, limit: int | None, index: str | None,
               settings: Any, quiet: bool = False) -> Any:
     """Select candidates, probe them; progress and skips go to stderr.
@@ -79,8 +81,10 @@ def exit_if_nothing_measured(result: Any) -> None:
         raise typer.Exit(1)
 
 
+@runtime_options
+@data_options()
 def probe_command(
-    dataset: str = typer.Option(..., "--dataset", help="TFDS name[:version] or an image folder."),
+    data: DataOptions,
     candidates: list[str] = CANDIDATES,
     arch: list[str] = opt.ARCH,
     ds: list[str] = opt.DS,
@@ -92,12 +96,6 @@ def probe_command(
     res: int = typer.Option(None, "--res", help="Resolution; default each checkpoint's own."),
     batch: int = typer.Option(64, "--batch", help="Extraction batch size (split over local devices)."),
     dtype: str = typer.Option("float32", "--dtype", help="Compute dtype: float32 or bfloat16."),
-    train_split: str = typer.Option(None, "--train-split", help="TFDS training split (slicing allowed)."),
-    eval_split: str = typer.Option(None, "--eval-split", help="Evaluation split; default test/validation, else a carved one."),
-    data_dir: str = typer.Option(None, "--data-dir", help="TFDS data directory."),
-    manual_dir: str = typer.Option(None, "--manual-dir", help="TFDS manual download directory."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Validation fraction carved when there is no test split."),
-    stream: bool = typer.Option(False, "--stream", help="Stream TFDS splits from their files."),
     sort: str = SORT,
     pareto: bool = typer.Option(False, "--pareto", help="Only the Pareto front of the score against measured img/s."),
     plot_out: str = typer.Option(None, "--plot", help="Also draw score vs img/s to OUT.png or OUT.svg."),
@@ -117,10 +115,9 @@ def probe_command(
     if plot_out:
         report.plot_format(plot_out)
     settings, score = checked(sort, shots=parse_shots(shots), seeds=seeds, knn_k=knn_k, res=res,
-                              batch=batch, dtype=dtype, train_split=train_split,
-                              eval_split=eval_split, data_dir=data_dir, manual_dir=manual_dir,
-                              val_fraction=val_fraction, stream=stream)
-    result = run_probe(dataset, candidates=candidates, arch=arch, ds=ds, where=where, limit=limit,
+                              batch=batch, dtype=dtype)
+    data.check()
+    result = run_probe(data, candidates=candidates, arch=arch, ds=ds, where=where, limit=limit,
                        index=index, settings=settings, quiet=fmt != "table")
     ordered = report.sort_results(result.results, score)
     if pareto:
@@ -159,10 +156,10 @@ def _print_table(result: Any, ordered: list[Any], score: str, *, wide: bool = Fa
     render.print_table(table, title=title, notes=[*notes, *result.notes], wide=wide)
 
 
-def recommend_by_data(dataset: str, *, candidates: list[str] | None, arch: list[str] | None,
-                      fmt: str, by: str = "linear_accuracy", wide: bool = False,
-                      index: str | None = None) -> None:
-    """``vitzoo recommend --data DS``: probe the candidates and say which one to start from.
+def recommend_by_data(dataset: DataOptions, *, candidates: list[str] | None,
+                      arch: list[str] | None, fmt: str, by: str = "linear_accuracy",
+                      wide: bool = False, index: str | None = None) -> None:
+    """``vitzoo recommend --dataset DS``: probe the candidates and say which one to start from.
 
     Chosen on the validation part, reported on the evaluation split, with the margin over the
     runner-up and whether the two are distinguishable; exits 1 when nothing was measured.
@@ -171,7 +168,7 @@ def recommend_by_data(dataset: str, *, candidates: list[str] | None, arch: list[
     from vitzoo.probe.choice import explain
 
     if fmt not in ("table", "json"):
-        raise VitzooError(f"--data supports --format table or json, got {fmt!r}",
+        raise VitzooError(f"--dataset supports --format table or json, got {fmt!r}",
                           "use --format json for scripts")
     settings, score = checked(by, option="--by")
     result = run_probe(dataset, candidates=candidates, arch=arch, ds=None, where=None,

@@ -4,21 +4,38 @@
 :class:`~vitzoo.data.source.DataSplits`: two splits behind one interface
 (:class:`~vitzoo.data.source.Split`), held in memory (:mod:`vitzoo.data.pipeline`) or
 streamed (:mod:`vitzoo.data.stream`); :mod:`vitzoo.data.tfdata` holds what both share.
-Importing this package does not import TensorFlow.
+Importing this package imports neither TensorFlow nor numpy (the CLI reads
+:mod:`vitzoo.data.options` at start-up): the names below are loaded when first used.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import TYPE_CHECKING, Any
 
-from vitzoo.data.pipeline import Examples
-from vitzoo.data.preprocess import Preprocess, eval_recipe, train_recipe
-from vitzoo.data.source import DataSplits, Split
-from vitzoo.data.tfdata import Layout, tf_cpu
 from vitzoo.errors import VitzooError
 
-__all__ = ["DataSplits", "Examples", "Layout", "Preprocess", "Split", "eval_recipe", "open_dataset",
-           "train_recipe"]
+if TYPE_CHECKING:  # pragma: no cover
+    from vitzoo.data.options import DataOptions
+    from vitzoo.data.pipeline import Examples
+    from vitzoo.data.preprocess import Preprocess, eval_recipe, train_recipe
+    from vitzoo.data.source import DataSplits, Split
+    from vitzoo.data.tfdata import Layout, tf_cpu
+
+__all__ = ["DataOptions", "DataSplits", "Examples", "Layout", "Preprocess", "Split", "eval_recipe",
+           "open_dataset", "tf_cpu", "train_recipe"]
+
+#: Public name -> the module that defines it (imported on first use).
+_HOME = {"DataOptions": "options", "Examples": "pipeline", "Preprocess": "preprocess",
+         "eval_recipe": "preprocess", "train_recipe": "preprocess", "DataSplits": "source",
+         "Split": "source", "Layout": "tfdata", "tf_cpu": "tfdata"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
 
 
 def _looks_like_path(value: str) -> bool:
@@ -46,7 +63,7 @@ def open_dataset(
     """
     if not dataset or not dataset.strip():
         raise VitzooError("empty --dataset", "give a TFDS name or an image folder")
-    from vitzoo.data.remote import dataset_folder  # hook: cloud folders
+    from vitzoo.data.remote import dataset_folder
 
     path = dataset_folder(dataset, gcs_auth=gcs_auth)
     if path.is_dir():
@@ -68,8 +85,10 @@ def open_dataset(
                               "give a folder of class folders (DIR/<class>/*), or a TFDS name")
         raise VitzooError(f"dataset folder {path if is_file_url else dataset} does not exist",
                           "check the path, or give a TFDS name like oxford_iiit_pet")
-    tf_cpu()
+    from vitzoo.data.tfdata import tf_cpu
     from vitzoo.data.tfds import load_tfds
+
+    tf_cpu()
 
     return load_tfds(dataset, train_split=train_split or "train", eval_split=eval_split,
                      data_dir=data_dir, manual_dir=manual_dir, val_fraction=val_fraction,

@@ -80,7 +80,7 @@ def _check(path: Path, keep_bytes: bool, convert_dir: Path) -> tuple[object | No
             image.load()
         if image.size[0] < 1 or image.size[1] < 1:
             return None, "empty image", False
-    except VitzooError:  # hook: a refused/unreachable remote read fails the folder, not one file
+    except VitzooError:  # a refused or unreachable remote read fails the folder, not one file
         raise
     except Exception as exc:  # PIL raises many types for bad files
         return None, f"{type(exc).__name__}: {exc}".strip()[:200], False
@@ -191,7 +191,7 @@ def load_folder(
     """
     from vitzoo.config import vitzoo_home
 
-    root = root if isinstance(root, RemotePath) else Path(root).expanduser()  # hook: remote.py
+    root = root if isinstance(root, RemotePath) else Path(root).expanduser()
     if not root.is_dir():
         raise VitzooError(f"dataset folder {root} does not exist", "check the path")
     convert_dir = cache_dir or (vitzoo_home() / "converted")

@@ -4,7 +4,7 @@
 pipelines and the multi-device layout of ``finetune``, extracts each candidate's pre-logit
 features once into a cache under ``VITZOO_HOME`` (:mod:`.cache`, :mod:`.features`), and
 scores them with the ViT paper's few-shot regularised least squares, a full-train linear
-probe and k-nearest neighbours (:mod:`.scores`). ``recommend --data`` ranks candidates by
+probe and k-nearest neighbours (:mod:`.scores`). ``recommend --dataset`` ranks candidates by
 those scores (:mod:`.run`); ``finetune --head-only`` turns the linear probe into a new head
 on the frozen backbone (:mod:`.head`).
 
@@ -29,7 +29,8 @@ def probe_table(dataset: str, candidates: str | Sequence[str] = "recommended", *
     score that ranks, on the validation part: linear_accuracy, knn_accuracy, fewshot_K_mean
     (or ``"10shot"``) or img_per_sec. ``settings`` are the fields of
     :class:`~vitzoo.probe.run.ProbeSettings` (``shots``, ``seeds``, ``knn_k``, ``res``,
-    ``batch``, ``dtype``, ``train_split``, ``eval_split``, ``data_dir``, ...); ``say``
+    ``batch``, ``dtype``) and of :class:`~vitzoo.data.options.DataOptions` (``train_split``,
+    ``eval_split``, ``data_dir``, ``gcs_auth``, ...); ``say``
     receives progress lines (extraction, skipped candidates).
 
     Columns: ``checkpoint``, ``name``, ``architecture``, ``img_per_sec`` (measured in this
@@ -43,12 +44,15 @@ def probe_table(dataset: str, candidates: str | Sequence[str] = "recommended", *
     """
     import pandas as pd
 
+    from vitzoo.data.options import DATA_FIELDS, DataOptions
     from vitzoo.probe import report
     from vitzoo.probe.candidates import select
     from vitzoo.probe.run import ProbeSettings, probe
 
     if "shots" in settings:
         settings["shots"] = tuple(sorted({int(k) for k in settings["shots"]}))
+    data = DataOptions(dataset=dataset, **{k: settings.pop(k) for k in DATA_FIELDS if k in settings})
+    data.check()
     probe_settings = ProbeSettings(**settings)
     probe_settings.check()
     sort = report.check_sort(sort, probe_settings.shots)
@@ -57,7 +61,7 @@ def probe_table(dataset: str, candidates: str | Sequence[str] = "recommended", *
     say = say or (lambda _: None)
     for note in notes:
         say(note)
-    result = probe(dataset, chosen, probe_settings, say=say)
+    result = probe(data, chosen, probe_settings, say=say)
     ordered = report.sort_results(result.results, sort)
     columns, rows = report.records(ordered)
     frame = pd.DataFrame(rows, columns=columns)

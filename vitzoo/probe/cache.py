@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from vitzoo import atomic
 from vitzoo.atomic import atomic_write, read_json_state, update_json
 from vitzoo.errors import VitzooError
 
@@ -45,9 +46,8 @@ def _read_json(path: Path) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
-    with atomic_write(path, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True, default=str)
-        handle.write("\n")
+    """The cache's JSON files: keys sorted, so equal records are equal files."""
+    atomic.write_json(path, data, indent=1, sort_keys=True)
 
 
 def spec_key(spec: dict[str, Any]) -> str:

@@ -91,14 +91,14 @@ def fit_head(features: np.ndarray, labels: np.ndarray, num_classes: int
 
 def head_only_finetune(options: Any) -> HeadOnlyResult:
     """Train only a new head for ``options`` (a :class:`~vitzoo.adapt.options.FinetuneOptions`)."""
-    from vitzoo.adapt.export import export_params, register, run_name, source_row
     from vitzoo.adapt.options import default_workdir
-    from vitzoo.adapt.run_record import versions, write_json
     from vitzoo.adapt.runner import check_run_outputs
     from vitzoo.backbone import distributed, start
     from vitzoo.data import eval_recipe
     from vitzoo.probe.features import Extractor, load_backbone
-    from vitzoo.probe.run import ProbeSettings, open_probe_dataset
+    from vitzoo.probe.run import open_probe_dataset
+    from vitzoo.runs.record import new_record, source_section, write_run_json
+    from vitzoo.runs.registry import export_params, register, run_name
 
     t_start = time.perf_counter()
     options.validate()
@@ -106,10 +106,7 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
         options.coordinator, options.num_processes, options.process_id))  # share extraction
     workdir = Path(options.workdir) if options.workdir else default_workdir(options)
     check_run_outputs(workdir, register=options.register)
-    data = open_probe_dataset(options.dataset, ProbeSettings(
-        train_split=options.train_split, eval_split=options.eval_split,
-        data_dir=options.data_dir, manual_dir=options.manual_dir,
-        val_fraction=options.val_fraction, stream=options.stream))
+    data = open_probe_dataset(options.data_options())
     backbone = load_backbone(options.model, resolution=options.res)
     checkpoint = backbone.path
     extractor = Extractor(backbone, batch=min(options.batch, 64), dtype=options.dtype)
@@ -131,32 +128,28 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
     with atomic_write(workdir / "metrics.jsonl", "w") as handle:
         handle.write(json.dumps({"step": 0, **metrics}) + "\n")
     name = run_name(workdir, options.name)
+    record = new_record(
+        "head_only", status="finished", options=options.as_dict(),
+        source=source_section(options.model, checkpoint, config.name,
+                              checkpoint_sha256=backbone.sha256),
+        dataset=data.describe(), class_names=data.class_names, runtime=runtime,
+        method=("linear probe on frozen pre-logit features: regularised least squares to "
+                "{-1,1}^K targets, l2 chosen on a held-out 10% per class of the training "
+                "split, softmax temperature fitted there against 0.1-smoothed targets; "
+                "backbone unchanged"),
+        representation=backbone.representation,
+        preprocessing={"eval": eval_recipe(backbone.resolution).as_dict()},
+        feature_extraction={"batch": extractor.global_batch, "dtype": extractor.dtype,
+                            "devices": [str(d) for d in extractor.devices],
+                            "processes": extractor.placement.process_count},
+        final_metrics=metrics, final_npz=str(final_npz), catalog=None, run_name=name)
+    write_run_json(workdir, record)  # complete before registering, which may fail
     eval_is_test = data.eval_split.startswith("test")
-    registered = register(name, final_npz, {
+    record["catalog"] = register(name, final_npz, {
         "name": config.name, "filename": checkpoint.stem, "adapt_ds": options.dataset,
         "adapt_resolution": backbone.resolution, "adapt_steps": 0,
         ("adapt_final_test" if eval_is_test else "adapt_final_val"): metrics["eval_accuracy"],
         "workdir": str(workdir.resolve()),
-    }) if options.register else "not registered (--no-register)"
-    row, row_note = source_row(options.model, checkpoint)
-    write_json(workdir / "run.json", {
-        "status": "finished", "head_only": True,
-        "method": ("linear probe on frozen pre-logit features: regularised least squares to "
-                   "{-1,1}^K targets, l2 chosen on a held-out 10% per class of the training "
-                   "split, softmax temperature fitted there against 0.1-smoothed targets; "
-                   "backbone unchanged"),
-        "representation": backbone.representation,
-        "options": options.as_dict(),
-        "source": {"model": options.model, "checkpoint": str(checkpoint),
-                   "checkpoint_sha256": backbone.sha256, "architecture": config.name,
-                   "catalog_row": row, "catalog_note": row_note},
-        "dataset": data.describe(), "class_names": data.class_names,
-        "preprocessing": {"eval": eval_recipe(backbone.resolution).as_dict()},
-        "feature_extraction": {"batch": extractor.global_batch, "dtype": extractor.dtype,
-                               "devices": [str(d) for d in extractor.devices],
-                               "processes": extractor.placement.process_count},
-        "runtime": runtime,
-        "final_metrics": metrics, "final_npz": str(final_npz), "catalog": registered,
-        "run_name": name, "versions": versions(),
-    })
-    return HeadOnlyResult(workdir, final_npz, metrics, notes=[*data.notes, registered])
+    }, workdir) if options.register else "not registered (--no-register)"
+    write_run_json(workdir, record)
+    return HeadOnlyResult(workdir, final_npz, metrics, notes=[*data.notes, record["catalog"]])

@@ -1,6 +1,7 @@
 """``vitzoo probe``: every candidate's features and scores on one dataset.
 
-The dataset is opened once (the same options as ``finetune``); each candidate is
+The dataset is opened once (a :class:`~vitzoo.data.options.DataOptions`, as for
+``finetune``); each candidate is
 resolved through the normal cache -> mirrors -> GCS -> Hugging Face chain, its train and
 evaluation features are extracted into the cache (only the missing chunks), its
 forward speed is measured in this run (:mod:`.speed`; never cached: a figure from another
@@ -18,9 +19,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from vitzoo.data.options import DataOptions
 from vitzoo.errors import VitzooError
 from vitzoo.probe.candidates import Candidate
 from vitzoo.probe.scores import DEFAULT_SHOTS
@@ -32,7 +34,7 @@ DTYPES = ("float32", "bfloat16")
 
 @dataclass
 class ProbeSettings:
-    """What decides the numbers of a probe (the CLI options map onto it)."""
+    """What decides the numbers of a probe besides its data (the CLI options map onto it)."""
 
     shots: tuple[int, ...] = DEFAULT_SHOTS
     seeds: int = 5
@@ -40,12 +42,6 @@ class ProbeSettings:
     res: int | None = None
     batch: int = 64
     dtype: str = "float32"
-    train_split: str | None = None
-    eval_split: str | None = None
-    data_dir: str | None = None
-    manual_dir: str | None = None
-    val_fraction: float = 0.1
-    stream: bool = False
 
     def check(self) -> None:
         """Refuse impossible settings before any data or checkpoint is read (one-line errors)."""
@@ -62,9 +58,6 @@ class ProbeSettings:
         if self.dtype not in DTYPES:
             raise VitzooError(f"--dtype must be float32 or bfloat16, got {self.dtype!r}",
                               "e.g. --dtype bfloat16")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise VitzooError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}",
-                              "e.g. --val-fraction 0.1")
 
 
 @dataclass
@@ -128,15 +121,11 @@ def _say_nothing(_: str) -> None:
     return None
 
 
-def open_probe_dataset(dataset: str, settings: ProbeSettings) -> Any:
-    from vitzoo.data import open_dataset
-
-    data = open_dataset(dataset, train_split=settings.train_split,
-                        eval_split=settings.eval_split, data_dir=settings.data_dir,
-                        manual_dir=settings.manual_dir, val_fraction=settings.val_fraction,
-                        stream=True if settings.stream else None)
+def open_probe_dataset(options: DataOptions) -> Any:
+    data = options.open()
     if data.train is None or len(data.train) == 0:
-        raise VitzooError(f"{dataset} has no training images", "a probe fits on the training split")
+        raise VitzooError(f"{options.dataset} has no training images",
+                          "a probe fits on the training split")
     return data
 
 
@@ -245,19 +234,27 @@ def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, d
     return result
 
 
-def probe(dataset: str, candidates: Sequence[Candidate], settings: ProbeSettings | None = None,
-          *, say: Callable[[str], None] = _say_nothing) -> ProbeReport:
-    """Probe every candidate on ``dataset``; candidates that cannot run are skipped."""
-    from vitzoo.atomic import output_dir
-    from vitzoo.probe.cache import features_root, split_fingerprint
-    from vitzoo.runtime import require_accelerator
+def probe(dataset: str | DataOptions, candidates: Sequence[Candidate],
+          settings: ProbeSettings | None = None, *,
+          say: Callable[[str], None] = _say_nothing) -> ProbeReport:
+    """Probe every candidate on ``dataset``; candidates that cannot run are skipped.
 
-    require_accelerator()  # before candidates: their errors are reported per candidate
+    The probed candidates are registered in the local catalog (``vitzoo list --local``).
+    """
+    from vitzoo.atomic import output_dir
+    from vitzoo.backbone import start
+    from vitzoo.probe.cache import features_root, split_fingerprint
+    from vitzoo.runs.registry import register_probe
+
+    speed = start()  # runtime, then the accelerator guard: before candidates, whose errors are
+    # reported per candidate
     output_dir(features_root(), "the feature cache (VITZOO_HOME/features)", create=False)
+    options = dataset if isinstance(dataset, DataOptions) else DataOptions(dataset=dataset)
     settings = settings or ProbeSettings()
     settings.check()
+    options.check()
     check_resolution(candidates, settings.res)
-    data = open_probe_dataset(dataset, settings)
+    data = open_probe_dataset(options)
     fingerprints = (split_fingerprint(data.train), split_fingerprint(data.eval))
     results = []
     for candidate in candidates:
@@ -279,6 +276,9 @@ def probe(dataset: str, candidates: Sequence[Candidate], settings: ProbeSettings
         notes.append(f"skipped {len(skipped)} of {len(results)} candidates: "
                      + "; ".join(f"{r.checkpoint} ({r.skipped})" for r in skipped))
     notes += list(dict.fromkeys(n for r in results for n in r.notes))  # same for every candidate
-    return ProbeReport(dataset=data.name, train_split=data.train_split, eval_split=data.eval_split,
-                       num_classes=data.num_classes, train_examples=len(data.train),
-                       eval_examples=len(data.eval), results=results, notes=notes)
+    report = ProbeReport(dataset=data.name, train_split=data.train_split,
+                         eval_split=data.eval_split, num_classes=data.num_classes,
+                         train_examples=len(data.train), eval_examples=len(data.eval),
+                         results=results, notes=notes)
+    register_probe(report, {**options.as_dict(), **asdict(settings)}, speed)
+    return report

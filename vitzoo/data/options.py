@@ -1,0 +1,71 @@
+"""Which dataset a command reads and how: one record for every command that reads one.
+
+``finetune``, ``finetune --head-only``, ``evaluate``, ``probe`` and ``recommend --dataset``
+all describe their data with :class:`DataOptions`; the CLI generates its options from this
+record's fields (:mod:`vitzoo.cli.data_options`), so a default written here is the default
+of every command, and a new dataset setting is a new field here plus its help line there.
+Importing this module imports nothing heavy: :meth:`DataOptions.open` imports the readers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vitzoo.data.source import DataSplits
+
+
+@dataclass
+class DataOptions:
+    """A dataset and the settings that decide which images each split holds and how they are read.
+
+    ``dataset`` is a TFDS name (``oxford_iiit_pet``, ``cifar100:3.*``) or an image folder
+    (a local path, ``file://``, ``gs://`` or ``s3://``). ``eval_split`` None means test,
+    else validation, else a split of ``val_fraction`` carved from the training data.
+    ``stream`` forces TFDS splits to be streamed from their files (without it, only the
+    splits larger than the memory budget are). ``gcs_auth`` reads a bucket folder with the
+    user's own credentials instead of anonymously.
+    """
+
+    dataset: str
+    train_split: str | None = None
+    eval_split: str | None = None
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    val_fraction: float = 0.1
+    stream: bool = False
+    gcs_auth: bool = False
+
+    def check(self) -> None:
+        """Refuse impossible settings before any data is read (one-line errors)."""
+        from vitzoo.errors import VitzooError
+
+        if not 0.0 < self.val_fraction < 1.0:
+            raise VitzooError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}",
+                              "e.g. --val-fraction 0.1")
+
+    def open(self, *, need_train: bool = True, recorded_stream: bool | None = None) -> DataSplits:
+        """The two splits (:class:`~vitzoo.data.source.DataSplits`) this record names.
+
+        ``recorded_stream``: how a run being resumed read its training data (streamed or
+        not); it wins over ``stream``, so a resumed run reads its data the way it started.
+        """
+        from vitzoo.data import open_dataset
+
+        stream = recorded_stream if recorded_stream is not None else (True if self.stream else None)
+        return open_dataset(self.dataset, train_split=self.train_split,
+                            eval_split=self.eval_split, data_dir=self.data_dir,
+                            manual_dir=self.manual_dir, val_fraction=self.val_fraction,
+                            need_train=need_train, stream=stream, gcs_auth=self.gcs_auth)
+
+    def data_options(self) -> DataOptions:
+        """Only the dataset settings of this record (a subclass, e.g. a fine-tune's options)."""
+        return DataOptions(**{f.name: getattr(self, f.name) for f in fields(DataOptions)})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+#: The dataset settings, in the order the record declares them.
+DATA_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DataOptions))
