@@ -169,7 +169,7 @@ def _marked_rows(table: Frame, names: list[str]) -> tuple[list[list[str]], list[
 
 
 @dataclass
-class Layout:
+class ColumnFit:
     """Which columns a table shows, and how wide its name column is (None: natural width)."""
 
     columns: list[str]
@@ -179,7 +179,7 @@ class Layout:
 
 
 def fit_columns(names: Sequence[str], rows: Sequence[Sequence[str]], width: int, *,
-                wide: bool = False, asked: Sequence[str] = ()) -> Layout:
+                wide: bool = False, asked: Sequence[str] = ()) -> ColumnFit:
     """Choose columns so every row is one line of at most ``width`` characters.
 
     Order: the name column first; headers may take two lines; then the least useful
@@ -191,7 +191,7 @@ def fit_columns(names: Sequence[str], rows: Sequence[Sequence[str]], width: int,
     names = list(names)
     value_widths = {n: max([0, *(len(r[i]) for r in rows)]) for i, n in enumerate(names)}
     if wide:
-        return Layout(names, names, None, [])
+        return ColumnFit(names, names, None, [])
 
     def cost(columns: list[str], split: bool) -> int:
         total = 0
@@ -205,7 +205,7 @@ def fit_columns(names: Sequence[str], rows: Sequence[Sequence[str]], width: int,
         return cost(others, True) + (_GAP * (NAME_COLUMN in columns) if others else 0)
 
     if cost(names, False) <= width:
-        return Layout(names, names, None, [])
+        return ColumnFit(names, names, None, [])
     has_name = NAME_COLUMN in names
     natural_name = max(value_widths.get(NAME_COLUMN, 0), len(NAME_COLUMN)) if has_name else 0
     rank = {n: i for i, n in enumerate(DROP_ORDER)}
@@ -240,7 +240,7 @@ def fit_columns(names: Sequence[str], rows: Sequence[Sequence[str]], width: int,
         room = max(width - rest(kept), len(NAME_COLUMN))
         if room < value_widths[NAME_COLUMN]:
             name_width = room
-    return Layout(kept, headers, name_width, hidden)
+    return ColumnFit(kept, headers, name_width, hidden)
 
 
 def print_table(table: Frame, *, title: str | None = None, total: int | None = None,
