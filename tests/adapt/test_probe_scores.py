@@ -136,3 +136,32 @@ def test_too_few_images_skips_k_with_a_note_and_bad_values_fail():
         scores.fewshot(tx, ty, tx, ty, 3, seeds=0)
     with pytest.raises(VitzooError, match="--knn-k must be at least 1"):
         scores.knn(tx, ty, tx, ty, 3, k=0)
+
+
+def _independent_draw(labels: np.ndarray, classes: int, k: int, seed: int):
+    """The documented draw, written here from its description: one generator seeded with
+    (seed, k); per class, in class order, its members shuffled; the first k fit, the next k
+    are held out to choose the regulariser."""
+    generator = np.random.default_rng([seed, k])
+    fit, held = [], []
+    for cls in range(classes):
+        members = np.where(labels == cls)[0]
+        order = generator.permutation(members.size)
+        fit.extend(members[order[:k]])
+        held.extend(members[order[k:2 * k]])
+    return np.array(fit), np.array(held)
+
+
+def test_fewshot_draws_differ_by_seed_and_equal_independent_draws():
+    classes = 3
+    tx, ty = _blobs(15, classes, 6, 3.0, seed=11)
+    ex, ey = _blobs(40, classes, 6, 3.0, seed=12)
+    out, _ = scores.fewshot(tx, ty, ex, ey, classes, shots=(2,), seeds=4)
+    draws = [_independent_draw(ty, classes, 2, seed) for seed in range(4)]
+    assert len({tuple(sorted(fit)) for fit, _ in draws}) == 4  # every seed its own draw
+    expected = []
+    for fit, held in draws:
+        l2 = _oracle_choice(tx[fit], ty[fit], tx[held], ty[held], classes)
+        expected.append(np.mean(_oracle_predict(tx[fit], ty[fit], ex, l2, classes) == ey))
+    assert len(set(expected)) > 1  # noisy enough that draws give different accuracies
+    assert out[2]["runs"] == pytest.approx(expected, abs=1e-6)
