@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -285,6 +286,50 @@ def _missing(table: pa.Table, have_csv: bool, have_listing: bool) -> list[str]:
     return notes
 
 
+def _up_to_date(version: str | None, old: dict[str, Any], fingerprints: list[tuple]) -> bool:
+    """Whether the published catalog was built by this tool and schema from these very sources."""
+    return (version is not None
+            and old.get("tool_version") == __version__
+            and old.get("schema_version") == SCHEMA_VERSION
+            and [tuple(x) for x in old.get("fingerprints", [])] == fingerprints)
+
+
+def _with_index_rows(rows: list[dict[str, Any]], real_table: Any, index_csv: str,
+                     sources_dir: Path, messages: list[str]) -> list[dict[str, Any]]:
+    """The bucket's index.csv rows (with the embedded facts applied) replace the reconstructed
+    AugReg grid; the other collections stay. Grid rows the CSV lacks are counted in ``messages``."""
+    grid_names = {r["adapt_filename"] for r in rows if r["collection"] == "augreg"}
+    real = _real_rows(real_table, index_csv)
+    embedded.apply_timm(real, sources_dir)
+    embedded.apply_published(real, sources_dir)
+    embedded.apply_recommendations(real, sources_dir)
+    dropped = len(grid_names - {r["adapt_filename"] for r in real})
+    if dropped:
+        messages.append(f"{dropped} reconstructed rows are not in {index_csv} and were dropped")
+    return real + [r for r in rows if r["collection"] != "augreg"]
+
+
+def _read_bucket(index_csv: str | None, listing: str | None, sources: list[dict[str, Any]],
+                 messages: list[str]) -> tuple[Any, Any, str | None]:
+    """``(index.csv table or None, listed files or None, listing URL)``; each source read is
+    appended to ``sources``. An unreadable listing is a message, not a failed build."""
+    real_table = None
+    if index_csv:
+        real_table, csv_source = _read_index_csv(index_csv)
+        sources.append(csv_source)
+    listing_url = _listing_url_for(index_csv) if (listing == "auto" and index_csv) else (
+        None if listing == "auto" else listing
+    )
+    files = None
+    if listing_url:
+        try:
+            files, listing_source = _read_listing(listing_url)
+            sources.append(listing_source)
+        except VitzooError as exc:
+            messages.append(f"bucket listing skipped: {exc.one_line()}")
+    return real_table, files, listing_url
+
+
 def build_catalog(
     out_dir: Path,
     *,
@@ -306,47 +351,18 @@ def build_catalog(
     rows, stats = embedded.embedded_rows(sources_dir)
     sources = [_embedded_source(sources_dir) | {"rows": len(rows), "stats": stats}]
     rows_by_source = {"grid": 0, "index.csv": 0, "legacy": 0}
-
-    real_table = None
-    if index_csv:
-        real_table, csv_source = _read_index_csv(index_csv)
-        sources.append(csv_source)
-    listing_url = _listing_url_for(index_csv) if (listing == "auto" and index_csv) else (
-        None if listing == "auto" else listing
-    )
-    files = None
-    if listing_url:
-        try:
-            files, listing_source = _read_listing(listing_url)
-            sources.append(listing_source)
-        except VitzooError as exc:
-            messages.append(f"bucket listing skipped: {exc.one_line()}")
+    real_table, files, listing_url = _read_bucket(index_csv, listing, sources, messages)
 
     version, old = _current_state(out_dir)
     fingerprints = [(s["kind"], s.get("url") or s.get("path"), s["fingerprint"]) for s in sources]
     fingerprints.append(("schema", "vitzoo", _schema_fingerprint()))
-    if (
-        not force
-        and version is not None
-        and old.get("tool_version") == __version__
-        and old.get("schema_version") == SCHEMA_VERSION
-        and [tuple(x) for x in old.get("fingerprints", [])] == fingerprints
-    ):
+    if not force and _up_to_date(version, old, fingerprints):
         _remove_stale(out_dir, keep=version)  # what a build stopped after its switch left behind
         return BuildResult(out_dir, old, changed=False, messages=[*messages, "catalog is up to date"],
                            version_dir=version)
 
     if real_table is not None:
-        grid_names = {r["adapt_filename"] for r in rows if r["collection"] == "augreg"}
-        real = _real_rows(real_table, index_csv)
-        real_names = {r["adapt_filename"] for r in real}
-        embedded.apply_timm(real, sources_dir)
-        embedded.apply_published(real, sources_dir)
-        embedded.apply_recommendations(real, sources_dir)
-        dropped = len(grid_names - real_names)
-        if dropped:
-            messages.append(f"{dropped} reconstructed rows are not in {index_csv} and were dropped")
-        rows = real + [r for r in rows if r["collection"] != "augreg"]
+        rows = _with_index_rows(rows, real_table, index_csv, sources_dir, messages)
     measured_result = measured.apply_measured(rows, sources_dir)
     if measured_result.unmapped:
         messages.append(f"timm results: {len(measured_result.unmapped)} of {measured_result.names} "
