@@ -4,7 +4,7 @@ Measured, side by side in one run, each contender in its own fresh process:
 
 1. ``vitzoo.probe`` extraction of Ti/16 and B/16 at 224 px, batch 64, float32, on a JPEG
    folder: end-to-end img/s (decode + resize + forward + chunked cache writes) and the
-   forward alone (``Extractor.throughput``).
+   forward alone (``vitzoo.probe.speed.measure``, as the probe ranks it).
 2. A plain ``jax.jit(model.apply)`` forward of the same model on random arrays.
 3. timm's forward (``vit_tiny_patch16_224`` / ``vit_base_patch16_224``, fp32,
    ``torch.inference_mode``) when ``VITZOO_BENCH_TORCH_PYTHON`` names an interpreter with
@@ -60,13 +60,14 @@ EXTRACT = """
 import json, time
 from vitzoo.data import open_dataset
 from vitzoo.probe.features import Extractor, load_backbone
+from vitzoo.probe.speed import measure
 data = open_dataset({folder!r})
 extractor = Extractor(load_backbone({ckpt!r}), batch=64)
-speed = extractor.throughput({repeats})  # compiles, then times the forward alone
+speed = measure(extractor, {repeats})  # compiles, then times the forward alone
 t = time.perf_counter()
 entry = extractor.extract(data.train)
 elapsed = time.perf_counter() - t
-print(json.dumps({{"end_to_end": len(data.train) / elapsed, "forward": speed.img_per_sec,
+print(json.dumps({{"end_to_end": len(data.train) / elapsed, "forward": speed["img_per_sec"],
                   "images": len(data.train), "chunks": entry.num_chunks}}))
 """
 

@@ -116,7 +116,7 @@ def test_extraction_over_two_devices_equals_one(tmp_path):
         ex = Extractor(load_backbone({str(ckpt)!r}), batch=4)
         f, _ = ex.extract(open_dataset({str(root)!r}).train).load()
         np.save({str(tmp_path)!r} + f"/f{{jax.local_device_count()}}.npy", f)
-        print(ex.global_batch, ex.throughput().devices)
+        print(ex.global_batch, len(ex.devices))
     """
     for devices in (1, 2):
         proc = run_python(code, devices=devices, env={"VITZOO_HOME": str(tmp_path / f"h{devices}")})

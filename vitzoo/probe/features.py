@@ -21,9 +21,7 @@ to the cache chunk by chunk; chunks already there are not recomputed.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +30,6 @@ import numpy as np
 from vitzoo.backbone import Backbone
 from vitzoo.errors import VitzooError
 from vitzoo.probe.cache import FeatureEntry, checkpoint_sha256, chunk_layout, split_fingerprint
-
-
-@dataclass
-class ForwardSpeed:
-    """Forward-pass speed measured on this machine (decoding excluded)."""
-
-    img_per_sec: float
-    batch: int
-    dtype: str
-    device: str
-    devices: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def load_backbone(path: Path, *, resolution: int | None = None) -> Backbone:
@@ -172,27 +156,6 @@ class Extractor:
                     if progress:
                         progress(done, entry.num_chunks)
                 feats, labels = [], []
-
-    def throughput(self, repeats: int = 3) -> ForwardSpeed:
-        """img/s of the compiled forward on one global batch (after a warm-up call)."""
-        import jax
-
-        res = self.backbone.resolution
-        layout = self.forward.layout
-        images = np.random.default_rng(0).uniform(
-            -1, 1, (layout.local_devices, layout.per_device, res, res, 3)).astype(np.float32)
-        device_images = self.placement.shard(images)
-        jax.block_until_ready(self.forward.device_call(device_images))
-        start = time.perf_counter()
-        for _ in range(repeats):
-            out = self.forward.device_call(device_images)
-        jax.block_until_ready(out)
-        elapsed = time.perf_counter() - start
-        device = self.devices[0]
-        return ForwardSpeed(img_per_sec=repeats * self.global_batch / max(elapsed, 1e-9),
-                            batch=self.global_batch, dtype=self.dtype,
-                            device=str(getattr(device, "device_kind", device.platform)),
-                            devices=len(self.devices))
 
 
 def _broadcast_indices(todo: list[int]) -> list[int]:
