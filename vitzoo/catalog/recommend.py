@@ -14,6 +14,7 @@ set and makes the reported number optimistic.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from vitzoo.catalog.frame import Frame
@@ -198,13 +199,24 @@ def pareto_front(frame: Frame, metric: str, throughput: str = "infer_samples_per
         raise VitzooError(f"no rows have both {metric} and {throughput} known",
                           "build the catalog from a real index.csv, or choose another "
                           "--metric such as adapt_final_test")
-    known.sort(key=lambda i: (-speed[i], -accuracy[i]))
+    front = pareto_indices([(accuracy[i], speed[i]) for i in known])
+    return frame.take([known[j] for j in front])
+
+
+def pareto_indices(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the ``(accuracy, speed)`` points no other point beats on both, fastest first.
+
+    The one front rule of vitzoo (catalog rows, ``plot``, the probe's candidates): among
+    equally fast points only the most accurate one stays, and a slower point stays only if
+    it is more accurate than every faster one.
+    """
+    order = sorted(range(len(points)), key=lambda i: (-points[i][1], -points[i][0]))
     keep, best = [], float("-inf")
-    for i in known:
-        if accuracy[i] > best:
+    for i in order:
+        if points[i][0] > best:
             keep.append(i)
-            best = accuracy[i]
-    return frame.take(keep)
+            best = points[i][0]
+    return keep
 
 
 def pareto_by_dataset(frame: Frame, metric: str) -> tuple[Frame, list[str]]:

@@ -38,11 +38,10 @@ def sort_results(results: Sequence[CandidateResult], score: str) -> list[Candida
 
 def pareto(results: Sequence[CandidateResult], score: str) -> list[CandidateResult]:
     """Candidates no other beats on both the validation score and the measured img/s."""
-    points = [(r, value(r, score), r.img_per_sec) for r in results
-              if value(r, score) is not None and r.img_per_sec is not None]
-    front = [r for r, s, v in points
-             if not any(s2 >= s and v2 >= v and (s2 > s or v2 > v) for _, s2, v2 in points)]
-    return sorted(front, key=lambda r: -float(r.img_per_sec or 0.0))
+    from vitzoo.catalog.recommend import pareto_indices
+
+    known = [r for r in results if value(r, score) is not None and r.img_per_sec is not None]
+    return [known[i] for i in pareto_indices([(value(r, score), r.img_per_sec) for r in known])]
 
 
 def shot_keys(results: Sequence[CandidateResult]) -> list[str]:
