@@ -93,6 +93,14 @@ def test_full_train_probe_and_knn_equal_oracles():
     assert out["knn"]["accuracy"] == pytest.approx(np.mean(votes.argmax(1) == ey), abs=1e-6)
     assert 0.3 < out["knn"]["accuracy"] < 1.0  # a task where the oracle check means something
 
+    # the same numbers as the evaluator protocol's named metrics (fractions)
+    assert out["metrics"]["linear_top1"] == pytest.approx(expected, abs=1e-6)
+    assert out["metrics"]["knn_top1"] == pytest.approx(np.mean(votes.argmax(1) == ey), abs=1e-6)
+    assert out["metrics"]["examples"] == len(ey)
+    assert choose["metrics"]["examples"] == len(val)
+    assert choose["metrics"]["linear_top1"] == pytest.approx(np.mean(hits), abs=1e-6)
+    assert set(out["metrics"]) == {"examples", "linear_top1", "knn_top1", "fewshot_2_top1"}
+
 
 def test_probe_head_gives_the_probe_predictions():
     tx, ty = _blobs(20, 3, 8, 1.0, seed=5)

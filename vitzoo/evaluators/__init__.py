@@ -1,6 +1,6 @@
 """Evaluators: one protocol over a split, yielding named metrics.
 
-Periodic evaluation during fine-tuning, ``vitzoo evaluate`` and the head-only run's
+Periodic evaluation during fine-tuning, ``vitzoo evaluate``, the head-only run's and the probe's
 metrics are all evaluators (after big_vision's ``evaluators/common.py``): the caller does
 not know what they compute, it iterates ``(name, value)`` pairs. The protocol is
 :class:`Evaluator`::
@@ -11,11 +11,12 @@ not know what they compute, it iterates ``(name, value)`` pairs. The protocol is
 
 ``subject`` is what is evaluated: replicated device parameters for a model evaluator
 (:class:`~vitzoo.evaluators.classification.Classification`), a linear head
-``(kernel, bias)`` for :class:`~vitzoo.evaluators.features.HeadOnFeatures`. A
-"features -> named metrics" evaluator (the probe's linear/kNN/few-shot scores) fits the
-same protocol: build it from cached train and evaluation features, let ``run(subject)``
-take whatever it scores (``None`` when nothing varies) and yield its own names
-(``linear_top1``, ``knn_top1``, ``fewshot_5_top1``...), fractions like every other metric.
+``(kernel, bias)`` for :class:`~vitzoo.evaluators.features.HeadOnFeatures`. The probe's
+scores are "features -> named metrics" evaluators too
+(:class:`vitzoo.probe.scores.ProbeScores`, one per side: the validation part that chooses
+and the evaluation split that reports): built from cached features, ``run()`` takes no
+subject and yields ``examples``, ``linear_top1``, ``knn_top1``, ``fewshot_K_top1``,
+fractions like every other metric.
 
 What is decided here, once (:mod:`vitzoo.evaluators.metrics`):
 

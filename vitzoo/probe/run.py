@@ -28,7 +28,7 @@ from vitzoo.probe.candidates import Candidate
 from vitzoo.probe.scores import DEFAULT_SHOTS
 
 #: Bump when the scoring method changes, so saved scores are recomputed.
-SCORES_VERSION = 2
+SCORES_VERSION = 3
 DTYPES = ("float32", "bfloat16")
 
 

@@ -30,6 +30,7 @@ training images (ties go to the lower class index).
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -328,12 +329,46 @@ def score_all(train: tuple[np.ndarray, np.ndarray], evaluation: tuple[np.ndarray
     ``evaluation``. A k-shot that the smaller fit set cannot afford is skipped for ranking
     only (with a note); it is still reported when the whole training split affords it.
     """
+    from vitzoo.evaluators import run_all
+
     (tx, ty), (ex, ey) = train, evaluation
     fit, val = validation_part(ty)
-    choose, choose_notes = score_side((tx[fit], ty[fit]), (tx[val], ty[val]), num_classes,
-                                      shots=shots, seeds=seeds, knn_k=knn_k, per_image=True)
-    report, notes = score_side((tx, ty), (ex, ey), num_classes, shots=shots, seeds=seeds,
-                               knn_k=knn_k, per_image=False)
+    settings = {"shots": shots, "seeds": seeds, "knn_k": knn_k}
+    sides = [ProbeScores("validation", (tx[fit], ty[fit]), (tx[val], ty[val]), num_classes,
+                         per_image=True, **settings),
+             ProbeScores("evaluation", (tx, ty), (ex, ey), num_classes, per_image=False,
+                         **settings)]
+    metrics = run_all(sides, None)
+    choose, report = sides[0].side, sides[1].side
+    choose["metrics"], report["metrics"] = metrics["validation"], metrics["evaluation"]
     choose["split"] = (f"validation: {VALIDATION_FRACTION:.0%} of each training class "
                        f"(stratified, seed {VALIDATION_SEED}), held out of the fit")
-    return {"choose": choose, "report": report, "notes": notes + choose_notes}
+    return {"choose": choose, "report": report, "notes": sides[1].notes + sides[0].notes}
+
+
+class ProbeScores:
+    """One side of a probe as an evaluator (the :mod:`vitzoo.evaluators` protocol).
+
+    Probes fitted on ``fit`` are scored on the split ``name``; :meth:`run` yields the named
+    metrics every evaluator uses (``examples``, and ``linear_top1``, ``knn_top1``,
+    ``fewshot_K_top1`` as fractions) and keeps the full result (regularisers, per-image
+    hits for the paired comparison of candidates) in :attr:`side`. The features are the
+    subject's already: ``run`` takes no subject.
+    """
+
+    def __init__(self, name: str, fit: tuple[np.ndarray, np.ndarray],
+                 scored: tuple[np.ndarray, np.ndarray], num_classes: int, *,
+                 shots: tuple[int, ...], seeds: int, knn_k: int, per_image: bool) -> None:
+        self.name, self.fit, self.scored, self.num_classes = name, fit, scored, num_classes
+        self.settings = {"shots": shots, "seeds": seeds, "knn_k": knn_k, "per_image": per_image}
+        self.side: dict[str, Any] = {}
+        self.notes: list[str] = []
+
+    def run(self, subject: Any = None) -> Iterator[tuple[str, float | int | None]]:
+        self.side, self.notes = score_side(self.fit, self.scored, self.num_classes,
+                                           **self.settings)
+        yield "examples", self.side["examples"]
+        yield "linear_top1", self.side["linear"]["accuracy"]
+        yield "knn_top1", self.side["knn"]["accuracy"]
+        for k, entry in self.side["fewshot"].items():
+            yield f"fewshot_{k}_top1", entry["mean"]
