@@ -46,16 +46,27 @@ def init_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
 
 def make_train_step(apply_fn: Callable[..., jax.Array], tx: optax.GradientTransformation, *,
                     num_classes: int, accum: int = 1, label_smoothing: float = 0.0,
-                    pmap: bool = True) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+                    pmap: bool = True, task: str = "multiclass"
+                    ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """``step(state, batch, key) -> (state, metrics)``; pmapped over ``'batch'`` unless ``pmap=False``.
 
     ``batch['image']`` is ``[per_device, H, W, 3]`` inside the map (``[devices, ...]``
     outside); with ``accum > 1`` it is split into ``accum`` equal micro-batches whose
     mean gradient equals the full-batch gradient.
+
+    ``task`` ``multilabel``: ``batch['label']`` is multi-hot ``[..., num_classes]``, the
+    loss the per-class sigmoid cross-entropy and ``accuracy`` the exact-match rate of the
+    label sets at probability 0.5.
     """
 
     def loss_fn(params: Any, images: jax.Array, labels: jax.Array, key: jax.Array) -> Any:
         logits = apply_fn({"params": params}, images, train=True, rngs={"dropout": key})
+        if task == "multilabel":
+            from vitzoo.evaluators.multilabel_metrics import sigmoid_cross_entropy
+
+            loss = sigmoid_cross_entropy(logits, labels).mean()
+            correct = jnp.all((logits > 0) == (labels > 0), axis=-1).mean()
+            return loss, correct
         loss = cross_entropy(logits, labels, num_classes, label_smoothing).mean()
         correct = (jnp.argmax(logits, -1) == labels).mean()
         return loss, correct
@@ -71,7 +82,7 @@ def make_train_step(apply_fn: Callable[..., jax.Array], tx: optax.GradientTransf
             (loss, correct), grads = grad_fn(state.params, images, labels, key)
         else:
             images = images.reshape(accum, -1, *images.shape[1:])
-            labels = labels.reshape(accum, -1)
+            labels = labels.reshape(accum, -1, *labels.shape[1:])
 
             def micro(carry: Any, xs: Any) -> Any:
                 grad_sum, loss_sum, correct_sum = carry

@@ -44,6 +44,10 @@ DATA_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "stream": (("--stream",), "Stream TFDS splits from their files instead of reading them into "
                               "memory (automatic when they exceed the memory budget)."),
     "gcs_auth": (tuple(GCS_AUTH.param_decls or ()), str(GCS_AUTH.help)),
+    "task": (("--task",), "multiclass (one class per image, softmax) or multilabel (any number, "
+                          "sigmoid; scored by mAP and F1)."),
+    "labels": (("--labels",), "Multi-label image folder: CSV of relative/path.jpg,class1;class2 "
+                              "(default DIR/labels.csv)."),
 }
 #: ``recommend --data`` was the spelling before ``--dataset``; still accepted, not shown.
 DATA_ALIAS = "data_alias"

@@ -53,6 +53,8 @@ def open_dataset(
     need_train: bool = True,
     stream: bool | None = None,
     gcs_auth: bool = False,
+    task: str = "multiclass",
+    labels: str | None = None,
 ) -> DataSplits:
     """``dataset`` is an image folder (local, or a ``gs://``/``s3://`` URL) or a TFDS name.
 
@@ -60,12 +62,20 @@ def open_dataset(
 
     ``stream`` (TFDS only): None streams the splits too large for the memory budget, True
     streams every split, False keeps every split in memory or fails.
+
+    ``task`` ``multilabel``: multi-hot targets (:mod:`vitzoo.data.multilabel`); an image
+    folder is then described by the CSV ``labels`` (default ``DIR/labels.csv``).
     """
     if not dataset or not dataset.strip():
         raise VitzooError("empty --dataset", "give a TFDS name or an image folder")
     from vitzoo.data.remote import dataset_folder
 
     path = dataset_folder(dataset, gcs_auth=gcs_auth)
+    if path.is_dir() and task == "multilabel":
+        from vitzoo.data.multilabel import load_multilabel_folder
+
+        return load_multilabel_folder(path, labels, val_fraction=val_fraction,
+                                      need_train=need_train, eval_split=eval_split)
     if path.is_dir():
         if train_split not in (None, "train"):
             raise VitzooError("--train-split applies to TFDS datasets only",
@@ -92,4 +102,4 @@ def open_dataset(
 
     return load_tfds(dataset, train_split=train_split or "train", eval_split=eval_split,
                      data_dir=data_dir, manual_dir=manual_dir, val_fraction=val_fraction,
-                     need_train=need_train, stream=stream)
+                     need_train=need_train, stream=stream, task=task)

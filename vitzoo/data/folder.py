@@ -125,6 +125,17 @@ def _read(files: list[tuple[Path, int]], root: Path, keep_bytes: bool, convert_d
             skipped, converted)
 
 
+def read_files(files: list[tuple[Path, int]], root: Path, convert_dir: Path
+               ) -> tuple[Examples, list[tuple[str, str]]]:
+    """Read and check ``(file, label)`` pairs as a folder's images are: the multi-label reader.
+
+    Kept in memory when their bytes fit the budget; unreadable files are skipped and listed.
+    """
+    keep = sum(f.stat().st_size for f, _ in files if f.is_file()) <= memory_budget()
+    examples, skipped, _ = _read(files, root, keep, convert_dir)
+    return examples, skipped
+
+
 def _layout(root: Path) -> tuple[Path | None, Path | None]:
     names = {p.name.lower(): p for p in _class_dirs(root)}
     train = next((names[n] for n in TRAIN_DIRS if n in names), None)

@@ -25,7 +25,9 @@ class DataOptions:
     else validation, else a split of ``val_fraction`` carved from the training data.
     ``stream`` forces TFDS splits to be streamed from their files (without it, only the
     splits larger than the memory budget are). ``gcs_auth`` reads a bucket folder with the
-    user's own credentials instead of anonymously.
+    user's own credentials instead of anonymously. ``task`` is ``multiclass`` (one class
+    per image) or ``multilabel`` (any number: :mod:`vitzoo.data.multilabel`, whose image
+    folders are described by the CSV ``labels``, by default ``DIR/labels.csv``).
     """
 
     dataset: str
@@ -36,6 +38,8 @@ class DataOptions:
     val_fraction: float = 0.1
     stream: bool = False
     gcs_auth: bool = False
+    task: str = "multiclass"
+    labels: str | None = None
 
     def check(self) -> None:
         """Refuse impossible settings before any data is read (one-line errors)."""
@@ -44,6 +48,12 @@ class DataOptions:
         if not 0.0 < self.val_fraction < 1.0:
             raise VitzooError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}",
                               "e.g. --val-fraction 0.1")
+        if self.task not in ("multiclass", "multilabel"):
+            raise VitzooError(f"--task must be multiclass or multilabel, got {self.task!r}",
+                              "e.g. --task multilabel")
+        if self.labels is not None and self.task != "multilabel":
+            raise VitzooError("--labels describes a multi-label dataset",
+                              "add --task multilabel (or drop --labels)")
 
     def open(self, *, need_train: bool = True, recorded_stream: bool | None = None) -> DataSplits:
         """The two splits (:class:`~vitzoo.data.source.DataSplits`) this record names.
@@ -57,7 +67,8 @@ class DataOptions:
         return open_dataset(self.dataset, train_split=self.train_split,
                             eval_split=self.eval_split, data_dir=self.data_dir,
                             manual_dir=self.manual_dir, val_fraction=self.val_fraction,
-                            need_train=need_train, stream=stream, gcs_auth=self.gcs_auth)
+                            need_train=need_train, stream=stream, gcs_auth=self.gcs_auth,
+                            task=self.task, labels=self.labels)
 
     def data_options(self) -> DataOptions:
         """Only the dataset settings of this record (a subclass, e.g. a fine-tune's options)."""

@@ -69,6 +69,10 @@ class DataSplits:
     eval_split: str
     notes: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: ``multiclass`` (integer labels) or ``multilabel`` (``int32 [N, K]`` multi-hot labels).
+    task: str = "multiclass"
+    #: Where a multi-label run chooses its F1 threshold, when that is not ``eval`` itself.
+    validation: Split | None = None
 
     @property
     def num_classes(self) -> int:
@@ -80,6 +84,7 @@ class DataSplits:
             "name": self.name,
             "kind": self.kind,
             "num_classes": self.num_classes,
+            "task": self.task,
             "train_split": self.train_split,
             "eval_split": self.eval_split,
             "train_examples": len(self.train) if self.train is not None else None,

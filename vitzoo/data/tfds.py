@@ -207,12 +207,16 @@ def load_tfds(
     val_fraction: float = 0.1,
     need_train: bool = True,
     stream: bool | None = None,
+    task: str = "multiclass",
 ) -> DataSplits:
     """Read a TFDS dataset (see module docstring); ``eval_split`` None picks test/validation.
 
     ``stream``: None streams the splits that do not fit the memory budget, True streams
     every split, False reads every split in memory (an error when one does not fit).
     """
+    if task == "multilabel":
+        raise VitzooError("multi-label TFDS datasets are not supported yet",
+                          "use an image folder with a labels file (--labels FILE)")
     builder = _builder(name, data_dir, manual_dir)
     image_key, label_key = _keys(builder)
     class_names = list(builder.info.features[label_key].names)

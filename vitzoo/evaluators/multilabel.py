@@ -1,0 +1,109 @@
+"""A multi-label classifier on a split: mAP, F1 at a threshold chosen on validation, loss.
+
+Average precision ranks every image of the split per class, so, unlike top-1, it cannot
+be summed batch by batch: the step gathers each batch's logits from every device (and
+process) and the host scores the whole split at once (:mod:`.multilabel_metrics`). The
+logits of a split are ``examples x classes`` floats, small beside the images.
+
+The F1 threshold is chosen on ``validation`` when the evaluator has one (a fine-tune: the
+held-out training images), else taken as given (``evaluate``: the threshold the run
+recorded). When the split reported is the validation split itself, the F1 is the one
+the threshold was chosen on, and the run's notes say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vitzoo.evaluators.multilabel_metrics import (
+    DEFAULT_THRESHOLD,
+    choose_threshold,
+    multilabel_metrics,
+    sigmoid,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vitzoo.data import Layout, Split
+
+
+def make_logits_step(apply_fn: Callable[..., Any], *, pmap: bool = True) -> Callable[..., Any]:
+    """``step(params, batch) -> {"logits", "label", "mask"}`` of the global batch (all-gathered)."""
+    import jax
+    import jax.numpy as jnp
+
+    from vitzoo.backbone.devices import AXIS
+
+    def logits_of(params: Any, batch: dict[str, Any]) -> dict[str, Any]:
+        logits = apply_fn({"params": params}, batch["image"], train=False).astype(jnp.float32)
+        rows = {"logits": logits, "label": batch["label"], "mask": batch["mask"]}
+        return jax.lax.all_gather(rows, AXIS, tiled=True) if pmap else rows
+
+    return jax.pmap(logits_of, axis_name=AXIS) if pmap else jax.jit(logits_of)
+
+
+def split_logits(step: Callable[..., Any], params: Any, batches: Iterable[dict[str, np.ndarray]],
+                 devices: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits [N, K], targets [N, K])`` of every real (unmasked) example of the split."""
+    from vitzoo.backbone.devices import shard, unreplicate
+
+    logits, targets = [], []
+    for batch in batches:
+        rows = {k: np.asarray(unreplicate(v)) for k, v in step(params, shard(batch, devices)).items()}
+        keep = rows["mask"].astype(bool)
+        logits.append(rows["logits"][keep])
+        targets.append(rows["label"][keep])
+    return np.concatenate(logits), np.concatenate(targets)
+
+
+class MultiLabel:
+    """``map``, ``f1``, ``threshold``, ``loss`` and ``examples`` of a multi-label classifier.
+
+    ``validation``: the split whose F1 chooses the threshold (None: use ``threshold``).
+    :attr:`probabilities` keeps the last run's sigmoid scores (``evaluate``'s per-class rows).
+    """
+
+    def __init__(self, name: str, apply_fn: Callable[..., Any], split: Split, *,
+                 resolution: int, layout: Layout, devices: Sequence[Any],
+                 validation: Split | None = None,
+                 threshold: float = DEFAULT_THRESHOLD) -> None:
+        from vitzoo.data import eval_recipe
+
+        self.name = name
+        self.devices = list(devices)
+        self.threshold = threshold
+        self._step = make_logits_step(apply_fn)
+        recipe = eval_recipe(resolution)
+        self._batches = split.eval_batches(recipe, layout)
+        self._validation = (None if validation is None or validation is split
+                            else validation.eval_batches(recipe, layout))
+        self._choose_on_eval = validation is split
+        self.probabilities = np.zeros((0, 0))
+        self.targets = np.zeros((0, 0))
+
+    def run(self, params: Any) -> Iterator[tuple[str, float | int | None]]:
+        logits, targets = split_logits(self._step, params, self._batches, self.devices)
+        if self._validation is not None:
+            self.threshold = choose_threshold(
+                *_probabilities(split_logits(self._step, params, self._validation, self.devices)))
+        elif self._choose_on_eval:
+            self.threshold = choose_threshold(sigmoid(logits), targets)
+        self.probabilities, self.targets = sigmoid(logits), targets
+        yield from multilabel_metrics(logits, targets, self.threshold).items()
+
+
+def _probabilities(pair: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    return sigmoid(pair[0]), pair[1]
+
+
+def per_class(probabilities: np.ndarray, targets: np.ndarray, class_names: list[str],
+              threshold: float) -> list[dict[str, Any]]:
+    """Per class: positives, average precision and F1 at ``threshold`` (None where undefined)."""
+    from vitzoo.evaluators.multilabel_metrics import average_precision, f1_score
+
+    return [{"index": k, "class": name, "positives": int(targets[:, k].sum()),
+             "ap": average_precision(probabilities[:, k], targets[:, k]),
+             "f1": f1_score(probabilities[:, k], targets[:, k], threshold)}
+            for k, name in enumerate(class_names)]
