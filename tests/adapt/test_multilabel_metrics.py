@@ -1,0 +1,127 @@
+"""Multi-label loss and metrics against independent NumPy oracles written here.
+
+Oracles: binary cross-entropy from its textbook form (``-z log p - (1 - z) log(1 - p)``
+with ``p = 1 / (1 + e^-x)``); average precision as the mean over positive examples of the
+precision at that example's score (ties counted together, which is scikit-learn's
+definition in another form); F1 from counted true/false positives and negatives.
+The train step's reported loss is checked against the same BCE oracle on the model's own
+logits, so a softmax loss (or a sum over classes) in the step fails here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vitzoo.evaluators.multilabel_metrics import (
+    average_precision,
+    choose_threshold,
+    f1_score,
+    mean_average_precision,
+    multilabel_metrics,
+    numpy_loss,
+    sigmoid,
+)
+
+
+def bce_oracle(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    return (-(targets * np.log(p) + (1 - targets) * np.log(1 - p))).mean(axis=1)
+
+
+def ap_oracle(scores: np.ndarray, positives: np.ndarray) -> float | None:
+    if positives.sum() == 0:
+        return None
+    precisions = []
+    for i in np.flatnonzero(positives):
+        at_or_above = scores >= scores[i]
+        precisions.append(positives[at_or_above].sum() / at_or_above.sum())
+    return float(np.mean(precisions))
+
+
+def f1_oracle(probabilities: np.ndarray, targets: np.ndarray, threshold: float) -> float:
+    tp = fp = fn = 0
+    for p, z in zip(probabilities.ravel(), targets.ravel(), strict=True):
+        tp += int(p >= threshold and z == 1)
+        fp += int(p >= threshold and z == 0)
+        fn += int(p < threshold and z == 1)
+    return 2 * tp / (2 * tp + fp + fn)
+
+
+@pytest.fixture
+def scored():
+    rng = np.random.default_rng(3)
+    targets = (rng.uniform(size=(40, 6)) < 0.3).astype(np.int32)
+    targets[:, 5] = 0  # a class without positives: no AP, left out of the mean
+    logits = (rng.normal(size=(40, 6)) + 1.5 * targets).astype(np.float32)
+    logits[::4, 1] = logits[0, 1]  # ties
+    return logits, targets
+
+
+def test_bce_equals_the_textbook_formula(scored):
+    import jax.numpy as jnp
+
+    from vitzoo.evaluators.multilabel_metrics import sigmoid_cross_entropy
+
+    logits, targets = scored
+    expected = bce_oracle(logits, targets)
+    np.testing.assert_allclose(numpy_loss(logits, targets), expected, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(sigmoid_cross_entropy(jnp.asarray(logits),
+                                                                jnp.asarray(targets))),
+                               expected, rtol=1e-5)
+
+
+def test_average_precision_equals_the_oracle_with_ties(scored):
+    logits, targets = scored
+    scores = sigmoid(logits)
+    per_class = [ap_oracle(scores[:, k], targets[:, k]) for k in range(6)]
+    assert per_class[5] is None and average_precision(scores[:, 5], targets[:, 5]) is None
+    for k in range(5):
+        assert average_precision(scores[:, k], targets[:, k]) == pytest.approx(per_class[k], 1e-12)
+    assert mean_average_precision(scores, targets) == pytest.approx(np.mean(per_class[:5]), 1e-12)
+    # a hand example: ranks 1 and 3 positive -> (1/1 + 2/3) / 2
+    assert average_precision(np.array([0.9, 0.8, 0.7]), np.array([1, 0, 1])) == pytest.approx(5 / 6)
+    # all tied: precision is the positive rate
+    assert average_precision(np.zeros(4), np.array([1, 0, 0, 0])) == pytest.approx(0.25)
+
+
+def test_f1_and_the_threshold_chosen(scored):
+    logits, targets = scored
+    probabilities = sigmoid(logits)
+    for t in (0.2, 0.5, 0.8):
+        assert f1_score(probabilities, targets, t) == pytest.approx(f1_oracle(probabilities, targets, t))
+    chosen = choose_threshold(probabilities, targets)
+    best = max(f1_oracle(probabilities, targets, t) for t in np.round(np.arange(1, 20) * 0.05, 2))
+    assert f1_oracle(probabilities, targets, chosen) == pytest.approx(best)
+    metrics = multilabel_metrics(logits, targets, chosen)
+    assert metrics["examples"] == 40 and metrics["threshold"] == chosen
+    assert metrics["loss"] == pytest.approx(bce_oracle(logits, targets).mean(), rel=1e-10)
+
+
+def test_train_step_reports_the_sigmoid_bce_of_its_logits():
+    import jax
+
+    from vitzoo.adapt.optimizer import sgd_momentum
+    from vitzoo.adapt.steps import init_state, make_train_step
+    from vitzoo.models import build_model
+    from vitzoo.models.configs import ModelConfig
+
+    config = ModelConfig(name="tiny", family="vit", hidden_size=32, mlp_dim=64, num_layers=1,
+                         patch_size=8, num_heads=2)
+    model = build_model(config, 4)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
+    targets = (rng.uniform(size=(8, 4)) < 0.5).astype(np.int32)
+    params = model.init(jax.random.PRNGKey(0), images[:1])["params"]
+    params = jax.tree.map(lambda p: p + 0.3 * rng.standard_normal(p.shape).astype(p.dtype), params)
+    logits = np.asarray(model.apply({"params": params}, images, train=False), np.float64)
+    tx = sgd_momentum(lambda _: 0.0, momentum_dtype="float32")
+    for accum in (1, 2):
+        step = make_train_step(model.apply, tx, num_classes=4, accum=accum, pmap=False,
+                               task="multilabel")
+        state = init_state(jax.tree.map(np.array, jax.device_get(params)), tx)
+        _, metrics = step(state, {"image": images, "label": targets},
+                          np.asarray(jax.random.PRNGKey(0)))
+        assert float(metrics["loss"]) == pytest.approx(bce_oracle(logits, targets).mean(), rel=1e-4)
+        exact = np.all((logits > 0) == (targets > 0), axis=1).mean()
+        assert float(metrics["accuracy"]) == pytest.approx(exact)
