@@ -25,6 +25,9 @@ from vitzoo.errors import VitzooError
 IDENTITY = ("model", "dataset", "steps", "warmup", "lr", "batch", "res", "train_split",
             "eval_split", "seed", "dtype", "label_smoothing", "val_fraction",
             "momentum_dtype", "clip_norm")
+#: Identity settings recorded only when not at these defaults, so the identity of every
+#: single-label run (older ones included) is what it always was.
+IDENTITY_IF_SET: dict[str, Any] = {"task": "multiclass", "labels": None}
 
 
 @dataclass(kw_only=True)
@@ -77,11 +80,14 @@ class FinetuneOptions(DataOptions):
 
     def identity(self) -> dict[str, Any]:
         data = asdict(self)
-        return {k: data[k] for k in IDENTITY}
+        return {**{k: data[k] for k in IDENTITY},
+                **{k: data[k] for k, default in IDENTITY_IF_SET.items() if data[k] != default}}
 
     def changes_from(self, recorded: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         """``(setting, recorded, now)`` for each identity setting that differs from ``recorded``."""
-        return [(k, recorded.get(k), v) for k, v in self.identity().items() if recorded.get(k) != v]
+        now = {**IDENTITY_IF_SET, **self.identity()}
+        then = {**IDENTITY_IF_SET, **recorded}
+        return [(k, then.get(k), v) for k, v in now.items() if then.get(k) != v]
 
     def settled(self) -> tuple[FinetuneOptions, list[str]]:
         """These options with a workdir and a warmup no longer than the run, and notes on why."""

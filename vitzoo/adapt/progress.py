@@ -53,6 +53,8 @@ class Display:
             parts.append(f"acc {entry['train_accuracy']:.1%}")
         if "eval_accuracy" in entry:
             parts.append(f"eval {entry['eval_accuracy']:.1%}")
+        if entry.get("eval_map") is not None:
+            parts.append(f"mAP {entry['eval_map']:.1%}")
         if entry.get("img_per_sec"):
             parts.append(f"{entry['img_per_sec']:.1f} img/s")
         self._progress.update(self._task, completed=step, stats="  ".join(parts))
@@ -85,7 +87,11 @@ class Display:
                        f"(accum {record['batch']['accum']}), lr {o['lr']}, res {o['res']}"),
             ("eval accuracy", f"top-1 {fmt(m.get('eval_accuracy'), '.2%')}  "
                               f"top-5 {fmt(m.get('eval_top5'), '.2%')}  "
-                              f"loss {fmt(m.get('eval_loss'), '.4f')}"),
+                              f"loss {fmt(m.get('eval_loss'), '.4f')}") if "eval_map" not in m
+            else ("eval (multi-label)", f"mAP {fmt(m.get('eval_map'), '.2%')}  "
+                                        f"F1 {fmt(m.get('eval_f1'), '.2%')} at threshold "
+                                        f"{fmt(m.get('eval_threshold'), '.2f')}  "
+                                        f"loss {fmt(m.get('eval_loss'), '.4f')}"),
             ("speed", f"{fmt(m.get('img_per_sec'), '.1f')} img/s, first step after "
                       f"{fmt(m.get('time_to_first_step_s'), '.1f')} s, "
                       f"total {fmt(m.get('wall_time_s'), '.0f')} s"),

@@ -279,16 +279,12 @@ def _build_loop(setup: _Setup, tx: Any, state: Any, read_mode: dict[str, Any], s
     from vitzoo.adapt.throughput import TrainWindow
     from vitzoo.backbone.devices import replicate, shard
     from vitzoo.data import train_recipe
-    from vitzoo.evaluators import record_fields
-    from vitzoo.evaluators.classification import Classification
 
     options, data, layout, apply = setup.options, setup.data, setup.layout, setup.model.module.apply
     devices = jax.local_devices()
     train_step = make_train_step(apply, tx, num_classes=data.num_classes,
                                  accum=setup.batch_plan.accum,
-                                 label_smoothing=options.label_smoothing)
-    evaluator = Classification(data.eval_split, apply, data.eval, resolution=options.res,
-                               layout=layout, devices=devices, num_classes=data.num_classes)
+                                 label_smoothing=options.label_smoothing, task=data.task)
     device_state = replicate(state, devices)
     key = replicate(np.asarray(jax.random.PRNGKey(options.seed)), devices)
     batches = data.train.train_batches(train_recipe(options.res), layout, seed=options.seed,
@@ -297,11 +293,29 @@ def _build_loop(setup: _Setup, tx: Any, state: Any, read_mode: dict[str, Any], s
                                 read_mode=read_mode, enabled=setup.is_main)
     loop = _Loop(
         options=options, train_step=train_step,
-        evaluate=lambda params: record_fields(evaluator.run(params)),
+        evaluate=_evaluator(data, apply, options.res, layout, devices),
         save=checkpointer.save, key=key, display=setup.display,
         writer=MetricsWriter(setup.workdir, enabled=setup.is_main, resume_step=start_step),
         throughput=TrainWindow(layout.global_batch, t_start))
     return loop, device_state, Prefetch(batches, lambda batch: shard(batch, devices))
+
+
+def _evaluator(data: DataSplits, apply: Callable[..., Any], res: int, layout: Layout,
+               devices: list[Any]) -> Callable[[Any], dict[str, Any]]:
+    """``params -> eval metrics`` (run.json/metrics.jsonl keys) of the run's task on its eval split."""
+    if data.task == "multilabel":
+        from vitzoo.evaluators.multilabel import MultiLabel
+        from vitzoo.evaluators.multilabel_metrics import RECORD_KEYS
+
+        multilabel = MultiLabel("eval", apply, data.eval, resolution=res, layout=layout,
+                                devices=devices, validation=data.validation or data.eval)
+        return lambda params: {RECORD_KEYS[k]: v for k, v in multilabel.run(params)}
+    from vitzoo.evaluators import record_fields
+    from vitzoo.evaluators.classification import Classification
+
+    evaluator = Classification(data.eval_split, apply, data.eval, resolution=res, layout=layout,
+                               devices=devices, num_classes=data.num_classes)
+    return lambda params: record_fields(evaluator.run(params))
 
 
 def _train_loop(loop: _Loop, device_state: Any, batches: Any,

@@ -382,7 +382,9 @@ def preflight(data: DataSplits) -> list[str]:
             f"`vitzoo data check {data.name}` lists them all")
     labels = getattr(data.train, "labels", None)
     if labels is not None and len(labels):
-        counts = np.bincount(np.asarray(labels), minlength=data.num_classes)
+        labels = np.asarray(labels)
+        counts = (labels.sum(0) if labels.ndim == 2  # multi-hot: images per class
+                  else np.bincount(labels, minlength=data.num_classes))
         low, high = int(counts.argmin()), int(counts.argmax())
         if counts[low] == 0 or counts[high] >= IMBALANCE_WARNING * counts[low]:
             warnings.append(
