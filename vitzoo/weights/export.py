@@ -43,6 +43,7 @@ from vitzoo.labels import DATASET_NAMES, readable
 from vitzoo.models.configs import ModelConfig, infer_config
 from vitzoo.weights.facts import Labels, class_names_near, labels_from
 from vitzoo.weights.release import load_npz, save_npz
+from vitzoo.weights.task import HF_PROBLEM_TYPE, HeadTask, head_task
 
 FORMATS: tuple[str, ...] = ("timm", "transformers", "npz")
 WEIGHTS_FILE = "model.safetensors"
@@ -80,6 +81,7 @@ class ExportSource:
     npz: Path
     class_names: list[str] | None
     names_from: str
+    task: HeadTask = HeadTask()
 
 
 def open_source(path: str | os.PathLike[str]) -> ExportSource:
@@ -95,7 +97,7 @@ def open_source(path: str | os.PathLike[str]) -> ExportSource:
     else:
         raise VitzooError(f"{path} does not exist", "give a run folder, an .npz file or a catalog name")
     names, where = class_names_near(npz)
-    return ExportSource(npz, names, where)
+    return ExportSource(npz, names, where, head_task(npz))
 
 
 def _labels(source: ExportSource, num_classes: int) -> Labels | None:
@@ -115,7 +117,7 @@ def export_checkpoint(source: ExportSource, fmt: str, out: str | os.PathLike[str
     config, info = infer_config(flat)
     labels = _labels(source, info["num_classes"])
     if fmt == "npz":
-        files = _export_npz(flat, labels)
+        files = _export_npz(flat, labels, source.task)
     elif fmt == "timm":
         files = _export_timm(flat, config, info, labels, source)
     else:
@@ -180,18 +182,24 @@ def _sync(handle: Any) -> None:
     os.fsync(handle.fileno())
 
 
-def _export_npz(flat: Mapping[str, np.ndarray], labels: Labels | None) -> Files:
+def _export_npz(flat: Mapping[str, np.ndarray], labels: Labels | None, task: HeadTask) -> Files:
     files: Files = {"model.npz": _npz_file(flat)}
-    if labels is not None:
-        files["class_names.json"] = _json_file({"class_names": labels.names})
+    if labels is not None:  # a multi-label head's task and threshold travel with its names
+        files["class_names.json"] = _json_file({"class_names": labels.names, **task.as_dict()})
     return files
 
 
 def _vitzoo_note(source: ExportSource, config: ModelConfig) -> dict[str, Any]:
     from vitzoo.versions import VITZOO_VERSION as __version__
 
-    return {"exported_by": f"vitzoo {__version__}", "source": source.npz.name,
+    note = {"exported_by": f"vitzoo {__version__}", "source": source.npz.name,
             "architecture": config.name, "numerics": NUMERICS}
+    if source.task.multilabel:
+        note["task"] = {"task": source.task.task, "threshold": source.task.threshold,
+                        "note": "multi-label: independent per-class logits; apply a sigmoid "
+                                "(not a softmax) and keep every class at or above the threshold "
+                                "(chosen on validation by the fine-tune)"}
+    return note
 
 
 def timm_architecture(config: ModelConfig, resolution: int) -> str:
@@ -302,6 +310,8 @@ def _export_transformers(flat: Mapping[str, np.ndarray], config: ModelConfig, in
 
     state = release_to_hf(flat, config)  # refuses hybrids, Mixer, GAP, pre_logits, no head
     cfg = transformers_config(config, info, labels)
+    if source.task.multilabel:  # BCE-with-logits loss and sigmoid scores in transformers
+        cfg["problem_type"] = HF_PROBLEM_TYPE[source.task.task]
     cfg["vitzoo"] = _vitzoo_note(source, config)
     if labels is not None and labels.imagenet:
         cfg["vitzoo"]["labels"] = f"{DATASET_NAMES[len(labels.ids)]} WordNet lemmas and ids"
