@@ -8,6 +8,10 @@ Class names come from :func:`vitzoo.weights.facts.find_labels` (one precedence f
 evaluate and export): ``class_names.json``, then ``run.json`` next to the ``.npz``, then
 ImageNet-1k or -21k names for 1000- and 21843-class heads (``Egyptian cat (n02124075)``),
 otherwise class indices.
+
+A multi-label head (:func:`vitzoo.weights.task.head_task`) scores classes independently: its
+probabilities are sigmoids, and each prediction also lists every class at or above the
+threshold the fine-tune chose on validation (``labels``), however many that is.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 
 from vitzoo.errors import VitzooError
 from vitzoo.weights.facts import CLASS_NAME_FILES, Labels, facts_for, find_labels
+from vitzoo.weights.task import head_task
 
 __all__ = ["CLASS_NAME_FILES", "Labels", "Prediction", "Predictor", "find_labels", "predict",
            "preprocess"]
@@ -32,9 +37,14 @@ class Prediction:
     image: str
     top_k: list[dict[str, Any]]
     logits: list[float] | None = field(default=None)
+    #: multi-label heads: every class at or above ``threshold``, most probable first
+    labels: list[dict[str, Any]] | None = field(default=None)
+    threshold: float | None = field(default=None)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"image": self.image, "top_k": self.top_k}
+        if self.labels is not None:
+            out.update(labels=self.labels, threshold=self.threshold)
         if self.logits is not None:
             out["logits"] = self.logits
         return out
@@ -128,6 +138,7 @@ class Predictor:
         self.config, self.params = self.backbone.config, self.backbone.params
         self.facts = facts_for(self.path, num_classes=self.num_classes, resolution=self.resolution)
         self.labels = self.facts.labels
+        self.task = head_task(self.path)
         self._apply = None
         self._device_params = None
 
@@ -145,6 +156,10 @@ class Predictor:
             self._device_params = jax.device_put(self.params)
         return np.asarray(self._apply(self._device_params, images))
 
+    def _entry(self, row: np.ndarray, index: int) -> dict[str, Any]:
+        return {"index": int(index), "label": self.labels(int(index)),
+                "probability": float(row[index])}
+
     def predict(
         self, images: Sequence[str | os.PathLike[str]], *, top_k: int = 5,
         with_logits: bool = False, batch_size: int = 32,
@@ -157,14 +172,20 @@ class Predictor:
             chunk = list(images[start:start + batch_size])
             batch = np.stack([preprocess(p, self.facts.preprocessing.resize) for p in chunk])
             logits = self.logits(batch)
-            probs = softmax(logits)
+            probs = sigmoid(logits) if self.task.multilabel else softmax(logits)
             for path, row_logits, row in zip(chunk, logits, probs, strict=True):
-                order = np.argsort(-row, kind="stable")[:k]
-                top = [{"index": int(i), "label": self.labels(int(i)),
-                        "probability": float(row[i])} for i in order]
+                order = np.argsort(-row, kind="stable")
+                top = [self._entry(row, i) for i in order[:k]]
+                above = ([self._entry(row, i) for i in order if row[i] >= self.task.threshold]
+                         if self.task.multilabel else None)
                 out.append(Prediction(str(path), top,
-                                      [float(v) for v in row_logits] if with_logits else None))
+                                      [float(v) for v in row_logits] if with_logits else None,
+                                      above, self.task.threshold if above is not None else None))
         return out
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -np.asarray(logits, np.float64)))
 
 
 def predict(

@@ -51,10 +51,11 @@ def predict_command(
     if fmt in ("json", "jsonl", "csv"):
         rows = [result.as_dict() | ({"attention_map": str(m)} if m else {})
                 for result, m in zip(results, maps, strict=True)]
-        if fmt == "csv":  # one line per (image, rank)
+        if fmt == "csv":  # one line per (image, rank); multi-label: per class above the threshold
+            listed = "labels" if predictor.task.multilabel else "top_k"
             rows = [{"image": row["image"], "rank": rank, "index": entry["index"],
                      "label": entry["label"], "probability": entry["probability"]}
-                    for row in rows for rank, entry in enumerate(row["top_k"], start=1)]
+                    for row in rows for rank, entry in enumerate(row[listed], start=1)]
         write_rows(rows, fmt)
         return
     from rich.console import Console
@@ -62,19 +63,25 @@ def predict_command(
 
     console = Console()
     for result in results:
-        table = Table(title=result.image, title_justify="left")
+        shown = result.top_k if result.labels is None else result.labels
+        title = result.image if result.labels is None else (
+            f"{result.image}: {len(result.labels)} class(es) at or above {result.threshold:.2f}")
+        table = Table(title=title, title_justify="left")
         table.add_column("rank", justify="right")
         table.add_column("class", justify="right")
         table.add_column("label")
         table.add_column("probability", justify="right")
-        for rank, entry in enumerate(result.top_k, start=1):
+        for rank, entry in enumerate(shown, start=1):
             table.add_row(str(rank), str(entry["index"]), entry["label"],
                           f"{entry['probability']:.4f}")
         console.print(table)
         if result.logits is not None:
             console.print("logits: " + " ".join(f"{v:.4g}" for v in result.logits))
     console.print(f"{predictor.config.name} at {predictor.resolution} px; "
-                  f"labels: {predictor.labels.source}", style="dim")
+                  f"labels: {predictor.labels.source}"
+                  + (f"; multi-label (sigmoid per class, threshold {predictor.task.threshold:.2f} "
+                     f"from {predictor.task.source})" if predictor.task.multilabel else ""),
+                  style="dim")
     if attention is not None:
         console.print(f"attention rollout overlays: {len(maps)} PNG(s) in {attention}", style="dim")
 
