@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import sys
 
+from typing import Any
+
 import typer
 
 from vitzoo.adapt.options import FinetuneOptions
@@ -85,7 +87,8 @@ def evaluate_command(
 
     report = evaluate(checkpoint, data.dataset, split=data.eval_split, res=res, batch=batch,
                       per_class=per_class, data_dir=data.data_dir, manual_dir=data.manual_dir,
-                      val_fraction=data.val_fraction, stream=data.stream, gcs_auth=data.gcs_auth)
+                      val_fraction=data.val_fraction, stream=data.stream, gcs_auth=data.gcs_auth,
+                      task=data.task, labels=data.labels)
     document = report.as_dict()
     if fmt in ("json", "jsonl"):  # one report: the same single line for both
         sys.stdout.write(json.dumps(document, default=str) + "\n")
@@ -97,6 +100,9 @@ def evaluate_command(
     from rich.table import Table
 
     console = Console()
+    if report.task == "multilabel":
+        _multilabel_tables(console, report)
+        return
     table = Table(title=f"{report.architecture} on {report.dataset} ({report.split})",
                   title_justify="left")
     for column in ("examples", "top-1", "top-5", "loss"):
@@ -111,6 +117,31 @@ def evaluate_command(
         for row in report.per_class:
             acc = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.2%}"
             classes.add_row(str(row["index"]), row["class"], str(row["examples"]), acc)
+        console.print(classes)
+    for note in report.notes:
+        console.print(note, style="dim")
+
+
+def _multilabel_tables(console: Any, report: Any) -> None:
+    """``evaluate``'s table for a multi-label head: mAP, F1 at the run's threshold, loss."""
+    from rich.table import Table
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2%}"
+
+    table = Table(title=f"{report.architecture} on {report.dataset} ({report.split}, multi-label)",
+                  title_justify="left")
+    for column in ("examples", "mAP", f"F1 at {report.threshold:.2f}", "loss"):
+        table.add_column(column, justify="right")
+    table.add_row(str(report.examples), pct(report.map), pct(report.f1), f"{report.loss:.4f}")
+    console.print(table)
+    if report.per_class:
+        classes = Table(title="per class", title_justify="left")
+        for column in ("#", "class", "positives", "AP", "F1"):
+            classes.add_column(column, justify="right" if column != "class" else "left")
+        for row in report.per_class:
+            classes.add_row(str(row["index"]), row["class"], str(row["positives"]),
+                            pct(row["ap"]), pct(row["f1"]))
         console.print(classes)
     for note in report.notes:
         console.print(note, style="dim")
