@@ -100,4 +100,4 @@ def multilabel_metrics(logits: np.ndarray, targets: np.ndarray,
             "f1": f1_score(probabilities, targets, threshold),
             "threshold": float(threshold),
             "loss": float(numpy_loss(logits, targets).mean()) if len(targets) else 0.0,
-            "examples": int(len(targets))}
+            "examples": len(targets)}

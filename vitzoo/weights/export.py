@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ class ExportSource:
     npz: Path
     class_names: list[str] | None
     names_from: str
-    task: HeadTask = HeadTask()
+    task: HeadTask = field(default_factory=HeadTask)
 
 
 def open_source(path: str | os.PathLike[str]) -> ExportSource:
