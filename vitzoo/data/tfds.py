@@ -50,6 +50,25 @@ def _builder(name: str, data_dir: str | None, manual_dir: str | None) -> Any:
     return builder
 
 
+def _multilabel_key(builder: Any) -> tuple[str, str, list[str]]:
+    """``(image key, label key, class names)`` of a dataset whose label is a sequence of classes.
+
+    ``voc``'s ``labels`` is ``Sequence(ClassLabel)``: the classes present in the image.
+    """
+    import tensorflow_datasets as tfds
+
+    features = builder.info.features
+    images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+    sequences = [k for k, f in features.items() if isinstance(f, tfds.features.Sequence)
+                 and isinstance(f.feature, tfds.features.ClassLabel)]
+    if not images or not sequences:
+        raise VitzooError(f"TFDS dataset {builder.name!r} has no label sequence for multi-label "
+                          "classification (needs an Image and a Sequence(ClassLabel) feature)",
+                          "drop --task multilabel, or use an image folder with --labels FILE")
+    label = "labels" if "labels" in sequences else sequences[0]
+    return ("image" if "image" in images else images[0]), label, list(features[label].feature.names)
+
+
 def _keys(builder: Any) -> tuple[str, str]:
     import tensorflow_datasets as tfds
 
@@ -57,16 +76,19 @@ def _keys(builder: Any) -> tuple[str, str]:
     images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
     labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
     if not images or not labels:
+        sequences = [k for k, f in features.items() if isinstance(f, tfds.features.Sequence)
+                     and isinstance(f.feature, tfds.features.ClassLabel)]
         raise VitzooError(f"TFDS dataset {builder.name!r} is not an image classification "
                           "dataset (needs an Image and a ClassLabel feature)",
-                          "choose another dataset")
+                          f"its {sequences[0]!r} lists classes per image: add --task multilabel"
+                          if images and sequences else "choose another dataset")
     image = "image" if "image" in images else images[0]
     label = "label" if "label" in labels else labels[0]
     return image, label
 
 
 def _read_split(builder: Any, split: str, image_key: str, label_key: str,
-                cap: int | None = None) -> tuple[Examples, int, bool]:
+                cap: int | None = None, multi_hot: int = 0) -> tuple[Examples, int, bool]:
     """Encoded examples of ``split``, their bytes, and whether the whole split was read.
 
     With ``cap`` the read stops as soon as more than ``cap`` bytes are held: the caller
@@ -81,12 +103,16 @@ def _read_split(builder: Any, split: str, image_key: str, label_key: str,
         raise VitzooError(f"cannot read split {split!r} of {builder.name} "
                           f"({str(exc).splitlines()[0][:160]})",
                           f"available splits: {known}; slicing like train[:90%] works") from None
-    ds = ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
+    if multi_hot:  # a sequence of class indices -> a 0/1 row of ``multi_hot`` classes
+        ds = ds.map(lambda ex: (ex[image_key], tf.minimum(tf.reduce_sum(
+            tf.one_hot(tf.cast(ex[label_key], tf.int32), multi_hot, dtype=tf.int32), 0), 1)))
+    else:
+        ds = ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
     payload, labels = [], []
     held = 0
     for data, label in ds.as_numpy_iterator():
         payload.append(bytes(data))
-        labels.append(int(label))
+        labels.append(label if multi_hot else int(label))
         held += len(data)
         if cap is not None and held > cap:
             return Examples(payload, np.asarray(labels, np.int32)), held, False
@@ -123,15 +149,20 @@ def _gib(size: float) -> str:
 class _Reader:
     """Reads splits in memory while they fit the budget, and streams the ones that do not."""
 
-    def __init__(self, builder: Any, image_key: str, label_key: str, stream: bool | None):
+    def __init__(self, builder: Any, image_key: str, label_key: str, stream: bool | None,
+                 multi_hot: int = 0):
         self.builder, self.image_key, self.label_key = builder, image_key, label_key
         self.stream = stream
+        self.multi_hot = multi_hot  # multi-label: the number of classes of each 0/1 row
         self.budget = memory_budget()
         self.held = 0
         self.notes: list[str] = []
 
     def __call__(self, split: str) -> Split:
         """The split in memory when it fits (or streaming is refused), else streamed."""
+        if self.multi_hot and self.stream:
+            raise VitzooError("multi-label TFDS splits are read into memory, not streamed",
+                              "drop --stream")
         if self.stream:
             source = _stream(self.builder, split, self.image_key, self.label_key)
             self.notes.append(f"streaming {split} ({source.num_examples} examples) from "
@@ -141,7 +172,7 @@ class _Reader:
         examples, size, partial = self._fit(split)
         if examples is not None:
             return examples
-        if self.stream is False:
+        if self.stream is False or self.multi_hot:
             self._refuse(split, size, room, must_fit=False)
         return self._fallback(split, size, room, partial)
 
@@ -160,7 +191,7 @@ class _Reader:
         if known is not None and known[1] > room:
             return None, known[1], None
         examples, size, complete = _read_split(self.builder, split, self.image_key,
-                                               self.label_key, cap=room)
+                                               self.label_key, cap=room, multi_hot=self.multi_hot)
         if not complete:
             return None, size, (len(examples), size)
         self.held += size
@@ -214,15 +245,16 @@ def load_tfds(
     ``stream``: None streams the splits that do not fit the memory budget, True streams
     every split, False reads every split in memory (an error when one does not fit).
     """
-    if task == "multilabel":
-        raise VitzooError("multi-label TFDS datasets are not supported yet",
-                          "use an image folder with a labels file (--labels FILE)")
     builder = _builder(name, data_dir, manual_dir)
-    image_key, label_key = _keys(builder)
-    class_names = list(builder.info.features[label_key].names)
+    multilabel = task == "multilabel"
+    if multilabel:
+        image_key, label_key, class_names = _multilabel_key(builder)
+    else:
+        image_key, label_key = _keys(builder)
+        class_names = list(builder.info.features[label_key].names)
     if len(class_names) < 2:
         raise VitzooError(f"{name} has {len(class_names)} class(es); need at least 2")
-    read = _Reader(builder, image_key, label_key, stream)
+    read = _Reader(builder, image_key, label_key, stream, len(class_names) if multilabel else 0)
     notes: list[str] = read.notes
     train_split = train_split or "train"
     chosen_eval = eval_split
@@ -248,9 +280,34 @@ def load_tfds(
             train = read(train_split)
         evaluation = read(chosen_eval)
         eval_name = chosen_eval
+    validation: Split | None = None
+    if multilabel and need_train:  # where the F1 threshold is chosen
+        train, validation, train_split = _threshold_split(read, train, evaluation, eval_name,
+                                                          train_split, val_fraction)
     for what, examples in (("training", train), ("evaluation", evaluation)):
         if examples is not None and len(examples) == 0:
             raise VitzooError(f"the {what} split of {name} is empty", "check the split slicing")
     return DataSplits(name=name, kind="tfds", class_names=class_names, train=train,
                       eval=evaluation, train_split=train_split if need_train else None,
-                      eval_split=eval_name, notes=notes)
+                      eval_split=eval_name, notes=notes,
+                      task="multilabel" if multilabel else "multiclass", validation=validation)
+
+
+def _threshold_split(read: _Reader, train: Split | None, evaluation: Split, eval_name: str,
+                     train_split: str, val_fraction: float) -> tuple[Split | None, Split, str]:
+    """``(train, validation, train split name)`` of a multi-label run: the validation split
+    chooses the F1 threshold. The dataset's own ``validation`` when the evaluation split is
+    test; the evaluation split itself when it is a validation split; else a deterministic
+    ``val_fraction`` held out of training (the notes say which)."""
+    if not eval_name.startswith("test"):
+        read.notes.append(f"multi-label: the F1 threshold is chosen on {eval_name}, the split "
+                          "it is reported on")
+        return train, evaluation, train_split
+    if _has_split(read.builder, "validation"):
+        read.notes.append("multi-label: the F1 threshold is chosen on the validation split")
+        return train, read("validation"), train_split
+    assert isinstance(train, Examples)
+    keep, held = carve(len(train), val_fraction)
+    read.notes.append(f"multi-label: held out {len(held)} training examples ({val_fraction:.0%}) "
+                      "to choose the F1 threshold")
+    return train.subset(keep), train.subset(held), f"{train_split}[-held out {val_fraction:.0%}]"
