@@ -255,6 +255,10 @@ def probe(dataset: str | DataOptions, candidates: Sequence[Candidate],
     options.check()
     check_resolution(candidates, settings.res)
     data = open_probe_dataset(options)
+    if data.task == "multilabel":  # vitzoo.probe.multilabel scores it; the ranking is single-label
+        raise VitzooError("probe ranks candidates on single-label datasets only, so far",
+                          "compare multi-label candidates with finetune --head-only or "
+                          "finetune --task multilabel and their eval_map")
     fingerprints = (split_fingerprint(data.train), split_fingerprint(data.eval))
     results = []
     for candidate in candidates:
