@@ -54,9 +54,9 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
 
     start()  # XLA flags, host devices, compile cache: before JAX starts
     from vitzoo.data import open_dataset
+    from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.evaluators.classification import Classification
     from vitzoo.evaluators.metrics import per_class as per_class_rows
-    from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.weights.facts import dataset_disagreement, find_labels
     from vitzoo.weights.task import head_task
 

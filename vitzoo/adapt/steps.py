@@ -23,6 +23,7 @@ import optax
 
 from vitzoo.backbone.devices import AXIS
 from vitzoo.evaluators.metrics import cross_entropy
+from vitzoo.evaluators.multilabel_metrics import sigmoid_cross_entropy
 
 
 @flax.struct.dataclass
@@ -62,8 +63,6 @@ def make_train_step(apply_fn: Callable[..., jax.Array], tx: optax.GradientTransf
     def loss_fn(params: Any, images: jax.Array, labels: jax.Array, key: jax.Array) -> Any:
         logits = apply_fn({"params": params}, images, train=True, rngs={"dropout": key})
         if task == "multilabel":
-            from vitzoo.evaluators.multilabel_metrics import sigmoid_cross_entropy
-
             loss = sigmoid_cross_entropy(logits, labels).mean()
             correct = jnp.all((logits > 0) == (labels > 0), axis=-1).mean()
             return loss, correct

@@ -18,6 +18,11 @@ and the evaluation split that reports): built from cached features, ``run()`` ta
 subject and yields ``examples``, ``linear_top1``, ``knn_top1``, ``fewshot_K_top1``,
 fractions like every other metric.
 
+A multi-label classifier is :class:`~vitzoo.evaluators.multilabel.MultiLabel`: its names are
+``map``, ``f1``, ``threshold``, ``loss``, ``examples`` (stored as ``eval_map``...), and its facts
+(sigmoid loss, average precision, F1 and the threshold chosen on validation) live in
+:mod:`vitzoo.evaluators.multilabel_metrics`.
+
 What is decided here, once (:mod:`vitzoo.evaluators.metrics`):
 
 * the names: ``top1``, ``top5``, ``loss``, ``examples`` (:data:`METRICS`);
