@@ -123,6 +123,9 @@ def _say_nothing(_: str) -> None:
 
 def open_probe_dataset(options: DataOptions) -> Any:
     data = options.open()
+    if data.task == "multilabel":  # vitzoo.probe.multilabel scores one; ranking and heads are softmax
+        raise VitzooError("probe and finetune --head-only take single-label datasets only, so far",
+                          "fine-tune the whole model: vitzoo finetune --task multilabel")
     if data.train is None or len(data.train) == 0:
         raise VitzooError(f"{options.dataset} has no training images",
                           "a probe fits on the training split")
@@ -255,10 +258,6 @@ def probe(dataset: str | DataOptions, candidates: Sequence[Candidate],
     options.check()
     check_resolution(candidates, settings.res)
     data = open_probe_dataset(options)
-    if data.task == "multilabel":  # vitzoo.probe.multilabel scores it; the ranking is single-label
-        raise VitzooError("probe ranks candidates on single-label datasets only, so far",
-                          "compare multi-label candidates with finetune --head-only or "
-                          "finetune --task multilabel and their eval_map")
     fingerprints = (split_fingerprint(data.train), split_fingerprint(data.eval))
     results = []
     for candidate in candidates:
