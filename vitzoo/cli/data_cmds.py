@@ -25,7 +25,7 @@ data_app = typer.Typer(help="Check a dataset before fine-tuning on it.", no_args
 
 
 @data_app.command("check")
-@data_options(exclude=("stream",), argument=True)
+@data_options(exclude=("stream", "task", "labels"), argument=True)  # single-label layouts
 def check_command(
     data: DataOptions,
     min_images: int = typer.Option(None, "--min-images", help="List the classes with fewer images than this in a split (default 10)."),
