@@ -162,7 +162,7 @@ def test_finetune_option_defaults_are_the_finetune_options_defaults():
     field_of = {"register_run": "register"}
     defaults = {f.name: f.default for f in dataclasses.fields(FinetuneOptions)}
     flags = set(options) - {"model", "dataset", "head_only", "compile_cache", "allow_cpu"}  # mode, process
-    assert len(flags) == 26
+    assert len(flags) == 28  # 26 + --task, --labels
     for flag in flags:
         assert options[flag].default.default == defaults[field_of.get(flag, flag)], flag
     assert (FinetuneOptions.steps, FinetuneOptions.lr, FinetuneOptions.res) == (500, 0.03, 384)
