@@ -125,3 +125,51 @@ def test_train_step_reports_the_sigmoid_bce_of_its_logits():
         assert float(metrics["loss"]) == pytest.approx(bce_oracle(logits, targets).mean(), rel=1e-4)
         exact = np.all((logits > 0) == (targets > 0), axis=1).mean()
         assert float(metrics["accuracy"]) == pytest.approx(exact)
+
+
+MULTI_DEVICE = r"""
+import io, json
+import jax, numpy as np
+from PIL import Image
+from vitzoo.backbone.devices import replicate
+from vitzoo.data import Layout
+from vitzoo.data.pipeline import Examples
+from vitzoo.evaluators.multilabel import MultiLabel
+from vitzoo.models import build_model
+from vitzoo.models.configs import ModelConfig
+
+rng = np.random.default_rng(0)
+def png(i):
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+split = Examples([png(i) for i in range(13)], (rng.uniform(size=(13, 3)) < 0.5).astype(np.int32))
+config = ModelConfig(name="tiny", family="vit", hidden_size=32, mlp_dim=64, num_layers=1,
+                     patch_size=8, num_heads=2)
+model = build_model(config, 3)
+params = model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32))["params"]
+params = jax.tree.map(lambda p: p + 0.3 * rng.standard_normal(p.shape).astype(p.dtype), params)
+out = {}
+for n in (1, 4):
+    devices = jax.local_devices()[:n]
+    evaluator = MultiLabel("eval", model.apply, split, resolution=32, layout=Layout(8, local_devices=n),
+                           devices=devices, validation=split)
+    out[n] = dict(evaluator.run(replicate(params, devices)))
+print(json.dumps(out))
+"""
+
+
+def test_multilabel_evaluator_on_four_devices_equals_one():
+    """13 images in global batches of 8 (padding masked), gathered from 4 devices or 1."""
+    import json
+
+    from tests.support.adapt_helpers import run_python
+
+    proc = run_python(MULTI_DEVICE, devices=4)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    one, four = out["1"], out["4"]
+    assert one["examples"] == four["examples"] == 13
+    assert four["threshold"] == one["threshold"]
+    for name in ("map", "f1", "loss"):
+        assert four[name] == pytest.approx(one[name], rel=1e-5), name
