@@ -14,7 +14,7 @@ lr 0.03, cosine decay, global-norm clipping at 1, no weight decay, no dropout, r
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,10 @@ class FinetuneOptions(DataOptions):
     name: str | None = None
     progress: bool = True
     register: bool = True
+    #: ``paper`` or ``quick`` (:mod:`vitzoo.adapt.recipes`); None: the values above as given.
+    recipe: str | None = None
+    #: What the recipe set: field -> ``{"value": ..., "source": ...}`` (recorded in run.json).
+    recipe_values: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         """Refuse impossible settings before anything is loaded or compiled."""
@@ -73,6 +77,8 @@ class FinetuneOptions(DataOptions):
                                                    f"got {self.dtype!r}"),
             (self.momentum_dtype in ("float32", "bfloat16"), "momentum dtype must be float32 "
                                                              "or bfloat16"),
+            (self.recipe in (None, "paper", "quick"), f"--recipe must be paper or quick, "
+                                                      f"got {self.recipe!r}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -101,8 +101,11 @@ def finetune(model: str, dataset: str, **kwargs: Any) -> RunResult:
     return run(FinetuneOptions(model=model, dataset=dataset, **kwargs))
 
 
-def run(options: FinetuneOptions) -> RunResult:
-    """Run (or resume) the fine-tune described by ``options``."""
+def run(options: FinetuneOptions, *, data: DataSplits | None = None) -> RunResult:
+    """Run (or resume) the fine-tune described by ``options``.
+
+    ``data``: the dataset already opened (a learning-rate sweep opens it once for all runs).
+    """
     t_start = time.perf_counter()
     options.validate()
     from vitzoo.backbone import distributed, start
@@ -121,7 +124,7 @@ def run(options: FinetuneOptions) -> RunResult:
     meta = train_state.read_meta(workdir)
     recorded = recorded_data(meta, options)
 
-    data = _prepare_data(options, recorded, setup_notes, display)
+    data = _prepare_data(options, recorded, setup_notes, display, opened=data)
     model = _prepare_model(options, data)
     batch_plan, layout, notes = _plan_batch(options, model, data, display)
     setup = _Setup(options, workdir, jax.process_index() == 0, display, data, model, batch_plan,
@@ -159,14 +162,20 @@ def run(options: FinetuneOptions) -> RunResult:
 
 
 def _prepare_data(options: FinetuneOptions, recorded: dict[str, Any] | None,
-                  setup_notes: list[str], display: Display) -> DataSplits:
+                  setup_notes: list[str], display: Display,
+                  opened: DataSplits | None = None) -> DataSplits:
     """Open the dataset: every dataset mistake is reported here, before downloads and compiles.
 
     A resumed run reads its training data the way it started (streamed or in memory).
     """
     from vitzoo.data.check import preflight
 
-    data = options.open(recorded_stream=recorded.get("train_streaming") if recorded else None)
+    if opened is not None:
+        from dataclasses import replace
+
+        data = replace(opened, notes=list(opened.notes))  # this run's notes are its own
+    else:
+        data = options.open(recorded_stream=recorded.get("train_streaming") if recorded else None)
     assert data.train is not None
     data.notes[:0] = setup_notes
     for note in data.notes:

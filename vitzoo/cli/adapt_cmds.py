@@ -18,6 +18,7 @@ from vitzoo.cli.accelerator_option import ALLOW_CPU
 from vitzoo.cli.data_options import data_options, runtime_options
 from vitzoo.cli.filter_options import OutputFormat
 from vitzoo.data.options import DataOptions
+from vitzoo.errors import VitzooError
 
 D = FinetuneOptions  # class attributes are the dataclass defaults
 
@@ -25,12 +26,13 @@ D = FinetuneOptions  # class attributes are the dataclass defaults
 @runtime_options
 @data_options()
 def finetune_command(
+    ctx: typer.Context,
     data: DataOptions,
     model: str = typer.Argument(..., metavar="CHECKPOINT", help="Architecture (B/16), catalog name, local run name, or path/URL to .npz."),
     workdir: str = typer.Option(D.workdir, "--workdir", help="Run folder; default vitzoo-runs/<model>--<dataset>. Rerun to resume."),
     steps: int = typer.Option(D.steps, "--steps", help="Training steps."),
     warmup: int = typer.Option(D.warmup, "--warmup", help="Linear warmup steps."),
-    lr: float = typer.Option(D.lr, "--lr", help="Peak learning rate (SGD, momentum 0.9)."),
+    lr: str = typer.Option(f"{D.lr:g}", "--lr", help="Peak learning rate (SGD, momentum 0.9); several, comma-separated (0.001,0.003,0.01,0.03): one run each, chosen on validation."),
     batch: int = typer.Option(D.batch, "--batch", help="Global batch size."),
     accum: str = typer.Option(D.accum, "--accum", help="Gradient accumulation steps, or 'auto' to fit device memory."),
     res: int = typer.Option(D.res, "--res", help="Fine-tuning resolution."),
@@ -47,26 +49,41 @@ def finetune_command(
     progress: bool = typer.Option(D.progress, "--progress/--no-progress", help="Show the progress bar."),
     register_run: bool = typer.Option(D.register, "--register/--no-register", help="Add the finished run to the local catalog."),
     head_only: bool = typer.Option(False, "--head-only", help="Train only a new head (linear probe) on frozen, cached pre-logit features."),
+    recipe: str = typer.Option(D.recipe, "--recipe", help="paper: the AugReg transfer recipe (steps by dataset size, lr sweep, or the catalog's best known values); quick: a short try. Options given win."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Compile the train step and report memory per device, micro-batch and FLOPs; write nothing (exit 1: does not fit)."),
     allow_cpu: bool = ALLOW_CPU,
 ) -> None:
     """Fine-tune a zoo checkpoint on a TFDS dataset or an image folder (paper defaults)."""
-    from vitzoo.adapt.runner import run
+    from vitzoo.adapt.sweep import launch, parse_lrs
 
+    lrs = parse_lrs(lr)
     options = FinetuneOptions(
-        **data.as_dict(), model=model, workdir=workdir, steps=steps, warmup=warmup, lr=lr,
+        **data.as_dict(), model=model, workdir=workdir, steps=steps, warmup=warmup, lr=lrs[0],
         batch=batch, accum=accum, res=res, eval_every=eval_every,
         checkpoint_every=checkpoint_every, log_every=log_every, seed=seed, dtype=dtype,
         label_smoothing=label_smoothing, coordinator=coordinator, num_processes=num_processes,
-        process_id=process_id, name=name, progress=progress, register=register_run)
+        process_id=process_id, name=name, progress=progress, register=register_run,
+        recipe=recipe)
     if head_only:
         from vitzoo.cli.probe_cmds import head_only_command
 
+        if recipe or dry_run or len(lrs) > 1:
+            raise VitzooError("--head-only takes neither --recipe, --dry-run nor several --lr",
+                              "drop them, or fine-tune the whole model")
         return head_only_command(options)
-    result = run(options)
-    if result.interrupted:
-        sys.stderr.write(f"interrupted at step {result.step}/{result.total_steps}; checkpoint "
-                         f"saved in {result.workdir}; rerun the same command to resume\n")
-        raise SystemExit(130)
+    code = launch(options, lrs, given_options(ctx), dry_run=dry_run)
+    if code:
+        raise SystemExit(code)
+
+
+def given_options(ctx: typer.Context) -> set[str]:
+    """The option fields given on the command line (or the environment): they beat a recipe."""
+    from click.core import ParameterSource
+
+    renamed = {"register_run": "register"}
+    given = {ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT, ParameterSource.PROMPT}
+    return {renamed.get(name, name) for name in ctx.params
+            if ctx.get_parameter_source(name) in given}
 
 
 @runtime_options
