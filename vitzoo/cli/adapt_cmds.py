@@ -78,12 +78,10 @@ def finetune_command(
 
 def given_options(ctx: typer.Context) -> set[str]:
     """The option fields given on the command line (or the environment): they beat a recipe."""
-    from click.core import ParameterSource
-
     renamed = {"register_run": "register"}
-    given = {ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT, ParameterSource.PROMPT}
+    given = {"COMMANDLINE", "ENVIRONMENT", "PROMPT"}  # by name: typer may carry its own click
     return {renamed.get(name, name) for name in ctx.params
-            if ctx.get_parameter_source(name) in given}
+            if getattr(ctx.get_parameter_source(name), "name", None) in given}
 
 
 @runtime_options
