@@ -48,13 +48,15 @@ def test_sweep_chooses_on_validation_not_on_poisoned_test(tmp_path):
     record = json.loads((sweep_dir / "sweep.json").read_text())
 
     # The oracle: each run's own validation number, from its run.json.
-    val = {}
-    for lr in (LOW, HIGH):
-        run = json.loads((sweep_dir / f"lr_{lr:g}" / "run.json").read_text())
+    runs = {lr: json.loads((sweep_dir / f"lr_{lr:g}" / "run.json").read_text())
+            for lr in (LOW, HIGH)}
+    val = {lr: (run["final_metrics"]["eval_accuracy"], -run["final_metrics"]["eval_loss"])
+           for lr, run in runs.items()}
+    assert record["chosen_lr"] == HIGH  # the run that learned
+    assert record["chosen_lr"] == max(val, key=val.get)
+    for run in runs.values():
         assert run["status"] == "finished" and "carved" in run["dataset"]["eval_split"]
         assert run["dataset"]["eval_examples"] == 6  # 25% of 12 per class, never test's 8
-        val[lr] = (run["final_metrics"]["eval_accuracy"], -run["final_metrics"]["eval_loss"])
-    assert record["chosen_lr"] == max(val, key=val.get) == HIGH
     assert record["chosen_on"].startswith("train[carved")
     test = record["test"]
     assert test["split"] == "test" and test["examples"] == 8
