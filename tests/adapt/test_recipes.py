@@ -100,3 +100,29 @@ def test_recipe_values_are_recorded_in_run_json(tmp_path):
     assert not {"steps", "batch", "res"} & set(values)  # given on the command line
     assert (options["steps"], options["batch"], options["res"], options["lr"]) == (3, 4, 32, 0.01)
     assert "lr = 0.01 (quick recipe" in " ".join(proc.stderr.split())
+
+
+def test_best_known_ranks_by_validation_never_by_test(monkeypatch):
+    """The catalog's row for this upstream file and dataset with the best adapt_final_val."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from vitzoo.catalog import api
+
+    rows = [  # (filename, adapt_ds, lr, steps, res, val, test)
+        ("UP", "oxford_iiit_pet", 0.03, 500, 384, 0.90, 0.99),  # best test: must not win
+        ("UP", "oxford_iiit_pet", 0.003, 2500, 224, 0.95, 0.80),
+        ("UP", "cifar100", 0.01, 10000, 384, 0.99, 0.99),  # another dataset
+        ("OTHER", "oxford_iiit_pet", 0.001, 500, 384, 0.99, 0.99),  # another checkpoint
+    ]
+    frame = pd.DataFrame(rows, columns=["filename", "adapt_ds", "adapt_lr", "adapt_steps",
+                                        "adapt_resolution", "adapt_final_val",
+                                        "adapt_final_test"])
+    frame["checkpoint"] = [f"c{i}" for i in range(len(frame))]
+    monkeypatch.setattr(api, "find_checkpoint", lambda name: SimpleNamespace(row={"filename": "UP"}))
+    monkeypatch.setattr(api, "load_dataframe", lambda: frame)
+    best = recipes.best_known("B/16", "oxford_iiit_pet:3.*")
+    assert (best["adapt_lr"], best["adapt_steps"], best["adapt_resolution"], best["checkpoint"]) \
+        == (0.003, 2500, 224, "c1")
+    assert recipes.best_known("B/16", "kitti") is None
