@@ -185,8 +185,11 @@ def sweep(options: FinetuneOptions, lrs: tuple[float, ...], data: DataSplits) ->
               "lrs": list(lrs), "runs": runs, "chosen_lr": None if best is None else best["lr"],
               "chosen_run": None if best is None else best["name"], "test": test,
               "interrupted": interrupted, "options": options.as_dict()}
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / SWEEP_FILE, record)
+    import jax
+
+    if jax.process_index() == 0:  # as run.json: one process writes
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / SWEEP_FILE, record)
     return SweepResult(folder, record, record["chosen_lr"])
 
 
