@@ -6,7 +6,9 @@ model and state, batch plan, train loop, export), ``steps`` (the pmapped update)
 ``resume`` (what a rerun must agree with) over ``train_state`` (atomic resumable state),
 ``throughput`` (timing windows), ``cadence`` (is it time to log/eval/checkpoint),
 ``prefetch``, ``signals`` (Ctrl-C saves), ``metrics`` (JSONL + TensorBoard), ``evaluate``,
-``progress``. Loading, devices and processes are :mod:`vitzoo.backbone`'s; evaluation is
+``progress``, ``recipes`` (``--recipe paper|quick``), ``dryrun`` (``--dry-run``: XLA's memory
+and FLOPs of the compiled step), ``sweep`` (``--lr a,b,...`` chosen on validation).
+Loading, devices and processes are :mod:`vitzoo.backbone`'s; evaluation is
 :mod:`vitzoo.evaluators`'; run.json, run.log, final.npz and the local-catalog entry are
 :mod:`vitzoo.runs`'s.
 Importing this package imports neither jax nor TensorFlow.

@@ -142,17 +142,12 @@ def _flops(compiled: Any) -> float | None:
 
 def dry_run(options: FinetuneOptions, data: DataSplits | None = None) -> DryRunReport:
     """Settle, load, plan and compile the run's train step; report memory and FLOPs (writes nothing)."""
-    from vitzoo import runtime
-    from vitzoo.adapt import distributed
+    from vitzoo.adapt import runner
 
     options.validate()
-    runtime.configure()
-    distributed.initialize(distributed.resolve(options.coordinator, options.num_processes,
-                                               options.process_id))
-    runtime.require_accelerator()
+    runner.start_runtime(options)
     import jax
 
-    from vitzoo.adapt import runner
     from vitzoo.adapt.progress import Display
 
     options, notes = options.settled()

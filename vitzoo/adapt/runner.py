@@ -108,10 +108,7 @@ def run(options: FinetuneOptions, *, data: DataSplits | None = None) -> RunResul
     """
     t_start = time.perf_counter()
     options.validate()
-    from vitzoo.backbone import distributed, start
-
-    speed = start(cluster=distributed.resolve(options.coordinator, options.num_processes,
-                                              options.process_id))  # before JAX starts
+    speed = start_runtime(options)
     import jax
 
     from vitzoo.adapt.progress import Display
@@ -159,6 +156,17 @@ def run(options: FinetuneOptions, *, data: DataSplits | None = None) -> RunResul
         _export_and_register(setup, record, device_state, step, final_metrics, loop.save)
     return RunResult(workdir, step, options.steps, workdir / "final.npz", final_metrics,
                      notes=notes)
+
+
+def start_runtime(options: FinetuneOptions) -> dict[str, Any]:
+    """Before JAX starts: runtime settings, the run's processes, the accelerator guard.
+
+    Every path of ``finetune`` (a run, a sweep, a dry run) starts here; returns the settings.
+    """
+    from vitzoo.backbone import distributed, start
+
+    return start(cluster=distributed.resolve(options.coordinator, options.num_processes,
+                                             options.process_id))
 
 
 def _prepare_data(options: FinetuneOptions, recorded: dict[str, Any] | None,

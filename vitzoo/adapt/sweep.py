@@ -67,7 +67,7 @@ def launch(options: FinetuneOptions, lrs: tuple[float, ...], explicit: set[str],
     if options.recipe is None and len(lrs) == 1 and not dry_run:
         result = runner.run(replace(options, lr=lrs[0]))
         return _interrupted(result)
-    _start(options)
+    runner.start_runtime(options)
     data = options.open()
     if options.recipe is not None:
         assert data.train is not None
@@ -92,17 +92,6 @@ def launch(options: FinetuneOptions, lrs: tuple[float, ...], explicit: set[str],
     result = sweep(options, lrs, data)
     sys.stdout.write("\n".join(table(result.record)) + "\n")
     return 130 if result.record.get("interrupted") else 0
-
-
-def _start(options: FinetuneOptions) -> None:
-    """What a run does before JAX starts (XLA flags, processes, the accelerator guard)."""
-    from vitzoo import runtime
-    from vitzoo.adapt import distributed
-
-    runtime.configure()
-    distributed.initialize(distributed.resolve(options.coordinator, options.num_processes,
-                                               options.process_id))
-    runtime.require_accelerator()
 
 
 def _interrupted(result: Any) -> int:
