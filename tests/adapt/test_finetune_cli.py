@@ -161,8 +161,11 @@ def test_finetune_option_defaults_are_the_finetune_options_defaults():
     options = inspect.signature(finetune_command).parameters
     field_of = {"register_run": "register"}
     defaults = {f.name: f.default for f in dataclasses.fields(FinetuneOptions)}
-    flags = set(options) - {"model", "dataset", "head_only", "compile_cache", "allow_cpu"}  # mode, process
-    assert len(flags) == 28  # 26 + --task, --labels
+    modes = {"ctx", "model", "dataset", "head_only", "dry_run", "compile_cache", "allow_cpu"}
+    flags = set(options) - modes  # mode, process
+    assert len(flags) == 29  # 26 + --task, --labels, --recipe
     for flag in flags:
-        assert options[flag].default.default == defaults[field_of.get(flag, flag)], flag
+        default = options[flag].default.default
+        default = float(default) if flag == "lr" else default  # --lr takes a list: text
+        assert default == defaults[field_of.get(flag, flag)], flag
     assert (FinetuneOptions.steps, FinetuneOptions.lr, FinetuneOptions.res) == (500, 0.03, 384)
