@@ -109,7 +109,8 @@ def device_memory(device: Any, local_devices: int) -> tuple[int | None, str]:
 
 
 def compile_step(options: FinetuneOptions, model: Any, tx: Any, *, num_classes: int,
-                 accum: int, per_device: int, local_devices: int) -> Any:
+                 accum: int, per_device: int, local_devices: int,
+                 task: str = "multiclass") -> Any:
     """The run's pmapped train step, lowered on abstract shapes and compiled (no data, no state)."""
     import jax
     import jax.numpy as jnp
@@ -117,7 +118,7 @@ def compile_step(options: FinetuneOptions, model: Any, tx: Any, *, num_classes: 
     from vitzoo.adapt.steps import init_state, make_train_step
 
     step = make_train_step(model.module.apply, tx, num_classes=num_classes, accum=accum,
-                           label_smoothing=options.label_smoothing)
+                           label_smoothing=options.label_smoothing, task=task)
     state = jax.eval_shape(lambda p: init_state(p, tx), model.params)
 
     def stacked(x: Any) -> Any:
@@ -125,7 +126,9 @@ def compile_step(options: FinetuneOptions, model: Any, tx: Any, *, num_classes: 
 
     batch = {"image": jax.ShapeDtypeStruct((local_devices, per_device, options.res, options.res, 3),
                                            jnp.float32),
-             "label": jax.ShapeDtypeStruct((local_devices, per_device), jnp.int32)}
+             "label": jax.ShapeDtypeStruct(  # multi-hot rows for a multi-label task
+                 (local_devices, per_device, *((num_classes,) if task == "multilabel" else ())),
+                 jnp.int32)}
     key = jax.ShapeDtypeStruct((local_devices, 2), jnp.uint32)
     return step.lower(jax.tree.map(stacked, state), batch, key).compile()
 
@@ -161,7 +164,8 @@ def dry_run(options: FinetuneOptions, data: DataSplits | None = None) -> DryRunR
 
     def compiled_for(accum: int) -> Any:
         return compile_step(options, model, tx, num_classes=data.num_classes, accum=accum,
-                            per_device=plan.per_device, local_devices=local)
+                            per_device=plan.per_device, local_devices=local,
+                            task=getattr(data, "task", "multiclass"))
 
     compiled = compiled_for(plan.accum)
     memory = StepMemory.of(compiled)
