@@ -138,7 +138,7 @@ def test_show_a_checkpoint_file(capsys, tmp_path):
 
 def test_show_a_registered_runs_file_gives_its_catalog_entry(capsys, tmp_path):
     from tests.support.ckpt_factory import write_tiny_vit
-    from vitzoo.catalog.local import register_run
+    from vitzoo.runs.registry import register_run
 
     path = write_tiny_vit(tmp_path / "run" / "final.npz")
     register_run("my-run", path, {"name": "B/16", "adapt_ds": "cifar10", "adapt_final_val": 0.5})
@@ -165,7 +165,7 @@ def test_cache_verify_on_an_empty_cache_says_what_it_checked(capsys):
 
 def _register(tmp_path: Path, name: str, accuracy: float, img_per_sec: float | None) -> None:
     from tests.support.ckpt_factory import write_tiny_vit
-    from vitzoo.catalog.local import register_run
+    from vitzoo.runs.registry import register_run
 
     workdir = tmp_path / name
     path = write_tiny_vit(workdir / "final.npz")

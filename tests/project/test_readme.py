@@ -272,7 +272,10 @@ def test_runnable_blocks_run_in_order(readme_world):
     assert head["head_only"] is True and (work / "runs" / "ti16-head" / "final.npz").is_file()
     python_out = next(v for k, v in outputs.items() if k.startswith("import vitzoo"))
     embedded = store.read_manifest(store.current_version(REPO_ROOT / "index"))["rows"]
-    assert f"{embedded + 1} rows" in python_out  # the embedded catalog plus the registered run
+    registered = json.loads((Path(env["VITZOO_HOME"]) / "local_runs.json").read_text())
+    kinds = sorted({row.get("row_source") for row in registered})
+    assert kinds == ["local", "probe"], kinds  # the fine-tunes and what the tour probed
+    assert f"{embedded + len(registered)} rows" in python_out  # the zoo plus everything registered
 
 
 def _section(title: str) -> str:
