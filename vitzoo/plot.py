@@ -26,6 +26,7 @@ from vitzoo.catalog.query import Filters
 from vitzoo.catalog.schema import ACCURACY_COLUMNS, COLUMN_NAMES, COLUMN_TYPES, COLUMNS
 from vitzoo.errors import VitzooError
 from vitzoo.names import ALL_ARCHS
+from vitzoo.text import percent_axis
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -259,7 +260,6 @@ def draw_scatter(ax: Axes, data: Scatter, *, title: str | None = None) -> None:
     """Draw ``data`` on ``ax``: log x-axis, colour per architecture, marker per resolution,
     the Pareto front as a black line, architecture labels beside the points."""
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import PercentFormatter
 
     rows = data.points.select(
         [c for c in ("name", "adapt_resolution", "checkpoint", "collection", data.x, data.y)
@@ -292,9 +292,9 @@ def draw_scatter(ax: Axes, data: Scatter, *, title: str | None = None) -> None:
     ax.set_xlabel(_axis_label(data.x))
     ax.set_ylabel(_axis_label(data.y))
     if data.y in ACCURACY_COLUMNS:
-        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
+        percent_axis(ax.yaxis)
     if data.x in ACCURACY_COLUMNS:
-        ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
+        percent_axis(ax.xaxis)
     ax.grid(True, which="both", alpha=0.3)
     handles = [Line2D([], [], linestyle="", marker="o", color=colour, label=name or "?")
                for name, colour in colours.items()]
@@ -464,13 +464,12 @@ def _draw_series(ax: Axes, curves: RunCurves, keys: Sequence[str], title: str, e
 
 def draw_run(axes: Sequence[Axes], curves: RunCurves) -> None:
     """Loss, accuracy and learning rate against the step, on three axes."""
-    from matplotlib.ticker import PercentFormatter
 
     loss_ax, acc_ax, lr_ax = axes
     _draw_series(loss_ax, curves, ("train_loss", "eval_loss"), "loss", "no loss logged")
     _draw_series(acc_ax, curves, ("eval_accuracy",), "eval accuracy", "no evaluation logged yet")
     if curves.series["eval_accuracy"][0]:
-        acc_ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
+        percent_axis(acc_ax.yaxis)
         low, high = acc_ax.get_ylim()  # autoscale pads past 100%, which no accuracy reaches
         acc_ax.set_ylim(max(low, 0.0), min(high, 1.0))
     _draw_series(lr_ax, curves, ("lr",), "learning rate", "no learning rate logged")

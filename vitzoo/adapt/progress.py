@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vitzoo.text import percent
+
 
 class Display:
     """Progress bar with loss, accuracy, img/s and ETA (``bar``), notes and the summary."""
@@ -50,11 +52,11 @@ class Display:
         parts = []
         if "train_loss" in entry:
             parts.append(f"loss {entry['train_loss']:.3f}")
-            parts.append(f"acc {entry['train_accuracy']:.1%}")
+            parts.append(f"acc {percent(entry['train_accuracy'])}")
         if "eval_accuracy" in entry:
-            parts.append(f"eval {entry['eval_accuracy']:.1%}")
+            parts.append(f"eval {percent(entry['eval_accuracy'])}")
         if entry.get("eval_map") is not None:
-            parts.append(f"mAP {entry['eval_map']:.1%}")
+            parts.append(f"mAP {percent(entry['eval_map'])}")
         if entry.get("img_per_sec"):
             parts.append(f"{entry['img_per_sec']:.1f} img/s")
         self._progress.update(self._task, completed=step, stats="  ".join(parts))

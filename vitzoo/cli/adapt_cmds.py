@@ -19,6 +19,7 @@ from vitzoo.cli.data_options import data_options, runtime_options
 from vitzoo.cli.filter_options import OutputFormat
 from vitzoo.data.options import DataOptions
 from vitzoo.errors import VitzooError
+from vitzoo.text import percent
 
 D = FinetuneOptions  # class attributes are the dataclass defaults
 
@@ -121,7 +122,7 @@ def evaluate_command(
                   title_justify="left")
     for column in ("examples", "top-1", "top-5", "loss"):
         table.add_column(column, justify="right")
-    table.add_row(str(report.examples), f"{report.top1:.2%}", "n/a" if report.top5 is None else f"{report.top5:.2%}",
+    table.add_row(str(report.examples), percent(report.top1, 2), percent(report.top5, 2, "n/a"),
                   f"{report.loss:.4f}")
     console.print(table)
     if report.per_class:
@@ -129,7 +130,7 @@ def evaluate_command(
         for column in ("#", "class", "examples", "accuracy"):
             classes.add_column(column, justify="right" if column != "class" else "left")
         for row in report.per_class:
-            acc = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.2%}"
+            acc = percent(row["accuracy"], 2, "n/a")
             classes.add_row(str(row["index"]), row["class"], str(row["examples"]), acc)
         console.print(classes)
     for note in report.notes:
@@ -141,7 +142,7 @@ def _multilabel_tables(console: Any, report: Any) -> None:
     from rich.table import Table
 
     def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.2%}"
+        return percent(value, 2, "n/a")
 
     table = Table(title=f"{report.architecture} on {report.dataset} ({report.split}, multi-label)",
                   title_justify="left")

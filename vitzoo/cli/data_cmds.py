@@ -17,6 +17,7 @@ import typer
 
 from vitzoo.cli.data_options import data_options
 from vitzoo.data.options import DataOptions
+from vitzoo.text import percent
 
 ROWS = 50  # rows per table; --format json has them all
 
@@ -129,7 +130,7 @@ def _print_classes(console: Any, report: Any, splits: list[dict[str, Any]]) -> N
     for c in rows:
         share = splits[0]["classes"][c]["fraction"]
         table.add_row(report.class_names[c], *(f"{s['classes'][c]['images']:,}" for s in splits),
-                      "?" if share is None else f"{share:.1%}")
+                      percent(share))
     console.print(table)
 
 

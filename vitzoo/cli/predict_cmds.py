@@ -10,6 +10,7 @@ import typer
 from vitzoo.cli.accelerator_option import ALLOW_CPU
 from vitzoo.cli.data_options import runtime_options
 from vitzoo.cli.filter_options import OutputFormat
+from vitzoo.text import percent
 
 
 @runtime_options
@@ -73,7 +74,7 @@ def predict_command(
         table.add_column("probability", justify="right")
         for rank, entry in enumerate(shown, start=1):
             table.add_row(str(rank), str(entry["index"]), entry["label"],
-                          f"{entry['probability']:.4f}")
+                          percent(entry["probability"], 2))
         console.print(table)
         if result.logits is not None:
             console.print("logits: " + " ".join(f"{v:.4g}" for v in result.logits))

@@ -18,6 +18,7 @@ from vitzoo.cli.accelerator_option import ALLOW_CPU
 from vitzoo.cli.data_options import data_options, runtime_options
 from vitzoo.data.options import DataOptions
 from vitzoo.errors import VitzooError
+from vitzoo.text import percent
 
 CANDIDATES = typer.Option(None, "--candidates", help=(
     "recommended (default), downloadable, or checkpoint names/paths/local runs; repeatable or "
@@ -199,7 +200,7 @@ def recommend_by_data(dataset: DataOptions, *, candidates: list[str] | None,
         measured = published["validation_score"]
         sys.stdout.write(f"published recommendation: {report.short_name(published['checkpoint'])} "
                          f"(best published ImageNet fine-tune; {score} on validation here: "
-                         f"{'?' if measured is None else f'{100 * measured:.1f}%'})\n")
+                         f"{percent(measured)})\n")
 
 
 def head_only_command(options: Any) -> None:
@@ -211,7 +212,7 @@ def head_only_command(options: Any) -> None:
         sys.stderr.write(note + "\n")
     m = result.final_metrics
     sys.stderr.write(f"head-only fine-tune finished: {result.final_npz} (eval accuracy "
-                     f"{m['eval_accuracy']:.2%} on {m['eval_examples']} images)\n")
+                     f"{percent(m['eval_accuracy'], 2)} on {m['eval_examples']} images)\n")
 
 
 def register(app: typer.Typer) -> None:

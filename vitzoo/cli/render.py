@@ -12,9 +12,9 @@ import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
+from vitzoo import text
 from vitzoo.catalog.caveats import CAVEATS, codes_for
 from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.schema import MEASURED_ACCURACY_COLUMNS
@@ -66,7 +66,7 @@ def cell(column: str, value: Any) -> str:
     if isinstance(value, float):
         if (any(h in column for h in _ACCURACY_HINTS) or column.endswith("_val")
                 or column in MEASURED_ACCURACY_COLUMNS):
-            return f"{value:.4f}"
+            return text.percent(value, digits=2)  # stored as a fraction, read as a percentage
         if column == "infer_samples_per_sec":
             return f"{value:,.1f}"
         return f"{value:g}"
@@ -76,9 +76,8 @@ def cell(column: str, value: Any) -> str:
 
 
 def percent(fraction: float) -> str:
-    """``0.8396`` -> ``83.96%``: the stored fraction's own digits, no float noise."""
-    scaled = Decimal(repr(fraction)) * 100
-    return f"{format(scaled.normalize(), 'f')}%"
+    """``0.8396`` -> ``83.96%``: the stored fraction's own digits (:func:`vitzoo.text.percent`)."""
+    return text.percent(fraction, digits=None)
 
 
 def write_machine(table: Frame, fmt: str, out=None) -> None:

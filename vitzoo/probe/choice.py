@@ -31,6 +31,7 @@ from typing import Any
 
 from vitzoo.errors import VitzooError
 from vitzoo.probe.intervals import ALPHA, paired_test
+from vitzoo.text import percent
 
 DEFAULT_SCORE = "linear_accuracy"
 SPEED = "img_per_sec"
@@ -218,7 +219,7 @@ def display_name(checkpoint: str) -> str:
 
 
 def pct(fraction: float | None, digits: int = 1) -> str:
-    return "?" if fraction is None else f"{100 * fraction:.{digits}f}%"
+    return percent(fraction, digits)
 
 
 def explain(choice: dict[str, Any]) -> list[str]:

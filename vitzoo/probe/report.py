@@ -24,6 +24,7 @@ from vitzoo.probe.choice import (
     value,
 )
 from vitzoo.probe.run import CandidateResult
+from vitzoo.text import percent_axis
 
 
 def check_sort(sort: str, shots: Sequence[int], option: str = "--sort") -> str:
@@ -227,6 +228,8 @@ def plot(results: Sequence[CandidateResult], sort: str, out: str | Path, *,
     ax.set_xscale("log")
     ax.set_xlabel("measured img/s on this machine")
     ax.set_ylabel(f"{sort} on the validation part" if sort != SPEED else "img/s")
+    if sort != SPEED:  # scores are fractions; the axis reads as percentages like every table
+        percent_axis(ax.yaxis)
     ax.set_title(title, fontsize=9)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()

@@ -26,6 +26,7 @@ from vitzoo.catalog.local import read_runs, registry_path
 from vitzoo.catalog.schema import COLUMN_NAMES
 from vitzoo.errors import VitzooError
 from vitzoo.names import validate_path_component
+from vitzoo.text import percent
 
 #: How long a registration waits for another process's (a read and a small write).
 LOCK_TIMEOUT_S = 60
@@ -109,7 +110,7 @@ def probe_name(checkpoint: str, dataset: str) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+    return percent(value, unknown="n/a")
 
 
 def probe_rows(report: Any, settings: dict[str, Any],
