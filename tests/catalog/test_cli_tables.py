@@ -77,8 +77,8 @@ def test_recommend_fits_with_numbers_whole(capsys, monkeypatch, width):
     assert len(body) == 10 and "10 rows" in out
     assert header[-1].split()[0] == "checkpoint"
     rows = json_rows(capsys, "recommend")
-    tests = [f"{r['adapt_final_test']:.4f}" for r in rows]
-    assert all(t in line.split() for t, line in zip(tests, body, strict=True))  # never "0.8…"
+    tests = [f"{100 * r['adapt_final_test']:.2f}%" for r in rows]  # fractions read as percentages
+    assert all(t in line.split() for t, line in zip(tests, body, strict=True))  # never "83.…"
 
 
 @pytest.mark.parametrize("width", [80, 200])

@@ -11,6 +11,8 @@ from vitzoo.cli.accelerator_option import ALLOW_CPU
 from vitzoo.cli.data_options import runtime_options
 from vitzoo.cli.filter_options import OutputFormat
 from vitzoo.text import percent
+from vitzoo.weights.untrained import is_untrained
+from vitzoo.weights.untrained import label as untrained_label
 
 
 @runtime_options
@@ -83,6 +85,9 @@ def predict_command(
                   + (f"; multi-label (sigmoid per class, threshold {predictor.task.threshold:.2f} "
                      f"from {predictor.task.source})" if predictor.task.multilabel else ""),
                   style="dim")
+    if is_untrained(path):
+        console.print(f"untrained: {untrained_label(path, checkpoint)} has random weights "
+                      "(seed 0); its predictions are chance", style="dim")
     if attention is not None:
         console.print(f"attention rollout overlays: {len(maps)} PNG(s) in {attention}", style="dim")
 

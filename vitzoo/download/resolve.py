@@ -36,6 +36,7 @@ from vitzoo.download import cache
 from vitzoo.download.cache import Expected, Record
 from vitzoo.errors import VitzooError
 from vitzoo.names import validate_path_component
+from vitzoo.weights import untrained
 
 SOURCE_CHOICES = ("auto", "cache", "mirror", "gcs", "hf")
 CHUNK = 8 << 20
@@ -89,7 +90,8 @@ def resolve_checkpoint(
     """The one resolver of a checkpoint argument: a verified local ``.npz`` file.
 
     ``name`` is a local path (or ``file://`` URL), a remote URL, a catalog name, an
-    architecture alias (its recommended checkpoint) or the name of a registered local run;
+    architecture alias (its recommended checkpoint), the name of a registered local run, or
+    ``random:ARCH`` (untrained, random weights: :mod:`vitzoo.weights.untrained`);
     ``finetune``, ``evaluate``, ``predict`` and ``download`` all come through here.
     ``source``: ``auto`` (cache, mirrors, GCS, Hugging Face), ``cache``, ``mirror``,
     ``gcs``, ``hf``, or a URL prefix laid out like the bucket. ``to``: a folder to
@@ -98,6 +100,9 @@ def resolve_checkpoint(
     text = str(name).strip()
     if not text:
         raise VitzooError("empty checkpoint name", "give a catalog name, an alias or a path")
+    untrained_arch = untrained.requested_arch(text)
+    if untrained_arch is not None:  # random:Ti/16: built here, no network (vitzoo.weights.untrained)
+        return untrained.checkpoint(untrained_arch)
     local = _as_local_file(text)
     if local is not None:
         return local

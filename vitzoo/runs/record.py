@@ -104,10 +104,11 @@ def source_section(model: str, checkpoint: Path, architecture: str,
                    **extra: Any) -> dict[str, Any]:
     """Where the weights came from: what the user typed, the file, and its catalog row."""
     from vitzoo.runs.registry import source_row
+    from vitzoo.weights.untrained import is_untrained
 
     row, row_note = source_row(model, checkpoint)
     return {"model": model, "checkpoint": str(checkpoint), **extra, "architecture": architecture,
-            "catalog_row": row, "catalog_note": row_note}
+            "untrained": is_untrained(checkpoint), "catalog_row": row, "catalog_note": row_note}
 
 
 def started_record(*, options: FinetuneOptions, checkpoint: Path, config: ModelConfig,

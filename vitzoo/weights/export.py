@@ -44,6 +44,8 @@ from vitzoo.models.configs import ModelConfig, infer_config
 from vitzoo.weights.facts import Labels, class_names_near, labels_from
 from vitzoo.weights.release import load_npz, save_npz
 from vitzoo.weights.task import HF_PROBLEM_TYPE, HeadTask, head_task
+from vitzoo.weights.untrained import facts as untrained_facts
+from vitzoo.weights.untrained import sidecar as untrained_sidecar
 
 FORMATS: tuple[str, ...] = ("timm", "transformers", "npz")
 WEIGHTS_FILE = "model.safetensors"
@@ -57,7 +59,7 @@ NUMERICS = ("tanh-approximated GELU, LayerNorm eps 1e-6, inputs scaled to [-1, 1
 RUN_FILES = ("final.npz",)
 #: Every file an export of any format writes; an existing --out may hold only these.
 EXPORT_FILES = frozenset({WEIGHTS_FILE, "config.json", "preprocessor_config.json", "model.npz",
-                          "class_names.json"})
+                          "class_names.json", "model.npz.json"})
 EXPORT_WHAT = "the export folder"
 #: name -> a function writing that file at the path it is given, in writing order.
 Files = dict[str, Callable[[Path], None]]
@@ -118,6 +120,9 @@ def export_checkpoint(source: ExportSource, fmt: str, out: str | os.PathLike[str
     labels = _labels(source, info["num_classes"])
     if fmt == "npz":
         files = _export_npz(flat, labels, source.task)
+        untrained = untrained_facts(source.npz)
+        if untrained:  # the sidecar that keeps an untrained model.npz labelled as such
+            files[untrained_sidecar(Path("model.npz")).name] = _json_file(untrained)
     elif fmt == "timm":
         files = _export_timm(flat, config, info, labels, source)
     else:
@@ -193,7 +198,8 @@ def _vitzoo_note(source: ExportSource, config: ModelConfig) -> dict[str, Any]:
     from vitzoo.versions import VITZOO_VERSION as __version__
 
     note = {"exported_by": f"vitzoo {__version__}", "source": source.npz.name,
-            "architecture": config.name, "numerics": NUMERICS}
+            "architecture": config.name, "numerics": NUMERICS,
+            "untrained": untrained_facts(source.npz) is not None}  # random:ARCH weights say so
     if source.task.multilabel:
         note["task"] = {"task": source.task.task, "threshold": source.task.threshold,
                         "note": "multi-label: independent per-class logits; apply a sigmoid "
