@@ -20,6 +20,7 @@ from vitzoo.cli.filter_options import OutputFormat
 from vitzoo.data.options import DataOptions
 from vitzoo.errors import VitzooError
 from vitzoo.text import percent
+from vitzoo.weights.untrained import is_untrained, requested_arch
 
 D = FinetuneOptions  # class attributes are the dataclass defaults
 
@@ -29,7 +30,7 @@ D = FinetuneOptions  # class attributes are the dataclass defaults
 def finetune_command(
     ctx: typer.Context,
     data: DataOptions,
-    model: str = typer.Argument(..., metavar="CHECKPOINT", help="Architecture (B/16), catalog name, local run name, or path/URL to .npz."),
+    model: str = typer.Argument(..., metavar="CHECKPOINT", help="Architecture (B/16), catalog name, local run name, path/URL to .npz, or random:ARCH (untrained)."),
     workdir: str = typer.Option(D.workdir, "--workdir", help="Run folder; default vitzoo-runs/<model>--<dataset>. Rerun to resume."),
     steps: int = typer.Option(D.steps, "--steps", help="Training steps."),
     warmup: int = typer.Option(D.warmup, "--warmup", help="Linear warmup steps."),
@@ -67,6 +68,9 @@ def finetune_command(
         recipe=recipe)
     if head_only:
         from vitzoo.cli.probe_cmds import head_only_command
+        from vitzoo.probe.head import NOT_USED, refuse_unused
+
+        refuse_unused(given_options(ctx, NOT_USED))
 
         if recipe or dry_run or len(lrs) > 1:
             raise VitzooError("--head-only takes neither --recipe, --dry-run nor several --lr",
@@ -83,6 +87,15 @@ def given_options(ctx: typer.Context) -> set[str]:
     given = {"COMMANDLINE", "ENVIRONMENT", "PROMPT"}  # by name: typer may carry its own click
     return {renamed.get(name, name) for name in ctx.params
             if getattr(ctx.get_parameter_source(name), "name", None) in given}
+
+
+def given_options(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
+    """The option spellings (``--steps``) of ``names`` given on the command line or by the
+    environment: a value equal to the default counts too, which comparing values would miss.
+    (Compared by the source's name: typer may carry its own copy of click's enum.)"""
+    spelled = {p.name: p.opts[0] for p in ctx.command.params}
+    return [spelled[n] for n in names
+            if getattr(ctx.get_parameter_source(n), "name", None) in ("COMMANDLINE", "ENVIRONMENT")]
 
 
 @runtime_options
@@ -105,6 +118,9 @@ def evaluate_command(
                       val_fraction=data.val_fraction, stream=data.stream, gcs_auth=data.gcs_auth,
                       task=data.task, labels=data.labels)
     document = report.as_dict()
+    untrained = requested_arch(checkpoint) is not None or is_untrained(checkpoint)
+    if untrained:
+        document["untrained"] = True
     if fmt in ("json", "jsonl"):  # one report: the same single line for both
         sys.stdout.write(json.dumps(document, default=str) + "\n")
         return
@@ -135,6 +151,8 @@ def evaluate_command(
         console.print(classes)
     for note in report.notes:
         console.print(note, style="dim")
+    if untrained:
+        console.print("untrained: random weights (random:ARCH); the accuracy is chance", style="dim")
 
 
 def _multilabel_tables(console: Any, report: Any) -> None:

@@ -26,6 +26,32 @@ from typing import Any
 import numpy as np
 
 from vitzoo.atomic import atomic_write
+from vitzoo.errors import VitzooError
+
+#: ``finetune`` options a head-only run has no use for: it trains no weights by gradient steps
+#: (no steps, schedule, learning rate, accumulation, label smoothing, periodic evaluation or
+#: checkpoints, no data order to seed; the head is one linear solve). Given on the command line
+#: with ``--head-only`` they are refused; ``run.json`` records none of them.
+NOT_USED = ("steps", "warmup", "lr", "accum", "eval_every", "checkpoint_every", "log_every",
+            "seed", "label_smoothing")
+#: Recorded by neither: display only (no progress bar here) or not settable from the CLI.
+NOT_RECORDED = (*NOT_USED, "progress", "momentum_dtype", "clip_norm")
+
+
+def refuse_unused(given: list[str]) -> None:
+    """One-line error naming the ``NOT_USED`` options that were given (``--steps``...), if any."""
+    if given:
+        raise VitzooError(
+            f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --head-only "
+            "(it fits a linear head on frozen features in one solve: no steps, learning rate, "
+            "schedule or periodic evaluation)",
+            "drop them, or fine-tune every weight without --head-only")
+
+
+def recorded_options(options: Any) -> dict[str, Any]:
+    """The options a head-only run used, for ``run.json`` (:data:`NOT_RECORDED` left out)."""
+    return {k: v for k, v in options.as_dict().items() if k not in NOT_RECORDED}
+
 
 #: Softmax temperatures tried on the held-out part (the scale of a least-squares head).
 TEMPERATURES = tuple(float(t) for t in np.logspace(-1, 5, 61))
@@ -129,7 +155,7 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
         handle.write(json.dumps({"step": 0, **metrics}) + "\n")
     name = run_name(workdir, options.name)
     record = new_record(
-        "head_only", status="finished", options=options.as_dict(),
+        "head_only", status="finished", options=recorded_options(options),
         source=source_section(options.model, checkpoint, config.name,
                               checkpoint_sha256=backbone.sha256),
         dataset=data.describe(), class_names=data.class_names, runtime=runtime,

@@ -54,10 +54,9 @@ def sidecar(npz: Path) -> Path:
 
 def facts(npz: str | Path) -> dict[str, Any] | None:
     """The untrained file's record (``untrained``, ``architecture``, ``seed``...), or None."""
-    path = sidecar(Path(npz))
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = json.loads(sidecar(Path(npz)).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no sidecar, unreadable, or not a file name at all
         return None
     return record if isinstance(record, dict) and record.get("untrained") is True else None
 
