@@ -70,14 +70,21 @@ def accelerators() -> list[Line]:
     found = hardware.detect()  # a GPU or TPU, from what the kernel shows (vitzoo.accelerators)
     gpu = found.evidence if found else None
     try:
+        from vitzoo import runtime
+
+        # the settings finetune applies before JAX starts (host device count included), so
+        # the count below is the one finetune will use, from the same function it calls
+        settings = runtime.configure(compile_cache=False)
         import jax
 
         backend = jax.default_backend()
-        devices = jax.devices()
-        kinds = sorted({d.platform for d in devices})
+        used = runtime.describe_devices()
         lines.append(Line("jax", "backend", backend))
-        lines.append(Line("jax", "devices", f"{len(devices)} x {', '.join(kinds)} "
-                          f"({jax.local_device_count()} local, {jax.process_count()} process)"))
+        lines.append(Line("jax", "devices", f"{used['local_devices']} x {used['platform']} "
+                          f"({', '.join(used['kinds'])}; {jax.process_count()} process), as "
+                          "finetune will use them"
+                          + (f" (XLA_FLAGS {settings['xla_flags']})" if settings["xla_flags"]
+                             else "")))
         problem = hardware.unused_accelerator(backend, found)
         if found and problem:  # the line finetune, evaluate, probe and predict stop with
             lines.append(Line("jax", f"{found.kind.upper()} NOT USED", problem, "problem"))
