@@ -232,9 +232,35 @@ def target_for(info: Any, *, source: str = "auto", to: Path | None = None) -> Ta
 # --- fetching -----------------------------------------------------------------
 
 
+#: Inside :func:`remember_offline`: the offline error seen first (None: none yet); outside: absent.
+_offline: list[str] = []
+_remembering: list[bool] = []
+
+
+@contextlib.contextmanager
+def remember_offline() -> Iterator[None]:
+    """Within the block, once one fetch found the machine offline, later fetches try only the
+    cache and fail in one short line: a probe of ten candidates says the offline reason once,
+    not ten times (a command that fetches one file is unchanged)."""
+    _remembering.append(True)
+    try:
+        yield
+    finally:
+        _remembering.pop()
+        if not _remembering:
+            _offline.clear()
+
+
 def fetch(target: Target, *, gcs_auth: bool = False, progress: bool = True) -> Path:
     """Try each source in turn; the first verified file wins. One error lists them all."""
     failures: list[tuple[Origin, str]] = []
+    if _offline:  # offline already said once in this block: the cache only, quietly
+        cached = [s for s in target.sources if s.kind == "cache" and Path(s.location).is_file()]
+        if not cached:
+            raise VitzooError("not in the cache, and offline (the reason is given once, for "
+                              "the first checkpoint that could not be fetched)")
+        target = Target(target.name, target.dest, target.relpath, target.expected,
+                        tuple(cached), target.arch)
     for index, src in enumerate(target.sources):
         if not (src.kind == "cache" and Path(src.location) == target.dest):
             # about to write: an unwritable folder is the user's to fix, not a source's failure
@@ -256,6 +282,8 @@ def fetch(target: Target, *, gcs_auth: bool = False, progress: bool = True) -> P
     remote = [reason for s, reason in failures if s.kind != "cache"]
     offline = bool(remote) and all(any(m in reason for m in _DNS_FAILURES) for reason in remote)
     has_hf = any(s.kind == "hf" for s in target.sources)
+    if offline and _remembering:
+        _offline.append(target.name)
     raise VitzooError(
         ("this machine looks offline: no host name could be looked up; " if offline else "")
         + f"could not fetch {target.name} from any source ({tried})",

@@ -237,29 +237,10 @@ def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, d
     return result
 
 
-def probe(dataset: str | DataOptions, candidates: Sequence[Candidate],
-          settings: ProbeSettings | None = None, *,
-          say: Callable[[str], None] = _say_nothing) -> ProbeReport:
-    """Probe every candidate on ``dataset``; candidates that cannot run are skipped.
 
-    The probed candidates are registered in the local catalog (``vitzoo list --local``).
-    """
-    from vitzoo.atomic import output_dir
-    from vitzoo.backbone import start
-    from vitzoo.probe.cache import features_root, split_fingerprint
-    from vitzoo.runs.registry import register_probe
-
-    speed = start()  # runtime, then the accelerator guard: before candidates, whose errors are
-    # reported per candidate
-    output_dir(features_root(), "the feature cache (VITZOO_HOME/features)", create=False)
-    options = dataset if isinstance(dataset, DataOptions) else DataOptions(dataset=dataset)
-    settings = settings or ProbeSettings()
-    settings.check()
-    options.check()
-    check_resolution(candidates, settings.res)
-    data = open_probe_dataset(options)
-    fingerprints = (split_fingerprint(data.train), split_fingerprint(data.eval))
-    results = []
+def _probe_each(candidates: Sequence[Any], data: Any, fingerprints: Any, settings: Any,
+                say: Callable[[str], None]) -> list[CandidateResult]:
+    results: list[CandidateResult] = []
     for candidate in candidates:
         if candidate.skip_reason:
             results.append(CandidateResult(candidate.name, candidate.architecture,
@@ -273,6 +254,34 @@ def probe(dataset: str | DataOptions, candidates: Sequence[Candidate],
             results.append(CandidateResult(candidate.name, candidate.architecture,
                                            published=candidate.published,
                                            eval_split=data.eval_split, skipped=exc.one_line()))
+    return results
+
+
+def probe(dataset: str | DataOptions, candidates: Sequence[Candidate],
+          settings: ProbeSettings | None = None, *,
+          say: Callable[[str], None] = _say_nothing) -> ProbeReport:
+    """Probe every candidate on ``dataset``; candidates that cannot run are skipped.
+
+    The probed candidates are registered in the local catalog (``vitzoo list --local``).
+    """
+    from vitzoo.atomic import output_dir
+    from vitzoo.backbone import start
+    from vitzoo.download.resolve import remember_offline
+    from vitzoo.probe.cache import features_root, split_fingerprint
+    from vitzoo.runs.registry import register_probe
+
+    speed = start()  # runtime, then the accelerator guard: before candidates, whose errors are
+    # reported per candidate
+    output_dir(features_root(), "the feature cache (VITZOO_HOME/features)", create=False)
+    options = dataset if isinstance(dataset, DataOptions) else DataOptions(dataset=dataset)
+    settings = settings or ProbeSettings()
+    settings.check()
+    options.check()
+    check_resolution(candidates, settings.res)
+    data = open_probe_dataset(options)
+    fingerprints = (split_fingerprint(data.train), split_fingerprint(data.eval))
+    with remember_offline():  # offline: the reason is said for the first candidate only
+        results = _probe_each(candidates, data, fingerprints, settings, say)
     notes = list(data.notes)
     skipped = [r for r in results if r.skipped]
     if skipped:
