@@ -280,12 +280,15 @@ def fetch(target: Target, *, gcs_auth: bool = False, progress: bool = True) -> P
         return path
     tried = "; ".join(f"{s.kind}: {reason}" for s, reason in failures) or "no sources"
     remote = [reason for s, reason in failures if s.kind != "cache"]
-    offline = bool(remote) and all(any(m in reason for m in _DNS_FAILURES) for reason in remote)
+    offline = bool(remote) and all(any(m in reason for m in _OFFLINE_SIGNS) for reason in remote)
+    no_dns = bool(remote) and all(any(m in reason for m in _DNS_FAILURES) for reason in remote)
     has_hf = any(s.kind == "hf" for s in target.sources)
     if offline and _remembering:
         _offline.append(target.name)
     raise VitzooError(
-        ("this machine looks offline: no host name could be looked up; " if offline else "")
+        ("this machine looks offline: no host name could be looked up; " if no_dns else
+         "offline (HF_HUB_OFFLINE is set and no other source could be looked up); " if offline
+         else "")
         + f"could not fetch {target.name} from any source ({tried})",
         "set VITZOO_MIRRORS to a mirror or copy the file locally, or fetch it with "
         "`vitzoo download NAME --gcs-auth` (your Google credentials)"
@@ -308,6 +311,9 @@ def _nearest_copy(name: str) -> str:
 _DNS_FAILURES = ("Name or service not known", "Temporary failure in name resolution",
                  "nodename nor servname", "getaddrinfo failed", "Could not resolve host",
                  "NameResolutionError", "host name lookup failed")
+#: A remote source's failure that means "no network here": a host name that does not resolve,
+#: or Hugging Face's offline mode (vitzoo.download.hub's message).
+_OFFLINE_SIGNS = (*_DNS_FAILURES, "HF_HUB_OFFLINE is set")
 
 
 def _fetch_from(src: Origin, target: Target, *, gcs_auth: bool, progress: bool) -> Path:
