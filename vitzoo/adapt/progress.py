@@ -87,11 +87,11 @@ class Display:
                         f"({d['eval_split']}), {d['num_classes']} classes"),
             ("recipe", f"{o['steps']} steps, batch {record['batch']['global']} "
                        f"(accum {record['batch']['accum']}), lr {o['lr']}, res {o['res']}"),
-            ("eval accuracy", f"top-1 {fmt(m.get('eval_accuracy'), '.2%')}  "
-                              f"top-5 {fmt(m.get('eval_top5'), '.2%')}  "
+            ("eval accuracy", f"top-1 {percent(m.get('eval_accuracy'), 2, 'n/a')}  "
+                              f"top-5 {percent(m.get('eval_top5'), 2, 'n/a')}  "
                               f"loss {fmt(m.get('eval_loss'), '.4f')}") if "eval_map" not in m
-            else ("eval (multi-label)", f"mAP {fmt(m.get('eval_map'), '.2%')}  "
-                                        f"F1 {fmt(m.get('eval_f1'), '.2%')} at threshold "
+            else ("eval (multi-label)", f"mAP {percent(m.get('eval_map'), 2, 'n/a')}  "
+                                        f"F1 {percent(m.get('eval_f1'), 2, 'n/a')} at threshold "
                                         f"{fmt(m.get('eval_threshold'), '.2f')}  "
                                         f"loss {fmt(m.get('eval_loss'), '.4f')}"),
             ("speed", f"{fmt(m.get('img_per_sec'), '.1f')} img/s, first step after "

@@ -70,8 +70,8 @@ def finetune_command(
         from vitzoo.cli.probe_cmds import head_only_command
         from vitzoo.probe.head import NOT_USED, refuse_unused
 
-        refuse_unused(given_options(ctx, NOT_USED))
-
+        given = given_options(ctx)  # given, even at the default value
+        refuse_unused([f"--{n.replace('_', '-')}" for n in NOT_USED if n in given])
         if recipe or dry_run or len(lrs) > 1:
             raise VitzooError("--head-only takes neither --recipe, --dry-run nor several --lr",
                               "drop them, or fine-tune the whole model")
@@ -87,15 +87,6 @@ def given_options(ctx: typer.Context) -> set[str]:
     given = {"COMMANDLINE", "ENVIRONMENT", "PROMPT"}  # by name: typer may carry its own click
     return {renamed.get(name, name) for name in ctx.params
             if getattr(ctx.get_parameter_source(name), "name", None) in given}
-
-
-def given_options(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
-    """The option spellings (``--steps``) of ``names`` given on the command line or by the
-    environment: a value equal to the default counts too, which comparing values would miss.
-    (Compared by the source's name: typer may carry its own copy of click's enum.)"""
-    spelled = {p.name: p.opts[0] for p in ctx.command.params}
-    return [spelled[n] for n in names
-            if getattr(ctx.get_parameter_source(n), "name", None) in ("COMMANDLINE", "ENVIRONMENT")]
 
 
 @runtime_options
