@@ -257,3 +257,10 @@ def test_offline_reason_is_said_once_per_probe(task, capsys, monkeypatch):
     assert len(skipped) == 3
     assert err.count("cannot reach") == 1, err  # the resolver's progress, first candidate only
     assert sum("not in the cache, and offline" in s for s in skipped) == 2
+
+
+def test_evaluate_refuses_a_split_an_image_folder_does_not_have(task, capsys):
+    """Found by benchmarks/bad_inputs.py: ``--eval-split bogus`` scored the carved split."""
+    data, ckpt = task
+    code, _, err = run_cli(capsys, "evaluate", ckpt, "--dataset", str(data), "--eval-split", "bogus")
+    assert code == 2 and "not a split of an image folder" in err and len(err.strip().splitlines()) == 1

@@ -40,6 +40,8 @@ EVAL_DIRS = ("test", "val", "validation")
 ZERO_BYTES = "zero bytes"
 #: ``eval_split`` that evaluates every image of the folder (train, test and val alike).
 ALL_IMAGES = "all"
+#: The ``eval_split`` values a folder has: train, its held-out split (test/, val/ or carved), all.
+FOLDER_EVAL_SPLITS = ("train", "test", "val", "validation", ALL_IMAGES)
 
 
 def _class_dirs(root: Path) -> list[Path]:
@@ -205,6 +207,10 @@ def load_folder(
     root = root if isinstance(root, RemotePath) else Path(root).expanduser()
     if not root.is_dir():
         raise VitzooError(f"dataset folder {root} does not exist", "check the path")
+    if eval_split is not None and eval_split not in FOLDER_EVAL_SPLITS:  # never a silent default
+        raise VitzooError(f"--eval-split {eval_split!r} is not a split of an image folder",
+                          "use train, test or val (the test/ or val/ folder, else the carved "
+                          "part) or all; TFDS-style slices apply to TFDS datasets only")
     convert_dir = cache_dir or (vitzoo_home() / "converted")
     train_dir, eval_dir = _layout(root)
     if eval_split == ALL_IMAGES:
