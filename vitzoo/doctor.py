@@ -70,19 +70,20 @@ def accelerators() -> list[Line]:
     found = hardware.detect()  # a GPU or TPU, from what the kernel shows (vitzoo.accelerators)
     gpu = found.evidence if found else None
     try:
-        from vitzoo import runtime
+        from vitzoo.backbone import Placement, start
 
-        # the settings finetune applies before JAX starts (host device count included), so
-        # the count below is the one finetune will use, from the same function it calls
-        settings = runtime.configure(compile_cache=False)
+        # the start finetune makes before JAX computes (host device count included), then the
+        # same view of the devices: the count below is the one finetune will use
+        settings = start(compile_cache=False, guard=False)
         import jax
 
         backend = jax.default_backend()
-        used = runtime.describe_devices()
+        here = Placement.here()
+        kinds = sorted({d.device_kind for d in here.devices})
         lines.append(Line("jax", "backend", backend))
-        lines.append(Line("jax", "devices", f"{used['local_devices']} x {used['platform']} "
-                          f"({', '.join(used['kinds'])}; {jax.process_count()} process), as "
-                          "finetune will use them"
+        lines.append(Line("jax", "devices", f"{len(here.devices)} x {backend} "
+                          f"({', '.join(kinds)}; {here.process_count} process), as finetune "
+                          "will use them"
                           + (f" (XLA_FLAGS {settings['xla_flags']})" if settings["xla_flags"]
                              else "")))
         problem = hardware.unused_accelerator(backend, found)

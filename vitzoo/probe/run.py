@@ -237,7 +237,6 @@ def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, d
     return result
 
 
-
 def _probe_each(candidates: Sequence[Any], data: Any, fingerprints: Any, settings: Any,
                 say: Callable[[str], None]) -> list[CandidateResult]:
     results: list[CandidateResult] = []
