@@ -264,3 +264,17 @@ def test_evaluate_refuses_a_split_an_image_folder_does_not_have(task, capsys):
     data, ckpt = task
     code, _, err = run_cli(capsys, "evaluate", ckpt, "--dataset", str(data), "--eval-split", "bogus")
     assert code == 2 and "not a split of an image folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_readme_architecture_table_is_one_table_without_duplicate_rows():
+    from tests.support import REPO_ROOT
+
+    section = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split("## Architecture", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    lines = section.splitlines()
+    rows = [i for i, line in enumerate(lines) if line.startswith("| ")]
+    assert rows == list(range(rows[0], rows[-1] + 1)), "a blank line splits the table"
+    paths = [lines[i].split("|")[1].strip() for i in rows[2:]]
+    assert len(paths) == len(set(paths)), sorted(p for p in paths if paths.count(p) > 1)
+    named = [p.strip("` ") for cell in paths for p in cell.split(",")]
+    assert len(named) == len(set(named)), sorted(p for p in named if named.count(p) > 1)
