@@ -175,19 +175,20 @@ def test_evaluate_and_predict_tables_say_percentages_json_fractions(task, capsys
     assert not re.search(r"\b0\.\d{4}\b", out)  # no fraction printed for a person
 
 
-def test_list_and_show_tables_say_percentages(capsys, monkeypatch):
-    """The embedded catalog's published fractions: JSON fractions, tables percentages."""
+def test_list_table_says_percentages(capsys, monkeypatch):
+    """The embedded catalog's published fractions: JSON fractions, the table percentages
+    (show: tests/catalog/test_measured.py)."""
     monkeypatch.setenv("COLUMNS", "250")
-    code, out, _ = run_cli(capsys, "list", "--where", "final_val > 0", "--columns",
-                           "checkpoint,final_val", "--format", "json", "--limit", "3")
+    code, out, _ = run_cli(capsys, "list", "--where", "adapt_final_test > 0", "--columns",
+                           "checkpoint,adapt_final_test", "--format", "json", "--limit", "3")
     rows = json.loads(out)
     if not rows:
-        pytest.skip("the embedded catalog has no final_val")
-    code, out, err = run_cli(capsys, "list", "--where", "final_val > 0", "--columns",
-                             "checkpoint,final_val", "--limit", "3")
+        pytest.skip("the embedded catalog has no adapt_final_test")
+    code, out, err = run_cli(capsys, "list", "--where", "adapt_final_test > 0", "--columns",
+                             "checkpoint,adapt_final_test", "--limit", "3")
     assert code == 0, err
     for row in rows:
-        assert f"{100 * row['final_val']:.2f}%" in out
+        assert f"{100 * row['adapt_final_test']:.2f}%" in out
     assert not re.search(r"\b0\.\d{4}\b", out)
 
 
