@@ -316,15 +316,9 @@ def check_tfds(name: str, *, train_split: str | None = None, eval_split: str | N
 
 def _examples(builder: Any, split: str, image_key: str,
               label_key: str) -> Iterator[tuple[str, str, bytes, int]]:
-    from vitzoo.data.tfdata import skip_decoders
+    from vitzoo.data.tfds import encoded_split
 
-    try:
-        ds = builder.as_dataset(split=split, decoders=skip_decoders(builder), shuffle_files=False)
-    except Exception as exc:
-        known = ", ".join(builder.info.splits.keys()) or "unknown"
-        raise VitzooError(f"cannot read split {split!r} of {builder.name} "
-                          f"({str(exc).splitlines()[0][:160]})",
-                          f"available splits: {known}; slicing like train[:90%] works") from None
+    ds = encoded_split(builder, split)
     for index, example in enumerate(ds.as_numpy_iterator()):
         yield split, f"{split}[{index}]", bytes(example[image_key]), int(example[label_key])
 

@@ -87,6 +87,18 @@ def _keys(builder: Any) -> tuple[str, str]:
     return image, label
 
 
+def encoded_split(builder: Any, split: str) -> Any:
+    """``split`` of a prepared builder with its images left encoded (bytes, in file order);
+    a split TFDS cannot read is one line naming the splits it has."""
+    try:
+        return builder.as_dataset(split=split, decoders=skip_decoders(builder), shuffle_files=False)
+    except Exception as exc:
+        known = ", ".join(builder.info.splits.keys()) or "unknown"
+        raise VitzooError(f"cannot read split {split!r} of {builder.name} "
+                          f"({str(exc).splitlines()[0][:160]})",
+                          f"available splits: {known}; slicing like train[:90%] works") from None
+
+
 def _read_split(builder: Any, split: str, image_key: str, label_key: str,
                 cap: int | None = None, multi_hot: int = 0) -> tuple[Examples, int, bool]:
     """Encoded examples of ``split``, their bytes, and whether the whole split was read.
@@ -96,13 +108,7 @@ def _read_split(builder: Any, split: str, image_key: str, label_key: str,
     """
     import tensorflow as tf
 
-    try:
-        ds = builder.as_dataset(split=split, decoders=skip_decoders(builder), shuffle_files=False)
-    except Exception as exc:
-        known = ", ".join(builder.info.splits.keys()) or "unknown"
-        raise VitzooError(f"cannot read split {split!r} of {builder.name} "
-                          f"({str(exc).splitlines()[0][:160]})",
-                          f"available splits: {known}; slicing like train[:90%] works") from None
+    ds = encoded_split(builder, split)
     if multi_hot:  # a sequence of class indices -> a 0/1 row of ``multi_hot`` classes
         ds = ds.map(lambda ex: (ex[image_key], tf.minimum(tf.reduce_sum(
             tf.one_hot(tf.cast(ex[label_key], tf.int32), multi_hot, dtype=tf.int32), 0), 1)))
