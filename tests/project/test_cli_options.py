@@ -73,6 +73,18 @@ def test_the_generated_options_hand_the_command_one_record():
     assert CliRunner().invoke(probe_app, []).exit_code != 0  # --dataset is required
 
 
+def test_without_the_flag_the_environment_decides_the_compile_cache(monkeypatch):
+    probe_app, seen = _captured()
+    monkeypatch.setenv("VITZOO_COMPILE_CACHE", "0")
+    for args, wanted in (([], False), (["--compile-cache"], True), (["--no-compile-cache"], False)):
+        result = CliRunner().invoke(probe_app, ["--dataset", "d", *args])
+        assert result.exit_code == 0, result.output
+        assert seen[-1][2] is wanted, args
+    monkeypatch.setenv("VITZOO_COMPILE_CACHE", "1")
+    CliRunner().invoke(probe_app, ["--dataset", "d"])
+    assert seen[-1][2] is True
+
+
 def test_an_optional_dataset_takes_the_old_spelling_and_may_be_absent():
     probe_app, seen = _captured(required=False)
     assert CliRunner().invoke(probe_app, []).exit_code == 0

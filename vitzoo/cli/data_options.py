@@ -52,9 +52,9 @@ DATA_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
 #: ``recommend --data`` was the spelling before ``--dataset``; still accepted, not shown.
 DATA_ALIAS = "data_alias"
 _DATA_ALIAS_OPTION = typer.Option(None, "--data", hidden=True)
-COMPILE_CACHE = typer.Option(True, "--compile-cache/--no-compile-cache", help=(
-    "Reuse compiled programs from VITZOO_HOME/compile-cache (env VITZOO_COMPILE_CACHE=0 turns "
-    "it off)."))
+COMPILE_CACHE = typer.Option(None, "--compile-cache/--no-compile-cache", show_default=False, help=(
+    "Reuse compiled programs from VITZOO_HOME/compile-cache [default: on, or "
+    "VITZOO_COMPILE_CACHE=0 for off]."))
 
 
 def _plain(hint: Any) -> Any:
@@ -124,11 +124,11 @@ def runtime_options(command: F) -> F:
     The choice is remembered by :func:`vitzoo.runtime.set_compile_cache_choice`, which
     :func:`vitzoo.runtime.configure` reads when the command starts JAX.
     """
-    added = [inspect.Parameter("compile_cache", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                               default=COMPILE_CACHE)]
+    added = [inspect.Parameter("compile_cache", inspect.Parameter.KEYWORD_ONLY,
+                               annotation=bool | None, default=COMPILE_CACHE)]
 
     @functools.wraps(command)
-    def wrapper(*args: Any, compile_cache: bool = True, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, compile_cache: bool | None = None, **kwargs: Any) -> Any:
         from vitzoo.runtime import set_compile_cache_choice
 
         set_compile_cache_choice(compile_cache)
