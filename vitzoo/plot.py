@@ -398,6 +398,9 @@ def read_run(workdir: str | os.PathLike[str]) -> RunCurves:
     any other malformed line is an error naming the line.
     """
     workdir = Path(workdir).expanduser()
+    if workdir.is_file():
+        raise VitzooError(f"{workdir} is a file, not a run folder",
+                          "pass the --workdir of a `vitzoo finetune` run")
     if not workdir.is_dir():
         raise VitzooError(f"run folder {workdir} does not exist",
                           "pass the --workdir of a `vitzoo finetune` run")

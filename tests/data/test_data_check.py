@@ -356,3 +356,13 @@ def test_the_help_states_the_default_min_images(capsys):
 
     code, out, _ = run_cli(capsys, "data", "check", "--help")
     assert code == 0 and f"(default {MIN_IMAGES})" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("command", [["data", "check"], ["evaluate", "random:Ti/16", "--dataset"],
+                                     ["plot-run"]])
+def test_a_file_where_a_folder_is_needed_is_named_as_a_file(capsys, tmp_path, command):
+    photo = tmp_path / "x.jpg"
+    Image.new("RGB", (4, 4)).save(photo)
+    code, out, err = run_cli(capsys, *command, str(photo))
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "is a file, not a" in err and "does not exist" not in err and "TFDS" not in err.split(".")[0]

@@ -151,7 +151,7 @@ def test_every_command_that_reads_a_dataset_takes_gcs_auth(gcs, capsys, monkeypa
     """The folder is read with credentials requested: a missing credentials file says so."""
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/credentials.json")
     ckpt = str(tiny_checkpoint(tmp_path / "tiny.npz"))
-    for command in (["evaluate", "ckpt.npz"], ["finetune", "B/16"], ["probe", "--candidates", ckpt],
+    for command in (["evaluate", ckpt], ["finetune", "B/16"], ["probe", "--candidates", ckpt],
                     ["finetune", ckpt, "--head-only", "--workdir", str(tmp_path / "head")],
                     ["recommend", "--candidates", ckpt]):
         code, _, err = run_cli(capsys, *command, "--dataset", "gs://photos/pets", "--gcs-auth")

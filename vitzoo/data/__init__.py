@@ -42,6 +42,28 @@ def _looks_like_path(value: str) -> bool:
     return value.startswith((".", "/", "~")) or os.sep in value
 
 
+def image_folder(dataset: str, *, gcs_auth: bool = False) -> Any:
+    """The image folder ``dataset`` names (local path, ``file://``, ``gs://``/``s3://``), or
+    None when it is a TFDS name. A path that is a file or missing is one line, not a TFDS
+    lookup: every command that reads a dataset decides this here."""
+    if not dataset or not dataset.strip():
+        raise VitzooError("empty --dataset", "give a TFDS name or an image folder")
+    from vitzoo.data.remote import dataset_folder
+
+    path = dataset_folder(dataset, gcs_auth=gcs_auth)
+    if path.is_dir():
+        return path
+    is_file_url = dataset.strip().lower().startswith("file://")
+    if path.is_file() or is_file_url or (_looks_like_path(dataset)
+                                          and ":" not in dataset.split("/")[0]):
+        if path.exists():
+            raise VitzooError(f"dataset {path} is a file, not a folder",
+                              "give a folder of class folders (DIR/<class>/*), or a TFDS name")
+        raise VitzooError(f"dataset folder {path if is_file_url else dataset} does not exist",
+                          "check the path, or give a TFDS name like oxford_iiit_pet")
+    return None
+
+
 def open_dataset(
     dataset: str,
     *,
@@ -66,17 +88,13 @@ def open_dataset(
     ``task`` ``multilabel``: multi-hot targets (:mod:`vitzoo.data.multilabel`); an image
     folder is then described by the CSV ``labels`` (default ``DIR/labels.csv``).
     """
-    if not dataset or not dataset.strip():
-        raise VitzooError("empty --dataset", "give a TFDS name or an image folder")
-    from vitzoo.data.remote import dataset_folder
-
-    path = dataset_folder(dataset, gcs_auth=gcs_auth)
-    if path.is_dir() and task == "multilabel":
+    path = image_folder(dataset, gcs_auth=gcs_auth)
+    if path is not None and task == "multilabel":
         from vitzoo.data.multilabel import load_multilabel_folder
 
         return load_multilabel_folder(path, labels, val_fraction=val_fraction,
                                       need_train=need_train, eval_split=eval_split)
-    if path.is_dir():
+    if path is not None:
         if train_split not in (None, "train"):
             raise VitzooError("--train-split applies to TFDS datasets only",
                               "an image folder uses DIR/train or a --val-fraction split")
@@ -88,13 +106,6 @@ def open_dataset(
             data.notes.append("--stream applies to TFDS datasets; an image folder is read "
                               "from its files when it does not fit in memory")
         return data
-    is_file_url = dataset.strip().lower().startswith("file://")
-    if is_file_url or (_looks_like_path(dataset) and ":" not in dataset.split("/")[0]):
-        if path.exists():
-            raise VitzooError(f"dataset {path} is a file, not a folder",
-                              "give a folder of class folders (DIR/<class>/*), or a TFDS name")
-        raise VitzooError(f"dataset folder {path if is_file_url else dataset} does not exist",
-                          "check the path, or give a TFDS name like oxford_iiit_pet")
     from vitzoo.data.tfdata import tf_cpu
     from vitzoo.data.tfds import load_tfds
 

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from vitzoo.data.folder import IMAGE_SUFFIXES, ZERO_BYTES, _class_dirs, _layout, _require_classes
-from vitzoo.data.remote import READ_WORKERS, RemotePath, dataset_folder
+from vitzoo.data.remote import READ_WORKERS, RemotePath
 from vitzoo.data.source import DataSplits, carve
 from vitzoo.errors import VitzooError
 
@@ -337,7 +337,7 @@ def check_dataset(dataset: str, *, train_split: str | None = None, eval_split: s
                   val_fraction: float = 0.1, gcs_auth: bool = False,
                   min_images: int = MIN_IMAGES) -> CheckReport:
     """Check ``dataset`` (an image folder, local or in a bucket, or a TFDS name) as finetune reads it."""
-    from vitzoo.data import _looks_like_path
+    from vitzoo.data import image_folder
 
     if not dataset or not dataset.strip():
         raise VitzooError("empty DATASET", "give a TFDS name or an image folder")
@@ -346,15 +346,12 @@ def check_dataset(dataset: str, *, train_split: str | None = None, eval_split: s
                           "use e.g. --val-fraction 0.1")
     if min_images < 1:
         raise VitzooError(f"--min-images must be at least 1, got {min_images}")
-    path = dataset_folder(dataset, gcs_auth=gcs_auth)
-    if path.is_dir():
+    path = image_folder(dataset, gcs_auth=gcs_auth)
+    if path is not None:
         if train_split not in (None, "train") or eval_split is not None:
             raise VitzooError("--train-split/--eval-split apply to TFDS datasets only",
                               "an image folder uses DIR/train + DIR/test or a --val-fraction split")
         return check_folder(path, val_fraction=val_fraction, min_images=min_images)
-    if _looks_like_path(dataset) and ":" not in dataset.split("/")[0]:
-        raise VitzooError(f"dataset folder {dataset} does not exist",
-                          "check the path, or give a TFDS name like oxford_iiit_pet")
     return check_tfds(dataset, train_split=train_split, eval_split=eval_split, data_dir=data_dir,
                       manual_dir=manual_dir, val_fraction=val_fraction, min_images=min_images)
 
