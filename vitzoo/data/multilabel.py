@@ -93,6 +93,42 @@ def _split_of(path: str) -> str:
     return "test" if first in _TEST_DIRS else "val" if first in _VAL_DIRS else "train"
 
 
+def _split_rows(paths: list[str], source: Path, *, val_fraction: float, need_train: bool,
+                eval_split: str | None, notes: list[str]) -> tuple[Any, Any, Any, str]:
+    """Row indices of the train, validation and evaluation splits, and the evaluation split's
+    name: ``test/`` and ``val/`` paths are theirs, the rest train (a part held out as
+    validation when there is no ``val/``: the F1 threshold is chosen there)."""
+    by_split: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+    for i, path in enumerate(paths):
+        by_split[_split_of(path)].append(i)
+    train_rows = np.asarray(by_split["train"], np.int64)
+    if by_split["val"]:
+        val_rows = np.asarray(by_split["val"], np.int64)
+    else:
+        if len(train_rows) < 2:
+            raise VitzooError(f"{source} lists {len(train_rows)} training image(s)",
+                              "list more images, or put some under val/")
+        keep, held = carve(len(train_rows), val_fraction)
+        train_rows, val_rows = train_rows[keep], train_rows[held]
+        notes.append(f"held out {len(val_rows)} of {len(keep) + len(held)} training images "
+                     f"({val_fraction:.0%}) as validation: the F1 threshold is chosen there")
+    test_rows = np.asarray(by_split["test"], np.int64)
+    chosen = (eval_split or ("test" if len(test_rows) else "val")).lower()
+    chosen = "val" if chosen == "validation" else chosen
+    if chosen == "all" and need_train:
+        raise VitzooError("--eval-split all evaluates on every image, training images included",
+                          "use it with `vitzoo evaluate`")
+    eval_rows = {"train": train_rows, "val": val_rows, "test": test_rows,
+                 "all": np.arange(len(paths))}.get(chosen)
+    if eval_rows is None:
+        raise VitzooError(f"unknown --eval-split {eval_split!r} for a multi-label folder",
+                          "use test, val, train or all")
+    if not len(eval_rows):
+        raise VitzooError(f"{source} lists no {chosen} images",
+                          "put evaluation images under test/ or val/, or omit --eval-split")
+    return train_rows, val_rows, eval_rows, chosen
+
+
 def load_multilabel_folder(root: Any, labels: str | None, *, val_fraction: float = 0.1,
                            need_train: bool = True, eval_split: str | None = None,
                            cache_dir: Path | None = None) -> DataSplits:
@@ -113,35 +149,10 @@ def load_multilabel_folder(root: Any, labels: str | None, *, val_fraction: float
         raise VitzooError(f"{source} names {len(class_names)} class(es); multi-label "
                           "classification needs at least 2", "label the images with more classes")
     targets = multi_hot([names for _, names in rows], class_names)
-    by_split: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-    for i, (path, _) in enumerate(rows):
-        by_split[_split_of(path)].append(i)
     notes = [f"multi-label: {len(rows)} images, {len(class_names)} classes from {source}"]
-    train_rows = np.asarray(by_split["train"], np.int64)
-    if by_split["val"]:
-        val_rows = np.asarray(by_split["val"], np.int64)
-    else:
-        if len(train_rows) < 2:
-            raise VitzooError(f"{source} lists {len(train_rows)} training image(s)",
-                              "list more images, or put some under val/")
-        keep, held = carve(len(train_rows), val_fraction)
-        train_rows, val_rows = train_rows[keep], train_rows[held]
-        notes.append(f"held out {len(val_rows)} of {len(keep) + len(held)} training images "
-                     f"({val_fraction:.0%}) as validation: the F1 threshold is chosen there")
-    test_rows = np.asarray(by_split["test"], np.int64)
-    chosen = (eval_split or ("test" if len(test_rows) else "val")).lower()
-    chosen = "val" if chosen == "validation" else chosen
-    if chosen == "all" and need_train:
-        raise VitzooError("--eval-split all evaluates on every image, training images included",
-                          "use it with `vitzoo evaluate`")
-    eval_rows = {"train": train_rows, "val": val_rows, "test": test_rows,
-                 "all": np.arange(len(rows))}.get(chosen)
-    if eval_rows is None:
-        raise VitzooError(f"unknown --eval-split {eval_split!r} for a multi-label folder",
-                          "use test, val, train or all")
-    if not len(eval_rows):
-        raise VitzooError(f"{source} lists no {chosen} images",
-                          "put evaluation images under test/ or val/, or omit --eval-split")
+    train_rows, val_rows, eval_rows, chosen = _split_rows(
+        [path for path, _ in rows], source, val_fraction=val_fraction, need_train=need_train,
+        eval_split=eval_split, notes=notes)
     wanted = {"eval": eval_rows, **({"train": train_rows, "val": val_rows} if need_train else {})}
     convert_dir = cache_dir or (vitzoo_home() / "converted")
     splits, skipped = {}, []
