@@ -82,6 +82,7 @@ def build_model(
         resnet_width=config.resnet_width,
         classifier=config.classifier,
         representation_size=config.representation_size,
+        **config.switches(),
         dtype=dtype,
         dropout_rate=dropout,
         attention_dropout_rate=attention_dropout,

@@ -8,6 +8,14 @@ catalog and the CLI import it without paying for jax.
 A checkpoint also describes itself: widths, depth, heads, patch size, ResNet blocks,
 class count and token count can all be read off the array shapes. :func:`infer_config`
 does that, so a user's own fine-tune loads without knowing its name.
+
+The other ViT families timm serves (DeiT, DeiT III, DINO, DINOv2, MAE, CLIP, SigLIP) are the
+same network with a few switches (:data:`SWITCH_FIELDS`, named after timm's arguments). Most
+show in the arrays (a ``dist`` token, ``reg`` tokens, layer-scale ``ls1``, a ``MAPHead_0``...);
+the numerics do not (activation, LayerNorm epsilon, whether the position embedding covers the
+prefix tokens), so a file records those in small ``vitzoo_config/*`` arrays
+(:func:`recorded_switches`) that travel with every ``.npz`` vitzoo writes. Defaults are
+vit_jax's, so an AugReg file has no such array and the same config as before.
 """
 
 from __future__ import annotations
@@ -21,6 +29,12 @@ from typing import Any, Literal
 from vitzoo.arch_registry import ARCHITECTURES, Architecture, Family
 from vitzoo.errors import VitzooError
 from vitzoo.names import canonical_arch
+
+#: The MLP non-linearities (:func:`vitzoo.models.layers.activation`): vit_jax's tanh
+#: approximation (AugReg, SigLIP), exact erf GELU (PyTorch-trained: DeiT, DINO, DINOv2, MAE,
+#: LAION CLIP) and OpenAI CLIP's quick GELU x*sigmoid(1.702x).
+Activation = Literal["gelu_tanh", "gelu", "quick_gelu"]
+ACTIVATIONS: tuple[str, ...] = ("gelu_tanh", "gelu", "quick_gelu")
 
 #: Root width of every ResNet stem in the zoo (64 x width_factor 1).
 RESNET_WIDTH = 64
@@ -49,9 +63,29 @@ class ModelConfig:
     num_heads: int = 0
     resnet_blocks: tuple[int, ...] | None = None
     resnet_width: int = RESNET_WIDTH
-    classifier: Literal["token", "gap"] = "token"
+    classifier: Literal["token", "gap", "map"] = "token"
     representation_size: int | None = None
     tokens_mlp_dim: int | None = None
+    # --- switches of the other ViT families (defaults: vit_jax, i.e. AugReg) ---------
+    #: A class token; None: iff ``classifier == "token"`` (so MAE-style "gap" may keep one).
+    class_token: bool | None = None
+    #: DeiT's distillation token and second head ``head_dist`` (logits: mean of both heads).
+    distilled: bool = False
+    #: DINOv2's register tokens (after the class token, dropped by every pooling).
+    num_registers: int = 0
+    #: The position embedding covers the patches only, added before the prefix tokens are
+    #: prepended (timm ``no_embed_class``: DeiT III, DINOv2 with registers).
+    no_embed_class: bool = False
+    #: The patch embedding has a bias (CLIP's has none).
+    patch_bias: bool = True
+    #: A LayerNorm before the blocks (timm ``pre_norm``: CLIP).
+    norm_pre: bool = False
+    #: Per-channel scales on both residual branches (timm ``init_values``: DeiT III, DINOv2).
+    layer_scale: bool = False
+    #: No final norm; a LayerNorm after pooling instead (timm ``fc_norm``: MAE-style "gap").
+    fc_norm: bool = False
+    activation: Activation = "gelu_tanh"
+    layer_norm_eps: float = 1e-6
 
     @property
     def stride(self) -> int:
@@ -63,7 +97,24 @@ class ModelConfig:
 
     @property
     def has_class_token(self) -> bool:
-        return self.family != "mixer" and self.classifier == "token"
+        if self.family == "mixer":
+            return False
+        return self.classifier == "token" if self.class_token is None else self.class_token
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches: class, distillation, registers (timm's order)."""
+        return int(self.has_class_token) + int(self.distilled) + self.num_registers
+
+    @property
+    def posemb_prefix_tokens(self) -> int:
+        """Prefix tokens that have a position embedding (none with ``no_embed_class``)."""
+        return 0 if self.no_embed_class else self.num_prefix_tokens
+
+    def switches(self) -> dict[str, Any]:
+        """The family switches that differ from vit_jax's (empty for AugReg and the zoo)."""
+        return {name: getattr(self, name) for name, default in SWITCH_DEFAULTS.items()
+                if getattr(self, name) != default}
 
     def grid(self, resolution: int) -> int:
         """Tokens per side at ``resolution`` pixels; refuses a resolution the stride doesn't divide."""
@@ -76,8 +127,8 @@ class ModelConfig:
         return resolution // self.stride
 
     def num_tokens(self, resolution: int) -> int:
-        """Length of the position embedding at ``resolution`` (class token included)."""
-        return self.grid(resolution) ** 2 + (1 if self.has_class_token else 0)
+        """Length of the position embedding at ``resolution`` (prefix tokens it covers included)."""
+        return self.grid(resolution) ** 2 + self.posemb_prefix_tokens
 
     def architecture(self) -> dict[str, Any]:
         """The fields that decide the network (everything except the name)."""
@@ -90,6 +141,70 @@ def _config(arch: Architecture) -> ModelConfig:
         num_layers=arch.layers, patch_size=arch.patch, num_heads=arch.heads,
         resnet_blocks=arch.resnet_blocks, tokens_mlp_dim=arch.tokens_mlp,
         classifier="gap" if arch.family == "mixer" else "token")
+
+
+#: The family switches and their vit_jax defaults (the fields after ``tokens_mlp_dim``).
+SWITCH_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in fields(ModelConfig)
+    if f.name in ("class_token", "distilled", "num_registers", "no_embed_class", "patch_bias",
+                  "norm_pre", "layer_scale", "fc_norm", "activation", "layer_norm_eps")}
+SWITCH_FIELDS = frozenset(SWITCH_DEFAULTS)
+#: Switches the arrays cannot show, recorded as ``vitzoo_config/<name>`` arrays in a file.
+RECORDED_SWITCHES = ("activation", "layer_norm_eps", "no_embed_class", "classifier")
+SWITCH_PREFIX = "vitzoo_config/"
+#: Fields that do not change the parameter shapes: a file named by a table architecture
+#: may differ in them (``--arch S/16`` for DINO's exact-GELU ViT-S/16).
+NUMERIC_FIELDS = frozenset({"activation", "layer_norm_eps"})
+
+
+def implied_classifier(flat: Mapping[str, Any]) -> str:
+    """The pooling the arrays suggest: MAP head, else mean (fc_norm or no class token), else token."""
+    if "MAPHead_0/probe" in flat:
+        return "map"
+    if "fc_norm/scale" in flat or "cls" not in flat:
+        return "gap"
+    return "token"
+
+
+def recorded_switches(config: ModelConfig) -> dict[str, str | float | bool]:
+    """``{name: value}`` of the switches a file of ``config`` must record (non-default only).
+
+    ``classifier`` is recorded only where the arrays would suggest another pooling (a
+    class-token model pooled by the mean). :mod:`vitzoo.weights.release` writes them.
+    """
+    out: dict[str, str | float | bool] = {}
+    for name in RECORDED_SWITCHES[:3]:
+        if getattr(config, name) != SWITCH_DEFAULTS[name]:
+            out[name] = getattr(config, name)
+    implied = ("map" if config.classifier == "map" else
+               "gap" if config.fc_norm or not config.has_class_token else "token")
+    if config.family != "mixer" and config.classifier != implied:
+        out["classifier"] = config.classifier
+    return out
+
+
+def read_switches(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The switches recorded in a file's ``vitzoo_config/*`` arrays (inverse of the above)."""
+    out: dict[str, Any] = {}
+    for key in flat:
+        if not key.startswith(SWITCH_PREFIX):
+            continue
+        name, value = key[len(SWITCH_PREFIX):], flat[key]
+        if name in ("activation", "classifier"):
+            text = bytes(int(v) for v in value.reshape(-1)).decode("ascii", "replace")
+            allowed = ACTIVATIONS if name == "activation" else ("token", "gap", "map")
+            if text not in allowed:
+                raise VitzooError(f"checkpoint records {name} {text!r}, which vitzoo does not know",
+                                  f"known: {', '.join(allowed)}; was it written by a newer vitzoo?")
+            out[name] = text
+        elif name == "layer_norm_eps":
+            out[name] = float(value)
+        elif name == "no_embed_class":
+            out[name] = bool(value)
+        else:
+            raise VitzooError(f"checkpoint records an unknown switch {key!r}",
+                              "was it written by a newer vitzoo? upgrade vitzoo")
+    return out
 
 
 #: canonical name -> config, one per entry of :data:`vitzoo.arch_registry.ARCHITECTURES`.
@@ -188,8 +303,9 @@ def _describe(config: ModelConfig) -> str:
         return f"custom Mixer D={config.hidden_size} L={config.num_layers} P={config.patch_size}"
     blocks = config.resnet_blocks
     prefix = "" if blocks is None else f"R[{','.join(map(str, blocks)) or 'stem'}]+"
+    switches = "".join(f" {k}={v}" for k, v in config.switches().items())
     return (f"custom {prefix}ViT D={config.hidden_size} L={config.num_layers} "
-            f"H={config.num_heads} P={config.patch_size}")
+            f"H={config.num_heads} P={config.patch_size}{switches}")
 
 
 def infer_config(
@@ -249,12 +365,21 @@ def _infer_vit(flat: Mapping[str, Any]) -> tuple[ModelConfig, dict[str, Any]]:
     width = _shape(flat, "conv_root/kernel")[3] if blocks is not None else RESNET_WIDTH
     has_cls = "cls" in flat
     rep = _shape(flat, "pre_logits/kernel")[1] if "pre_logits/kernel" in flat else None
+    recorded = read_switches(flat)
+    classifier = recorded.pop("classifier", implied_classifier(flat))
     config = ModelConfig(
         name="", family="vit" if blocks is None else "hybrid", hidden_size=d, mlp_dim=mlp,
         num_layers=depth, patch_size=kh, num_heads=heads, resnet_blocks=blocks,
-        resnet_width=width, classifier="token" if has_cls else "gap", representation_size=rep)
+        resnet_width=width, classifier=classifier, representation_size=rep,
+        class_token=None if has_cls == (classifier == "token") else has_cls,
+        distilled="dist" in flat,
+        num_registers=_shape(flat, "reg")[1] if "reg" in flat else 0,
+        patch_bias="embedding/bias" in flat,
+        norm_pre="Transformer/norm_pre/scale" in flat,
+        layer_scale="Transformer/encoderblock_0/ls1" in flat,
+        fc_norm="fc_norm/scale" in flat, **recorded)
     tokens = _shape(flat, "Transformer/posembed_input/pos_embedding")[1]
-    grid = _grid_side(tokens - (1 if has_cls else 0), "position embedding")
+    grid = _grid_side(tokens - config.posemb_prefix_tokens, "position embedding")
     info = {
         "num_classes": _shape(flat, "head/bias")[0] if "head/bias" in flat else 0,
         "num_tokens": tokens,
@@ -270,10 +395,11 @@ def check_matches(found: ModelConfig, expected: ModelConfig) -> None:
     """Raise if a checkpoint's architecture differs from the one the user named.
 
     ``classifier`` and ``representation_size`` are not compared: the legacy in21k files
-    carry a representation layer the table entries (AugReg) do not have.
+    carry a representation layer the table entries (AugReg) do not have; nor are the
+    numerics (activation, LayerNorm epsilon), which change no shape.
     """
-    diffs = [f"{name} {got} (expected {want})"
-             for name, (got, want) in differing_fields(found, expected).items()]
+    diffs = [f"{name} {got} (expected {want})" for name, (got, want)
+             in differing_fields(found, expected, HEAD_FIELDS | NUMERIC_FIELDS).items()]
     if diffs:
         raise VitzooError(
             f"checkpoint does not match architecture {expected.name}: it has " + ", ".join(diffs),

@@ -1,7 +1,8 @@
 """Building blocks shared by ViT and Mixer (Flax Linen).
 
 Numerics follow vit_jax on purpose, so the released weights reproduce the released
-accuracy: tanh-approximate GELU (``nn.gelu`` default), LayerNorm epsilon 1e-6.
+accuracy: tanh-approximate GELU (``nn.gelu`` default), LayerNorm epsilon 1e-6. Both are
+defaults only: the other ViT families choose theirs (:class:`vitzoo.models.configs.ModelConfig`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,26 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vitzoo.models.configs import ACTIVATIONS
+
 LN_EPS = 1e-6
 
 Dtype = Any
 
 
-def layer_norm(name: str, dtype: Dtype) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=LN_EPS, dtype=dtype, name=name)
+def layer_norm(name: str, dtype: Dtype, eps: float = LN_EPS) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, name=name)
+
+
+def activation(name: str, x: jax.Array) -> jax.Array:
+    """The MLP non-linearity called ``name`` (one of :data:`vitzoo.models.configs.ACTIVATIONS`)."""
+    if name == "gelu_tanh":
+        return nn.gelu(x)  # approximate=True, as in vit_jax
+    if name == "gelu":
+        return nn.gelu(x, approximate=False)
+    if name == "quick_gelu":
+        return x * nn.sigmoid(1.702 * x)
+    raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
 
 
 class MlpBlock(nn.Module):
@@ -29,6 +43,7 @@ class MlpBlock(nn.Module):
     dropout_rate: float = 0.0
     deterministic: bool = True
     xavier: bool = True  # vit_jax ViT MLPs use xavier_uniform; Mixer uses Flax defaults
+    act: str = "gelu_tanh"  # see vitzoo.models.configs.ACTIVATIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -38,7 +53,7 @@ class MlpBlock(nn.Module):
                          "bias_init": nn.initializers.normal(stddev=1e-6)}
         width = x.shape[-1]
         y = nn.Dense(self.mlp_dim, name="Dense_0", **dense_kw)(x)
-        y = nn.gelu(y)  # approximate=True, as in vit_jax
+        y = activation(self.act, y)
         y = nn.Dropout(self.dropout_rate)(y, deterministic=self.deterministic)
         y = nn.Dense(width, name="Dense_1", **dense_kw)(y)
         return nn.Dropout(self.dropout_rate)(y, deterministic=self.deterministic)

@@ -4,6 +4,12 @@ Module names are the release names, with one deliberate difference: the encoder
 blocks are a single scanned module ``Transformer/encoderblock`` whose parameters
 carry a leading layer axis (the release stores ``encoderblock_{i}`` one by one).
 ``vitzoo.weights.release`` converts between the two.
+
+The same module runs DeiT, DeiT III, DINO, DINOv2, MAE, CLIP and SigLIP through the
+switches of :class:`vitzoo.models.configs.ModelConfig` (their defaults give vit_jax's
+model unchanged). New parameters take big_vision's names where it has them (``MAPHead_0``)
+and otherwise a short one: ``dist`` and ``reg`` tokens, ``ls1``/``ls2`` layer scales,
+``Transformer/norm_pre``, ``fc_norm``, ``head_dist``.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vitzoo.models.layers import DropPath, MlpBlock, layer_norm, scan_layers
+from vitzoo.models.layers import LN_EPS, DropPath, MlpBlock, layer_norm, scan_layers
 from vitzoo.models.resnet import resnet_stem
 
 Dtype = Any
@@ -117,11 +123,22 @@ class Encoder1DBlock(nn.Module):
     stochastic_depth: float = 0.0
     deterministic: bool = True
     return_attention: bool = False
+    activation: str = "gelu_tanh"
+    layer_norm_eps: float = LN_EPS
+    layer_scale: bool = False
+
+    def _scaled(self, name: str, y: jax.Array) -> jax.Array:
+        """``y`` times a learned per-channel scale (layer scale), if the model has one."""
+        if not self.layer_scale:
+            return y
+        gamma = self.param(name, nn.initializers.constant(1e-5), (y.shape[-1],), jnp.float32)
+        return y * gamma.astype(y.dtype)
 
     @nn.compact
     def __call__(self, x: jax.Array, _: Any = None) -> tuple[jax.Array, jax.Array | None]:
         det = self.deterministic
-        y = layer_norm("LayerNorm_0", self.dtype)(x)
+        eps = self.layer_norm_eps
+        y = layer_norm("LayerNorm_0", self.dtype, eps)(x)
         y = SelfAttention(
             num_heads=self.num_heads,
             dtype=self.dtype,
@@ -133,10 +150,11 @@ class Encoder1DBlock(nn.Module):
         if self.return_attention:
             y, weights = y
         y = nn.Dropout(self.dropout_rate)(y, deterministic=det)
-        x = x + DropPath(self.stochastic_depth, det)(y)
-        y = layer_norm("LayerNorm_2", self.dtype)(x)
-        y = MlpBlock(self.mlp_dim, self.dtype, self.dropout_rate, det, name="MlpBlock_3")(y)
-        return x + DropPath(self.stochastic_depth, det)(y), weights
+        x = x + DropPath(self.stochastic_depth, det)(self._scaled("ls1", y))
+        y = layer_norm("LayerNorm_2", self.dtype, eps)(x)
+        y = MlpBlock(self.mlp_dim, self.dtype, self.dropout_rate, det, act=self.activation,
+                     name="MlpBlock_3")(y)
+        return x + DropPath(self.stochastic_depth, det)(self._scaled("ls2", y)), weights
 
 
 class AddPositionEmbs(nn.Module):
@@ -150,10 +168,11 @@ class AddPositionEmbs(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Position embedding, scanned blocks, final LayerNorm.
+    """Prefix tokens, position embedding, (pre-norm,) scanned blocks, final LayerNorm.
 
-    Returns ``(tokens, attention)``: ``attention`` is ``[layers, B, heads, T, T]`` with
-    ``return_attention``, else ``None``.
+    ``prefix`` (class/distillation/register tokens) is prepended before the position
+    embedding is added, or after it with ``no_embed_class``. Returns ``(tokens, attention)``:
+    ``attention`` is ``[layers, B, heads, T, T]`` with ``return_attention``, else ``None``.
     """
 
     num_layers: int
@@ -166,11 +185,24 @@ class Encoder(nn.Module):
     remat: bool = False
     unroll: bool | None = None  # None: unrolled on CPU only (layers.unroll_on_this_backend)
     return_attention: bool = False  # attention maps (vitzoo.attention)
+    activation: str = "gelu_tanh"
+    layer_norm_eps: float = LN_EPS
+    layer_scale: bool = False
+    no_embed_class: bool = False
+    norm_pre: bool = False
+    final_norm: bool = True  # False with fc_norm (the norm then follows the pooling)
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array | None]:
+    def __call__(self, x: jax.Array, *, train: bool, prefix: jax.Array | None = None
+                 ) -> tuple[jax.Array, jax.Array | None]:
+        if prefix is not None and not self.no_embed_class:
+            x = jnp.concatenate([prefix, x], axis=1)
         x = AddPositionEmbs(name="posembed_input")(x)
+        if prefix is not None and self.no_embed_class:
+            x = jnp.concatenate([prefix, x], axis=1)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+        if self.norm_pre:
+            x = layer_norm("norm_pre", self.dtype, self.layer_norm_eps)(x)
         blocks = scan_layers(Encoder1DBlock, self.num_layers, remat=self.remat,
                              unroll=self.unroll)
         x, attention = blocks(
@@ -182,13 +214,69 @@ class Encoder(nn.Module):
             stochastic_depth=self.stochastic_depth,
             deterministic=not train,
             return_attention=self.return_attention,
+            activation=self.activation,
+            layer_norm_eps=self.layer_norm_eps,
+            layer_scale=self.layer_scale,
             name="encoderblock",
         )(x, None)
-        return layer_norm("encoder_norm", self.dtype)(x), attention
+        if not self.final_norm:
+            return x, attention
+        return layer_norm("encoder_norm", self.dtype, self.layer_norm_eps)(x), attention
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of ``queries`` over ``inputs``, with Flax MHDPA's parameters."""
+
+    num_heads: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, queries: jax.Array, inputs: jax.Array) -> jax.Array:
+        width = inputs.shape[-1]
+        heads, depth = self.num_heads, width // self.num_heads
+
+        def project(name: str, y: jax.Array) -> jax.Array:
+            kernel, bias = _Projection((width, heads, depth), 1, name=name)()
+            return (jnp.einsum("btd,dhe->bthe", y, kernel.astype(self.dtype))
+                    + bias.astype(self.dtype))
+
+        q, k, v = project("query", queries), project("key", inputs), project("value", inputs)
+        out_kernel, out_bias = _Projection((heads, depth, width), 2, name="out")()
+        return (jnp.einsum("bqhe,hed->bqd", einsum_attention(q, k, v),
+                           out_kernel.astype(self.dtype)) + out_bias.astype(self.dtype))
+
+
+class MAPHead(nn.Module):
+    """Multihead attention pooling (big_vision ``MAPHead``, timm ``AttentionPoolLatent``).
+
+    A learned probe token attends over the tokens (no residual), then a residual MLP after
+    a LayerNorm; returns the probe's output ``[B, D]``. SigLIP's representation.
+    """
+
+    mlp_dim: int
+    num_heads: int
+    dtype: Dtype = jnp.float32
+    activation: str = "gelu_tanh"
+    layer_norm_eps: float = LN_EPS
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, x.shape[-1]),
+                           jnp.float32)
+        probe = jnp.tile(probe.astype(self.dtype), (x.shape[0], 1, 1))
+        y = CrossAttention(self.num_heads, self.dtype, name="MultiHeadDotProductAttention_0")(
+            probe, x)
+        z = layer_norm("LayerNorm_0", self.dtype, self.layer_norm_eps)(y)
+        y = y + MlpBlock(self.mlp_dim, self.dtype, act=self.activation, name="MlpBlock_0")(z)
+        return y[:, 0]
 
 
 class VisionTransformer(nn.Module):
-    """ViT (``resnet_blocks is None``) or R+ViT hybrid; images ``[B,H,W,3]`` in [-1, 1]."""
+    """ViT (``resnet_blocks is None``) or R+ViT hybrid; images ``[B,H,W,3]`` in [-1, 1].
+
+    The fields after ``representation_size`` are the family switches of
+    :class:`vitzoo.models.configs.ModelConfig` (same names, same defaults).
+    """
 
     num_classes: int
     hidden_size: int
@@ -200,12 +288,48 @@ class VisionTransformer(nn.Module):
     resnet_width: int = 64
     classifier: str = "token"
     representation_size: int | None = None
+    class_token: bool | None = None
+    distilled: bool = False
+    num_registers: int = 0
+    no_embed_class: bool = False
+    patch_bias: bool = True
+    norm_pre: bool = False
+    layer_scale: bool = False
+    fc_norm: bool = False
+    activation: str = "gelu_tanh"
+    layer_norm_eps: float = LN_EPS
     dtype: Dtype = jnp.float32
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     stochastic_depth: float = 0.0
     remat: bool = False
     unroll: bool | None = None
+
+    def _prefix(self, b: int, c: int, dtype: Dtype) -> tuple[jax.Array | None, int]:
+        """The class, distillation and register tokens ``[B, P, D]`` (timm's order), and P."""
+        with_cls = self.classifier == "token" if self.class_token is None else self.class_token
+        tokens = []
+        if with_cls:
+            tokens.append(self.param("cls", nn.initializers.zeros, (1, 1, c), jnp.float32))
+        if self.distilled:
+            tokens.append(self.param("dist", nn.initializers.zeros, (1, 1, c), jnp.float32))
+        if self.num_registers:
+            tokens.append(self.param("reg", nn.initializers.zeros, (1, self.num_registers, c),
+                                     jnp.float32))
+        if not tokens:
+            return None, 0
+        prefix = tokens[0] if len(tokens) == 1 else jnp.concatenate(tokens, axis=1)
+        return jnp.tile(prefix.astype(dtype), (b, 1, 1)), prefix.shape[1]
+
+    def _pool(self, x: jax.Array, num_prefix: int) -> jax.Array:
+        """The pooled representation ``[B, D]`` (before any ``fc_norm``)."""
+        if self.classifier == "token":
+            return x[:, 0]
+        patches = x[:, num_prefix:] if num_prefix else x
+        if self.classifier == "map":
+            return MAPHead(self.mlp_dim, self.num_heads, self.dtype, self.activation,
+                           self.layer_norm_eps, name="MAPHead_0")(patches)
+        return jnp.mean(patches, axis=1)
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False, outputs: bool = False,
@@ -217,26 +341,38 @@ class VisionTransformer(nn.Module):
                             dtype=self.dtype)
         p = self.patch_size
         x = nn.Conv(self.hidden_size, (p, p), strides=(p, p), padding="VALID",
-                    dtype=self.dtype, name="embedding")(x)
+                    use_bias=self.patch_bias, dtype=self.dtype, name="embedding")(x)
         b, h, w, c = x.shape
         x = x.reshape(b, h * w, c)
-        if self.classifier == "token":
-            cls = self.param("cls", nn.initializers.zeros, (1, 1, c), jnp.float32)
-            x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (b, 1, 1)), x], axis=1)
+        prefix, num_prefix = self._prefix(b, c, x.dtype)
         x, weights = Encoder(
             num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
             dtype=self.dtype, dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
             stochastic_depth=self.stochastic_depth, remat=self.remat, unroll=self.unroll,
-            return_attention=attention, name="Transformer",
-        )(x, train=train)
-        x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
-        if self.representation_size is not None:
-            x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype,
-                                  name="pre_logits")(x))
-        pre_logits = x.astype(jnp.float32)
-        logits = nn.Dense(self.num_classes, dtype=jnp.float32, name="head",
-                          kernel_init=nn.initializers.zeros)(pre_logits)
+            return_attention=attention, activation=self.activation,
+            layer_norm_eps=self.layer_norm_eps, layer_scale=self.layer_scale,
+            no_embed_class=self.no_embed_class, norm_pre=self.norm_pre,
+            final_norm=not self.fc_norm, name="Transformer",
+        )(x, train=train, prefix=prefix)
+        if self.distilled:  # DeiT: class and distillation tokens, one head each, averaged
+            cls_out, dist_out = x[:, 0].astype(jnp.float32), x[:, 1].astype(jnp.float32)
+            head = nn.Dense(self.num_classes, dtype=jnp.float32, name="head",
+                            kernel_init=nn.initializers.zeros)
+            head_dist = nn.Dense(self.num_classes, dtype=jnp.float32, name="head_dist",
+                                 kernel_init=nn.initializers.zeros)
+            pre_logits = (cls_out + dist_out) / 2
+            logits = (head(cls_out) + head_dist(dist_out)) / 2
+        else:
+            x = self._pool(x, num_prefix)
+            if self.fc_norm:
+                x = layer_norm("fc_norm", self.dtype, self.layer_norm_eps)(x)
+            if self.representation_size is not None:
+                x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype,
+                                      name="pre_logits")(x))
+            pre_logits = x.astype(jnp.float32)
+            logits = nn.Dense(self.num_classes, dtype=jnp.float32, name="head",
+                              kernel_init=nn.initializers.zeros)(pre_logits)
         if not outputs:
             return logits
         out = {"pre_logits": pre_logits}

@@ -28,7 +28,7 @@ import numpy as np
 from vitzoo.atomic import atomic_write
 from vitzoo.errors import VitzooError
 from vitzoo.fileformats import ZIP_MAGIC
-from vitzoo.models.configs import ModelConfig, infer_config
+from vitzoo.models.configs import SWITCH_PREFIX, ModelConfig, infer_config, recorded_switches
 from vitzoo.text import and_more
 
 Flat = dict[str, np.ndarray]
@@ -190,13 +190,16 @@ def release_to_params(flat: Mapping[str, Any], config: ModelConfig) -> Params:
     """Release ``.npz`` arrays -> the nested parameter tree of :func:`vitzoo.models.build_model`.
 
     Stacks ``encoderblock_{i}`` / ``MixerBlock_{i}`` on a new leading axis and squeezes
-    GroupNorm ``[1,1,1,C]`` to ``[C]``. Arrays are converted to float32 numpy arrays.
+    GroupNorm ``[1,1,1,C]`` to ``[C]``. Arrays are converted to float32 numpy arrays. The
+    recorded switches (``vitzoo_config/*``) are part of ``config``, not parameters.
     """
     linen_prefix, release_prefix = _stack_prefixes(config)
     per_layer: dict[str, dict[int, np.ndarray]] = {}
     out: dict[str, np.ndarray] = {}
     pattern = re.compile(rf"^{re.escape(release_prefix)}(\d+)/(.+)$")
     for key, value in flat.items():
+        if key.startswith(SWITCH_PREFIX):
+            continue
         array = np.asarray(value, dtype=np.float32)
         if match := pattern.match(key):
             per_layer.setdefault(match.group(2), {})[int(match.group(1))] = array
@@ -216,10 +219,32 @@ def release_to_params(flat: Mapping[str, Any], config: ModelConfig) -> Params:
     return unflatten(out)
 
 
-def params_to_release(params: Mapping[str, Any], config: ModelConfig) -> Flat:
-    """The inverse of :func:`release_to_params`: per-layer names, GroupNorm as ``[1,1,1,C]``."""
-    linen_prefix, release_prefix = _stack_prefixes(config)
+def switch_arrays(config: ModelConfig) -> Flat:
+    """``config``'s switches the arrays cannot show, as ``vitzoo_config/*`` arrays.
+
+    Names as ASCII bytes (``uint8``), numbers as float64, flags as ``uint8``: plain numeric
+    arrays, so the file stays loadable without pickle. Empty for vit_jax's defaults.
+    """
     out: Flat = {}
+    for name, value in recorded_switches(config).items():
+        if isinstance(value, str):
+            array = np.frombuffer(value.encode("ascii"), np.uint8).copy()
+        elif isinstance(value, bool):
+            array = np.asarray(value, np.uint8)
+        else:
+            array = np.asarray(value, np.float64)
+        out[SWITCH_PREFIX + name] = array
+    return out
+
+
+def params_to_release(params: Mapping[str, Any], config: ModelConfig) -> Flat:
+    """The inverse of :func:`release_to_params`: per-layer names, GroupNorm as ``[1,1,1,C]``.
+
+    The switches the arrays cannot show are added (:func:`switch_arrays`), so a fine-tuned
+    family checkpoint reloads with the same numerics.
+    """
+    linen_prefix, release_prefix = _stack_prefixes(config)
+    out: Flat = switch_arrays(config)
     for key, value in flatten(params).items():
         array = np.asarray(value)
         if key.startswith(linen_prefix):
@@ -256,7 +281,8 @@ def expected_release_shapes(
     stubs = jax.tree.map(lambda s: np.broadcast_to(np.zeros((), np.float32), s.shape), shapes)
     expected = {k: tuple(v.shape) for k, v in params_to_release(stubs, config).items()}
     if num_classes == 0:
-        expected = {k: v for k, v in expected.items() if not k.startswith("head/")}
+        expected = {k: v for k, v in expected.items()
+                    if not k.startswith(tuple(f"{h}/" for h in HEADS))}
     return expected
 
 
@@ -295,18 +321,20 @@ def check_release_layout(
 
 
 def resize_posemb(
-    posemb: np.ndarray, new_grid: int | tuple[int, int], has_class_token: bool = True
+    posemb: np.ndarray, new_grid: int | tuple[int, int], has_class_token: bool | int = True
 ) -> np.ndarray:
     """Resize a ``[1, tokens, D]`` position embedding to a new token grid.
 
     Linear interpolation on the square grid (``scipy.ndimage.zoom(order=1)``, as vit_jax
     does when fine-tuning at a new resolution); the class token is kept as is.
+    ``has_class_token`` may be a count: the prefix tokens the embedding covers
+    (:attr:`ModelConfig.posemb_prefix_tokens`, e.g. 2 for DeiT's class + distillation).
     """
     from scipy import ndimage
 
     posemb = np.asarray(posemb, dtype=np.float32)
     gh, gw = (new_grid, new_grid) if isinstance(new_grid, int) else new_grid
-    prefix = posemb[:, :1] if has_class_token else posemb[:, :0]
+    prefix = posemb[:, :int(has_class_token)]
     grid = posemb[0, prefix.shape[1]:]
     old = int(np.sqrt(grid.shape[0]))
     if old * old != grid.shape[0]:
@@ -332,6 +360,10 @@ def _feature_dim(params: Mapping[str, Any]) -> int:
     return int(np.shape(stem["kernel"])[-1])
 
 
+#: The classification heads a model may have: every one is sized by the class count.
+HEADS = ("head", "head_dist")
+
+
 def replace_head(params: Mapping[str, Any], num_classes: int) -> Params:
     """A copy of ``params`` with a fresh zero-initialised ``num_classes`` head.
 
@@ -340,8 +372,10 @@ def replace_head(params: Mapping[str, Any], num_classes: int) -> Params:
     """
     width = _feature_dim(params)
     out = dict(params)
-    out["head"] = {"kernel": np.zeros((width, num_classes), np.float32),
-                   "bias": np.zeros((num_classes,), np.float32)}
+    for head in HEADS:  # DeiT's distillation head is replaced with the class head
+        if head == "head" or head in params:
+            out[head] = {"kernel": np.zeros((width, num_classes), np.float32),
+                         "bias": np.zeros((num_classes,), np.float32)}
     return out
 
 
@@ -403,7 +437,7 @@ def load_for_finetune(
         transformer = dict(params["Transformer"])
         posemb = transformer["posembed_input"]["pos_embedding"]
         transformer["posembed_input"] = {
-            "pos_embedding": resize_posemb(posemb, grid, config.has_class_token)}
+            "pos_embedding": resize_posemb(posemb, grid, config.posemb_prefix_tokens)}
         params = {**params, "Transformer": transformer}
     if info["has_representation"] and not keep_representation:
         params = drop_representation(params)  # also zeroes the head
