@@ -178,3 +178,110 @@ def np_mixer_features(f, images):
         i += 1
     x = np_layer_norm(x, f["pre_head_layer_norm/scale"], f["pre_head_layer_norm/bias"])
     return x.mean(axis=1)
+
+
+# --- timm's ViT families, straight from a timm state dict -------------------------------------
+#
+# Written from timm's VisionTransformer / VisionTransformerDistilled / AttentionPoolLatent
+# (timm/models/vision_transformer.py, deit.py, layers/attention_pool.py): PatchEmbed conv on
+# NCHW with an OIHW kernel, _pos_embed (prefix tokens cls, dist, reg; no_embed_class adds the
+# embedding before prepending them), norm_pre, blocks x + ls1(attn(norm1(x))) and
+# x + ls2(mlp(norm2(x))), norm, pool (token / avg over the patches / attn_pool), fc_norm, head.
+# Float64, nothing shared with vitzoo.
+
+
+def np_activation(name, x):
+    """timm's act_layer: exact erf GELU, tanh GELU, or QuickGELU x*sigmoid(1.702x)."""
+    if name == "gelu":
+        from scipy.special import erf
+
+        return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+    if name == "gelu_tanh":
+        return np_gelu(x)
+    if name == "quick_gelu":
+        return x / (1.0 + np.exp(-1.702 * x))
+    raise ValueError(name)
+
+
+def _t_linear(sd, name, x):
+    return x @ sd[f"{name}.weight"].T + sd[f"{name}.bias"]
+
+
+def _t_norm(sd, name, x, eps):
+    return np_layer_norm(x, sd[f"{name}.weight"], sd[f"{name}.bias"], eps)
+
+
+def _t_attention(q, k, v):
+    """Scaled dot-product attention over ``[B, H, N, d]``."""
+    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(q.shape[-1])
+    scores = np.exp(scores - scores.max(-1, keepdims=True))
+    return (scores / scores.sum(-1, keepdims=True)) @ v
+
+
+def _t_mlp(sd, name, x, act):
+    return _t_linear(sd, f"{name}.fc2", np_activation(act, _t_linear(sd, f"{name}.fc1", x)))
+
+
+def np_timm_family(sd, images_nhwc, *, num_heads, act, eps, global_pool, no_embed_class):
+    """``(logits or None, pre_logits)`` of a timm ViT of any family, from its state dict.
+
+    ``pre_logits`` is ``forward_head(pre_logits=True)``: for DeiT's distilled model the mean of
+    the class and distillation tokens, else the pooled (and fc_norm'ed) vector.
+    """
+    sd = {k: np.asarray(v, np.float64) for k, v in sd.items()}
+    x = images_nhwc.astype(np.float64).transpose(0, 3, 1, 2)  # NCHW, as torch
+    w = sd["patch_embed.proj.weight"]  # [D, C, p, p]
+    d, c, p, _ = w.shape
+    b, _, hh, ww = x.shape
+    gh, gw = hh // p, ww // p
+    patches = x.reshape(b, c, gh, p, gw, p).transpose(0, 2, 4, 1, 3, 5).reshape(b, gh * gw, -1)
+    x = patches @ w.reshape(d, -1).T  # conv with stride = kernel, flatten(2).transpose(1, 2)
+    if "patch_embed.proj.bias" in sd:
+        x = x + sd["patch_embed.proj.bias"]
+    prefix = [np.broadcast_to(sd[k], (b, sd[k].shape[1], d))
+              for k in ("cls_token", "dist_token", "reg_token") if k in sd]
+    n_prefix = sum(t.shape[1] for t in prefix)
+    if no_embed_class:
+        x = np.concatenate(prefix + [x + sd["pos_embed"]], axis=1)
+    else:
+        x = np.concatenate(prefix + [x], axis=1) + sd["pos_embed"]
+    if "norm_pre.weight" in sd:
+        x = _t_norm(sd, "norm_pre", x, eps)
+    i = 0
+    while f"blocks.{i}.norm1.weight" in sd:
+        t = f"blocks.{i}"
+        n = x.shape[1]
+        qkv = _t_linear(sd, f"{t}.attn.qkv", _t_norm(sd, f"{t}.norm1", x, eps))
+        q, k, v = qkv.reshape(b, n, 3, num_heads, d // num_heads).transpose(2, 0, 3, 1, 4)
+        y = _t_attention(q, k, v).transpose(0, 2, 1, 3).reshape(b, n, d)
+        y = _t_linear(sd, f"{t}.attn.proj", y)
+        x = x + (y * sd[f"{t}.ls1.gamma"] if f"{t}.ls1.gamma" in sd else y)
+        y = _t_mlp(sd, f"{t}.mlp", _t_norm(sd, f"{t}.norm2", x, eps), act)
+        x = x + (y * sd[f"{t}.ls2.gamma"] if f"{t}.ls2.gamma" in sd else y)
+        i += 1
+    if "norm.weight" in sd:
+        x = _t_norm(sd, "norm", x, eps)
+    if "dist_token" in sd:  # VisionTransformerDistilled.forward_head
+        pre = (x[:, 0] + x[:, 1]) / 2
+        logits = (_t_linear(sd, "head", x[:, 0]) + _t_linear(sd, "head_dist", x[:, 1])) / 2
+        return logits, pre
+    if "attn_pool.latent" in sd:  # AttentionPoolLatent over the patch tokens
+        tokens = x[:, n_prefix:]
+        n = tokens.shape[1]
+        hd = d // num_heads
+        q = _t_linear(sd, "attn_pool.q", np.broadcast_to(sd["attn_pool.latent"], (b, 1, d)))
+        q = q.reshape(b, 1, num_heads, hd).transpose(0, 2, 1, 3)
+        kv = _t_linear(sd, "attn_pool.kv", tokens).reshape(b, n, 2, num_heads, hd)
+        k, v = kv.transpose(2, 0, 3, 1, 4)
+        y = _t_attention(q, k, v).transpose(0, 2, 1, 3).reshape(b, 1, d)
+        y = _t_linear(sd, "attn_pool.proj", y)
+        y = y + _t_mlp(sd, "attn_pool.mlp", _t_norm(sd, "attn_pool.norm", y, eps), act)
+        x = y[:, 0]
+    elif global_pool == "token":
+        x = x[:, 0]
+    else:  # "avg": the patch tokens only
+        x = x[:, n_prefix:].mean(axis=1)
+    if "fc_norm.weight" in sd:
+        x = _t_norm(sd, "fc_norm", x, eps)
+    logits = _t_linear(sd, "head", x) if "head.weight" in sd else None
+    return logits, x

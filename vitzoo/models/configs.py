@@ -152,9 +152,6 @@ SWITCH_FIELDS = frozenset(SWITCH_DEFAULTS)
 #: Switches the arrays cannot show, recorded as ``vitzoo_config/<name>`` arrays in a file.
 RECORDED_SWITCHES = ("activation", "layer_norm_eps", "no_embed_class", "classifier")
 SWITCH_PREFIX = "vitzoo_config/"
-#: Fields that do not change the parameter shapes: a file named by a table architecture
-#: may differ in them (``--arch S/16`` for DINO's exact-GELU ViT-S/16).
-NUMERIC_FIELDS = frozenset({"activation", "layer_norm_eps"})
 
 
 def implied_classifier(flat: Mapping[str, Any]) -> str:
@@ -395,11 +392,11 @@ def check_matches(found: ModelConfig, expected: ModelConfig) -> None:
     """Raise if a checkpoint's architecture differs from the one the user named.
 
     ``classifier`` and ``representation_size`` are not compared: the legacy in21k files
-    carry a representation layer the table entries (AugReg) do not have; nor are the
-    numerics (activation, LayerNorm epsilon), which change no shape.
+    carry a representation layer the table entries (AugReg) do not have; nor are the family
+    switches (:data:`SWITCH_FIELDS`): ``S/14`` names the size of a DINOv2 and a DeiT III alike.
     """
     diffs = [f"{name} {got} (expected {want})" for name, (got, want)
-             in differing_fields(found, expected, HEAD_FIELDS | NUMERIC_FIELDS).items()]
+             in differing_fields(found, expected, HEAD_FIELDS | SWITCH_FIELDS).items()]
     if diffs:
         raise VitzooError(
             f"checkpoint does not match architecture {expected.name}: it has " + ", ".join(diffs),
