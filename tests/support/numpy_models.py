@@ -242,9 +242,9 @@ def np_timm_family(sd, images_nhwc, *, num_heads, act, eps, global_pool, no_embe
               for k in ("cls_token", "dist_token", "reg_token") if k in sd]
     n_prefix = sum(t.shape[1] for t in prefix)
     if no_embed_class:
-        x = np.concatenate(prefix + [x + sd["pos_embed"]], axis=1)
+        x = np.concatenate([*prefix, x + sd["pos_embed"]], axis=1)
     else:
-        x = np.concatenate(prefix + [x], axis=1) + sd["pos_embed"]
+        x = np.concatenate([*prefix, x], axis=1) + sd["pos_embed"]
     if "norm_pre.weight" in sd:
         x = _t_norm(sd, "norm_pre", x, eps)
     i = 0

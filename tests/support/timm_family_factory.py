@@ -14,7 +14,7 @@ model_args of the size), so the loader sees what it sees on the Hub.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -159,5 +159,3 @@ def write_timm_family(folder: Path, name: str, *, seed: int = 0, **sizes: int
     return folder, state
 
 
-def with_size(family: TimmFamily, *, patch: int, image: int) -> TimmFamily:
-    return replace(family, patch=patch, image=image)

@@ -153,7 +153,7 @@ def test_swiglu_mlp_is_refused_in_one_line(tmp_path):
     for i in range(2):  # SwiGLUPacked: fc1 packs value and gate, fc2 reads half of it
         state[f"blocks.{i}.mlp.fc2.weight"] = state[f"blocks.{i}.mlp.fc2.weight"][:, :32]
     save_file(state, str(folder / "model.safetensors"))
-    with pytest.raises(VitzooError, match="SwiGLU MLP.*DINOv2 giant"):
+    with pytest.raises(VitzooError, match=r"SwiGLU MLP.*DINOv2 giant"):
         load_timm_folder(folder)
 
 
@@ -170,9 +170,9 @@ def test_heads_come_from_timm_widths_without_model_args(tmp_path):
 def test_bad_config_json_and_missing_weights_are_one_line_errors(tmp_path):
     folder, _ = write_timm_family(tmp_path / "b", "dino", seed=13, heads=HEADS)
     (folder / "config.json").write_text("<html>")
-    with pytest.raises(VitzooError, match="not a readable timm config.json"):
+    with pytest.raises(VitzooError, match=r"not a readable timm config\.json"):
         load_timm_folder(folder)
-    with pytest.raises(VitzooError, match="has no model.safetensors"):
+    with pytest.raises(VitzooError, match=r"has no model\.safetensors"):
         load_timm_folder(tmp_path)
 
 

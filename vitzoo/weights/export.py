@@ -74,6 +74,12 @@ _TIMM_ENTRY_POINTS = frozenset({
     "vit_large_patch16_384", "vit_large_patch32_224", "vit_large_patch32_384", "vit_huge_patch14_224",
 })
 _TIMM_GENERIC = "vit_base_patch16_224"
+#: Entry points that fix what model_args cannot say (timm/models/deit.py and
+#: vision_transformer.py): DeiT's distilled class, and CLIP's LayerNorm eps 1e-5.
+_TIMM_DISTILLED = "deit_base_distilled_patch16_224"
+_TIMM_CLIP = "vit_base_patch16_clip_224"
+#: vitzoo classifier -> timm global_pool.
+_TIMM_POOLS = {"token": "token", "gap": "avg", "map": "map"}
 
 
 @dataclass(frozen=True)
@@ -194,11 +200,20 @@ def _export_npz(flat: Mapping[str, np.ndarray], labels: Labels | None, task: Hea
     return files
 
 
+def numerics_of(config: ModelConfig) -> str:
+    """The numerics of ``config`` in words (:data:`NUMERICS` for vit_jax's own)."""
+    if not ({"activation", "layer_norm_eps"} & config.switches().keys()):
+        return NUMERICS
+    act = {"gelu_tanh": "tanh-approximated GELU", "gelu": "exact (erf) GELU",
+           "quick_gelu": "quick GELU x*sigmoid(1.702x)"}[config.activation]
+    return f"{act}, LayerNorm eps {config.layer_norm_eps:g}"
+
+
 def _vitzoo_note(source: ExportSource, config: ModelConfig) -> dict[str, Any]:
     from vitzoo.versions import VITZOO_VERSION as __version__
 
     note = {"exported_by": f"vitzoo {__version__}", "source": source.npz.name,
-            "architecture": config.name, "numerics": NUMERICS,
+            "architecture": config.name, "numerics": numerics_of(config),
             "untrained": untrained_facts(source.npz) is not None}  # random:ARCH weights say so
     if source.task.multilabel:
         note["task"] = {"task": source.task.task, "threshold": source.task.threshold,
@@ -209,7 +224,22 @@ def _vitzoo_note(source: ExportSource, config: ModelConfig) -> dict[str, Any]:
 
 
 def timm_architecture(config: ModelConfig, resolution: int) -> str:
-    """A registered timm ViT entry point near ``config`` (the exported model_args set every width)."""
+    """A registered timm ViT entry point near ``config`` (the exported model_args set every width).
+
+    DeiT's distilled model is another class in timm, and CLIP's LayerNorm epsilon is fixed by
+    its entry points, so those two pick an entry point of their kind; model_args set the rest.
+    """
+    if config.distilled:
+        if config.layer_norm_eps != 1e-6:
+            raise VitzooError("a distilled model with LayerNorm eps "
+                              f"{config.layer_norm_eps:g} has no timm entry point",
+                              "export it with --to npz")
+        return _TIMM_DISTILLED
+    if config.layer_norm_eps == 1e-5:
+        return _TIMM_CLIP
+    if config.layer_norm_eps != 1e-6:
+        raise VitzooError(f"timm has no ViT entry point with LayerNorm eps {config.layer_norm_eps:g}",
+                          "export it with --to npz")
     size = _TIMM_SIZES.get(config.hidden_size, "base")
     name = f"vit_{size}_patch{config.patch_size}_{384 if resolution > 224 else 224}"
     return name if name in _TIMM_ENTRY_POINTS else _TIMM_GENERIC
@@ -233,6 +263,7 @@ def timm_config(config: ModelConfig, info: Mapping[str, Any], labels: Labels | N
         "fc_norm": False,  # vitzoo normalises the tokens before pooling, as vit_jax does
         "act_layer": "gelu_tanh",
     }
+    model_args |= _timm_switch_args(config)
     cfg: dict[str, Any] = {
         "architecture": timm_architecture(config, res),
         "num_classes": num_classes,
@@ -252,6 +283,32 @@ def timm_config(config: ModelConfig, info: Mapping[str, Any], labels: Labels | N
         if labels.imagenet:  # timm's convention: synsets as names, lemmas as descriptions
             cfg["label_descriptions"] = {s: readable(s).rsplit(" (", 1)[0] for s in labels.ids}
     return cfg
+
+
+def _timm_switch_args(config: ModelConfig) -> dict[str, Any]:
+    """timm's constructor arguments for the family switches that differ from vit_jax's."""
+    switches = config.switches()
+    if config.patch_bias == config.norm_pre:  # timm: PatchEmbed(bias=not pre_norm)
+        raise VitzooError("timm ties the patch-embedding bias to pre_norm (bias=not pre_norm); "
+                          f"this model has pre_norm={config.norm_pre} and a "
+                          f"{'' if config.patch_bias else 'bias-free '}patch embedding",
+                          "export it with --to npz")
+    args: dict[str, Any] = {"global_pool": _TIMM_POOLS[config.classifier]}
+    if config.classifier != "token" or "class_token" in switches:
+        args["class_token"] = config.has_class_token
+    if "fc_norm" in switches:
+        args["fc_norm"] = True
+    if "activation" in switches:
+        args["act_layer"] = config.activation
+    if config.num_registers:
+        args["reg_tokens"] = config.num_registers
+    if config.no_embed_class:
+        args["no_embed_class"] = True
+    if config.norm_pre:
+        args["pre_norm"] = True
+    if config.layer_scale:
+        args["init_values"] = 1e-5  # any value builds ls1/ls2; the weights replace it
+    return args
 
 
 def _export_timm(flat: Mapping[str, np.ndarray], config: ModelConfig, info: Mapping[str, Any],
@@ -314,6 +371,11 @@ def _export_transformers(flat: Mapping[str, np.ndarray], config: ModelConfig, in
                          labels: Labels | None, source: ExportSource) -> Files:
     from vitzoo.weights.hf import release_to_hf
 
+    if config.switches():
+        raise VitzooError(
+            f"transformers' ViTForImageClassification cannot run this model's "
+            f"{', '.join(sorted(config.switches()))} (a DeiT / DINOv2 / CLIP / SigLIP-style ViT)",
+            "export it with --to timm or --to npz instead")
     state = release_to_hf(flat, config)  # refuses hybrids, Mixer, GAP, pre_logits, no head
     cfg = transformers_config(config, info, labels)
     if source.task.multilabel:  # BCE-with-logits loss and sigmoid scores in transformers
