@@ -317,7 +317,8 @@ def _serve_hub(repo: str, blob: bytes) -> tuple[object, str, list[str]]:
 
         def _answer(self) -> None:
             seen.append(f"{self.command} {self.path}")
-            if not self.path.startswith(f"/{repo}/resolve/"):
+            if not (self.path.startswith(f"/{repo}/resolve/")
+                    and self.path.endswith("/model.safetensors")):
                 self.send_response(404)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

@@ -157,5 +157,3 @@ def write_timm_family(folder: Path, name: str, *, seed: int = 0, **sizes: int
     config = timm_config_json(family, **sizes)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder, state
-
-

@@ -186,3 +186,39 @@ def test_unknown_recorded_switch_is_refused(tmp_path):
     flat["vitzoo_config/rope"] = np.ones((), np.uint8)
     with pytest.raises(VitzooError, match="unknown switch"):
         infer_config(flat)
+
+
+def _hub_snapshot(repo, family, seed):
+    """A Hub repo in the Hugging Face cache as hf_hub_download leaves it (weights + config)."""
+    from vitzoo.download import hub
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    folder = hub.hub_cache_dir() / f"models--{repo.replace('/', '--')}"
+    write_timm_family(folder / "snapshots" / commit, family, seed=seed, heads=HEADS)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+
+
+def test_hub_copy_brings_its_config_json(monkeypatch):
+    from vitzoo.download import hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = "timm/vit_base_patch16_clip_224.openai"
+    _hub_snapshot(repo, "clip_openai", seed=15)
+    config, _ = infer_config(hub.release_arrays(repo, progress=False))
+    assert config.switches() == EXPECTED_SWITCHES["clip_openai"]
+
+
+def test_family_structure_without_config_json_is_refused(tmp_path):
+    folder, _ = write_timm_family(tmp_path / "n", "dinov2_reg", seed=16, heads=HEADS)
+    (folder / "config.json").unlink()
+    with pytest.raises(VitzooError, match=r"layer_scale, num_registers.*no config\.json"):
+        load_timm_folder(folder, arch=None)
+
+
+@pytest.mark.parametrize(("family", "words"), [
+    ("deit_distilled", "mean of the class and distillation tokens"),
+    ("siglip", "MAP head"), ("mae_avg", "then fc_norm"), ("dinov2", "class token")])
+def test_each_family_names_its_representation(family, words, tmp_path):
+    folder, _ = write_timm_family(tmp_path / family, family, seed=17, heads=HEADS)
+    assert words in infer_config(load_timm_folder(folder))[0].pooled_representation()

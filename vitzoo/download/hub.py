@@ -112,6 +112,23 @@ def release_arrays(repo_id: str, *, arch: str | None = None, progress: bool = Tr
             f"({exc})", "reinstall vitzoo (pip install --force-reinstall vitzoo), or use a "
             "mirror (VITZOO_MIRRORS) or `vitzoo download NAME --gcs-auth` first") from None
     path = download(repo_id, progress=progress)
+    timm_config = _timm_config(repo_id)
     if arch is None:
-        return load_timm_safetensors(path)
-    return load_timm_safetensors(path, arch)
+        return load_timm_safetensors(path, timm_config=timm_config)
+    return load_timm_safetensors(path, arch, timm_config=timm_config)
+
+
+def _timm_config(repo_id: str) -> dict | None:
+    """The repo's ``config.json`` (the numerics of DeiT, DINO, CLIP...), or None without one.
+
+    Without it the weights are read as a Google release (vit_jax numerics), as before; the
+    loader refuses a non-AugReg structure that needs it.
+    """
+    from vitzoo.weights.timm_config import CONFIG_FILE, read_timm_config
+
+    try:
+        return read_timm_config(download(repo_id, CONFIG_FILE, progress=False))
+    except VitzooError as exc:
+        if exc.message.startswith(("not found", "hf://", "cannot reach")):
+            return None  # absent, or not cached while offline, or unreachable after the weights
+        raise

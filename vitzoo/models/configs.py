@@ -111,6 +111,22 @@ class ModelConfig:
         """Prefix tokens that have a position embedding (none with ``no_embed_class``)."""
         return 0 if self.no_embed_class else self.num_prefix_tokens
 
+    def pooled_representation(self) -> str:
+        """The vector the head reads (``outputs=True``'s ``pre_logits``), in words.
+
+        What a linear probe of this family uses: the class token (AugReg, DeiT, DINO,
+        DINOv2, MAE, CLIP), DeiT's mean of class and distillation tokens, SigLIP's MAP output,
+        or the mean of the patch tokens (with ``fc_norm`` for MAE-style models).
+        """
+        if self.distilled:
+            return "mean of the class and distillation tokens after the final LayerNorm"
+        if self.classifier == "map":
+            return "attention-pooled (MAP head) output of the patch tokens"
+        if self.classifier == "gap":
+            norm = "then fc_norm" if self.fc_norm else "after the final LayerNorm"
+            return f"mean of the patch tokens, {norm}"
+        return "class token after the final LayerNorm"
+
     def switches(self) -> dict[str, Any]:
         """The family switches that differ from vit_jax's (empty for AugReg and the zoo)."""
         return {name: getattr(self, name) for name, default in SWITCH_DEFAULTS.items()

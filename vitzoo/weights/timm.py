@@ -391,6 +391,12 @@ def guess_config(state: Mapping[str, Any], timm_config: Mapping[str, Any] | None
         layer_scale="blocks.0.ls1.gamma" in state, fc_norm="fc_norm.weight" in state,
         **timm_numerics(timm_config))
     found = replace(found, no_embed_class=_no_embed_class(state, found, timm_config))
+    structure = found.switches().keys() - {"activation", "layer_norm_eps", "no_embed_class"}
+    if timm_config is None and structure:
+        raise VitzooError(
+            f"this timm checkpoint has {', '.join(sorted(structure))} (a DeiT / DINOv2 / CLIP / "
+            "SigLIP-style ViT) but no config.json, which tells its activation and LayerNorm eps",
+            "put the checkpoint's config.json (from its Hub repository) beside model.safetensors")
     if heads is None and (found.switches() or timm_config is not None):
         heads = timm_heads(timm_config, d)
     if heads is not None:
