@@ -20,12 +20,12 @@ from tests.support.numpy_models import np_timm_family
 from tests.support.timm_family_factory import FAMILIES, write_timm_family
 from vitzoo.errors import VitzooError
 from vitzoo.models import build_model, infer_config
+from vitzoo.runs.registry import export_params
 from vitzoo.weights.export import ExportSource, export_checkpoint
 from vitzoo.weights.release import (
     load_checkpoint,
     load_for_finetune,
     load_npz,
-    params_to_release,
     release_to_params,
     replace_head,
     save_npz,
@@ -104,7 +104,7 @@ def test_family_round_trips_through_npz_and_export(family, tmp_path):
     npz = save_npz(tmp_path / "cache" / "model.npz", flat)
     again, _, params = load_checkpoint(npz)
     assert again == config
-    rewritten = params_to_release(params, again)
+    rewritten = load_npz(export_params(tmp_path / "run" / "final.npz", params, again))  # finetune's
     assert rewritten.keys() == flat.keys()
     assert all(np.array_equal(rewritten[k], flat[k]) for k in flat)
     # back to timm's layout: the same keys and the same arrays
@@ -222,3 +222,22 @@ def test_family_structure_without_config_json_is_refused(tmp_path):
 def test_each_family_names_its_representation(family, words, tmp_path):
     folder, _ = write_timm_family(tmp_path / family, family, seed=17, heads=HEADS)
     assert words in infer_config(load_timm_folder(folder))[0].pooled_representation()
+
+
+def test_augreg_config_json_changes_nothing(tmp_path):
+    """An AugReg copy read with its Hub config.json gives the same arrays as without it."""
+    from safetensors.numpy import save_file
+
+    from tests.support.ckpt_factory import tiny_vit_arrays
+
+    release = tiny_vit_arrays(num_classes=2, image_size=16, patch=16, hidden=192, depth=12,
+                              heads=3, mlp=768)
+    config, _ = infer_config(release, "Ti/16")
+    save_file(release_to_timm(release, config), str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({
+        "architecture": "vit_tiny_patch16_224", "num_classes": 2, "global_pool": "token",
+        "pretrained_cfg": {"tag": "augreg_in21k", "num_classes": 2}}))
+    loaded = load_timm_folder(tmp_path)
+    assert loaded.keys() == release.keys()  # no vitzoo_config/* arrays: vit_jax's numerics
+    assert all(np.array_equal(loaded[k], release[k]) for k in release)
+    assert infer_config(loaded)[0].name == "Ti/16"
