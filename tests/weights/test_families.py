@@ -241,3 +241,13 @@ def test_augreg_config_json_changes_nothing(tmp_path):
     assert loaded.keys() == release.keys()  # no vitzoo_config/* arrays: vit_jax's numerics
     assert all(np.array_equal(loaded[k], release[k]) for k in release)
     assert infer_config(loaded)[0].name == "Ti/16"
+
+
+def test_show_counts_weights_not_recorded_switches(tmp_path):
+    from vitzoo.cli.show_view import file_facts
+
+    folder, state = write_timm_family(tmp_path / "c", "clip_openai", seed=18, heads=HEADS)
+    npz = save_npz(tmp_path / "clip.npz", load_timm_folder(folder))
+    facts = {f["field"]: f["value"] for f in file_facts(npz)[0]}
+    assert facts["params"] == sum(a.size for a in state.values())  # timm's count, same numbers
+    assert "quick_gelu" in facts["architecture"]

@@ -180,12 +180,13 @@ def _print_measured_counts(console: Console, measured: dict | None) -> None:
 def file_facts(path: Path) -> tuple[list[dict[str, Any]], str | None]:
     """What the file itself says: size, and the architecture read off its array shapes
     (numpy only: catalog commands never import jax). Returns (fields, architecture name)."""
-    from vitzoo.models.configs import infer_config
+    from vitzoo.models.configs import SWITCH_PREFIX, infer_config
     from vitzoo.weights.release import load_npz
 
     source = "read from the file"
     flat = load_npz(path)
     config, info = infer_config(flat)
+    flat = {k: v for k, v in flat.items() if not k.startswith(SWITCH_PREFIX)}  # not weights
     values = {
         "path": str(path.resolve()), "size_bytes": path.stat().st_size, "architecture": config.name,
         "arrays": len(flat), "params": int(sum(int(a.size) for a in flat.values())),
