@@ -251,3 +251,21 @@ def test_show_counts_weights_not_recorded_switches(tmp_path):
     facts = {f["field"]: f["value"] for f in file_facts(npz)[0]}
     assert facts["params"] == sum(a.size for a in state.values())  # timm's count, same numbers
     assert "quick_gelu" in facts["architecture"]
+
+
+def test_a_timm_folder_is_a_checkpoint_argument(tmp_path, capsys):
+    from vitzoo.download.resolve import resolve_checkpoint
+
+    folder, _ = write_timm_family(tmp_path / "vit_small_patch14_reg4_dinov2", "dinov2_reg",
+                                  seed=19, heads=HEADS)
+    npz = resolve_checkpoint(str(folder))
+    assert npz.suffix == ".npz" and "converted" in capsys.readouterr().err
+    config, info, _ = load_checkpoint(npz)
+    assert config.switches() == EXPECTED_SWITCHES["dinov2_reg"] and info["resolution"] == 42
+    assert resolve_checkpoint(str(folder)) == npz  # converted once
+    assert "converted" not in capsys.readouterr().err
+    (folder / "config.json").write_text(json.dumps({
+        **json.loads((folder / "config.json").read_text()), "architecture": "vit_small_x"}))
+    assert resolve_checkpoint(str(folder)) != npz  # another content, another conversion
+    with pytest.raises(VitzooError, match="is a folder, not a checkpoint"):
+        resolve_checkpoint(str(tmp_path))

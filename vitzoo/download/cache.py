@@ -124,7 +124,7 @@ class Record:
     size: int
     md5: str
     crc32c: str
-    source: str  # "gcs", "mirror", "hf", "url", "cache"
+    source: str  # "gcs", "mirror", "hf", "url", "cache", "local" (a converted timm folder)
     url: str | None = None
     converted_from: str | None = None  # e.g. "hf:timm/vit_base_patch16_224.augreg_in21k"
     remote: dict[str, Any] | None = None

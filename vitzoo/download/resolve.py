@@ -125,7 +125,11 @@ def _as_local_file(text: str) -> Path | None:
             raise VitzooError(f"no such file: {path}", "check the path")
         return None
     if path.is_dir():
-        raise VitzooError(f"{path} is a folder, not a checkpoint", "name the .npz file inside it")
+        if (path / TIMM_FOLDER_WEIGHTS).is_file():
+            return _convert_timm_folder(path.resolve())
+        raise VitzooError(f"{path} is a folder, not a checkpoint",
+                          "name the .npz file inside it, or give a timm folder "
+                          "(model.safetensors + config.json)")
     if not cache.has_zip_signature(path):
         from vitzoo.weights.release import load_npz
 
@@ -133,6 +137,36 @@ def _as_local_file(text: str) -> Path | None:
         raise VitzooError(f"{path} is not an npz checkpoint (no zip signature)",
                           "check the file; release checkpoints are .npz archives")
     return path.resolve()
+
+
+#: The weights file of a timm checkpoint folder (as timm and the Hugging Face Hub write it).
+TIMM_FOLDER_WEIGHTS = "model.safetensors"
+
+
+def _convert_timm_folder(folder: Path) -> Path:
+    """A timm folder (``model.safetensors`` + ``config.json``) as a release ``.npz`` in the cache.
+
+    Converted once per content: the cache name is a hash of both files, so an edited folder
+    is converted again and an unchanged one is not. The recorded source is the folder.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in (TIMM_FOLDER_WEIGHTS, "config.json"):
+        if (folder / name).is_file():
+            digest.update(f"{name}:{cache.hash_file(folder / name)[1]};".encode())
+    dest = cache.path_for(PurePosixPath("timm-folders") / f"{digest.hexdigest()[:20]}.npz")
+    if dest.is_file() and cache.check(dest) is None:
+        return dest
+    from vitzoo.weights.release import save_npz
+    from vitzoo.weights.timm import load_timm_folder
+
+    save_npz(dest, load_timm_folder(folder))
+    _say(f"converted {folder} from timm's layout to the release layout")
+    size, md5, crc = cache.hash_file(dest)
+    _record(dest, size, md5, crc, "local", folder.as_uri(), None,
+            converted_from=f"timm-folder:{folder}")
+    return dest
 
 
 def _mirror_sources(relpath: PurePosixPath, prefixes: list[str]) -> list[Origin]:
