@@ -91,13 +91,17 @@ def rollout(weights: np.ndarray) -> np.ndarray:
     return joint
 
 
-def patch_map(joint: np.ndarray, classifier: str = "token") -> np.ndarray:
+def patch_map(joint: np.ndarray, classifier: str = "token", prefix_tokens: int | None = None
+              ) -> np.ndarray:
     """The ``[grid, grid]`` map, maximum 1, from the encoder's rollout ``[T, T]``.
 
     ``token`` models read the class token's row (without the class token column); ``gap``
-    models average all tokens, so their map is the mean row.
+    (and ``map``) models pool the patch tokens, so their map is the mean patch row. Only the
+    patch columns are kept: ``prefix_tokens`` (class, distillation, register tokens; default
+    1 for ``token``, else 0) come first.
     """
-    row = joint[0, 1:] if classifier == "token" else joint.mean(axis=0)
+    prefix = (1 if classifier == "token" else 0) if prefix_tokens is None else prefix_tokens
+    row = joint[0, prefix:] if classifier == "token" else joint[prefix:, prefix:].mean(axis=0)
     grid = math.isqrt(row.size)
     if grid * grid != row.size:
         raise ValueError(f"{row.size} patch tokens do not form a square grid")
@@ -177,7 +181,9 @@ def write_attention_maps(predictor: Predictor, images: Sequence[str | os.PathLik
         joint = rollout(weights)[:, -1]
         for path, rolled, target in zip(chunk, joint, targets[start:start + step], strict=True):
             with Image.open(path) as original:
-                picture = overlay(original, patch_map(rolled, predictor.config.classifier))
+                mask = patch_map(rolled, predictor.config.classifier,
+                                 predictor.config.num_prefix_tokens)
+                picture = overlay(original, mask)
             with atomic_path(target) as tmp:
                 picture.save(tmp, format="PNG")
     return targets

@@ -269,3 +269,12 @@ def test_a_timm_folder_is_a_checkpoint_argument(tmp_path, capsys):
     assert resolve_checkpoint(str(folder)) != npz  # another content, another conversion
     with pytest.raises(VitzooError, match="is a folder, not a checkpoint"):
         resolve_checkpoint(str(tmp_path))
+
+
+def test_attention_maps_skip_every_prefix_token():
+    from vitzoo.attention import patch_map
+
+    joint = np.arange(81, dtype=np.float64).reshape(9, 9)  # 5 prefix tokens + a 2x2 grid
+    np.testing.assert_allclose(patch_map(joint, "token", 5), [[5, 6], [7, 8]] / np.float64(8))
+    mean_row = joint[5:, 5:].mean(axis=0)  # the patch rows, the patch columns
+    np.testing.assert_allclose(patch_map(joint, "map", 5), (mean_row / mean_row.max()).reshape(2, 2))

@@ -36,7 +36,7 @@ class BatchPlan:
 
 def activation_bytes(config: Any, resolution: int, itemsize: int) -> int:
     """Rough bytes of activations kept for the backward pass, per example."""
-    tokens = config.grid(resolution) ** 2 + int(config.has_class_token)
+    tokens = config.grid(resolution) ** 2 + config.num_prefix_tokens
     d, m, layers = config.hidden_size, config.mlp_dim, config.num_layers
     if config.family == "mixer":
         per_layer = tokens * (10 * d + 2 * m) + d * 2 * (config.tokens_mlp_dim or tokens)
