@@ -25,6 +25,7 @@ from vitzoo.adapt import autotune
 from vitzoo.adapt.accumulation import BatchPlan
 from vitzoo.adapt.autotune_trial import Measurement, Setting, Shapes, measure_in_child
 from vitzoo.adapt.options import FinetuneOptions
+from vitzoo.backbone.distributed import Cluster
 from vitzoo.errors import VitzooError
 from vitzoo.models import ModelConfig, get_config
 
@@ -289,7 +290,8 @@ def test_explicit_accum_fixes_the_micro_batch(tune):
 
 
 @pytest.mark.parametrize(("cluster", "gpu", "reason"), [
-    (object(), None, "several processes"), (None, "gpu", "this machine has a GPU")])
+    (Cluster("10.0.0.1:1234", 2, 0), None, "several processes"),
+    (Cluster(), "gpu", "this machine has a GPU")])
 def test_multi_process_runs_and_accelerators_are_not_tuned(tune, monkeypatch, cluster, gpu,
                                                            reason):
     from vitzoo.accelerators import Accelerator
@@ -301,6 +303,13 @@ def test_multi_process_runs_and_accelerators_are_not_tuned(tune, monkeypatch, cl
                                versions=VERSIONS, say=lambda _: None)
     assert decision.source == "skipped" and decision.reason.startswith(reason)
     assert timings.tried == []
+
+
+def test_a_single_process_cluster_is_tuned(tune):
+    timings = Timings({Setting(2, 32): 1.0})
+    decision = autotune.decide(_options(), cluster=Cluster(), measure=timings, cpu=CPU_A,
+                               versions=VERSIONS, say=lambda _: None)
+    assert decision.source == "trial" and timings.tried
 
 
 def test_jax_already_started_is_not_tuned(tune, monkeypatch):

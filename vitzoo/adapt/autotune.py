@@ -43,6 +43,7 @@ from vitzoo.errors import VitzooError
 if TYPE_CHECKING:  # pragma: no cover
     from vitzoo.adapt.accumulation import BatchPlan
     from vitzoo.adapt.options import FinetuneOptions
+    from vitzoo.backbone.distributed import Cluster
     from vitzoo.models import ModelConfig
 
 CACHE_FILE = "autotune.json"
@@ -94,8 +95,9 @@ class Decision:
         return record
 
 
-def decide(options: FinetuneOptions, *, cluster: Any = None, measure: Measure | None = None,
-           cpu: runtime.CpuInfo | None = None, versions: dict[str, str | None] | None = None,
+def decide(options: FinetuneOptions, *, cluster: Cluster | None = None,
+           measure: Measure | None = None, cpu: runtime.CpuInfo | None = None,
+           versions: dict[str, str | None] | None = None,
            say: Callable[[str], None] | None = None) -> Decision:
     """The settings for ``options``'s run: from this process, the cache, or a trial now.
 
@@ -142,10 +144,10 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
-def _not_applicable(cluster: Any) -> str | None:
+def _not_applicable(cluster: Cluster | None) -> str | None:
     from vitzoo import accelerators
 
-    if cluster is not None:
+    if cluster is not None and cluster.num_processes > 1:
         return "several processes: each would measure alone"
     found = accelerators.detect()
     if found is not None:
