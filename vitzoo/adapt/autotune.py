@@ -60,7 +60,7 @@ SMALL_MICRO_BATCH = 16
 #: ``(setting, shapes, seconds) -> Measurement``: the measurement seam (tests inject timings).
 Measure = Callable[[Setting, Shapes, float], Measurement]
 
-_decided: dict[str, Decision] = {}  # this process's decisions by key: a sweep tunes once
+_decided: dict[str, Decision] = {}  # this process's decisions by shapes: a sweep tunes once
 
 
 @dataclass
@@ -114,12 +114,14 @@ def decide(options: FinetuneOptions, *, cluster: Cluster | None = None,
         return Decision("skipped", reason or f"the architecture of {options.model!r} is known "
                                               "only once it is loaded")
     shapes = Shapes(asdict(config), options.res, options.dtype, options.momentum_dtype)
+    # by shapes alone: the first start put the chosen flags into this process's XLA_FLAGS
+    this_run = json.dumps([asdict(shapes), options.batch, options.accum], sort_keys=True)
+    if this_run in _decided:
+        return _decided[this_run]
     cpu = cpu or runtime.cpu_info()
     user_flags = os.environ.get("XLA_FLAGS", "").strip()
     key = cache_key(cpu, versions or _versions(), shapes, options.batch, options.accum, user_flags)
     text = json.dumps(key, sort_keys=True)
-    if text in _decided:
-        return _decided[text]
     if runtime.backends_started():
         return Decision("skipped", "JAX started earlier in this process: its devices and flags "
                                    "are fixed", key=key)
@@ -135,7 +137,7 @@ def decide(options: FinetuneOptions, *, cluster: Cluster | None = None,
     if decision.source == "cache" and decision.setting:
         say(f"autotune: {decision.setting.describe()} for {_label(shapes, options.batch)} "
             f"(measured on this machine {decision.measured_at}; --no-autotune skips)")
-    _decided[text] = decision
+    _decided[this_run] = decision
     return decision
 
 
