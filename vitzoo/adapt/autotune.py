@@ -26,6 +26,7 @@ CPU's) and multi-process runs (each process would measure alone).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -339,12 +340,7 @@ def _trial(space: Space, shapes: Shapes, key: dict[str, Any], text: str,
     label = _label(shapes, key["batch"])
     say(f"autotune: trying up to {space.count} settings for {label} (at most {budget:.0f} s; "
         f"--no-autotune or {runtime.AUTOTUNE_ENV}=0 skips)...")
-    if measure is None:
-        user_flags = key["user_xla_flags"]
-
-        def measure(setting: Setting, shapes: Shapes, seconds: float) -> Measurement:
-            return measure_in_child(setting, shapes, seconds, user_flags=user_flags)
-
+    measure = measure or functools.partial(measure_in_child, user_flags=key["user_xla_flags"])
     started = time.perf_counter()
     best, results = search(space, shapes, measure, budget)
     spent = time.perf_counter() - started
