@@ -34,11 +34,15 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     # The suite's tiny models run on the CPU, also on a machine with a GPU that this JAX cannot
     # use; the GPU guard's own tests (tests/project/test_accelerators.py) unset this.
     monkeypatch.setenv("VITZOO_ALLOW_CPU", "1")
-    # A command's --no-compile-cache is remembered for the process: in-process CLI calls in
-    # one test must not decide it for the next.
+    # The autotune trial (seconds of child processes per new shape) is off for the suite;
+    # tests/adapt/test_autotune.py turns it on where it is the subject.
+    monkeypatch.setenv("VITZOO_AUTOTUNE", "0")
+    # A command's --no-compile-cache / --no-autotune is remembered for the process: in-process
+    # CLI calls in one test must not decide it for the next.
     from vitzoo import runtime
 
     monkeypatch.setattr(runtime, "_cli_choice", None)
+    monkeypatch.setattr(runtime, "_cli_autotune", None)
 
 
 @pytest.fixture(scope="session")

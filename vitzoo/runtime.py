@@ -111,6 +111,31 @@ def compile_cache_wanted(flag: bool | None = None) -> bool:
     return os.environ.get(CACHE_ENV, "1").strip().lower() not in _OFF
 
 
+AUTOTUNE_ENV = "VITZOO_AUTOTUNE"
+_cli_autotune: bool | None = None  # --[no-]autotune of the running command
+
+
+def set_autotune_choice(flag: bool | None) -> None:
+    """Remember the command line's ``--[no-]autotune`` (None: back to the environment)."""
+    global _cli_autotune
+    _cli_autotune = flag
+
+
+def autotune_wanted(flag: bool | None = None) -> tuple[bool, str]:
+    """Whether to measure this machine's fastest settings, and what decided it.
+
+    ``flag`` if given, else the command line's ``--[no-]autotune``, else ``VITZOO_AUTOTUNE``
+    (on by default: the trial runs once per machine and shapes, with a bounded cost).
+    """
+    for choice in (flag, _cli_autotune):
+        if choice is not None:
+            return choice, "--autotune" if choice else "--no-autotune"
+    value = os.environ.get(AUTOTUNE_ENV, "").strip()
+    if value.lower() in _OFF:
+        return False, f"{AUTOTUNE_ENV}={value}"
+    return True, f"{AUTOTUNE_ENV}={value}" if value else "default"
+
+
 def compile_cache_dir() -> Path:
     """``VITZOO_HOME/compile-cache``; JAX keys entries by program, jaxlib version and flags."""
     from vitzoo.config import vitzoo_home
@@ -118,29 +143,34 @@ def compile_cache_dir() -> Path:
     return vitzoo_home() / "compile-cache"
 
 
-def _backends_started() -> bool:
+def backends_started() -> bool:
+    """Whether JAX has started its backends (from then on XLA_FLAGS are fixed)."""
     import jax._src.xla_bridge as xb
 
     return bool(xb.backends_are_initialized())
 
 
-def configure(*, compile_cache: bool | None = None, xla_flags: bool = True) -> dict[str, Any]:
+def configure(*, compile_cache: bool | None = None, xla_flags: bool = True,
+              tuned_flags: list[str] | None = None) -> dict[str, Any]:
     """Apply this machine's settings before JAX's first computation; returns what is in effect.
 
     Flags and the device count only take effect if JAX has not started its backends yet
     (a command calls this first) and ``xla_flags`` is true (single-device work such as
     ``predict`` passes False: more host devices would not help it); otherwise they are
-    left alone and the returned ``xla_flags_applied`` says so. The compilation cache can
-    be switched at any time.
+    left alone and the returned ``xla_flags_applied`` says so. ``tuned_flags``: flags
+    measured fastest on this machine (:mod:`vitzoo.adapt.autotune`), added before the
+    default choice, which then leaves a device count they set alone. The compilation
+    cache can be switched at any time.
     """
     cpu = cpu_info()
     existing = os.environ.get("XLA_FLAGS", "")
     import jax
 
     added: list[str] = []
-    applied = xla_flags and not _backends_started()
+    applied = xla_flags and not backends_started()
     if applied:
-        added = choose_xla_flags(cpu, existing)
+        tuned = list(tuned_flags or [])
+        added = tuned + choose_xla_flags(cpu, " ".join([existing, *tuned]))
         if added:
             os.environ["XLA_FLAGS"] = " ".join([existing, *added]).strip()
     cache = compile_cache_wanted(compile_cache)

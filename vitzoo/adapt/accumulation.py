@@ -52,8 +52,6 @@ def device_memory(local_devices: int) -> int:
     """Bytes one device may use for activations."""
     import jax
 
-    from vitzoo.data.memory import available_host_memory
-
     stats = None
     try:
         stats = jax.local_devices()[0].memory_stats()
@@ -61,13 +59,24 @@ def device_memory(local_devices: int) -> int:
         stats = None
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
+    return host_device_memory(local_devices)
+
+
+def host_device_memory(local_devices: int) -> int:
+    """Bytes one CPU host device may use: half the available host memory, shared evenly."""
+    from vitzoo.data.memory import available_host_memory
+
     return available_host_memory() // 2 // max(1, local_devices)
 
 
 def plan(global_batch: int, accum: int | str, *, processes: int, local_devices: int,
          config: Any = None, resolution: int = 224, itemsize: int = 4,
-         param_bytes: int = 0) -> BatchPlan:
-    """Validate/adjust the global batch and choose the number of accumulation steps."""
+         param_bytes: int = 0, memory: int | None = None) -> BatchPlan:
+    """Validate/adjust the global batch and choose the number of accumulation steps.
+
+    ``memory``: bytes one device may use (None: :func:`device_memory`, which starts JAX;
+    the autotune trial plans candidate device counts before JAX starts).
+    """
     if global_batch < 1:
         raise VitzooError(f"--batch must be positive, got {global_batch}")
     devices = processes * local_devices
@@ -85,7 +94,8 @@ def plan(global_batch: int, accum: int | str, *, processes: int, local_devices: 
         if config is None:
             steps = 1
         else:
-            free = device_memory(local_devices) - 4 * param_bytes
+            free = (device_memory(local_devices) if memory is None else memory) \
+                - 4 * param_bytes
             per_example = max(1, activation_bytes(config, resolution, itemsize))
             fit = max(1, free // per_example)
             micro = max(d for d in range(1, per_device + 1)

@@ -148,7 +148,7 @@ def dry_run(options: FinetuneOptions, data: DataSplits | None = None) -> DryRunR
     from vitzoo.adapt import runner
 
     options.validate()
-    runner.start_runtime(options)
+    runner.start_runtime(options, tune=False)
     import jax
 
     from vitzoo.adapt.progress import Display

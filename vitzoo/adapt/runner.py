@@ -123,7 +123,7 @@ def run(options: FinetuneOptions, *, data: DataSplits | None = None) -> RunResul
 
     data = _prepare_data(options, recorded, setup_notes, display, opened=data)
     model = _prepare_model(options, data)
-    batch_plan, layout, notes = _plan_batch(options, model, data, display)
+    batch_plan, layout, notes = _plan_batch(options, model, data, display, speed.get("autotune"))
     setup = _Setup(options, workdir, jax.process_index() == 0, display, data, model, batch_plan,
                    layout, notes, speed)
     tx = _optimizer(options)
@@ -158,15 +158,24 @@ def run(options: FinetuneOptions, *, data: DataSplits | None = None) -> RunResul
                      notes=notes)
 
 
-def start_runtime(options: FinetuneOptions) -> dict[str, Any]:
-    """Before JAX starts: runtime settings, the run's processes, the accelerator guard.
+def start_runtime(options: FinetuneOptions, *, tune: bool = True) -> dict[str, Any]:
+    """Before JAX starts: the tuned settings, the runtime, the run's processes, the guard.
 
-    Every path of ``finetune`` (a run, a sweep, a dry run) starts here; returns the settings.
+    Every path of ``finetune`` (a run, a sweep, a dry run) starts here; returns the settings,
+    with what :mod:`~vitzoo.adapt.autotune` decided under ``autotune`` (``tune`` False:
+    not asked, as for a dry run, which measures memory, not speed).
     """
+    import jax
+
+    from vitzoo.adapt import autotune
     from vitzoo.backbone import distributed, start
 
-    return start(cluster=distributed.resolve(options.coordinator, options.num_processes,
-                                             options.process_id))
+    cluster = distributed.resolve(options.coordinator, options.num_processes, options.process_id)
+    tuned = (autotune.decide(options, cluster=cluster) if tune
+             else autotune.Decision("skipped", "a dry run"))
+    settings = start(cluster=cluster, tuned_flags=tuned.tuned_flags())
+    settings["autotune"] = tuned.record(jax.local_device_count())
+    return settings
 
 
 def _prepare_data(options: FinetuneOptions, recorded: dict[str, Any] | None,
@@ -202,13 +211,17 @@ def _prepare_model(options: FinetuneOptions, data: DataSplits) -> _Model:
     return _Model(backbone.path, backbone.config, backbone.params, backbone.module(options.dtype))
 
 
-def _plan_batch(options: FinetuneOptions, model: _Model, data: DataSplits,
-                display: Display) -> tuple[BatchPlan, Layout, list[str]]:
-    """The global batch over processes and devices, and the accumulation that fits memory."""
+def _plan_batch(options: FinetuneOptions, model: _Model, data: DataSplits, display: Display,
+                tuned: dict[str, Any] | None = None) -> tuple[BatchPlan, Layout, list[str]]:
+    """The global batch over processes and devices, and the accumulation that fits memory.
+
+    ``tuned``: the autotune record, whose micro-batch is used when it fits.
+    """
     import jax
     import numpy as np
 
     from vitzoo.adapt.accumulation import plan
+    from vitzoo.adapt.autotune import apply_micro_batch
     from vitzoo.data import Layout
 
     local_devices = len(jax.local_devices())
@@ -216,6 +229,7 @@ def _plan_batch(options: FinetuneOptions, model: _Model, data: DataSplits,
     batch_plan = plan(options.batch, options.accum, processes=jax.process_count(),
                       local_devices=local_devices, config=model.config, resolution=options.res,
                       itemsize=2 if options.dtype == "bfloat16" else 4, param_bytes=param_bytes)
+    batch_plan = apply_micro_batch(batch_plan, options.accum, tuned)
     notes = list(data.notes)
     if batch_plan.note:
         notes.append(batch_plan.note)

@@ -67,8 +67,7 @@ def launch(options: FinetuneOptions, lrs: tuple[float, ...], explicit: set[str],
     if options.recipe is None and len(lrs) == 1 and not dry_run:
         result = runner.run(replace(options, lr=lrs[0]))
         return _interrupted(result)
-    runner.start_runtime(options)
-    data = options.open()
+    data = options.open()  # no JAX: the recipe needs the data's size before the runtime starts
     if options.recipe is not None:
         assert data.train is not None
         best = (recipes.best_known(options.model, options.dataset)
@@ -77,6 +76,7 @@ def launch(options: FinetuneOptions, lrs: tuple[float, ...], explicit: set[str],
                                                    train_examples=len(data.train), best=best)
         _say(lines)
     options = replace(options, lr=lrs[0])
+    runner.start_runtime(options, tune=not dry_run)  # tuned for the shapes the recipe settled
     if dry_run:
         from vitzoo.adapt.dryrun import dry_run as check
         from vitzoo.adapt.dryrun import render

@@ -33,18 +33,21 @@ _settings: dict[str, Any] | None = None  # of the last start() in this process
 
 
 def start(*, cluster: Cluster | None = None, compile_cache: bool | None = None,
-          xla_flags: bool = True, guard: bool = True) -> dict[str, Any]:
+          xla_flags: bool = True, guard: bool = True,
+          tuned_flags: list[str] | None = None) -> dict[str, Any]:
     """Configure the runtime, join ``cluster`` (None: one process), then the accelerator guard.
 
     ``guard``: stop when the machine has a GPU/TPU that JAX cannot use
-    (:func:`vitzoo.runtime.require_accelerator`, ``--allow-cpu`` runs anyway). Returns the
-    runtime settings in effect (for the run record).
+    (:func:`vitzoo.runtime.require_accelerator`, ``--allow-cpu`` runs anyway).
+    ``tuned_flags``: XLA flags an autotune trial chose (:func:`vitzoo.runtime.configure`).
+    Returns the runtime settings in effect (for the run record).
     """
     global _settings
     from vitzoo import runtime
     from vitzoo.backbone import distributed
 
-    _settings = runtime.configure(compile_cache=compile_cache, xla_flags=xla_flags)
+    _settings = runtime.configure(compile_cache=compile_cache, xla_flags=xla_flags,
+                                  tuned_flags=tuned_flags)
     if cluster is not None:
         distributed.initialize(cluster)
     if guard:

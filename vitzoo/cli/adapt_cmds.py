@@ -25,7 +25,7 @@ from vitzoo.weights.untrained import is_untrained, requested_arch
 D = FinetuneOptions  # class attributes are the dataclass defaults
 
 
-@runtime_options
+@runtime_options(autotune=True)
 @data_options()
 def finetune_command(
     ctx: typer.Context,

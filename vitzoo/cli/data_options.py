@@ -3,10 +3,11 @@
 :func:`data_options` generates one typer option per field of
 :class:`~vitzoo.data.options.DataOptions` (default: the record's own), adds them to a
 command's signature and hands the command one ``data`` record instead; :func:`runtime_options`
-does the same for ``--compile-cache/--no-compile-cache``, which it applies before the command
-runs. ``finetune``, ``evaluate``, ``probe`` and ``recommend --dataset`` use both, so an option
-is spelled, explained and defaulted the same way everywhere, and a new dataset setting is a
-new field of the record plus one help line here.
+does the same for ``--compile-cache/--no-compile-cache`` (and, for ``finetune``,
+``--autotune/--no-autotune``), which it applies before the command runs. ``finetune``,
+``evaluate``, ``probe`` and ``recommend --dataset`` use both, so an option is spelled,
+explained and defaulted the same way everywhere, and a new dataset setting is a new field
+of the record plus one help line here.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ _DATA_ALIAS_OPTION = typer.Option(None, "--data", hidden=True)
 COMPILE_CACHE = typer.Option(None, "--compile-cache/--no-compile-cache", show_default=False, help=(
     "Reuse compiled programs from VITZOO_HOME/compile-cache [default: on, or "
     "VITZOO_COMPILE_CACHE=0 for off]."))
+AUTOTUNE = typer.Option(None, "--autotune/--no-autotune", show_default=False, help=(
+    "Time a few CPU settings (host devices, XLA flags, micro-batch) the first time these shapes "
+    "run on this machine and use the fastest, remembered in VITZOO_HOME/autotune.json "
+    "[default: on, or VITZOO_AUTOTUNE=0 for off]."))
 
 
 def _plain(hint: Any) -> Any:
@@ -118,21 +123,31 @@ def data_options(*, required: bool = True, exclude: Iterable[str] = (),
     return decorate
 
 
-def runtime_options(command: F) -> F:
-    """Give ``command`` ``--compile-cache/--no-compile-cache``, applied before it runs.
+def runtime_options(command: F | None = None, *, autotune: bool = False) -> Any:
+    """Give a command ``--compile-cache/--no-compile-cache``, applied before it runs.
 
     The choice is remembered by :func:`vitzoo.runtime.set_compile_cache_choice`, which
-    :func:`vitzoo.runtime.configure` reads when the command starts JAX.
+    :func:`vitzoo.runtime.configure` reads when the command starts JAX. With
+    ``@runtime_options(autotune=True)`` (full fine-tuning, the one command that measures
+    its settings) the command also gets ``--autotune/--no-autotune``, remembered by
+    :func:`vitzoo.runtime.set_autotune_choice`.
     """
-    added = [inspect.Parameter("compile_cache", inspect.Parameter.KEYWORD_ONLY,
-                               annotation=bool | None, default=COMPILE_CACHE)]
+    if command is None:
+        return functools.partial(runtime_options, autotune=autotune)
+    switches = {"compile_cache": (COMPILE_CACHE, "set_compile_cache_choice")}
+    if autotune:
+        switches["autotune"] = (AUTOTUNE, "set_autotune_choice")
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=bool | None,
+                               default=option) for name, (option, _) in switches.items()]
 
     @functools.wraps(command)
-    def wrapper(*args: Any, compile_cache: bool | None = None, **kwargs: Any) -> Any:
-        from vitzoo.runtime import set_compile_cache_choice
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from vitzoo import runtime
 
-        set_compile_cache_choice(compile_cache)
+        for name, (_, setter) in switches.items():
+            getattr(runtime, setter)(kwargs.pop(name, None))
         return command(*args, **kwargs)
 
-    wrapper.__signature__, wrapper.__annotations__ = _with_parameters(command, "compile_cache", added)  # type: ignore[attr-defined]
-    return wrapper  # type: ignore[return-value]
+    signature, annotations = _with_parameters(command, "compile_cache", added)
+    wrapper.__signature__, wrapper.__annotations__ = signature, annotations  # type: ignore[attr-defined]
+    return wrapper

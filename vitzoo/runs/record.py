@@ -3,7 +3,11 @@
 One versioned schema (:data:`SCHEMA_VERSION`) for every kind of run (:data:`KINDS`): a full
 fine-tune, a head-only fine-tune and a probe. Every record has the keys of :func:`new_record`
 (``schema_version``, ``kind``, ``status``, ``options``, ``source``, ``dataset``,
-``class_names``, ``runtime``, ``versions``); a finished one adds ``final_metrics`` (fractions),
+``class_names``, ``runtime``, ``versions``); ``runtime`` is what
+:func:`vitzoo.backbone.start` put in effect (XLA flags, host devices, compile cache) and, for
+a full fine-tune, ``runtime.autotune``: the settings chosen, from a ``trial`` or the
+``cache`` (or why ``off``/``skipped``), with the measurements (:mod:`vitzoo.adapt.autotune`).
+A finished record adds ``final_metrics`` (fractions),
 and a run that leaves weights ``final_npz``, ``run_name`` and ``catalog``. Each kind adds its
 own sections (a fine-tune its ``batch`` and ``optimizer``; a head-only run its ``method`` and
 ``feature_extraction``). ``options`` holds flat keys (``dataset``, ``eval_split``, ...), as

@@ -1,0 +1,410 @@
+"""The fastest runtime settings for this machine and a run's shapes, measured once.
+
+Why: which settings train fastest on a CPU depends on the CPU. One host device per core
+won 1.38x on one machine; XLA's oneDNN custom call won 1.24x on an AMD EPYC and lost 29%
+on an Intel Xeon (benchmarks/RESULTS.md, "Train-step levers"). No fixed default is right
+everywhere, so the first time a fine-tune's shapes are seen on a machine, a few
+candidate settings are timed (:mod:`vitzoo.adapt.autotune_trial`, one child process each,
+because the device count and ``XLA_FLAGS`` are fixed once JAX starts) and the fastest is
+remembered in ``VITZOO_HOME/autotune.json``, keyed by CPU model and cores, jax and jaxlib
+versions and the run's shapes. Later runs with the same key apply it with no trial.
+
+The search is greedy, one setting at a time from what vitzoo does without it (the
+baseline): a smaller micro-batch (the per-device batch split by accumulation), then one
+host device with all cores instead of one per core, then each flag of
+:data:`TRIAL_FLAGS`; each stage starts from the fastest so far. The whole trial is
+bounded by a budget in seconds (``VITZOO_AUTOTUNE_BUDGET``, default
+:data:`DEFAULT_BUDGET_S`), shared out between the settings still to try; it is printed
+before and after. A setting whose steps do not finish in its share is not measured and
+cannot win.
+
+Explicit settings win and are never tuned: ``XLA_FLAGS`` set by the user fix the devices
+and flags, ``--accum N`` fixes the micro-batch. ``--no-autotune`` or
+``VITZOO_AUTOTUNE=0`` skip the trial; so do runs on an accelerator (the settings are the
+CPU's) and multi-process runs (each process would measure alone).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vitzoo import runtime
+from vitzoo.adapt.autotune_trial import Measurement, Setting, Shapes, measure_in_child
+from vitzoo.errors import VitzooError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vitzoo.adapt.accumulation import BatchPlan
+    from vitzoo.adapt.options import FinetuneOptions
+    from vitzoo.backbone.distributed import Cluster
+    from vitzoo.models import ModelConfig
+
+CACHE_FILE = "autotune.json"
+BUDGET_ENV = "VITZOO_AUTOTUNE_BUDGET"
+#: Seconds the whole trial may take: a ViT-Ti/16 train step compiles in ~10-20 s on a laptop CPU.
+DEFAULT_BUDGET_S = 120.0
+#: XLA:CPU flag sets worth a trial, each because it helped on some CPU (RESULTS.md, as above).
+#: Each exists in jaxlib 0.10 (tests/adapt/test_autotune.py starts JAX with it); a flag a
+#: later jaxlib drops makes its child fail, which only loses that setting.
+TRIAL_FLAGS: tuple[tuple[str, ...], ...] = (("--xla_cpu_experimental_onednn_custom_call=true",),)
+#: The smaller micro-batch tried: at most half the baseline's and at most this many images.
+SMALL_MICRO_BATCH = 16
+
+#: ``(setting, shapes, seconds) -> Measurement``: the measurement seam (tests inject timings).
+Measure = Callable[[Setting, Shapes, float], Measurement]
+
+_decided: dict[str, Decision] = {}  # this process's decisions by shapes: a sweep tunes once
+
+
+@dataclass
+class Decision:
+    """What autotune decided for a run, and why; :meth:`record` is run.json's ``runtime.autotune``."""
+
+    source: str  # trial | cache | off | skipped
+    reason: str
+    setting: Setting | None = None
+    key: dict[str, Any] | None = None
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+    budget_s: float | None = None
+    spent_s: float | None = None
+    measured_at: str | None = None
+    user_flags: bool = False  # the user's XLA_FLAGS fix the devices and flags
+
+    def tuned_flags(self) -> list[str]:
+        """The XLA flags to start JAX with (none when the user's own are set)."""
+        if self.setting is None or self.user_flags:
+            return []
+        return [f"{runtime.DEVICE_COUNT_FLAG}={self.setting.host_devices}",
+                *self.setting.xla_flags]
+
+    def record(self, local_devices: int | None = None) -> dict[str, Any]:
+        """The run record's view; ``local_devices``: what JAX started with (says if it took effect)."""
+        record = {k: v for k, v in asdict(self).items() if k not in ("setting", "user_flags")}
+        record["choice"] = self.setting.as_dict() if self.setting else None
+        if self.setting is not None and local_devices is not None:
+            flags = os.environ.get("XLA_FLAGS", "")
+            record["in_effect"] = (local_devices == self.setting.host_devices
+                                   and all(f in flags for f in self.setting.xla_flags))
+        return record
+
+
+def decide(options: FinetuneOptions, *, cluster: Cluster | None = None,
+           measure: Measure | None = None, cpu: runtime.CpuInfo | None = None,
+           versions: dict[str, str | None] | None = None,
+           say: Callable[[str], None] | None = None) -> Decision:
+    """The settings for ``options``'s run: from this process, the cache, or a trial now.
+
+    Call before JAX starts. ``measure``, ``cpu`` and ``versions`` are seams for tests
+    (defaults: a child process per setting, this machine's CPU, the installed versions).
+    """
+    say = say or _say
+    wanted, why = runtime.autotune_wanted()
+    if not wanted:
+        return Decision("off", why)
+    reason = _not_applicable(cluster)
+    config = run_config(options.model)
+    if reason or config is None:
+        return Decision("skipped", reason or f"the architecture of {options.model!r} is known "
+                                              "only once it is loaded")
+    shapes = Shapes(asdict(config), options.res, options.dtype, options.momentum_dtype)
+    # by shapes alone: the first start put the chosen flags into this process's XLA_FLAGS
+    this_run = json.dumps([asdict(shapes), options.batch, options.accum], sort_keys=True)
+    if this_run in _decided:
+        return _decided[this_run]
+    cpu = cpu or runtime.cpu_info()
+    user_flags = os.environ.get("XLA_FLAGS", "").strip()
+    key = cache_key(cpu, versions or _versions(), shapes, options.batch, options.accum, user_flags)
+    text = json.dumps(key, sort_keys=True)
+    if runtime.backends_started():
+        return Decision("skipped", "JAX started earlier in this process: its devices and flags "
+                                   "are fixed", key=key)
+    try:
+        space = Space.of(options, config, cpu, user_flags)
+    except VitzooError as exc:  # the run's own batch plan reports it, later
+        return Decision("skipped", f"no batch plan: {exc.message}", key=key)
+    if space.count == 1:
+        return Decision("skipped", "nothing to choose: the user's XLA_FLAGS and --accum fix "
+                                   "every setting", key=key)
+    decision = _from_cache(key, text) or _trial(space, shapes, key, text, measure, say)
+    decision.user_flags = bool(user_flags)
+    if decision.source == "cache" and decision.setting:
+        say(f"autotune: {decision.setting.describe()} for {_label(shapes, options.batch)} "
+            f"(measured on this machine {decision.measured_at}; --no-autotune skips)")
+    _decided[this_run] = decision
+    return decision
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def _not_applicable(cluster: Cluster | None) -> str | None:
+    from vitzoo import accelerators
+
+    if cluster is not None and cluster.num_processes > 1:
+        return "several processes: each would measure alone"
+    found = accelerators.detect()
+    if found is not None:
+        return f"this machine has a {found.kind.upper()}: the trial tunes CPU settings"
+    return None
+
+
+def run_config(model: str) -> ModelConfig | None:
+    """The architecture a fine-tune of ``model`` trains, read without JAX; None: unknown yet.
+
+    ``random:ARCH``, an architecture alias, an AugReg file name, or a local ``.npz`` (its
+    shapes); a registered run or a URL is known only once resolved and loaded.
+    """
+    from vitzoo.models import get_config, infer_config
+    from vitzoo.weights.untrained import requested_arch
+
+    arch = requested_arch(model)
+    path = Path(model).expanduser()
+    if arch is None and path.is_file():
+        from vitzoo.weights.release import load_npz
+
+        try:
+            config, _ = infer_config(load_npz(path))
+        except VitzooError:
+            return None
+        return replace(config, representation_size=None)  # finetune drops it
+    for spelling in ([arch] if arch else [model, _augreg_arch(model)]):
+        try:
+            return get_config(spelling) if spelling else None
+        except VitzooError:
+            continue
+    return None
+
+
+def _augreg_arch(name: str) -> str | None:
+    from vitzoo.names import parse_any
+
+    try:
+        parsed = parse_any(name)
+    except VitzooError:
+        return None
+    return getattr(parsed, "pretrained", parsed).arch
+
+
+def _versions() -> dict[str, str | None]:
+    from vitzoo.versions import installed
+
+    return installed(["jax", "jaxlib"])
+
+
+def cache_key(cpu: runtime.CpuInfo, versions: dict[str, str | None], shapes: Shapes, batch: int,
+              accum: str, user_flags: str) -> dict[str, Any]:
+    """What decides the fastest setting: the machine, the libraries and the run's shapes."""
+    return {"cpu": cpu.model, "physical_cores": cpu.physical_cores,
+            "jax": versions.get("jax"), "jaxlib": versions.get("jaxlib"),
+            "model": shapes.config, "resolution": shapes.resolution, "batch": batch,
+            "dtype": shapes.dtype, "momentum_dtype": shapes.momentum_dtype, "accum": accum,
+            "user_xla_flags": user_flags}
+
+
+def cache_path() -> Path:
+    from vitzoo.config import vitzoo_home
+
+    return vitzoo_home() / CACHE_FILE
+
+
+def budget_seconds() -> float:
+    """``VITZOO_AUTOTUNE_BUDGET`` (seconds), else :data:`DEFAULT_BUDGET_S`."""
+    text = os.environ.get(BUDGET_ENV, "").strip()
+    if not text:
+        return DEFAULT_BUDGET_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise VitzooError(f"{BUDGET_ENV} must be a positive number of seconds, got {text!r}",
+                          f"e.g. {BUDGET_ENV}=120, or VITZOO_AUTOTUNE=0 to skip the trial")
+    return value
+
+
+# --- the candidates -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Space:
+    """The settings a trial may try: the baseline, and the alternatives of each stage."""
+
+    baseline: Setting
+    devices: tuple[int, ...]  # host device counts, the baseline's first
+    flag_sets: tuple[tuple[str, ...], ...]  # extra XLA flags, () first
+    per_device: dict[int, int]  # device count -> images per device
+    planned_micro: dict[int, int]  # device count -> micro-batch of its plan (memory fit or --accum)
+    micro_fixed: bool
+
+    @classmethod
+    def of(cls, options: FinetuneOptions, config: ModelConfig, cpu: runtime.CpuInfo,
+           user_flags: str) -> Space:
+        from vitzoo.adapt.accumulation import host_device_memory, plan
+
+        if user_flags:  # the user's flags decide the devices and flags
+            found = re.search(rf"{runtime.DEVICE_COUNT_FLAG}=(\d+)", user_flags)
+            counts, flag_sets = [int(found.group(1)) if found else 1], [()]
+        else:
+            counts = sorted({cpu.physical_cores, 1}, key=lambda d: d != cpu.physical_cores)
+            flag_sets = [(), *TRIAL_FLAGS]
+        plans: dict[int, BatchPlan] = {}
+        for count in counts:
+            try:
+                plans[count] = plan(options.batch, options.accum, processes=1,
+                                    local_devices=count, config=config, resolution=options.res,
+                                    itemsize=2 if options.dtype == "bfloat16" else 4,
+                                    memory=host_device_memory(count))
+            except VitzooError:
+                if count == counts[0]:
+                    raise
+        first = plans[counts[0]]
+        return cls(Setting(counts[0], first.micro_batch), tuple(plans), tuple(flag_sets),
+                   {d: p.per_device for d, p in plans.items()},
+                   {d: p.micro_batch for d, p in plans.items()}, options.accum != "auto")
+
+    def micro_alternatives(self, best: Setting) -> list[Setting]:
+        if self.micro_fixed:
+            return []
+        smaller = _largest_divisor(self.per_device[best.host_devices],
+                                   min(best.micro_batch // 2, SMALL_MICRO_BATCH))
+        return [replace(best, micro_batch=smaller)] if smaller else []
+
+    def device_alternatives(self, best: Setting) -> list[Setting]:
+        """Other device counts with the best micro-batch (``--accum N``: their plan's)."""
+        return [replace(best, host_devices=d, micro_batch=self.planned_micro[d]
+                        if self.micro_fixed else
+                        _largest_divisor(self.per_device[d], best.micro_batch) or 1)
+                for d in self.devices if d != best.host_devices]
+
+    def flag_alternatives(self, best: Setting) -> list[Setting]:
+        return [replace(best, xla_flags=f) for f in self.flag_sets if f != best.xla_flags]
+
+    @property
+    def count(self) -> int:
+        """At most this many settings are tried (the baseline included)."""
+        micro = 0 if self.micro_fixed or self.baseline.micro_batch < 2 else 1
+        return 1 + micro + len(self.devices) - 1 + len(self.flag_sets) - 1
+
+
+def _largest_divisor(n: int, at_most: int) -> int | None:
+    found = [d for d in range(1, min(n, at_most) + 1) if n % d == 0]
+    return found[-1] if found else None
+
+
+# --- the trial and the cache ----------------------------------------------------------
+
+
+def search(space: Space, shapes: Shapes, measure: Measure,
+           budget_s: float) -> tuple[Setting | None, list[Measurement]]:
+    """Greedy: the baseline, then each stage's alternatives from the fastest so far.
+
+    Returns the fastest measured setting (None: nothing measured) and every measurement.
+    """
+    results: list[Measurement] = []
+    started = time.perf_counter()
+
+    def run(setting: Setting) -> None:
+        left = budget_s - (time.perf_counter() - started)
+        share = left / max(1, space.count - len(results))
+        results.append(measure(setting, shapes, share) if left > 0 else
+                       Measurement(setting, None, error="the trial's budget was spent"))
+
+    run(space.baseline)
+    for stage in (space.micro_alternatives, space.device_alternatives, space.flag_alternatives):
+        for setting in stage(fastest(results) or space.baseline):
+            run(setting)
+    return fastest(results), results
+
+
+def fastest(results: list[Measurement]) -> Setting | None:
+    """The setting with the most images per second (the earlier one on a tie); None: none measured."""
+    measured = [m for m in results if m.img_per_sec is not None]
+    if not measured:
+        return None
+    return max(measured, key=lambda m: m.img_per_sec or 0.0).setting  # max keeps the first
+
+
+def _trial(space: Space, shapes: Shapes, key: dict[str, Any], text: str,
+           measure: Measure | None, say: Callable[[str], None]) -> Decision:
+    budget = budget_seconds()
+    label = _label(shapes, key["batch"])
+    say(f"autotune: trying up to {space.count} settings for {label} (at most {budget:.0f} s; "
+        f"--no-autotune or {runtime.AUTOTUNE_ENV}=0 skips)...")
+    measure = measure or functools.partial(measure_in_child, user_flags=key["user_xla_flags"])
+    started = time.perf_counter()
+    best, results = search(space, shapes, measure, budget)
+    spent = time.perf_counter() - started
+    decision = Decision("trial", "first run of these shapes on this machine", best or space.baseline,
+                        key, [m.as_dict() for m in results], budget, round(spent, 1),
+                        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    lines = "; ".join(f"{m.setting.describe()}: "
+                      + (f"{m.img_per_sec:.1f} img/s" if m.img_per_sec else str(m.error))
+                      for m in results)
+    if best is None:
+        decision.reason = f"nothing measured within {budget:.0f} s: kept the baseline"
+        say(f"autotune: nothing measured within {budget:.0f} s ({lines}); keeping "
+            f"{space.baseline.describe()}; raise {BUDGET_ENV} to measure")
+        return decision  # not remembered: a larger budget may measure next time
+    where = _remember(text, decision)
+    say(f"autotune: chose {best.describe()} in {spent:.0f} s ({lines}); {where}")
+    return decision
+
+
+def _label(shapes: Shapes, batch: int) -> str:
+    return f"{shapes.name} {shapes.resolution}px b{batch} {shapes.dtype}"
+
+
+def _from_cache(key: dict[str, Any], text: str) -> Decision | None:
+    from vitzoo.atomic import read_json_state
+
+    entry = read_json_state(cache_path()).get("entries", {}).get(text)
+    if not isinstance(entry, dict) or not isinstance(entry.get("choice"), dict):
+        return None
+    return Decision("cache", f"measured on this machine {entry.get('measured_at')}",
+                    Setting.from_dict(entry["choice"]), key, entry.get("measurements", []),
+                    entry.get("budget_s"), entry.get("spent_s"), entry.get("measured_at"))
+
+
+def _remember(text: str, decision: Decision) -> str:
+    """Store the trial's result under ``VITZOO_HOME`` (atomic, locked); says where, or why not."""
+    from vitzoo.atomic import update_json
+
+    entry = {k: v for k, v in decision.record().items() if k not in ("source", "reason")}
+
+    def change(data: dict[str, Any]) -> None:
+        data.setdefault("entries", {})[text] = entry
+
+    path = cache_path()
+    try:
+        update_json(path, change)
+    except (OSError, VitzooError) as exc:  # a speed-up, not an output: the run goes on
+        return f"not remembered ({getattr(exc, 'message', exc)})"
+    return f"remembered in {path}"
+
+
+# --- applying the choice ----------------------------------------------------------------
+
+
+def apply_micro_batch(batch_plan: BatchPlan, accum: str,
+                      tuned: dict[str, Any] | None) -> BatchPlan:
+    """``batch_plan`` with the tuned micro-batch when ``--accum auto`` and it fits memory.
+
+    The memory-fit plan is the ceiling: a tuned micro-batch larger than it is not used.
+    """
+    choice = (tuned or {}).get("choice")
+    if accum != "auto" or not choice:
+        return batch_plan
+    micro = int(choice["micro_batch"])
+    if batch_plan.micro_batch <= micro or batch_plan.per_device % micro:
+        return batch_plan
+    return replace(batch_plan, accum=batch_plan.per_device // micro)
