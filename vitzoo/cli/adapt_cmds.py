@@ -35,7 +35,7 @@ def finetune_command(
     steps: int = typer.Option(D.steps, "--steps", help="Training steps."),
     warmup: int = typer.Option(D.warmup, "--warmup", help="Linear warmup steps."),
     lr: str = typer.Option(f"{D.lr:g}", "--lr", help="Peak learning rate (SGD, momentum 0.9); several, comma-separated (0.001,0.003,0.01,0.03): one run each, chosen on validation."),
-    batch: int = typer.Option(D.batch, "--batch", help="Global batch size."),
+    batch: int = typer.Option(D.batch, "--batch", help="Global batch size (with --head-only: images per feature-extraction batch; default 64 there)."),
     accum: str = typer.Option(D.accum, "--accum", help="Gradient accumulation steps, or 'auto' to fit device memory."),
     res: int = typer.Option(D.res, "--res", help="Fine-tuning resolution."),
     eval_every: int = typer.Option(D.eval_every, "--eval-every", help="Evaluate every N steps (0: only at the end)."),
@@ -75,7 +75,7 @@ def finetune_command(
         if recipe or dry_run or len(lrs) > 1:
             raise VitzooError("--head-only takes neither --recipe, --dry-run nor several --lr",
                               "drop them, or fine-tune the whole model")
-        return head_only_command(options)
+        return head_only_command(options, batch_given="batch" in given)
     code = launch(options, lrs, given_options(ctx), dry_run=dry_run)
     if code:
         raise SystemExit(code)

@@ -203,11 +203,11 @@ def recommend_by_data(dataset: DataOptions, *, candidates: list[str] | None,
                          f"{percent(measured)})\n")
 
 
-def head_only_command(options: Any) -> None:
+def head_only_command(options: Any, *, batch_given: bool) -> None:
     """``finetune --head-only``: print where the run went and its evaluation accuracy."""
     from vitzoo.probe.head import head_only_finetune
 
-    result = head_only_finetune(options)
+    result = head_only_finetune(options, batch_given=batch_given)
     for note in result.notes:
         sys.stderr.write(note + "\n")
     m = result.final_metrics
