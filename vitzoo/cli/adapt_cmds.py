@@ -16,6 +16,7 @@ import typer
 from vitzoo.adapt.options import FinetuneOptions
 from vitzoo.cli.accelerator_option import ALLOW_CPU
 from vitzoo.cli.data_options import data_options, runtime_options
+from vitzoo.cli.data_options import given_options as given_parameters
 from vitzoo.cli.filter_options import OutputFormat
 from vitzoo.data.options import DataOptions
 from vitzoo.errors import VitzooError
@@ -84,9 +85,7 @@ def finetune_command(
 def given_options(ctx: typer.Context) -> set[str]:
     """The option fields given on the command line (or the environment): they beat a recipe."""
     renamed = {"register_run": "register"}
-    given = {"COMMANDLINE", "ENVIRONMENT", "PROMPT"}  # by name: typer may carry its own click
-    return {renamed.get(name, name) for name in ctx.params
-            if getattr(ctx.get_parameter_source(name), "name", None) in given}
+    return {renamed.get(name, name) for name in given_parameters(ctx)}
 
 
 @runtime_options
