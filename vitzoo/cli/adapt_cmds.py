@@ -15,6 +15,7 @@ import typer
 
 from vitzoo.adapt.options import FinetuneOptions
 from vitzoo.cli.accelerator_option import ALLOW_CPU
+from vitzoo.cli.cluster_options import COORDINATOR, NUM_PROCESSES, PROCESS_ID
 from vitzoo.cli.data_options import data_options, runtime_options
 from vitzoo.cli.data_options import given_options as given_parameters
 from vitzoo.cli.filter_options import OutputFormat
@@ -45,9 +46,9 @@ def finetune_command(
     seed: int = typer.Option(D.seed, "--seed", help="Seed of data order, augmentation and dropout."),
     dtype: str = typer.Option(D.dtype, "--dtype", help="Compute dtype: float32 or bfloat16."),
     label_smoothing: float = typer.Option(D.label_smoothing, "--label-smoothing", help="Label smoothing."),
-    coordinator: str = typer.Option(D.coordinator, "--coordinator", help="Multi-host: coordinator host:port."),
-    num_processes: int = typer.Option(D.num_processes, "--num-processes", help="Multi-host: number of processes."),
-    process_id: int = typer.Option(D.process_id, "--process-id", help="Multi-host: this process's index."),
+    coordinator: str = COORDINATOR,
+    num_processes: int = NUM_PROCESSES,
+    process_id: int = PROCESS_ID,
     name: str = typer.Option(D.name, "--name", help="Name of the run in the local catalog (default: the workdir's name)."),
     progress: bool = typer.Option(D.progress, "--progress/--no-progress", help="Show the progress bar."),
     register_run: bool = typer.Option(D.register, "--register/--no-register", help="Add the finished run to the local catalog."),

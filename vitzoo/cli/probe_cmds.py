@@ -15,6 +15,7 @@ import typer
 
 from vitzoo.cli import filter_options as opt
 from vitzoo.cli.accelerator_option import ALLOW_CPU
+from vitzoo.cli.cluster_options import COORDINATOR, NUM_PROCESSES, PROCESS_ID
 from vitzoo.cli.data_options import data_options, given_data_options, runtime_options
 from vitzoo.data.options import DataOptions
 from vitzoo.errors import VitzooError
@@ -44,10 +45,11 @@ def parse_shots(text: str) -> tuple[int, ...]:
 
 def run_probe(dataset: DataOptions, *, candidates: list[str] | None, arch: list[str] | None,
               ds: list[str] | None, where: str | None, limit: int | None, index: str | None,
-              settings: Any, quiet: bool = False) -> Any:
+              settings: Any, quiet: bool = False, cluster: Any = None) -> Any:
     """Select candidates, probe them; progress and skips go to stderr.
 
     The options were checked by the caller (:func:`checked`) before this reads anything.
+    ``cluster``: the ``jax.distributed`` processes this one belongs to (None: alone).
     """
     from vitzoo.probe.candidates import select
     from vitzoo.probe.run import probe
@@ -61,7 +63,7 @@ def run_probe(dataset: DataOptions, *, candidates: list[str] | None, arch: list[
 
     for note in notes:
         say(note)
-    return probe(dataset, chosen, settings, say=say)
+    return probe(dataset, chosen, settings, say=say, cluster=cluster)
 
 
 def forced_carve(data: DataOptions) -> float | None:
@@ -109,6 +111,9 @@ def probe_command(
     fmt: Literal["table", "json", "csv"] = typer.Option("table", "--format", help="Output format."),
     wide: bool = opt.WIDE,
     index: str = opt.INDEX,
+    coordinator: str = COORDINATOR,
+    num_processes: int = NUM_PROCESSES,
+    process_id: int = PROCESS_ID,
     allow_cpu: bool = ALLOW_CPU,
 ) -> None:
     """Measure candidate checkpoints on your data: few-shot, linear and kNN probes, img/s.
@@ -117,17 +122,22 @@ def probe_command(
     the evaluation split (TFDS validation, a folder's val/ beside test/), else on 20 % of each
     training class held out (--val-fraction F: always hold out F); the evaluation split is
     scored once per candidate and reported with 95 % intervals.
-    Exits 1 when no candidate could be measured.
+    Exits 1 when no candidate could be measured. With --coordinator, every process extracts
+    its share of each batch and process 0 writes the output.
     """
+    from vitzoo.backbone.distributed import resolve
     from vitzoo.probe import report
 
+    cluster = resolve(coordinator, num_processes, process_id)
     if plot_out:
         report.plot_format(plot_out)
     settings, score = checked(sort, shots=parse_shots(shots), seeds=seeds, knn_k=knn_k, res=res,
                               batch=batch, dtype=dtype, val_fraction=forced_carve(data))
     data.check()
     result = run_probe(data, candidates=candidates, arch=arch, ds=ds, where=where, limit=limit,
-                       index=index, settings=settings, quiet=fmt != "table")
+                       index=index, settings=settings, quiet=fmt != "table", cluster=cluster)
+    if not result.main_process:  # process 0 writes the output
+        return
     ordered = report.sort_results(result.results, score)
     if pareto:
         ordered = report.pareto(ordered, score)

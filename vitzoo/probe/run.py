@@ -20,12 +20,15 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vitzoo.data.options import DataOptions
 from vitzoo.errors import VitzooError
 from vitzoo.probe.candidates import Candidate
 from vitzoo.probe.scores import DEFAULT_SHOTS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vitzoo.backbone.distributed import Cluster
 
 #: Bump when the scoring method changes, so saved scores are recomputed.
 SCORES_VERSION = 3
@@ -289,10 +292,13 @@ def _probe_each(candidates: Sequence[Any], data: Any, fingerprints: Any, setting
 
 def probe(dataset: str | DataOptions, candidates: Sequence[Candidate],
           settings: ProbeSettings | None = None, *,
-          say: Callable[[str], None] = _say_nothing) -> ProbeReport:
+          say: Callable[[str], None] = _say_nothing, cluster: Cluster | None = None) -> ProbeReport:
     """Probe every candidate on ``dataset``; candidates that cannot run are skipped.
 
     The probed candidates are registered in the local catalog (``vitzoo list --local``).
+    ``cluster``: run as one of several ``jax.distributed`` processes (every process calls
+    this with the same arguments; each extracts its share of every batch and all get every
+    feature, so all compute the same scores; process 0 registers them).
     """
     from vitzoo.atomic import output_dir
     from vitzoo.backbone import start
@@ -300,8 +306,11 @@ def probe(dataset: str | DataOptions, candidates: Sequence[Candidate],
     from vitzoo.probe.cache import features_root, split_fingerprint
     from vitzoo.runs.registry import register_probe
 
-    speed = start()  # runtime, then the accelerator guard: before candidates, whose errors are
-    # reported per candidate
+    speed = start(cluster=cluster)  # runtime, processes, then the accelerator guard: before
+    # candidates, whose errors are reported per candidate
+    import jax
+
+    main_process = jax.process_index() == 0
     output_dir(features_root(), "the feature cache (VITZOO_HOME/features)", create=False)
     options = dataset if isinstance(dataset, DataOptions) else DataOptions(dataset=dataset)
     settings = settings or ProbeSettings()
@@ -322,6 +331,8 @@ def probe(dataset: str | DataOptions, candidates: Sequence[Candidate],
     report = ProbeReport(dataset=data.name, train_split=data.train_split,
                          eval_split=data.eval_split, num_classes=data.num_classes,
                          train_examples=len(data.train), eval_examples=len(data.eval),
-                         results=results, notes=notes, validation_split=data.validation_split)
-    register_probe(report, {**options.as_dict(), **asdict(settings)}, speed)
+                         results=results, notes=notes, validation_split=data.validation_split,
+                         main_process=main_process)
+    if main_process:
+        register_probe(report, {**options.as_dict(), **asdict(settings)}, speed)
     return report
