@@ -6,6 +6,8 @@ alone writes the output and registers the probe."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,3 +64,30 @@ def test_probe_over_two_processes_equals_one_process(tmp_path):
         assert len(got) == len(expected)
         for g, e in zip(got, expected, strict=True):
             np.testing.assert_allclose(g, e, atol=1e-5)
+
+
+@pytest.mark.parametrize("command", ["probe", "head-only"])
+def test_a_streamed_split_over_several_processes_is_one_line_before_extraction(
+        command, tmp_path, capsys, monkeypatch):
+    """Streamed TFDS splits are read by one process: with several, both commands refuse in one
+    line before a feature is extracted (the process count is faked: no cluster is started)."""
+    import jax
+
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from tests.support.cli_helpers import run_cli
+    from tests.support.tfds_mock import pets_examples
+
+    ckpt = str(write_tiny_vit(tmp_path / "vit.npz", **TINY))
+    args = (["probe", "--candidates", ckpt] if command == "probe"
+            else ["finetune", ckpt, "--head-only", "--workdir", str(tmp_path / "run")])
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with tfds.testing.mock_data(as_dataset_fn=pets_examples({"train": 74, "test": 20})):
+        code, out, err = run_cli(capsys, *args, "--dataset", "oxford_iiit_pet", "--stream",
+                                 "--res", "32")
+    assert code == 2 and out == "", err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert "a streamed TFDS split is extracted by one process, not 2" in lines[0]
+    assert "--coordinator" in lines[0] and "--stream" in lines[0]
+    home = Path(os.environ["VITZOO_HOME"])  # nothing was extracted
+    assert not any(p.name.startswith("chunk-") for p in home.rglob("*"))

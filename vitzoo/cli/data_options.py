@@ -122,13 +122,17 @@ def data_options(*, required: bool = True, exclude: Iterable[str] = (),
         if not required:
             added.append(inspect.Parameter(DATA_ALIAS, inspect.Parameter.KEYWORD_ONLY,
                                            annotation=str, default=_DATA_ALIAS_OPTION))
-        added.append(inspect.Parameter(_CONTEXT, inspect.Parameter.KEYWORD_ONLY,
-                                       annotation=typer.Context))
+        # typer hands its context to one parameter only: the command's own, when it has one
+        own_context = next((p.name for p in inspect.signature(command).parameters.values()
+                            if p.annotation in (typer.Context, "typer.Context")), None)
+        if own_context is None:
+            added.append(inspect.Parameter(_CONTEXT, inspect.Parameter.KEYWORD_ONLY,
+                                           annotation=typer.Context))
 
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             global _given
-            context = kwargs.pop(_CONTEXT, None)
+            context = kwargs.get(own_context) if own_context else kwargs.pop(_CONTEXT, None)
             _given = frozenset(given_options(context) & set(names)) if context else frozenset()
             values = {name: kwargs.pop(name) for name in names}
             alias = kwargs.pop(DATA_ALIAS, None)

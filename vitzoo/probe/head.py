@@ -137,11 +137,13 @@ def head_only_finetune(options: Any, *, batch_given: bool = True) -> HeadOnlyRes
 
     ``batch_given``: whether ``options.batch`` was asked for (see :func:`extraction_batch`).
     """
+    import jax
+
     from vitzoo.adapt.options import default_workdir
     from vitzoo.adapt.runner import check_run_outputs
     from vitzoo.backbone import distributed, start
     from vitzoo.data import eval_recipe
-    from vitzoo.probe.features import Extractor, load_backbone
+    from vitzoo.probe.features import Extractor, load_backbone, refuse_streamed_across_processes
     from vitzoo.probe.run import open_probe_dataset
     from vitzoo.runs.record import new_record, source_section, write_run_json
     from vitzoo.runs.registry import export_params, register, run_name
@@ -153,6 +155,7 @@ def head_only_finetune(options: Any, *, batch_given: bool = True) -> HeadOnlyRes
     workdir = Path(options.workdir) if options.workdir else default_workdir(options)
     check_run_outputs(workdir, register=options.register)
     data = open_probe_dataset(options.data_options())
+    refuse_streamed_across_processes([data.train, data.eval], jax.process_count())
     backbone = load_backbone(options.model, resolution=options.res)
     checkpoint = backbone.path
     batch, batch_from = extraction_batch(options, batch_given)

@@ -304,6 +304,7 @@ def probe(dataset: str | DataOptions, candidates: Sequence[Candidate],
     from vitzoo.backbone import start
     from vitzoo.download.resolve import remember_offline
     from vitzoo.probe.cache import features_root, split_fingerprint
+    from vitzoo.probe.features import refuse_streamed_across_processes
     from vitzoo.runs.registry import register_probe
 
     speed = start(cluster=cluster)  # runtime, processes, then the accelerator guard: before
@@ -318,6 +319,8 @@ def probe(dataset: str | DataOptions, candidates: Sequence[Candidate],
     options.check()
     check_resolution(candidates, settings.res)
     data = open_probe_dataset(options, validation=settings.val_fraction is None)
+    refuse_streamed_across_processes([data.train, data.eval, own_validation(data)],
+                                     jax.process_count())
     fingerprints = tuple(split_fingerprint(s) for s in (data.train, data.eval, own_validation(data))
                          if s is not None)
     with remember_offline():  # offline: the reason is said for the first candidate only
