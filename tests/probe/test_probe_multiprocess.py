@@ -91,3 +91,16 @@ def test_a_streamed_split_over_several_processes_is_one_line_before_extraction(
     assert "--coordinator" in lines[0] and "--stream" in lines[0]
     home = Path(os.environ["VITZOO_HOME"])  # nothing was extracted
     assert not any(p.name.startswith("chunk-") for p in home.rglob("*"))
+
+
+@pytest.mark.parametrize("option", ["--coordinator", "--num-processes", "--process-id"])
+def test_the_cluster_options_are_declared_once_and_probe_and_finetune_take_them(option):
+    from typer.testing import CliRunner
+
+    from tests.project.test_cli_options import _cli_sources
+    from vitzoo.cli import app
+
+    assert _cli_sources().count(f'"{option}"') == 1
+    for command in ("probe", "finetune"):
+        result = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
+        assert result.exit_code == 0 and option in result.output, (command, option)
