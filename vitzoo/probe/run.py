@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from vitzoo.data.options import DataOptions
 from vitzoo.errors import VitzooError
 from vitzoo.probe.candidates import Candidate
-from vitzoo.probe.scores import DEFAULT_SHOTS
+from vitzoo.probe.scores import DEFAULT_SHOTS, VALIDATION_FRACTION
 
 if TYPE_CHECKING:  # pragma: no cover
     from vitzoo.backbone.distributed import Cluster
@@ -248,8 +248,6 @@ def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, .
         entries.append(extractor.extract(source, fingerprint))
     result.throughput = measure(extractor)  # every run: a cached figure is never ranked
     result.img_per_sec = result.throughput["img_per_sec"]
-    from vitzoo.probe.scores import VALIDATION_FRACTION
-
     fraction = settings.val_fraction or VALIDATION_FRACTION
     score_spec = {"train": entries[0].key, "eval": entries[1].key, "shots": list(settings.shots),
                   "seeds": settings.seeds, "knn_k": settings.knn_k, "version": SCORES_VERSION,
