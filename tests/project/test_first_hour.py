@@ -132,6 +132,8 @@ def test_untrained_is_labelled_in_run_json_probe_exports_and_predict(untrained, 
     assert is_untrained(tmp_path / "n" / "model.npz")
     code, out, err = run_cli(capsys, "export", str(work), "--to", "timm", "--out", str(tmp_path / "r"))
     assert code == 0, err  # the head-only run: the backbone is still random
+    note = json.loads((tmp_path / "r" / "config.json").read_text())["vitzoo"]
+    assert note["untrained"] is True and "random" in note["untrained_because"]
     code, out, err = run_cli(capsys, "predict", ckpt, str(next(data.rglob("*.png"))), "--top-k", "2")
     assert code == 0, err
     assert "untrained" in out and "chance" in out

@@ -33,6 +33,8 @@ from vitzoo.weights.export import export_checkpoint, open_source
 
 OLD = {"hidden": 32, "heads": 2, "mlp": 64, "num_classes": 3, "names": ["cat", "dog", "bird"]}
 NEW = {"hidden": 48, "heads": 4, "mlp": 96, "num_classes": 5, "names": ["a", "b", "c", "d", "e"]}
+#: The lock exports to ``exports/model`` take turns on (kept beside the folder, not a leftover).
+LOCK = ".model.lock"
 FILES = {"timm": {"model.safetensors", "config.json"},
          "transformers": {"model.safetensors", "config.json", "preprocessor_config.json"},
          "npz": {"model.npz", "class_names.json"}}
@@ -161,7 +163,7 @@ def test_a_fault_at_any_step_leaves_the_old_export_or_the_new_one(runs, tmp_path
         assert snapshot(out) == states[label], (k, error)
         seen[label] += 1
         export_checkpoint(open_source(new_run), fmt, out)  # the next export cleans up
-        assert sorted(p.name for p in out.parent.iterdir()) == ["model"], k
+        assert sorted(p.name for p in out.parent.iterdir()) in (["model"], [LOCK, "model"]), k
         assert sorted(os.listdir(out)) == sorted(FILES[fmt]) and snapshot(out) == states["new"]
     else:
         pytest.fail("the export never finished without hitting a fault")
@@ -219,7 +221,7 @@ def test_a_killed_export_leaves_one_whole_export_and_the_next_export_cleans_up(r
     code = "import sys; sys.argv = [''] + %r\n" % [where, fmt, str(new_run), str(out)] + KILL_CODE
     done = run_python(code, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
-    leftovers = sorted(p.name for p in out.parent.iterdir() if p.name != "model")
+    leftovers = sorted(p.name for p in out.parent.iterdir() if p.name not in ("model", LOCK))
     assert leftovers, "a kill mid-export leaves its temporary folder"
     if where == "between-renames":  # the documented window of the fallback: no folder at all
         assert not out.exists()
@@ -228,7 +230,7 @@ def test_a_killed_export_leaves_one_whole_export_and_the_next_export_cleans_up(r
         assert whole(out, fmt) == (spec["hidden"], spec["num_classes"])
         assert snapshot(out) == states[label]
     export_checkpoint(open_source(new_run), fmt, out)
-    assert sorted(p.name for p in out.parent.iterdir()) == ["model"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [LOCK, "model"]
     assert sorted(os.listdir(out)) == sorted(FILES[fmt])
     assert whole(out, fmt) == (NEW["hidden"], NEW["num_classes"]) and snapshot(out) == states["new"]
 

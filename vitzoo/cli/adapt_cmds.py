@@ -15,7 +15,9 @@ import typer
 
 from vitzoo.adapt.options import FinetuneOptions
 from vitzoo.cli.accelerator_option import ALLOW_CPU
+from vitzoo.cli.cluster_options import COORDINATOR, NUM_PROCESSES, PROCESS_ID
 from vitzoo.cli.data_options import data_options, runtime_options
+from vitzoo.cli.data_options import given_options as given_parameters
 from vitzoo.cli.filter_options import OutputFormat
 from vitzoo.data.options import DataOptions
 from vitzoo.errors import VitzooError
@@ -35,7 +37,7 @@ def finetune_command(
     steps: int = typer.Option(D.steps, "--steps", help="Training steps."),
     warmup: int = typer.Option(D.warmup, "--warmup", help="Linear warmup steps."),
     lr: str = typer.Option(f"{D.lr:g}", "--lr", help="Peak learning rate (SGD, momentum 0.9); several, comma-separated (0.001,0.003,0.01,0.03): one run each, chosen on validation."),
-    batch: int = typer.Option(D.batch, "--batch", help="Global batch size."),
+    batch: int = typer.Option(D.batch, "--batch", help="Global batch size (with --head-only: images per feature-extraction batch; default 64 there)."),
     accum: str = typer.Option(D.accum, "--accum", help="Gradient accumulation steps, or 'auto' to fit device memory."),
     res: int = typer.Option(D.res, "--res", help="Fine-tuning resolution."),
     eval_every: int = typer.Option(D.eval_every, "--eval-every", help="Evaluate every N steps (0: only at the end)."),
@@ -44,9 +46,9 @@ def finetune_command(
     seed: int = typer.Option(D.seed, "--seed", help="Seed of data order, augmentation and dropout."),
     dtype: str = typer.Option(D.dtype, "--dtype", help="Compute dtype: float32 or bfloat16."),
     label_smoothing: float = typer.Option(D.label_smoothing, "--label-smoothing", help="Label smoothing."),
-    coordinator: str = typer.Option(D.coordinator, "--coordinator", help="Multi-host: coordinator host:port."),
-    num_processes: int = typer.Option(D.num_processes, "--num-processes", help="Multi-host: number of processes."),
-    process_id: int = typer.Option(D.process_id, "--process-id", help="Multi-host: this process's index."),
+    coordinator: str = COORDINATOR,
+    num_processes: int = NUM_PROCESSES,
+    process_id: int = PROCESS_ID,
     name: str = typer.Option(D.name, "--name", help="Name of the run in the local catalog (default: the workdir's name)."),
     progress: bool = typer.Option(D.progress, "--progress/--no-progress", help="Show the progress bar."),
     register_run: bool = typer.Option(D.register, "--register/--no-register", help="Add the finished run to the local catalog."),
@@ -75,7 +77,7 @@ def finetune_command(
         if recipe or dry_run or len(lrs) > 1:
             raise VitzooError("--head-only takes neither --recipe, --dry-run nor several --lr",
                               "drop them, or fine-tune the whole model")
-        return head_only_command(options)
+        return head_only_command(options, batch_given="batch" in given)
     code = launch(options, lrs, given_options(ctx), dry_run=dry_run)
     if code:
         raise SystemExit(code)
@@ -84,9 +86,7 @@ def finetune_command(
 def given_options(ctx: typer.Context) -> set[str]:
     """The option fields given on the command line (or the environment): they beat a recipe."""
     renamed = {"register_run": "register"}
-    given = {"COMMANDLINE", "ENVIRONMENT", "PROMPT"}  # by name: typer may carry its own click
-    return {renamed.get(name, name) for name in ctx.params
-            if getattr(ctx.get_parameter_source(name), "name", None) in given}
+    return {renamed.get(name, name) for name in given_parameters(ctx)}
 
 
 @runtime_options

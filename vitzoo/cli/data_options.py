@@ -41,7 +41,9 @@ DATA_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "data_dir": (("--data-dir",), "TFDS data directory."),
     "manual_dir": (("--manual-dir",), "TFDS manual download directory."),
     "val_fraction": (("--val-fraction",), "Validation fraction carved when there is no test or "
-                                          "validation split."),
+                                          "validation split. probe: given, it also carves this "
+                                          "share of each training class to rank candidates on, "
+                                          "instead of the dataset's own validation split or 20%."),
     "stream": (("--stream",), "Stream TFDS splits from their files instead of reading them into "
                               "memory (automatic when they exceed the memory budget)."),
     "gcs_auth": (tuple(GCS_AUTH.param_decls or ()), str(GCS_AUTH.help)),
@@ -85,6 +87,25 @@ def _with_parameters(command: Callable[..., Any], replaced: str,
     return signature.replace(parameters=[*kept, *added]), annotations
 
 
+#: The hidden parameter through which typer hands the generated wrapper its context.
+_CONTEXT = "data_options_context"
+_given: frozenset[str] = frozenset()  # DataOptions fields the running command was given
+
+
+def given_options(ctx: typer.Context) -> set[str]:
+    """The parameters of ``ctx`` given on the command line (or the environment), even at their
+    default value (click's parameter source)."""
+    given = {"COMMANDLINE", "ENVIRONMENT", "PROMPT"}  # by name: typer may carry its own click
+    return {name for name in ctx.params
+            if getattr(ctx.get_parameter_source(name), "name", None) in given}
+
+
+def given_data_options() -> frozenset[str]:
+    """The :class:`DataOptions` fields the running command was given explicitly, for the rare
+    option whose mere presence decides something (``probe --val-fraction`` forces a carve)."""
+    return _given
+
+
 def data_options(*, required: bool = True, exclude: Iterable[str] = (),
                  argument: bool = False) -> Callable[[F], F]:
     """Give ``command`` the dataset options; it receives ``data: DataOptions`` (None when not
@@ -106,9 +127,18 @@ def data_options(*, required: bool = True, exclude: Iterable[str] = (),
         if not required:
             added.append(inspect.Parameter(DATA_ALIAS, inspect.Parameter.KEYWORD_ONLY,
                                            annotation=str, default=_DATA_ALIAS_OPTION))
+        # typer hands its context to one parameter only: the command's own, when it has one
+        own_context = next((p.name for p in inspect.signature(command).parameters.values()
+                            if p.annotation in (typer.Context, "typer.Context")), None)
+        if own_context is None:
+            added.append(inspect.Parameter(_CONTEXT, inspect.Parameter.KEYWORD_ONLY,
+                                           annotation=typer.Context))
 
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            global _given
+            context = kwargs.get(own_context) if own_context else kwargs.pop(_CONTEXT, None)
+            _given = frozenset(given_options(context) & set(names)) if context else frozenset()
             values = {name: kwargs.pop(name) for name in names}
             alias = kwargs.pop(DATA_ALIAS, None)
             if alias is not None and values["dataset"] not in (None, alias):

@@ -15,7 +15,8 @@ import typer
 
 from vitzoo.cli import filter_options as opt
 from vitzoo.cli.accelerator_option import ALLOW_CPU
-from vitzoo.cli.data_options import data_options, runtime_options
+from vitzoo.cli.cluster_options import COORDINATOR, NUM_PROCESSES, PROCESS_ID
+from vitzoo.cli.data_options import data_options, given_data_options, runtime_options
 from vitzoo.data.options import DataOptions
 from vitzoo.errors import VitzooError
 from vitzoo.text import percent
@@ -25,8 +26,8 @@ CANDIDATES = typer.Option(None, "--candidates", help=(
     "comma-separated. Without it, --ds/--where select every matching pre-trained checkpoint."))
 SHOTS = typer.Option("1,5,10,25", "--shots", help="k for the k-shot linear probes, comma-separated.")
 SORT = typer.Option("linear_accuracy", "--sort", help=(
-    "Rank by this score on the validation part of the training split (never on the evaluation "
-    "split): linear_accuracy (linear), knn_accuracy (knn), fewshot_K_mean (Kshot, K in --shots) "
+    "Rank by this score on the validation split (the dataset's own, else a part held out of "
+    "the training split; never the evaluation split): linear_accuracy (linear), knn_accuracy (knn), fewshot_K_mean (Kshot, K in --shots) "
     "or img_per_sec (speed). Default: the full-train linear probe, the head `finetune --head-only` "
     "trains, using every training image."))
 
@@ -44,10 +45,11 @@ def parse_shots(text: str) -> tuple[int, ...]:
 
 def run_probe(dataset: DataOptions, *, candidates: list[str] | None, arch: list[str] | None,
               ds: list[str] | None, where: str | None, limit: int | None, index: str | None,
-              settings: Any, quiet: bool = False) -> Any:
+              settings: Any, quiet: bool = False, cluster: Any = None) -> Any:
     """Select candidates, probe them; progress and skips go to stderr.
 
     The options were checked by the caller (:func:`checked`) before this reads anything.
+    ``cluster``: the ``jax.distributed`` processes this one belongs to (None: alone).
     """
     from vitzoo.probe.candidates import select
     from vitzoo.probe.run import probe
@@ -61,7 +63,13 @@ def run_probe(dataset: DataOptions, *, candidates: list[str] | None, arch: list[
 
     for note in notes:
         say(note)
-    return probe(dataset, chosen, settings, say=say)
+    return probe(dataset, chosen, settings, say=say, cluster=cluster)
+
+
+def forced_carve(data: DataOptions) -> float | None:
+    """``--val-fraction`` when given on the command line: the probe then carves that share of
+    each training class to choose on, even when the dataset has its own validation split."""
+    return data.val_fraction if "val_fraction" in given_data_options() else None
 
 
 def checked(sort: str, option: str = "--sort", **settings: Any) -> tuple[Any, str]:
@@ -103,23 +111,33 @@ def probe_command(
     fmt: Literal["table", "json", "csv"] = typer.Option("table", "--format", help="Output format."),
     wide: bool = opt.WIDE,
     index: str = opt.INDEX,
+    coordinator: str = COORDINATOR,
+    num_processes: int = NUM_PROCESSES,
+    process_id: int = PROCESS_ID,
     allow_cpu: bool = ALLOW_CPU,
 ) -> None:
     """Measure candidate checkpoints on your data: few-shot, linear and kNN probes, img/s.
 
-    Candidates are ranked on a validation part held out of the training split; the
-    evaluation split is scored once per candidate and reported with 95 % intervals.
-    Exits 1 when no candidate could be measured.
+    Candidates are ranked on the dataset's own validation split when it has one that is not
+    the evaluation split (TFDS validation, a folder's val/ beside test/), else on 20 % of each
+    training class held out (--val-fraction F: always hold out F); the evaluation split is
+    scored once per candidate and reported with 95 % intervals.
+    Exits 1 when no candidate could be measured. With --coordinator, every process extracts
+    its share of each batch and process 0 writes the output.
     """
+    from vitzoo.backbone.distributed import resolve
     from vitzoo.probe import report
 
+    cluster = resolve(coordinator, num_processes, process_id)
     if plot_out:
         report.plot_format(plot_out)
     settings, score = checked(sort, shots=parse_shots(shots), seeds=seeds, knn_k=knn_k, res=res,
-                              batch=batch, dtype=dtype)
+                              batch=batch, dtype=dtype, val_fraction=forced_carve(data))
     data.check()
     result = run_probe(data, candidates=candidates, arch=arch, ds=ds, where=where, limit=limit,
-                       index=index, settings=settings, quiet=fmt != "table")
+                       index=index, settings=settings, quiet=fmt != "table", cluster=cluster)
+    if not result.main_process:  # process 0 writes the output
+        return
     ordered = report.sort_results(result.results, score)
     if pareto:
         ordered = report.pareto(ordered, score)
@@ -144,10 +162,14 @@ def _print_table(result: Any, ordered: list[Any], score: str, *, wide: bool = Fa
 
     table, notes = report.table_frame(ordered, score)
     split = result.choosing_split or {}
+    if split.get("source") == "dataset":
+        chosen_on = (f" on the dataset's own {split.get('name')} split "
+                     f"({split.get('examples', '?')} images)")
+    else:
+        chosen_on = (f" on the validation part ({split.get('examples', '?')} images held out of "
+                     f"{result.train_split or 'train'})")
     title = (f"probe of {result.dataset}: ranked by {score}"
-             + ("" if score == "img_per_sec" else
-                f" on the validation part ({split.get('examples', '?')} images held out of "
-                f"{result.train_split or 'train'})")
+             + ("" if score == "img_per_sec" else chosen_on)
              + f"; reported on {result.eval_split} ({result.eval_examples} images, "
              f"{result.num_classes} classes)")
     for representation in dict.fromkeys(r.representation for r in ordered if r.representation):
@@ -171,7 +193,7 @@ def recommend_by_data(dataset: DataOptions, *, candidates: list[str] | None,
     if fmt not in ("table", "json"):
         raise VitzooError(f"--dataset supports --format table or json, got {fmt!r}",
                           "use --format json for scripts")
-    settings, score = checked(by, option="--by")
+    settings, score = checked(by, option="--by", val_fraction=forced_carve(dataset))
     result = run_probe(dataset, candidates=candidates, arch=arch, ds=None, where=None,
                        limit=None, index=index, settings=settings, quiet=fmt == "json")
     if not result.measured:
@@ -203,11 +225,11 @@ def recommend_by_data(dataset: DataOptions, *, candidates: list[str] | None,
                          f"{percent(measured)})\n")
 
 
-def head_only_command(options: Any) -> None:
+def head_only_command(options: Any, *, batch_given: bool) -> None:
     """``finetune --head-only``: print where the run went and its evaluation accuracy."""
     from vitzoo.probe.head import head_only_finetune
 
-    result = head_only_finetune(options)
+    result = head_only_finetune(options, batch_given=batch_given)
     for note in result.notes:
         sys.stderr.write(note + "\n")
     m = result.final_metrics

@@ -77,6 +77,7 @@ def open_dataset(
     gcs_auth: bool = False,
     task: str = "multiclass",
     labels: str | None = None,
+    validation: bool = False,
 ) -> DataSplits:
     """``dataset`` is an image folder (local, or a ``gs://``/``s3://`` URL) or a TFDS name.
 
@@ -87,6 +88,10 @@ def open_dataset(
 
     ``task`` ``multilabel``: multi-hot targets (:mod:`vitzoo.data.multilabel`); an image
     folder is then described by the CSV ``labels`` (default ``DIR/labels.csv``).
+
+    ``validation``: also read the dataset's own validation split (TFDS ``validation``, a
+    folder's ``val/``) into ``DataSplits.validation`` when it is neither trained nor
+    evaluated on; None there when the dataset has no such split.
     """
     path = image_folder(dataset, gcs_auth=gcs_auth)
     if path is not None and task == "multilabel":
@@ -101,7 +106,7 @@ def open_dataset(
         from vitzoo.data.folder import load_folder
 
         data = load_folder(path, val_fraction=val_fraction, need_train=need_train,
-                           eval_split=eval_split)
+                           eval_split=eval_split, validation=validation)
         if stream:
             data.notes.append("--stream applies to TFDS datasets; an image folder is read "
                               "from its files when it does not fit in memory")
@@ -113,4 +118,4 @@ def open_dataset(
 
     return load_tfds(dataset, train_split=train_split or "train", eval_split=eval_split,
                      data_dir=data_dir, manual_dir=manual_dir, val_fraction=val_fraction,
-                     need_train=need_train, stream=stream, task=task)
+                     need_train=need_train, stream=stream, task=task, validation=validation)

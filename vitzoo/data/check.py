@@ -234,7 +234,7 @@ def check_folder(root: Any, *, val_fraction: float = 0.1, min_images: int = MIN_
     """Check an image folder laid out as ``vitzoo finetune`` reads it (see module docstring)."""
     workers = workers or (READ_WORKERS if isinstance(root, RemotePath)
                           else max(2, min(16, (os.cpu_count() or 2) * 2)))
-    train_dir, eval_dir = _layout(root)
+    train_dir, eval_dir, _ = _layout(root)
     carved = eval_dir is None or train_dir is None
     base = (train_dir or root) if carved else train_dir
     classes = [p.name for p in _class_dirs(base)]

@@ -36,6 +36,7 @@ from vitzoo.errors import VitzooError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 TRAIN_DIRS = ("train",)
 EVAL_DIRS = ("test", "val", "validation")
+_VAL_NAMES = ("val", "validation")
 #: The reason a skipped empty file is given (``vitzoo data check`` and finetune's warning count them).
 ZERO_BYTES = "zero bytes"
 #: ``eval_split`` that evaluates every image of the folder (train, test and val alike).
@@ -138,11 +139,21 @@ def read_files(files: list[tuple[Path, int]], root: Path, convert_dir: Path
     return examples, skipped
 
 
-def _layout(root: Path) -> tuple[Path | None, Path | None]:
+def _layout(root: Path, eval_split: str | None = None
+            ) -> tuple[Path | None, Path | None, Path | None]:
+    """``(train/, the held-out folder evaluated on, a val/ folder beside it)``, each or None.
+
+    The evaluated folder is the one ``eval_split`` names when the folder has it (``val``
+    reads ``val/`` even beside a ``test/``), else the first of :data:`EVAL_DIRS`. The third
+    is the folder's own validation split when it is not the evaluated one (``val/`` beside
+    an evaluated ``test/``): where the probe chooses between candidates.
+    """
     names = {p.name.lower(): p for p in _class_dirs(root)}
     train = next((names[n] for n in TRAIN_DIRS if n in names), None)
-    evaluation = next((names[n] for n in EVAL_DIRS if n in names), None)
-    return train, evaluation
+    asked = _VAL_NAMES if eval_split in _VAL_NAMES else (eval_split,)
+    evaluation = next((names[n] for n in (*asked, *EVAL_DIRS) if n in names), None)
+    validation = next((names[n] for n in _VAL_NAMES if n in names), None)
+    return train, evaluation, validation if validation != evaluation else None
 
 
 def _files(split_dir: Path, classes: list[str]) -> list[tuple[Path, int]]:
@@ -196,11 +207,14 @@ def load_folder(
     need_train: bool = True,
     eval_split: str | None = None,
     cache_dir: Path | None = None,
+    validation: bool = False,
 ) -> DataSplits:
     """Scan an image folder into train/eval :class:`Examples` (see module docstring).
 
     ``eval_split`` (evaluation only): ``train``, ``test``/``val``, ``all`` (every image of
     the folder) or None (the held-out split the fine-tune would have used).
+    ``validation``: also read the folder's own ``val/`` when it is not the evaluated split
+    (``DIR/train``, ``DIR/val`` and ``DIR/test``) into ``DataSplits.validation``.
     """
     from vitzoo.config import vitzoo_home
 
@@ -212,7 +226,7 @@ def load_folder(
                           "use train, test or val (the test/ or val/ folder, else the carved "
                           "part) or all; TFDS-style slices apply to TFDS datasets only")
     convert_dir = cache_dir or (vitzoo_home() / "converted")
-    train_dir, eval_dir = _layout(root)
+    train_dir, eval_dir, val_dir = _layout(root, eval_split)
     if eval_split == ALL_IMAGES:
         if need_train:
             raise VitzooError("--eval-split all evaluates on every image, training images included",
@@ -230,9 +244,19 @@ def load_folder(
                      "(WebP, CMYK, palette BMP, ...) to RGB PNG")
     if scan.skipped:
         notes.append(f"skipped {len(scan.skipped)} unreadable file(s)")
+    held_out = None
+    if validation and need_train and val_dir is not None and scan.train_name == "train":
+        _require_eval_classes(train_dir, val_dir, scan.classes)
+        files = _files(val_dir, scan.classes)
+        keep = sum(f.stat().st_size for f, _ in files) <= memory_budget()
+        held_out, skipped, _ = _read(files, root, keep, convert_dir)
+        scan.skipped += skipped
     return DataSplits(name=str(root), kind="folder", class_names=scan.classes, train=scan.train,
                       eval=scan.evaluation, train_split=scan.train_name,
-                      eval_split=scan.eval_name, notes=notes, skipped=scan.skipped)
+                      eval_split=scan.eval_name, notes=notes, skipped=scan.skipped,
+                      validation=held_out if held_out is not None and len(held_out) else None,
+                      validation_split=val_dir.name if held_out is not None and len(held_out)
+                      else None)
 
 
 def _scan_split_folders(root: Path, train_dir: Path, eval_dir: Path, convert_dir: Path, *,

@@ -55,11 +55,14 @@ class DataOptions:
             raise VitzooError("--labels describes a multi-label dataset",
                               "add --task multilabel (or drop --labels)")
 
-    def open(self, *, need_train: bool = True, recorded_stream: bool | None = None) -> DataSplits:
+    def open(self, *, need_train: bool = True, recorded_stream: bool | None = None,
+             validation: bool = False) -> DataSplits:
         """The two splits (:class:`~vitzoo.data.source.DataSplits`) this record names.
 
         ``recorded_stream``: how a run being resumed read its training data (streamed or
         not); it wins over ``stream``, so a resumed run reads its data the way it started.
+        ``validation``: also the dataset's own validation split, when it has one that is
+        neither trained nor evaluated on (:func:`vitzoo.data.open_dataset`).
         """
         from vitzoo.data import open_dataset
 
@@ -68,7 +71,7 @@ class DataOptions:
                             eval_split=self.eval_split, data_dir=self.data_dir,
                             manual_dir=self.manual_dir, val_fraction=self.val_fraction,
                             need_train=need_train, stream=stream, gcs_auth=self.gcs_auth,
-                            task=self.task, labels=self.labels)
+                            task=self.task, labels=self.labels, validation=validation)
 
     def data_options(self) -> DataOptions:
         """Only the dataset settings of this record (a subclass, e.g. a fine-tune's options)."""

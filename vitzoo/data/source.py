@@ -71,8 +71,12 @@ class DataSplits:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     #: ``multiclass`` (integer labels) or ``multilabel`` (``int32 [N, K]`` multi-hot labels).
     task: str = "multiclass"
-    #: Where a multi-label run chooses its F1 threshold, when that is not ``eval`` itself.
+    #: Where a choice is made without the evaluation split: a multi-label run's F1 threshold
+    #: (when that is not ``eval`` itself), or, when asked for (``open_dataset(validation=True)``),
+    #: the dataset's own validation split that the probe chooses candidates on.
     validation: Split | None = None
+    #: The name of ``validation`` when it is the dataset's own split (``validation``, ``val``).
+    validation_split: str | None = None
 
     @property
     def num_classes(self) -> int:

@@ -234,6 +234,18 @@ def _has_split(builder: Any, split: str) -> bool:
     return base in known if known else True  # unknown metadata (mock): try it
 
 
+def own_validation(builder: Any, train_split: str, eval_name: str) -> str | None:
+    """The dataset's own ``validation`` split when it is neither trained on nor reported on
+    (None otherwise): where a choice can be made without the evaluation split.
+
+    Only a split the dataset's metadata lists: this split is optional (without it a part
+    of train is carved), so a dataset without metadata is not read for one on the off chance.
+    """
+    used = {s.split("[")[0].strip() for s in (train_split, eval_name)}
+    listed = "validation" in set(builder.info.splits.keys())
+    return "validation" if listed and "validation" not in used else None
+
+
 def load_tfds(
     name: str,
     *,
@@ -245,11 +257,14 @@ def load_tfds(
     need_train: bool = True,
     stream: bool | None = None,
     task: str = "multiclass",
+    validation: bool = False,
 ) -> DataSplits:
     """Read a TFDS dataset (see module docstring); ``eval_split`` None picks test/validation.
 
     ``stream``: None streams the splits that do not fit the memory budget, True streams
     every split, False reads every split in memory (an error when one does not fit).
+    ``validation``: also read the dataset's own validation split (:func:`own_validation`)
+    into ``DataSplits.validation`` (a multi-label run always reads one).
     """
     builder = _builder(name, data_dir, manual_dir)
     multilabel = task == "multilabel"
@@ -286,17 +301,24 @@ def load_tfds(
             train = read(train_split)
         evaluation = read(chosen_eval)
         eval_name = chosen_eval
-    validation: Split | None = None
+    held_out: Split | None = None
+    held_out_name = None
     if multilabel and need_train:  # where the F1 threshold is chosen
-        train, validation, train_split = _threshold_split(read, train, evaluation, eval_name,
-                                                          train_split, val_fraction)
+        train, held_out, train_split = _threshold_split(read, train, evaluation, eval_name,
+                                                        train_split, val_fraction)
+    elif validation and need_train and not carved:
+        held_out_name = own_validation(builder, train_split, eval_name)
+        held_out = read(held_out_name) if held_out_name else None
+        if held_out is not None and len(held_out) == 0:  # nothing to choose on: carve instead
+            held_out, held_out_name = None, None
     for what, examples in (("training", train), ("evaluation", evaluation)):
         if examples is not None and len(examples) == 0:
             raise VitzooError(f"the {what} split of {name} is empty", "check the split slicing")
     return DataSplits(name=name, kind="tfds", class_names=class_names, train=train,
                       eval=evaluation, train_split=train_split if need_train else None,
                       eval_split=eval_name, notes=notes,
-                      task="multilabel" if multilabel else "multiclass", validation=validation)
+                      task="multilabel" if multilabel else "multiclass", validation=held_out,
+                      validation_split=held_out_name)
 
 
 def _threshold_split(read: _Reader, train: Split | None, evaluation: Split, eval_name: str,

@@ -50,6 +50,19 @@ def feature_spec(backbone: Backbone, dtype: str) -> dict[str, Any]:
             "representation": backbone.representation, "dtype": dtype}
 
 
+def refuse_streamed_across_processes(splits: list[Any], processes: int) -> None:
+    """One line, before any extraction, when a streamed split would be read by several processes.
+
+    Each process would have to read its own shard of the stream and the gathered rows be put
+    back in the split's order, labels included; that is not built, so such a split is refused
+    here rather than after the other splits were extracted.
+    """
+    if processes > 1 and any(s is not None and s.streamed for s in splits):
+        raise VitzooError(f"a streamed TFDS split is extracted by one process, not {processes}",
+                          "drop --coordinator/--num-processes, or hold the splits in memory "
+                          "(no --stream; a larger VITZOO_MEMORY_BUDGET)")
+
+
 class Extractor:
     """A backbone compiled for data-parallel feature extraction (:class:`vitzoo.backbone.Forward`).
 

@@ -53,6 +53,23 @@ def recorded_options(options: Any) -> dict[str, Any]:
     return {k: v for k, v in options.as_dict().items() if k not in NOT_RECORDED}
 
 
+def extraction_batch(options: Any, batch_given: bool) -> tuple[int, str]:
+    """``(images per extraction batch, where that number comes from)`` for run.json.
+
+    ``--batch`` given: that batch, as asked (rounded to the devices like every batch).
+    Not given: the probe's extraction batch (:class:`~vitzoo.probe.run.ProbeSettings`), not
+    finetune's default, which is a training batch (512): extraction pads its last batch to a
+    whole one, so 512 would run up to eight times the forward work of 64 on a small dataset.
+    """
+    from vitzoo.probe.run import ProbeSettings
+
+    if batch_given:
+        return options.batch, "--batch"
+    default = ProbeSettings.batch
+    return default, (f"--batch not given: the probe's extraction batch ({default}); "
+                     f"finetune's default ({options.batch}) is a training batch")
+
+
 #: Softmax temperatures tried on the held-out part (the scale of a least-squares head).
 TEMPERATURES = tuple(float(t) for t in np.logspace(-1, 5, 61))
 SMOOTHING = 0.1
@@ -115,13 +132,18 @@ def fit_head(features: np.ndarray, labels: np.ndarray, num_classes: int
     return temperature * kernel, temperature * bias, l2, held_acc, temperature
 
 
-def head_only_finetune(options: Any) -> HeadOnlyResult:
-    """Train only a new head for ``options`` (a :class:`~vitzoo.adapt.options.FinetuneOptions`)."""
+def head_only_finetune(options: Any, *, batch_given: bool = True) -> HeadOnlyResult:
+    """Train only a new head for ``options`` (a :class:`~vitzoo.adapt.options.FinetuneOptions`).
+
+    ``batch_given``: whether ``options.batch`` was asked for (see :func:`extraction_batch`).
+    """
+    import jax
+
     from vitzoo.adapt.options import default_workdir
     from vitzoo.adapt.runner import check_run_outputs
     from vitzoo.backbone import distributed, start
     from vitzoo.data import eval_recipe
-    from vitzoo.probe.features import Extractor, load_backbone
+    from vitzoo.probe.features import Extractor, load_backbone, refuse_streamed_across_processes
     from vitzoo.probe.run import open_probe_dataset
     from vitzoo.runs.record import new_record, source_section, write_run_json
     from vitzoo.runs.registry import export_params, register, run_name
@@ -133,9 +155,11 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
     workdir = Path(options.workdir) if options.workdir else default_workdir(options)
     check_run_outputs(workdir, register=options.register)
     data = open_probe_dataset(options.data_options())
+    refuse_streamed_across_processes([data.train, data.eval], jax.process_count())
     backbone = load_backbone(options.model, resolution=options.res)
     checkpoint = backbone.path
-    extractor = Extractor(backbone, batch=min(options.batch, 64), dtype=options.dtype)
+    batch, batch_from = extraction_batch(options, batch_given)
+    extractor = Extractor(backbone, batch=batch, dtype=options.dtype)
     train_x, train_y = extractor.extract(data.train).load()
     eval_x, eval_y = extractor.extract(data.eval).load()
 
@@ -155,7 +179,7 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
         handle.write(json.dumps({"step": 0, **metrics}) + "\n")
     name = run_name(workdir, options.name)
     record = new_record(
-        "head_only", status="finished", options=recorded_options(options),
+        "head_only", status="finished", options={**recorded_options(options), "batch": batch},
         source=source_section(options.model, checkpoint, config.name,
                               checkpoint_sha256=backbone.sha256),
         dataset=data.describe(), class_names=data.class_names, runtime=runtime,
@@ -165,7 +189,8 @@ def head_only_finetune(options: Any) -> HeadOnlyResult:
                 "backbone unchanged"),
         representation=backbone.representation,
         preprocessing={"eval": eval_recipe(backbone.resolution).as_dict()},
-        feature_extraction={"batch": extractor.global_batch, "dtype": extractor.dtype,
+        feature_extraction={"batch": extractor.global_batch, "batch_from": batch_from,
+                            "dtype": extractor.dtype,
                             "devices": [str(d) for d in extractor.devices],
                             "processes": extractor.placement.process_count},
         final_metrics=metrics, final_npz=str(final_npz), catalog=None, run_name=name)

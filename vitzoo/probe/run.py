@@ -20,12 +20,15 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vitzoo.data.options import DataOptions
 from vitzoo.errors import VitzooError
 from vitzoo.probe.candidates import Candidate
-from vitzoo.probe.scores import DEFAULT_SHOTS
+from vitzoo.probe.scores import DEFAULT_SHOTS, VALIDATION_FRACTION
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vitzoo.backbone.distributed import Cluster
 
 #: Bump when the scoring method changes, so saved scores are recomputed.
 SCORES_VERSION = 3
@@ -42,6 +45,10 @@ class ProbeSettings:
     res: int | None = None
     batch: int = 64
     dtype: str = "float32"
+    #: None: choose on the dataset's own validation split when it has one that is neither
+    #: trained nor reported on, else on a carved VALIDATION_FRACTION of each training class;
+    #: a fraction: always carve that share (``--val-fraction`` given on the command line).
+    val_fraction: float | None = None
 
     def check(self) -> None:
         """Refuse impossible settings before any data or checkpoint is read (one-line errors)."""
@@ -55,6 +62,9 @@ class ProbeSettings:
         if self.res is not None and self.res < 1:
             raise VitzooError(f"--res must be a positive number of pixels, got {self.res}",
                               "omit it to use each checkpoint's own resolution, or e.g. --res 224")
+        if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
+            raise VitzooError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}",
+                              "e.g. --val-fraction 0.2")
         if self.dtype not in DTYPES:
             raise VitzooError(f"--dtype must be float32 or bfloat16, got {self.dtype!r}",
                               "e.g. --dtype bfloat16")
@@ -95,6 +105,10 @@ class ProbeReport:
     eval_examples: int
     results: list[CandidateResult]
     notes: list[str] = field(default_factory=list)
+    #: The dataset's own validation split candidates were chosen on (None: carved from train).
+    validation_split: str | None = None
+    #: False on the other processes of a multi-process probe: they compute, process 0 reports.
+    main_process: bool = True
 
     @property
     def measured(self) -> list[CandidateResult]:
@@ -102,10 +116,14 @@ class ProbeReport:
 
     @property
     def choosing_split(self) -> dict[str, Any] | None:
-        """The validation part candidates are ranked on (the same for every candidate)."""
+        """The validation part candidates are ranked on (the same for every candidate):
+        ``source`` ``dataset`` (the dataset's own split, ``name``) or ``carved`` (from train)."""
         for r in self.measured:
             side = r.scores.get("choose") or {}
-            return {"split": "validation", "detail": side.get("split"),
+            source = side.get("source", "carved")
+            return {"split": "validation", "source": source,
+                    "name": self.validation_split if source == "dataset" else None,
+                    "detail": side.get("split"),
                     "examples": side.get("examples"), "smallest_class": side.get("smallest_class")}
         return None
 
@@ -121,8 +139,10 @@ def _say_nothing(_: str) -> None:
     return None
 
 
-def open_probe_dataset(options: DataOptions) -> Any:
-    data = options.open()
+def open_probe_dataset(options: DataOptions, *, validation: bool = False) -> Any:
+    """The dataset, refused when a probe cannot fit on it; ``validation``: with the dataset's
+    own validation split when it has one (:meth:`DataOptions.open`)."""
+    data = options.open(validation=validation)
     if data.task == "multilabel":  # vitzoo.probe.multilabel scores one; ranking and heads are softmax
         raise VitzooError("probe and finetune --head-only take single-label datasets only, so far",
                           "fine-tune the whole model: vitzoo finetune --task multilabel")
@@ -130,6 +150,11 @@ def open_probe_dataset(options: DataOptions) -> Any:
         raise VitzooError(f"{options.dataset} has no training images",
                           "a probe fits on the training split")
     return data
+
+
+def own_validation(data: Any) -> Any:
+    """The dataset's own validation split that candidates are chosen on, or None (carve)."""
+    return data.validation if data.validation_split is not None else None
 
 
 def check_resolution(candidates: Sequence[Candidate], res: int | None) -> None:
@@ -193,7 +218,7 @@ def reported_fields(result: CandidateResult, scores: dict[str, Any]) -> None:
     result.validation = {name: value(result, name, "choose") for name in names}
 
 
-def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, dict],
+def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, ...],
                     settings: ProbeSettings, say: Callable[[str], None] = _say_nothing
                     ) -> CandidateResult:
     """Features, speed and scores of one candidate (raises VitzooError when it cannot run)."""
@@ -211,8 +236,10 @@ def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, d
     result.path, result.architecture = str(path), backbone.config.name
     result.representation, result.resolution = backbone.representation, backbone.resolution
     entries = []
-    for split, source, fingerprint in (("train", data.train, fingerprints[0]),
-                                       ("eval", data.eval, fingerprints[1])):
+    splits = [("train", data.train), ("eval", data.eval)]
+    if own_validation(data) is not None:  # candidates are chosen there
+        splits.append((data.validation_split, data.validation))
+    for (split, source), fingerprint in zip(splits, fingerprints, strict=True):
         entry = extractor.entry(source, fingerprint)
         missing = len(entry.missing())
         if missing:
@@ -221,8 +248,10 @@ def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, d
         entries.append(extractor.extract(source, fingerprint))
     result.throughput = measure(extractor)  # every run: a cached figure is never ranked
     result.img_per_sec = result.throughput["img_per_sec"]
+    fraction = settings.val_fraction or VALIDATION_FRACTION
     score_spec = {"train": entries[0].key, "eval": entries[1].key, "shots": list(settings.shots),
-                  "seeds": settings.seeds, "knn_k": settings.knn_k, "version": SCORES_VERSION}
+                  "seeds": settings.seeds, "knn_k": settings.knn_k, "version": SCORES_VERSION,
+                  "choose": entries[2].key if len(entries) > 2 else {"carve": fraction}}
     score_path = features_root() / "scores" / f"{spec_key(score_spec)}.json"
     try:
         scores = json.loads(score_path.read_text())
@@ -230,7 +259,10 @@ def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, d
     except (OSError, ValueError):
         train, evaluation = entries[0].load(), entries[1].load()
         scores = score_all(train, evaluation, data.num_classes, shots=settings.shots,
-                           seeds=settings.seeds, knn_k=settings.knn_k)
+                           seeds=settings.seeds, knn_k=settings.knn_k,
+                           validation=entries[2].load() if len(entries) > 2 else None,
+                           validation_name=data.validation_split or "validation",
+                           fraction=fraction)
         write_json(score_path, scores)
     reported_fields(result, scores)
     result.notes = list(scores.get("notes", []))
@@ -258,27 +290,37 @@ def _probe_each(candidates: Sequence[Any], data: Any, fingerprints: Any, setting
 
 def probe(dataset: str | DataOptions, candidates: Sequence[Candidate],
           settings: ProbeSettings | None = None, *,
-          say: Callable[[str], None] = _say_nothing) -> ProbeReport:
+          say: Callable[[str], None] = _say_nothing, cluster: Cluster | None = None) -> ProbeReport:
     """Probe every candidate on ``dataset``; candidates that cannot run are skipped.
 
     The probed candidates are registered in the local catalog (``vitzoo list --local``).
+    ``cluster``: run as one of several ``jax.distributed`` processes (every process calls
+    this with the same arguments; each extracts its share of every batch and all get every
+    feature, so all compute the same scores; process 0 registers them).
     """
     from vitzoo.atomic import output_dir
     from vitzoo.backbone import start
     from vitzoo.download.resolve import remember_offline
     from vitzoo.probe.cache import features_root, split_fingerprint
+    from vitzoo.probe.features import refuse_streamed_across_processes
     from vitzoo.runs.registry import register_probe
 
-    speed = start()  # runtime, then the accelerator guard: before candidates, whose errors are
-    # reported per candidate
+    speed = start(cluster=cluster)  # runtime, processes, then the accelerator guard: before
+    # candidates, whose errors are reported per candidate
+    import jax
+
+    main_process = jax.process_index() == 0
     output_dir(features_root(), "the feature cache (VITZOO_HOME/features)", create=False)
     options = dataset if isinstance(dataset, DataOptions) else DataOptions(dataset=dataset)
     settings = settings or ProbeSettings()
     settings.check()
     options.check()
     check_resolution(candidates, settings.res)
-    data = open_probe_dataset(options)
-    fingerprints = (split_fingerprint(data.train), split_fingerprint(data.eval))
+    data = open_probe_dataset(options, validation=settings.val_fraction is None)
+    refuse_streamed_across_processes([data.train, data.eval, own_validation(data)],
+                                     jax.process_count())
+    fingerprints = tuple(split_fingerprint(s) for s in (data.train, data.eval, own_validation(data))
+                         if s is not None)
     with remember_offline():  # offline: the reason is said for the first candidate only
         results = _probe_each(candidates, data, fingerprints, settings, say)
     notes = list(data.notes)
@@ -290,6 +332,8 @@ def probe(dataset: str | DataOptions, candidates: Sequence[Candidate],
     report = ProbeReport(dataset=data.name, train_split=data.train_split,
                          eval_split=data.eval_split, num_classes=data.num_classes,
                          train_examples=len(data.train), eval_examples=len(data.eval),
-                         results=results, notes=notes)
-    register_probe(report, {**options.as_dict(), **asdict(settings)}, speed)
+                         results=results, notes=notes, validation_split=data.validation_split,
+                         main_process=main_process)
+    if main_process:
+        register_probe(report, {**options.as_dict(), **asdict(settings)}, speed)
     return report

@@ -12,7 +12,9 @@ Every score is computed twice, on two sides that never share a choice
 
 * **choose**: fitted on the training split minus a *validation part* (a stratified,
   seeded :data:`VALIDATION_FRACTION` of every class, :func:`validation_part`) and scored on
-  that part, per image, so candidates can be compared there with a paired test;
+  that part, per image, so candidates can be compared there with a paired test; or, when
+  the dataset has its own validation split (neither trained nor reported on), fitted on the
+  whole training split and scored on that split;
 * **report**: fitted on the whole training split and scored once on the evaluation split.
 
 Nothing on either side looks at evaluation labels to choose anything: the regulariser is
@@ -252,15 +254,16 @@ def knn_hits(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_
     return np.concatenate(hits) if hits else np.zeros(0, bool)
 
 
-def validation_part(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def validation_part(labels: np.ndarray, fraction: float = VALIDATION_FRACTION
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """(fit, validation) indices of the training split: the part candidates are chosen on.
 
-    Stratified and seeded (:data:`VALIDATION_FRACTION`, :data:`VALIDATION_SEED`), so every
-    candidate and every rerun is chosen on the same images.
+    Stratified and seeded (``fraction``, :data:`VALIDATION_SEED`), so every candidate and
+    every rerun is chosen on the same images.
     """
     from vitzoo.data.source import carve
 
-    fit, val = carve(len(labels), VALIDATION_FRACTION, labels, seed=VALIDATION_SEED)
+    fit, val = carve(len(labels), fraction, labels, seed=VALIDATION_SEED)
     if len(val) == 0:
         raise VitzooError("the training split is too small to hold out a validation part for "
                           "choosing between candidates (a class needs at least 2 images)",
@@ -321,28 +324,39 @@ def score_side(fit: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.nd
 
 def score_all(train: tuple[np.ndarray, np.ndarray], evaluation: tuple[np.ndarray, np.ndarray],
               num_classes: int, *, shots: tuple[int, ...] = DEFAULT_SHOTS, seeds: int = 5,
-              knn_k: int = 10) -> dict[str, Any]:
+              knn_k: int = 10, validation: tuple[np.ndarray, np.ndarray] | None = None,
+              validation_name: str = "validation",
+              fraction: float = VALIDATION_FRACTION) -> dict[str, Any]:
     """Every score of one candidate on both sides, as a JSON-able dict (plus ``notes``).
 
-    ``choose``: fitted on the training split minus its validation part, scored there (with
-    per-image results); ``report``: fitted on the whole training split, scored on
-    ``evaluation``. A k-shot that the smaller fit set cannot afford is skipped for ranking
-    only (with a note); it is still reported when the whole training split affords it.
+    ``choose``: fitted on the training split minus its validation part (``fraction`` of each
+    class), scored there (with per-image results); or, given the dataset's own
+    ``validation`` split (features, labels) called ``validation_name``, fitted on the whole
+    training split and scored on that. ``report``: fitted on the whole training split,
+    scored on ``evaluation``. A k-shot that the smaller fit set cannot afford is skipped for
+    ranking only (with a note); it is still reported when the whole training split affords it.
     """
     from vitzoo.evaluators import run_all
 
     (tx, ty), (ex, ey) = train, evaluation
-    fit, val = validation_part(ty)
+    if validation is None:
+        fit, val = validation_part(ty, fraction)
+        chosen_on = (tx[fit], ty[fit]), (tx[val], ty[val])
+        described = (f"validation: {fraction:.0%} of each training class "
+                     f"(stratified, seed {VALIDATION_SEED}), held out of the fit")
+    else:
+        chosen_on = (tx, ty), validation
+        described = (f"validation: the dataset's own {validation_name} split, "
+                     "the whole training split fitted")
     settings = {"shots": shots, "seeds": seeds, "knn_k": knn_k}
-    sides = [ProbeScores("validation", (tx[fit], ty[fit]), (tx[val], ty[val]), num_classes,
-                         per_image=True, **settings),
+    sides = [ProbeScores("validation", *chosen_on, num_classes, per_image=True, **settings),
              ProbeScores("evaluation", (tx, ty), (ex, ey), num_classes, per_image=False,
                          **settings)]
     metrics = run_all(sides, None)
     choose, report = sides[0].side, sides[1].side
     choose["metrics"], report["metrics"] = metrics["validation"], metrics["evaluation"]
-    choose["split"] = (f"validation: {VALIDATION_FRACTION:.0%} of each training class "
-                       f"(stratified, seed {VALIDATION_SEED}), held out of the fit")
+    choose["split"] = described
+    choose["source"] = "carved" if validation is None else "dataset"
     return {"choose": choose, "report": report, "notes": sides[1].notes + sides[0].notes}
 
 

@@ -22,7 +22,14 @@ beside ``--out`` that is then swapped in (:func:`vitzoo.atomic.atomic_dir`), so 
 or a kill leaves the previous export complete, never new weights with an old config or an
 ``.npz`` with another model's class names; temporaries of a killed export are removed by
 the next export to the same folder. Because the folder is replaced, a folder holding
-anything but export files is refused.
+anything but export files is refused. Exports to the same folder take turns: each holds
+``.NAME.lock`` beside it (a ``filelock``, kept there) from its clean-up of stale temporaries
+to its swap, so a second export neither removes the first one's temporary folder nor swaps
+in between; the last to finish wins, whole.
+
+A run started from random weights (``random:ARCH``) says so in the exported config
+(``"untrained": true``) whether the source is the untrained file itself (its sidecar) or a
+run trained from it (``source.untrained`` in the run's ``run.json``).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from vitzoo.weights.facts import Labels, class_names_near, labels_from
 from vitzoo.weights.release import load_npz, save_npz
 from vitzoo.weights.task import HF_PROBLEM_TYPE, HeadTask, head_task
 from vitzoo.weights.untrained import facts as untrained_facts
+from vitzoo.weights.untrained import label as untrained_label
 from vitzoo.weights.untrained import sidecar as untrained_sidecar
 
 FORMATS: tuple[str, ...] = ("timm", "transformers", "npz")
@@ -90,6 +98,25 @@ class ExportSource:
     class_names: list[str] | None
     names_from: str
     task: HeadTask = field(default_factory=HeadTask)
+    #: Why the weights count as untrained (None: they do not), see :func:`untrained_origin`.
+    untrained: str | None = None
+
+
+def untrained_origin(npz: Path) -> str | None:
+    """Why ``npz`` holds weights that started random, or None: the untrained file's own
+    sidecar, or the ``run.json`` beside a run's ``final.npz`` whose source was untrained."""
+    record = untrained_facts(npz)
+    if record is not None:
+        return f"random weights ({untrained_label(npz, npz.name)})"
+    try:
+        run = json.loads((npz.parent / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    source = run.get("source") if isinstance(run, dict) else None
+    if isinstance(source, dict) and source.get("untrained") is True:
+        return (f"the run started from random weights ({source.get('model')}): "
+                "run.json source.untrained")
+    return None
 
 
 def open_source(path: str | os.PathLike[str]) -> ExportSource:
@@ -105,7 +132,7 @@ def open_source(path: str | os.PathLike[str]) -> ExportSource:
     else:
         raise VitzooError(f"{path} does not exist", "give a run folder, an .npz file or a catalog name")
     names, where = class_names_near(npz)
-    return ExportSource(npz, names, where, head_task(npz))
+    return ExportSource(npz, names, where, head_task(npz), untrained_origin(npz))
 
 
 def _labels(source: ExportSource, num_classes: int) -> Labels | None:
@@ -133,10 +160,19 @@ def export_checkpoint(source: ExportSource, fmt: str, out: str | os.PathLike[str
         files = _export_timm(flat, config, info, labels, source)
     else:
         files = _export_transformers(flat, config, info, labels, source)
-    with atomic_dir(out, what=EXPORT_WHAT) as tmp:
+    with export_lock(out), atomic_dir(out, what=EXPORT_WHAT) as tmp:
         for name, write in files.items():
             write(tmp / name)
     return [out / name for name in files]
+
+
+def export_lock(out: Path) -> Any:
+    """The lock that exports to ``out`` take turns on: ``.NAME.lock`` beside the folder."""
+    from filelock import FileLock
+
+    target = out.resolve() if out.is_symlink() else out
+    output_dir(target.parent, EXPORT_WHAT)  # the lock's folder, with a one-line error
+    return FileLock(str(target.parent / f".{target.name}.lock"))
 
 
 def check_export_folder(out: str | os.PathLike[str]) -> Path:
@@ -214,7 +250,9 @@ def _vitzoo_note(source: ExportSource, config: ModelConfig) -> dict[str, Any]:
 
     note = {"exported_by": f"vitzoo {__version__}", "source": source.npz.name,
             "architecture": config.name, "numerics": numerics_of(config),
-            "untrained": untrained_facts(source.npz) is not None}  # random:ARCH weights say so
+            "untrained": source.untrained is not None}  # random:ARCH weights say so
+    if source.untrained is not None:
+        note["untrained_because"] = source.untrained
     if source.task.multilabel:
         note["task"] = {"task": source.task.task, "threshold": source.task.threshold,
                         "note": "multi-label: independent per-class logits; apply a sigmoid "
