@@ -8,7 +8,9 @@ by the tests.
 
 Sources: the ViT paper (arXiv 2010.11929, Table 1), "How to train your ViT?"
 (arXiv 2106.10270, Tables 1-2), the MLP-Mixer paper (arXiv 2105.01601, Table 1) and
-``vit_jax/configs/models.py`` in github.com/google-research/vision_transformer; see
+``vit_jax/configs/models.py`` in github.com/google-research/vision_transformer, and for the
+other families' ViTs (DeiT, DINO, DINOv2, MAE, CLIP, SigLIP) timm 1.0.31's model definitions
+(``index/tools/timm_families.py`` reads them); see
 ``docs/CHECKPOINT_LAYOUT.md`` for what the widths mean in the files.
 Pure Python on purpose: every command imports it.
 """
@@ -90,6 +92,25 @@ ARCHITECTURES: tuple[Architecture, ...] = (
     _mixer("Mixer-B/16", 768, 12, 384, 3072, 16),
     _mixer("Mixer-B/32", 768, 12, 384, 3072, 32),
     _mixer("Mixer-L/16", 1024, 24, 512, 4096, 16),
+    # Other families' plain ViTs served by timm (index/sources/timm_families.csv): shapes read
+    # off timm's model definitions. Names follow the paper letters where one exists; otherwise
+    # the name their authors use (So400m: SigLIP's shape-optimised 400M, arXiv 2305.13035;
+    # g-opt: SigLIP 2's; g and bigG: OpenCLIP's; XS, M, B-plus, Betwixt: timm's xsmall,
+    # medium, base_plus, betwixt).
+    _vit("S/8", 384, 1536, 6, 12, 8, augreg=False, legacy=False),
+    _vit("S/14", 384, 1536, 6, 12, 14, augreg=False, legacy=False),
+    _vit("B/14", 768, 3072, 12, 12, 14, augreg=False, legacy=False),
+    _vit("L/14", 1024, 4096, 16, 24, 14, augreg=False, legacy=False),
+    _vit("XS/16", 256, 1024, 4, 10, 16, augreg=False, legacy=False),
+    _vit("M/16", 512, 2048, 8, 12, 16, augreg=False, legacy=False),
+    _vit("M/32", 512, 2048, 8, 12, 32, augreg=False, legacy=False),
+    _vit("Betwixt/32", 640, 2560, 10, 12, 32, augreg=False, legacy=False),
+    _vit("B-plus/16", 896, 3584, 14, 12, 16, augreg=False, legacy=False),
+    _vit("So400m/14", 1152, 4304, 16, 27, 14, augreg=False, legacy=False),
+    _vit("So400m/16", 1152, 4304, 16, 27, 16, augreg=False, legacy=False),
+    _vit("g/14", 1408, 6144, 16, 40, 14, augreg=False, legacy=False),
+    _vit("g-opt/16", 1536, 6144, 16, 40, 16, augreg=False, legacy=False),
+    _vit("bigG/14", 1664, 8192, 16, 48, 14, augreg=False, legacy=False),
 )
 
 BY_NAME: dict[str, Architecture] = {a.name: a for a in ARCHITECTURES}

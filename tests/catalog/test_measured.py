@@ -31,6 +31,18 @@ def _reference() -> dict[str, dict[str, str]]:
     return {r["timm_name"]: r for r in csv.DictReader(line for line in lines if not line.startswith("#"))}
 
 
+def _family_reference() -> dict[str, dict[str, str]]:
+    lines = (SOURCES / "timm_results_families.csv").read_text(encoding="utf-8").splitlines()
+    return {r["timm_name"]: r for r in csv.DictReader(lines[1:])}
+
+
+def _measured_by_checkpoint() -> dict[str, dict[str, str]]:
+    """Catalog checkpoint -> its measured line: Google's files by the mapping, the other
+    families' files under their own timm names."""
+    reference = _reference()
+    return {**{c: reference[n] for n, c in _expected_files().items()}, **_family_reference()}
+
+
 def _expected_files() -> dict[str, str]:
     """timm name -> catalog checkpoint for every measured name that is a release file."""
     with (SOURCES / "timm_checkpoints.csv").open(newline="") as handle:
@@ -65,17 +77,21 @@ def test_every_value_is_the_reference_over_100_on_its_row_and_null_elsewhere(cat
             "measured_source"]
         if row["adapt_resolution"] is not None and row["adapt_resolution"] == row["adapt_resolution"]:
             assert row["adapt_resolution"] == int(measured["img_size"])
-    others = catalog[~catalog["checkpoint"].isin(list(files.values()))]
+    google = catalog[catalog["family"].isna()]  # the other families: test_families_catalog.py
+    others = google[~google["checkpoint"].isin(list(files.values()))]
     assert int(others[list(MEASURED)].notna().sum().sum()) == 0
-    assert int(catalog["imagenet_top1"].notna().sum()) == len(files)
+    assert int(google["imagenet_top1"].notna().sum()) == len(files)
 
 
 def test_names_without_a_row_are_reported_with_the_reason():
+    families = _family_reference()
     result = apply_measured([], SOURCES)  # no rows at all: every name is reported, none dropped
-    assert set(result.unmapped) == set(_reference())
+    assert set(result.unmapped) == set(_reference()) | set(families)
     manifest = json.loads((REPO_ROOT / "index" / (REPO_ROOT / "index" / "CURRENT").read_text().strip()
                            / "manifest.json").read_text())
-    assert manifest["measured"]["rows"] == 27 and manifest["measured"]["names"] == 34
+    # every family name is a row of its own (timm_families.csv); 27 of Google's 34 have one
+    assert manifest["measured"]["rows"] == 27 + len(families) == 77
+    assert manifest["measured"]["names"] == 34 + len(families)
     assert set(manifest["measured"]["unmapped"]) == set(_reference()) - set(_expected_files())
     assert all(manifest["measured"]["unmapped"].values())
 
@@ -102,13 +118,13 @@ def test_a_384_figure_never_lands_on_a_224_row(tmp_path):
 
 
 def test_list_filters_and_sorts_on_them(capsys):
-    reference, files = _reference(), _expected_files()
+    measured = _measured_by_checkpoint()
     code, out, err = run(capsys, "list", "--where", "imagenet_r_top1 > 0.6", "--sort",
                          "imagenet_r_top1", "--desc", "--columns", "checkpoint,imagenet_r_top1",
-                         "--format", "json")
+                         "--format", "json", "--limit", "1000")
     assert code == 0, err
-    expected = sorted(((files[n], float(r["imagenet_r_top1"]) / 100) for n, r in reference.items()
-                       if n in files and float(r["imagenet_r_top1"]) > 60), key=lambda x: -x[1])
+    expected = sorted(((c, float(r["imagenet_r_top1"]) / 100) for c, r in measured.items()
+                       if float(r["imagenet_r_top1"]) > 60), key=lambda x: -x[1])
     assert [(r["checkpoint"], pytest.approx(r["imagenet_r_top1"], abs=1e-12))
             for r in json.loads(out)] == expected
 
@@ -132,17 +148,16 @@ def test_show_prints_percentages_and_json_gives_fractions(capsys, monkeypatch):
 def test_recommend_by_ranks_each_architecture_by_the_measured_column(capsys):
     code, out, err = run(capsys, "recommend", "--by", "imagenet_r_top1", "--format", "json")
     assert code == 0, err
-    reference, files = _reference(), _expected_files()
     catalog = api.load_dataframe(str(REPO_ROOT / "index"))
     arch_of = dict(zip(catalog["checkpoint"], catalog["name"], strict=True))
     best: dict[str, tuple[float, str]] = {}
-    for name, checkpoint in files.items():
-        value = float(reference[name]["imagenet_r_top1"])
+    for checkpoint, entry in _measured_by_checkpoint().items():  # every collection, families too
+        value = float(entry["imagenet_r_top1"])
         arch = arch_of[checkpoint]
         best[arch] = max(best.get(arch, (-1.0, "")), (value, checkpoint))
     assert {r["name"]: r["checkpoint"] for r in json.loads(out)} == {
         a: c for a, (_, c) in best.items()}
-    assert "known for 27 of the" in err
+    assert "known for 77 of the" in err
     code, _, err = run(capsys, "recommend", "--by", "adapt_final_test")
     assert code == 2 and "never used to choose" in err
 
@@ -150,5 +165,5 @@ def test_recommend_by_ranks_each_architecture_by_the_measured_column(capsys):
 def test_index_info_counts_them(capsys):
     code, out, err = run(capsys, "index", "info", "--index", str(REPO_ROOT / "index"), "--format", "json")
     assert code == 0, err
-    assert json.loads(out)["measured"]["rows"] == 27
-    assert "imagenet_top1: known for 27 of" in " ".join(json.loads(out)["missing"])
+    assert json.loads(out)["measured"]["rows"] == 77  # 27 Google files + 50 other families'
+    assert "imagenet_top1: known for 77 of" in " ".join(json.loads(out)["missing"])

@@ -131,11 +131,36 @@ PUBLISHED_LEGACY_STEMS = {
 }
 
 
+#: The other families' architectures (timm's model definitions), typed from timm's names:
+#: name -> (width, mlp, heads, depth, patch).
+OTHER_FAMILY_ARCHS = {
+    "S/8": (384, 1536, 6, 12, 8), "S/14": (384, 1536, 6, 12, 14), "B/14": (768, 3072, 12, 12, 14),
+    "L/14": (1024, 4096, 16, 24, 14), "XS/16": (256, 1024, 4, 10, 16),
+    "M/16": (512, 2048, 8, 12, 16), "M/32": (512, 2048, 8, 12, 32),
+    "Betwixt/32": (640, 2560, 10, 12, 32), "B-plus/16": (896, 3584, 14, 12, 16),
+    "So400m/14": (1152, 4304, 16, 27, 14), "So400m/16": (1152, 4304, 16, 27, 16),
+    "g/14": (1408, 6144, 16, 40, 14), "g-opt/16": (1536, 6144, 16, 40, 16),
+    "bigG/14": (1664, 8192, 16, 48, 14),
+}
+
+
+def test_other_family_architectures_have_their_shapes_and_spellings():
+    from vitzoo.arch_registry import BY_NAME
+
+    for name, shape in OTHER_FAMILY_ARCHS.items():
+        arch = BY_NAME[name]
+        assert (arch.hidden, arch.mlp, arch.heads, arch.layers, arch.patch) == shape, name
+        assert not arch.augreg and not arch.legacy and arch.family == "vit"
+        assert canonical_arch(name.replace("/", "_").lower()) == name
+        assert canonical_arch(f"ViT-{name}") == name
+
+
 def test_name_tables_derived_from_the_registry_match_the_published_spellings():
     from vitzoo.names import ALL_ARCHS, AUGREG_ARCHS, LEGACY_ARCHS
 
     assert AUGREG_ARCHS == PUBLISHED_AUGREG_PREFIXES
     assert list(AUGREG_ARCHS) == list(PUBLISHED_AUGREG_PREFIXES)  # the order the tool lists
     assert LEGACY_ARCHS == PUBLISHED_LEGACY_STEMS
-    assert set(ALL_ARCHS) == set(PUBLISHED_AUGREG_PREFIXES) | set(PUBLISHED_LEGACY_STEMS)
+    assert set(ALL_ARCHS) == (set(PUBLISHED_AUGREG_PREFIXES) | set(PUBLISHED_LEGACY_STEMS)
+                              | set(OTHER_FAMILY_ARCHS))
     assert ALL_ARCHS[:10] == tuple(PUBLISHED_AUGREG_PREFIXES)

@@ -401,7 +401,9 @@ def find_checkpoint(name: str, index: str | None = None) -> CheckpointInfo:
     """
     table = load_table(index)
     stem = name.strip().removesuffix(".npz")
-    row = _first(table, "checkpoint", stem.__eq__)
+    # ``timm/<name>`` of a row named by its timm name (another family's file) is that row, even
+    # when its weights live in a twin's Hub repo (the quick-GELU CLIP names)
+    row = _first(table, "checkpoint", {stem, strip_hub_prefix(stem).removeprefix("timm/")}.__contains__)
     if row is not None:
         kind = "local" if row["collection"] == "local" else (
             "finetuned" if row.get("adapt_filename") else "pretrained")

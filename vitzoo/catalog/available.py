@@ -80,9 +80,7 @@ def availability(frame: Frame, *, pretrained: bool = False,
         urls = [adapt_url if adapt_url else (url if not adapt_name else None)
                 for url, adapt_url, adapt_name in zip(frame.column("url"), frame.column("adapt_url"),
                                                       frame.column("adapt_filename"), strict=True)]
-    names = frame.column_names
-    hub_column = "upstream_hf_repo" if pretrained else "hf_repo"
-    hubs = frame.column(hub_column) if hub_column in names else [None] * frame.num_rows
+    hubs = _hub_copies(frame, pretrained)
     collections = frame.column("collection")
     out = []
     for url, hub, collection in zip(urls, hubs, collections, strict=True):
@@ -100,6 +98,18 @@ def availability(frame: Frame, *, pretrained: bool = False,
             sources.append("hf")
         out.append(",".join(dict.fromkeys(sources)) or UNKNOWN)
     return out
+
+
+def _hub_copies(frame: Frame, pretrained: bool) -> list[str | None]:
+    """Each row's file's Hub repo: the pre-trained file's, or the fine-tune's; a row without a
+    fine-tune stands for its pre-trained file (an older collection's, another family's)."""
+    def column(name: str) -> list:
+        return frame.column(name) if name in frame.column_names else [None] * frame.num_rows
+
+    if pretrained:
+        return column("upstream_hf_repo")
+    return [hub or (upstream if not adapt_name else None) for hub, upstream, adapt_name in zip(
+        column("hf_repo"), column("upstream_hf_repo"), column("adapt_filename"), strict=True)]
 
 
 def is_downloadable(value: str | None) -> bool:

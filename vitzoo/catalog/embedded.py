@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from vitzoo.catalog.caveats import add_caveat
+from vitzoo.catalog.families import FAMILIES_FILE, FAMILY_RESULTS_FILE, family_rows
 from vitzoo.errors import VitzooError
 from vitzoo.names import PRETRAIN_DS, AdaptedName, PretrainedName, canonical_arch
 
@@ -26,7 +27,8 @@ TIMM_FILE = "timm_checkpoints.csv"
 LEGACY_FILE = "legacy_collections.csv"
 ARCHITECTURES_FILE = "architectures.csv"
 MEASURED_FILE = "timm_results.csv"  # read by vitzoo.catalog.measured
-SOURCE_FILES = (GRID_FILE, PUBLISHED_FILE, TIMM_FILE, LEGACY_FILE, ARCHITECTURES_FILE, MEASURED_FILE)
+SOURCE_FILES = (GRID_FILE, PUBLISHED_FILE, TIMM_FILE, LEGACY_FILE, ARCHITECTURES_FILE, MEASURED_FILE,
+                FAMILIES_FILE, FAMILY_RESULTS_FILE)
 
 _I21K_30_NOTE = "i21k_30 filename spelling is a reconstruction (i21k-30ep) not seen in any source"
 
@@ -413,7 +415,9 @@ def embedded_rows(sources: Path) -> tuple[list[dict], dict]:
     stats["legacy_rows"] = len(legacy)
     for row in legacy:
         _validate_legacy(row)
-    return rows + legacy, stats
+    families = family_rows(sources)
+    stats["family_rows"] = len(families)
+    return rows + legacy + families, stats
 
 
 def _validate_legacy(row: dict) -> None:

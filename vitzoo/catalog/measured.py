@@ -8,6 +8,11 @@ copied (the mapping in ``timm_checkpoints.csv`` and ``legacy_collections.csv``) 
 only when that row's resolution is the one timm measured at: a name that maps to a
 384 px fine-tune never lends its number to the 224 px row. Names with no row are
 returned with the reason, never dropped silently.
+
+A second file of the same form, ``timm_results_families.csv``, holds timm's figures for the
+other families' files with an ImageNet-1k head (DeiT, DeiT III, CLIP and SigLIP fine-tunes);
+those files are catalog rows under their timm names (:mod:`vitzoo.catalog.families`), so a
+name maps to the row of the same name. Backbones without a head have no figures: null.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vitzoo.catalog.embedded import LEGACY_FILE, MEASURED_FILE, TIMM_FILE, fraction
+from vitzoo.catalog.families import FAMILY_RESULTS_FILE, ROW_SOURCE
 from vitzoo.catalog.schema import MEASURED_SETS
 from vitzoo.errors import VitzooError
 
@@ -36,9 +42,9 @@ class MeasuredResult:
                 "unmapped": dict(sorted(self.unmapped.items()))}
 
 
-def read_results(sources: Path) -> tuple[list[dict[str, str]], str]:
+def read_results(sources: Path, name: str = MEASURED_FILE) -> tuple[list[dict[str, str]], str]:
     """The measured rows and the source they cite (from the file's ``# ...`` first line)."""
-    path = sources / MEASURED_FILE
+    path = sources / name
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -88,28 +94,51 @@ def measured_values(entry: dict[str, str], source: str) -> dict:
     return values
 
 
+def _results(sources: Path) -> list[tuple[list[dict[str, str]], str, bool]]:
+    """(lines, source, of the families' file) for each results file the sources hold."""
+    files = [(*read_results(sources), False)]
+    if (sources / FAMILY_RESULTS_FILE).exists():
+        files.append((*read_results(sources, FAMILY_RESULTS_FILE), True))
+    return files
+
+
 def apply_measured(rows: list[dict], sources: Path) -> MeasuredResult:
     """Write timm's figures onto the rows they were measured for; say which names have none."""
-    results, source = read_results(sources)
+    files = _results(sources)
     mapped, not_files = release_names(sources)
     by_checkpoint = {r["checkpoint"]: r for r in rows if r.get("checkpoint")}
-    outcome = MeasuredResult(names=len(results), source=source)
-    for entry in results:
-        name = entry["timm_name"]
-        checkpoint = mapped.get(name)
-        if checkpoint is None:
-            outcome.unmapped[name] = not_files.get(
-                name, "no release file known (timm_checkpoints.csv, legacy_collections.csv)")
-            continue
-        row = by_checkpoint.get(checkpoint)
-        if row is None:
-            outcome.unmapped[name] = f"its file {checkpoint} is not in this catalog"
-            continue
-        measured_at = int(entry["img_size"])
-        if row.get("adapt_resolution") not in (None, measured_at):
-            outcome.unmapped[name] = (f"measured at {measured_at} px but {checkpoint} is a "
+    outcome = MeasuredResult(names=sum(len(lines) for lines, _, _ in files),
+                             source="; ".join(dict.fromkeys(source for _, source, _ in files)))
+    for lines, source, of_families in files:
+        for entry in lines:
+            name = entry["timm_name"]
+            row, why = _row_for(name, of_families, by_checkpoint, mapped, not_files)
+            if row is not None:
+                measured_at = int(entry["img_size"])
+                if row.get("adapt_resolution") not in (None, measured_at):
+                    row, why = None, (f"measured at {measured_at} px but {row['checkpoint']} is a "
                                       f"{row['adapt_resolution']} px fine-tune")
-            continue
-        row.update(measured_values(entry, source))
-        outcome.rows += 1
+            if row is None:
+                outcome.unmapped[name] = why
+                continue
+            row.update(measured_values(entry, source))
+            outcome.rows += 1
     return outcome
+
+
+def _row_for(name: str, of_families: bool, by_checkpoint: dict[str, dict], mapped: dict[str, str],
+             not_files: dict[str, str]) -> tuple[dict | None, str]:
+    """The catalog row a measured timm name belongs to, or None and why it has none."""
+    if of_families:
+        row = by_checkpoint.get(name)
+        if row is None or row.get("row_source") != ROW_SOURCE:
+            return None, "not in timm_families.csv (no catalog row of that timm name)"
+        return row, ""
+    checkpoint = mapped.get(name)
+    if checkpoint is None:
+        return None, not_files.get(
+            name, "no release file known (timm_checkpoints.csv, legacy_collections.csv)")
+    row = by_checkpoint.get(checkpoint)
+    if row is None:
+        return None, f"its file {checkpoint} is not in this catalog"
+    return row, ""

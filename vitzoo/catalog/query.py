@@ -178,6 +178,22 @@ def _close_to_any(values: Sequence[float]) -> Callable[[Any], bool]:
     return lambda x: x is not None and any(abs(x - t) <= 1e-9 for t in targets)
 
 
+def _pretrain_ds(value: str, frame: Frame) -> str:
+    """A pre-training dataset: an AugReg alias (``imagenet21k`` -> ``i21k``), or a value some
+    row has (the other families' data as timm names it: ``lvd142m``, ``laion2b``)."""
+    known = {d for d in frame.column("ds") if d} if "ds" in frame.column_names else set()
+    if value in known:
+        return value
+    try:
+        return canonical_pretrain_ds(value)
+    except VitzooError as exc:
+        others = sorted(known - {"i1k", "i21k", "i21k_30"})
+        if not others:
+            raise
+        raise VitzooError(exc.message, f"{did_you_mean(value, sorted(known))}valid choices: i1k, "
+                          f"i21k, i21k_30 (AugReg) and {', '.join(others)}") from None
+
+
 def _predicates(frame: Frame, filters: Filters) -> list[tuple[str, Callable[[Any], bool]]]:
     """(column, test) pairs; allowed values are validated so typos fail loudly."""
     preds: list[tuple[str, Callable[[Any], bool]]] = []
@@ -185,7 +201,7 @@ def _predicates(frame: Frame, filters: Filters) -> list[tuple[str, Callable[[Any
         wanted = {canonical_arch(a) for a in filters.arch}
         preds.append(("name", wanted.__contains__))
     if filters.ds:
-        wanted = {canonical_pretrain_ds(d) for d in filters.ds}
+        wanted = {_pretrain_ds(d, frame) for d in filters.ds}
         preds.append(("ds", wanted.__contains__))
     if filters.aug:
         wanted = {_choice(a, AUGMENTATIONS, "augmentation") for a in filters.aug}
@@ -440,6 +456,9 @@ def pretrained_view(frame: Frame) -> Frame:
     names = [pretrained_name(f, u, c) for f, u, c in zip(
         view.column("filename"), view.column("url"), view.column("collection"), strict=True)]
     columns = {"checkpoint": names, **view.to_pydict(), "finetunes": list(counts.values())}
+    if "params" in frame.column_names:  # the file's own count; a fine-tune's is not the file's
+        columns["params"] = [frame.column("params")[i] if not counts[key] else None
+                             for key, i in first.items()]
     if "caveats" in frame.column_names:  # those of the pre-trained file, not of its fine-tunes
         columns["caveats"] = [pretrained_caveats(frame.column("caveats")[i]) for i in first.values()]
     return Frame(columns)

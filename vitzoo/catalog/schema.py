@@ -27,7 +27,8 @@ _F, _I, _S, _B = "float", "int", "str", "bool"
 #: The 21 columns of gs://vit_models/augreg/index.csv, in file order.
 INDEX_CSV_COLUMNS: tuple[Column, ...] = (
     Column("name", _S, "architecture as in the paper, e.g. B/16 or R26+S/32"),
-    Column("ds", _S, "pre-training dataset: i1k (300 ep), i21k (300 ep), i21k_30 (30 ep)"),
+    Column("ds", _S, "pre-training dataset: i1k (300 ep), i21k (300 ep), i21k_30 (30 ep); other "
+           "families: as timm's tag names it (lvd142m, laion2b, openai, webli, ...)"),
     Column("epochs", _I, "pre-training epochs"),
     Column("lr", _F, "pre-training learning rate"),
     Column("aug", _S, "pre-training augmentation: none light0 light1 medium1 medium2 strong1 strong2"),
@@ -52,10 +53,12 @@ INDEX_CSV_COLUMNS: tuple[Column, ...] = (
 #: vitzoo's own columns.
 EXTRA_COLUMNS: tuple[Column, ...] = (
     Column("checkpoint", _S, "the name to type: the fine-tune's stem, or collection/stem (older ones)"),
-    Column("collection", _S, "augreg, imagenet21k, imagenet21k+imagenet2012, sam, mixer/..., local"),
+    Column("collection", _S, "augreg, imagenet21k, imagenet21k+imagenet2012, sam, mixer/..., "
+           "timm-families/<family>, local"),
     Column("url", _S, "where the pre-trained file lives"),
     Column("adapt_url", _S, "where the fine-tuned file lives"),
-    Column("row_source", _S, "grid (reconstructed), index.csv (real), legacy (reference README), local"),
+    Column("row_source", _S, "grid (reconstructed), index.csv (real), legacy (reference README), "
+           "timm (timm's pretrained configurations), local"),
     Column("value_sources", _S, "field=source pairs for values that came from published facts"),
     Column("filename_verified", _B, "false when the filename spelling is a reconstruction not seen anywhere"),
     Column("exists", _B, "the fine-tuned file is known to exist (null: unknown)"),
@@ -98,7 +101,25 @@ MEASURED_COLUMNS: tuple[Column, ...] = (
 MEASURED_ACCURACY_COLUMNS: tuple[str, ...] = tuple(
     c.name for c in MEASURED_COLUMNS if c.name.endswith(("_top1", "_top5")))
 
-COLUMNS: tuple[Column, ...] = INDEX_CSV_COLUMNS + EXTRA_COLUMNS + MEASURED_COLUMNS
+#: The other families' checkpoints that timm serves (index/sources/timm_families.csv): what
+#: the file is, beyond the architecture. Null on Google's releases.
+FAMILY_COLUMNS: tuple[Column, ...] = (
+    Column("family", _S, "deit, deit3, dino, dinov2, mae, clip or siglip (null: Google's releases)"),
+    Column("resolution", _I, "input resolution the file was trained at, pixels (timm input_size)"),
+    Column("head", _S, "classifier (trained labels), projection (CLIP image-text embedding) or none"),
+    Column("num_classes", _I, "outputs of the head: classes, or a projection's width; 0 without one"),
+    Column("head_ds", _S, "data the classifier head was trained on (in1k, in12k); null without one"),
+    Column("license", _S, "licence timm records for the weights"),
+    Column("mean", _S, "per-channel mean the file expects (timm pretrained_cfg, space-separated)"),
+    Column("std", _S, "per-channel standard deviation the file expects (space-separated)"),
+    Column("interpolation", _S, "resize interpolation the file was evaluated with (bicubic, bilinear)"),
+    Column("crop_pct", _F, "centre-crop fraction of timm's evaluation transform"),
+    Column("crop_mode", _S, "timm's crop mode (center, squash)"),
+    Column("switches", _S, "the model switches the file needs (tokens, pooling, activation, norms)"),
+)
+FAMILY_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in FAMILY_COLUMNS)
+
+COLUMNS: tuple[Column, ...] = INDEX_CSV_COLUMNS + EXTRA_COLUMNS + MEASURED_COLUMNS + FAMILY_COLUMNS
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 INDEX_CSV_NAMES: tuple[str, ...] = tuple(c.name for c in INDEX_CSV_COLUMNS)
 COLUMN_TYPES: dict[str, str] = {c.name: c.type for c in COLUMNS}
@@ -109,7 +130,7 @@ ACCURACY_COLUMNS = ("best_val", "final_val", "final_test", "adapt_final_val", "a
 PRETRAINED_COLUMNS = (
     "name", "ds", "epochs", "lr", "aug", "wd", "do", "sd", "best_val", "final_val",
     "final_test", "filename", "url", "upstream_size_bytes", "upstream_md5", "upstream_crc32c",
-    "upstream_hf_repo", "filename_verified", "collection",
+    "upstream_hf_repo", "filename_verified", "collection", *FAMILY_COLUMN_NAMES,
 )
 #: Shown by ``vitzoo list`` when ``--columns`` is not given; the checkpoint name first
 #: (``available`` and, for pre-trained rows, ``finetunes`` are computed by the query).

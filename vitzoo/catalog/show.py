@@ -6,6 +6,7 @@ import csv
 from collections import defaultdict
 from typing import Any
 
+from vitzoo.arch_registry import BY_NAME
 from vitzoo.catalog.api import find_checkpoint, load_table, nearest_with_copy
 from vitzoo.catalog.available import INPUT_COLUMNS, UNKNOWN, availability
 from vitzoo.catalog.caveats import CAVEATS, pretrained_caveats, split_caveats
@@ -13,6 +14,7 @@ from vitzoo.catalog.embedded import ARCHITECTURES_FILE, PUBLISHED_FILE
 from vitzoo.catalog.frame import Frame
 from vitzoo.catalog.schema import (
     COLUMN_NAMES,
+    FAMILY_COLUMN_NAMES,
     MEASURED_COLUMNS,
     MEASURED_SETS,
     PRETRAINED_COLUMNS,
@@ -24,6 +26,7 @@ _ROW_SOURCE = {
     "grid": "release grid (reconstructed)",
     "index.csv": "index.csv",
     "legacy": "older-collection facts",
+    "timm": "timm's pretrained configuration (index/sources/timm_families.csv)",
     "local": "your run",
 }
 _BOOKKEEPING = {"value_sources", "row_source", "note", "exists_source", "caveats",  # caveats: said below
@@ -33,10 +36,14 @@ _MEASURED = tuple(c.name for c in MEASURED_COLUMNS)
 
 def _field_names(row: dict, kind: str) -> tuple[str, ...]:
     """Every column of a fine-tune; of a pre-trained file, its own columns, and timm's
-    measurements when the row is that file itself (an older collection's), not a fine-tune."""
+    measurements when the row is that file itself (an older collection's, another family's),
+    not a fine-tune. The family columns only for another family's file (null for Google's)."""
     if kind != "pretrained":
-        return COLUMN_NAMES
-    return PRETRAINED_COLUMNS + (_MEASURED if not row.get("adapt_filename") else ())
+        names = COLUMN_NAMES
+    else:
+        own = ("params",) if row.get("family") else ()
+        names = PRETRAINED_COLUMNS + own + (_MEASURED if not row.get("adapt_filename") else ())
+    return names if row.get("family") else tuple(n for n in names if n not in FAMILY_COLUMN_NAMES)
 
 
 def _fields(row: dict, kind: str) -> list[dict[str, Any]]:
@@ -163,12 +170,20 @@ def _published(filenames: set[str]) -> list[dict[str, Any]]:
 
 
 def architecture_of(name: str | None) -> dict[str, str]:
-    """Published and computed facts about the architecture (index/sources/architectures.csv)."""
+    """Published and computed facts about the architecture (index/sources/architectures.csv);
+    for the other families' architectures, which that AugReg table does not list, the shapes
+    from the architecture registry."""
     path = EMBEDDED_INDEX_DIR / "sources" / ARCHITECTURES_FILE
     if not name or not path.exists():
         return {}
     with path.open(newline="", encoding="utf-8") as handle:
-        return next((row for row in csv.DictReader(handle) if row["name"] == name), {})
+        found = next((row for row in csv.DictReader(handle) if row["name"] == name), {})
+    if found or name not in BY_NAME:
+        return found
+    arch = BY_NAME[name]
+    return {"name": name, "family": arch.family, "hidden": str(arch.hidden), "mlp": str(arch.mlp),
+            "heads": str(arch.heads), "layers": str(arch.layers), "patch": str(arch.patch),
+            "source": "vitzoo.arch_registry (shapes read off timm's model definitions)"}
 
 
 #: Classes of the released fine-tunes' heads, to count their parameters.

@@ -18,14 +18,19 @@ ARCH_HELP = ("Architecture in any spelling (B/16, B_16, ViT-B_16, R26+S/32, timm
 INDEX_HELP = "Catalog to read (a catalog.parquet or its folder); default: VITZOO_INDEX, then yours, then the embedded one."
 
 ARCH = typer.Option(None, "--arch", help=ARCH_HELP)
-DS = typer.Option(None, "--ds", help="Pre-training dataset: i1k, i21k, i21k_30 (aliases: imagenet21k, ...).")
+DS = typer.Option(None, "--ds", help=(
+    "Pre-training dataset: i1k, i21k, i21k_30 (aliases: imagenet21k, ...); other families' data "
+    "as timm names it (lvd142m, laion2b, openai, webli, ...)."))
 AUG = typer.Option(None, "--aug", help="Augmentation: none light0 light1 medium1 medium2 strong1 strong2.")
 WD = typer.Option(None, "--wd", help="Pre-training weight decay (0.03, 0.1).")
 DO = typer.Option(None, "--do", help="Pre-training dropout (0.0, 0.1).")
 SD = typer.Option(None, "--sd", help="Pre-training stochastic depth (0.0, 0.1).")
 ADAPT_LR = typer.Option(None, "--adapt-lr", help="Fine-tuning learning rate.")
 STEPS = typer.Option(None, "--steps", help="Fine-tuning steps (500, 2500, 10000, 20000).")
-COLLECTION = typer.Option(None, "--collection", help="augreg, imagenet21k, imagenet21k+imagenet2012, sam, mixer/..., local.")
+COLLECTION = typer.Option(None, "--collection", help=(
+    "augreg, imagenet21k, imagenet21k+imagenet2012, sam, mixer/..., local; other ViT families "
+    "served by timm: timm-families, or one of them (timm-families/deit, deit3, dino, dinov2, mae, "
+    "clip, siglip)."))
 LOCAL = typer.Option(False, "--local", help="Only your own registered fine-tunes.")
 WHERE = typer.Option(None, "--where", help='Expression over any column, e.g. \'adapt_final_val > 0.9 and ds == "i21k"\'.')
 INDEX = typer.Option(None, "--index", help=INDEX_HELP)

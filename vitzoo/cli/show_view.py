@@ -27,16 +27,18 @@ def print_details(details: dict[str, Any]) -> None:
         console.print(f"[bold]unknown[/bold] {', '.join(unknown)}", highlight=False)
     arch = details.get("architecture") or {}
     if arch:
-        if arch["resnet_blocks"]:  # hybrids cut 1x1 patches from the ResNet stem's feature map
+        if arch.get("resnet_blocks"):  # hybrids cut 1x1 patches from the ResNet stem's feature map
             patch = (f"ResNet stem (blocks {arch['resnet_blocks']}) then 1x1 patches, "
                      f"effective patch {arch.get('effective_stride') or '?'}")
         else:
             patch = f"patch {arch['patch']}"
+        # The AugReg table adds token and parameter counts; other families' rows carry their own.
+        counts = (f", tokens {arch['tokens_224'] or '?'} @224 / {arch['tokens_384'] or '?'} @384, "
+                  f"params {int(arch['params_k1000_224']):,} (1000 classes @224)"
+                  if arch.get("params_k1000_224") else "")
         console.print(
             f"[bold]architecture[/bold] {arch['name']}: width {arch['hidden']}, depth {arch['layers']}, "
-            f"heads {arch['heads']}, MLP {arch['mlp']}, {patch}, tokens "
-            f"{arch['tokens_224'] or '?'} @224 / {arch['tokens_384'] or '?'} @384, params "
-            f"{int(arch['params_k1000_224']):,} (1000 classes @224)  [dim]({arch['source']})[/dim]")
+            f"heads {arch['heads']}, MLP {arch['mlp']}, {patch}{counts}  [dim]({arch['source']})[/dim]")
     if details["finetunes"]:
         tunes = _plain_table("fine-tunes of its pre-trained checkpoint (best by adapt_final_val)")
         for column in ("adapt_ds", "count", "adapt_resolution", "adapt_lr", "adapt_steps",
