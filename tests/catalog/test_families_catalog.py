@@ -254,7 +254,7 @@ def test_hand_checked_rows(catalog):
     assert (deit["name"], deit["head"], deit["num_classes"], deit["ds"]) == (
         "Ti/16", "classifier", 1000, "i1k")
     assert deit["imagenet_top1"] == pytest.approx(float(measured["imagenet_top1"]) / 100, abs=1e-12)
-    assert deit["imagenet_top1"] == pytest.approx(0.72172, abs=1e-12)  # typed from the file
+    assert deit["imagenet_top1"] == pytest.approx(0.7219, abs=1e-12)  # typed from the file (72.190 %)
     assert "aa4b5850c1543fa488abf260f18390eda46cf85d" in deit["measured_source"]
     assert deit["params"] == 5717416
 
@@ -364,7 +364,7 @@ def test_probe_candidates_select_family_rows(monkeypatch):
     assert {c.architecture for c in chosen} == {"S/14", "B/14", "L/14"}
     chosen, _ = select(["downloadable"], where="collection == 'timm-families/deit'")
     tiny = next(c for c in chosen if c.name == "deit_tiny_patch16_224.fb_in1k")
-    assert tiny.published["imagenet_top1"] == pytest.approx(0.72172, abs=1e-12)
+    assert tiny.published["imagenet_top1"] == pytest.approx(0.7219, abs=1e-12)
 
 
 def test_a_family_name_resolves_to_its_hub_copy():
@@ -387,7 +387,22 @@ def test_a_source_without_its_provenance_line_is_refused(tmp_path):
     path.write_text("\n".join(path.read_text(encoding="utf-8").splitlines()[1:]) + "\n")
     with pytest.raises(VitzooError, match="provenance line") as err:
         family_rows(sources)
-    assert "restore index/sources" in str(err.value)
-    path.write_text("# timm 1.0 x\ntimm_name,arch\nvit_x.y,Q/99\n")
+    assert "Restore index/sources from git" in str(err.value)
+    lines = FAMILIES_CSV.read_text(encoding="utf-8").splitlines()
+    entries = list(csv.DictReader(lines[1:]))
+    entries[0]["arch"] = "Q/99"
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(entries[0]))
+    writer.writeheader()
+    writer.writerows(entries)
+    path.write_text(lines[0] + "\n" + out.getvalue())
     with pytest.raises(VitzooError, match="unknown architecture 'Q/99'"):
+        family_rows(sources)
+    entries[0].update(arch="S/16", timm_name="../escape")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(entries[0]))
+    writer.writeheader()
+    writer.writerows(entries)
+    path.write_text(lines[0] + "\n" + out.getvalue())
+    with pytest.raises(VitzooError, match="timm checkpoint name"):
         family_rows(sources)

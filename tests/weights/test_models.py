@@ -180,6 +180,12 @@ PARAMS_1000 = {
     "R26+S/32": 36_431_912, "R50+L/32": 328_994_856,
     "L/32": 306_535_400, "H/14": 632_045_800, "R50+B/16": 98_659_112,
     "Mixer-B/16": 59_880_472, "Mixer-B/32": 60_293_428, "Mixer-L/16": 208_196_168,
+    # the other families' architectures: timm 1.0.31's VisionTransformer with the same shapes,
+    # class token and 1000 classes at 224, counted on torch's meta device (outside this suite)
+    "S/8": 22_055_272, "S/14": 22_004_584, "B/14": 86_475_496, "L/14": 304_203_752,
+    "XS/16": 8_402_664, "M/16": 38_837_736, "M/32": 39_942_120, "Betwixt/32": 61_723_880,
+    "B-plus/16": 117_510_504, "So400m/14": 413_597_656, "So400m/16": 413_735_896,
+    "g/14": 1_012_611_432, "g-opt/16": 1_136_286_184, "bigG/14": 1_844_440_680,
 }
 # §7, K = 21843 @224 (the i21k upstream files) and K = 1000 @384.
 PARAMS_21843 = {

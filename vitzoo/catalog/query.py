@@ -20,7 +20,7 @@ from typing import Any
 
 from vitzoo.catalog.caveats import pretrained_caveats
 from vitzoo.catalog.frame import Frame
-from vitzoo.catalog.schema import PRETRAINED_COLUMNS
+from vitzoo.catalog.schema import MEASURED_COLUMNS, PRETRAINED_COLUMNS
 from vitzoo.errors import VitzooError
 from vitzoo.names import (
     ADAPT_DATASETS,
@@ -442,6 +442,11 @@ def column_hint(name: str, frame: Frame) -> str:
     names = [*frame.column_names, *(c for c in COMPUTED_COLUMNS if c not in frame.column_names)]
     return f"{did_you_mean(name, names)}columns are: {', '.join(names)}"
 
+#: Columns about a row's own file: in the pre-trained view, kept for a file listed without
+#: fine-tunes (an older collection's, another family's), null where the row is a fine-tune.
+_FILE_OWN_COLUMNS = ("params", *(c.name for c in MEASURED_COLUMNS))
+
+
 def pretrained_view(frame: Frame) -> Frame:
     """One row per pre-trained checkpoint, with how many of its fine-tunes are listed."""
     columns = [c for c in PRETRAINED_COLUMNS if c in frame.column_names]
@@ -456,9 +461,10 @@ def pretrained_view(frame: Frame) -> Frame:
     names = [pretrained_name(f, u, c) for f, u, c in zip(
         view.column("filename"), view.column("url"), view.column("collection"), strict=True)]
     columns = {"checkpoint": names, **view.to_pydict(), "finetunes": list(counts.values())}
-    if "params" in frame.column_names:  # the file's own count; a fine-tune's is not the file's
-        columns["params"] = [frame.column("params")[i] if not counts[key] else None
-                             for key, i in first.items()]
+    for column in _FILE_OWN_COLUMNS:  # a fine-tune's count or accuracy is not its upstream's
+        if column in frame.column_names:
+            values = frame.column(column)
+            columns[column] = [values[i] if not counts[key] else None for key, i in first.items()]
     if "caveats" in frame.column_names:  # those of the pre-trained file, not of its fine-tunes
         columns["caveats"] = [pretrained_caveats(frame.column("caveats")[i]) for i in first.values()]
     return Frame(columns)
