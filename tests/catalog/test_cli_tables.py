@@ -6,10 +6,12 @@ that width would; a "row line" is a line of the table body.
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
 
+from tests.support import REPO_ROOT
 from tests.support.cli_helpers import run_cli as run
 from tests.support.cli_helpers import table_at
 from vitzoo.catalog.api import find_checkpoint
@@ -17,6 +19,9 @@ from vitzoo.cli.render import CAVEAT_MARKS, ELLIPSIS, elide_middle, fit_columns,
 from vitzoo.runs.registry import register_run
 
 B16 = "B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0"
+#: The other families' files (index/sources/timm_families.csv, read with the csv module).
+FAMILIES = {r["timm_name"] for r in csv.DictReader(
+    (REPO_ROOT / "index" / "sources" / "timm_families.csv").read_text().splitlines()[1:])}
 
 
 def header_names(header: list[str]) -> list[str]:
@@ -226,7 +231,11 @@ def test_timm_names_work_as_filters(capsys):
     assert len(rows) == 19 and all(r["hf_repo"].endswith(".augreg_in21k_ft_in1k") for r in rows)
     rows = json_rows(capsys, "list", "--name", "vit_base_patch16*", "--pretrained")
     assert B16 in [r["checkpoint"] for r in rows]  # and those with an in1k fine-tune on the Hub
-    assert all(r["checkpoint"].startswith("B_16-") for r in rows) and len(rows) == 2
+    google = [r for r in rows if not r["checkpoint"].startswith("vit_base_patch16")]
+    assert all(r["checkpoint"].startswith("B_16-") for r in google) and len(google) == 2
+    # the other families' files are named by their timm names, so the glob finds them too
+    assert {r["checkpoint"] for r in rows} - {r["checkpoint"] for r in google} >= {
+        "vit_base_patch16_224.mae", "vit_base_patch16_224.dino", "vit_base_patch16_clip_224.openai"}
     rows = json_rows(capsys, "list", "--ds", "augreg_in21k", "--arch", "Ti/16", "--pretrained")
     assert {r["ds"] for r in rows} == {"i21k"}
     rows = json_rows(capsys, "list", "--name", "medium2-wd_0.03-do_0.1", "--arch", "B/32",
@@ -258,8 +267,10 @@ def test_available_is_derived_offline_from_cache_and_hub_copies(capsys, monkeypa
     assert rows == [{"checkpoint": cached.stem, "available": "cache"}]  # HF_HUB_OFFLINE is set
     monkeypatch.delenv("HF_HUB_OFFLINE")
     rows = json_rows(capsys, "list", "--downloadable", "--columns", "checkpoint,hf_repo,available")
-    assert len(rows) == 26
+    families = [r for r in rows if r["checkpoint"] in FAMILIES]  # their Hub repo is the file's
+    assert len(rows) - len(families) == 26 and len(families) == len(FAMILIES)
     assert {r["available"] for r in rows if r["hf_repo"]} == {"hf"}
+    assert {r["available"] for r in families} == {"hf"} and not any(r["hf_repo"] for r in families)
     tuned = json_rows(capsys, "list", "--name", "timm/vit_base_patch16_224.augreg_in21k_ft_in1k",
                       "--columns", "available")
     assert tuned == [{"available": "hf"}]

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 
+import pandas as pd
 import pytest
 
 from tests.support import REPO_ROOT
@@ -37,7 +38,7 @@ def test_distinct_counts_equal_pandas_value_counts(capsys, catalog, column, filt
     got = {(r[column], r["rows"]) for r in json.loads(out)}
     counts = catalog[mask(catalog).fillna(False).astype(bool)][column].astype(object).value_counts(
         dropna=False)
-    expected = {(None if value != value or value is None else value, int(n))
+    expected = {(None if pd.isna(value) else value, int(n))
                 for value, n in counts.items()}
     assert got == expected
     rows = [r["rows"] for r in json.loads(out)]
