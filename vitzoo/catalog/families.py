@@ -59,7 +59,8 @@ def _note(entry: dict[str, str]) -> str | None:
 
 
 def family_row(entry: dict[str, str], source: str) -> dict:
-    """One catalog row for one line of the file."""
+    """One catalog row for one line of the file; ``source`` is the file's provenance line,
+    cited by the row's existence and its parameter count (timm's model, counted)."""
     name = validate_path_component(entry["timm_name"], "timm checkpoint name")
     classes = int(entry["num_classes"] or 0)
     return {
@@ -67,6 +68,7 @@ def family_row(entry: dict[str, str], source: str) -> dict:
         "checkpoint": name, "url": None, "upstream_hf_repo": entry["hf_hub_id"] or None,
         "params": int(entry["param_count"]), "collection": f"{COLLECTION}/{entry['family']}",
         "row_source": ROW_SOURCE, "filename_verified": True, "exists": True,
+        "value_sources": f"params={source} (parameters of timm's model for this name)",
         "exists_source": source, "note": _note(entry), "caveats": "",
         "family": entry["family"], "resolution": int(entry["resolution"]),
         "head": entry["head"], "num_classes": classes, "head_ds": entry["head_data"] or None,
