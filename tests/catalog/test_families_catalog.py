@@ -287,6 +287,25 @@ def test_measured_values_are_on_the_measured_rows_only(catalog):
     assert len(backbones) > 0 and backbones["imagenet_top1"].isna().all()
 
 
+def test_the_join_from_the_sources_fills_exactly_the_measured_rows():
+    """The build step itself (not the committed index): the family rows from the source file,
+    then timm's results applied to them."""
+    from vitzoo.catalog.measured import apply_measured
+
+    rows = family_rows(SOURCES)
+    result = apply_measured(rows, SOURCES)
+    measured = _measured()
+    assert not set(result.unmapped) & set(measured) and result.rows == len(measured)
+    for row in rows:
+        entry = measured.get(row["checkpoint"])
+        if entry is None:
+            assert row.get("imagenet_top1") is None, row["checkpoint"]
+        else:
+            assert row["imagenet_top1"] == pytest.approx(float(entry["imagenet_top1"]) / 100,
+                                                         abs=1e-12)
+            assert row["measured_crop_pct"] == float(entry["crop_pct"])
+
+
 @pytest.mark.parametrize("collection", ["timm-families", "timm-families/dinov2",
                                         "timm-families/clip", "timm-families/deit3"])
 def test_list_collection_counts_equal_the_source(capsys, collection):
