@@ -343,6 +343,8 @@ def test_show_a_backbone_says_its_accuracy_is_unknown(capsys, monkeypatch):
     assert "S/14: width 384, depth 12, heads 6, MLP 1536, patch 14" in out
     assert "hf://timm/vit_small_patch14_dinov2.lvd142m" in out
     assert "no ImageNet accuracy is measured" in out
+    assert not {"aug", "wd", "final_val", "url"} & set(unknown.replace(",", " ").split())  # n/a
+    assert "timm/vit_small_patch14_dinov2.lvd142m is not used now" in out  # HF_HUB_OFFLINE=1
 
 
 def test_show_a_measured_file_and_its_timm_hub_name(capsys, monkeypatch):

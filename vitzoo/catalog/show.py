@@ -20,7 +20,7 @@ from vitzoo.catalog.schema import (
     PRETRAINED_COLUMNS,
     value_sources_of,
 )
-from vitzoo.config import EMBEDDED_INDEX_DIR, mirrors
+from vitzoo.config import EMBEDDED_INDEX_DIR, hf_offline, mirrors
 
 _ROW_SOURCE = {
     "grid": "release grid (reconstructed)",
@@ -32,6 +32,11 @@ _ROW_SOURCE = {
 _BOOKKEEPING = {"value_sources", "row_source", "note", "exists_source", "caveats",  # caveats: said below
                 "measured_source"}  # the source of the measured columns
 _MEASURED = tuple(c.name for c in MEASURED_COLUMNS)
+#: Columns of Google's releases only (the AugReg grid, the bucket's files): another family's
+#: file has no such value, so `show` leaves them out rather than calling them unknown.
+_GOOGLE_ONLY = frozenset({"epochs", "lr", "aug", "wd", "do", "sd", "best_val", "final_val",
+                          "final_test", "url", "upstream_size_bytes", "upstream_md5",
+                          "upstream_crc32c"})
 
 
 def _field_names(row: dict, kind: str) -> tuple[str, ...]:
@@ -43,7 +48,9 @@ def _field_names(row: dict, kind: str) -> tuple[str, ...]:
     else:
         own = ("params",) if row.get("family") else ()
         names = PRETRAINED_COLUMNS + own + (_MEASURED if not row.get("adapt_filename") else ())
-    return names if row.get("family") else tuple(n for n in names if n not in FAMILY_COLUMN_NAMES)
+    if row.get("family"):  # Google's grid and bucket columns do not apply: not "unknown"
+        return tuple(n for n in names if n not in _GOOGLE_ONLY)
+    return tuple(n for n in names if n not in FAMILY_COLUMN_NAMES)
 
 
 def _fields(row: dict, kind: str) -> list[dict[str, Any]]:
@@ -135,6 +142,9 @@ def _no_copy_caveat(info, index: str | None) -> list[str]:
     """When only the (refusing) bucket has the file, name the closest checkpoint that has a copy."""
     if info.local_path or info.collection == "local" or _available(info) != UNKNOWN:
         return []
+    if info.hf_repo and hf_offline():  # a copy exists; this machine may not use it now
+        return [f"its Hugging Face copy {info.hf_repo} is not used now: the Hub is off limits "
+                "(HF_HUB_OFFLINE); unset it, or fetch the file where the Hub is reachable"]
     nearest = nearest_with_copy(info, index)
     if nearest is None:
         return ["no copy outside the bucket is known (no Hugging Face copy, not cached)"]
