@@ -321,6 +321,18 @@ def test_list_collection_counts_equal_the_source(capsys, collection):
         assert set(listed["checkpoint"]) <= set(source["timm_name"])
 
 
+def test_list_of_the_families_shows_their_own_columns_by_default(capsys):
+    code, out, err = run(capsys, "list", "--collection", "timm-families/deit", "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert list(rows[0]) == ["checkpoint", "name", "family", "ds", "resolution", "head", "head_ds",
+                             "params", "imagenet_top1", "license", "available", "caveats"]
+    tiny = next(r for r in rows if r["checkpoint"] == "deit_tiny_patch16_224.fb_in1k")
+    assert (tiny["resolution"], tiny["head"], tiny["params"]) == (224, "classifier", 5717416)
+    code, out, err = run(capsys, "list", "--collection", "augreg", "--limit", "1", "--format", "json")
+    assert "aug" in json.loads(out)[0] and "family" not in json.loads(out)[0]
+
+
 def test_list_by_pretraining_data_and_a_wrong_value_names_the_choices(capsys):
     code, out, err = run(capsys, "list", "--ds", "lvd142m", "--format", "csv", "--columns",
                          "checkpoint,ds,resolution")

@@ -142,6 +142,11 @@ DEFAULT_LIST_COLUMNS = (
 DEFAULT_PRETRAINED_COLUMNS = (
     "checkpoint", "name", "ds", "aug", "wd", "do", "sd", "final_val", "finetunes", "available",
 )
+#: ``vitzoo list --collection timm-families[/...]``: what tells the other families' files apart.
+DEFAULT_FAMILY_COLUMNS = (
+    "checkpoint", "name", "family", "ds", "resolution", "head", "head_ds", "params",
+    "imagenet_top1", "license", "available",
+)
 DEFAULT_LOCAL_COLUMNS = (
     "checkpoint", "name", "adapt_ds", "adapt_resolution", "adapt_steps", "adapt_final_val",
     "adapt_final_test", "filename", "available",

@@ -54,6 +54,7 @@ def list_command(
 ) -> None:
     """List checkpoints matching the filters (the 21 index.csv columns plus vitzoo's)."""
     from vitzoo.catalog import api, schema
+    from vitzoo.catalog.families import COLLECTION as FAMILIES_COLLECTION
 
     filters = opt.build_filters(arch=arch, ds=ds, aug=aug, wd=wd, do=do, sd=sd, adapt_ds=adapt_ds,
                                 res=res, adapt_lr=adapt_lr, steps=steps, collection=collection,
@@ -72,7 +73,10 @@ def list_command(
         if fmt == "table" and render.CAVEATS_COLUMN not in chosen:  # read for the marks only
             chosen.append(render.CAVEATS_COLUMN)
     else:  # the defaults carry the caveat codes: marks in a table, a column in csv/json
-        chosen = [*(schema.DEFAULT_PRETRAINED_COLUMNS if pretrained else schema.DEFAULT_LOCAL_COLUMNS
+        families = bool(filters.collection) and all(
+            c.split("/")[0] == FAMILIES_COLLECTION for c in filters.collection)
+        chosen = [*(schema.DEFAULT_FAMILY_COLUMNS if families and not local else
+                    schema.DEFAULT_PRETRAINED_COLUMNS if pretrained else schema.DEFAULT_LOCAL_COLUMNS
                     if local else schema.DEFAULT_LIST_COLUMNS), render.CAVEATS_COLUMN]
     if distinct:
         if columns:
