@@ -33,7 +33,8 @@ def test_downloadable_means_a_source_can_serve_it_now(tmp_path, monkeypatch):
     monkeypatch.setenv("VITZOO_MIRRORS", str(mirror))
     chosen, notes = select(["downloadable"], arch=["Ti/16"])
     assert [c.name for c in chosen] == [TI16]
-    assert notes == ["1 of 84 matching checkpoints can be served now (cache, mirrors, Hugging Face)"]
+    # 84 AugReg Ti/16 files and the two DeiT-Ti of timm-families (offline here: no Hub)
+    assert notes == ["1 of 86 matching checkpoints can be served now (cache, mirrors, Hugging Face)"]
 
 
 def test_names_are_kept_in_order_without_duplicates_and_errors(tmp_path):
