@@ -3,7 +3,10 @@
 Oracles: binary cross-entropy from its textbook form (``-z log p - (1 - z) log(1 - p)``
 with ``p = 1 / (1 + e^-x)``); average precision as the mean over positive examples of the
 precision at that example's score (ties counted together, which is scikit-learn's
-definition in another form); F1 from counted true/false positives and negatives.
+definition in another form); F1 from counted true/false positives and negatives; macro F1
+as scikit-learn's ``f1_score(average="macro", labels=<classes with a positive>)`` defines it
+(the mean of per-class F1 counted column by column; scikit-learn is not a test dependency
+here, so its definition is written out).
 The train step's reported loss is checked against the same BCE oracle on the model's own
 logits, so a softmax loss (or a sum over classes) in the step fails here.
 """
@@ -17,6 +20,7 @@ from vitzoo.evaluators.multilabel_metrics import (
     average_precision,
     choose_threshold,
     f1_score,
+    macro_f1_score,
     mean_average_precision,
     multilabel_metrics,
     numpy_loss,
@@ -46,6 +50,15 @@ def f1_oracle(probabilities: np.ndarray, targets: np.ndarray, threshold: float) 
         fp += int(p >= threshold and z == 0)
         fn += int(p < threshold and z == 1)
     return 2 * tp / (2 * tp + fp + fn)
+
+
+def macro_f1_oracle(probabilities: np.ndarray, targets: np.ndarray, threshold: float) -> float:
+    per_class = []
+    for k in range(targets.shape[1]):
+        if targets[:, k].sum() == 0:
+            continue  # the classes mAP averages over
+        per_class.append(f1_oracle(probabilities[:, [k]], targets[:, [k]], threshold))
+    return float(sum(per_class) / len(per_class))
 
 
 @pytest.fixture
@@ -95,7 +108,23 @@ def test_f1_and_the_threshold_chosen(scored):
     assert f1_oracle(probabilities, targets, chosen) == pytest.approx(best)
     metrics = multilabel_metrics(logits, targets, chosen)
     assert metrics["examples"] == 40 and metrics["threshold"] == chosen
+    assert metrics["macro_f1"] == pytest.approx(macro_f1_oracle(probabilities, targets, chosen))
     assert metrics["loss"] == pytest.approx(bce_oracle(logits, targets).mean(), rel=1e-10)
+
+
+def test_macro_f1_weighs_every_class_with_a_positive_equally(scored):
+    logits, targets = scored
+    probabilities = sigmoid(logits)
+    for t in (0.2, 0.5, 0.8):
+        assert macro_f1_score(probabilities, targets, t) == pytest.approx(
+            macro_f1_oracle(probabilities, targets, t), abs=1e-12)
+    # by hand: class 0 found perfectly (F1 1), class 1 (one positive) missed (F1 0), class 2
+    # has no positive and is left out however it is predicted -> macro 0.5; micro 2*2/(2+3)
+    p = np.array([[0.9, 0.1, 0.9], [0.8, 0.2, 0.1], [0.1, 0.3, 0.1]])
+    z = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0]])
+    assert macro_f1_score(p, z, 0.5) == pytest.approx(0.5)
+    assert f1_score(p, z, 0.5) == pytest.approx(2 * 2 / (3 + 3))
+    assert macro_f1_score(p, np.zeros_like(z), 0.5) is None
 
 
 def test_train_step_reports_the_sigmoid_bce_of_its_logits():
@@ -171,5 +200,5 @@ def test_multilabel_evaluator_on_four_devices_equals_one():
     one, four = out["1"], out["4"]
     assert one["examples"] == four["examples"] == 13
     assert four["threshold"] == one["threshold"]
-    for name in ("map", "f1", "loss"):
+    for name in ("map", "f1", "macro_f1", "loss"):
         assert four[name] == pytest.approx(one[name], rel=1e-5), name

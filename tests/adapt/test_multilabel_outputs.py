@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.adapt.test_multilabel_learns import write_two_region_folder
-from tests.adapt.test_multilabel_metrics import ap_oracle, bce_oracle, f1_oracle
+from tests.adapt.test_multilabel_metrics import ap_oracle, bce_oracle, f1_oracle, macro_f1_oracle
 from tests.support.adapt_helpers import cli, load_params, tiny_checkpoint
 from tests.support.numpy_models import np_vit
 
@@ -56,6 +56,8 @@ def test_evaluate_scores_map_and_f1_at_the_recorded_threshold(run):
     assert report["map"] == pytest.approx(
         np.mean([ap_oracle(probabilities[:, k], targets[:, k]) for k in range(2)]), abs=1e-6)
     assert report["f1"] == pytest.approx(f1_oracle(probabilities, targets, THRESHOLD), abs=1e-6)
+    assert report["macro_f1"] == pytest.approx(
+        macro_f1_oracle(probabilities, targets, THRESHOLD), abs=1e-6)
     # the fixture tells the recorded threshold from the default
     assert f1_oracle(probabilities, targets, THRESHOLD) != f1_oracle(probabilities, targets, 0.5)
     assert report["loss"] == pytest.approx(bce_oracle(logits, targets).mean(), rel=1e-4)

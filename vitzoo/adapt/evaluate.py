@@ -30,6 +30,7 @@ class EvalReport:
     task: str = "multiclass"
     map: float | None = None  # multi-label: mean average precision
     f1: float | None = None  # multi-label: micro F1 at ``threshold``
+    macro_f1: float | None = None  # multi-label: mean per-class F1 at ``threshold``
     threshold: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -109,4 +110,5 @@ def _multilabel(backbone: Any, data: Any, threshold: float, *, dtype: str, place
         checkpoint=str(backbone.path), architecture=backbone.config.name, dataset=data.name,
         split=data.eval_split, resolution=backbone.resolution, examples=metrics["examples"],
         top1=None, top5=None, loss=metrics["loss"], per_class=rows, notes=list(data.notes),
-        task="multilabel", map=metrics["map"], f1=metrics["f1"], threshold=metrics["threshold"])
+        task="multilabel", map=metrics["map"], f1=metrics["f1"], macro_f1=metrics["macro_f1"],
+        threshold=metrics["threshold"])

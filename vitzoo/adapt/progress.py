@@ -91,8 +91,9 @@ class Display:
                               f"top-5 {percent(m.get('eval_top5'), 2, 'n/a')}  "
                               f"loss {fmt(m.get('eval_loss'), '.4f')}") if "eval_map" not in m
             else ("eval (multi-label)", f"mAP {percent(m.get('eval_map'), 2, 'n/a')}  "
-                                        f"F1 {percent(m.get('eval_f1'), 2, 'n/a')} at threshold "
-                                        f"{fmt(m.get('eval_threshold'), '.2f')}  "
+                                        f"F1 {percent(m.get('eval_f1'), 2, 'n/a')} (macro "
+                                        f"{percent(m.get('eval_macro_f1'), 2, 'n/a')}) at "
+                                        f"threshold {fmt(m.get('eval_threshold'), '.2f')}  "
                                         f"loss {fmt(m.get('eval_loss'), '.4f')}"),
             ("speed", f"{fmt(m.get('img_per_sec'), '.1f')} img/s, first step after "
                       f"{fmt(m.get('time_to_first_step_s'), '.1f')} s, "

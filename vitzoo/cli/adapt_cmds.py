@@ -155,9 +155,10 @@ def _multilabel_tables(console: Any, report: Any) -> None:
 
     table = Table(title=f"{report.architecture} on {report.dataset} ({report.split}, multi-label)",
                   title_justify="left")
-    for column in ("examples", "mAP", f"F1 at {report.threshold:.2f}", "loss"):
+    for column in ("examples", "mAP", f"F1 at {report.threshold:.2f}", "macro F1", "loss"):
         table.add_column(column, justify="right")
-    table.add_row(str(report.examples), pct(report.map), pct(report.f1), f"{report.loss:.4f}")
+    table.add_row(str(report.examples), pct(report.map), pct(report.f1), pct(report.macro_f1),
+                  f"{report.loss:.4f}")
     console.print(table)
     if report.per_class:
         classes = Table(title="per class", title_justify="left")

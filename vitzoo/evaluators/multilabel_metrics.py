@@ -4,8 +4,11 @@ A multi-label model scores every class independently (a sigmoid per class), so i
 judged without a threshold by mean average precision (``map``: macro over the classes
 that have at least one positive example; a class without positives has no defined AP)
 and, once a threshold turns scores into label sets, by the micro F1 over every
-(image, class) pair (``f1``). The threshold is a choice, so it is made on validation data
-(:func:`choose_threshold`) and then applied unchanged to the split that is reported.
+(image, class) pair (``f1``, dominated by the frequent classes) and the macro F1 (``macro_f1``:
+the mean of the per-class F1, over the same classes as ``map``, so a rare class counts as
+much as a frequent one). The threshold is a choice, so it is made on validation data
+(:func:`choose_threshold`, by micro F1) and then applied unchanged to the split that is
+reported.
 
 Units are those of every metric: fractions in [0, 1]. The loss is the mean over classes
 of the per-class binary cross-entropy, averaged over examples (``BCEWithLogitsLoss``'s
@@ -19,9 +22,10 @@ from typing import Any
 import numpy as np
 
 #: The names a multi-label evaluator yields, in this order.
-METRICS = ("map", "f1", "threshold", "loss", "examples")
+METRICS = ("map", "f1", "macro_f1", "threshold", "loss", "examples")
 #: Where each is stored in metrics.jsonl and run.json.
-RECORD_KEYS = {"map": "eval_map", "f1": "eval_f1", "threshold": "eval_threshold",
+RECORD_KEYS = {"map": "eval_map", "f1": "eval_f1", "macro_f1": "eval_macro_f1",
+               "threshold": "eval_threshold",
                "loss": "eval_loss", "examples": "eval_examples"}
 #: The thresholds tried on validation (0.05 .. 0.95): coarse enough not to fit noise.
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -85,6 +89,17 @@ def f1_score(probabilities: np.ndarray, targets: np.ndarray, threshold: float) -
     return 2 * tp / denominator if denominator else 1.0
 
 
+def macro_f1_score(probabilities: np.ndarray, targets: np.ndarray,
+                   threshold: float) -> float | None:
+    """Mean per-class F1 at ``threshold`` over the classes with a positive example (as
+    :func:`mean_average_precision`); None when no class has one."""
+    truth = np.asarray(targets) > 0
+    kept = np.flatnonzero(truth.any(axis=0))
+    if len(kept) == 0:
+        return None
+    return float(np.mean([f1_score(probabilities[:, k], truth[:, k], threshold) for k in kept]))
+
+
 def choose_threshold(probabilities: np.ndarray, targets: np.ndarray) -> float:
     """The :data:`THRESHOLDS` value with the best F1 (the one nearest 0.5 among equals)."""
     ranked = sorted(THRESHOLDS, key=lambda t: (-f1_score(probabilities, targets, t),
@@ -94,10 +109,12 @@ def choose_threshold(probabilities: np.ndarray, targets: np.ndarray) -> float:
 
 def multilabel_metrics(logits: np.ndarray, targets: np.ndarray,
                        threshold: float) -> dict[str, float | int | None]:
-    """``map``, ``f1`` (at ``threshold``), ``threshold``, ``loss`` and ``examples`` of one split."""
+    """``map``, ``f1`` and ``macro_f1`` (at ``threshold``), ``threshold``, ``loss`` and
+    ``examples`` of one split."""
     probabilities = sigmoid(logits)
     return {"map": mean_average_precision(probabilities, targets),
             "f1": f1_score(probabilities, targets, threshold),
+            "macro_f1": macro_f1_score(probabilities, targets, threshold),
             "threshold": float(threshold),
             "loss": float(numpy_loss(logits, targets).mean()) if len(targets) else 0.0,
             "examples": len(targets)}
