@@ -72,14 +72,16 @@ def forced_carve(data: DataOptions) -> float | None:
     return data.val_fraction if "val_fraction" in given_data_options() else None
 
 
-def checked(sort: str, option: str = "--sort", **settings: Any) -> tuple[Any, str]:
-    """(ProbeSettings, the ranking score's column name), refusing bad options before any work."""
+def checked(sort: str, option: str = "--sort", task: str = "multiclass",
+            **settings: Any) -> tuple[Any, str]:
+    """(ProbeSettings, the ranking score's column name on a ``task`` dataset), refusing bad
+    options before any work."""
     from vitzoo.probe import report
     from vitzoo.probe.run import ProbeSettings
 
     probe_settings = ProbeSettings(**settings)
     probe_settings.check()
-    return probe_settings, report.check_sort(sort, probe_settings.shots, option)
+    return probe_settings, report.check_sort(sort, probe_settings.shots, option, task)
 
 
 def exit_if_nothing_measured(result: Any) -> None:
@@ -118,8 +120,9 @@ def probe_command(
 ) -> None:
     """Measure candidate checkpoints on your data: few-shot, linear and kNN probes, img/s.
 
-    Candidates are ranked on the dataset's own validation split when it has one that is not
-    the evaluation split (TFDS validation, a folder's val/ beside test/), else on 20 % of each
+    On a multi-label dataset (--task multilabel) the linear and kNN probes are scored by mAP
+    and few-shot scores are not measured. Candidates are ranked on the dataset's own
+    validation split when it has one that is not the evaluation split (TFDS validation, a folder's val/ beside test/), else on 20 % of each
     training class held out (--val-fraction F: always hold out F); the evaluation split is
     scored once per candidate and reported with 95 % intervals.
     Exits 1 when no candidate could be measured. With --coordinator, every process extracts
@@ -131,8 +134,9 @@ def probe_command(
     cluster = resolve(coordinator, num_processes, process_id)
     if plot_out:
         report.plot_format(plot_out)
-    settings, score = checked(sort, shots=parse_shots(shots), seeds=seeds, knn_k=knn_k, res=res,
-                              batch=batch, dtype=dtype, val_fraction=forced_carve(data))
+    settings, score = checked(sort, task=data.task, shots=parse_shots(shots), seeds=seeds,
+                              knn_k=knn_k, res=res, batch=batch, dtype=dtype,
+                              val_fraction=forced_carve(data))
     data.check()
     result = run_probe(data, candidates=candidates, arch=arch, ds=ds, where=where, limit=limit,
                        index=index, settings=settings, quiet=fmt != "table", cluster=cluster)
@@ -193,7 +197,8 @@ def recommend_by_data(dataset: DataOptions, *, candidates: list[str] | None,
     if fmt not in ("table", "json"):
         raise VitzooError(f"--dataset supports --format table or json, got {fmt!r}",
                           "use --format json for scripts")
-    settings, score = checked(by, option="--by", val_fraction=forced_carve(dataset))
+    settings, score = checked(by, option="--by", task=dataset.task,
+                              val_fraction=forced_carve(dataset))
     result = run_probe(dataset, candidates=candidates, arch=arch, ds=None, where=None,
                        limit=None, index=index, settings=settings, quiet=fmt == "json")
     if not result.measured:

@@ -35,7 +35,8 @@ def probe_table(dataset: str, candidates: str | Sequence[str] = "recommended", *
 
     Columns: ``checkpoint``, ``name``, ``architecture``, ``img_per_sec`` (measured in this
     run, with ``img_per_sec_min``/``_max``), ``linear_accuracy``, ``knn_accuracy`` and
-    ``fewshot_K_mean`` on the evaluation split, each with ``_low``/``_high`` (its 95 %
+    ``fewshot_K_mean`` (a multi-label dataset: ``linear_map`` and ``knn_map``) on the
+    evaluation split, each with ``_low``/``_high`` (its 95 %
     interval), ``fewshot_K_std``, ``val_*`` (the validation values that rank), the
     throughput setup, ``published_*`` (catalog numbers from other data and hardware),
     ``skipped`` (the reason, or None) and ``pareto`` (on the front of the ``sort`` score
@@ -55,7 +56,7 @@ def probe_table(dataset: str, candidates: str | Sequence[str] = "recommended", *
     data.check()
     probe_settings = ProbeSettings(**settings)
     probe_settings.check()
-    sort = report.check_sort(sort, probe_settings.shots)
+    sort = report.check_sort(sort, probe_settings.shots, task=data.task)
     requested = [candidates] if isinstance(candidates, str) else list(candidates)
     chosen, notes = select(requested, arch=list(arch))
     say = say or (lambda _: None)

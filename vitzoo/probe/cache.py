@@ -115,7 +115,10 @@ def split_fingerprint(source: Any) -> dict[str, Any]:
                 status = _file_status(os.stat(item))
                 digest.update("\0".join([str(item), *(str(status[k]) for k in MEMO_FIELDS)])
                               .encode() + b"\n")
-        digest.update(np.asarray(source.labels, np.int64).tobytes())
+        labels = np.asarray(source.labels, np.int64)
+        digest.update(labels.tobytes())
+        if labels.ndim > 1:  # multi-hot rows: their shape too (single-label keys unchanged)
+            digest.update(str(labels.shape).encode())
         return {"kind": "files" if source.from_files else "bytes", "examples": len(source),
                 "sha256": digest.hexdigest()}
     builder = source.builder
@@ -178,7 +181,8 @@ class FeatureEntry:
         except (OSError, ValueError, KeyError, EOFError):
             path.unlink(missing_ok=True)  # damaged outside our atomic writes: recompute it
             return None
-        if features.shape[0] != stop - start or labels.shape != (stop - start,):
+        if features.shape[0] != stop - start or labels.ndim not in (1, 2) \
+                or labels.shape[0] != stop - start:  # [N] class indices or [N, K] multi-hot
             path.unlink(missing_ok=True)
             return None
         return features, labels
@@ -196,7 +200,8 @@ class FeatureEntry:
                      labels=np.asarray(labels, np.int32))
 
     def load(self) -> tuple[np.ndarray, np.ndarray]:
-        """All features ``[N, D]`` float32 and labels ``[N]``; fails if a chunk is missing."""
+        """All features ``[N, D]`` float32 and labels ``[N]`` (``[N, K]`` multi-hot); fails if a
+        chunk is missing."""
         parts = []
         for i in range(self.num_chunks):
             chunk = self._load_chunk(i)

@@ -39,25 +39,47 @@ SPEED = "img_per_sec"
 #: class's accuracy by more than 10 points, and the choice is reported as not reliable.
 MIN_IMAGES_PER_CLASS = 10
 SCORE_HELP = ("linear_accuracy (or linear), knn_accuracy (knn), fewshot_K_mean (Kshot, for a K "
-              "in --shots) or img_per_sec (speed)")
+              "in --shots) or img_per_sec (speed); on a multi-label dataset linear_map (linear) "
+              "or knn_map (knn)")
+#: The multi-label scores (mAP; :mod:`vitzoo.probe.multilabel`) and their single-label twins.
+MAP_SCORES = {"linear_map": "linear_accuracy", "knn_map": "knn_accuracy"}
 
 
 def fewshot_column(k: int | str) -> str:
     return f"fewshot_{int(k)}_mean"
 
 
-def score_name(name: str, shots: Sequence[int], option: str = "--sort") -> str:
+def score_name(name: str, shots: Sequence[int], option: str = "--sort",
+               task: str = "multiclass") -> str:
     """The column name a ranking score goes by (its CSV/JSON name), from any accepted spelling.
 
     A k-shot score must be among ``shots``: ranking by a score that was never measured would
-    silently rank nothing.
+    silently rank nothing. On a multi-label ``task`` the linear and kNN scores are mAP
+    (``linear``, the default ``linear_accuracy``, mean ``linear_map``) and few-shot scores
+    are refused (not measured there); on a single-label one the ``_map`` names are refused.
     """
+    column = _column(name, shots, option)
+    if task == "multilabel":
+        if column.startswith("fewshot_"):
+            raise VitzooError(f"{option} {name}: few-shot scores are not measured on a multi-label "
+                              "dataset (k images per class is no sample when an image carries "
+                              "several classes)", "use linear_map, knn_map or img_per_sec")
+        return {v: k for k, v in MAP_SCORES.items()}.get(column, column)
+    if column in MAP_SCORES:
+        raise VitzooError(f"{option} {name}: mAP scores belong to multi-label datasets and this "
+                          "one is single-label", f"use {MAP_SCORES[column]}, or add --task multilabel")
+    return column
+
+
+def _column(name: str, shots: Sequence[int], option: str) -> str:
     text = name.strip().lower()
     plain = text[4:] if text.startswith("val_") else text
     if plain in ("linear", "linear_accuracy"):
         return "linear_accuracy"
     if plain in ("knn", "knn_accuracy"):
         return "knn_accuracy"
+    if plain in ("map", *MAP_SCORES):
+        return "knn_map" if plain == "knn_map" else "linear_map"
     if plain in ("speed", SPEED):
         return SPEED
     match = re.fullmatch(r"(\d+)-?shots?|fewshot_(\d+)(?:_mean)?", plain)
@@ -77,9 +99,9 @@ def _side(result: Any, side: str) -> dict[str, Any]:
 
 def _entry(result: Any, score: str, side: str) -> dict[str, Any] | None:
     scores = _side(result, side)
-    if score == "linear_accuracy":
+    if score in ("linear_accuracy", "linear_map"):
         return scores.get("linear")
-    if score == "knn_accuracy":
+    if score in ("knn_accuracy", "knn_map"):
         return scores.get("knn")
     match = re.fullmatch(r"fewshot_(\d+)_mean", score)
     return (scores.get("fewshot") or {}).get(match.group(1)) if match else None
@@ -94,7 +116,8 @@ def value(result: Any, score: str, side: str = "choose") -> float | None:
     entry = _entry(result, score, side)
     if entry is None:
         return None
-    return entry.get("accuracy", entry.get("mean"))
+    key = "map" if score in MAP_SCORES else "accuracy" if score.endswith("_accuracy") else "mean"
+    return entry.get(key)
 
 
 def rank(results: Sequence[Any], score: str) -> list[Any]:
@@ -117,6 +140,14 @@ def compare(first: Any, second: Any, score: str) -> dict[str, Any]:
     ea, eb = _entry(first, score, "choose"), _entry(second, score, "choose")
     if not ea or not eb or "per_image" not in ea or "per_image" not in eb:
         return {"test": None, "p_value": None, "distinguishable": None}
+    if score in MAP_SCORES:
+        from vitzoo.probe.multilabel import paired_map_test
+
+        test = paired_map_test(ea, eb, _side(first, "choose")["per_image"]["targets"])
+        images = _side(first, "choose").get("examples")
+        return {"test": f"paired bootstrap of the mAP difference over the same {images} "
+                        f"validation images ({test['resamples']} resamples)",
+                "p_value": test["p_value"], "distinguishable": test["p_value"] < ALPHA}
     a, b = unpack(ea["per_image"]), unpack(eb["per_image"])
     test = paired_test(a.tolist(), b.tolist())
     name = ("exact McNemar test" if score in ("linear_accuracy", "knn_accuracy")
@@ -129,6 +160,8 @@ def compare(first: Any, second: Any, score: str) -> dict[str, Any]:
 
 def score_names(results: Sequence[Any]) -> list[str]:
     """Every ranking score present, in display order (few-shot by numeric k)."""
+    if any(getattr(r, "linear_map", None) is not None for r in results):
+        return [*MAP_SCORES, SPEED]
     shots = sorted({k for r in results for k in (r.fewshot or {})}, key=int)
     return ["linear_accuracy", "knn_accuracy", *(fewshot_column(k) for k in shots), SPEED]
 

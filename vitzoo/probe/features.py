@@ -159,7 +159,8 @@ class Extractor:
             index = row // entry.chunk_rows
             if index in todo:
                 feats.append(self.forward(batch["image"])[mask])
-                labels.append(batch["label"].reshape(-1)[mask])
+                label = batch["label"]  # [..., K] multi-hot rows keep their class axis
+                labels.append(label.reshape(len(mask), *label.shape[batch["mask"].ndim:])[mask])
             row += count
             chunk_end = entry.rows_of(index)[1]
             if row >= chunk_end or row >= entry.num_rows:

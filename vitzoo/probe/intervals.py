@@ -12,16 +12,26 @@
   say little about their difference. For few-shot scores each image's number of correct
   draws is compared (an exact sign test on the images where the two differ; with one draw
   it is McNemar's test).
+* A mean average precision (a multi-label probe) is no proportion: its interval is the
+  percentile bootstrap over images (:func:`bootstrap_interval`: the images are resampled
+  with replacement and the mAP recomputed), and two candidates on the same images are
+  compared by the paired bootstrap (:func:`paired_bootstrap`: both are resampled with the
+  same images, and the p-value is how often the difference changes sign).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import numpy as np
 
 #: Two-sided 95 %: the normal quantile of the Wilson interval and the test's level.
 Z95 = 1.959963984540054
 ALPHA = 0.05
+#: Bootstrap resamples (and their fixed seed: the same candidate gets the same interval on a rerun).
+RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
 
 
 def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -56,3 +66,41 @@ def paired_test(a: Sequence[int], b: Sequence[int]) -> dict[str, float | int]:
     worse = sum(1 for x, y in zip(a, b, strict=True) if x < y)
     return {"first_better": better, "second_better": worse,
             "p_value": binomial_two_sided(better, better + worse)}
+
+
+def resampled(statistic: Callable[[np.ndarray], float | None], n: int, *,
+              resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """``statistic(indices)`` over ``resamples`` draws of ``n`` image indices with replacement.
+
+    Draws where the statistic is undefined (None: e.g. no image of the draw carries a class)
+    are left out.
+    """
+    rng = np.random.default_rng(seed)
+    values = [statistic(rng.integers(0, n, n)) for _ in range(resamples)] if n else []
+    return np.asarray([v for v in values if v is not None], np.float64)
+
+
+def bootstrap_interval(statistic: Callable[[np.ndarray], float | None], n: int,
+                       **kwargs: int) -> tuple[float, float] | None:
+    """The 95 % percentile bootstrap interval of ``statistic`` over ``n`` images (None if undefined)."""
+    values = resampled(statistic, n, **kwargs)
+    if not len(values):
+        return None
+    low, high = np.quantile(values, [ALPHA / 2, 1 - ALPHA / 2])
+    return (float(low), float(high))
+
+
+def paired_bootstrap(difference: Callable[[np.ndarray], float | None], n: int,
+                     **kwargs: int) -> dict[str, float | int]:
+    """Two-sided bootstrap p-value that a paired ``difference`` (first minus second) is 0.
+
+    The same resampled images score both candidates; the p-value is twice the share of
+    draws on the less frequent side of zero (at least one draw's worth: 1/resamples),
+    capped at 1.
+    """
+    values = resampled(difference, n, **kwargs)
+    if not len(values):
+        return {"p_value": 1.0, "resamples": 0}
+    below, above = float(np.mean(values <= 0)), float(np.mean(values >= 0))
+    floor = 1.0 / len(values)
+    return {"p_value": min(1.0, 2.0 * max(min(below, above), floor)), "resamples": len(values)}

@@ -1,4 +1,5 @@
-"""The linear probe of a multi-label dataset: ridge regression to multi-hot targets, scored by mAP.
+"""Probe scores of a multi-label dataset: ridge regression to multi-hot targets and kNN label
+voting, scored by mAP.
 
 The same regularised least squares as the single-label probe (:class:`~vitzoo.probe.scores.
 RidgePath`: standardised features, a bias feature, one eigendecomposition for every
@@ -8,17 +9,45 @@ precision (:func:`vitzoo.evaluators.multilabel_metrics.mean_average_precision`).
 regulariser is chosen on a deterministic held-out part of the training split (by mAP),
 then the probe is refit on the whole training split and scored once on the evaluation
 split, which chooses nothing.
+
+kNN: each class's score is the share of the ``k`` most cosine-similar training images that
+carry it (the neighbours of :func:`vitzoo.probe.scores.nearest_neighbours`), ranked by AP
+like the probe's outputs.
+
+Few-shot scores do not apply: "k images per class" is no sample of a dataset whose images
+carry several classes (drawing k for one class draws others too), so none is reported.
+
+:func:`score_all` mirrors :func:`vitzoo.probe.scores.score_all`: a **choose** side fitted
+on the training split minus a seeded validation part and scored there (keeping the scores
+per image, for the paired bootstrap between candidates), and a **report** side fitted on
+the whole training split and scored once on the evaluation split, with a bootstrap
+interval over its images (:mod:`vitzoo.probe.intervals`).
 """
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from vitzoo.errors import VitzooError
 from vitzoo.evaluators.multilabel_metrics import mean_average_precision
-from vitzoo.probe.scores import HOLDOUT_FRACTION, L2_GRID, RidgePath
+from vitzoo.probe.scores import (
+    HOLDOUT_FRACTION,
+    L2_GRID,
+    VALIDATION_FRACTION,
+    VALIDATION_SEED,
+    RidgePath,
+    nearest_neighbours,
+)
+
+TASK = "multilabel"
+#: The scores a multi-label probe measures (the ranking names ``--sort`` takes).
+SCORES = ("linear_map", "knn_map")
+FEWSHOT_NOTE = ("few-shot scores do not apply to a multi-label dataset (k images per class is "
+                "no sample when an image carries several classes): not measured")
 
 
 def multi_hot_targets(labels: np.ndarray) -> np.ndarray:
@@ -56,12 +85,13 @@ def scores(path: RidgePath, x: np.ndarray, l2: float) -> np.ndarray:
     return np.asarray(x, np.float64) @ kernel + bias
 
 
-def linear_probe_map(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray,
-                     eval_y: np.ndarray) -> dict[str, Any]:
-    """``map`` on the evaluation split, the chosen ``l2`` and its ``holdout_map``.
+def linear_probe_scores(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray
+                        ) -> tuple[np.ndarray, float, float]:
+    """``(per-class outputs on eval_x, chosen l2, its held-out mAP)`` of the full-train probe.
 
     The regulariser is the :data:`L2_GRID` value with the best mAP on a seeded
-    :data:`HOLDOUT_FRACTION` of the training images, fitted on the rest.
+    :data:`HOLDOUT_FRACTION` of the training images, fitted on the rest; the probe is then
+    refit on every training image.
     """
     from vitzoo.data.source import carve
 
@@ -79,6 +109,142 @@ def linear_probe_map(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarra
         raise VitzooError("the held-out training images carry no class",
                           "add training images with labels")
     holdout_map, l2 = max(valid, key=lambda pair: pair[0])
-    final = fit(train_x, train_y)
-    return {"map": mean_average_precision(scores(final, eval_x, l2), eval_y), "l2": l2,
+    return scores(fit(train_x, train_y), eval_x, l2), l2, holdout_map
+
+
+def linear_probe_map(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray,
+                     eval_y: np.ndarray) -> dict[str, Any]:
+    """``map`` on the evaluation split, the chosen ``l2`` and its ``holdout_map``
+    (:func:`linear_probe_scores`)."""
+    outputs, l2, holdout_map = linear_probe_scores(train_x, train_y, eval_x)
+    return {"map": mean_average_precision(outputs, eval_y), "l2": l2,
             "holdout_map": holdout_map, "examples": len(eval_y)}
+
+
+def knn_scores(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, k: int = 10
+               ) -> np.ndarray:
+    """Per evaluation image and class, the share of its ``k`` nearest training images with the class."""
+    train_y = np.asarray(train_y) > 0
+    out = np.zeros((len(eval_x), train_y.shape[1]), np.float64)
+    for start, nearest in nearest_neighbours(train_x, eval_x, k):
+        out[start:start + len(nearest)] = train_y[nearest].mean(axis=1)
+    return out
+
+
+def _pack_matrix(values: np.ndarray, dtype: str) -> dict[str, Any]:
+    array = np.ascontiguousarray(values, dtype)
+    return {"shape": list(array.shape), "dtype": dtype,
+            "data": base64.b64encode(array.tobytes()).decode("ascii")}
+
+
+def unpack_matrix(packed: dict[str, Any]) -> np.ndarray:
+    """The array :func:`_pack_matrix` stored (per-image scores and targets in the saved scores)."""
+    flat = np.frombuffer(base64.b64decode(packed["data"]), np.dtype(packed["dtype"]))
+    return flat.reshape(packed["shape"]).astype(np.float64)
+
+
+def smallest_class(targets: np.ndarray) -> int:
+    """Images carrying the rarest class (0 when some class has none here)."""
+    return int((np.asarray(targets) > 0).sum(axis=0).min()) if np.ndim(targets) == 2 else 0
+
+
+def map_interval(outputs: np.ndarray, targets: np.ndarray) -> list[float] | None:
+    """95 % bootstrap interval over the images of the mAP of ``outputs``."""
+    from vitzoo.probe.intervals import bootstrap_interval
+
+    interval = bootstrap_interval(lambda rows: mean_average_precision(outputs[rows], targets[rows]),
+                                  len(targets))
+    return None if interval is None else list(interval)
+
+
+def score_side(fit_set: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], *,
+               knn_k: int, per_image: bool) -> dict[str, Any]:
+    """Linear and kNN mAP of probes fitted on ``fit_set``, measured on ``test`` (which chooses
+    nothing): per-image outputs kept (``per_image``, the choosing side) or the bootstrap
+    interval computed (the reported side)."""
+    (fx, fy), (tx, ty) = fit_set, test
+    linear, l2, holdout_map = linear_probe_scores(fx, fy, tx)
+    neighbours = knn_scores(fx, fy, tx, knn_k)
+    side: dict[str, Any] = {
+        "examples": len(ty), "smallest_class": smallest_class(ty),
+        "classes_scored": int((np.asarray(ty) > 0).any(axis=0).sum()),
+        "linear": {"map": mean_average_precision(linear, ty), "l2": l2,
+                   "holdout_map": holdout_map},
+        "knn": {"map": mean_average_precision(neighbours, ty), "k": min(knn_k, len(fy))},
+        "fewshot": {},
+    }
+    for name, outputs in (("linear", linear), ("knn", neighbours)):
+        if per_image:
+            side[name]["per_image"] = {"scores": _pack_matrix(outputs, "float32")}
+        else:
+            side[name]["interval"] = map_interval(outputs, ty)
+    if per_image:
+        side["per_image"] = {"targets": _pack_matrix(np.asarray(ty) > 0, "uint8")}
+    return side
+
+
+class MultiLabelProbeScores:
+    """One side of a multi-label probe as an evaluator (the :mod:`vitzoo.evaluators` protocol):
+    yields ``examples``, ``linear_map`` and ``knn_map`` and keeps the full result in :attr:`side`."""
+
+    def __init__(self, name: str, fit_set: tuple[np.ndarray, np.ndarray],
+                 scored: tuple[np.ndarray, np.ndarray], *, knn_k: int, per_image: bool) -> None:
+        self.name, self.fit_set, self.scored = name, fit_set, scored
+        self.settings = {"knn_k": knn_k, "per_image": per_image}
+        self.side: dict[str, Any] = {}
+
+    def run(self, subject: Any = None) -> Iterator[tuple[str, float | int | None]]:
+        self.side = score_side(self.fit_set, self.scored, **self.settings)
+        yield "examples", self.side["examples"]
+        yield "linear_map", self.side["linear"]["map"]
+        yield "knn_map", self.side["knn"]["map"]
+
+
+def validation_part(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) indices: a seeded :data:`VALIDATION_FRACTION` of the training images
+    (not stratified: an image carries several classes), the same for every candidate."""
+    from vitzoo.data.source import carve
+
+    fit_rows, val = carve(n, VALIDATION_FRACTION, seed=VALIDATION_SEED)
+    if len(val) == 0 or len(fit_rows) < 4:
+        raise VitzooError(f"the training split has {n} image(s), too few to hold out a "
+                          "validation part for choosing between candidates",
+                          "add training images")
+    return fit_rows, val
+
+
+def score_all(train: tuple[np.ndarray, np.ndarray], evaluation: tuple[np.ndarray, np.ndarray],
+              *, knn_k: int = 10) -> dict[str, Any]:
+    """Every multi-label score of one candidate on both sides, JSON-able (plus ``notes``)."""
+    from vitzoo.evaluators import run_all
+
+    (tx, ty), (ex, ey) = train, evaluation
+    fit_rows, val = validation_part(len(ty))
+    sides = [MultiLabelProbeScores("validation", (tx[fit_rows], ty[fit_rows]), (tx[val], ty[val]),
+                                   knn_k=knn_k, per_image=True),
+             MultiLabelProbeScores("evaluation", (tx, ty), (ex, ey), knn_k=knn_k,
+                                   per_image=False)]
+    metrics = run_all(sides, None)
+    choose, report = sides[0].side, sides[1].side
+    choose["metrics"], report["metrics"] = metrics["validation"], metrics["evaluation"]
+    choose["split"] = (f"validation: {VALIDATION_FRACTION:.0%} of the training images (seed "
+                       f"{VALIDATION_SEED}; not stratified: an image carries several classes), "
+                       "held out of the fit")
+    return {"task": TASK, "choose": choose, "report": report, "notes": [FEWSHOT_NOTE]}
+
+
+def paired_map_test(first: dict[str, Any], second: dict[str, Any],
+                    targets: dict[str, Any]) -> dict[str, Any]:
+    """Paired bootstrap of the mAP difference of two candidates' saved per-image outputs."""
+    from vitzoo.probe.intervals import paired_bootstrap
+
+    a = unpack_matrix(first["per_image"]["scores"])
+    b = unpack_matrix(second["per_image"]["scores"])
+    truth = unpack_matrix(targets)
+
+    def difference(rows: np.ndarray) -> float | None:
+        map_a = mean_average_precision(a[rows], truth[rows])
+        map_b = mean_average_precision(b[rows], truth[rows])
+        return None if map_a is None or map_b is None else map_a - map_b
+
+    return paired_bootstrap(difference, len(truth))

@@ -15,21 +15,24 @@ from typing import Any
 from vitzoo.catalog.frame import Frame
 from vitzoo.errors import VitzooError
 from vitzoo.probe.choice import (
+    MAP_SCORES,
     SPEED,
     choose,
     display_name,
-    fewshot_column,
     rank,
     score_name,
+    score_names,
     value,
 )
 from vitzoo.probe.run import CandidateResult
 from vitzoo.text import percent_axis
 
 
-def check_sort(sort: str, shots: Sequence[int], option: str = "--sort") -> str:
-    """The column name ``sort`` means (fails before any work on an unknown or unmeasured score)."""
-    return score_name(sort, shots, option)
+def check_sort(sort: str, shots: Sequence[int], option: str = "--sort",
+               task: str = "multiclass") -> str:
+    """The column name ``sort`` means on a ``task`` dataset (fails before any work on an
+    unknown or unmeasured score)."""
+    return score_name(sort, shots, option, task)
 
 
 def sort_results(results: Sequence[CandidateResult], score: str) -> list[CandidateResult]:
@@ -77,9 +80,8 @@ def table_frame(results: Sequence[CandidateResult], score: str) -> tuple[Frame, 
     with the half-width of their 95 % interval (the wider side of Wilson's; +- std over the
     draws for k-shot); img/s is the median timed batch +- the farthest one.
     """
-    shots = shot_keys(results)
     published = sorted({k for r in results for k in r.published})
-    accuracy = ["linear_accuracy", "knn_accuracy", *(fewshot_column(k) for k in shots)]
+    accuracy = score_names(results)[:-1]
     columns = (["checkpoint"] + ([] if score == SPEED else [f"val_{score}"])
                + [SPEED, *accuracy, "architecture"] + [f"published_{k}" for k in published])
     rows = []
@@ -103,9 +105,12 @@ def table_frame(results: Sequence[CandidateResult], score: str) -> tuple[Frame, 
     measured = [r for r in results if not r.skipped]
     speed = (measured[0].throughput or {}) if measured else {}
     notes = [
-        "accuracies in %, \u00b1 the wider side of the 95% Wilson interval (k-shot: \u00b1 std "
-        "over the seeded draws); val_ columns are on the validation part and rank the table, "
-        "the others are on the evaluation split and choose nothing",
+        ("mAP in %, \u00b1 the wider side of the 95% bootstrap interval over the images"
+         if set(accuracy) <= set(MAP_SCORES) else
+         "accuracies in %, \u00b1 the wider side of the 95% Wilson interval (k-shot: \u00b1 std "
+         "over the seeded draws)")
+        + "; val_ columns are on the validation part and rank the table, the others are on "
+        "the evaluation split and choose nothing",
     ]
     if speed:
         notes.append(f"img/s measured now: median of {speed.get('timed_batches')} timed batches "
@@ -126,13 +131,20 @@ def json_record(result: CandidateResult) -> dict[str, Any]:
     """
     out = {"checkpoint": result.checkpoint, "name": short_name(result.checkpoint),
            "architecture": result.architecture, "img_per_sec": result.img_per_sec,
-           "linear_accuracy": result.linear_accuracy, "knn_accuracy": result.knn_accuracy,
-           "fewshot": result.fewshot, "intervals": result.intervals,
+           **_scores(result), "fewshot": result.fewshot, "intervals": result.intervals,
            "validation": result.validation, "eval_split": result.eval_split,
            "skipped": result.skipped}
-    rest = {k: v for k, v in result.as_dict().items() if k not in out}
+    other_task = {"linear_accuracy", "knn_accuracy", "linear_map", "knn_map"}  # not this one's
+    rest = {k: v for k, v in result.as_dict().items() if k not in out and k not in other_task}
     rest["scores"] = _without_per_image(rest.get("scores") or {})
     return {**out, **rest}
+
+
+def _scores(result: CandidateResult) -> dict[str, float | None]:
+    """The linear and kNN scores a candidate's dataset has: mAP for multi-label, else accuracy."""
+    if result.linear_map is not None:
+        return {"linear_map": result.linear_map, "knn_map": result.knn_map}
+    return {"linear_accuracy": result.linear_accuracy, "knn_accuracy": result.knn_accuracy}
 
 
 def _without_per_image(tree: Any) -> Any:
@@ -145,7 +157,7 @@ def records(results: Sequence[CandidateResult]) -> tuple[list[str], list[dict[st
     """One flat row per candidate and the column order: what the CSV and the DataFrame hold."""
     shots = shot_keys(results)
     published = sorted({k for r in results for k in r.published})
-    scores = ["linear_accuracy", "knn_accuracy", *(fewshot_column(k) for k in shots)]
+    scores = score_names(results)[:-1]
     columns = (["checkpoint", "name", "architecture", SPEED, "img_per_sec_min", "img_per_sec_max"]
                + [c for k in scores for c in (k, f"{k}_low", f"{k}_high")]
                + [f"fewshot_{k}_std" for k in shots] + [f"val_{k}" for k in scores]

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Bump when the scoring method changes, so saved scores are recomputed.
 SCORES_VERSION = 3
+MULTILABEL_SCORES_VERSION = 1
 DTYPES = ("float32", "bfloat16")
 
 
@@ -81,6 +82,8 @@ class CandidateResult:
     throughput: dict[str, Any] | None = None
     linear_accuracy: float | None = None
     knn_accuracy: float | None = None
+    linear_map: float | None = None  # a multi-label dataset: mAP instead of accuracy
+    knn_map: float | None = None
     fewshot: dict[str, dict[str, Any]] = field(default_factory=dict)
     intervals: dict[str, list[float]] = field(default_factory=dict)
     validation: dict[str, float | None] = field(default_factory=dict)
@@ -109,6 +112,7 @@ class ProbeReport:
     validation_split: str | None = None
     #: False on the other processes of a multi-process probe: they compute, process 0 reports.
     main_process: bool = True
+    task: str = "multiclass"
 
     @property
     def measured(self) -> list[CandidateResult]:
@@ -128,7 +132,7 @@ class ProbeReport:
         return None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "train_split": self.train_split,
+        return {"dataset": self.dataset, "task": self.task, "train_split": self.train_split,
                 "choosing_split": self.choosing_split, "eval_split": self.eval_split,
                 "num_classes": self.num_classes,
                 "train_examples": self.train_examples, "eval_examples": self.eval_examples,
@@ -143,9 +147,6 @@ def open_probe_dataset(options: DataOptions, *, validation: bool = False) -> Any
     """The dataset, refused when a probe cannot fit on it; ``validation``: with the dataset's
     own validation split when it has one (:meth:`DataOptions.open`)."""
     data = options.open(validation=validation)
-    if data.task == "multilabel":  # vitzoo.probe.multilabel scores one; ranking and heads are softmax
-        raise VitzooError("probe and finetune --head-only take single-label datasets only, so far",
-                          "fine-tune the whole model: vitzoo finetune --task multilabel")
     if data.train is None or len(data.train) == 0:
         raise VitzooError(f"{options.dataset} has no training images",
                           "a probe fits on the training split")
@@ -200,6 +201,9 @@ def reported_fields(result: CandidateResult, scores: dict[str, Any]) -> None:
 
     report = scores["report"]
     result.scores = scores
+    if scores.get("task") == "multilabel":
+        _map_fields(result, scores)
+        return
     result.linear_accuracy = report["linear"]["accuracy"]
     result.knn_accuracy = report["knn"]["accuracy"]
     result.fewshot = {k: {"mean": v["mean"], "std": v["std"]}
@@ -216,6 +220,19 @@ def reported_fields(result: CandidateResult, scores: dict[str, Any]) -> None:
                                            result.throughput["img_per_sec_max"]]
     names = ["linear_accuracy", "knn_accuracy", *(fewshot_column(k) for k in result.fewshot)]
     result.validation = {name: value(result, name, "choose") for name in names}
+
+
+def _map_fields(result: CandidateResult, scores: dict[str, Any]) -> None:
+    """:func:`reported_fields` of a multi-label probe: mAP with its bootstrap interval."""
+    from vitzoo.probe.choice import value
+
+    report = scores["report"]
+    result.linear_map, result.knn_map = report["linear"]["map"], report["knn"]["map"]
+    result.intervals = {f"{name}_map": report[name]["interval"] for name in ("linear", "knn")}
+    if result.throughput:
+        result.intervals["img_per_sec"] = [result.throughput["img_per_sec_min"],
+                                           result.throughput["img_per_sec_max"]]
+    result.validation = {name: value(result, name, "choose") for name in ("linear_map", "knn_map")}
 
 
 def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, ...],
@@ -252,17 +269,26 @@ def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, .
     score_spec = {"train": entries[0].key, "eval": entries[1].key, "shots": list(settings.shots),
                   "seeds": settings.seeds, "knn_k": settings.knn_k, "version": SCORES_VERSION,
                   "choose": entries[2].key if len(entries) > 2 else {"carve": fraction}}
+    if data.task == "multilabel":  # no shots or seeds; its own method and version
+        score_spec = {"train": entries[0].key, "eval": entries[1].key, "knn_k": settings.knn_k,
+                      "task": data.task, "version": MULTILABEL_SCORES_VERSION,
+                      "choose": score_spec["choose"]}
     score_path = features_root() / "scores" / f"{spec_key(score_spec)}.json"
     try:
         scores = json.loads(score_path.read_text())
         result.cached = True
     except (OSError, ValueError):
         train, evaluation = entries[0].load(), entries[1].load()
-        scores = score_all(train, evaluation, data.num_classes, shots=settings.shots,
-                           seeds=settings.seeds, knn_k=settings.knn_k,
-                           validation=entries[2].load() if len(entries) > 2 else None,
-                           validation_name=data.validation_split or "validation",
-                           fraction=fraction)
+        chosen_on = {"validation": entries[2].load() if len(entries) > 2 else None,
+                     "validation_name": data.validation_split or "validation",
+                     "fraction": fraction}
+        if data.task == "multilabel":
+            from vitzoo.probe import multilabel
+
+            scores = multilabel.score_all(train, evaluation, knn_k=settings.knn_k, **chosen_on)
+        else:
+            scores = score_all(train, evaluation, data.num_classes, shots=settings.shots,
+                               seeds=settings.seeds, knn_k=settings.knn_k, **chosen_on)
         write_json(score_path, scores)
     reported_fields(result, scores)
     result.notes = list(scores.get("notes", []))
@@ -333,7 +359,7 @@ def probe(dataset: str | DataOptions, candidates: Sequence[Candidate],
                          eval_split=data.eval_split, num_classes=data.num_classes,
                          train_examples=len(data.train), eval_examples=len(data.eval),
                          results=results, notes=notes, validation_split=data.validation_split,
-                         main_process=main_process)
+                         main_process=main_process, task=data.task)
     if main_process:
         register_probe(report, {**options.as_dict(), **asdict(settings)}, speed)
     return report

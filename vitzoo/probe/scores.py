@@ -236,22 +236,31 @@ def knn(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np
 def knn_hits(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray,
              num_classes: int, k: int = 10, block: int = 1024) -> np.ndarray:
     """Per evaluation image, whether the kNN vote gets it right."""
+    hits = []
+    for start, nearest in nearest_neighbours(train_x, eval_x, k, block):
+        votes = np.zeros((len(nearest), num_classes), np.int64)
+        np.add.at(votes, (np.arange(len(nearest))[:, None], train_y[nearest]), 1)
+        hits.append(np.argmax(votes, axis=1) == eval_y[start:start + len(nearest)])
+    return np.concatenate(hits) if hits else np.zeros(0, bool)
+
+
+def nearest_neighbours(train_x: np.ndarray, eval_x: np.ndarray, k: int, block: int = 1024
+                       ) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, indices [rows, k])`` of the ``k`` most cosine-similar training images of
+    each evaluation image, a block of evaluation rows at a time (``k`` capped at the
+    training images)."""
     if k < 1:
         raise VitzooError(f"--knn-k must be at least 1, got {k}", "e.g. --knn-k 10")
-    k = min(k, len(train_y))
+    k = min(k, len(train_x))
 
     def unit(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
-    bank, hits = unit(train_x), []
-    for start in range(0, len(eval_y), block):
+    bank = unit(train_x)
+    for start in range(0, len(eval_x), block):
         sims = unit(eval_x[start:start + block]) @ bank.T
-        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        votes = np.zeros((len(sims), num_classes), np.int64)
-        np.add.at(votes, (np.arange(len(sims))[:, None], train_y[nearest]), 1)
-        hits.append(np.argmax(votes, axis=1) == eval_y[start:start + block])
-    return np.concatenate(hits) if hits else np.zeros(0, bool)
+        yield start, np.argpartition(-sims, k - 1, axis=1)[:, :k]
 
 
 def validation_part(labels: np.ndarray, fraction: float = VALIDATION_FRACTION

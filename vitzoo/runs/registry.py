@@ -122,12 +122,17 @@ def probe_rows(report: Any, settings: dict[str, Any],
     """
     rows = []
     for result in report.results:
-        if result.skipped or result.linear_accuracy is None:
+        multilabel = getattr(result, "linear_map", None) is not None
+        if result.skipped or (result.linear_accuracy is None and not multilabel):
             continue
         fewshot = {k: v.get("mean") for k, v in (result.fewshot or {}).items()}
         shots = ", ".join(f"{k}-shot {_pct(v)}" for k, v in fewshot.items())
+        scores = ({"linear_map": result.linear_map, "knn_map": result.knn_map} if multilabel else
+                  {"linear_accuracy": result.linear_accuracy, "knn_accuracy": result.knn_accuracy})
+        linear, knn = scores.values()
         note = (f"probe on {report.eval_split} ({report.eval_examples} images): linear "
-                f"{_pct(result.linear_accuracy)}, kNN {_pct(result.knn_accuracy)}"
+                f"{'mAP ' if multilabel else ''}{_pct(linear)}, kNN "
+                f"{'mAP ' if multilabel else ''}{_pct(knn)}"
                 + (f", {shots}" if shots else ""))
         name = probe_name(result.checkpoint, report.dataset)
         rows.append({  # no adapt_url: a probe leaves no weights of its own to load
@@ -142,8 +147,7 @@ def probe_rows(report: Any, settings: dict[str, Any],
                       "train_split": report.train_split, "eval_examples": report.eval_examples,
                       "choosing_split": report.choosing_split,
                       "train_examples": report.train_examples,
-                      "linear_accuracy": result.linear_accuracy,
-                      "knn_accuracy": result.knn_accuracy, "fewshot": fewshot,
+                      **scores, "fewshot": fewshot,
                       "settings": settings, "runtime": runtime},
         })
     return rows
