@@ -231,15 +231,19 @@ def recommend_by_data(dataset: DataOptions, *, candidates: list[str] | None,
 
 
 def head_only_command(options: Any, *, batch_given: bool) -> None:
-    """``finetune --head-only``: print where the run went and its evaluation accuracy."""
+    """``finetune --head-only``: print where the run went and its evaluation scores."""
     from vitzoo.probe.head import head_only_finetune
 
     result = head_only_finetune(options, batch_given=batch_given)
     for note in result.notes:
         sys.stderr.write(note + "\n")
     m = result.final_metrics
-    sys.stderr.write(f"head-only fine-tune finished: {result.final_npz} (eval accuracy "
-                     f"{percent(m['eval_accuracy'], 2)} on {m['eval_examples']} images)\n")
+    scored = (f"eval mAP {percent(m['eval_map'], 2, 'n/a')}, F1 {percent(m['eval_f1'], 2)} "
+              f"(macro {percent(m['eval_macro_f1'], 2, 'n/a')}) at threshold "
+              f"{m['eval_threshold']:.2f}" if "eval_map" in m
+              else f"eval accuracy {percent(m['eval_accuracy'], 2)}")
+    sys.stderr.write(f"head-only fine-tune finished: {result.final_npz} ({scored} on "
+                     f"{m['eval_examples']} images)\n")
 
 
 def register(app: typer.Typer) -> None:

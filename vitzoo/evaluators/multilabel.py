@@ -94,6 +94,23 @@ class MultiLabel:
         yield from multilabel_metrics(logits, targets, self.threshold).items()
 
 
+class MultiLabelHeadOnFeatures:
+    """A multi-label head ``(kernel [D, K], bias [K])`` on one split's cached features: the
+    :class:`MultiLabel` metrics at a given ``threshold``, without a forward pass (the logits
+    are :class:`~vitzoo.evaluators.features.HeadOnFeatures`'s float32 head)."""
+
+    def __init__(self, name: str, features: np.ndarray, targets: np.ndarray,
+                 threshold: float) -> None:
+        from vitzoo.evaluators.features import HeadOnFeatures
+
+        self.name, self.threshold = name, threshold
+        self._head = HeadOnFeatures(name, features, targets, np.shape(targets)[1])
+
+    def run(self, head: tuple[Any, Any]) -> Iterator[tuple[str, float | int | None]]:
+        yield from multilabel_metrics(self._head.logits(head), self._head.labels,
+                                      self.threshold).items()
+
+
 def _probabilities(pair: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return sigmoid(pair[0]), pair[1]
 

@@ -9,6 +9,13 @@ then scaled by one softmax temperature fitted on that same held-out part (agains
 backbone weight changes, so training costs one feature extraction (none when the probe
 already cached the features) and one linear solve.
 
+A multi-label dataset (``--task multilabel``) gets the multi-label probe's head
+(:mod:`vitzoo.probe.multilabel`: ridge to {-1, 1} per class) with its regulariser chosen by
+mAP, one sigmoid temperature fitted by binary cross-entropy against 0.1-smoothed targets, and
+the F1 threshold chosen on the dataset's validation split (the images a full multi-label
+fine-tune chooses its threshold on), so the head's sigmoid scores, its threshold and
+``predict``/``evaluate`` behave as after ``finetune --task multilabel``.
+
 The outputs are those of a full fine-tune: ``final.npz`` (backbone, its representation
 layer if any, and the new head, in the release layout), ``run.json`` (``head_only: true``,
 the method, class names, metrics), ``metrics.jsonl`` and a local-catalog entry, so
@@ -132,6 +139,68 @@ def fit_head(features: np.ndarray, labels: np.ndarray, num_classes: int
     return temperature * kernel, temperature * bias, l2, held_acc, temperature
 
 
+SINGLE_LABEL_METHOD = (
+    "linear probe on frozen pre-logit features: regularised least squares to {-1,1}^K targets, "
+    "l2 chosen on a held-out 10% per class of the training split, softmax temperature fitted "
+    "there against 0.1-smoothed targets; backbone unchanged")
+MULTILABEL_METHOD = (
+    "multi-label linear probe on frozen pre-logit features: regularised least squares to {-1,1} "
+    "per class, l2 chosen by mAP on the validation split, one sigmoid temperature fitted there "
+    "by binary cross-entropy against 0.1-smoothed targets, F1 threshold chosen there; backbone "
+    "unchanged")
+
+
+def fit_multilabel_head(fit_x: np.ndarray, fit_y: np.ndarray, held_x: np.ndarray,
+                        held_y: np.ndarray) -> dict[str, Any]:
+    """The multi-label head fitted on ``fit_*`` and tuned on ``held_*``: ``kernel``, ``bias``
+    (temperature folded in), ``l2``, ``validation_map``, ``temperature``, ``threshold``."""
+    from vitzoo.evaluators.multilabel_metrics import choose_threshold, numpy_loss, sigmoid
+    from vitzoo.probe import multilabel
+
+    path = multilabel.fit(fit_x, fit_y)
+    l2, held_map = multilabel.choose_l2(path, held_x, held_y)
+    kernel, bias = path.head(l2)
+    outputs = np.asarray(held_x, np.float64) @ kernel + bias
+    smoothed = np.asarray(held_y, np.float64) * (1 - SMOOTHING) + SMOOTHING / 2
+    temperature = min(TEMPERATURES, key=lambda t: float(numpy_loss(t * outputs, smoothed).mean()))
+    threshold = choose_threshold(sigmoid(temperature * outputs), held_y)
+    return {"kernel": temperature * kernel, "bias": temperature * bias, "l2": l2,
+            "validation_map": held_map, "temperature": temperature, "threshold": threshold}
+
+
+def _multilabel_head(extractor: Any, data: Any, train: tuple[np.ndarray, np.ndarray],
+                     evaluation: tuple[np.ndarray, np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(kernel, bias, metrics) of a multi-label head: tuned on the dataset's validation split
+    (a seeded 10 % of the training images when it has none)."""
+    from vitzoo.evaluators.multilabel import MultiLabelHeadOnFeatures
+    from vitzoo.evaluators.multilabel_metrics import RECORD_KEYS
+
+    (train_x, train_y), (eval_x, eval_y) = train, evaluation
+    if data.validation is not None:
+        fit_set, held = (train_x, train_y), extractor.extract(data.validation).load()
+    else:
+        from vitzoo.data.source import carve
+        from vitzoo.probe.scores import HOLDOUT_FRACTION
+
+        keep, rows = carve(len(train_y), HOLDOUT_FRACTION)
+        fit_set, held = (train_x[keep], train_y[keep]), (train_x[rows], train_y[rows])
+    head = fit_multilabel_head(*fit_set, *held)
+    evaluator = MultiLabelHeadOnFeatures("eval", eval_x, eval_y, head["threshold"])
+    metrics = {RECORD_KEYS[k]: v for k, v in evaluator.run((head["kernel"], head["bias"]))}
+    return head["kernel"], head["bias"], {
+        **metrics, "validation_map": head["validation_map"], "l2": head["l2"],
+        "temperature": head["temperature"]}
+
+
+def _single_label_head(train: tuple[np.ndarray, np.ndarray], evaluation: tuple[np.ndarray, np.ndarray],
+                       num_classes: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(kernel, bias, metrics) of the full-train linear probe's softmax head."""
+    kernel, bias, l2, held_acc, temperature = fit_head(*train, num_classes)
+    return kernel, bias, {**head_metrics(*evaluation, kernel, bias, num_classes),
+                          "holdout_accuracy": held_acc, "l2": l2, "temperature": temperature}
+
+
 def head_only_finetune(options: Any, *, batch_given: bool = True) -> HeadOnlyResult:
     """Train only a new head for ``options`` (a :class:`~vitzoo.adapt.options.FinetuneOptions`).
 
@@ -155,22 +224,21 @@ def head_only_finetune(options: Any, *, batch_given: bool = True) -> HeadOnlyRes
     workdir = Path(options.workdir) if options.workdir else default_workdir(options)
     check_run_outputs(workdir, register=options.register)
     data = open_probe_dataset(options.data_options())
-    refuse_streamed_across_processes([data.train, data.eval], jax.process_count())
+    refuse_streamed_across_processes([data.train, data.eval, data.validation], jax.process_count())
     backbone = load_backbone(options.model, resolution=options.res)
     checkpoint = backbone.path
     batch, batch_from = extraction_batch(options, batch_given)
     extractor = Extractor(backbone, batch=batch, dtype=options.dtype)
-    train_x, train_y = extractor.extract(data.train).load()
-    eval_x, eval_y = extractor.extract(data.eval).load()
-
-    kernel, bias, l2, held_acc, temperature = fit_head(train_x, train_y, data.num_classes)
+    train = extractor.extract(data.train).load()
+    evaluation = extractor.extract(data.eval).load()
+    multilabel = data.task == "multilabel"
+    kernel, bias, fitted = (_multilabel_head(extractor, data, train, evaluation) if multilabel
+                            else _single_label_head(train, evaluation, data.num_classes))
 
     config = backbone.config  # the representation layer kept, the head replaced
     params = {**backbone.params, "head": {"kernel": kernel.astype(np.float32),
                                           "bias": bias.astype(np.float32)}}
-    metrics = {**head_metrics(eval_x, eval_y, kernel, bias, data.num_classes), "head_only": True,
-               "holdout_accuracy": held_acc, "l2": l2, "temperature": temperature,
-               "wall_time_s": time.perf_counter() - t_start}
+    metrics = {**fitted, "head_only": True, "wall_time_s": time.perf_counter() - t_start}
     if not extractor.placement.is_main:  # every process holds the same head; one writes it
         return HeadOnlyResult(workdir, workdir / "final.npz", metrics, notes=list(data.notes))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -183,10 +251,7 @@ def head_only_finetune(options: Any, *, batch_given: bool = True) -> HeadOnlyRes
         source=source_section(options.model, checkpoint, config.name,
                               checkpoint_sha256=backbone.sha256),
         dataset=data.describe(), class_names=data.class_names, runtime=runtime,
-        method=("linear probe on frozen pre-logit features: regularised least squares to "
-                "{-1,1}^K targets, l2 chosen on a held-out 10% per class of the training "
-                "split, softmax temperature fitted there against 0.1-smoothed targets; "
-                "backbone unchanged"),
+        method=MULTILABEL_METHOD if multilabel else SINGLE_LABEL_METHOD,
         representation=backbone.representation,
         preprocessing={"eval": eval_recipe(backbone.resolution).as_dict()},
         feature_extraction={"batch": extractor.global_batch, "batch_from": batch_from,
@@ -199,7 +264,8 @@ def head_only_finetune(options: Any, *, batch_given: bool = True) -> HeadOnlyRes
     record["catalog"] = register(name, final_npz, {
         "name": config.name, "filename": checkpoint.stem, "adapt_ds": options.dataset,
         "adapt_resolution": backbone.resolution, "adapt_steps": 0,
-        ("adapt_final_test" if eval_is_test else "adapt_final_val"): metrics["eval_accuracy"],
+        ("adapt_final_test" if eval_is_test else "adapt_final_val"):
+            metrics.get("eval_accuracy"),  # a multi-label head has mAP, not top-1
         "workdir": str(workdir.resolve()),
     }, workdir) if options.register else "not registered (--no-register)"
     write_run_json(workdir, record)

@@ -101,15 +101,19 @@ def linear_probe_scores(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.nda
                           "at least 4 (some held out to choose the regulariser)",
                           "add training images")
     keep, held = carve(n, HOLDOUT_FRACTION)
-    path = fit(train_x[keep], train_y[keep])
-    held_maps = [mean_average_precision(scores(path, train_x[held], l2), train_y[held])
-                 for l2 in L2_GRID]
+    l2, holdout_map = choose_l2(fit(train_x[keep], train_y[keep]), train_x[held], train_y[held])
+    return scores(fit(train_x, train_y), eval_x, l2), l2, holdout_map
+
+
+def choose_l2(path: RidgePath, held_x: np.ndarray, held_y: np.ndarray) -> tuple[float, float]:
+    """``(l2, its mAP)``: the :data:`L2_GRID` value whose probe ranks ``held_y`` best."""
+    held_maps = [mean_average_precision(scores(path, held_x, l2), held_y) for l2 in L2_GRID]
     valid = [(m, l2) for m, l2 in zip(held_maps, L2_GRID, strict=True) if m is not None]
     if not valid:
         raise VitzooError("the held-out training images carry no class",
                           "add training images with labels")
-    holdout_map, l2 = max(valid, key=lambda pair: pair[0])
-    return scores(fit(train_x, train_y), eval_x, l2), l2, holdout_map
+    best_map, l2 = max(valid, key=lambda pair: pair[0])
+    return l2, best_map
 
 
 def linear_probe_map(train_x: np.ndarray, train_y: np.ndarray, eval_x: np.ndarray,
