@@ -74,3 +74,63 @@ def test_voc_without_task_multilabel_says_how():
             pytest.raises(VitzooError) as caught:
         open_dataset("voc")
     assert "--task multilabel" in caught.value.hint
+
+
+def _example_index(images: np.ndarray) -> np.ndarray:
+    """Example ``i`` is a flat image of value ``i * 9``: read ``i`` back from the pixels."""
+    values = (images.reshape(len(images), -1).mean(axis=1) + 1) / 2 * 255
+    return np.rint(values / 9).astype(int)
+
+
+def test_voc_streams_multi_hot_rows_for_training_evaluation_and_features(tmp_path, monkeypatch):
+    """``--stream``: labels scattered in the tf.data map give the in-memory rows, each with
+    its own image; evaluation pads with all-zero rows; the probe's extraction keeps them."""
+    from vitzoo.data import Layout, eval_recipe, open_dataset, train_recipe
+
+    monkeypatch.setenv("VITZOO_HOME", str(tmp_path / "home"))
+    with tfds.testing.mock_data(as_dataset_fn=voc_examples({"train": 9, "validation": 5,
+                                                            "test": 6})):
+        data = open_dataset("voc", task="multilabel", stream=True)
+        assert data.train.streamed and data.eval.streamed and data.validation.streamed
+        assert any("streaming train" in note for note in data.notes)
+
+        batches = data.train.train_batches(train_recipe(16), Layout(3), seed=0)
+        seen = [next(batches) for _ in range(3)]  # one epoch of 9
+        images = np.concatenate([b["image"].reshape(-1, 16, 16, 3) for b in seen])
+        labels = np.concatenate([b["label"].reshape(-1, 20) for b in seen])
+        order = _example_index(images)
+        assert sorted(order.tolist()) == list(range(9))  # a shuffled epoch, each image once
+        np.testing.assert_array_equal(labels, expected_rows("train", 9)[order])
+
+        rows, masks = [], []
+        for batch in data.eval.eval_batches(eval_recipe(16), Layout(4)):
+            assert batch["label"].shape == (1, 4, 20)
+            rows.append(batch["label"].reshape(-1, 20))
+            masks.append(batch["mask"].reshape(-1))
+        rows, mask = np.concatenate(rows), np.concatenate(masks).astype(bool)
+        np.testing.assert_array_equal(rows[mask], expected_rows("test", 6))  # file order
+        assert len(rows) == 8 and not rows[~mask].any()  # 2 padding rows, no class
+
+        from tests.support.adapt_helpers import tiny_checkpoint
+        from vitzoo.probe.features import Extractor, load_backbone
+
+        extractor = Extractor(load_backbone(tiny_checkpoint(tmp_path / "tiny.npz")), batch=4)
+        features, labels = extractor.extract(data.eval).load()
+    assert features.shape == (6, 32)
+    np.testing.assert_array_equal(labels, expected_rows("test", 6))
+
+
+def test_streamed_training_split_without_validation_split_says_how():
+    from types import SimpleNamespace
+
+    from vitzoo.data.stream import StreamSplit
+    from vitzoo.data.tfds import _threshold_split
+    from vitzoo.errors import VitzooError
+
+    builder = SimpleNamespace(name="voc", info=SimpleNamespace(splits={"train": 0, "test": 0}))
+    reader = SimpleNamespace(builder=builder, notes=[])
+    train = StreamSplit(builder, "train", "image", "labels", 9, 100.0, multi_hot=20)
+    with pytest.raises(VitzooError) as caught:
+        _threshold_split(reader, train, train, "test", "train", 0.1)
+    assert caught.value.message.startswith("voc has no validation split to choose the F1 threshold")
+    assert "drop --stream" in caught.value.hint

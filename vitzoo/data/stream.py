@@ -26,6 +26,11 @@ files); a different count gives different sub-splits, hence a different order.
 Evaluation reads the split once in file order (no shuffling), pads each process's stream
 with masked blank images up to the same number of batches everywhere, and caches the
 preprocessed images when they fit the budget, like the in-memory path.
+
+A multi-label split (``multi_hot`` classes, e.g. ``voc``'s ``Sequence(ClassLabel)``) streams
+the same way: its label sequence becomes a 0/1 row inside the tf.data map
+(:func:`label_row`, the one definition the in-memory reader uses too), so batches carry
+``label [..., classes]`` exactly as from memory, and padding rows carry all-zero rows.
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ class StreamSplit:
     num_examples: int
     avg_bytes: float
     counted: bool = False
+    #: Multi-label: the number of classes of each 0/1 label row (0: one class index per image).
+    multi_hot: int = 0
 
     @property
     def streamed(self) -> bool:
@@ -131,8 +138,18 @@ class StreamSplit:
             raise VitzooError(f"cannot read split {split!r} of {self.builder.name} "
                               f"({str(exc).splitlines()[0][:160]})",
                               "check the split name and slicing") from None
-        image_key, label_key = self.image_key, self.label_key
-        return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
+        image_key, label_key, multi_hot = self.image_key, self.label_key, self.multi_hot
+        return ds.map(lambda ex: (ex[image_key], label_row(ex[label_key], multi_hot)))
+
+
+def label_row(label: Any, multi_hot: int) -> Any:
+    """A TFDS label as vitzoo's int32 label (a tf op): the class index, or with ``multi_hot``
+    classes a sequence of class indices scattered into a 0/1 row (repeats count once)."""
+    tf = tf_cpu()
+    if not multi_hot:
+        return tf.cast(label, tf.int32)
+    return tf.minimum(tf.reduce_sum(
+        tf.one_hot(tf.cast(label, tf.int32), multi_hot, dtype=tf.int32), 0), 1)
 
 
 def count_examples(builder: Any, split: str, label_key: str) -> int:
@@ -242,8 +259,8 @@ def stream_eval_batches(source: StreamSplit, recipe: Preprocess, layout: Layout,
     ds = tf.data.Dataset.zip((tf.data.Dataset.range(n), ds)).map(
         lambda pos, ex: (*load(pos, ex[0], ex[1]), tf.constant(True)),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    no_label = tf.zeros([source.multi_hot] if source.multi_hot else [], tf.int32)
     blank = tf.data.Dataset.from_tensors(
-        (tf.zeros([size, size, 3], tf.float32), tf.constant(0, tf.int32),
-         tf.constant(False))).repeat(pad)
+        (tf.zeros([size, size, 3], tf.float32), no_label, tf.constant(False))).repeat(pad)
     return EvalBatches(ds.concatenate(blank), layout, num_examples=sum(counts),
                        num_batches=num_batches, images=n, size=size, cache=cache)

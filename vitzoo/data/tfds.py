@@ -22,7 +22,7 @@ import numpy as np
 from vitzoo.data.memory import memory_budget
 from vitzoo.data.pipeline import Examples
 from vitzoo.data.source import DataSplits, Split, carve
-from vitzoo.data.stream import StreamSplit, count_examples
+from vitzoo.data.stream import StreamSplit, count_examples, label_row
 from vitzoo.data.tfdata import skip_decoders
 from vitzoo.errors import VitzooError
 
@@ -106,14 +106,8 @@ def _read_split(builder: Any, split: str, image_key: str, label_key: str,
     With ``cap`` the read stops as soon as more than ``cap`` bytes are held: the caller
     then streams the split instead.
     """
-    import tensorflow as tf
-
     ds = encoded_split(builder, split)
-    if multi_hot:  # a sequence of class indices -> a 0/1 row of ``multi_hot`` classes
-        ds = ds.map(lambda ex: (ex[image_key], tf.minimum(tf.reduce_sum(
-            tf.one_hot(tf.cast(ex[label_key], tf.int32), multi_hot, dtype=tf.int32), 0), 1)))
-    else:
-        ds = ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
+    ds = ds.map(lambda ex: (ex[image_key], label_row(ex[label_key], multi_hot)))
     payload, labels = [], []
     held = 0
     for data, label in ds.as_numpy_iterator():
@@ -136,16 +130,18 @@ def _split_bytes(builder: Any, split: str) -> tuple[int, int] | None:
 
 
 def _stream(builder: Any, split: str, image_key: str, label_key: str,
-            partial: tuple[int, int] | None = None) -> StreamSplit:
+            partial: tuple[int, int] | None = None, multi_hot: int = 0) -> StreamSplit:
     """A :class:`StreamSplit` for ``split``; ``partial`` is (examples, bytes) read so far."""
     known = _split_bytes(builder, split)
     if known is not None:
-        return StreamSplit(builder, split, image_key, label_key, known[0], known[1] / known[0])
+        return StreamSplit(builder, split, image_key, label_key, known[0], known[1] / known[0],
+                           multi_hot=multi_hot)
     n = count_examples(builder, split, label_key)
     if n == 0:
         raise VitzooError(f"split {split!r} of {builder.name} is empty", "check the split slicing")
     avg = partial[1] / max(partial[0], 1) if partial else 1.0
-    return StreamSplit(builder, split, image_key, label_key, n, avg, counted=True)
+    return StreamSplit(builder, split, image_key, label_key, n, avg, counted=True,
+                       multi_hot=multi_hot)
 
 
 def _gib(size: float) -> str:
@@ -166,11 +162,9 @@ class _Reader:
 
     def __call__(self, split: str) -> Split:
         """The split in memory when it fits (or streaming is refused), else streamed."""
-        if self.multi_hot and self.stream:
-            raise VitzooError("multi-label TFDS splits are read into memory, not streamed",
-                              "drop --stream")
         if self.stream:
-            source = _stream(self.builder, split, self.image_key, self.label_key)
+            source = _stream(self.builder, split, self.image_key, self.label_key,
+                             multi_hot=self.multi_hot)
             self.notes.append(f"streaming {split} ({source.num_examples} examples) from "
                               "the TFDS files instead of reading it into memory, as asked")
             return source
@@ -178,7 +172,7 @@ class _Reader:
         examples, size, partial = self._fit(split)
         if examples is not None:
             return examples
-        if self.stream is False or self.multi_hot:
+        if self.stream is False:
             self._refuse(split, size, room, must_fit=False)
         return self._fallback(split, size, room, partial)
 
@@ -205,7 +199,8 @@ class _Reader:
 
     def _fallback(self, split: str, size: int, room: int,
                   partial: tuple[int, int] | None) -> StreamSplit:
-        source = _stream(self.builder, split, self.image_key, self.label_key, partial)
+        source = _stream(self.builder, split, self.image_key, self.label_key, partial,
+                         multi_hot=self.multi_hot)
         more = "" if partial is None else "more than "
         self.notes.append(
             f"streaming {split}: {more}{_gib(size)} encoded does not fit the {_gib(max(room, 0))} "
@@ -334,7 +329,12 @@ def _threshold_split(read: _Reader, train: Split | None, evaluation: Split, eval
     if _has_split(read.builder, "validation"):
         read.notes.append("multi-label: the F1 threshold is chosen on the validation split")
         return train, read("validation"), train_split
-    assert isinstance(train, Examples)
+    if not isinstance(train, Examples):
+        raise VitzooError(
+            f"{read.builder.name} has no validation split to choose the F1 threshold on, and "
+            "its training split is streamed, so none can be held out of it",
+            "hold the training split in memory (drop --stream, or raise VITZOO_MEMORY_BUDGET), "
+            "or evaluate on a validation split: --eval-split validation")
     keep, held = carve(len(train), val_fraction)
     read.notes.append(f"multi-label: held out {len(held)} training examples ({val_fraction:.0%}) "
                       "to choose the F1 threshold")
