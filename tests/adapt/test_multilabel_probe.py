@@ -181,6 +181,14 @@ def test_probe_cli_scores_multilabel_by_map_far_above_shuffled_labels(two_region
                                                 abs=1e-3)
         assert c["knn_map"] == pytest.approx(map_oracle(knn_oracle(tx, ty, ex, 10), ey), abs=1e-3)
     assert any("few-shot scores do not apply" in n for n in real["notes"])
+    from vitzoo.catalog.local import read_runs
+
+    registered = {r["probe"]["candidate"]: r for r in read_runs()
+                  if r["row_source"] == "probe" and r["adapt_ds"] == real["dataset"]}
+    for ckpt in two_region["ckpts"]:
+        row = registered[ckpt]
+        assert row["probe"]["linear_map"] == by_name[ckpt]["linear_map"]
+        assert "linear_accuracy" not in row["probe"] and "linear mAP" in row["note"]
     ranked = [c["validation"]["linear_map"] for c in real["candidates"]]
     assert ranked == sorted(ranked, reverse=True)  # ranked on the validation part
 

@@ -27,9 +27,10 @@ CANDIDATES = typer.Option(None, "--candidates", help=(
 SHOTS = typer.Option("1,5,10,25", "--shots", help="k for the k-shot linear probes, comma-separated.")
 SORT = typer.Option("linear_accuracy", "--sort", help=(
     "Rank by this score on the validation split (the dataset's own, else a part held out of "
-    "the training split; never the evaluation split): linear_accuracy (linear), knn_accuracy (knn), fewshot_K_mean (Kshot, K in --shots) "
-    "or img_per_sec (speed). Default: the full-train linear probe, the head `finetune --head-only` "
-    "trains, using every training image."))
+    "the training split; never the evaluation split): linear_accuracy (linear), knn_accuracy "
+    "(knn), fewshot_K_mean (Kshot, K in --shots) or img_per_sec (speed); on a multi-label "
+    "dataset linear_map (linear) or knn_map (knn). Default: the full-train linear probe, the "
+    "head `finetune --head-only` trains, using every training image."))
 
 
 def parse_shots(text: str) -> tuple[int, ...]:

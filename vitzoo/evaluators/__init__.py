@@ -16,12 +16,14 @@ scores are "features -> named metrics" evaluators too
 (:class:`vitzoo.probe.scores.ProbeScores`, one per side: the validation part that chooses
 and the evaluation split that reports): built from cached features, ``run()`` takes no
 subject and yields ``examples``, ``linear_top1``, ``knn_top1``, ``fewshot_K_top1``,
-fractions like every other metric.
+fractions like every other metric (a multi-label dataset's:
+:class:`vitzoo.probe.multilabel.MultiLabelProbeScores`, ``linear_map`` and ``knn_map``).
 
 A multi-label classifier is :class:`~vitzoo.evaluators.multilabel.MultiLabel`: its names are
-``map``, ``f1``, ``threshold``, ``loss``, ``examples`` (stored as ``eval_map``...), and its facts
-(sigmoid loss, average precision, F1 and the threshold chosen on validation) live in
-:mod:`vitzoo.evaluators.multilabel_metrics`.
+``map``, ``f1``, ``macro_f1``, ``threshold``, ``loss``, ``examples`` (stored as ``eval_map``...),
+and its facts (sigmoid loss, average precision, micro and macro F1 and the threshold chosen on
+validation) live in :mod:`vitzoo.evaluators.multilabel_metrics`; a multi-label head on cached
+features is :class:`~vitzoo.evaluators.multilabel.MultiLabelHeadOnFeatures`.
 
 What is decided here, once (:mod:`vitzoo.evaluators.metrics`):
 

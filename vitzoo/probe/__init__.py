@@ -4,7 +4,8 @@
 pipelines and the multi-device layout of ``finetune``, extracts each candidate's pre-logit
 features once into a cache under ``VITZOO_HOME`` (:mod:`.cache`, :mod:`.features`), and
 scores them with the ViT paper's few-shot regularised least squares, a full-train linear
-probe and k-nearest neighbours (:mod:`.scores`). ``recommend --dataset`` ranks candidates by
+probe and k-nearest neighbours (:mod:`.scores`; on a multi-label dataset the linear probe
+and kNN label voting, scored by mAP: :mod:`.multilabel`). ``recommend --dataset`` ranks candidates by
 those scores (:mod:`.run`); ``finetune --head-only`` turns the linear probe into a new head
 on the frozen backbone (:mod:`.head`).
 

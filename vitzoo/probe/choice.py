@@ -16,6 +16,11 @@ The rule (``probe --sort`` and ``recommend --data --by``):
    validation part or the evaluation split has fewer than :data:`MIN_IMAGES_PER_CLASS`
    images in some class.
 
+On a multi-label dataset the scores are mAP (``linear_map``, ``knn_map``;
+:mod:`vitzoo.probe.multilabel`) and the paired test is a paired bootstrap of the mAP
+difference over the same validation images (mAP is no sum over images, so McNemar's test
+does not apply); few-shot scores are not measured there.
+
 Why the full-train linear probe is the default: it is the head ``finetune --head-only``
 trains (so it predicts what the user gets from that command), and it uses every training
 image, so it is the least noisy score. The ViT paper ranks pre-trained models with few-shot
