@@ -67,5 +67,6 @@ def test_mistakes_are_one_line(tmp_path):
     with pytest.raises(VitzooError, match="--task multilabel"):
         DataOptions(dataset=str(tmp_path), labels="x.csv").check()
     folder(tmp_path, {"train/0.png": "a", "train/1.png": "b", "test/0.png": "a;b"})
-    with pytest.raises(VitzooError, match="single-label datasets only"):
-        open_probe_dataset(DataOptions(dataset=str(tmp_path), task="multilabel"))
+    # the probe takes multi-label datasets now (scored by mAP: test_multilabel_probe)
+    assert open_probe_dataset(DataOptions(dataset=str(tmp_path), task="multilabel")).task == \
+        "multilabel"
