@@ -240,3 +240,21 @@ def test_probe_refuses_scores_the_task_does_not_measure(extra, message, capsys, 
     code, _, err = run_cli(capsys, "probe", "--dataset", str(tmp_path), "--candidates", "x.npz",
                            *extra)
     assert code != 0 and err.strip().startswith(message), err
+
+
+def test_resampled_map_is_the_map_of_the_resampled_rows_with_ties_and_empty_classes():
+    """The vectorised bootstrap (weights per image) against mAP recomputed on drawn rows."""
+    from vitzoo.probe.intervals import bootstrap_counts
+    from vitzoo.probe.multilabel import resampled_map
+
+    rng = np.random.default_rng(7)
+    y = (rng.uniform(size=(40, 5)) < 0.1).astype(np.int32)
+    s = np.round(rng.normal(size=y.shape) + y, 1)  # many ties
+    counts = bootstrap_counts(40, resamples=60, seed=3)
+    draws = np.random.default_rng(3)
+    expected = []
+    for _ in range(60):
+        rows = draws.integers(0, 40, 40)
+        expected.append(map_oracle(s[rows], y[rows]) if y[rows].sum() else np.nan)
+    np.testing.assert_allclose(resampled_map(s, y, counts), expected, atol=1e-12)
+    assert np.isnan(resampled_map(s, np.zeros_like(y), counts)).all()

@@ -13,16 +13,17 @@
   draws is compared (an exact sign test on the images where the two differ; with one draw
   it is McNemar's test).
 * A mean average precision (a multi-label probe) is no proportion: its interval is the
-  percentile bootstrap over images (:func:`bootstrap_interval`: the images are resampled
-  with replacement and the mAP recomputed), and two candidates on the same images are
-  compared by the paired bootstrap (:func:`paired_bootstrap`: both are resampled with the
-  same images, and the p-value is how often the difference changes sign).
+  percentile bootstrap over images (:func:`bootstrap_counts` draws the images with
+  replacement, the mAP is recomputed per resample, :func:`bootstrap_interval`), and two
+  candidates on the same images are compared by the paired bootstrap
+  (:func:`paired_bootstrap`: both scored on the same resamples, the p-value is how often
+  the difference changes sign).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -68,37 +69,35 @@ def paired_test(a: Sequence[int], b: Sequence[int]) -> dict[str, float | int]:
             "p_value": binomial_two_sided(better, better + worse)}
 
 
-def resampled(statistic: Callable[[np.ndarray], float | None], n: int, *,
-              resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
-    """``statistic(indices)`` over ``resamples`` draws of ``n`` image indices with replacement.
-
-    Draws where the statistic is undefined (None: e.g. no image of the draw carries a class)
-    are left out.
-    """
+def bootstrap_counts(n: int, *, resamples: int = RESAMPLES,
+                     seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """``[resamples, n]``: how often each of ``n`` images is drawn in each bootstrap resample
+    (``n`` draws with replacement, seeded: the same images give the same resamples)."""
     rng = np.random.default_rng(seed)
-    values = [statistic(rng.integers(0, n, n)) for _ in range(resamples)] if n else []
-    return np.asarray([v for v in values if v is not None], np.float64)
+    return np.stack([np.bincount(rng.integers(0, n, n), minlength=n)
+                     for _ in range(resamples)]) if n else np.zeros((resamples, 0), np.int64)
 
 
-def bootstrap_interval(statistic: Callable[[np.ndarray], float | None], n: int,
-                       **kwargs: int) -> tuple[float, float] | None:
-    """The 95 % percentile bootstrap interval of ``statistic`` over ``n`` images (None if undefined)."""
-    values = resampled(statistic, n, **kwargs)
+def bootstrap_interval(values: np.ndarray) -> tuple[float, float] | None:
+    """The 95 % percentile interval of a statistic's resampled ``values`` (NaN: undefined in
+    that resample, left out); None when it is defined in none."""
+    values = np.asarray(values, np.float64)
+    values = values[~np.isnan(values)]
     if not len(values):
         return None
     low, high = np.quantile(values, [ALPHA / 2, 1 - ALPHA / 2])
     return (float(low), float(high))
 
 
-def paired_bootstrap(difference: Callable[[np.ndarray], float | None], n: int,
-                     **kwargs: int) -> dict[str, float | int]:
-    """Two-sided bootstrap p-value that a paired ``difference`` (first minus second) is 0.
+def paired_bootstrap(differences: np.ndarray) -> dict[str, float | int]:
+    """Two-sided bootstrap p-value that a paired difference (first minus second) is 0.
 
-    The same resampled images score both candidates; the p-value is twice the share of
-    draws on the less frequent side of zero (at least one draw's worth: 1/resamples),
-    capped at 1.
+    ``differences`` are the statistic's differences on the same resampled images (NaN left
+    out); the p-value is twice the share of resamples on the less frequent side of zero (at
+    least one resample's worth: 1/resamples), capped at 1.
     """
-    values = resampled(difference, n, **kwargs)
+    values = np.asarray(differences, np.float64)
+    values = values[~np.isnan(values)]
     if not len(values):
         return {"p_value": 1.0, "resamples": 0}
     below, above = float(np.mean(values <= 0)), float(np.mean(values >= 0))

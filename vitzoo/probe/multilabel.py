@@ -152,12 +152,42 @@ def smallest_class(targets: np.ndarray) -> int:
     return int((np.asarray(targets) > 0).sum(axis=0).min()) if np.ndim(targets) == 2 else 0
 
 
+def resampled_map(outputs: np.ndarray, targets: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """mAP of ``outputs`` in every bootstrap resample (``counts [R, N]``, :func:`~vitzoo.probe.
+    intervals.bootstrap_counts`); NaN where no resampled image carries a class.
+
+    Vectorised over the resamples: a resample is the images weighted by how often they were
+    drawn, so each class is sorted once and :func:`~vitzoo.evaluators.multilabel_metrics.
+    average_precision`'s sum (tied scores one threshold) is taken with weighted counts. A
+    drawn duplicate ties with itself, so this is the AP of the resampled rows.
+    """
+    outputs, truth = np.asarray(outputs, np.float64), np.asarray(targets) > 0
+    counts = np.asarray(counts, np.float64)
+    aps = np.full((counts.shape[0], truth.shape[1]), np.nan)
+    for k in range(truth.shape[1]):
+        order = np.argsort(-outputs[:, k], kind="stable")
+        ranked = outputs[order, k]
+        last_of_tie = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
+        weights = counts[:, order]
+        tp = np.cumsum(weights * truth[order, k], axis=1)[:, last_of_tie]
+        seen = np.cumsum(weights, axis=1)[:, last_of_tie]
+        total = tp[:, -1:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.where(seen > 0, tp / seen, 0.0)
+            recall = tp / total
+            ap = np.sum(np.diff(recall, axis=1, prepend=0.0) * precision, axis=1)
+        aps[:, k] = np.where(total[:, 0] > 0, ap, np.nan)
+    defined = ~np.isnan(aps).all(axis=1)
+    out = np.full(counts.shape[0], np.nan)
+    out[defined] = np.nanmean(aps[defined], axis=1)
+    return out
+
+
 def map_interval(outputs: np.ndarray, targets: np.ndarray) -> list[float] | None:
     """95 % bootstrap interval over the images of the mAP of ``outputs``."""
-    from vitzoo.probe.intervals import bootstrap_interval
+    from vitzoo.probe.intervals import bootstrap_counts, bootstrap_interval
 
-    interval = bootstrap_interval(lambda rows: mean_average_precision(outputs[rows], targets[rows]),
-                                  len(targets))
+    interval = bootstrap_interval(resampled_map(outputs, targets, bootstrap_counts(len(targets))))
     return None if interval is None else list(interval)
 
 
@@ -240,15 +270,10 @@ def score_all(train: tuple[np.ndarray, np.ndarray], evaluation: tuple[np.ndarray
 def paired_map_test(first: dict[str, Any], second: dict[str, Any],
                     targets: dict[str, Any]) -> dict[str, Any]:
     """Paired bootstrap of the mAP difference of two candidates' saved per-image outputs."""
-    from vitzoo.probe.intervals import paired_bootstrap
+    from vitzoo.probe.intervals import bootstrap_counts, paired_bootstrap
 
-    a = unpack_matrix(first["per_image"]["scores"])
-    b = unpack_matrix(second["per_image"]["scores"])
     truth = unpack_matrix(targets)
-
-    def difference(rows: np.ndarray) -> float | None:
-        map_a = mean_average_precision(a[rows], truth[rows])
-        map_b = mean_average_precision(b[rows], truth[rows])
-        return None if map_a is None or map_b is None else map_a - map_b
-
-    return paired_bootstrap(difference, len(truth))
+    counts = bootstrap_counts(len(truth))
+    return paired_bootstrap(
+        resampled_map(unpack_matrix(first["per_image"]["scores"]), truth, counts)
+        - resampled_map(unpack_matrix(second["per_image"]["scores"]), truth, counts))
