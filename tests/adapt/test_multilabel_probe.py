@@ -258,3 +258,16 @@ def test_resampled_map_is_the_map_of_the_resampled_rows_with_ties_and_empty_clas
         expected.append(map_oracle(s[rows], y[rows]) if y[rows].sum() else np.nan)
     np.testing.assert_allclose(resampled_map(s, y, counts), expected, atol=1e-12)
     assert np.isnan(resampled_map(s, np.zeros_like(y), counts)).all()
+
+
+def test_the_dataset_s_own_validation_split_chooses_when_given(features):
+    from vitzoo.probe import multilabel
+
+    tx, ty, ex, ey = features
+    vx, vy = ex[:12], ey[:12]  # stands for a validation split of the dataset's own
+    out = multilabel.score_all((tx, ty), (ex, ey), validation=(vx, vy), validation_name="val")
+    choose = out["choose"]
+    assert choose["source"] == "dataset" and "own val split" in choose["split"]
+    assert choose["examples"] == 12
+    fitted = ridge_oracle(tx, ty, choose["linear"]["l2"])(vx)  # the whole training split fitted
+    assert choose["linear"]["map"] == pytest.approx(map_oracle(fitted, vy), abs=1e-12)

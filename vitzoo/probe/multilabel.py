@@ -234,12 +234,12 @@ class MultiLabelProbeScores:
         yield "knn_map", self.side["knn"]["map"]
 
 
-def validation_part(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit, validation) indices: a seeded :data:`VALIDATION_FRACTION` of the training images
-    (not stratified: an image carries several classes), the same for every candidate."""
+def validation_part(n: int, fraction: float = VALIDATION_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) indices: a seeded ``fraction`` of the training images (not
+    stratified: an image carries several classes), the same for every candidate."""
     from vitzoo.data.source import carve
 
-    fit_rows, val = carve(n, VALIDATION_FRACTION, seed=VALIDATION_SEED)
+    fit_rows, val = carve(n, fraction, seed=VALIDATION_SEED)
     if len(val) == 0 or len(fit_rows) < 4:
         raise VitzooError(f"the training split has {n} image(s), too few to hold out a "
                           "validation part for choosing between candidates",
@@ -248,22 +248,36 @@ def validation_part(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score_all(train: tuple[np.ndarray, np.ndarray], evaluation: tuple[np.ndarray, np.ndarray],
-              *, knn_k: int = 10) -> dict[str, Any]:
-    """Every multi-label score of one candidate on both sides, JSON-able (plus ``notes``)."""
+              *, knn_k: int = 10, validation: tuple[np.ndarray, np.ndarray] | None = None,
+              validation_name: str = "validation",
+              fraction: float = VALIDATION_FRACTION) -> dict[str, Any]:
+    """Every multi-label score of one candidate on both sides, JSON-able (plus ``notes``).
+
+    As :func:`vitzoo.probe.scores.score_all`: ``choose`` fitted on the training split minus
+    a ``fraction`` of its images and scored there, or, given the dataset's own
+    ``validation`` split (features, multi-hot rows), fitted on the whole training split and
+    scored on that; ``report`` fitted on the whole training split, scored on ``evaluation``.
+    """
     from vitzoo.evaluators import run_all
 
     (tx, ty), (ex, ey) = train, evaluation
-    fit_rows, val = validation_part(len(ty))
-    sides = [MultiLabelProbeScores("validation", (tx[fit_rows], ty[fit_rows]), (tx[val], ty[val]),
-                                   knn_k=knn_k, per_image=True),
+    if validation is None:
+        fit_rows, val = validation_part(len(ty), fraction)
+        chosen_on = (tx[fit_rows], ty[fit_rows]), (tx[val], ty[val])
+        described = (f"validation: {fraction:.0%} of the training images (seed {VALIDATION_SEED}; "
+                     "not stratified: an image carries several classes), held out of the fit")
+    else:
+        chosen_on = (tx, ty), validation
+        described = (f"validation: the dataset's own {validation_name} split, "
+                     "the whole training split fitted")
+    sides = [MultiLabelProbeScores("validation", *chosen_on, knn_k=knn_k, per_image=True),
              MultiLabelProbeScores("evaluation", (tx, ty), (ex, ey), knn_k=knn_k,
                                    per_image=False)]
     metrics = run_all(sides, None)
     choose, report = sides[0].side, sides[1].side
     choose["metrics"], report["metrics"] = metrics["validation"], metrics["evaluation"]
-    choose["split"] = (f"validation: {VALIDATION_FRACTION:.0%} of the training images (seed "
-                       f"{VALIDATION_SEED}; not stratified: an image carries several classes), "
-                       "held out of the fit")
+    choose["split"] = described
+    choose["source"] = "carved" if validation is None else "dataset"
     return {"task": TASK, "choose": choose, "report": report, "notes": [FEWSHOT_NOTE]}
 
 
