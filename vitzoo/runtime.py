@@ -9,6 +9,10 @@ commands record in ``run.json``, so a run says which settings produced its speed
 - Flags: the host device count is the only flag added; the other XLA:CPU flags measured
   side by side did not earn a place (benchmarks/RESULTS.md, "flags"). The user's own
   ``XLA_FLAGS`` always win.
+- Host memory: glibc's malloc gives every block of 128 KiB or more its own ``mmap`` and
+  returns it to the kernel when freed, so an XLA:CPU program re-faults (and the kernel
+  re-zeroes) its large activation buffers on every call. :func:`keep_freed_buffers` makes
+  malloc keep them (benchmarks/RESULTS.md, "Forward: where the Predictor's time went").
 - Compilation cache: JAX's persistent cache under ``VITZOO_HOME/compile-cache`` turns the
   seconds of compiling a train step into a file read on every later run of the same
   shapes. It is on by default; ``--no-compile-cache`` or ``VITZOO_COMPILE_CACHE=0`` turn
@@ -38,6 +42,14 @@ CACHE_MAX_BYTES = 4 << 30  # a ViT-L train step is ~50 MB; many runs fit
 CACHE_MIN_COMPILE_S = 0.5  # skip trivial programs; a train step takes seconds
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 _OFF = {"0", "false", "no", "off"}
+MALLOC_ENV = "VITZOO_MALLOC_TUNING"
+#: glibc's ceiling for ``M_MMAP_THRESHOLD`` on 64-bit (``HEAP_MAX_SIZE / 2``); larger
+#: values are refused, so blocks above it are still mapped one by one.
+MMAP_THRESHOLD = 32 << 20
+TRIM_THRESHOLD = (1 << 31) - 1  # the largest int mallopt takes: never give the heap back
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+#: glibc reads these at start-up; a user who set one has chosen for themselves.
+_MALLOC_USER_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
 @dataclass(frozen=True)
@@ -175,14 +187,51 @@ def configure(*, compile_cache: bool | None = None, xla_flags: bool = True,
             os.environ["XLA_FLAGS"] = " ".join([existing, *added]).strip()
     cache = compile_cache_wanted(compile_cache)
     cache_dir = _set_compile_cache(compile_cache_dir() if cache else None)
+    malloc = keep_freed_buffers()
     return {
         "cpu": cpu.as_dict(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "xla_flags_added": added,
         "xla_flags_applied": applied,
         "compile_cache": str(cache_dir) if cache_dir else None,
+        "malloc": malloc,
         "jax": jax.__version__,
     }
+
+
+def keep_freed_buffers() -> dict[str, int] | None:
+    """Make glibc's malloc reuse freed blocks up to 32 MiB instead of unmapping them.
+
+    WHY: by default glibc serves every block of 128 KiB or more with its own ``mmap`` and
+    unmaps it on ``free``; it raises that threshold only when it sees such a block freed,
+    and which blocks it sees depends on what ran first in the process. A ViT-Ti forward
+    of 64 images then took ~530k minor page faults per call (the kernel zeroing 2 GiB)
+    and ran at about half the speed of the same program in a process where something
+    else had raised the threshold first: the "process-wide effect" of RESULTS.md. Fixing
+    the thresholds up front gives every process the fast behaviour from its first call.
+    The price: freed heap memory stays with the process (its peak RSS is unchanged).
+
+    Returns the settings applied, or None where they were not (not glibc, the user set
+    glibc's own malloc variables, or ``VITZOO_MALLOC_TUNING=0``). Idempotent.
+    """
+    if os.environ.get(MALLOC_ENV, "1").strip().lower() in _OFF:
+        return None
+    if any(name in os.environ for name in _MALLOC_USER_ENV):
+        return None
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    # mallopt returns 1 on success; setting either threshold also stops glibc's own
+    # adjustment of both, which is the point: the same behaviour in every process.
+    if not (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+            and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
+        return None
+    return {"mmap_threshold": MMAP_THRESHOLD, "trim_threshold": TRIM_THRESHOLD}
 
 
 def _set_compile_cache(cache_dir: Path | None) -> Path | None:
