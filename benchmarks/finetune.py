@@ -113,8 +113,8 @@ import json, time
 t0 = time.perf_counter()
 from vitzoo.adapt import finetune
 result = finetune({ckpt!r}, {folder!r}, workdir={work!r}, steps={steps}, warmup=2, lr=0.01,
-                  batch=64, res=224, accum="1", eval_every=0, checkpoint_every=0, log_every=1,
-                  progress=False, register=False)
+                  batch=64, res=224, accum="1", dtype={dtype!r}, eval_every=0,
+                  checkpoint_every=0, log_every=1, progress=False, register=False)
 records = [json.loads(x) for x in open({work!r} + "/metrics.jsonl")]
 steady = [r["img_per_sec"] for r in records[1:] if "img_per_sec" in r]
 run = json.load(open({work!r} + "/run.json"))
@@ -264,6 +264,17 @@ x = np.random.default_rng(0).uniform(-1, 1, (64, 224, 224, 3)).astype(np.float32
 forward = predictor.logits
 """ + FORWARD_TIMING
 
+# The probe's path (vitzoo.backbone.Forward: pmapped over the host devices), any dtype.
+BACKBONE_FORWARD = """
+import json, time
+import numpy as np
+from vitzoo.backbone import Forward, load
+fwd = Forward(load({ckpt!r}), batch=64, dtype={dtype!r})
+n = len(fwd.placement.devices)
+x = np.random.default_rng(0).uniform(-1, 1, (64, 224, 224, 3)).astype(np.float32)
+forward = lambda x: fwd(x.reshape(n, -1, *x.shape[1:]))
+""" + FORWARD_TIMING
+
 PLAIN_FORWARD = """
 import json, time
 """ + PLAIN_MODEL + """
@@ -280,8 +291,8 @@ import torch, timm
 model = timm.create_model({name!r}).eval()
 x = torch.rand(64, 3, 224, 224) * 2 - 1
 def forward(x):
-    with torch.inference_mode():
-        return model(x).numpy()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled={bf16}):
+        return model(x).float().numpy()
 """ + FORWARD_TIMING
 
 
@@ -309,11 +320,11 @@ def run_round(tmp: Path, ckpts: dict[str, Path], folder: Path, args: argparse.Na
         print(f"  {name}: {json.dumps(result[0])[:200]}", file=sys.stderr)
 
     home = tmp / f"home{round_index}"
-    for temperature in ("cold", "warm"):
-        work = tmp / f"run{round_index}-{temperature}"
-        record(f"vitzoo-{temperature}", _child(VITZOO_RUN.format(
-            ckpt=str(ckpts["Ti/16"]), folder=str(folder), work=str(work), steps=args.steps),
-            env={"VITZOO_HOME": str(home)}))
+    for name, dtype in (("cold", "float32"), ("warm", "float32"), ("bf16", "bfloat16")):
+        work = tmp / f"run{round_index}-{name}"
+        record(f"vitzoo-{name}", _child(VITZOO_RUN.format(
+            ckpt=str(ckpts["Ti/16"]), folder=str(folder), work=str(work), steps=args.steps,
+            dtype=dtype), env={"VITZOO_HOME": str(home)}))
     record("plain", _child(PLAIN_RUN.format(size=SIZES["Ti/16"], steps=args.steps)))
     torch_python = os.environ.get(TORCH_ENV)
     if torch_python:
@@ -324,10 +335,15 @@ def run_round(tmp: Path, ckpts: dict[str, Path], folder: Path, args: argparse.Na
         reps = 3 if arch == "Ti/16" else 1
         record(f"fwd-vitzoo-{arch}", _child(VITZOO_FORWARD.format(
             ckpt=str(ckpts[arch]), reps=reps), env={"VITZOO_HOME": str(home)}))
+        for dtype in ("float32", "bfloat16"):
+            record(f"fwd-backbone-{dtype}-{arch}", _child(BACKBONE_FORWARD.format(
+                ckpt=str(ckpts[arch]), reps=reps, dtype=dtype), env={"VITZOO_HOME": str(home)}))
         record(f"fwd-plain-{arch}", _child(PLAIN_FORWARD.format(size=SIZES[arch], reps=reps)))
         if torch_python:
-            record(f"fwd-timm-{arch}", _child(TORCH_FORWARD.format(
-                name=TIMM_NAMES[arch], reps=reps), python=torch_python))
+            for dtype in ("fp32", "bf16"):
+                record(f"fwd-timm-{dtype}-{arch}", _child(TORCH_FORWARD.format(
+                    name=TIMM_NAMES[arch], reps=reps, bf16=dtype == "bf16"),
+                    python=torch_python))
     return out
 
 
@@ -371,10 +387,12 @@ def render(rounds: list[dict[str, dict]], pipeline: dict, pipeline_rss: float,
         return "n/a" if value is None else f"{value:{spec}}{unit}"
 
     timm32 = _stat(rounds, "timm-fp32", "steady_img_per_sec")
+    timm16 = _stat(rounds, "timm-bf16", "steady_img_per_sec")
     plain = _stat(rounds, "plain", "steady_img_per_sec")
     train_rows = [
         ("vitzoo finetune, cold compile cache (JPEG folder, tf.data)", "vitzoo-cold"),
         ("vitzoo finetune, warm compile cache (same command again)", "vitzoo-warm"),
+        ("vitzoo finetune --dtype bfloat16 (warm compile cache for the rest)", "vitzoo-bf16"),
         ("plain jax.jit loop, Flax MHA, 12 unrolled blocks, random arrays", "plain"),
         ("timm + PyTorch, float32, random tensors", "timm-fp32"),
         ("timm + PyTorch, bfloat16 autocast, random tensors", "timm-bf16"),
@@ -397,9 +415,9 @@ def render(rounds: list[dict[str, dict]], pipeline: dict, pipeline_rss: float,
         f"{rounds[-1].get('vitzoo-cold', {}).get('devices')} host devices, compile cache "
         f"{'on' if runtime.get('compile_cache') else 'off'}.",
         "",
-        "| training contender | steady img/s | vs plain jit | vs timm fp32 | first step | "
-        "peak RSS |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| training contender | steady img/s | vs plain jit | vs timm fp32 | vs timm bf16 | "
+        "first step | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for label, name in train_rows:
         ips = _stat(rounds, name, "steady_img_per_sec")
@@ -408,15 +426,25 @@ def render(rounds: list[dict[str, dict]], pipeline: dict, pipeline_rss: float,
         lines.append(
             f"| {label} | {ips:.2f} | {fmt(ips / plain if plain else None, '.2f', 'x')} | "
             f"{fmt(ips / timm32 if timm32 else None, '.2f', 'x')} | "
+            f"{fmt(ips / timm16 if timm16 else None, '.2f', 'x')} | "
             f"{fmt(_stat(rounds, name, 'first_step_s'), '.1f', ' s')} | "
             f"{fmt(_stat(rounds, name, 'rss'), '.0f', ' MiB')} |")
-    lines += ["", "| forward img/s, batch 64 | Ti/16 | B/16 |", "|---|---:|---:|"]
+    lines += ["", "| forward img/s, batch 64 | Ti/16 | B/16 | Ti/16 vs timm fp32 | "
+              "B/16 vs timm fp32 |", "|---|---:|---:|---:|---:|"]
+    timm_fwd = [_stat(rounds, f"fwd-timm-fp32-{arch}", "img_per_sec") for arch in SIZES]
     for label, prefix in (("vitzoo Predictor (`vitzoo predict` path)", "fwd-vitzoo"),
+                          ("vitzoo backbone.Forward float32 (probe path, pmap)",
+                           "fwd-backbone-float32"),
+                          ("vitzoo backbone.Forward bfloat16 (probe path, pmap)",
+                           "fwd-backbone-bfloat16"),
                           ("plain jax.jit, Flax MHA, unrolled", "fwd-plain"),
-                          ("timm + PyTorch float32, inference_mode", "fwd-timm")):
+                          ("timm + PyTorch float32, inference_mode", "fwd-timm-fp32"),
+                          ("timm + PyTorch bfloat16 autocast, inference_mode", "fwd-timm-bf16")):
         cells = [_stat(rounds, f"{prefix}-{arch}", "img_per_sec") for arch in SIZES]
+        ratios = [c / t if c is not None and t else None for c, t in zip(cells, timm_fwd, strict=True)]
         if any(c is not None for c in cells):
-            lines.append(f"| {label} | " + " | ".join(fmt(c) for c in cells) + " |")
+            lines.append(f"| {label} | " + " | ".join(fmt(c) for c in cells) + " | "
+                         + " | ".join(fmt(r, ".2f", "x") for r in ratios) + " |")
     stall = pipeline["img_per_sec"] / max(_stat(rounds, "vitzoo-cold", "steady_img_per_sec"),
                                           1e-9)
     lines += [
@@ -425,9 +453,10 @@ def render(rounds: list[dict[str, dict]], pipeline: dict, pipeline_rss: float,
         f"**{pipeline['img_per_sec']:.1f} img/s** = {stall:.1f}x the training step's "
         f"consumption (peak RSS {pipeline_rss:.0f} MiB).",
         "",
-        "Per-step img/s of the vitzoo runs (cold, warm): " + "; ".join(
+        "Per-step img/s of the vitzoo runs (cold, warm, bf16): " + "; ".join(
             ", ".join(f"{x:.2f}" for x in r[name]["all_img_per_sec"])
-            for r in rounds for name in ("vitzoo-cold", "vitzoo-warm") if name in r),
+            for r in rounds for name in ("vitzoo-cold", "vitzoo-warm", "vitzoo-bf16")
+            if name in r),
     ]
     return "\n".join(lines)
 

@@ -24,8 +24,12 @@ def _round(vitzoo, plain, timm):
         "plain": {"steady_img_per_sec": plain, "first_step_s": 25.0, "rss": 4000.0},
         "timm-fp32": {"steady_img_per_sec": timm, "first_step_s": 4.0, "rss": 900.0,
                       "torch": "2.x", "timm": "1.x", "threads": 2},
+        "timm-bf16": {"steady_img_per_sec": 2 * timm, "first_step_s": 3.0, "rss": 800.0},
+        "vitzoo-bf16": {**run, "steady_img_per_sec": 2 * vitzoo},
         "fwd-vitzoo-Ti/16": {"img_per_sec": 30.0, "rss": 1.0},
-        "fwd-timm-B/16": {"img_per_sec": 5.0, "rss": 1.0},
+        "fwd-backbone-bfloat16-B/16": {"img_per_sec": 4.0, "rss": 1.0},
+        "fwd-timm-fp32-B/16": {"img_per_sec": 5.0, "rss": 1.0},
+        "fwd-timm-bf16-B/16": {"img_per_sec": 8.0, "rss": 1.0},
     }
 
 
@@ -33,11 +37,16 @@ def test_finetune_table_gives_medians_over_rounds_and_ratios():
     rounds = [_round(12.0, 10.0, 20.0), _round(14.0, 10.0, 20.0), _round(13.0, 10.0, 20.0)]
     body = finetune.render(rounds, {"img_per_sec": 260.0}, 800.0, _args(rounds=3))
     row = next(line for line in body.splitlines() if line.startswith("| vitzoo finetune, cold"))
-    assert "| 13.00 | 1.30x | 0.65x | 20.0 s | 3000 MiB |" in row
-    warm = next(line for line in body.splitlines() if "warm compile cache" in line)
+    assert "| 13.00 | 1.30x | 0.65x | 0.33x | 20.0 s | 3000 MiB |" in row
+    warm = next(line for line in body.splitlines() if "warm compile cache (same" in line)
     assert "| 8.0 s |" in warm
-    assert "| timm + PyTorch float32, inference_mode | n/a | 5.00 |" in body
-    assert "timm + PyTorch, bfloat16" not in body  # no measurement, no row
+    bf16 = next(line for line in body.splitlines() if "--dtype bfloat16" in line)
+    assert "| 26.00 | 2.60x | 1.30x | 0.65x |" in bf16
+    assert "| timm + PyTorch float32, inference_mode | n/a | 5.00 | n/a | 1.00x |" in body
+    assert ("| vitzoo backbone.Forward bfloat16 (probe path, pmap) | n/a | 4.00 | n/a | 0.80x |"
+            in body)
+    assert "| timm + PyTorch bfloat16 autocast, inference_mode | n/a | 8.00 | n/a | 1.60x |" in body
+    assert "backbone.Forward float32" not in body  # no measurement, no row
     assert "20.0x the training step's consumption" in body
     assert "2 host devices, compile cache on" in body
 
@@ -47,7 +56,7 @@ def test_finetune_table_without_timm_says_so():
     body = finetune.render(rounds, {"img_per_sec": 100.0}, 800.0, _args(rounds=1))
     assert "unset: no timm rows" in body
     row = next(line for line in body.splitlines() if line.startswith("| vitzoo finetune, cold"))
-    assert "| 1.20x | n/a |" in row
+    assert "| 1.20x | n/a | n/a |" in row
 
 
 def test_lscpu_summary_names_the_cpu():
