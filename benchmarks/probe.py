@@ -2,12 +2,13 @@
 
 Measured, side by side in one run, each contender in its own fresh process:
 
-1. ``vitzoo.probe`` extraction of Ti/16 and B/16 at 224 px, batch 64, float32, on a JPEG
+1. ``vitzoo.probe`` extraction of Ti/16 and B/16 at 224 px, batch 64, float32 (and the
+   forward alone in bfloat16, ``--dtype bfloat16``), on a JPEG
    folder: end-to-end img/s (decode + resize + forward + chunked cache writes) and the
    forward alone (``vitzoo.probe.speed.measure``, as the probe ranks it).
 2. A plain ``jax.jit(model.apply)`` forward of the same model on random arrays.
-3. timm's forward (``vit_tiny_patch16_224`` / ``vit_base_patch16_224``, fp32,
-   ``torch.inference_mode``) when ``VITZOO_BENCH_TORCH_PYTHON`` names an interpreter with
+3. timm's forward (``vit_tiny_patch16_224`` / ``vit_base_patch16_224``, fp32 and bf16
+   autocast, ``torch.inference_mode``) when ``VITZOO_BENCH_TORCH_PYTHON`` names an interpreter with
    torch and timm (never installed into vitzoo's own environment).
 4. Peak memory against dataset size: a Ti/16 checkpoint at 32 px extracts the features of
    folders of ``--memory-sizes`` tiny JPEGs (each many 512-row chunks), train and evaluation
@@ -62,7 +63,7 @@ from vitzoo.data import open_dataset
 from vitzoo.probe.features import Extractor, load_backbone
 from vitzoo.probe.speed import measure
 data = open_dataset({folder!r})
-extractor = Extractor(load_backbone({ckpt!r}), batch=64)
+extractor = Extractor(load_backbone({ckpt!r}), batch=64, dtype={dtype!r})
 speed = measure(extractor, {repeats})  # compiles, then times the forward alone
 t = time.perf_counter()
 entry = extractor.extract(data.train)
@@ -91,7 +92,7 @@ import json, os, time, torch, timm
 torch.set_num_threads(os.cpu_count())
 model = timm.create_model({name!r}, pretrained=False).eval()
 x = torch.rand(64, 3, 224, 224) * 2 - 1
-with torch.inference_mode():
+with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled={bf16}):
     model(x)
     t = time.perf_counter()
     for _ in range({repeats}):
@@ -266,32 +267,41 @@ def main() -> None:
             ckpt = tmp_path / f"{arch.replace('/', '_')}.npz"
             _child(MAKE_CKPT.format(arch=arch, path=str(ckpt), res=224))
             ours, rss = _child(EXTRACT.format(folder=str(small), ckpt=str(ckpt),
-                                              repeats=args.repeats), env=env)
+                                              repeats=args.repeats, dtype="float32"), env=env)
+            ours16, _ = _child(EXTRACT.format(folder=str(small), ckpt=str(ckpt),
+                                              repeats=args.repeats, dtype="bfloat16"), env=env)
             plain, plain_rss = _child(PLAIN.format(arch=arch, repeats=args.repeats))
-            timm_result = None
+            timm_result = timm16 = None
             if torch_python:
-                timm_result = _torch_child(torch_python, TIMM.format(name=timm_name,
-                                                                     repeats=args.repeats))
-            rows.append((arch, ours, rss, plain, plain_rss, timm_result))
+                timm_result, timm16 = (
+                    _torch_child(torch_python, TIMM.format(name=timm_name, repeats=args.repeats,
+                                                           bf16=bf16)) for bf16 in (False, True))
+            rows.append((arch, ours, rss, plain, plain_rss, timm_result, ours16, timm16))
         memory = measure_memory(tmp_path, sizes)
         scoring, scoring_rss = _child(SCORING.format(), env=env)
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores "
         f"(load average {os.getloadavg()[0]:.1f} at the end: a shared machine), Python "
         f"{platform.python_version()}; `python benchmarks/probe.py --images {args.images} "
-        f"--repeats {args.repeats}`. 224 px, batch 64, float32, random weights; each "
+        f"--repeats {args.repeats}`. 224 px, batch 64, float32 unless named, random weights; each "
         "contender in its own fresh process. Forward img/s: the mean over "
         f"{args.repeats} batches after a warm-up call; end to end includes JPEG decoding.",
         "",
-        "| model | vitzoo extraction, end to end | vitzoo forward | plain jax.jit forward "
-        "| timm fp32 forward | vitzoo / timm |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | vitzoo extraction, end to end | vitzoo forward | vitzoo bf16 forward "
+        "| plain jax.jit forward | timm fp32 forward | timm bf16 autocast forward "
+        "| vitzoo / timm fp32 | vitzoo bf16 / timm bf16 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for arch, ours, _, plain, _, timm_result in rows:
-        timm_text = f"{timm_result['forward']:.1f}" if timm_result else "not measured"
-        ratio = f"{ours['forward'] / timm_result['forward']:.2f}x" if timm_result else "n/a"
+    for arch, ours, _, plain, _, timm_result, ours16, timm16 in rows:
+        def cell(result: dict | None) -> str:
+            return f"{result['forward']:.1f}" if result else "not measured"
+
+        def ratio(a: dict, b: dict | None) -> str:
+            return f"{a['forward'] / b['forward']:.2f}x" if b else "n/a"
+
         lines.append(f"| {arch} | {ours['end_to_end']:.1f} | {ours['forward']:.1f} | "
-                     f"{plain['forward']:.1f} | {timm_text} | {ratio} |")
+                     f"{ours16['forward']:.1f} | {plain['forward']:.1f} | {cell(timm_result)} | "
+                     f"{cell(timm16)} | {ratio(ours, timm_result)} | {ratio(ours16, timm16)} |")
     if not torch_python:
         lines += ["", "timm: not measured (set VITZOO_BENCH_TORCH_PYTHON to a Python with "
                       "torch and timm)."]
