@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -62,6 +63,12 @@ VARIANTS: dict[str, tuple[dict, str]] = {
                                              "forward": True}, ""),
     "forward: dot_product_attention, unrolled": ({"attention": "dpa", "unroll": True,
                                                   "forward": True}, ""),
+    "forward: vitzoo Ti/16, glibc malloc defaults": (
+        {"attention": "einsum", "unroll": True, "forward": True}, ""),
+    "forward: vitzoo Ti/16, malloc keeps freed buffers (runtime.keep_freed_buffers)": (
+        {"attention": "einsum", "unroll": True, "forward": True, "malloc": True}, ""),
+    "train: device per core, malloc keeps freed buffers": (
+        {"attention": "einsum", "unroll": True, "malloc": True}, "{cores}"),
     "timm float32": ({"kind": "timm"}, ""),
     "timm bfloat16 autocast": ({"kind": "timm", "bf16": True}, ""),
 }
@@ -75,6 +82,11 @@ GROUPS = {
     "inference": ["forward: plain jax.jit (benchmarks/finetune.py)", "forward: Flax MHA, scan",
                   "forward: fused-qkv einsum, scan", "forward: fused-qkv einsum, unrolled",
                   "forward: dot_product_attention, unrolled"],
+    # Each worker alone in its process: the malloc effect depends on what ran first.
+    "malloc": ["forward: vitzoo Ti/16, glibc malloc defaults",
+               "forward: vitzoo Ti/16, malloc keeps freed buffers (runtime.keep_freed_buffers)",
+               "unrolled + one host device per core (pmap)",
+               "train: device per core, malloc keeps freed buffers"],
     "contenders": ["plain jax.jit loop (benchmarks/finetune.py)", "fused-qkv einsum attention",
                    "unrolled (the CPU default)", "unrolled + one host device per core (pmap)",
                    "unrolled, device per core, bfloat16 compute",
@@ -96,7 +108,10 @@ def jax_worker(spec: dict, batch: int) -> None:
     from vitzoo.adapt.steps import init_state, make_train_step
     from vitzoo.backbone.devices import replicate, shard
     from vitzoo.models import build_model, get_config
+    from vitzoo.runtime import keep_freed_buffers
 
+    if spec.get("malloc"):
+        keep_freed_buffers()
     if spec.get("attention") == "dpa":
         vit.attend = lambda q, k, v, dropout=None: jax.nn.dot_product_attention(q, k, v)
     if spec.get("attention") == "flax":
@@ -197,9 +212,12 @@ def _serve(run: object, info: dict) -> None:
     run()
     print(json.dumps({"ready": time.perf_counter() - t, **info}), flush=True)
     for _ in sys.stdin:
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t = time.perf_counter()
         run()
-        print(json.dumps({"step_s": time.perf_counter() - t}), flush=True)
+        print(json.dumps({"step_s": time.perf_counter() - t, "page_faults":
+                          resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults}),
+              flush=True)
 
 
 def _start(name: str, batch: int, cores: int) -> subprocess.Popen | None:
@@ -237,11 +255,15 @@ def measure_group(names: list[str], batch: int, reps: int, cores: int) -> list[d
         workers[name] = (proc, _read(proc))
         print(f"  ready: {name} {workers[name][1]}", file=sys.stderr)
     times: dict[str, list[float]] = {name: [] for name in workers}
+    faults: dict[str, list[int]] = {name: [] for name in workers}
     for _ in range(reps):
         for name, (proc, _) in workers.items():
             proc.stdin.write("step\n")
             proc.stdin.flush()
-            times[name].append(_read(proc)["step_s"])
+            reply = _read(proc)
+            times[name].append(reply["step_s"])
+            if "page_faults" in reply:  # jax workers: minor page faults of the step
+                faults[name].append(reply["page_faults"])
     for proc, _ in workers.values():
         proc.stdin.close()
         proc.wait()
@@ -249,8 +271,10 @@ def measure_group(names: list[str], batch: int, reps: int, cores: int) -> list[d
     for name, samples in times.items():
         ips = [batch / s for s in samples]
         rows.append({"name": name, "img_per_sec": statistics.median(ips),
-                     "all": ips, "flags": VARIANTS[name][1].replace(
-                         "{cores}", f"{DEVICES}{cores}"), **workers[name][1]})
+                     "all": ips, "page_faults": (statistics.median(faults[name])
+                                                 if faults[name] else None),
+                     "flags": VARIANTS[name][1].replace("{cores}", f"{DEVICES}{cores}"),
+                     **workers[name][1]})
     return rows
 
 
@@ -284,11 +308,13 @@ def main() -> None:
         rows = measure_group(GROUPS[group], args.batch, args.reps, cores)
         base = rows[0]["img_per_sec"]
         lines += ["", f"**{group}**", "",
-                  "| variant | XLA_FLAGS | img/s | ratio | steps (img/s) |",
-                  "|---|---|---:|---:|---|"]
+                  "| variant | XLA_FLAGS | img/s | ratio | minor page faults per step | "
+                  "steps (img/s) |",
+                  "|---|---|---:|---:|---:|---|"]
         for row in rows:
+            faults = "n/a" if row["page_faults"] is None else f"{row['page_faults']:,.0f}"
             lines.append(f"| {row['name']} | `{row['flags'] or '-'}` | {row['img_per_sec']:.2f} "
-                         f"| {row['img_per_sec'] / base:.2f}x | "
+                         f"| {row['img_per_sec'] / base:.2f}x | {faults} | "
                          + ", ".join(f"{x:.1f}" for x in row["all"]) + " |")
         print("\n".join(lines[-len(rows) - 2:]), file=sys.stderr)
     body = "\n".join(lines)
