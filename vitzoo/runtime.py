@@ -12,7 +12,7 @@ commands record in ``run.json``, so a run says which settings produced its speed
 - Host memory: glibc's malloc gives every block of 128 KiB or more its own ``mmap`` and
   returns it to the kernel when freed, so an XLA:CPU program re-faults (and the kernel
   re-zeroes) its large activation buffers on every call. :func:`keep_freed_buffers` makes
-  malloc keep them (benchmarks/RESULTS.md, "Forward: where the Predictor's time went").
+  malloc keep them (measured: ``python benchmarks/levers.py --group malloc``).
 - Compilation cache: JAX's persistent cache under ``VITZOO_HOME/compile-cache`` turns the
   seconds of compiling a train step into a file read on every later run of the same
   shapes. It is on by default; ``--no-compile-cache`` or ``VITZOO_COMPILE_CACHE=0`` turn
