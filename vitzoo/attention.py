@@ -167,7 +167,6 @@ def write_attention_maps(predictor: Predictor, images: Sequence[str | os.PathLik
     from PIL import Image
 
     from vitzoo.atomic import atomic_path, output_dir
-    from vitzoo.predict import preprocess
 
     require_attention(predictor.config)
     out = output_dir(out_dir, ATTENTION_WHAT, create=False)
@@ -176,7 +175,7 @@ def write_attention_maps(predictor: Predictor, images: Sequence[str | os.PathLik
     forward = forward_with_attention(predictor.config, predictor.num_classes)
     for start in range(0, len(images), step):
         chunk = list(images[start:start + step])
-        batch = np.stack([preprocess(path, predictor.resolution) for path in chunk])
+        batch = np.stack([predictor.pixels(path) for path in chunk])
         _, weights = forward(predictor.params, batch)
         joint = rollout(weights)[:, -1]
         for path, rolled, target in zip(chunk, joint, targets[start:start + step], strict=True):

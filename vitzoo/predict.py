@@ -1,8 +1,10 @@
-"""Classify images with a checkpoint: reference preprocessing, labels, top-k.
+"""Classify images with a checkpoint: its own preprocessing, labels, top-k.
 
-Pixels come from the one evaluation path of :mod:`vitzoo.data.preprocess` (TensorFlow's
-decoders, bilinear resize to ``res x res`` without antialiasing, as vit_jax evaluates; pixels
-scaled to [-1, 1]), so a file gets exactly the array ``evaluate`` and the probe give it.
+Pixels come from the one evaluation path of :mod:`vitzoo.data.preprocess` with the checkpoint's
+rule (:func:`vitzoo.weights.facts.preprocessing_of`: bilinear resize to ``res x res`` without
+antialiasing and pixels in [-1, 1] for release checkpoints, as vit_jax evaluates; timm's
+``pretrained_cfg`` for checkpoints in its layout), so a file gets exactly the array ``evaluate``
+and the probe give it.
 
 Class names come from :func:`vitzoo.weights.facts.find_labels` (one precedence for predict,
 evaluate and export): ``class_names.json``, then ``run.json`` next to the ``.npz``, then
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from vitzoo.data.preprocess import Preprocess
 from vitzoo.errors import VitzooError
 from vitzoo.weights.facts import CLASS_NAME_FILES, Labels, facts_for, find_labels
 from vitzoo.weights.task import head_task
@@ -70,19 +73,22 @@ def _encoded(image: str | os.PathLike[str] | Any) -> tuple[bytes, str]:
         raise VitzooError(f"cannot read {path} ({exc.strerror or exc})", "check the path") from None
 
 
-def preprocess(image: str | os.PathLike[str] | Any, resolution: int) -> np.ndarray:
-    """One image as ``[res, res, 3]`` float32 in [-1, 1] (path or PIL image).
+def preprocess(image: str | os.PathLike[str] | Any, resolution: int | Preprocess) -> np.ndarray:
+    """One image (path or PIL image) as float32 ``[size, size, 3]`` evaluation pixels.
 
-    The evaluation pipeline's own functions (:func:`vitzoo.data.preprocess.eval_pixels`), so
-    the same file gives the same pixels here as in ``evaluate``, the probe and fine-tuning.
+    ``resolution``: an evaluation recipe (:func:`vitzoo.data.preprocess.eval_recipe` of a
+    checkpoint's rule), or a size for the vit_jax rule (``[res, res, 3]`` in [-1, 1]). The
+    evaluation pipeline's own functions (:func:`vitzoo.data.preprocess.eval_pixels`), so the
+    same file gives the same pixels here as in ``evaluate``, the probe and fine-tuning.
     """
     from PIL import UnidentifiedImageError
 
     from vitzoo.data.preprocess import eval_pixels, eval_recipe
 
     data, name = _encoded(image)
+    recipe = resolution if isinstance(resolution, Preprocess) else eval_recipe(resolution)
     try:
-        return eval_pixels(data, eval_recipe(resolution))
+        return eval_pixels(data, recipe)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise VitzooError(f"{name} is not a readable image ({exc})",
                           "pass JPEG/PNG (or other PIL-readable) files") from None
@@ -138,9 +144,14 @@ class Predictor:
         self.config, self.params = self.backbone.config, self.backbone.params
         self.facts = facts_for(self.path, num_classes=self.num_classes, resolution=self.resolution)
         self.labels = self.facts.labels
+        self.recipe = self.backbone.eval_recipe()  # the checkpoint's own preprocessing
         self.task = head_task(self.path)
         self._apply = None
         self._device_params = None
+
+    def pixels(self, image: str | os.PathLike[str] | Any) -> np.ndarray:
+        """One image as this checkpoint's evaluation pixels (:func:`preprocess` with its recipe)."""
+        return preprocess(image, self.recipe)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Float32 logits ``[B, K]`` for preprocessed images ``[B, res, res, 3]``."""
@@ -170,7 +181,7 @@ class Predictor:
         out: list[Prediction] = []
         for start in range(0, len(images), batch_size):
             chunk = list(images[start:start + batch_size])
-            batch = np.stack([preprocess(p, self.facts.preprocessing.resize) for p in chunk])
+            batch = np.stack([self.pixels(p) for p in chunk])
             logits = self.logits(batch)
             probs = sigmoid(logits) if self.task.multilabel else softmax(logits)
             for path, row_logits, row in zip(chunk, logits, probs, strict=True):

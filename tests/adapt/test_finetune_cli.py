@@ -52,8 +52,10 @@ def test_folder_finetune_outputs_catalog_and_evaluate(tmp_path):
                             "devices": 2, "processes": 1}
     assert run["dataset"]["skipped_files"][0]["file"] == "train/red/corrupt.jpg"
     assert run["preprocessing"]["train"] == {"resize": 37, "crop": 32, "flip": True,
-                                             "value_range": [-1.0, 1.0], "method": "bilinear",
-                                             "antialias": False}
+                                             "mean": [0.5] * 3, "std": [0.5] * 3,
+                                             "method": "bilinear", "antialias": False,
+                                             "keep_aspect": False, "center_crop": False}
+    assert run["preprocessing"]["checkpoint"]["origin"] == "the vit_jax rule of release checkpoints"
     assert "corrupt.jpg" in (work / "run.log").read_text()
     records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 3, 4, 6]

@@ -161,7 +161,7 @@ import io, json
 import jax, numpy as np
 from PIL import Image
 from vitzoo.backbone.devices import replicate
-from vitzoo.data import Layout
+from vitzoo.data import Layout, eval_recipe
 from vitzoo.data.pipeline import Examples
 from vitzoo.evaluators.multilabel import MultiLabel
 from vitzoo.models import build_model
@@ -181,8 +181,8 @@ params = jax.tree.map(lambda p: p + 0.3 * rng.standard_normal(p.shape).astype(p.
 out = {}
 for n in (1, 4):
     devices = jax.local_devices()[:n]
-    evaluator = MultiLabel("eval", model.apply, split, resolution=32, layout=Layout(8, local_devices=n),
-                           devices=devices, validation=split)
+    evaluator = MultiLabel("eval", model.apply, split, recipe=eval_recipe(32),
+                           layout=Layout(8, local_devices=n), devices=devices, validation=split)
     out[n] = dict(evaluator.run(replicate(params, devices)))
 print(json.dumps(out))
 """

@@ -80,7 +80,7 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
         return _multilabel(backbone, data, head.threshold, dtype=dtype, placement=placement,
                            layout=layout, per_class=per_class)
     evaluator = Classification(data.eval_split, backbone.module(dtype).apply, data.eval,
-                               resolution=backbone.resolution, layout=layout,
+                               recipe=backbone.eval_recipe(), layout=layout,
                                devices=placement.devices, num_classes=data.num_classes)
     metrics = dict(evaluator.run(placement.replicate(backbone.params)))
     notes = list(data.notes)
@@ -101,7 +101,7 @@ def _multilabel(backbone: Any, data: Any, threshold: float, *, dtype: str, place
     from vitzoo.evaluators.multilabel import per_class as per_class_rows
 
     evaluator = MultiLabel(data.eval_split, backbone.module(dtype).apply, data.eval,
-                           resolution=backbone.resolution, layout=layout,
+                           recipe=backbone.eval_recipe(), layout=layout,
                            devices=placement.devices, threshold=threshold)
     metrics = dict(evaluator.run(placement.replicate(backbone.params)))
     rows = per_class_rows(evaluator.probabilities, evaluator.targets, data.class_names,

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from vitzoo.adapt.metrics import MetricsWriter
     from vitzoo.adapt.progress import Display
     from vitzoo.adapt.throughput import TrainWindow
-    from vitzoo.data import DataSplits, Layout
+    from vitzoo.data import DataSplits, Layout, Preprocess, Preprocessing
     from vitzoo.models.configs import ModelConfig
 
 log = logging.getLogger("vitzoo.adapt")
@@ -58,6 +58,7 @@ class _Model:
     config: ModelConfig
     params: Any
     module: Any
+    preprocessing: Preprocessing  # the checkpoint's rule: training and evaluation pixels
 
 
 @dataclass
@@ -208,7 +209,8 @@ def _prepare_model(options: FinetuneOptions, data: DataSplits) -> _Model:
 
     backbone = load(options.model, resolution=options.res, num_classes=data.num_classes,
                     representation=False)
-    return _Model(backbone.path, backbone.config, backbone.params, backbone.module(options.dtype))
+    return _Model(backbone.path, backbone.config, backbone.params, backbone.module(options.dtype),
+                  backbone.preprocessing)
 
 
 def _plan_batch(options: FinetuneOptions, model: _Model, data: DataSplits, display: Display,
@@ -270,7 +272,7 @@ def _record_start(setup: _Setup, start_step: int,
     record = started_record(options=options, checkpoint=setup.model.checkpoint,
                             config=setup.model.config, data=data, batch_plan=setup.batch_plan,
                             devices=jax.local_devices(), processes=jax.process_count(),
-                            runtime=setup.runtime)
+                            preprocessing=setup.model.preprocessing, runtime=setup.runtime)
     read_mode = data.train.read_mode(recorded)
     reading = data.train.reading_note(setup.layout, start_step, read_mode)
     if reading:
@@ -309,7 +311,7 @@ def _build_loop(setup: _Setup, tx: Any, state: Any, read_mode: dict[str, Any], s
     from vitzoo.adapt.steps import make_train_step
     from vitzoo.adapt.throughput import TrainWindow
     from vitzoo.backbone.devices import replicate, shard
-    from vitzoo.data import train_recipe
+    from vitzoo.data import eval_recipe, train_recipe
 
     options, data, layout, apply = setup.options, setup.data, setup.layout, setup.model.module.apply
     devices = jax.local_devices()
@@ -318,33 +320,34 @@ def _build_loop(setup: _Setup, tx: Any, state: Any, read_mode: dict[str, Any], s
                                  label_smoothing=options.label_smoothing, task=data.task)
     device_state = replicate(state, devices)
     key = replicate(np.asarray(jax.random.PRNGKey(options.seed)), devices)
-    batches = data.train.train_batches(train_recipe(options.res), layout, seed=options.seed,
+    pixels = setup.model.preprocessing
+    batches = data.train.train_batches(train_recipe(options.res, pixels), layout, seed=options.seed,
                                        start_step=start_step, read_mode=read_mode)
     checkpointer = Checkpointer(setup.workdir, options, global_batch=layout.global_batch,
                                 read_mode=read_mode, enabled=setup.is_main)
     loop = _Loop(
         options=options, train_step=train_step,
-        evaluate=_evaluator(data, apply, options.res, layout, devices),
+        evaluate=_evaluator(data, apply, eval_recipe(options.res, pixels), layout, devices),
         save=checkpointer.save, key=key, display=setup.display,
         writer=MetricsWriter(setup.workdir, enabled=setup.is_main, resume_step=start_step),
         throughput=TrainWindow(layout.global_batch, t_start))
     return loop, device_state, Prefetch(batches, lambda batch: shard(batch, devices))
 
 
-def _evaluator(data: DataSplits, apply: Callable[..., Any], res: int, layout: Layout,
+def _evaluator(data: DataSplits, apply: Callable[..., Any], recipe: Preprocess, layout: Layout,
                devices: list[Any]) -> Callable[[Any], dict[str, Any]]:
     """``params -> eval metrics`` (run.json/metrics.jsonl keys) of the run's task on its eval split."""
     if data.task == "multilabel":
         from vitzoo.evaluators.multilabel import MultiLabel
         from vitzoo.evaluators.multilabel_metrics import RECORD_KEYS
 
-        multilabel = MultiLabel("eval", apply, data.eval, resolution=res, layout=layout,
+        multilabel = MultiLabel("eval", apply, data.eval, recipe=recipe, layout=layout,
                                 devices=devices, validation=data.validation or data.eval)
         return lambda params: {RECORD_KEYS[k]: v for k, v in multilabel.run(params)}
     from vitzoo.evaluators import record_fields
     from vitzoo.evaluators.classification import Classification
 
-    evaluator = Classification(data.eval_split, apply, data.eval, resolution=res, layout=layout,
+    evaluator = Classification(data.eval_split, apply, data.eval, recipe=recipe, layout=layout,
                                devices=devices, num_classes=data.num_classes)
     return lambda params: record_fields(evaluator.run(params))
 

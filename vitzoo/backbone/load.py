@@ -8,6 +8,9 @@ decided once:
   :func:`vitzoo.weights.release.resize_posemb`), and the checkpoint's representation layer
   (``pre_logits``, the 2020 ImageNet-21k releases) is kept unless the caller asks for a
   fresh head without it (full fine-tuning drops it, as vit_jax does);
+* the checkpoint's preprocessing (:func:`vitzoo.weights.facts.preprocessing_of`: its timm
+  ``pretrained_cfg``, the rule its run recorded, or vit_jax's) travels with it, and
+  :meth:`Backbone.eval_recipe` is the one recipe its evaluation pixels are made with;
 * the compute dtype is one of :data:`COMPUTE_DTYPES`, validated in one place; parameters
   stay float32 whatever it is.
 """
@@ -23,6 +26,7 @@ from vitzoo.errors import VitzooError
 if TYPE_CHECKING:  # pragma: no cover
     import flax.linen as nn
 
+    from vitzoo.data.preprocess import Preprocess, Preprocessing
     from vitzoo.models import ModelConfig
 
 #: Compute dtypes a forward pass may run in (parameters are always stored float32).
@@ -67,7 +71,14 @@ class Backbone:
     native_resolution: int
     num_classes: int  # of the head in ``params`` (0: the checkpoint has none)
     representation: str
+    preprocessing: Preprocessing  # the checkpoint's rule (vitzoo.weights.facts.preprocessing_of)
     sha256: str | None = None  # content hash, filled by callers that key caches on it
+
+    def eval_recipe(self) -> Preprocess:
+        """The evaluation recipe at this backbone's resolution, by its checkpoint's rule."""
+        from vitzoo.data.preprocess import eval_recipe
+
+        return eval_recipe(self.resolution, self.preprocessing)
 
     def module(self, dtype: str = "float32") -> nn.Module:
         """The Flax module computing in ``dtype`` (see :mod:`vitzoo.models` for its outputs)."""
@@ -86,6 +97,7 @@ def load(checkpoint: str | Path, *, resolution: int | None = None, num_classes: 
     ``pre_logits`` layer (and with it the head trained on it).
     """
     from vitzoo.download.resolve import resolve_checkpoint
+    from vitzoo.weights.facts import preprocessing_of
     from vitzoo.weights.release import load_checkpoint, load_for_finetune
 
     path = resolve_checkpoint(str(checkpoint), gcs_auth=gcs_auth)
@@ -100,5 +112,5 @@ def load(checkpoint: str | Path, *, resolution: int | None = None, num_classes: 
                                            resolution=res, keep_representation=representation)
     return Backbone(path=path, config=config, params=params, resolution=res,
                     native_resolution=native, num_classes=classes,
-                    representation=representation_of(config))
+                    representation=representation_of(config), preprocessing=preprocessing_of(path))
 

@@ -19,15 +19,16 @@ from vitzoo.errors import VitzooError
 if TYPE_CHECKING:  # pragma: no cover
     from vitzoo.data.options import DataOptions
     from vitzoo.data.pipeline import Examples
-    from vitzoo.data.preprocess import Preprocess, eval_recipe, train_recipe
+    from vitzoo.data.preprocess import VIT_JAX, Preprocess, Preprocessing, eval_recipe, train_recipe
     from vitzoo.data.source import DataSplits, Split
     from vitzoo.data.tfdata import Layout, tf_cpu
 
-__all__ = ["DataOptions", "DataSplits", "Examples", "Layout", "Preprocess", "Split", "eval_recipe",
-           "open_dataset", "tf_cpu", "train_recipe"]
+__all__ = ["VIT_JAX", "DataOptions", "DataSplits", "Examples", "Layout", "Preprocess",
+           "Preprocessing", "Split", "eval_recipe", "open_dataset", "tf_cpu", "train_recipe"]
 
 #: Public name -> the module that defines it (imported on first use).
 _HOME = {"DataOptions": "options", "Examples": "pipeline", "Preprocess": "preprocess",
+         "Preprocessing": "preprocess", "VIT_JAX": "preprocess",
          "eval_recipe": "preprocess", "train_recipe": "preprocess", "DataSplits": "source",
          "Split": "source", "Layout": "tfdata", "tf_cpu": "tfdata"}
 

@@ -17,7 +17,7 @@ import numpy as np
 from vitzoo.evaluators.metrics import cross_entropy, metrics_from_sums
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vitzoo.data import Layout, Split
+    from vitzoo.data import Layout, Preprocess, Split
 
 
 def make_eval_step(apply_fn: Callable[..., Any], *, num_classes: int,
@@ -78,15 +78,13 @@ class Classification:
     """
 
     def __init__(self, name: str, apply_fn: Callable[..., Any], split: Split, *,
-                 resolution: int, layout: Layout, devices: Sequence[Any],
+                 recipe: Preprocess, layout: Layout, devices: Sequence[Any],
                  num_classes: int) -> None:
-        from vitzoo.data import eval_recipe
-
         self.name = name
         self.num_classes = num_classes
         self.devices = list(devices)
         self._step = make_eval_step(apply_fn, num_classes=num_classes)
-        self._batches = split.eval_batches(eval_recipe(resolution), layout)
+        self._batches = split.eval_batches(recipe, layout)
         self.sums: dict[str, np.ndarray] = {}
 
     def run(self, params: Any) -> Iterator[tuple[str, float | int | None]]:

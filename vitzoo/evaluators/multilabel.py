@@ -26,7 +26,7 @@ from vitzoo.evaluators.multilabel_metrics import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vitzoo.data import Layout, Split
+    from vitzoo.data import Layout, Preprocess, Split
 
 
 def make_logits_step(apply_fn: Callable[..., Any], *, pmap: bool = True) -> Callable[..., Any]:
@@ -66,16 +66,13 @@ class MultiLabel:
     """
 
     def __init__(self, name: str, apply_fn: Callable[..., Any], split: Split, *,
-                 resolution: int, layout: Layout, devices: Sequence[Any],
+                 recipe: Preprocess, layout: Layout, devices: Sequence[Any],
                  validation: Split | None = None,
                  threshold: float = DEFAULT_THRESHOLD) -> None:
-        from vitzoo.data import eval_recipe
-
         self.name = name
         self.devices = list(devices)
         self.threshold = threshold
         self._step = make_logits_step(apply_fn)
-        recipe = eval_recipe(resolution)
         self._batches = split.eval_batches(recipe, layout)
         self._validation = (None if validation is None or validation is split
                             else validation.eval_batches(recipe, layout))

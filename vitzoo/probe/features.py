@@ -14,7 +14,9 @@ model code stays the single definition of the forward pass: ``features @ head.ke
 head.bias`` is exactly the logits the model computes.
 
 Extraction runs through the backbone layer (:mod:`vitzoo.backbone`), like ``evaluate``:
-the evaluation recipe (plain resize to the resolution, pixels in [-1, 1]), a global batch
+the checkpoint's evaluation recipe (:meth:`vitzoo.backbone.Backbone.eval_recipe`: for release
+checkpoints a plain resize to the resolution, pixels in [-1, 1]; timm's ``pretrained_cfg``
+for checkpoints in its layout), a global batch
 split over all devices of all processes, the last batch padded and cut. Rows are written
 to the cache chunk by chunk; chunks already there are not recomputed.
 """
@@ -43,10 +45,8 @@ def load_backbone(path: Path, *, resolution: int | None = None) -> Backbone:
 
 def feature_spec(backbone: Backbone, dtype: str) -> dict[str, Any]:
     """What the features of ``backbone`` depend on (besides the split): the cache key's part."""
-    from vitzoo.data import eval_recipe
-
     return {"checkpoint_sha256": backbone.sha256, "resolution": backbone.resolution,
-            "preprocess": eval_recipe(backbone.resolution).as_dict(),
+            "preprocess": backbone.eval_recipe().as_dict(),
             "representation": backbone.representation, "dtype": dtype}
 
 
@@ -138,22 +138,18 @@ class Extractor:
 
     def _rows(self, examples: Any) -> np.ndarray:
         """Features of ``examples`` in index order: all rows of each global batch, padding cut."""
-        from vitzoo.data import eval_recipe
-
         feats = [self.forward(batch["image"]) for batch in examples.eval_batches(
-            eval_recipe(self.backbone.resolution), self.forward.layout, cache=False)]
+            self.backbone.eval_recipe(), self.forward.layout, cache=False)]
         return np.concatenate(feats)[:len(examples)]
 
     def _stream(self, source: Any, entry: FeatureEntry, todo: set[int],
                 progress: Callable[[int, int], None] | None, done: int) -> None:
         """A streamed split is read front to back; batches of finished chunks skip the forward."""
-        from vitzoo.data import eval_recipe
-
         feats: list[np.ndarray] = []
         labels: list[np.ndarray] = []
         row = 0
-        for batch in source.eval_batches(eval_recipe(self.backbone.resolution),
-                                         self.forward.layout, cache=False):
+        for batch in source.eval_batches(self.backbone.eval_recipe(), self.forward.layout,
+                                         cache=False):
             mask = batch["mask"].reshape(-1)
             count = int(mask.sum())
             index = row // entry.chunk_rows

@@ -211,7 +211,7 @@ def head_only_finetune(options: Any, *, batch_given: bool = True) -> HeadOnlyRes
     from vitzoo.adapt.options import default_workdir
     from vitzoo.adapt.runner import check_run_outputs
     from vitzoo.backbone import distributed, start
-    from vitzoo.data import eval_recipe
+    from vitzoo.data.preprocess import run_record
     from vitzoo.probe.features import Extractor, load_backbone, refuse_streamed_across_processes
     from vitzoo.probe.run import open_probe_dataset
     from vitzoo.runs.record import new_record, source_section, write_run_json
@@ -253,7 +253,7 @@ def head_only_finetune(options: Any, *, batch_given: bool = True) -> HeadOnlyRes
         dataset=data.describe(), class_names=data.class_names, runtime=runtime,
         method=MULTILABEL_METHOD if multilabel else SINGLE_LABEL_METHOD,
         representation=backbone.representation,
-        preprocessing={"eval": eval_recipe(backbone.resolution).as_dict()},
+        preprocessing=run_record(backbone.preprocessing, backbone.resolution, train=False),
         feature_extraction={"batch": extractor.global_batch, "batch_from": batch_from,
                             "dtype": extractor.dtype,
                             "devices": [str(d) for d in extractor.devices],

@@ -34,6 +34,7 @@ from vitzoo.versions import installed
 if TYPE_CHECKING:  # pragma: no cover
     from vitzoo.adapt.accumulation import BatchPlan
     from vitzoo.adapt.options import FinetuneOptions
+    from vitzoo.data.preprocess import Preprocessing
     from vitzoo.data.source import DataSplits
     from vitzoo.models.configs import ModelConfig
 
@@ -117,16 +118,16 @@ def source_section(model: str, checkpoint: Path, architecture: str,
 
 def started_record(*, options: FinetuneOptions, checkpoint: Path, config: ModelConfig,
                    data: DataSplits, batch_plan: BatchPlan, devices: list[Any],
-                   processes: int, runtime: dict[str, Any] | None = None) -> dict[str, Any]:
+                   processes: int, preprocessing: Preprocessing,
+                   runtime: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``run.json`` of a fine-tune that is starting (or resuming)."""
-    from vitzoo.data import eval_recipe, train_recipe
+    from vitzoo.data.preprocess import run_record
 
     return new_record(
         "finetune", status="running", options=options.as_dict(),
         source=source_section(options.model, checkpoint, config.name),
         dataset=data.describe(), class_names=data.class_names, runtime=runtime,
-        preprocessing={"train": train_recipe(options.res).as_dict(),
-                       "eval": eval_recipe(options.res).as_dict()},
+        preprocessing=run_record(preprocessing, options.res),
         batch={"global": batch_plan.global_batch, "per_device": batch_plan.per_device,
                "accum": batch_plan.accum, "micro_batch": batch_plan.micro_batch,
                "devices": len(devices) * processes, "processes": processes},

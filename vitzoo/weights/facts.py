@@ -15,11 +15,19 @@ disagree about what a checkpoint's output 3 is called or how its input pixels we
 A file that is present but does not fit the head (wrong count, not a list) is an error, not
 a silent fall-through: it belongs to another checkpoint.
 
-**Preprocessing** is the evaluation recipe of :mod:`vitzoo.data.preprocess` at the file's
-resolution (a :class:`~vitzoo.data.preprocess.Preprocess`): what the checkpoints were evaluated
-with (vit_jax's input pipeline): bilinear resize without antialiasing to the input size, no
-crop (timm's ``crop_pct = 1``), pixels scaled to [-1, 1] (mean = std = 0.5). The same module
-makes the pixels, the one implementation every command uses.
+**Preprocessing** (a :class:`~vitzoo.data.preprocess.Preprocessing`: mean/std, resize and crop,
+interpolation) belongs to the checkpoint, in this one order of precedence
+(:func:`preprocessing_of`):
+
+1. timm's layout (a folder, or a ``.safetensors`` file in one): the ``pretrained_cfg`` of the
+   ``config.json`` beside the weights, as timm evaluates them;
+2. ``run.json`` next to the file (``preprocessing.checkpoint``): a vitzoo run keeps the rule of
+   the checkpoint it started from, so a fine-tuned DINOv2 is fed as DINOv2 was;
+3. otherwise the vit_jax rule of the release checkpoints (:data:`~vitzoo.data.preprocess.VIT_JAX`):
+   bilinear resize without antialiasing to the input size, no crop, pixels in [-1, 1].
+
+:mod:`vitzoo.data.preprocess` turns it into the recipe at a resolution and makes the pixels,
+the one implementation every command uses.
 
 **Availability**: whether the Hugging Face copy can serve a file is
 :func:`vitzoo.config.hub_can_serve` (one offline rule, the one ``huggingface_hub`` applies); it
@@ -34,12 +42,14 @@ from pathlib import Path
 from typing import Any
 
 from vitzoo.config import hub_can_serve
-from vitzoo.data.preprocess import Preprocess, eval_recipe
+from vitzoo.data.preprocess import VIT_JAX, Preprocess, Preprocessing, eval_recipe
 from vitzoo.errors import VitzooError
 from vitzoo.labels import DATASET_NAMES, imagenet_labels, imagenet_synsets
 
 #: Files next to a checkpoint that may hold ``{"class_names": [...]}``, first wins.
 CLASS_NAME_FILES = ("class_names.json", "run.json")
+#: timm's description of a checkpoint in its layout, beside ``model.safetensors``.
+TIMM_CONFIG = "config.json"
 
 
 @dataclass(frozen=True)
@@ -113,14 +123,45 @@ def find_labels(checkpoint: Path | None, num_classes: int) -> Labels:
     return labels_from(*class_names_near(checkpoint), num_classes)
 
 
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise VitzooError(f"cannot read {what} from {path} ({exc})", "fix or remove the file") from None
+
+
+def preprocessing_of(checkpoint: Path | None) -> Preprocessing:
+    """How ``checkpoint``'s input pixels are made (precedence: module doc)."""
+    if checkpoint is None:
+        return VIT_JAX
+    path = Path(checkpoint)
+    timm_folder = path if path.is_dir() else path.parent if path.suffix == ".safetensors" else None
+    if timm_folder is not None and (timm_folder / TIMM_CONFIG).is_file():
+        config_path = timm_folder / TIMM_CONFIG
+        config = _read_json(config_path, "timm's configuration")
+        if not isinstance(config, dict):
+            raise VitzooError(f"{config_path} is not a JSON object", "fix or remove the file")
+        return Preprocessing.from_timm(config, str(config_path))
+    run_path = (path if path.is_dir() else path.parent) / "run.json"
+    if run_path.is_file():
+        record = _read_json(run_path, "the run's preprocessing")
+        recorded = (record.get("preprocessing") or {}).get("checkpoint") \
+            if isinstance(record, dict) else None
+        if isinstance(recorded, dict):
+            return Preprocessing.from_dict(recorded, f"recorded in {run_path}")
+    return VIT_JAX
+
+
 @dataclass(frozen=True)
 class WeightFacts:
-    """One weight file: its labels, its preprocessing and its Hugging Face copy, if any."""
+    """One weight file: its labels, its preprocessing (the rule, and the recipe at the
+    resolution it runs at) and its Hugging Face copy, if any."""
 
     path: Path | None
     labels: Labels
     preprocessing: Preprocess
     hf_repo: str | None = None
+    pixels: Preprocessing = VIT_JAX
 
     @property
     def hub_can_serve(self) -> bool:
@@ -128,14 +169,17 @@ class WeightFacts:
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": str(self.path) if self.path else None, "labels": self.labels.source,
-                "preprocessing": self.preprocessing.as_dict(), "hf_repo": self.hf_repo}
+                "preprocessing": {**self.preprocessing.as_dict(), "origin": self.pixels.origin},
+                "hf_repo": self.hf_repo}
 
 
 def facts_for(checkpoint: Path | None, *, num_classes: int, resolution: int,
               hf_repo: str | None = None) -> WeightFacts:
-    """The facts of a local checkpoint file (its class names are looked up beside it)."""
+    """The facts of a local checkpoint (its class names and preprocessing looked up beside it)."""
+    pixels = preprocessing_of(checkpoint)
     return WeightFacts(None if checkpoint is None else Path(checkpoint),
-                       find_labels(checkpoint, num_classes), eval_recipe(resolution), hf_repo)
+                       find_labels(checkpoint, num_classes), eval_recipe(resolution, pixels),
+                       hf_repo, pixels)
 
 
 def dataset_disagreement(labels: Labels, dataset: str, class_names: list[str]) -> str | None:
