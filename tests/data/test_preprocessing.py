@@ -44,9 +44,10 @@ from vitzoo.errors import VitzooError
 RES = 20
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
-#: test images (height, width): landscape and portrait, a crop offset that rounds half to
-#: even (left = round(5.5) = 6 for 37x53 at crop_pct 0.875), an enlargement, an exact fit
-SHAPES = {"a": [(37, 53), (61, 29), (9, 13)], "b": [(22, 22), (48, 31), (25, 70)]}
+#: test images (height, width): landscape and portrait, an enlargement, an exact fit, and crop
+#: offsets where round-half-even differs from flooring: left = round(11 / 2) = 6 for 37x53 and
+#: top = round(3 / 2) = 2 for 47x44 at crop_pct 0.875, top = round(7 / 2) = 4 for 55x40 at 1.0
+SHAPES = {"a": [(37, 53), (61, 29), (9, 13)], "b": [(22, 22), (47, 44), (25, 70), (55, 40)]}
 
 
 def timm_config(mean, std, *, interpolation="bicubic", crop_pct=0.875, crop_mode="center",
