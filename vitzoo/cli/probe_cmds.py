@@ -181,7 +181,21 @@ def _print_table(result: Any, ordered: list[Any], score: str, *, wide: bool = Fa
         names = [report.short_name(r.checkpoint) for r in ordered
                  if r.representation == representation]
         notes.append(f"features of {', '.join(names)}: {representation}")
+    notes.extend(_pixel_notes(ordered))
     render.print_table(table, title=title, notes=[*notes, *result.notes], wide=wide)
+
+
+def _pixel_notes(ordered: list[Any]) -> list[str]:
+    """How each candidate's pixels were made, grouped like the representation notes."""
+    from vitzoo.data.preprocess import Preprocessing
+    from vitzoo.probe import report
+
+    groups: dict[str, list[str]] = {}
+    for r in ordered:
+        if r.preprocessing:
+            described = Preprocessing.from_dict(r.preprocessing).describe()
+            groups.setdefault(described, []).append(report.short_name(r.checkpoint))
+    return [f"pixels of {', '.join(names)}: {described}" for described, names in groups.items()]
 
 
 def recommend_by_data(dataset: DataOptions, *, candidates: list[str] | None,

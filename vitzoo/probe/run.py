@@ -77,6 +77,7 @@ class CandidateResult:
     architecture: str | None = None
     path: str | None = None
     representation: str | None = None
+    preprocessing: dict[str, Any] | None = None  # the checkpoint's rule (Preprocessing.as_dict)
     resolution: int | None = None
     img_per_sec: float | None = None
     throughput: dict[str, Any] | None = None
@@ -252,6 +253,7 @@ def probe_candidate(candidate: Candidate, data: Any, fingerprints: tuple[dict, .
     extractor = Extractor(backbone, batch=settings.batch, dtype=settings.dtype)
     result.path, result.architecture = str(path), backbone.config.name
     result.representation, result.resolution = backbone.representation, backbone.resolution
+    result.preprocessing = backbone.preprocessing.as_dict()
     entries = []
     splits = [("train", data.train), ("eval", data.eval)]
     if own_validation(data) is not None:  # candidates are chosen there
