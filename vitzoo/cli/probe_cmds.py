@@ -23,7 +23,8 @@ from vitzoo.text import percent
 
 CANDIDATES = typer.Option(None, "--candidates", help=(
     "recommended (default), downloadable, or checkpoint names/paths/local runs; repeatable or "
-    "comma-separated. Without it, --ds/--where select every matching pre-trained checkpoint."))
+    "comma-separated (paths: a .npz or a timm folder). Without it, --ds/--collection/--name/--where "
+    "select every matching pre-trained checkpoint, of any family."))
 SHOTS = typer.Option("1,5,10,25", "--shots", help="k for the k-shot linear probes, comma-separated.")
 SORT = typer.Option("linear_accuracy", "--sort", help=(
     "Rank by this score on the validation split (the dataset's own, else a part held out of "
@@ -46,7 +47,8 @@ def parse_shots(text: str) -> tuple[int, ...]:
 
 def run_probe(dataset: DataOptions, *, candidates: list[str] | None, arch: list[str] | None,
               ds: list[str] | None, where: str | None, limit: int | None, index: str | None,
-              settings: Any, quiet: bool = False, cluster: Any = None) -> Any:
+              settings: Any, quiet: bool = False, cluster: Any = None,
+              collection: list[str] | None = None, name: list[str] | None = None) -> Any:
     """Select candidates, probe them; progress and skips go to stderr.
 
     The options were checked by the caller (:func:`checked`) before this reads anything.
@@ -56,7 +58,8 @@ def run_probe(dataset: DataOptions, *, candidates: list[str] | None, arch: list[
     from vitzoo.probe.run import probe
 
     chosen, notes = select(candidates, arch=opt.split_values(arch), ds=opt.split_values(ds),
-                           where=where, limit=limit, index=index)
+                           where=where, limit=limit, index=index,
+                           collection=opt.split_values(collection), name=opt.split_values(name))
 
     def say(message: str) -> None:
         if not quiet:
@@ -100,6 +103,8 @@ def probe_command(
     candidates: list[str] = CANDIDATES,
     arch: list[str] = opt.ARCH,
     ds: list[str] = opt.DS,
+    collection: list[str] = opt.COLLECTION,
+    name: list[str] = opt.NAME,
     where: str = opt.WHERE,
     limit: int = typer.Option(None, "--limit", help="At most this many candidates."),
     shots: str = SHOTS,
@@ -140,7 +145,8 @@ def probe_command(
                               val_fraction=forced_carve(data))
     data.check()
     result = run_probe(data, candidates=candidates, arch=arch, ds=ds, where=where, limit=limit,
-                       index=index, settings=settings, quiet=fmt != "table", cluster=cluster)
+                       index=index, settings=settings, quiet=fmt != "table", cluster=cluster,
+                       collection=collection, name=name)
     if not result.main_process:  # process 0 writes the output
         return
     ordered = report.sort_results(result.results, score)

@@ -127,6 +127,9 @@ class Record:
     source: str  # "gcs", "mirror", "hf", "url", "cache", "local" (a converted timm folder)
     url: str | None = None
     converted_from: str | None = None  # e.g. "hf:timm/vit_base_patch16_224.augreg_in21k"
+    #: a conversion's preprocessing (vitzoo.data.preprocess.Preprocessing.as_dict): the
+    #: timm config.json it was read from is not beside the converted file
+    preprocessing: dict[str, Any] | None = None
     remote: dict[str, Any] | None = None
     mtime_ns: int = 0
     downloaded_at: str = ""

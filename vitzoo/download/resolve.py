@@ -472,9 +472,11 @@ def _json(data: dict[str, Any]) -> str:
 
 
 def _record(dest: Path, size: int, md5: str, crc: str, source_kind: str, url: str | None,
-            remote: dict[str, Any] | None, converted_from: str | None = None) -> None:
+            remote: dict[str, Any] | None, converted_from: str | None = None,
+            preprocessing: dict[str, Any] | None = None) -> None:
     Record(size=size, md5=md5, crc32c=crc, source=source_kind, url=url,
-           converted_from=converted_from, remote=remote, mtime_ns=dest.stat().st_mtime_ns,
+           converted_from=converted_from, preprocessing=preprocessing, remote=remote,
+           mtime_ns=dest.stat().st_mtime_ns,
            downloaded_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")).save(dest)
 
 

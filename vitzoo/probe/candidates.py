@@ -6,8 +6,10 @@ list filters) that a configured source can serve now: already in the cache, on a
 ``VITZOO_MIRRORS`` mirror, or with a known Hugging Face copy while the Hub is allowed
 (:func:`vitzoo.config.hub_can_serve`, the rule the catalog's ``available`` column and downloads
 use). Anything else is a name, path or local run, resolved like any CHECKPOINT argument.
-List filters (``--arch``, ``--ds``, ``--where``) without ``--candidates`` select every
-pre-trained checkpoint that matches them.
+List filters (``--arch``, ``--ds``, ``--collection``, ``--name``, ``--where``) without
+``--candidates`` select every pre-trained checkpoint that matches them, whatever its family
+(AugReg beside DeiT, DINOv2, CLIP, SigLIP...): a candidate is only a name the resolver turns
+into a file, and its family is the loader's business.
 
 Every candidate carries the catalog's published numbers, shown beside the probe's own
 and marked as published: they were measured elsewhere (upstream ImageNet-21k validation,
@@ -78,13 +80,15 @@ def select(
     where: str | None = None,
     limit: int | None = None,
     index: str | None = None,
+    collection: Sequence[str] = (),
+    name: Sequence[str] = (),
 ) -> tuple[list[Candidate], list[str]]:
     """The candidates (in order, duplicates removed) and notes on how they were chosen."""
     from vitzoo.catalog import api
     from vitzoo.catalog.query import Filters
 
     requested = [r for value in (requested or []) for r in value.split(",") if r.strip()]
-    filtered = bool(ds or where)
+    filtered = bool(ds or where or collection or name)
     if not requested:
         requested = ["filtered" if filtered else "recommended"]
     notes: list[str] = []
@@ -95,11 +99,13 @@ def select(
             table = table if table is not None else api.load_table(index)
         if item == "recommended":
             if filtered:
-                notes.append("--ds/--where apply to listed candidates, not to 'recommended'")
+                notes.append("--ds/--collection/--name/--where apply to listed candidates, "
+                             "not to 'recommended'")
             out += _recommended(table, list(arch))
         elif item in ("downloadable", "filtered"):
-            rows = api.run_query(table, filters=Filters(arch=list(arch), ds=list(ds), where=where),
-                                 pretrained=True).to_pylist()
+            filters = Filters(arch=list(arch), ds=list(ds), where=where,
+                              collection=list(collection), name=list(name))
+            rows = api.run_query(table, filters=filters, pretrained=True).to_pylist()
             rows = [r for r in rows if r.get("filename")]
             if item == "downloadable":
                 total = len(rows)

@@ -20,10 +20,12 @@ interpolation) belongs to the checkpoint, in this one order of precedence
 (:func:`preprocessing_of`):
 
 1. timm's layout (a folder, or a ``.safetensors`` file in one): the ``pretrained_cfg`` of the
-   ``config.json`` beside the weights, as timm evaluates them;
-2. ``run.json`` next to the file (``preprocessing.checkpoint``): a vitzoo run keeps the rule of
+   ``config.json`` beside the weights, as timm evaluates them (:func:`timm_preprocessing`);
+2. the sidecar ``<file>.json`` of a file vitzoo converted from timm's layout (a Hub download, a
+   local timm folder): the rule read from its ``config.json`` when it was converted;
+3. ``run.json`` next to the file (``preprocessing.checkpoint``): a vitzoo run keeps the rule of
    the checkpoint it started from, so a fine-tuned DINOv2 is fed as DINOv2 was;
-3. otherwise the vit_jax rule of the release checkpoints (:data:`~vitzoo.data.preprocess.VIT_JAX`):
+4. otherwise the vit_jax rule of the release checkpoints (:data:`~vitzoo.data.preprocess.VIT_JAX`):
    bilinear resize without antialiasing to the input size, no crop, pixels in [-1, 1].
 
 :mod:`vitzoo.data.preprocess` turns it into the recipe at a resolution and makes the pixels,
@@ -130,6 +132,21 @@ def _read_json(path: Path, what: str) -> Any:
         raise VitzooError(f"cannot read {what} from {path} ({exc})", "fix or remove the file") from None
 
 
+def timm_preprocessing(config: dict[str, Any], where: str) -> Preprocessing:
+    """The preprocessing a timm ``config.json`` implies.
+
+    A configuration vitzoo exported carries its exact rule in its ``vitzoo`` section (exports
+    without one came from release checkpoints: the vit_jax rule); any other follows its
+    ``pretrained_cfg``, as timm evaluates it.
+    """
+    note = config.get("vitzoo")
+    if isinstance(note, dict):
+        recorded = note.get("preprocessing")
+        return (Preprocessing.from_dict(recorded, f"recorded in {where}")
+                if isinstance(recorded, dict) else VIT_JAX)
+    return Preprocessing.from_timm(config, where)
+
+
 def preprocessing_of(checkpoint: Path | None) -> Preprocessing:
     """How ``checkpoint``'s input pixels are made (precedence: module doc)."""
     if checkpoint is None:
@@ -141,14 +158,16 @@ def preprocessing_of(checkpoint: Path | None) -> Preprocessing:
         config = _read_json(config_path, "timm's configuration")
         if not isinstance(config, dict):
             raise VitzooError(f"{config_path} is not a JSON object", "fix or remove the file")
-        return Preprocessing.from_timm(config, str(config_path))
-    run_path = (path if path.is_dir() else path.parent) / "run.json"
-    if run_path.is_file():
-        record = _read_json(run_path, "the run's preprocessing")
-        recorded = (record.get("preprocessing") or {}).get("checkpoint") \
-            if isinstance(record, dict) else None
-        if isinstance(recorded, dict):
-            return Preprocessing.from_dict(recorded, f"recorded in {run_path}")
+        return timm_preprocessing(config, str(config_path))
+    for record_path, key in ((path.with_name(path.name + ".json"), ()),  # a conversion's sidecar
+                             ((path if path.is_dir() else path.parent) / "run.json", ("checkpoint",))):
+        if record_path.is_file():
+            recorded = _read_json(record_path, "the recorded preprocessing")
+            recorded = recorded.get("preprocessing") if isinstance(recorded, dict) else None
+            for part in key:
+                recorded = recorded.get(part) if isinstance(recorded, dict) else None
+            if isinstance(recorded, dict):
+                return Preprocessing.from_dict(recorded, f"recorded in {record_path}")
     return VIT_JAX
 
 
