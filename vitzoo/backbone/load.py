@@ -55,9 +55,9 @@ def representation_of(config: ModelConfig) -> str:
     if config.representation_size:
         return (f"pre_logits layer: tanh(Dense {config.representation_size}) of the class token "
                 "(the checkpoint's representation layer)")
-    if config.classifier == "token":
-        return "class token after the final LayerNorm (no pre-logits layer in this checkpoint)"
-    return "mean of the tokens after the final LayerNorm (no pre-logits layer)"
+    # the model names its own pooled vector: class token, DeiT's class + distillation mean,
+    # SigLIP's MAP output, the mean of the patch tokens (with MAE's fc_norm)
+    return f"{config.pooled_representation()} (no pre-logits layer in this checkpoint)"
 
 
 @dataclass

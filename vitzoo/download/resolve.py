@@ -158,14 +158,16 @@ def _convert_timm_folder(folder: Path) -> Path:
     dest = cache.path_for(PurePosixPath("timm-folders") / f"{digest.hexdigest()[:20]}.npz")
     if dest.is_file() and cache.check(dest) is None:
         return dest
+    from vitzoo.weights.facts import preprocessing_of
     from vitzoo.weights.release import save_npz
     from vitzoo.weights.timm import load_timm_folder
 
+    pixels = preprocessing_of(folder)  # its config.json is not beside the converted file
     save_npz(dest, load_timm_folder(folder))
     _say(f"converted {folder} from timm's layout to the release layout")
     size, md5, crc = cache.hash_file(dest)
     _record(dest, size, md5, crc, "local", folder.as_uri(), None,
-            converted_from=f"timm-folder:{folder}")
+            converted_from=f"timm-folder:{folder}", preprocessing=pixels.as_dict())
     return dest
 
 
@@ -536,7 +538,11 @@ def _convert_from_hub(repo_id: str, dest: Path, *, arch: str | None, progress: b
 
     arrays = hub.release_arrays(repo_id, arch=arch, progress=progress)
     _say(f"converted hf {repo_id} from timm's layout to the release layout")
+    from vitzoo.weights.facts import preprocessing_of
     from vitzoo.weights.release import save_npz
+
+    # the snapshot's config.json (fetched with the weights) decides; the npz goes elsewhere
+    pixels = preprocessing_of(hub.download(repo_id, progress=False))
 
     save_npz(dest, arrays)
     reason = cache.zip_members_ok(dest)
@@ -545,5 +551,5 @@ def _convert_from_hub(repo_id: str, dest: Path, *, arch: str | None, progress: b
         raise VitzooError(f"converted {repo_id} but the result is unreadable: {reason}")
     size, md5, crc = cache.hash_file(dest)
     _record(dest, size, md5, crc, "hf", f"{hub.endpoint()}/{repo_id}", None,
-            converted_from=f"hf:{repo_id}")
+            converted_from=f"hf:{repo_id}", preprocessing=pixels.as_dict())
     return dest

@@ -39,7 +39,7 @@ lives below the catalog so the catalog's ``available`` column can use it without
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -136,14 +136,22 @@ def timm_preprocessing(config: dict[str, Any], where: str) -> Preprocessing:
     """The preprocessing a timm ``config.json`` implies.
 
     A configuration vitzoo exported carries its exact rule in its ``vitzoo`` section (exports
-    without one came from release checkpoints: the vit_jax rule); any other follows its
+    without one came from release checkpoints: the vit_jax rule). Google's releases in timm's
+    layout (AugReg and the original ImageNet-21k and SAM weights, by their tag) keep the
+    vit_jax rule their published accuracies were measured with. Any other follows its
     ``pretrained_cfg``, as timm evaluates it.
     """
+    from vitzoo.weights.timm_config import GOOGLE_TAGS
+
     note = config.get("vitzoo")
     if isinstance(note, dict):
         recorded = note.get("preprocessing")
         return (Preprocessing.from_dict(recorded, f"recorded in {where}")
                 if isinstance(recorded, dict) else VIT_JAX)
+    pretrained = config.get("pretrained_cfg")
+    tag = str(pretrained.get("tag") or "") if isinstance(pretrained, dict) else ""
+    if tag.startswith(GOOGLE_TAGS):
+        return replace(VIT_JAX, origin=f"the vit_jax rule of Google's release (tag {tag!r} in {where})")
     return Preprocessing.from_timm(config, where)
 
 
