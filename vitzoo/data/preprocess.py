@@ -147,6 +147,11 @@ class Preprocessing:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
 
+    def timm_fields(self) -> dict[str, Any]:
+        """The ``pretrained_cfg`` fields timm reads this rule from (the inverse of :meth:`from_timm`)."""
+        return {"mean": list(self.mean), "std": list(self.std), "interpolation": self.interpolation,
+                "crop_pct": self.crop_pct, "crop_mode": self.crop_mode}
+
     def describe(self) -> str:
         """One line for people: what happens to an image, and where that was read."""
         if self == VIT_JAX:

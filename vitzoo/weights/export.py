@@ -44,11 +44,11 @@ from typing import Any
 import numpy as np
 
 from vitzoo.atomic import atomic_dir, output_dir
-from vitzoo.data.preprocess import eval_recipe
+from vitzoo.data.preprocess import VIT_JAX, eval_recipe
 from vitzoo.errors import VitzooError
 from vitzoo.labels import DATASET_NAMES, readable
 from vitzoo.models.configs import ModelConfig, infer_config
-from vitzoo.weights.facts import Labels, class_names_near, labels_from
+from vitzoo.weights.facts import Labels, class_names_near, labels_from, preprocessing_of
 from vitzoo.weights.release import load_npz, save_npz
 from vitzoo.weights.task import HF_PROBLEM_TYPE, HeadTask, head_task
 from vitzoo.weights.untrained import facts as untrained_facts
@@ -355,6 +355,10 @@ def _export_timm(flat: Mapping[str, np.ndarray], config: ModelConfig, info: Mapp
 
     cfg = timm_config(config, info, labels)
     cfg["vitzoo"] = _vitzoo_note(source, config)
+    pixels = preprocessing_of(source.npz)  # a fine-tuned DINOv2 is fed as DINOv2 was
+    if pixels != VIT_JAX:
+        cfg["pretrained_cfg"].update(pixels.timm_fields())
+        cfg["vitzoo"]["preprocessing"] = pixels.as_dict()
     state = release_to_timm(flat, config)
     return {WEIGHTS_FILE: _safetensors_file(state), "config.json": _json_file(cfg)}
 
