@@ -253,7 +253,7 @@ def test_predict_feeds_a_run_the_preprocessing_of_its_checkpoint(tmp_path, folde
     predictor = Predictor(ckpt)
     recipe = eval_recipe(predictor.resolution, rule)
     assert predictor.recipe == recipe and predictor.facts.pixels == rule
-    assert predictor.facts.as_dict()["preprocessing"]["origin"].startswith("recorded in")
+    assert predictor.facts.as_dict()["preprocessing"]["origin"].endswith(str(run / "run.json"))
     got = predictor.predict(files, with_logits=True, top_k=1)
     want = predictor.logits(_eval_pixels(root, recipe))  # the same compiled forward
     np.testing.assert_array_equal(np.asarray([p.logits for p in got], np.float32), want)

@@ -119,6 +119,11 @@ def probe_task(kernel_env, monkeypatch) -> tuple[str, str]:
         tiny_checkpoint(kernel_env / f"tiny{seed}.npz", seed=seed)
     monkeypatch.setenv("VITZOO_PROBE_DATA", "probe_data")
     monkeypatch.setenv("VITZOO_PROBE_CANDIDATES", "tiny0.npz,tiny1.npz")
+    # section 10: stand-ins of two other families, in timm's layout
+    from tests.support.family_standins import write_standins
+
+    families = write_standins(kernel_env / "families", ("deit", "siglip"))
+    monkeypatch.setenv("VITZOO_FAMILY_CANDIDATES", ",".join(str(f) for f in families.values()))
     return "probe_data", "tiny0.npz,tiny1.npz"
 
 
@@ -212,6 +217,11 @@ def _assert_probe_section(notebook, found: dict, task: tuple[str, str], workdir:
     axes = [ax for figure in found["figures"] for ax in figure
             if ax["xlabel"].startswith("images/s measured on this machine")]
     assert len(axes) == 1 and axes[0]["has_data"] and axes[0]["points"] == 4
+    # Section 10: the families, each with the vector it is probed on and the pixels it gets.
+    assert "features: mean of the class and distillation tokens" in text  # DeiT distilled
+    assert "features: attention-pooled (MAP head) output" in text  # SigLIP
+    assert "mean 0.485/0.456/0.406 std 0.229/0.224/0.225" in text and "mean 0.5/0.5/0.5" in text
+    assert text.count("timm pretrained_cfg of") >= 2
 
 
 def test_notebook_shows_more_with_a_catalog_built_from_index_csv(kernel_env, monkeypatch):

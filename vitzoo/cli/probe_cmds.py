@@ -193,14 +193,13 @@ def _print_table(result: Any, ordered: list[Any], score: str, *, wide: bool = Fa
 
 def _pixel_notes(ordered: list[Any]) -> list[str]:
     """How each candidate's pixels were made, grouped like the representation notes."""
-    from vitzoo.data.preprocess import Preprocessing
     from vitzoo.probe import report
 
+    _, rows = report.records(ordered)
     groups: dict[str, list[str]] = {}
-    for r in ordered:
-        if r.preprocessing:
-            described = Preprocessing.from_dict(r.preprocessing).describe()
-            groups.setdefault(described, []).append(report.short_name(r.checkpoint))
+    for row in rows:
+        if row["preprocessing"]:
+            groups.setdefault(row["preprocessing"], []).append(report.short_name(row["checkpoint"]))
     return [f"pixels of {', '.join(names)}: {described}" for described, names in groups.items()]
 
 

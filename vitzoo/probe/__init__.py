@@ -40,7 +40,8 @@ def probe_table(dataset: str, candidates: str | Sequence[str] = "recommended", *
     evaluation split, each with ``_low``/``_high`` (its 95 %
     interval), ``fewshot_K_std``, ``val_*`` (the validation values that rank), the
     throughput setup, ``published_*`` (catalog numbers from other data and hardware),
-    ``skipped`` (the reason, or None) and ``pareto`` (on the front of the ``sort`` score
+    ``representation`` and ``preprocessing`` (which vector, which pixels), ``skipped`` (the
+    reason, or None) and ``pareto`` (on the front of the ``sort`` score
     against img/s). ``attrs`` holds the dataset, its splits and sizes, and the notes.
     Features and scores are cached under ``VITZOO_HOME``: a rerun costs only what is new.
     """

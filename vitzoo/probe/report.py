@@ -162,8 +162,8 @@ def records(results: Sequence[CandidateResult]) -> tuple[list[str], list[dict[st
                + [c for k in scores for c in (k, f"{k}_low", f"{k}_high")]
                + [f"fewshot_{k}_std" for k in shots] + [f"val_{k}" for k in scores]
                + ["eval_split", "eval_examples", "validation_examples", "resolution",
-                  "throughput_batch", "throughput_dtype", "throughput_device",
-                  "throughput_timed_batches"]
+                  "representation", "preprocessing", "throughput_batch", "throughput_dtype",
+                  "throughput_device", "throughput_timed_batches"]
                + [f"published_{k}" for k in published] + ["skipped"])
     rows = []
     for r in results:
@@ -175,7 +175,8 @@ def records(results: Sequence[CandidateResult]) -> tuple[list[str], list[dict[st
             "img_per_sec_max": speed.get("img_per_sec_max"), "eval_split": r.eval_split,
             "eval_examples": (r.scores.get("report") or {}).get("examples"),
             "validation_examples": (r.scores.get("choose") or {}).get("examples"),
-            "resolution": r.resolution, "throughput_batch": speed.get("batch"),
+            "resolution": r.resolution, "representation": r.representation,
+            "preprocessing": _pixels(r.preprocessing), "throughput_batch": speed.get("batch"),
             "throughput_dtype": speed.get("dtype"), "throughput_device": speed.get("device"),
             "throughput_timed_batches": speed.get("timed_batches"), "skipped": r.skipped}
         for name in scores:
@@ -189,6 +190,13 @@ def records(results: Sequence[CandidateResult]) -> tuple[list[str], list[dict[st
             row[f"published_{k}"] = r.published.get(k)
         rows.append({c: row.get(c) for c in columns})
     return columns, rows
+
+
+def _pixels(recorded: dict[str, Any] | None) -> str | None:
+    """A candidate's preprocessing in one line (which rule, read from which file)."""
+    from vitzoo.data.preprocess import Preprocessing
+
+    return Preprocessing.from_dict(recorded).describe() if recorded else None
 
 
 def to_csv(results: Sequence[CandidateResult]) -> str:

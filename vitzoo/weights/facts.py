@@ -175,7 +175,8 @@ def preprocessing_of(checkpoint: Path | None) -> Preprocessing:
             for part in key:
                 recorded = recorded.get(part) if isinstance(recorded, dict) else None
             if isinstance(recorded, dict):
-                return Preprocessing.from_dict(recorded, f"recorded in {record_path}")
+                first = recorded.get("origin") or "a rule"
+                return Preprocessing.from_dict(recorded, f"{first}; recorded in {record_path}")
     return VIT_JAX
 
 
