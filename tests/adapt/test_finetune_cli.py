@@ -163,7 +163,8 @@ def test_finetune_option_defaults_are_the_finetune_options_defaults():
     options = inspect.signature(finetune_command).parameters
     field_of = {"register_run": "register"}
     defaults = {f.name: f.default for f in dataclasses.fields(FinetuneOptions)}
-    modes = {"ctx", "model", "dataset", "head_only", "dry_run", "compile_cache", "allow_cpu"}
+    modes = {"ctx", "model", "dataset", "head_only", "dry_run", "compile_cache", "autotune",
+             "allow_cpu"}
     flags = set(options) - modes  # mode, process
     assert len(flags) == 29  # 26 + --task, --labels, --recipe
     for flag in flags:
