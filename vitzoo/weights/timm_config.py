@@ -36,10 +36,11 @@ TIMM_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "quick_gelu": "qui
 #: timm ``global_pool`` -> vitzoo ``classifier``.
 POOLS = {"token": "token", "avg": "gap", "map": "map"}
 #: Attention heads of the ViT widths these families use (timm/models/vision_transformer.py
-#: and deit.py entry points: head width 64, except 1152 (SO400M), 1280 (H) and 1408 (g/14)).
-#: q/k/v are fused in timm's layout, so the count is not in the shapes.
-HEADS_BY_WIDTH = {192: 3, 384: 6, 512: 8, 640: 10, 768: 12, 896: 14, 1024: 16, 1152: 16,
-                  1280: 16, 1408: 16}
+#: and deit.py entry points: head width 64, except 1152 (SO400M), 1280 (H), 1408 (g/14),
+#: 1536 (SigLIP giant-opt) and 1664 (CLIP bigG/14)). q/k/v are fused in timm's layout, so the
+#: count is not in the shapes; Hub config.json files rarely state it (``model_args``).
+HEADS_BY_WIDTH = {192: 3, 256: 4, 384: 6, 512: 8, 640: 10, 768: 12, 896: 14, 1024: 16,
+                  1152: 16, 1280: 16, 1408: 16, 1536: 16, 1664: 16}
 
 
 def read_timm_config(path: str | os.PathLike[str]) -> dict[str, Any]:
