@@ -84,13 +84,13 @@ def availability(frame: Frame, *, pretrained: bool = False,
     cached = _files_under(config.cache_dir())
     mirrored = _local_mirrors()
     if pretrained:
-        urls, stems = frame.column("url"), frame.column("filename")
+        urls, stems = frame.column("url"), _column(frame, "filename")
     else:  # the fine-tune's file; a row without a fine-tune stands for its pre-trained file
         urls = [adapt_url if adapt_url else (url if not adapt_name else None)
                 for url, adapt_url, adapt_name in zip(frame.column("url"), frame.column("adapt_url"),
                                                       frame.column("adapt_filename"), strict=True)]
         stems = [adapt_name or name for name, adapt_name in zip(
-            frame.column("filename"), frame.column("adapt_filename"), strict=True)]
+            _column(frame, "filename"), frame.column("adapt_filename"), strict=True)]
     hubs = _hub_copies(frame, pretrained)
     collections = frame.column("collection")
     out = []
@@ -111,16 +111,19 @@ def availability(frame: Frame, *, pretrained: bool = False,
     return out
 
 
+def _column(frame: Frame, name: str) -> list:
+    """A column, or Nones where the frame leaves it out (callers pass the columns they have)."""
+    return frame.column(name) if name in frame.column_names else [None] * frame.num_rows
+
+
 def _hub_copies(frame: Frame, pretrained: bool) -> list[str | None]:
     """Each row's file's Hub repo: the pre-trained file's, or the fine-tune's; a row without a
     fine-tune stands for its pre-trained file (an older collection's, another family's)."""
-    def column(name: str) -> list:
-        return frame.column(name) if name in frame.column_names else [None] * frame.num_rows
-
     if pretrained:
-        return column("upstream_hf_repo")
+        return _column(frame, "upstream_hf_repo")
     return [hub or (upstream if not adapt_name else None) for hub, upstream, adapt_name in zip(
-        column("hf_repo"), column("upstream_hf_repo"), column("adapt_filename"), strict=True)]
+        _column(frame, "hf_repo"), _column(frame, "upstream_hf_repo"),
+        _column(frame, "adapt_filename"), strict=True)]
 
 
 def is_downloadable(value: str | None) -> bool:
