@@ -13,7 +13,10 @@ weights' tag, from which the numerics follow, because timm fixes them per entry 
   Google (``*siglip*`` entry points, AugReg / original / SAM tags: vit_jax's numerics); exact
   GELU for the PyTorch-trained rest (DeiT, DeiT III, DINO, DINOv2, MAE, LAION CLIP);
 * a ``model_args`` entry (newer timm, and vitzoo's own exports) states ``act_layer``,
-  ``num_heads``, ``no_embed_class`` and ``global_pool`` outright and wins over the above.
+  ``num_heads``, ``no_embed_class`` and ``global_pool`` outright and wins over the above;
+* a catalog name wins over the file: the resolver passes the row's activation and epsilon
+  (``numerics=`` of :func:`vitzoo.weights.timm.load_timm_safetensors`), since a
+  ``*_quickgelu_*`` name loads its plain twin's repo, whose ``config.json`` says exact GELU.
 
 A file without a ``config.json`` is read as before: vit_jax numerics (a Google release).
 """
