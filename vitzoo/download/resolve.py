@@ -556,8 +556,8 @@ def _other_numerics(path: Path, target: Target) -> str | None:
         with np.load(path, allow_pickle=False) as archive:
             recorded = read_switches({key: archive[key] for key in archive.files
                                       if key.startswith(SWITCH_PREFIX)})
-    except (OSError, ValueError) as exc:
-        return f"unreadable ({exc})"
+    except (OSError, ValueError, VitzooError) as exc:
+        return f"unreadable switches ({exc})"
     for name, wanted in target.numerics.items():
         found = recorded.get(name, SWITCH_DEFAULTS[name])
         if found != wanted:
