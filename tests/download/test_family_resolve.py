@@ -1,12 +1,13 @@
-"""Another family's catalog name resolves to its Hub copy and runs as timm builds that name.
+"""Another family's catalog name resolves to its Hub copy and runs its weights' own numerics.
 
 The Hub is stood in for by its own cache layout (``models--timm--X/snapshots/<commit>/``), which
 ``hf_hub_download`` reads with ``HF_HUB_OFFLINE=1`` (tests/conftest.py sets it): a tiny
 random model of the family, written in timm's layout by ``tests.support.timm_family_factory``,
 is planted under the catalog row's Hub repo. The oracles are loading the same folder directly
 and ``np_timm_family`` (a NumPy forward written from timm's module code), with the activation
-timm's model definition gives the name: the ``*_quickgelu_*`` CLIP names share their weights'
-repo with a plain-named twin whose ``config.json`` names the exact-GELU model.
+the weights were trained with; only the ``*_quickgelu_*`` CLIP names, which share their weights'
+repo with a plain-named twin whose ``config.json`` names the exact-GELU model, take theirs from
+the catalog row.
 """
 
 from __future__ import annotations
@@ -114,6 +115,29 @@ def test_quickgelu_name_and_its_plain_twin_share_a_repo_but_not_an_activation():
     # the plain twin is what the folder's own config.json says; the two activations differ visibly
     np.testing.assert_array_equal(plain_pre, _run(load_timm_folder(snapshot), images)[1])
     assert np.abs(quick_pre - plain_pre).max() > 1e-2
+
+
+@pytest.mark.parametrize(("name", "family", "tag", "act"), [
+    # timm builds these two with exact GELU (its catalog rows say so); the weights were trained
+    # with tanh GELU (big_vision) and quick GELU (OpenAI) respectively
+    ("vit_base_patch16_siglip_224.webli", "siglip", "webli", "gelu_tanh"),
+    ("vit_base_patch16_clip_224.openai", "clip_openai", "openai", "quick_gelu"),
+])
+def test_a_name_served_by_its_own_repo_runs_the_numerics_its_weights_were_trained_with(
+        name, family, tag, act):
+    row = next(r for r in csv.DictReader(_source_lines()) if r["timm_name"] == name)
+    assert row["hf_hub_id"] == f"timm/{name}" and row["act"] == "gelu"  # timm's build
+    _, state = _plant(f"timm/{name}", family, tag=tag)
+    path = resolve_checkpoint(name, progress=False)
+    assert infer_config(load_npz(path))[0].activation == act
+    images = _images(family)
+    _, pre = _run(load_npz(path), images)
+    np.testing.assert_allclose(pre, _oracle(family, state, images, act)[1], atol=1e-5, rtol=1e-5)
+
+
+def _source_lines() -> list[str]:
+    lines = (SOURCES / "timm_families.csv").read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if not line.startswith("#")]
 
 
 def test_a_cached_conversion_with_the_wrong_activation_is_converted_again():

@@ -269,8 +269,13 @@ def target_for(info: Any, *, source: str = "auto", to: Path | None = None) -> Ta
     row = getattr(info, "row", None) or {}
     numerics = family_numerics(row)
     if numerics is not None:  # another family's file: its own config.json and timm's sizes
-        # name the shapes (tiny stand-ins included); the row names the numerics. The cache path
-        # is the row's own name, so two names sharing a Hub repo get two converted files.
+        # name the shapes (tiny stand-ins included). The numerics are the ones the weights were
+        # trained with, which the repo's config.json implies, except where the row's repo serves
+        # another name's file (the *_quickgelu_* CLIP twins): there only the name the user chose
+        # says which activation to run, and the row's wins. The cache path is the row's own
+        # name, so two names sharing a Hub repo get two converted files.
+        if hf_repo == f"timm/{row.get('checkpoint')}":
+            numerics = {}
         return Target(info.filename, dest, relpath, expected, sources, None, numerics)
     return Target(info.filename, dest, relpath, expected, sources, getattr(info, "name", None))
 

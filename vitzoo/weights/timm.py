@@ -395,7 +395,7 @@ def guess_config(state: Mapping[str, Any], timm_config: Mapping[str, Any] | None
         **{**timm_numerics(timm_config), **(numerics or {})})
     found = replace(found, no_embed_class=_no_embed_class(state, found, timm_config))
     structure = found.switches().keys() - {"activation", "layer_norm_eps", "no_embed_class"}
-    if timm_config is None and numerics is None and structure:
+    if timm_config is None and not numerics and structure:
         raise VitzooError(
             f"this timm checkpoint has {', '.join(sorted(structure))} (a DeiT / DINOv2 / CLIP / "
             "SigLIP-style ViT) but no config.json, which tells its activation and LayerNorm eps",

@@ -14,9 +14,11 @@ weights' tag, from which the numerics follow, because timm fixes them per entry 
   GELU for the PyTorch-trained rest (DeiT, DeiT III, DINO, DINOv2, MAE, LAION CLIP);
 * a ``model_args`` entry (newer timm, and vitzoo's own exports) states ``act_layer``,
   ``num_heads``, ``no_embed_class`` and ``global_pool`` outright and wins over the above;
-* a catalog name wins over the file: the resolver passes the row's activation and epsilon
-  (``numerics=`` of :func:`vitzoo.weights.timm.load_timm_safetensors`), since a
-  ``*_quickgelu_*`` name loads its plain twin's repo, whose ``config.json`` says exact GELU.
+* a catalog name whose Hub repo is another name's wins over the file: the resolver passes
+  the row's activation and epsilon (``numerics=`` of
+  :func:`vitzoo.weights.timm.load_timm_safetensors`), since a ``*_quickgelu_*`` name loads its
+  plain twin's repo, whose ``config.json`` says exact GELU. Every other catalog name runs what
+  its own ``config.json`` implies (the training numerics, even where timm builds otherwise).
 
 A file without a ``config.json`` is read as before: vit_jax numerics (a Google release).
 """
