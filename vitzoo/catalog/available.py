@@ -22,7 +22,8 @@ from vitzoo.catalog.frame import Frame
 
 UNKNOWN = "unknown"
 #: Columns :func:`availability` reads, for each view of the catalog.
-INPUT_COLUMNS = ("collection", "url", "adapt_url", "adapt_filename", "hf_repo", "upstream_hf_repo")
+INPUT_COLUMNS = ("collection", "url", "adapt_url", "filename", "adapt_filename", "hf_repo",
+                 "upstream_hf_repo")
 
 
 def _object_path(url: str | None) -> str | None:
@@ -31,6 +32,14 @@ def _object_path(url: str | None) -> str | None:
         return None
     parts = url.split("://", 1)[1].split("/", 1)
     return parts[1] if len(parts) == 2 else None
+
+
+def _cache_key(url: str | None, collection: str | None, stem: str | None) -> str | None:
+    """Where the resolver caches a row's file: the bucket's object path, or for a file with no
+    URL (another family's, converted from the Hub) ``<collection>/<stem>.npz``."""
+    if url is not None:
+        return _object_path(url)
+    return f"{collection}/{stem}.npz" if collection and stem else None
 
 
 def _files_under(root: Path) -> set[str]:
@@ -75,20 +84,22 @@ def availability(frame: Frame, *, pretrained: bool = False,
     cached = _files_under(config.cache_dir())
     mirrored = _local_mirrors()
     if pretrained:
-        urls = frame.column("url")
+        urls, stems = frame.column("url"), _column(frame, "filename")
     else:  # the fine-tune's file; a row without a fine-tune stands for its pre-trained file
         urls = [adapt_url if adapt_url else (url if not adapt_name else None)
                 for url, adapt_url, adapt_name in zip(frame.column("url"), frame.column("adapt_url"),
                                                       frame.column("adapt_filename"), strict=True)]
+        stems = [adapt_name or name for name, adapt_name in zip(
+            _column(frame, "filename"), frame.column("adapt_filename"), strict=True)]
     hubs = _hub_copies(frame, pretrained)
     collections = frame.column("collection")
     out = []
-    for url, hub, collection in zip(urls, hubs, collections, strict=True):
+    for url, stem, hub, collection in zip(urls, stems, hubs, collections, strict=True):
         sources = []
         if collection == "local":
             sources.append("local" if url and Path(url).is_file() else UNKNOWN)
         else:
-            key = _object_path(url)
+            key = _cache_key(url, collection, stem)
             if key and key in cached:
                 sources.append("cache")
             if key and (any(key in files for files in mirrored)
@@ -100,16 +111,19 @@ def availability(frame: Frame, *, pretrained: bool = False,
     return out
 
 
+def _column(frame: Frame, name: str) -> list:
+    """A column, or Nones where the frame leaves it out (callers pass the columns they have)."""
+    return frame.column(name) if name in frame.column_names else [None] * frame.num_rows
+
+
 def _hub_copies(frame: Frame, pretrained: bool) -> list[str | None]:
     """Each row's file's Hub repo: the pre-trained file's, or the fine-tune's; a row without a
     fine-tune stands for its pre-trained file (an older collection's, another family's)."""
-    def column(name: str) -> list:
-        return frame.column(name) if name in frame.column_names else [None] * frame.num_rows
-
     if pretrained:
-        return column("upstream_hf_repo")
+        return _column(frame, "upstream_hf_repo")
     return [hub or (upstream if not adapt_name else None) for hub, upstream, adapt_name in zip(
-        column("hf_repo"), column("upstream_hf_repo"), column("adapt_filename"), strict=True)]
+        _column(frame, "hf_repo"), _column(frame, "upstream_hf_repo"),
+        _column(frame, "adapt_filename"), strict=True)]
 
 
 def is_downloadable(value: str | None) -> bool:

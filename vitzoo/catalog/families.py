@@ -12,7 +12,9 @@ file has an ImageNet head, and stay null (shown as unknown) for backbones.
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from vitzoo.errors import VitzooError
 from vitzoo.names import canonical_arch, validate_path_component
@@ -29,17 +31,47 @@ ROW_SOURCE = "timm"
 _FLAGS = {"class_token": "class token", "dist_token": "distillation token",
           "no_embed_class": "position embedding without prefix tokens", "pre_norm": "pre-norm",
           "layer_scale": "layer scale", "fc_norm": "norm after pooling"}
+#: timm's ``act_layer`` names, as the file's ``act`` column records them.
+ACTIVATIONS = ("gelu", "gelu_tanh", "quick_gelu")
+_EPS_WORDS = "LayerNorm eps "
 
 
 def switches(entry: dict[str, str]) -> str:
     """The model switches of one line, in words: ``class token; 4 registers; gelu; ...``."""
+    if entry["act"] not in ACTIVATIONS:
+        raise ValueError(f"{entry['timm_name']}: act {entry['act']!r} is not one of "
+                         f"{', '.join(ACTIVATIONS)}")
     parts = [words for column, words in _FLAGS.items() if entry[column] == "yes"]
     if int(entry["reg_tokens"] or 0):
         parts.append(f"{entry['reg_tokens']} register tokens")
-    parts += [f"pool {entry['global_pool']}", entry["act"], f"LayerNorm eps {entry['norm_eps']}"]
+    parts += [f"pool {entry['global_pool']}", entry["act"], f"{_EPS_WORDS}{entry['norm_eps']}"]
     parts += [f"no {what} bias" for what, column in (("patch", "patch_bias"), ("qkv", "qkv_bias"))
               if entry[column] == "no"]
     return "; ".join(parts)
+
+
+def numerics(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The activation and LayerNorm epsilon timm builds a family row's model with; None for a
+    row of Google's releases.
+
+    Why the loader needs them from the row: the ``*_quickgelu_*`` CLIP names share their
+    weights' Hub repo with a plain-named twin, whose ``config.json`` names the exact-GELU model,
+    so only the name the user chose tells which activation to run. The values are read back
+    from the ``switches`` words that :func:`switches` wrote.
+    """
+    if row.get("row_source") != ROW_SOURCE or not row.get("switches"):
+        return None
+    parts = [part.strip() for part in str(row["switches"]).split(";")]
+    acts = [part for part in parts if part in ACTIVATIONS]
+    eps = [part.removeprefix(_EPS_WORDS) for part in parts if part.startswith(_EPS_WORDS)]
+    try:
+        if len(acts) != 1 or len(eps) != 1:
+            raise ValueError
+        return {"activation": acts[0], "layer_norm_eps": float(eps[0])}
+    except ValueError:
+        raise VitzooError(f"catalog row {row.get('checkpoint')} has switches vitzoo cannot read "
+                          f"({row['switches']!r})", "rebuild the catalog (vitzoo index build) "
+                          "or restore index/ from git") from None
 
 
 def _note(entry: dict[str, str]) -> str | None:

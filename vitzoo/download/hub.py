@@ -13,7 +13,9 @@ and ``HF_TOKEN``.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from vitzoo.errors import VitzooError
 
@@ -102,8 +104,14 @@ def download(repo_id: str, filename: str = TIMM_WEIGHTS, *, revision: str | None
     return Path(path)
 
 
-def release_arrays(repo_id: str, *, arch: str | None = None, progress: bool = True) -> dict:
-    """A timm checkpoint from the Hub as release-layout arrays ``{name: ndarray}``."""
+def release_arrays(repo_id: str, *, arch: str | None = None,
+                   numerics: Mapping[str, Any] | None = None, progress: bool = True) -> dict:
+    """A timm checkpoint from the Hub as release-layout arrays ``{name: ndarray}``.
+
+    ``arch`` (a table name) gives the head count and checks the shapes; ``numerics`` (activation,
+    LayerNorm eps) wins over what the repo's ``config.json`` implies: the catalog's word for a
+    name whose weights live in a twin's repo (the quick-GELU CLIP names).
+    """
     try:
         from vitzoo.weights.timm import load_timm_safetensors
     except ImportError as exc:
@@ -113,9 +121,7 @@ def release_arrays(repo_id: str, *, arch: str | None = None, progress: bool = Tr
             "mirror (VITZOO_MIRRORS) or `vitzoo download NAME --gcs-auth` first") from None
     path = download(repo_id, progress=progress)
     timm_config = _timm_config(repo_id)
-    if arch is None:
-        return load_timm_safetensors(path, timm_config=timm_config)
-    return load_timm_safetensors(path, arch, timm_config=timm_config)
+    return load_timm_safetensors(path, arch, timm_config=timm_config, numerics=numerics)
 
 
 def _timm_config(repo_id: str) -> dict | None:

@@ -25,13 +25,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from vitzoo import config, storage
 from vitzoo.atomic import output_dir, output_errors
+from vitzoo.catalog.families import numerics as family_numerics
 from vitzoo.download import cache
 from vitzoo.download.cache import Expected, Record
 from vitzoo.errors import VitzooError
@@ -64,6 +65,9 @@ class Target:
     expected: Expected
     sources: tuple[Origin, ...]
     arch: str | None = None
+    #: activation / LayerNorm eps the file must run with, when the name decides them (another
+    #: family's catalog row: :func:`vitzoo.catalog.families.numerics`); None: the file decides
+    numerics: Mapping[str, Any] | None = None
 
 
 def _console() -> Any:
@@ -262,6 +266,17 @@ def target_for(info: Any, *, source: str = "auto", to: Path | None = None) -> Ta
     expected = Expected.of(getattr(info, "size_bytes", None), getattr(info, "md5", None),
                            getattr(info, "crc32c", None))
     sources = _choose(source, cache_src=cache_src, relpath=relpath, gcs=gcs, hf=hf)
+    row = getattr(info, "row", None) or {}
+    numerics = family_numerics(row)
+    if numerics is not None:  # another family's file: its own config.json and timm's sizes
+        # name the shapes (tiny stand-ins included). The numerics are the ones the weights were
+        # trained with, which the repo's config.json implies, except where the row's repo serves
+        # another name's file (the *_quickgelu_* CLIP twins): there only the name the user chose
+        # says which activation to run, and the row's wins. The cache path is the row's own
+        # name, so two names sharing a Hub repo get two converted files.
+        if hf_repo == f"timm/{row.get('checkpoint')}":
+            numerics = {}
+        return Target(info.filename, dest, relpath, expected, sources, None, numerics)
     return Target(info.filename, dest, relpath, expected, sources, getattr(info, "name", None))
 
 
@@ -295,8 +310,7 @@ def fetch(target: Target, *, gcs_auth: bool = False, progress: bool = True) -> P
         if not cached:
             raise VitzooError("not in the cache, and offline (the reason is given once, for "
                               "the first checkpoint that could not be fetched)")
-        target = Target(target.name, target.dest, target.relpath, target.expected,
-                        tuple(cached), target.arch)
+        target = replace(target, sources=tuple(cached))
     for index, src in enumerate(target.sources):
         if not (src.kind == "cache" and Path(src.location) == target.dest):
             # about to write: an unwritable folder is the user's to fix, not a source's failure
@@ -356,7 +370,7 @@ def _fetch_from(src: Origin, target: Target, *, gcs_auth: bool, progress: bool) 
     dest = target.dest
     if src.kind == "cache":
         cached = Path(src.location)
-        reason = cache.check(cached, target.expected)
+        reason = cache.check(cached, target.expected) or _other_numerics(cached, target)
         if reason is not None:
             raise VitzooError(reason)
         if cached == dest:
@@ -366,12 +380,14 @@ def _fetch_from(src: Origin, target: Target, *, gcs_auth: bool, progress: bool) 
         return _download(str(cached), dest, target.expected.merged(recorded),
                          source_kind="cache", gcs_auth=False, progress=progress)
     with _locked(dest):
-        if src.kind != "cache" and cache.check(dest, target.expected) is None:
+        if src.kind != "cache" and cache.check(dest, target.expected) is None and \
+                _other_numerics(dest, target) is None:
             record = Record.load(dest)
             if record is not None and record.source == src.kind:
                 return dest  # another process finished it while we waited
         if src.kind == "hf":
-            return _convert_from_hub(src.location, dest, arch=target.arch, progress=progress)
+            return _convert_from_hub(src.location, dest, arch=target.arch,
+                                     numerics=target.numerics, progress=progress)
         return _download_locked(src.location, dest, target.expected, source_kind=src.kind,
                                 gcs_auth=gcs_auth, progress=progress)
 
@@ -532,11 +548,34 @@ def _progress(label: str, total: int | None, done: int, *, enabled: bool) -> Ite
         yield lambda n: bar.advance(task, n)
 
 
-def _convert_from_hub(repo_id: str, dest: Path, *, arch: str | None, progress: bool) -> Path:
+def _other_numerics(path: Path, target: Target) -> str | None:
+    """Why a cached file is not the model ``target`` names: converted with another activation or
+    LayerNorm eps (a cache written before the name decided them); None when it is."""
+    if not target.numerics:
+        return None
+    import numpy as np
+
+    from vitzoo.models.configs import SWITCH_DEFAULTS, SWITCH_PREFIX, read_switches
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            recorded = read_switches({key: archive[key] for key in archive.files
+                                      if key.startswith(SWITCH_PREFIX)})
+    except (OSError, ValueError, VitzooError) as exc:
+        return f"unreadable switches ({exc})"
+    for name, wanted in target.numerics.items():
+        found = recorded.get(name, SWITCH_DEFAULTS[name])
+        if found != wanted:
+            return f"converted with {name} {found}, but {target.name} runs with {wanted}"
+    return None
+
+
+def _convert_from_hub(repo_id: str, dest: Path, *, arch: str | None,
+                      numerics: Mapping[str, Any] | None, progress: bool) -> Path:
     """Download timm's safetensors and write them as a release-layout npz into the cache."""
     from vitzoo.download import hub
 
-    arrays = hub.release_arrays(repo_id, arch=arch, progress=progress)
+    arrays = hub.release_arrays(repo_id, arch=arch, numerics=numerics, progress=progress)
     _say(f"converted hf {repo_id} from timm's layout to the release layout")
     from vitzoo.weights.facts import preprocessing_of
     from vitzoo.weights.release import save_npz

@@ -342,7 +342,8 @@ _STAGE = re.compile(r"^patch_embed\.backbone\.stages\.(\d+)\.blocks\.(\d+)\.")
 
 
 def guess_config(state: Mapping[str, Any], timm_config: Mapping[str, Any] | None = None,
-                 heads: int | None = None) -> ModelConfig:
+                 heads: int | None = None, numerics: Mapping[str, Any] | None = None
+                 ) -> ModelConfig:
     """The architecture of a timm state dict (and its ``config.json``, when there is one).
 
     The structure comes from the keys and shapes (class/distillation/register tokens,
@@ -350,7 +351,9 @@ def guess_config(state: Mapping[str, Any], timm_config: Mapping[str, Any] | None
     head count from ``timm_config`` (:mod:`vitzoo.weights.timm_config`). timm fuses q/k/v, so
     the number of heads is not in the shapes: ``heads`` when given, else the configuration's
     (or timm's usual count for the width), else the table entry with the same widths, depth,
-    patch and ResNet blocks.
+    patch and ResNet blocks. ``numerics`` (``activation``, ``layer_norm_eps``) wins over what
+    the configuration implies: the catalog knows which model a name builds when the file's
+    ``config.json`` belongs to a twin (:func:`vitzoo.catalog.families.numerics`).
     """
     depth = len({int(m.group(1)) for k in state if (m := _BLOCK.match(k))})
     if "stem.proj.weight" in state:
@@ -389,10 +392,10 @@ def guess_config(state: Mapping[str, Any], timm_config: Mapping[str, Any] | None
         num_registers=int(np.shape(state["reg_token"])[1]) if "reg_token" in state else 0,
         patch_bias="patch_embed.proj.bias" in state, norm_pre="norm_pre.weight" in state,
         layer_scale="blocks.0.ls1.gamma" in state, fc_norm="fc_norm.weight" in state,
-        **timm_numerics(timm_config))
+        **{**timm_numerics(timm_config), **(numerics or {})})
     found = replace(found, no_embed_class=_no_embed_class(state, found, timm_config))
     structure = found.switches().keys() - {"activation", "layer_norm_eps", "no_embed_class"}
-    if timm_config is None and structure:
+    if timm_config is None and not numerics and structure:
         raise VitzooError(
             f"this timm checkpoint has {', '.join(sorted(structure))} (a DeiT / DINOv2 / CLIP / "
             "SigLIP-style ViT) but no config.json, which tells its activation and LayerNorm eps",
@@ -400,6 +403,10 @@ def guess_config(state: Mapping[str, Any], timm_config: Mapping[str, Any] | None
     if heads is None and (found.switches() or timm_config is not None):
         heads = timm_heads(timm_config, d)
     if heads is not None:
+        if d % heads:
+            raise VitzooError(f"this timm checkpoint is {d} wide, which {heads} attention heads "
+                              "do not divide", "check the architecture given (arch=...), or put "
+                              "its config.json (model_args.num_heads) beside the weights")
         return replace(found, name=_describe_timm(found, timm_config), num_heads=heads)
     return _named(found, compare_heads=True)
 
@@ -460,7 +467,7 @@ def _named(found: ModelConfig, *, compare_heads: bool) -> ModelConfig:
 
 def load_timm_safetensors(
     path: str | os.PathLike[str], arch: str | ModelConfig | None = None,
-    timm_config: Mapping[str, Any] | None = None,
+    timm_config: Mapping[str, Any] | None = None, numerics: Mapping[str, Any] | None = None,
 ) -> Flat:
     """Read a timm ``.safetensors`` file as a flat release-layout checkpoint.
 
@@ -468,7 +475,8 @@ def load_timm_safetensors(
     folder or a Hub snapshot), which gives the numerics of the non-AugReg families
     (:mod:`vitzoo.weights.timm_config`); they are recorded in the result. ``arch`` (a name
     or config) gives the head count for custom widths; the result is checked with
-    :func:`vitzoo.models.infer_config`, so a wrong ``arch`` is reported.
+    :func:`vitzoo.models.infer_config`, so a wrong ``arch`` is reported. ``numerics``
+    overrides the activation and LayerNorm epsilon (see :func:`guess_config`).
     """
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
@@ -488,9 +496,10 @@ def load_timm_safetensors(
     elif arch is not None:
         from vitzoo.models.configs import get_config
 
-        config = guess_config(state, timm_config, heads=get_config(arch).num_heads)
+        config = guess_config(state, timm_config, heads=get_config(arch).num_heads,
+                              numerics=numerics)
     else:
-        config = guess_config(state, timm_config)
+        config = guess_config(state, timm_config, numerics=numerics)
     flat = timm_to_release(state, config)
     infer_config(flat, None if arch is None or isinstance(arch, ModelConfig) else arch)
     return flat

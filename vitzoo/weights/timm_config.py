@@ -13,7 +13,12 @@ weights' tag, from which the numerics follow, because timm fixes them per entry 
   Google (``*siglip*`` entry points, AugReg / original / SAM tags: vit_jax's numerics); exact
   GELU for the PyTorch-trained rest (DeiT, DeiT III, DINO, DINOv2, MAE, LAION CLIP);
 * a ``model_args`` entry (newer timm, and vitzoo's own exports) states ``act_layer``,
-  ``num_heads``, ``no_embed_class`` and ``global_pool`` outright and wins over the above.
+  ``num_heads``, ``no_embed_class`` and ``global_pool`` outright and wins over the above;
+* a catalog name whose Hub repo is another name's wins over the file: the resolver passes
+  the row's activation and epsilon (``numerics=`` of
+  :func:`vitzoo.weights.timm.load_timm_safetensors`), since a ``*_quickgelu_*`` name loads its
+  plain twin's repo, whose ``config.json`` says exact GELU. Every other catalog name runs what
+  its own ``config.json`` implies (the training numerics, even where timm builds otherwise).
 
 A file without a ``config.json`` is read as before: vit_jax numerics (a Google release).
 """
@@ -36,10 +41,11 @@ TIMM_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_tanh", "quick_gelu": "qui
 #: timm ``global_pool`` -> vitzoo ``classifier``.
 POOLS = {"token": "token", "avg": "gap", "map": "map"}
 #: Attention heads of the ViT widths these families use (timm/models/vision_transformer.py
-#: and deit.py entry points: head width 64, except 1152 (SO400M), 1280 (H) and 1408 (g/14)).
-#: q/k/v are fused in timm's layout, so the count is not in the shapes.
-HEADS_BY_WIDTH = {192: 3, 384: 6, 512: 8, 640: 10, 768: 12, 896: 14, 1024: 16, 1152: 16,
-                  1280: 16, 1408: 16}
+#: and deit.py entry points: head width 64, except 1152 (SO400M), 1280 (H), 1408 (g/14),
+#: 1536 (SigLIP giant-opt) and 1664 (CLIP bigG/14)). q/k/v are fused in timm's layout, so the
+#: count is not in the shapes; Hub config.json files rarely state it (``model_args``).
+HEADS_BY_WIDTH = {192: 3, 256: 4, 384: 6, 512: 8, 640: 10, 768: 12, 896: 14, 1024: 16,
+                  1152: 16, 1280: 16, 1408: 16, 1536: 16, 1664: 16}
 
 
 def read_timm_config(path: str | os.PathLike[str]) -> dict[str, Any]:
