@@ -11,7 +11,8 @@ better, which is why none is built).
 
 Shapes: a square 2048 x 2048 x 2048 product and a ViT-B-shaped one, the MLP's first
 Dense over a batch of 64 images of 197 tokens (12608 x 768 x 3072).
-Usage: ``python benchmarks/gemm.py [--reps 5]``; prints a Markdown table (nothing written).
+Usage: ``python benchmarks/gemm.py [--reps 5] [--no-write]``; prints a Markdown table and
+rewrites the "Matrix products (bf16 on CPU)" section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -100,23 +101,34 @@ def contenders() -> list[tuple[str, str, str, str | None]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     from vitzoo.runtime import cpu_info
 
     cpu = cpu_info()
-    print(f"CPU: {cpu.model}, {cpu.physical_cores} physical cores usable; bf16-relevant "
-          f"flags: {', '.join(cpu_flags()) or 'none'}; load average "
-          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print()
-    print("| contender | " + " | ".join(f"{s} GFLOP/s" for s in SHAPES) + " |")
-    print("|---|" + "---:|" * len(SHAPES))
+    lines = [f"CPU: {cpu.model}, {cpu.physical_cores} physical cores usable; bf16-relevant "
+             f"flags: {', '.join(cpu_flags()) or 'none'}.", "",
+             "| contender | " + " | ".join(f"{s} GFLOP/s" for s in SHAPES) + " |",
+             "|---|" + "---:|" * len(SHAPES)]
+    print("\n".join(lines), flush=True)
     for label, python, template, flags in contenders():
         cells = []
         for m, k, n in SHAPES.values():
             result = _run(python, template.format(m=m, k=k, n=n, reps=args.reps), flags)
             cells.append(result if isinstance(result, str)
                          else f"{2 * m * k * n / result['seconds'] / 1e9:.1f}")
-        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        print(lines[-1], flush=True)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines += ["", f"`python benchmarks/gemm.py --reps {args.reps}`: median of {args.reps} "
+              f"products after a warm-up, each contender in its own fresh process, one after "
+              f"another; load average at the end {load}."]
+    print(lines[-1])
+    if not args.no_write:
+        from benchmarks.results import replace_section
+
+        replace_section(ROOT / "benchmarks" / "RESULTS.md", "Matrix products (bf16 on CPU)",
+                        "\n".join(lines))
 
 
 if __name__ == "__main__":
