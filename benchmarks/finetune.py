@@ -457,6 +457,9 @@ def render(rounds: list[dict[str, dict]], pipeline: dict, pipeline_rss: float,
             ", ".join(f"{x:.2f}" for x in r[name]["all_img_per_sec"])
             for r in rounds for name in ("vitzoo-cold", "vitzoo-warm", "vitzoo-bf16")
             if name in r),
+        "",
+        "The cold run is a first run on this machine: its first step includes the autotune "
+        "trial (on by default, bounded by VITZOO_AUTOTUNE_BUDGET); the warm run reuses its choice.",
     ]
     return "\n".join(lines)
 
