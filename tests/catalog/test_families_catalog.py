@@ -423,19 +423,19 @@ def test_a_source_without_its_provenance_line_is_refused(tmp_path):
     assert "Restore index/sources from git" in str(err.value)
     lines = FAMILIES_CSV.read_text(encoding="utf-8").splitlines()
     entries = list(csv.DictReader(lines[1:]))
+
+    def write(rows: list[dict]) -> None:  # the provenance line, then the edited rows
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        path.write_text(lines[0] + "\n" + out.getvalue())
+
     entries[0]["arch"] = "Q/99"
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(entries[0]))
-    writer.writeheader()
-    writer.writerows(entries)
-    path.write_text(lines[0] + "\n" + out.getvalue())
+    write(entries)
     with pytest.raises(VitzooError, match="unknown architecture 'Q/99'"):
         family_rows(sources)
     entries[0].update(arch="S/16", timm_name="../escape")
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(entries[0]))
-    writer.writeheader()
-    writer.writerows(entries)
-    path.write_text(lines[0] + "\n" + out.getvalue())
+    write(entries)
     with pytest.raises(VitzooError, match="timm checkpoint name"):
         family_rows(sources)
