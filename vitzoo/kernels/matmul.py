@@ -1,0 +1,263 @@
+"""bf16 matrix products through oneDNN on CPUs with bf16 units, with gradients.
+
+WHY: XLA:CPU computes bfloat16 dots without the CPU's bf16 instructions (AVX512-BF16,
+AMX), slower than float32, while oneDNN (what PyTorch/timm use) dispatches on them. This
+module calls oneDNN's matmul through a ``jax.ffi`` custom call (the C++ handler in
+``onednn_matmul.cc``, built by :mod:`vitzoo.kernels.build`), and the model's dense
+products go through :func:`dot_general` / :func:`contract` when :func:`matmul_backend`
+says so. When it does not, those helpers are never reached and the traced program is
+exactly XLA's.
+
+The switch is ``VITZOO_CPU_MATMUL``:
+
+- ``auto`` (default): oneDNN only when the compute dtype is bfloat16, JAX runs on CPU,
+  the CPU has ``avx512_bf16`` or ``amx_bf16``, and the kernel loads (built on first use);
+- ``onednn``: always (bf16 and f32 compute), a one-line error if the kernel is unavailable;
+- ``xla``: never.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vitzoo.errors import VitzooError
+
+ENV = "VITZOO_CPU_MATMUL"
+MODES = ("auto", "onednn", "xla")
+TARGET = "vitzoo_onednn_matmul"
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+_SUPPORTED = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32))
+
+
+def mode() -> str:
+    """``VITZOO_CPU_MATMUL`` (default ``auto``), or a one-line error for anything else."""
+    value = os.environ.get(ENV, "").strip().lower() or "auto"
+    if value not in MODES:
+        raise VitzooError(f"{ENV}={value!r} is not a matrix-product backend",
+                          f"use one of {', '.join(MODES)}")
+    return value
+
+
+def choose_backend(mode: str, dtype: Any, platform: str, cpu_flags: frozenset[str],
+                   unavailable: Callable[[], str | None]) -> tuple[str, str]:
+    """``(backend, reason)`` for one compute dtype; pure apart from calling ``unavailable``.
+
+    ``unavailable()`` returns None when the kernel loads, else why not; it is only called
+    when the answer depends on it (building the kernel is not free).
+    """
+    if mode == "xla":
+        return "xla", f"{ENV}=xla"
+    if mode == "onednn":
+        if platform != "cpu":
+            raise VitzooError(f"{ENV}=onednn needs JAX on CPU, but it runs on {platform}",
+                              f"unset {ENV} or set it to auto")
+        problem = unavailable()
+        if problem:
+            raise VitzooError(f"{ENV}=onednn, but the oneDNN kernel is unavailable: {problem}",
+                              f"set {ENV}=xla or auto")
+        return "onednn", f"{ENV}=onednn"
+    if jnp.dtype(dtype) != jnp.dtype(jnp.bfloat16):
+        return "xla", f"compute dtype is {jnp.dtype(dtype).name}, not bfloat16"
+    if platform != "cpu":
+        return "xla", f"JAX runs on {platform}, not CPU"
+    if not cpu_flags & BF16_FLAGS:
+        return "xla", "this CPU has no bf16 units (neither avx512_bf16 nor amx_bf16)"
+    problem = unavailable()
+    if problem:
+        return "xla", f"oneDNN kernel unavailable: {problem}"
+    units = "+".join(sorted(cpu_flags & BF16_FLAGS))
+    return "onednn", f"bfloat16 on a CPU with {units}"
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    from vitzoo.runtime import cpu_info
+
+    return cpu_info().flags
+
+
+@functools.cache
+def _load() -> ctypes.CDLL:
+    """Build (if needed), load and register the kernel, once per process."""
+    from vitzoo.kernels.build import build
+
+    path = build()
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise VitzooError(f"the oneDNN kernel {path} does not load: {exc}",
+                          f"delete {path.parent} to rebuild it, or set {ENV}=xla") from None
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.OnednnMatmul), platform="cpu")
+    return lib
+
+
+_problem: list[str] = []  # why the kernel did not load, remembered for the process
+
+
+def kernel_problem() -> str | None:
+    """None when the kernel is loaded and registered, else the one-line reason it is not.
+
+    A failure is remembered (:func:`forget_problem` clears it), so that a machine without
+    oneDNN does not look for it again at every dense layer of every trace.
+    """
+    if _problem:
+        return _problem[0]
+    try:
+        _load()
+    except VitzooError as exc:
+        _problem.append(exc.one_line().rstrip("."))
+        return _problem[0]
+    return None
+
+
+def forget_problem() -> None:
+    """Look for the kernel again at the next :func:`kernel_problem` (tests, after an install)."""
+    _problem.clear()
+
+
+def matmul_backend(dtype: Any) -> tuple[str, str]:
+    """Which backend computes the model's dense products for compute ``dtype``, and why."""
+    return choose_backend(mode(), dtype, jax.default_backend(), _cpu_flags(), kernel_problem)
+
+
+def active(dtype: Any) -> bool:
+    """Whether the model's dense products for compute ``dtype`` go through oneDNN."""
+    return matmul_backend(dtype)[0] == "onednn"
+
+
+def onednn_isa() -> str | None:
+    """The instruction set oneDNN dispatches to here (e.g. ``avx512_core_amx``), if loaded."""
+    try:
+        lib = _load()
+    except VitzooError:
+        return None
+    names = {0x1: "sse41", 0x3: "avx", 0x7: "avx2", 0xF: "avx2_vnni", 0x1F: "avx2_vnni_2",
+             0x27: "avx512_core", 0x67: "avx512_core_vnni", 0xE7: "avx512_core_bf16",
+             0x1EF: "avx512_core_fp16", 0xFEF: "avx512_core_amx",
+             0x1FEF: "avx512_core_amx_fp16"}  # dnnl_cpu_isa_t in oneDNN 3.x's dnnl_types.h
+    value = lib.vitzoo_onednn_isa()
+    if value in names:
+        return names[value]
+    return f"isa {value:#x}"
+
+
+def _threads() -> int:
+    """Cores per local device: several host devices call the kernel at once."""
+    from vitzoo.runtime import cpu_info
+
+    return max(1, cpu_info().physical_cores // max(1, jax.local_device_count()))
+
+
+def _call(a: jax.Array, b: jax.Array, out_dtype: Any, *, transpose_a: bool = False,
+          transpose_b: bool = False) -> jax.Array:
+    """One custom call: ``op(a) @ op(b)`` for 2-D ``a``/``b``, op = transpose when asked."""
+    _load()
+    m = a.shape[1] if transpose_a else a.shape[0]
+    n = b.shape[0] if transpose_b else b.shape[1]
+    call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((m, n), out_dtype),
+                            vmap_method="sequential")
+    return call(a, b, transpose_a=np.bool_(transpose_a), transpose_b=np.bool_(transpose_b),
+                threads=np.int64(_threads()))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _matmul(a: jax.Array, b: jax.Array, out_dtype: Any) -> jax.Array:
+    return _call(a, b, out_dtype)
+
+
+def _matmul_fwd(a: jax.Array, b: jax.Array, out_dtype: Any):
+    return _call(a, b, out_dtype), (a, b)
+
+
+def _matmul_bwd(out_dtype: Any, saved: tuple[jax.Array, jax.Array], g: jax.Array):
+    a, b = saved
+    g = g.astype(a.dtype)
+    da = _call(g, b, a.dtype, transpose_b=True)  # dA = G . B^T
+    db = _call(a, g, b.dtype, transpose_a=True)  # dB = A^T . G
+    return da, db
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+def onednn_matmul(a: jax.Array, b: jax.Array, out_dtype: Any = None) -> jax.Array:
+    """``a @ b`` for 2-D ``a [M, K]``, ``b [K, N]`` of one dtype (bf16/f32), via oneDNN.
+
+    Accumulates in float32; the result has ``out_dtype`` (default: the operands' dtype).
+    Differentiable: both backward products go through the kernel too.
+    """
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
+        raise ValueError(f"onednn_matmul needs [M, K] @ [K, N], got {a.shape} @ {b.shape}")
+    if a.dtype != b.dtype or jnp.dtype(a.dtype) not in _SUPPORTED:
+        raise ValueError(f"onednn_matmul needs two bfloat16 or two float32 operands, got "
+                         f"{a.dtype} and {b.dtype}")
+    return _matmul(a, b, jnp.dtype(out_dtype or a.dtype))
+
+
+def contract(lhs: jax.Array, rhs: jax.Array, n: int, out_dtype: Any = None) -> jax.Array:
+    """Contract ``lhs``'s last ``n`` dims with ``rhs``'s first ``n`` through oneDNN.
+
+    ``[*batch, *k] x [*k, *out] -> [*batch, *out]``, as one 2-D product (reshapes only).
+    """
+    batch, k, out = lhs.shape[:lhs.ndim - n], lhs.shape[lhs.ndim - n:], rhs.shape[n:]
+    if tuple(rhs.shape[:n]) != tuple(k):
+        raise ValueError(f"cannot contract {lhs.shape} with {rhs.shape} over {n} dims")
+    y = onednn_matmul(lhs.reshape(math.prod(batch), math.prod(k)),
+                      rhs.reshape(math.prod(k), math.prod(out)), out_dtype)
+    return y.reshape(*batch, *out)
+
+
+def _routable(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any) -> int | None:
+    """n when the product contracts lhs's trailing n dims with rhs's leading n, no batch."""
+    (lc, rc), (lb, rb) = dimension_numbers
+    n = len(lc)
+    if lb or rb or n == 0 or len(rc) != n:
+        return None
+    if tuple(lc) != tuple(range(lhs.ndim - n, lhs.ndim)) or tuple(rc) != tuple(range(n)):
+        return None
+    if lhs.dtype != rhs.dtype or jnp.dtype(lhs.dtype) not in _SUPPORTED:
+        return None
+    return n
+
+
+def dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any,
+                precision: Any = None, preferred_element_type: Any = None,
+                **kwargs: Any) -> jax.Array:
+    """``jax.lax.dot_general`` with the dense-layer case sent to oneDNN when it is active.
+
+    Routed: no batch dims, lhs's trailing dims contracted with rhs's leading dims, both
+    operands bf16 (or f32) and :func:`active` for that dtype. Everything else, and
+    everything when the backend is off, is ``jax.lax.dot_general`` unchanged.
+    """
+    n = _routable(lhs, rhs, dimension_numbers)
+    if n is not None and not kwargs and active(lhs.dtype):
+        return contract(lhs, rhs, n, preferred_element_type)
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=preferred_element_type, **kwargs)
+
+
+def dense_dot_general(dtype: Any) -> Callable[..., jax.Array] | None:
+    """What a model passes as ``nn.Dense(dot_general=...)``: ours when active, else None.
+
+    None keeps Flax's own default, so a model with the backend off traces as before.
+    """
+    return dot_general if active(dtype) else None
+
+
+def count_calls(jaxpr: Any) -> int:
+    """How many oneDNN custom calls a (closed) jaxpr makes, sub-jaxprs included."""
+    return str(jaxpr).count(TARGET)
+
+
+__all__: Sequence[str] = ("ENV", "MODES", "choose_backend", "contract", "count_calls",
+                          "dense_dot_general", "dot_general", "matmul_backend", "mode",
+                          "onednn_matmul")

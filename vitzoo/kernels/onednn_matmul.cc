@@ -1,0 +1,152 @@
+// C = A . B through oneDNN's matmul primitive, as an XLA FFI handler (jax.ffi).
+//
+// Why: XLA:CPU computes bf16 dots without the CPU's bf16 units (AVX512-BF16, AMX);
+// oneDNN dispatches on the ISA and uses them. A is [M,K] (or [K,M] with transpose_a),
+// B is [K,N] (or [N,K] with transpose_b); the transposes are expressed as memory
+// strides, never copied. Inputs bf16 or f32, accumulation in f32 (oneDNN's default),
+// output dtype taken from the result buffer. Primitives are cached per shape/dtype
+// behind a mutex; execution is thread-safe in oneDNN, and each call sets the calling
+// thread's OpenMP team size so that several XLA host devices do not oversubscribe.
+// Every failure is returned as an ffi::Error (JAX raises it), never an abort.
+
+#include <omp.h>
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "oneapi/dnnl/dnnl.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using Key = std::tuple<int64_t, int64_t, int64_t, bool, bool, int, int, int>;
+
+std::mutex g_mutex;
+dnnl_engine_t g_engine = nullptr;
+std::map<Key, dnnl_primitive_t> g_cache;
+
+std::string Status(const char* what, dnnl_status_t s) {
+  return std::string("oneDNN ") + what + " failed (status " + std::to_string(int(s)) + ")";
+}
+
+bool ToDnnl(ffi::DataType t, dnnl_data_type_t* out) {
+  switch (t) {
+    case ffi::DataType::BF16: *out = dnnl_bf16; return true;
+    case ffi::DataType::F32: *out = dnnl_f32; return true;
+    default: return false;
+  }
+}
+
+// Row-major [rows, cols] view, or its transpose when `transposed` (same buffer).
+dnnl_status_t Desc(dnnl_memory_desc_t* md, int64_t rows, int64_t cols, bool transposed,
+                   dnnl_data_type_t dt) {
+  dnnl_dims_t dims = {rows, cols};
+  dnnl_dims_t strides = {cols, 1};
+  if (transposed) {  // logical [rows, cols] stored as [cols, rows]
+    strides[0] = 1;
+    strides[1] = rows;
+  }
+  return dnnl_memory_desc_create_with_strides(md, 2, dims, dt, strides);
+}
+
+// The cached primitive for this problem (created on first sight); caller holds no lock.
+ffi::Error GetPrimitive(const Key& key, dnnl_primitive_t* out) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  dnnl_status_t s;
+  if (g_engine == nullptr) {
+    s = dnnl_engine_create(&g_engine, dnnl_cpu, 0);
+    if (s != dnnl_success) return ffi::Error::Internal(Status("engine_create", s));
+  }
+  auto it = g_cache.find(key);
+  if (it != g_cache.end()) {
+    *out = it->second;
+    return ffi::Error::Success();
+  }
+  auto [m, k, n, ta, tb, dta, dtb, dtc] = key;
+  dnnl_memory_desc_t a_md = nullptr, b_md = nullptr, c_md = nullptr;
+  dnnl_primitive_desc_t pd = nullptr;
+  dnnl_primitive_t prim = nullptr;
+  s = Desc(&a_md, m, k, ta, dnnl_data_type_t(dta));
+  if (s == dnnl_success) s = Desc(&b_md, k, n, tb, dnnl_data_type_t(dtb));
+  if (s == dnnl_success) s = Desc(&c_md, m, n, false, dnnl_data_type_t(dtc));
+  if (s == dnnl_success)
+    s = dnnl_matmul_primitive_desc_create(&pd, g_engine, a_md, b_md, nullptr, c_md, nullptr);
+  if (s == dnnl_success) s = dnnl_primitive_create(&prim, pd);
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (a_md) dnnl_memory_desc_destroy(a_md);
+  if (b_md) dnnl_memory_desc_destroy(b_md);
+  if (c_md) dnnl_memory_desc_destroy(c_md);
+  if (s != dnnl_success) return ffi::Error::Internal(Status("matmul primitive creation", s));
+  g_cache.emplace(key, prim);
+  *out = prim;
+  return ffi::Error::Success();
+}
+
+ffi::Error MatmulImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c,
+                      bool transpose_a, bool transpose_b, int64_t threads) {
+  auto ad = a.dimensions(), bd = b.dimensions(), cd = c->dimensions();
+  if (ad.size() != 2 || bd.size() != 2 || cd.size() != 2)
+    return ffi::Error::InvalidArgument("onednn_matmul takes 2-D operands and result");
+  int64_t m = transpose_a ? ad[1] : ad[0], k = transpose_a ? ad[0] : ad[1];
+  int64_t kb = transpose_b ? bd[1] : bd[0], n = transpose_b ? bd[0] : bd[1];
+  if (k != kb || cd[0] != m || cd[1] != n)
+    return ffi::Error::InvalidArgument("onednn_matmul: shapes do not chain (A " +
+                                       std::to_string(ad[0]) + "x" + std::to_string(ad[1]) +
+                                       ", B " + std::to_string(bd[0]) + "x" +
+                                       std::to_string(bd[1]) + ")");
+  dnnl_data_type_t dta, dtb, dtc;
+  if (!ToDnnl(a.element_type(), &dta) || !ToDnnl(b.element_type(), &dtb) ||
+      !ToDnnl(c->element_type(), &dtc))
+    return ffi::Error::InvalidArgument("onednn_matmul supports bfloat16 and float32 only");
+  if (m == 0 || n == 0) return ffi::Error::Success();
+  if (k == 0) {  // empty contraction: oneDNN rejects it, the answer is zeros
+    std::memset(c->untyped_data(), 0, c->size_bytes());
+    return ffi::Error::Success();
+  }
+  dnnl_primitive_t prim = nullptr;
+  Key key{m, k, n, transpose_a, transpose_b, int(dta), int(dtb), int(dtc)};
+  if (auto err = GetPrimitive(key, &prim); !err.success()) return err;
+
+  if (threads > 0) omp_set_num_threads(int(threads));
+  dnnl_memory_t mems[3] = {nullptr, nullptr, nullptr};
+  const int which[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
+  void* ptrs[3] = {a.untyped_data(), b.untyped_data(), c->untyped_data()};
+  const_dnnl_primitive_desc_t pd = nullptr;
+  dnnl_status_t s = dnnl_primitive_get_primitive_desc(prim, &pd);
+  dnnl_stream_t stream = nullptr;
+  if (s == dnnl_success) s = dnnl_stream_create(&stream, g_engine, dnnl_stream_default_flags);
+  for (int i = 0; i < 3 && s == dnnl_success; ++i) {
+    const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, which[i]);
+    s = dnnl_memory_create(&mems[i], md, g_engine, ptrs[i]);
+  }
+  if (s == dnnl_success) {
+    dnnl_exec_arg_t args[3] = {{which[0], mems[0]}, {which[1], mems[1]}, {which[2], mems[2]}};
+    s = dnnl_primitive_execute(prim, stream, 3, args);
+    if (s == dnnl_success) s = dnnl_stream_wait(stream);
+  }
+  for (auto* mem : mems)
+    if (mem) dnnl_memory_destroy(mem);
+  if (stream) dnnl_stream_destroy(stream);
+  if (s != dnnl_success) return ffi::Error::Internal(Status("matmul execution", s));
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OnednnMatmul, MatmulImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<bool>("transpose_a")
+                                  .Attr<bool>("transpose_b")
+                                  .Attr<int64_t>("threads"));
+
+// Which ISA oneDNN will use (for `vitzoo doctor`): "avx512_core_amx", "avx512_core_bf16", ...
+extern "C" int vitzoo_onednn_isa() { return int(dnnl_get_effective_cpu_isa()); }
