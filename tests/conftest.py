@@ -37,6 +37,9 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
     # The autotune trial (seconds of child processes per new shape) is off for the suite;
     # tests/adapt/test_autotune.py turns it on where it is the subject.
     monkeypatch.setenv("VITZOO_AUTOTUNE", "0")
+    # bf16 models use XLA's products on every CPU (jaxprs and counts do not depend on the
+    # machine's bf16 units, no kernel build per test home); tests/kernels/ switch oneDNN on.
+    monkeypatch.setenv("VITZOO_CPU_MATMUL", "xla")
     # A command's --no-compile-cache / --no-autotune is remembered for the process: in-process
     # CLI calls in one test must not decide it for the next.
     from vitzoo import runtime

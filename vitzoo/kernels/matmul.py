@@ -23,6 +23,7 @@ import functools
 import math
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -85,18 +86,24 @@ def _cpu_flags() -> frozenset[str]:
     return cpu_info().flags
 
 
-@functools.cache
-def _load() -> ctypes.CDLL:
-    """Build (if needed), load and register the kernel, once per process."""
-    from vitzoo.kernels.build import build
+_lib: list[ctypes.CDLL] = []  # the loaded kernel, once per process
 
-    path = build()
+
+def load(path: Path | None = None) -> ctypes.CDLL:
+    """Load and register the kernel at ``path`` (default: build it if needed), once per process."""
+    if _lib:
+        return _lib[0]
+    if path is None:
+        from vitzoo.kernels.build import build
+
+        path = build()
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as exc:
         raise VitzooError(f"the oneDNN kernel {path} does not load: {exc}",
                           f"delete {path.parent} to rebuild it, or set {ENV}=xla") from None
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.OnednnMatmul), platform="cpu")
+    _lib.append(lib)
     return lib
 
 
@@ -112,7 +119,7 @@ def kernel_problem() -> str | None:
     if _problem:
         return _problem[0]
     try:
-        _load()
+        load()
     except VitzooError as exc:
         _problem.append(exc.one_line().rstrip("."))
         return _problem[0]
@@ -137,7 +144,7 @@ def active(dtype: Any) -> bool:
 def onednn_isa() -> str | None:
     """The instruction set oneDNN dispatches to here (e.g. ``avx512_core_amx``), if loaded."""
     try:
-        lib = _load()
+        lib = load()
     except VitzooError:
         return None
     names = {0x1: "sse41", 0x3: "avx", 0x7: "avx2", 0xF: "avx2_vnni", 0x1F: "avx2_vnni_2",
@@ -160,7 +167,7 @@ def _threads() -> int:
 def _call(a: jax.Array, b: jax.Array, out_dtype: Any, *, transpose_a: bool = False,
           transpose_b: bool = False) -> jax.Array:
     """One custom call: ``op(a) @ op(b)`` for 2-D ``a``/``b``, op = transpose when asked."""
-    _load()
+    load()
     m = a.shape[1] if transpose_a else a.shape[0]
     n = b.shape[0] if transpose_b else b.shape[1]
     call = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct((m, n), out_dtype),

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vitzoo.kernels.matmul import dense_dot_general
 from vitzoo.models.configs import ACTIVATIONS
 
 LN_EPS = 1e-6
@@ -48,6 +49,9 @@ class MlpBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         dense_kw: dict[str, Any] = {"dtype": self.dtype}
+        routed = dense_dot_general(self.dtype)  # oneDNN for bf16 on CPUs with bf16 units
+        if routed is not None:
+            dense_kw["dot_general"] = routed
         if self.xavier:
             dense_kw |= {"kernel_init": nn.initializers.xavier_uniform(),
                          "bias_init": nn.initializers.normal(stddev=1e-6)}

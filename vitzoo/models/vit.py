@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vitzoo.kernels import matmul as cpu_matmul
 from vitzoo.models.layers import LN_EPS, DropPath, MlpBlock, layer_norm, scan_layers
 from vitzoo.models.resnet import resnet_stem
 
@@ -70,6 +71,13 @@ def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     return jnp.einsum("bhqk,bkhe->bqhe", weights.astype(dtype), v)
 
 
+def _project_out(heads_out: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
+    """``[B, Q, H, Dh] x [H, Dh, D] -> [B, Q, D]``: oneDNN when active for ``dtype``, else einsum."""
+    if cpu_matmul.active(dtype):
+        return cpu_matmul.contract(heads_out, kernel, 2)
+    return jnp.einsum("bqhe,hed->bqd", heads_out, kernel)
+
+
 attend = einsum_attention  # the formulation SelfAttention uses (benchmarks/levers.py swaps it)
 
 
@@ -96,12 +104,17 @@ class SelfAttention(nn.Module):
         out_kernel, out_bias = _Projection((heads, depth, width), 2, name="out")()
         kernel = jnp.stack([k for k, _ in qkv]).astype(self.dtype)  # [3, D, H, Dh]
         bias = jnp.stack([b for _, b in qkv]).astype(self.dtype)  # [3, H, Dh]
-        q, k, v = jnp.einsum("btd,pdhe->pbthe", x, kernel) + bias[:, None, None]
+        if cpu_matmul.active(self.dtype):  # one oneDNN product over the stacked kernels
+            stacked = jnp.moveaxis(kernel, 0, 1)  # [D, 3, H, Dh]
+            y = cpu_matmul.contract(x.astype(self.dtype), stacked, 1)  # [B, T, 3, H, Dh]
+            q, k, v = (y[:, :, i] + bias[i] for i in range(3))
+        else:
+            q, k, v = jnp.einsum("btd,pdhe->pbthe", x, kernel) + bias[:, None, None]
         dropout = None
         if not self.deterministic and self.dropout_rate > 0.0:
             dropout = (self.make_rng("dropout"), self.dropout_rate)
         heads_out = attend(q, k, v, dropout)
-        out = (jnp.einsum("bqhe,hed->bqd", heads_out, out_kernel.astype(self.dtype))
+        out = (_project_out(heads_out, out_kernel.astype(self.dtype), self.dtype)
                + out_bias.astype(self.dtype))
         if return_weights:  # attention maps: the same weights, recomputed (XLA folds the repeat)
             return out, attention_weights(q, k)
@@ -237,13 +250,16 @@ class CrossAttention(nn.Module):
 
         def project(name: str, y: jax.Array) -> jax.Array:
             kernel, bias = _Projection((width, heads, depth), 1, name=name)()
-            return (jnp.einsum("btd,dhe->bthe", y, kernel.astype(self.dtype))
-                    + bias.astype(self.dtype))
+            if cpu_matmul.active(self.dtype):
+                projected = cpu_matmul.contract(y.astype(self.dtype), kernel.astype(self.dtype), 1)
+            else:
+                projected = jnp.einsum("btd,dhe->bthe", y, kernel.astype(self.dtype))
+            return projected + bias.astype(self.dtype)
 
         q, k, v = project("query", queries), project("key", inputs), project("value", inputs)
         out_kernel, out_bias = _Projection((heads, depth, width), 2, name="out")()
-        return (jnp.einsum("bqhe,hed->bqd", einsum_attention(q, k, v),
-                           out_kernel.astype(self.dtype)) + out_bias.astype(self.dtype))
+        return (_project_out(einsum_attention(q, k, v), out_kernel.astype(self.dtype), self.dtype)
+                + out_bias.astype(self.dtype))
 
 
 class MAPHead(nn.Module):
