@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 LOCK := requirements/test.lock
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench index lock clean
+.PHONY: demo test lint bench index lock kernels clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/catalog.py
+
+# Compile the oneDNN bf16 matrix-product kernel into VITZOO_HOME/kernels (needs g++ and the
+# cpu-bf16 extra, which the test lock includes); otherwise vitzoo builds it on first use.
+kernels: $(STAMP)
+	$(BIN)/python -m vitzoo.kernels.build
 
 # Rebuild the embedded catalog from the embedded sources only.
 index: $(STAMP)
