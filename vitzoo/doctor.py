@@ -114,6 +114,30 @@ def accelerators() -> list[Line]:
     return lines
 
 
+def cpu_matmul() -> list[Line]:
+    """Which library computes ``--dtype bfloat16``'s dense products here, and why.
+
+    oneDNN (``vitzoo.kernels``) on CPUs with bf16 units; XLA otherwise. On such a CPU a
+    missing kernel is a warning: bf16 then runs slower than it could.
+    """
+    try:
+        import jax.numpy as jnp
+
+        from vitzoo.errors import VitzooError
+        from vitzoo.kernels import matmul
+
+        try:
+            name, reason = matmul.matmul_backend(jnp.bfloat16)
+        except VitzooError as exc:  # VITZOO_CPU_MATMUL=onednn, but the kernel is unavailable
+            return [Line("jax", "bf16 matmul", exc.one_line(), "problem")]
+        if name == "onednn":
+            return [Line("jax", "bf16 matmul", f"oneDNN ({matmul.onednn_isa()}): {reason}")]
+        level = "warn" if reason.startswith("oneDNN kernel unavailable") else "info"
+        return [Line("jax", "bf16 matmul", f"XLA: {reason}", level)]
+    except Exception as exc:  # report, never crash the doctor
+        return [Line("jax", "bf16 matmul", f"could not be checked: {exc}", "problem")]
+
+
 def _tcp(host: str, port: int, timeout: float) -> str | None:
     """None if a TCP connection opens, else the reason."""
     try:
@@ -234,6 +258,7 @@ def run_doctor(*, skip_ml: bool = False, timeout: float = 3.0) -> int:
     lines = versions()
     if not skip_ml:
         lines += accelerators()
+        lines += cpu_matmul()
     lines += sources(timeout)
     lines += cache_lines()
     lines += serving(lines)

@@ -147,3 +147,39 @@ def test_matmul_backend_of_this_process(kernel, monkeypatch):
     want = "onednn" if matmul._cpu_flags() & matmul.BF16_FLAGS else "xla"
     assert matmul.matmul_backend(jnp.bfloat16)[0] == want
     assert matmul.matmul_backend(jnp.float32)[0] == "xla"
+
+
+@pytest.mark.parametrize("backend,dtype", [("onednn", "bfloat16"), ("xla", "bfloat16"),
+                                           ("auto", "float32")])
+def test_finetune_runtime_records_the_backend(kernel, monkeypatch, backend, dtype):
+    """``runtime.matmul`` in run.json: what finetune's start decided, and why."""
+    from vitzoo.adapt.options import FinetuneOptions
+    from vitzoo.adapt.runner import start_runtime
+
+    monkeypatch.setenv(matmul.ENV, backend)
+    settings = start_runtime(FinetuneOptions(model="Ti/16", dataset="x", dtype=dtype), tune=False)
+    entry = settings["matmul"]
+    assert entry["mode"] == backend
+    assert entry["backend"] == ("onednn" if backend == "onednn" else "xla")
+    assert entry["reason"]
+    if backend == "onednn":
+        assert entry["isa"]  # e.g. avx512_core_bf16 or avx512_core_amx
+
+
+def test_doctor_line(kernel, monkeypatch):
+    from vitzoo import doctor
+
+    monkeypatch.setenv(matmul.ENV, "onednn")
+    [line] = doctor.cpu_matmul()
+    assert line.level == "ok" and line.value.startswith("oneDNN (")
+    monkeypatch.setenv(matmul.ENV, "xla")
+    [line] = doctor.cpu_matmul()
+    assert line.level == "info" and line.value == "XLA: VITZOO_CPU_MATMUL=xla"
+    monkeypatch.setenv(matmul.ENV, "onednn")
+    monkeypatch.setattr(matmul, "kernel_problem", lambda: "oneDNN is not installed")
+    [line] = doctor.cpu_matmul()
+    assert line.level == "problem" and "oneDNN is not installed" in line.value
+    monkeypatch.setenv(matmul.ENV, "auto")
+    monkeypatch.setattr(matmul, "_cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    [line] = doctor.cpu_matmul()
+    assert line.level == "warn" and "oneDNN is not installed" in line.value

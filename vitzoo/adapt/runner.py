@@ -176,6 +176,9 @@ def start_runtime(options: FinetuneOptions, *, tune: bool = True) -> dict[str, A
              else autotune.Decision("skipped", "a dry run"))
     settings = start(cluster=cluster, tuned_flags=tuned.tuned_flags())
     settings["autotune"] = tuned.record(jax.local_device_count())
+    from vitzoo.kernels import matmul  # which library computes the dense products, and why
+
+    settings["matmul"] = matmul.record(options.dtype)
     return settings
 
 

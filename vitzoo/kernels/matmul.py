@@ -136,6 +136,15 @@ def matmul_backend(dtype: Any) -> tuple[str, str]:
     return choose_backend(mode(), dtype, jax.default_backend(), _cpu_flags(), kernel_problem)
 
 
+def record(dtype: Any) -> dict[str, Any]:
+    """run.json's ``runtime.matmul``: the backend for compute ``dtype``, why, and oneDNN's ISA."""
+    name, reason = matmul_backend(dtype)
+    entry: dict[str, Any] = {"backend": name, "reason": reason, "mode": mode()}
+    if name == "onednn":
+        entry["isa"] = onednn_isa()
+    return entry
+
+
 def active(dtype: Any) -> bool:
     """Whether the model's dense products for compute ``dtype`` go through oneDNN."""
     return matmul_backend(dtype)[0] == "onednn"
