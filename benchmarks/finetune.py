@@ -17,6 +17,10 @@ Training (SGD momentum 0.9 + global-norm clipping at 1.0):
    interpreter named by ``VITZOO_BENCH_TORCH_PYTHON`` (a venv with torch and timm) and
    skips it when that variable is unset.
 
+``--dtype bfloat16`` runs twice: its matrix products on XLA (``VITZOO_CPU_MATMUL=xla``)
+and on vitzoo's oneDNN kernel (``VITZOO_CPU_MATMUL=onednn``, what ``auto`` picks on CPUs
+with AVX512-BF16/AMX; built before the round, skipped with the reason if it cannot be).
+
 Inference (forward images/s, batch 64, Ti/16 and B/16): vitzoo's ``Predictor`` (the path
 of ``vitzoo predict``), the plain Flax model under ``jax.jit``, timm under
 ``torch.inference_mode``.
@@ -310,21 +314,35 @@ def lscpu_summary() -> str:
             f"cores usable), SIMD: {simd}")
 
 
+def build_kernel(home: Path) -> str | None:
+    """Build vitzoo's oneDNN kernel into ``home`` (so no contender times it); None or why not."""
+    env = {**os.environ, "VITZOO_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "vitzoo.kernels.build"], env=env,
+                          capture_output=True, text=True)
+    return None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["failed"])[-1]
+
+
 def run_round(tmp: Path, ckpts: dict[str, Path], folder: Path, args: argparse.Namespace,
               round_index: int) -> dict[str, dict]:
     """Every contender once, in a fixed order; returns their results (and peak RSS)."""
     out: dict[str, dict] = {}
+    xla, onednn = {"VITZOO_CPU_MATMUL": "xla"}, {"VITZOO_CPU_MATMUL": "onednn"}
 
     def record(name: str, result: tuple[dict, float]) -> None:
         out[name] = {**result[0], "rss": result[1]}
         print(f"  {name}: {json.dumps(result[0])[:200]}", file=sys.stderr)
 
     home = tmp / f"home{round_index}"
-    for name, dtype in (("cold", "float32"), ("warm", "float32"), ("bf16", "bfloat16")):
+    no_kernel = build_kernel(home)
+    if no_kernel:
+        print(f"  no oneDNN contenders: {no_kernel}", file=sys.stderr)
+    runs = [("cold", "float32", {}), ("warm", "float32", {}), ("bf16", "bfloat16", xla)]
+    runs += [] if no_kernel else [("bf16-onednn", "bfloat16", onednn)]
+    for name, dtype, matmul in runs:
         work = tmp / f"run{round_index}-{name}"
         record(f"vitzoo-{name}", _child(VITZOO_RUN.format(
             ckpt=str(ckpts["Ti/16"]), folder=str(folder), work=str(work), steps=args.steps,
-            dtype=dtype), env={"VITZOO_HOME": str(home)}))
+            dtype=dtype), env={"VITZOO_HOME": str(home), **matmul}))
     record("plain", _child(PLAIN_RUN.format(size=SIZES["Ti/16"], steps=args.steps)))
     torch_python = os.environ.get(TORCH_ENV)
     if torch_python:
@@ -335,9 +353,12 @@ def run_round(tmp: Path, ckpts: dict[str, Path], folder: Path, args: argparse.Na
         reps = 3 if arch == "Ti/16" else 1
         record(f"fwd-vitzoo-{arch}", _child(VITZOO_FORWARD.format(
             ckpt=str(ckpts[arch]), reps=reps), env={"VITZOO_HOME": str(home)}))
-        for dtype in ("float32", "bfloat16"):
-            record(f"fwd-backbone-{dtype}-{arch}", _child(BACKBONE_FORWARD.format(
-                ckpt=str(ckpts[arch]), reps=reps, dtype=dtype), env={"VITZOO_HOME": str(home)}))
+        forwards = [("float32", "float32", {}), ("bfloat16", "bfloat16", xla)]
+        forwards += [] if no_kernel else [("bfloat16-onednn", "bfloat16", onednn)]
+        for name, dtype, matmul in forwards:
+            record(f"fwd-backbone-{name}-{arch}", _child(BACKBONE_FORWARD.format(
+                ckpt=str(ckpts[arch]), reps=reps, dtype=dtype),
+                env={"VITZOO_HOME": str(home), **matmul}))
         record(f"fwd-plain-{arch}", _child(PLAIN_FORWARD.format(size=SIZES[arch], reps=reps)))
         if torch_python:
             for dtype in ("fp32", "bf16"):
@@ -392,7 +413,10 @@ def render(rounds: list[dict[str, dict]], pipeline: dict, pipeline_rss: float,
     train_rows = [
         ("vitzoo finetune, cold compile cache (JPEG folder, tf.data)", "vitzoo-cold"),
         ("vitzoo finetune, warm compile cache (same command again)", "vitzoo-warm"),
-        ("vitzoo finetune --dtype bfloat16 (warm compile cache for the rest)", "vitzoo-bf16"),
+        ("vitzoo finetune --dtype bfloat16, XLA products (warm compile cache for the rest)",
+         "vitzoo-bf16"),
+        ("vitzoo finetune --dtype bfloat16, oneDNN products (VITZOO_CPU_MATMUL=onednn)",
+         "vitzoo-bf16-onednn"),
         ("plain jax.jit loop, Flax MHA, 12 unrolled blocks, random arrays", "plain"),
         ("timm + PyTorch, float32, random tensors", "timm-fp32"),
         ("timm + PyTorch, bfloat16 autocast, random tensors", "timm-bf16"),
@@ -436,7 +460,9 @@ def render(rounds: list[dict[str, dict]], pipeline: dict, pipeline_rss: float,
                           ("vitzoo backbone.Forward float32 (probe path, pmap)",
                            "fwd-backbone-float32"),
                           ("vitzoo backbone.Forward bfloat16 (probe path, pmap)",
-                           "fwd-backbone-bfloat16"),
+                           "fwd-backbone-bfloat16"),  # XLA's products (VITZOO_CPU_MATMUL=xla)
+                          ("vitzoo backbone.Forward bfloat16 + oneDNN products (probe path, pmap)",
+                           "fwd-backbone-bfloat16-onednn"),
                           ("plain jax.jit, Flax MHA, unrolled", "fwd-plain"),
                           ("timm + PyTorch float32, inference_mode", "fwd-timm-fp32"),
                           ("timm + PyTorch bfloat16 autocast, inference_mode", "fwd-timm-bf16")):
@@ -453,9 +479,10 @@ def render(rounds: list[dict[str, dict]], pipeline: dict, pipeline_rss: float,
         f"**{pipeline['img_per_sec']:.1f} img/s** = {stall:.1f}x the training step's "
         f"consumption (peak RSS {pipeline_rss:.0f} MiB).",
         "",
-        "Per-step img/s of the vitzoo runs (cold, warm, bf16): " + "; ".join(
+        "Per-step img/s of the vitzoo runs (cold, warm, bf16 XLA, bf16 oneDNN): " + "; ".join(
             ", ".join(f"{x:.2f}" for x in r[name]["all_img_per_sec"])
-            for r in rounds for name in ("vitzoo-cold", "vitzoo-warm", "vitzoo-bf16")
+            for r in rounds
+            for name in ("vitzoo-cold", "vitzoo-warm", "vitzoo-bf16", "vitzoo-bf16-onednn")
             if name in r),
         "",
         "The cold run is a first run on this machine: its first step includes the autotune "

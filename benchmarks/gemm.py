@@ -6,8 +6,9 @@ it), and PyTorch (oneDNN, which uses AMX / AVX512-BF16 units when the CPU has th
 the interpreter named by ``VITZOO_BENCH_TORCH_PYTHON`` (skipped when unset). Each
 contender runs in its own fresh process, one after another; the CPU's bf16-relevant
 flags are printed first, since they decide the answer (no AMX and no avx512_bf16: no
-unit multiplies bfloat16 natively, and a oneDNN ``jax.ffi`` custom call could not do
-better, which is why none is built).
+unit multiplies bfloat16 natively). vitzoo's own oneDNN kernel (``vitzoo.kernels``, a
+``jax.ffi`` custom call, what ``--dtype bfloat16`` uses on CPUs with bf16 units) runs as
+one more contender; it is built into ``VITZOO_HOME`` on first use, before the timing.
 
 Shapes: a square 2048 x 2048 x 2048 product and a ViT-B-shaped one, the MLP's first
 Dense over a batch of 64 images of 197 tokens (12608 x 768 x 3072).
@@ -64,6 +65,12 @@ print(json.dumps({{"seconds": sorted(ts)[len(ts) // 2], "torch": torch.__version
 """
 
 
+# The same product through vitzoo's oneDNN custom call (VITZOO_CPU_MATMUL=onednn forces it).
+VITZOO_CODE = JAX_CODE.replace(
+    "f = jax.jit(lambda a, b: a @ b)",
+    "from vitzoo.kernels.matmul import onednn_matmul\nf = jax.jit(lambda a, b: onednn_matmul(a, b))")
+
+
 def cpu_flags() -> list[str]:
     from vitzoo.runtime import cpu_info
 
@@ -88,7 +95,9 @@ def contenders() -> list[tuple[str, str, str, str | None]]:
     rows = [("JAX float32", sys.executable, JAX_CODE.replace("{dtype!r}", "'float32'"), None),
             ("JAX bfloat16", sys.executable, JAX_CODE.replace("{dtype!r}", "'bfloat16'"), None),
             ("JAX bfloat16 + oneDNN custom-call flag", sys.executable,
-             JAX_CODE.replace("{dtype!r}", "'bfloat16'"), ONEDNN)]
+             JAX_CODE.replace("{dtype!r}", "'bfloat16'"), ONEDNN),
+            ("vitzoo oneDNN bf16 (jax.ffi)", sys.executable,
+             VITZOO_CODE.replace("{dtype!r}", "'bfloat16'"), None)]
     torch_python = os.environ.get(TORCH_ENV)
     if torch_python:
         rows += [("PyTorch float32", torch_python, TORCH_CODE.replace("{dtype!r}", "'float32'"),

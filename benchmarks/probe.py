@@ -3,7 +3,8 @@
 Measured, side by side in one run, each contender in its own fresh process:
 
 1. ``vitzoo.probe`` extraction of Ti/16 and B/16 at 224 px, batch 64, float32 (and the
-   forward alone in bfloat16, ``--dtype bfloat16``), on a JPEG
+   forward alone in bfloat16, ``--dtype bfloat16``, with XLA's matrix products and with
+   vitzoo's oneDNN kernel, ``VITZOO_CPU_MATMUL=xla`` / ``onednn``), on a JPEG
    folder: end-to-end img/s (decode + resize + forward + chunked cache writes) and the
    forward alone (``vitzoo.probe.speed.measure``, as the probe ranks it).
 2. A plain ``jax.jit(model.apply)`` forward of the same model on random arrays.
@@ -237,6 +238,14 @@ def replace_memory_paragraph(path: Path, block: str) -> None:
         handle.write(pattern.sub(lambda _: block.rstrip() + "\n\n", text, count=1))
 
 
+def build_kernel(home: Path) -> str | None:
+    """Build vitzoo's oneDNN kernel into ``home`` (so no contender times it); None or why not."""
+    env = {**os.environ, "VITZOO_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "vitzoo.kernels.build"], env=env,
+                          capture_output=True, text=True)
+    return None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["failed"])[-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=128)
@@ -261,6 +270,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         env = {"VITZOO_HOME": str(tmp_path / "home")}
+        no_kernel = build_kernel(tmp_path / "home")  # before any timing; None: built
         # The folder is all images: the carved 10% validation split is not extracted here.
         small = make_folder(tmp_path / "small", args.images)
         for arch, timm_name in ARCHS.items():
@@ -269,14 +279,19 @@ def main() -> None:
             ours, rss = _child(EXTRACT.format(folder=str(small), ckpt=str(ckpt),
                                               repeats=args.repeats, dtype="float32"), env=env)
             ours16, _ = _child(EXTRACT.format(folder=str(small), ckpt=str(ckpt),
-                                              repeats=args.repeats, dtype="bfloat16"), env=env)
+                                              repeats=args.repeats, dtype="bfloat16"),
+                               env={**env, "VITZOO_CPU_MATMUL": "xla"})
+            onednn16 = None if no_kernel else _child(
+                EXTRACT.format(folder=str(small), ckpt=str(ckpt), repeats=args.repeats,
+                               dtype="bfloat16"), env={**env, "VITZOO_CPU_MATMUL": "onednn"})[0]
             plain, plain_rss = _child(PLAIN.format(arch=arch, repeats=args.repeats))
             timm_result = timm16 = None
             if torch_python:
                 timm_result, timm16 = (
                     _torch_child(torch_python, TIMM.format(name=timm_name, repeats=args.repeats,
                                                            bf16=bf16)) for bf16 in (False, True))
-            rows.append((arch, ours, rss, plain, plain_rss, timm_result, ours16, timm16))
+            rows.append((arch, ours, rss, plain, plain_rss, timm_result, ours16, timm16,
+                         onednn16))
         memory = measure_memory(tmp_path, sizes)
         scoring, scoring_rss = _child(SCORING.format(), env=env)
     lines = [
@@ -288,11 +303,12 @@ def main() -> None:
         f"{args.repeats} batches after a warm-up call; end to end includes JPEG decoding.",
         "",
         "| model | vitzoo extraction, end to end | vitzoo forward | vitzoo bf16 forward "
+        "| vitzoo bf16 + oneDNN forward "
         "| plain jax.jit forward | timm fp32 forward | timm bf16 autocast forward "
-        "| vitzoo / timm fp32 | vitzoo bf16 / timm bf16 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| vitzoo / timm fp32 | vitzoo bf16 / timm bf16 | vitzoo bf16 + oneDNN / timm bf16 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for arch, ours, _, plain, _, timm_result, ours16, timm16 in rows:
+    for arch, ours, _, plain, _, timm_result, ours16, timm16, onednn16 in rows:
         def cell(result: dict | None) -> str:
             return f"{result['forward']:.1f}" if result else "not measured"
 
@@ -300,8 +316,13 @@ def main() -> None:
             return f"{a['forward'] / b['forward']:.2f}x" if b else "n/a"
 
         lines.append(f"| {arch} | {ours['end_to_end']:.1f} | {ours['forward']:.1f} | "
-                     f"{ours16['forward']:.1f} | {plain['forward']:.1f} | {cell(timm_result)} | "
-                     f"{cell(timm16)} | {ratio(ours, timm_result)} | {ratio(ours16, timm16)} |")
+                     f"{ours16['forward']:.1f} | {cell(onednn16)} | {plain['forward']:.1f} | "
+                     f"{cell(timm_result)} | {cell(timm16)} | {ratio(ours, timm_result)} | "
+                     f"{ratio(ours16, timm16)} | "
+                     f"{ratio(onednn16, timm16) if onednn16 else 'n/a'} |")
+    lines += ["", "vitzoo bf16 forward: XLA's matrix products (`VITZOO_CPU_MATMUL=xla`); "
+              "+ oneDNN: vitzoo's kernel (`VITZOO_CPU_MATMUL=onednn`), "
+              + (f"not measured: {no_kernel}." if no_kernel else "built before the timing.")]
     if not torch_python:
         lines += ["", "timm: not measured (set VITZOO_BENCH_TORCH_PYTHON to a Python with "
                       "torch and timm)."]
