@@ -125,7 +125,8 @@ def test_the_package_has_no_import_cycles():
 #: below, never one above. The README's "Architecture" section shows the same order.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("vitzoo.errors", "vitzoo.config", "vitzoo.atomic", "vitzoo.text", "vitzoo.fileformats",
-     "vitzoo.versions", "vitzoo.arch_registry", "vitzoo.runtime", "vitzoo.accelerators"),
+     "vitzoo.versions", "vitzoo.arch_registry", "vitzoo.runtime", "vitzoo.accelerators",
+     "vitzoo.kernels"),
     ("vitzoo.names", "vitzoo.storage", "vitzoo.labels", "vitzoo.data"),
     ("vitzoo.catalog", "vitzoo.models"),
     ("vitzoo.weights",),
