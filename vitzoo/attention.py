@@ -13,6 +13,12 @@ reference (jeonsworld/ViT-pytorch, ``visualize_attention_map.ipynb``):
    divided by its maximum, resized bilinearly to the image and multiplied into it:
    bright where the model looked, dark elsewhere.
 
+The image is the one given, at its own size; the map covers the region the model saw. A
+checkpoint whose evaluation crops (timm's ``crop_pct`` < 1: shorter side to ``res / crop_pct``,
+centre crop ``res``) saw only the centre of the image, so its map is placed over that box
+(:func:`seen_box`) and the cut-off border, which the model never saw, is dark. The vit_jax
+rule resizes the whole image: the map covers all of it.
+
 Hybrids (R+ViT) work the same way: their tokens are cells of the ResNet feature map,
 which tile the image like patches. MLP-Mixer has no attention, hence no map.
 
@@ -37,6 +43,7 @@ from vitzoo.errors import VitzooError
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
+    from vitzoo.data.preprocess import Preprocess
     from vitzoo.models import ModelConfig
     from vitzoo.predict import Predictor
 
@@ -109,14 +116,42 @@ def patch_map(joint: np.ndarray, classifier: str = "token", prefix_tokens: int |
     return mask / mask.max()
 
 
-def overlay(image: Image.Image, mask: np.ndarray) -> Image.Image:
-    """``image`` (any mode/size) times ``mask`` resized bilinearly to it: the reference overlay."""
+Box = tuple[int, int, int, int]
+
+
+def seen_box(width: int, height: int, recipe: Preprocess) -> Box:
+    """``(left, top, right, bottom)``: the part of a ``width x height`` image the model saw.
+
+    The evaluation ``recipe``'s centre crop traced back through its resize (the geometry of
+    :func:`vitzoo.data.preprocess.apply`: ``keep_aspect`` sets the shorter side to ``resize``
+    and the longer to ``floor(resize * long / short)``; the crop starts at
+    ``round((side - crop) / 2)``), in the image's pixels, rounded to whole pixels. A recipe
+    without a centre crop saw the whole image.
+    """
+    if recipe.crop is None or not recipe.center_crop:
+        return 0, 0, width, height
+    if recipe.keep_aspect:
+        longer = recipe.resize * max(width, height) // min(width, height)
+        new_w, new_h = (longer, recipe.resize) if width >= height else (recipe.resize, longer)
+    else:
+        new_w = new_h = recipe.resize
+    left, top = round((new_w - recipe.crop) / 2), round((new_h - recipe.crop) / 2)
+    x, y = width / new_w, height / new_h  # resized -> original pixels
+    return (round(left * x), round(top * y), round((left + recipe.crop) * x),
+            round((top + recipe.crop) * y))
+
+
+def overlay(image: Image.Image, mask: np.ndarray, box: Box | None = None) -> Image.Image:
+    """``image`` (any mode/size) times ``mask`` resized bilinearly to ``box`` (default: the
+    whole image, the reference overlay); outside ``box`` the weight is 0 (dark)."""
     from PIL import Image
 
     rgb = image.convert("RGB")
+    left, top, right, bottom = box or (0, 0, *rgb.size)
     resized = Image.fromarray(mask.astype(np.float32)).resize(
-        rgb.size, Image.Resampling.BILINEAR)
-    weight = np.clip(np.asarray(resized), 0.0, 1.0)[..., None]
+        (max(1, right - left), max(1, bottom - top)), Image.Resampling.BILINEAR)
+    weight = np.zeros((rgb.size[1], rgb.size[0], 1), np.float32)
+    weight[top:bottom, left:right, 0] = np.clip(np.asarray(resized), 0.0, 1.0)
     return Image.fromarray((weight * np.asarray(rgb, np.float32)).astype(np.uint8))
 
 
@@ -161,8 +196,9 @@ def write_attention_maps(predictor: Predictor, images: Sequence[str | os.PathLik
                          out_dir: str | os.PathLike[str]) -> list[Path]:
     """Write one rollout overlay PNG per image into ``out_dir`` (atomically); return the paths.
 
-    Each PNG has the size of its input image. Raises :class:`VitzooError` for Mixer
-    checkpoints and unreadable images before anything is written.
+    Each PNG has the size of its input image, the map over the part the model saw
+    (:func:`seen_box`: all of it, or the centre crop of a timm checkpoint's rule). Raises
+    :class:`VitzooError` for Mixer checkpoints and unreadable images before anything is written.
     """
     from PIL import Image
 
@@ -182,7 +218,7 @@ def write_attention_maps(predictor: Predictor, images: Sequence[str | os.PathLik
             with Image.open(path) as original:
                 mask = patch_map(rolled, predictor.config.classifier,
                                  predictor.config.num_prefix_tokens)
-                picture = overlay(original, mask)
+                picture = overlay(original, mask, seen_box(*original.size, predictor.recipe))
             with atomic_path(target) as tmp:
                 picture.save(tmp, format="PNG")
     return targets

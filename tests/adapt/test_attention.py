@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 
 import numpy as np
@@ -256,3 +257,43 @@ def test_a_model_trained_on_one_quadrant_looks_at_that_quadrant():
     accuracy, trained = looked(params)
     assert accuracy >= 0.95  # it learned the task, so the map has something to show
     assert untrained < 1.3 and trained > 3.0  # the signal quadrant lights up (5.4x here)
+
+
+def _timm_center_crop_box(width: int, height: int, res: int, crop_pct: float
+                          ) -> tuple[int, int, int, int]:
+    """Worked out here from timm's evaluation transform, in the original image's pixels:
+    shorter side to floor(res / crop_pct), the longer scaled with it (torchvision truncates),
+    a res square cut at round((side - res) / 2) (half to even), mapped back by each axis's scale."""
+    scale = math.floor(res / crop_pct)
+    tall = width < height
+    sized = (scale, int(scale * height / width)) if tall else (int(scale * width / height), scale)
+    start = [round((side - res) / 2) for side in sized]
+    ratio = (width / sized[0], height / sized[1])
+    return (round(start[0] * ratio[0]), round(start[1] * ratio[1]),
+            round((start[0] + res) * ratio[0]), round((start[1] + res) * ratio[1]))
+
+
+@pytest.mark.parametrize("size", [(61, 45), (37, 70)])
+def test_a_cropping_checkpoints_map_covers_the_centre_crop_it_saw(tmp_path, capsys, size):
+    """DeiT's rule (crop_pct 0.9, centre crop): on a white image the map is bright exactly on
+    the crop box the model saw and dark on the border it never saw; the PNG keeps the size."""
+    from tests.support.family_standins import STANDINS, write_standin
+
+    folder = write_standin(tmp_path / "models", "deit")
+    crop_pct = STANDINS["deit"][2]["crop_pct"]
+    assert crop_pct < 1
+    photo = tmp_path / "white.png"
+    Image.new("RGB", size, (255, 255, 255)).save(photo)
+    out = tmp_path / "maps"
+    code, _, err = run_cli(capsys, "predict", str(folder), str(photo), "--attention", str(out),
+                           "--format", "json")
+    assert code == 0, err
+    res = Predictor(folder).resolution
+    left, top, right, bottom = _timm_center_crop_box(*size, res, crop_pct)
+    assert min(left, top) > 0 and right < size[0] and bottom < size[1]  # a border all round
+    pixels = np.asarray(Image.open(out / "white.png"))
+    assert pixels.shape == (size[1], size[0], 3)
+    lit = pixels.max(axis=-1) > 0
+    rows, cols = np.nonzero(lit)
+    assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == (left, top, right, bottom)
+    assert lit[top:bottom, left:right].all()  # all of the box: the map is positive everywhere

@@ -60,6 +60,9 @@ class FinetuneOptions(DataOptions):
     recipe: str | None = None
     #: What the recipe set: field -> ``{"value": ..., "source": ...}`` (recorded in run.json).
     recipe_values: dict[str, Any] = field(default_factory=dict)
+    #: The resolution ``res`` was rounded from to fit the model's stride, when the user gave no
+    #: ``--res`` (:func:`fit_resolution`); None: ``res`` is the value given or the default as is.
+    res_rounded_from: int | None = None
 
     def validate(self) -> None:
         """Refuse impossible settings before anything is loaded or compiled."""
@@ -120,3 +123,48 @@ def slug(text: str) -> str:
 def default_workdir(options: FinetuneOptions) -> Path:
     """``vitzoo-runs/<model>--<dataset>``: rerunning the same command finds and resumes it."""
     return Path("vitzoo-runs") / f"{slug(options.model)}--{slug(options.dataset)}"
+
+
+def model_stride(model: str, *, gcs_auth: bool = False) -> tuple[str, int]:
+    """``(architecture name, stride in pixels)`` of the checkpoint a fine-tune of ``model`` loads.
+
+    Read without JAX: from the name or a local file's shapes when they tell
+    (:func:`vitzoo.adapt.autotune.run_config`), else from the resolved checkpoint (a
+    registered run, a URL, a timm folder or Hub name: the file the run loads anyway).
+    """
+    from vitzoo.adapt.autotune import run_config
+
+    config = run_config(model)
+    if config is None:
+        from vitzoo.download.resolve import resolve_checkpoint
+
+        config = run_config(str(resolve_checkpoint(model, gcs_auth=gcs_auth)))
+    if config is None:  # pragma: no cover - a resolved checkpoint is a verified .npz
+        raise VitzooError(f"cannot read the architecture of {model!r}", "give --res explicitly")
+    return config.name, config.stride
+
+
+def fit_resolution(options: FinetuneOptions, explicit: set[str]
+                   ) -> tuple[FinetuneOptions, str | None]:
+    """``options`` with a resolution the model's stride divides, and the line that says so.
+
+    The default 384 (the AugReg papers' /16 and /32 models) is no multiple of a /14 model's
+    stride (DINOv2, some CLIP/EVA): when the user gave no ``--res``, the default (or the
+    recipe's value) is rounded to the nearest multiple, 378 for /14, and the value it came
+    from is kept in ``res_rounded_from`` (run.json's ``options``). A ``--res`` the user gave
+    is never changed: the model refuses it later with the one-line error it always gave.
+    """
+    if "res" in explicit:
+        return options, None
+    try:
+        name, stride = model_stride(options.model, gcs_auth=options.gcs_auth)
+    except VitzooError:  # not found, no network...: the run says so, in its own order
+        return options, None
+    if options.res % stride == 0:
+        return options, None
+    fitted = max(1, round(options.res / stride)) * stride
+    source = (f"the {options.recipe} recipe's" if "res" in options.recipe_values
+              else "the default")
+    note = (f"--res not given: {source} {options.res} is not a multiple of {name}'s stride "
+            f"{stride}; fine-tuning at {fitted}, the nearest multiple (give --res to choose)")
+    return replace(options, res=fitted, res_rounded_from=options.res), note

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vitzoo.adapt.options import FinetuneOptions, default_workdir
+from vitzoo.adapt.options import FinetuneOptions, default_workdir, fit_resolution
 from vitzoo.errors import VitzooError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,6 +64,8 @@ def launch(options: FinetuneOptions, lrs: tuple[float, ...], explicit: set[str],
     from vitzoo.adapt import recipes, runner
 
     options.validate()
+    if options.recipe is None:  # no --res: the default rounded to the model's stride
+        options = _fit_resolution(options, explicit)
     if options.recipe is None and len(lrs) == 1 and not dry_run:
         result = runner.run(replace(options, lr=lrs[0]))
         return _interrupted(result)
@@ -75,6 +77,7 @@ def launch(options: FinetuneOptions, lrs: tuple[float, ...], explicit: set[str],
         options, lrs, lines = recipes.apply_recipe(options, lrs, explicit,
                                                    train_examples=len(data.train), best=best)
         _say(lines)
+        options = _fit_resolution(options, explicit)  # the recipe's 384 as the default's
     options = replace(options, lr=lrs[0])
     runner.start_runtime(options, tune=not dry_run)  # tuned for the shapes the recipe settled
     if dry_run:
@@ -92,6 +95,12 @@ def launch(options: FinetuneOptions, lrs: tuple[float, ...], explicit: set[str],
     result = sweep(options, lrs, data)
     sys.stdout.write("\n".join(table(result.record)) + "\n")
     return 130 if result.record.get("interrupted") else 0
+
+
+def _fit_resolution(options: FinetuneOptions, explicit: set[str]) -> FinetuneOptions:
+    options, note = fit_resolution(options, explicit)
+    _say([note] if note else [])
+    return options
 
 
 def _interrupted(result: Any) -> int:

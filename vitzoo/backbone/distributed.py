@@ -4,11 +4,20 @@
 ``VITZOO_COORDINATOR`` / ``VITZOO_NUM_PROCESSES`` / ``VITZOO_PROCESS_ID`` (and JAX's
 own ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID``). Without
 any of them the run is single-process. Must run before anything touches a device.
+
+In a multi-process run, JAX's CPU collectives library (Gloo) writes ``[Gloo] Rank 0 is
+connected to 1 peer ranks...`` from C++ to file descriptor 1 when a collective first runs
+(not at ``initialize``; a new group of devices can print again), which would spoil ``--format
+json`` on stdout. :func:`initialize` therefore points descriptor 1 at stderr for the rest of
+the process and gives Python's ``sys.stdout`` a descriptor of its own on the real stdout
+(:func:`native_stdout_to_stderr`): stdout carries vitzoo's output only.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 from dataclasses import dataclass
 
 from vitzoo.errors import VitzooError
@@ -60,7 +69,35 @@ def initialize(cluster: Cluster) -> None:
     if _initialized is not None:
         raise VitzooError("jax.distributed is already initialised for another cluster",
                           "start a new process")
+    native_stdout_to_stderr()  # before the first collective: Gloo prints then
     jax.distributed.initialize(coordinator_address=cluster.coordinator,
                                num_processes=cluster.num_processes,
                                process_id=cluster.process_id)
     _initialized = cluster
+
+
+_stdout_moved = False
+
+
+def native_stdout_to_stderr() -> None:
+    """Send what native code writes to descriptor 1 to stderr; ``sys.stdout`` keeps the real
+    stdout on a duplicate descriptor. Once per process; nothing when ``sys.stdout`` is not
+    descriptor 1 (a test's capture, a caller's own stream): then it is not the stdout at stake.
+    """
+    global _stdout_moved
+    if _stdout_moved:
+        return
+    try:
+        on_fd1 = sys.stdout.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        on_fd1 = False
+    if not on_fd1:
+        return
+    old = sys.stdout
+    old.flush()
+    real = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(real, "w")), encoding=old.encoding,
+                                  errors=old.errors, line_buffering=old.line_buffering,
+                                  write_through=getattr(old, "write_through", False))
+    _stdout_moved = True
