@@ -16,8 +16,8 @@ import typer
 from vitzoo.cli import filter_options as opt
 from vitzoo.cli.accelerator_option import ALLOW_CPU
 from vitzoo.cli.cluster_options import COORDINATOR, NUM_PROCESSES, PROCESS_ID
-from vitzoo.cli.data_options import data_options, given_data_options, runtime_options
-from vitzoo.data.options import DataOptions
+from vitzoo.cli.data_options import data_options, runtime_options
+from vitzoo.data.options import DataOptions, forced_carve
 from vitzoo.errors import VitzooError
 from vitzoo.text import percent
 
@@ -68,12 +68,6 @@ def run_probe(dataset: DataOptions, *, candidates: list[str] | None, arch: list[
     for note in notes:
         say(note)
     return probe(dataset, chosen, settings, say=say, cluster=cluster)
-
-
-def forced_carve(data: DataOptions) -> float | None:
-    """``--val-fraction`` when given on the command line: the probe then carves that share of
-    each training class to choose on, even when the dataset has its own validation split."""
-    return data.val_fraction if "val_fraction" in given_data_options() else None
 
 
 def checked(sort: str, option: str = "--sort", task: str = "multiclass",
