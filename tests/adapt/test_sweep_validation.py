@@ -71,3 +71,28 @@ def test_the_sweep_reads_the_cli_s_record_of_val_fraction(tmp_path, capsys):
     assert data_options.forced_carve(FinetuneOptions(dataset="x", model="Ti/16")) == 0.1
     run_cli(capsys, "probe", "--dataset", str(tmp_path / "missing"))
     assert data_options.forced_carve(FinetuneOptions(dataset="x", model="Ti/16")) is None
+
+
+@pytest.mark.slow
+def test_a_sweep_over_a_folder_with_val_chooses_there_and_scores_test(tmp_path):
+    """End to end: ``sweep.json`` and every run say val/, and test is scored once, for the
+    chosen run."""
+    import json
+
+    from tests.support.adapt_helpers import cli, tiny_checkpoint
+
+    data = _folder(tmp_path / "data", val=True)
+    ckpt = tiny_checkpoint(tmp_path / "tiny.npz", num_classes=10)
+    sweep_dir = tmp_path / "sweep"
+    proc = cli(["finetune", str(ckpt), "--dataset", str(data), "--workdir", str(sweep_dir),
+                "--lr", "1e-06,0.1", "--steps", "4", "--warmup", "1", "--batch", "8",
+                "--res", "32", "--no-progress", "--no-register"],
+               env={"VITZOO_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((sweep_dir / "sweep.json").read_text())
+    assert (record["chosen_on"], record["test_split"]) == ("val", "test")
+    for lr in ("1e-06", "0.1"):
+        run = json.loads((sweep_dir / f"lr_{lr}" / "run.json").read_text())
+        assert run["dataset"]["eval_split"] == "val" and run["dataset"]["eval_examples"] == 6
+    assert record["test"]["split"] == "test" and record["test"]["examples"] == 2 * 4
+    assert "chose on the dataset's own val split (6 images" in proc.stderr
