@@ -67,3 +67,17 @@ def hf_offline() -> bool:
 def hub_can_serve(repo_id: str | None) -> bool:
     """A Hugging Face copy serves a file now: the file has a known repo and the Hub is allowed."""
     return bool(repo_id) and not hf_offline()
+
+
+#: The file of a timm Hub repo that holds the weights (what the Hugging Face source downloads).
+HF_WEIGHTS_FILE = "model.safetensors"
+
+
+def hf_hub_cache() -> Path:
+    """Where ``huggingface_hub`` keeps its downloads: ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else
+    ``~/.cache/huggingface/hub``; read at call time (the hub client reads them once, at import),
+    so the download and the catalog's ``available`` column look in the same place."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"
+    return Path(home).expanduser() / "hub"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -276,6 +277,61 @@ def test_available_is_derived_offline_from_cache_and_hub_copies(capsys, monkeypa
     assert tuned == [{"available": "hf"}]
     unknown = json_rows(capsys, "list", "--arch", "L/16", "--limit", "1", "--columns", "available")
     assert unknown == [{"available": "unknown"}]
+
+
+def _hub_download_layout(repo: str, files: dict[str, bytes], missing: tuple[str, ...] = ()) -> None:
+    """A repo in the Hugging Face cache as ``hf_hub_download`` leaves it (huggingface_hub's
+    documented layout): blobs named by etag, the snapshot's files linking to them, ``refs/main``
+    naming the commit, and ``.no_exist`` for files the Hub said it does not have."""
+    import hashlib
+    import os
+
+    from vitzoo.download.hub import hub_cache_dir
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    folder = hub_cache_dir() / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (folder / "blobs").mkdir()
+    for name, content in files.items():
+        etag = hashlib.sha256(content).hexdigest()
+        (folder / "blobs" / etag).write_bytes(content)
+        os.symlink(Path("..", "..", "blobs", etag), snapshot / name)
+    for name in missing:
+        (folder / ".no_exist" / commit).mkdir(parents=True, exist_ok=True)
+        (folder / ".no_exist" / commit / name).touch()
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+
+
+def test_offline_rows_whose_weights_are_in_the_hub_cache_are_available(capsys, monkeypatch):
+    """HF_HUB_OFFLINE is set (as in every test): a row whose Hub weights are in the local cache
+    says hf-cache, which the hub client serves offline; a repo with only its config cached, or
+    whose weights the Hub said it lacks, stays unknown, as does every other row."""
+    import huggingface_hub
+
+    from vitzoo.download.hub import hub_cache_dir
+
+    tuned = "timm/vit_base_patch16_224.augreg_in21k_ft_in1k"
+    config_only = "timm/vit_small_patch16_224.augreg_in21k_ft_in1k"
+    lacking = "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+    _hub_download_layout(tuned, {"model.safetensors": b"weights", "config.json": b"{}"})
+    _hub_download_layout(config_only, {"config.json": b"{}"})
+    _hub_download_layout(lacking, {"config.json": b"{}"}, missing=("model.safetensors",))
+    scanned = huggingface_hub.scan_cache_dir(hub_cache_dir())  # the hub client reads our layout
+    found = {r.repo_id: {f.file_name for rev in r.revisions for f in rev.files}
+             for r in scanned.repos}
+    assert found == {tuned: {"model.safetensors", "config.json"}, config_only: {"config.json"},
+                     lacking: {"config.json"}}
+
+    for name, expected in ((tuned, "hf-cache"), (config_only, "unknown"), (lacking, "unknown")):
+        rows = json_rows(capsys, "list", "--name", name, "--columns", "available")
+        assert rows == [{"available": expected}], name
+    rows = json_rows(capsys, "list", "--downloadable", "--columns", "checkpoint,hf_repo,available")
+    assert [(r["hf_repo"], r["available"]) for r in rows] == [(tuned, "hf-cache")]
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # online the Hub serves it: no need to look
+    rows = json_rows(capsys, "list", "--name", tuned, "--columns", "available")
+    assert rows == [{"available": "hf"}]
 
 
 def test_show_names_the_nearest_checkpoint_with_a_copy(capsys, monkeypatch):

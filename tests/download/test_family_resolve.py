@@ -197,10 +197,11 @@ def test_download_cli_and_availability_offline(capsys):
     listing = ("list", "--downloadable", "--collection", "timm-families/dinov2", "--format", "csv",
                "--columns", "checkpoint,available")
     code, out, _ = run_cli(capsys, *listing)
-    assert code == 0 and name not in out  # offline, not converted yet: no source says it can
+    # offline, not converted yet: the weights in the Hugging Face cache are the one source
+    assert code == 0 and f"{name},hf-cache" in out.splitlines()
     code, out, err = run_cli(capsys, "download", name, "--no-progress")
     assert code == 0, err
     path = Path(out.strip())
     assert path == cache.path_for(Path("timm-families/dinov2") / f"{name}.npz") and path.is_file()
     code, out, _ = run_cli(capsys, *listing)
-    assert code == 0 and f"{name},cache" in out.splitlines()
+    assert code == 0 and f'{name},"cache,hf-cache"' in out.splitlines()

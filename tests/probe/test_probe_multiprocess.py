@@ -23,12 +23,8 @@ def _stripes(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     return stripes(60.0 * label, size, rng)
 
 
-@pytest.mark.slow
-def test_probe_over_two_processes_equals_one_process(tmp_path):
-    root = write_folder(tmp_path / "data", _stripes, ["a", "b", "c"], train=6, test=4, size=32)
-    ckpt = write_tiny_vit(tmp_path / "vit.npz", **TINY)
-    base = ["probe", "--dataset", str(root), "--candidates", str(ckpt), "--shots", "1,2",
-            "--seeds", "2", "--knn-k", "3", "--batch", "8", "--format", "json"]
+def _two_processes_and_one(base: list[str], tmp_path: Path) -> tuple[list[str], str]:
+    """stdout of ``vitzoo BASE`` over two ``jax.distributed`` processes, then alone."""
     port = free_port()
     procs = [_cli([*base, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
                    "--process-id", str(i)], tmp_path / f"home{i}") for i in range(2)]
@@ -40,10 +36,20 @@ def test_probe_over_two_processes_equals_one_process(tmp_path):
     single = _cli(base, tmp_path / "home-single")
     out, err = single.communicate(timeout=300)
     assert single.returncode == 0, err[-3000:]
+    return outs, out
+
+
+@pytest.mark.slow
+def test_probe_over_two_processes_equals_one_process(tmp_path):
+    root = write_folder(tmp_path / "data", _stripes, ["a", "b", "c"], train=6, test=4, size=32)
+    ckpt = write_tiny_vit(tmp_path / "vit.npz", **TINY)
+    base = ["probe", "--dataset", str(root), "--candidates", str(ckpt), "--shots", "1,2",
+            "--seeds", "2", "--knn-k", "3", "--batch", "8", "--format", "json"]
+    outs, alone_out = _two_processes_and_one(base, tmp_path)
 
     assert outs[1] == ""  # process 0 writes the output
-    assert "[Gloo]" not in outs[0]
-    multi, alone = json.loads(outs[0]), json.loads(out)  # stdout is the JSON document, whole
+    assert "[Gloo]" not in outs[0]  # stdout is the JSON document, whole
+    multi, alone = json.loads(outs[0]), json.loads(alone_out)
     (m,), (a,) = multi["candidates"], alone["candidates"]
     assert m["throughput"]["devices"] == 2 and m["throughput"]["batch"] == 8
     for key in SCORES:  # the same hits on the same images: the same fractions
@@ -59,6 +65,44 @@ def test_probe_over_two_processes_equals_one_process(tmp_path):
         assert len(got) == len(expected)
         for g, e in zip(got, expected, strict=True):
             np.testing.assert_allclose(g, e, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_recommend_by_data_over_two_processes_chooses_as_one_process(tmp_path):
+    """``recommend --dataset`` takes the cluster options to its probe: the same choice, margin
+    and per-candidate scores as one process, written once (by process 0)."""
+    root = write_folder(tmp_path / "data", _stripes, ["a", "b", "c"], train=6, test=4, size=32)
+    ckpts = [str(write_tiny_vit(tmp_path / f"vit{i}.npz", seed=i, **TINY)) for i in (0, 1)]
+    base = ["recommend", "--dataset", str(root), "--candidates", ",".join(ckpts),
+            "--format", "json"]
+    outs, alone_out = _two_processes_and_one(base, tmp_path)
+
+    assert outs[1] == ""  # process 0 writes the output
+    multi, alone = json.loads(outs[0]), json.loads(alone_out)
+    assert multi["checkpoint"] in ckpts
+    for key in ("checkpoint", "value", "runner_up", "runner_up_value", "margin",
+                "choosing_split", "reported_split", "choosing_split_info"):
+        assert multi[key] == alone[key], key
+
+    def scores(ranking):  # img/s is measured, so it differs from run to run
+        return [{k: v for k, v in row.items() if k != "img_per_sec"} for row in ranking]
+
+    assert scores(multi["ranking"]) == scores(alone["ranking"])
+    assert (tmp_path / "home0" / "local_runs.json").is_file()  # process 0 registers the probe
+    assert not (tmp_path / "home1" / "local_runs.json").exists()
+    for m, a in zip(multi["candidates"], alone["candidates"], strict=True):
+        assert m["checkpoint"] == a["checkpoint"]
+        for key in SCORES:
+            assert m[key] == a[key], (m["checkpoint"], key)
+
+
+def test_recommend_without_dataset_refuses_the_cluster_options(capsys):
+    from tests.support.cli_helpers import run_cli
+
+    code, out, err = run_cli(capsys, "recommend", "--num-processes", "2")
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert "--num-processes applies to recommend --dataset only" in err
 
 
 @pytest.mark.parametrize("command", ["probe", "head-only"])
@@ -89,13 +133,13 @@ def test_a_streamed_split_over_several_processes_is_one_line_before_extraction(
 
 
 @pytest.mark.parametrize("option", ["--coordinator", "--num-processes", "--process-id"])
-def test_the_cluster_options_are_declared_once_and_probe_and_finetune_take_them(option):
+def test_the_cluster_options_are_declared_once_and_probe_finetune_recommend_take_them(option):
     from typer.testing import CliRunner
 
     from tests.project.test_cli_options import _cli_sources
     from vitzoo.cli import app
 
     assert _cli_sources().count(f'"{option}"') == 1
-    for command in ("probe", "finetune"):
+    for command in ("probe", "finetune", "recommend"):
         result = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
         assert result.exit_code == 0 and option in result.output, (command, option)

@@ -62,6 +62,7 @@ def launch(options: FinetuneOptions, lrs: tuple[float, ...], explicit: set[str],
     Returns the exit status (a dry run that does not fit: 1).
     """
     from vitzoo.adapt import recipes, runner
+    from vitzoo.data.options import forced_carve
 
     options.validate()
     if options.recipe is None:  # no --res: the default rounded to the model's stride
@@ -69,7 +70,10 @@ def launch(options: FinetuneOptions, lrs: tuple[float, ...], explicit: set[str],
     if options.recipe is None and len(lrs) == 1 and not dry_run:
         result = runner.run(replace(options, lr=lrs[0]))
         return _interrupted(result)
-    data = options.open()  # no JAX: the recipe needs the data's size before the runtime starts
+    # no JAX: the recipe needs the data's size before the runtime starts; a sweep may choose
+    # on the dataset's own validation split (choice_data), so it is read once, here
+    may_sweep = len(lrs) > 1 or options.recipe is not None
+    data = options.open(validation=may_sweep and forced_carve(options) is None)
     if options.recipe is not None:
         assert data.train is not None
         best = (recipes.best_known(options.model, options.dataset)
@@ -123,14 +127,28 @@ def _is_test(split_name: str) -> bool:
 def choice_data(options: FinetuneOptions, data: DataSplits) -> tuple[DataSplits, str | None]:
     """The data the runs train and choose on (eval = validation), and the test split's name.
 
-    When the dataset's held-out split is test, a validation split is carved from the
-    training images (deterministic, stratified by class); test is kept for the report.
+    When the dataset's held-out split is test, the runs choose on the dataset's own
+    validation split (TFDS ``validation``, a folder's ``val/``) when it has one and no
+    ``--val-fraction`` was given: the probe's rule (:func:`vitzoo.data.options.forced_carve`,
+    :func:`~vitzoo.data.options.own_validation`). Otherwise a validation split is carved
+    from the training images (deterministic, stratified by class). Test is kept for the report.
     """
+    from vitzoo.data.options import forced_carve, own_validation
     from vitzoo.data.source import carve
 
     if not _is_test(data.eval_split):
         has_test = data.kind == "tfds" or (Path(options.dataset) / "test").is_dir()
         return data, ("test" if has_test and options.eval_split is None else None)
+    if forced_carve(options) is None and data.task != "multilabel":  # multi-label: its own rule
+        # the caller's data was opened without its validation split: read it once more
+        own = data if own_validation(data) is not None else options.open(validation=True)
+        held_out = own_validation(own)
+        if held_out is not None:
+            note = (f"sweep: chose on the dataset's own {own.validation_split} split "
+                    f"({len(held_out)} images; --val-fraction carves from {own.train_split} "
+                    f"instead); {own.eval_split} is scored for the chosen run only")
+            return replace(own, eval=held_out, eval_split=own.validation_split, validation=None,
+                           validation_split=None, notes=[*own.notes, note]), own.eval_split
     train = data.train
     if train is None or not hasattr(train, "subset"):
         raise VitzooError("a learning-rate sweep chooses on validation data, and the training "

@@ -9,6 +9,8 @@ what is on this machine and in the configuration, never from a probe:
   are probed only when asked: ``probe_remote_mirrors``);
 * ``hf``     - timm's copy on the Hugging Face Hub, unless offline by
   :func:`vitzoo.config.hf_offline` (the one rule, as ``huggingface_hub`` reads it);
+* ``hf-cache`` - offline, but timm's copy is already in the local Hugging Face cache
+  (:func:`vitzoo.config.hf_hub_cache`), which the hub client serves without the network;
 * ``unknown`` - none of these: only the bucket may have it, and anonymous reads of
   the bucket are refused today (``vitzoo doctor`` checks it).
 """
@@ -21,6 +23,7 @@ from vitzoo import config
 from vitzoo.catalog.frame import Frame
 
 UNKNOWN = "unknown"
+HF_CACHED = "hf-cache"
 #: Columns :func:`availability` reads, for each view of the catalog.
 INPUT_COLUMNS = ("collection", "url", "adapt_url", "filename", "adapt_filename", "hf_repo",
                  "upstream_hf_repo")
@@ -92,6 +95,7 @@ def availability(frame: Frame, *, pretrained: bool = False,
         stems = [adapt_name or name for name, adapt_name in zip(
             _column(frame, "filename"), frame.column("adapt_filename"), strict=True)]
     hubs = _hub_copies(frame, pretrained)
+    hub_cached = _HubCache().has if config.hf_offline() else None
     collections = frame.column("collection")
     out = []
     for url, stem, hub, collection in zip(urls, stems, hubs, collections, strict=True):
@@ -107,8 +111,41 @@ def availability(frame: Frame, *, pretrained: bool = False,
                 sources.append("mirror")
         if config.hub_can_serve(hub):
             sources.append("hf")
+        elif hub and hub_cached(hub):
+            sources.append(HF_CACHED)
         out.append(",".join(dict.fromkeys(sources)) or UNKNOWN)
     return out
+
+
+class _HubCache:
+    """Which Hub repos have their weights in the local Hugging Face cache, asked once per repo.
+
+    The cache's top folder is listed once, so a repo never downloaded costs a set lookup, and
+    ``huggingface_hub`` (its own ``try_to_load_from_cache``: the file ``refs/main`` points at,
+    as an offline download resolves it) is imported only when some repo folder is there.
+    """
+
+    def __init__(self) -> None:
+        self.root = config.hf_hub_cache()
+        self.folders = ({p.name for p in self.root.iterdir() if p.is_dir()}
+                        if self.root.is_dir() else set())
+        self.known: dict[str, bool] = {}
+
+    def has(self, repo_id: str) -> bool:
+        if repo_id not in self.known:
+            self.known[repo_id] = (f"models--{repo_id.replace('/', '--')}" in self.folders
+                                   and self._cached(repo_id))
+        return self.known[repo_id]
+
+    def _cached(self, repo_id: str) -> bool:
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            found = try_to_load_from_cache(repo_id, config.HF_WEIGHTS_FILE,
+                                           cache_dir=self.root)
+        except ValueError:  # not a repo id the hub client accepts: it cannot serve it either
+            return False
+        return isinstance(found, str)
 
 
 def _column(frame: Frame, name: str) -> list:

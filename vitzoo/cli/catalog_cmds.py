@@ -13,6 +13,7 @@ import typer
 from vitzoo.cli import filter_options as opt
 from vitzoo.cli import render
 from vitzoo.cli.accelerator_option import ALLOW_CPU
+from vitzoo.cli.cluster_options import COORDINATOR, NUM_PROCESSES, PROCESS_ID
 from vitzoo.cli.data_options import data_options, runtime_options
 from vitzoo.config import DEFAULT_INDEX_CSV
 from vitzoo.data.options import DataOptions
@@ -153,15 +154,22 @@ def recommend_command(
     fmt: opt.OutputFormat = opt.FORMAT,
     index: str = opt.INDEX,
     candidates: list[str] = typer.Option(None, "--candidates", help="With --dataset: recommended (default), downloadable, or names/paths."),
+    coordinator: str = COORDINATOR,
+    num_processes: int = NUM_PROCESSES,
+    process_id: int = PROCESS_ID,
     allow_cpu: bool = ALLOW_CPU,
 ) -> None:
     """Recommended checkpoint per architecture: best i21k upstream by final_val (paper sec. 4.5).
 
     Ranks only where final_val is known for every candidate (a real index.csv was
     indexed); otherwise shows the published recommendation and says so. With --dataset,
-    probes the candidates on that dataset and chooses by measured accuracy (see probe).
+    probes the candidates on that dataset and chooses by measured accuracy (see probe); with
+    --coordinator, over several processes as probe does (process 0 writes the output).
     """
+    cluster = {declared.param_decls[0]: value for declared, value in (
+        (COORDINATOR, coordinator), (NUM_PROCESSES, num_processes), (PROCESS_ID, process_id))}
     if data:
+        from vitzoo.backbone.distributed import resolve
         from vitzoo.cli.probe_cmds import recommend_by_data
 
         given = {"--adapt-ds": adapt_ds, "--res": res, "--min-throughput": min_throughput,
@@ -171,7 +179,12 @@ def recommend_command(
                 raise VitzooError(f"{option} does not apply with --data (it filters the published "
                                   "catalog, not a probe)", f"drop {option}, or drop --data")
         return recommend_by_data(data, candidates=candidates, arch=arch, fmt=fmt,
-                                 by=by or "linear_accuracy", wide=wide, index=index)
+                                 by=by or "linear_accuracy", wide=wide, index=index,
+                                 cluster=resolve(coordinator, num_processes, process_id))
+    for option, value in cluster.items():
+        if value is not None:
+            raise VitzooError(f"{option} applies to recommend --dataset only (a probe over "
+                              "several processes)", f"drop {option}, or add --dataset")
     from vitzoo.catalog import api
 
     result = api.run_recommend(api.load_table(index), arch=opt.split_values(arch), adapt_ds=adapt_ds,

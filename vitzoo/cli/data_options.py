@@ -20,7 +20,7 @@ from typing import Any, TypeVar, get_args, get_type_hints
 
 import typer
 
-from vitzoo.data.options import DataOptions
+from vitzoo.data.options import DataOptions, given_fields, remember_given
 from vitzoo.errors import VitzooError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -89,7 +89,6 @@ def _with_parameters(command: Callable[..., Any], replaced: str,
 
 #: The hidden parameter through which typer hands the generated wrapper its context.
 _CONTEXT = "data_options_context"
-_given: frozenset[str] = frozenset()  # DataOptions fields the running command was given
 
 
 def given_options(ctx: typer.Context) -> set[str]:
@@ -102,8 +101,9 @@ def given_options(ctx: typer.Context) -> set[str]:
 
 def given_data_options() -> frozenset[str]:
     """The :class:`DataOptions` fields the running command was given explicitly, for the rare
-    option whose mere presence decides something (``probe --val-fraction`` forces a carve)."""
-    return _given
+    option whose mere presence decides something (``--val-fraction`` forces a carve: see
+    :func:`vitzoo.data.options.forced_carve`)."""
+    return given_fields()
 
 
 def data_options(*, required: bool = True, exclude: Iterable[str] = (),
@@ -136,9 +136,8 @@ def data_options(*, required: bool = True, exclude: Iterable[str] = (),
 
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            global _given
             context = kwargs.get(own_context) if own_context else kwargs.pop(_CONTEXT, None)
-            _given = frozenset(given_options(context) & set(names)) if context else frozenset()
+            remember_given(given_options(context) & set(names) if context else ())
             values = {name: kwargs.pop(name) for name in names}
             alias = kwargs.pop(DATA_ALIAS, None)
             if alias is not None and values["dataset"] not in (None, alias):

@@ -16,8 +16,8 @@ import typer
 from vitzoo.cli import filter_options as opt
 from vitzoo.cli.accelerator_option import ALLOW_CPU
 from vitzoo.cli.cluster_options import COORDINATOR, NUM_PROCESSES, PROCESS_ID
-from vitzoo.cli.data_options import data_options, given_data_options, runtime_options
-from vitzoo.data.options import DataOptions
+from vitzoo.cli.data_options import data_options, runtime_options
+from vitzoo.data.options import DataOptions, forced_carve
 from vitzoo.errors import VitzooError
 from vitzoo.text import percent
 
@@ -68,12 +68,6 @@ def run_probe(dataset: DataOptions, *, candidates: list[str] | None, arch: list[
     for note in notes:
         say(note)
     return probe(dataset, chosen, settings, say=say, cluster=cluster)
-
-
-def forced_carve(data: DataOptions) -> float | None:
-    """``--val-fraction`` when given on the command line: the probe then carves that share of
-    each training class to choose on, even when the dataset has its own validation split."""
-    return data.val_fraction if "val_fraction" in given_data_options() else None
 
 
 def checked(sort: str, option: str = "--sort", task: str = "multiclass",
@@ -205,11 +199,12 @@ def _pixel_notes(ordered: list[Any]) -> list[str]:
 
 def recommend_by_data(dataset: DataOptions, *, candidates: list[str] | None,
                       arch: list[str] | None, fmt: str, by: str = "linear_accuracy",
-                      wide: bool = False, index: str | None = None) -> None:
+                      wide: bool = False, index: str | None = None, cluster: Any = None) -> None:
     """``vitzoo recommend --dataset DS``: probe the candidates and say which one to start from.
 
     Chosen on the validation part, reported on the evaluation split, with the margin over the
     runner-up and whether the two are distinguishable; exits 1 when nothing was measured.
+    ``cluster``: as :func:`run_probe`; every process probes, process 0 alone writes.
     """
     from vitzoo.probe import report
     from vitzoo.probe.choice import explain
@@ -220,7 +215,10 @@ def recommend_by_data(dataset: DataOptions, *, candidates: list[str] | None,
     settings, score = checked(by, option="--by", task=dataset.task,
                               val_fraction=forced_carve(dataset))
     result = run_probe(dataset, candidates=candidates, arch=arch, ds=None, where=None,
-                       limit=None, index=index, settings=settings, quiet=fmt == "json")
+                       limit=None, index=index, settings=settings, quiet=fmt == "json",
+                       cluster=cluster)
+    if not result.main_process:  # process 0 writes the output (and the exit status says it)
+        return
     if not result.measured:
         if fmt == "table":
             _print_table(result, result.results, score, wide=wide)

@@ -9,11 +9,12 @@ Importing this module imports nothing heavy: :meth:`DataOptions.open` imports th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vitzoo.data.source import DataSplits
+    from vitzoo.data.source import DataSplits, Split
 
 
 @dataclass
@@ -83,3 +84,32 @@ class DataOptions:
 
 #: The dataset settings, in the order the record declares them.
 DATA_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DataOptions))
+
+
+_given: frozenset[str] = frozenset()  # DataOptions fields the running command was given
+
+
+def remember_given(names: Iterable[str]) -> None:
+    """Record the :class:`DataOptions` fields the running command was given explicitly (the CLI
+    calls this for every command); the rare option whose mere presence decides something is
+    read back with :func:`given_fields` by whichever layer decides it."""
+    global _given
+    _given = frozenset(names)
+
+
+def given_fields() -> frozenset[str]:
+    """The fields recorded by :func:`remember_given` (empty outside the CLI)."""
+    return _given
+
+
+def forced_carve(options: DataOptions) -> float | None:
+    """``--val-fraction`` when given explicitly: that share of each training class is then held
+    out to choose on (candidates by ``probe``, learning rates by a sweep), even when the dataset
+    has its own validation split; None: choose on the dataset's own split when it has one."""
+    return options.val_fraction if "val_fraction" in _given else None
+
+
+def own_validation(data: DataSplits) -> Split | None:
+    """The dataset's own validation split to choose on (TFDS ``validation``, a folder's ``val/``,
+    read by ``open(validation=True)`` when neither trained nor evaluated on), or None: carve."""
+    return data.validation if data.validation_split is not None else None

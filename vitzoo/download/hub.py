@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vitzoo.config import HF_WEIGHTS_FILE, hf_hub_cache
 from vitzoo.errors import VitzooError
 
-TIMM_WEIGHTS = "model.safetensors"
+TIMM_WEIGHTS = HF_WEIGHTS_FILE
 HF_HINT = "check the repo name, HF_ENDPOINT / HF_HUB_OFFLINE, or use another source"
 
 
@@ -28,10 +29,8 @@ def endpoint() -> str:
 
 
 def hub_cache_dir() -> Path:
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"
-    return Path(home).expanduser() / "hub"
+    """:func:`vitzoo.config.hf_hub_cache` (the catalog looks there too)."""
+    return hf_hub_cache()
 
 
 def offline() -> bool:

@@ -5,7 +5,8 @@ choice as ``vitzoo recommend``. ``downloadable``: every pre-trained checkpoint (
 list filters) that a configured source can serve now: already in the cache, on a
 ``VITZOO_MIRRORS`` mirror, or with a known Hugging Face copy while the Hub is allowed
 (:func:`vitzoo.config.hub_can_serve`, the rule the catalog's ``available`` column and downloads
-use). Anything else is a name, path or local run, resolved like any CHECKPOINT argument.
+use) or, offline, already in the local Hugging Face cache. Anything else is a name, path or
+local run, resolved like any CHECKPOINT argument.
 List filters (``--arch``, ``--ds``, ``--collection``, ``--name``, ``--where``) without
 ``--candidates`` select every pre-trained checkpoint that matches them, whatever its family
 (AugReg beside DeiT, DINOv2, CLIP, SigLIP...): a candidate is only a name the resolver turns

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vitzoo.data.options import DataOptions
+from vitzoo.data.options import DataOptions, own_validation
 from vitzoo.errors import VitzooError
 from vitzoo.probe.candidates import Candidate
 from vitzoo.probe.scores import DEFAULT_SHOTS, VALIDATION_FRACTION
@@ -152,11 +152,6 @@ def open_probe_dataset(options: DataOptions, *, validation: bool = False) -> Any
         raise VitzooError(f"{options.dataset} has no training images",
                           "a probe fits on the training split")
     return data
-
-
-def own_validation(data: Any) -> Any:
-    """The dataset's own validation split that candidates are chosen on, or None (carve)."""
-    return data.validation if data.validation_split is not None else None
 
 
 def check_resolution(candidates: Sequence[Candidate], res: int | None) -> None:
