@@ -103,3 +103,33 @@ def test_dot_general_is_lax_when_off(kernel, monkeypatch):
     ours = jax.make_jaxpr(lambda x, w: matmul.dot_general(x, w, dims))(x, w)
     lax = jax.make_jaxpr(lambda x, w: jax.lax.dot_general(x, w, dims))(x, w)
     assert str(ours) == str(lax)
+
+
+def test_threads_calling_one_cached_primitive_at_once_get_their_own_answers(onednn):
+    """Two host devices run the same shapes at once, so two threads execute one cached
+    primitive together; each must get its own product (a shared scratchpad mixed them)."""
+    import threading
+
+    rng = np.random.default_rng(3)
+    shape_a, shape_b = (1024, 768), (768, 1536)  # big enough for oneDNN to use a scratchpad
+    problems = [(rng.uniform(-1, 1, shape_a).astype(np.float32),
+                 rng.uniform(-1, 1, shape_b).astype(np.float32)) for _ in range(2)]
+    wants = [_bf16(a) @ _bf16(b) for a, b in problems]
+    product = jax.jit(lambda a, b: matmul.onednn_matmul(a, b, jnp.float32))
+    inputs = [(jnp.asarray(a, jnp.bfloat16), jnp.asarray(b, jnp.bfloat16)) for a, b in problems]
+    product(*inputs[0]).block_until_ready()  # compiled and the primitive cached first
+    worst = [0.0, 0.0]
+    start = threading.Barrier(2)
+
+    def work(i: int) -> None:
+        start.wait()
+        for _ in range(30):
+            got = np.asarray(product(*inputs[i]), np.float32)
+            worst[i] = max(worst[i], float(np.abs(got - wants[i]).max() / np.abs(wants[i]).max()))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert max(worst) < 1e-5, worst

@@ -5,7 +5,8 @@
 // B is [K,N] (or [N,K] with transpose_b); the transposes are expressed as memory
 // strides, never copied. Inputs bf16 or f32, accumulation in f32 (oneDNN's default),
 // output dtype taken from the result buffer. Primitives are cached per shape/dtype
-// behind a mutex; execution is thread-safe in oneDNN, and each call sets the calling
+// behind a mutex; each calling thread brings its own scratchpad, so two host devices may
+// execute one primitive at once, and each call sets the calling
 // thread's OpenMP team size so that several XLA host devices do not oversubscribe.
 // Every failure is returned as an ffi::Error (JAX raises it), never an abort.
 
@@ -17,6 +18,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "oneapi/dnnl/dnnl.h"
 #include "xla/ffi/api/ffi.h"
@@ -75,9 +77,15 @@ ffi::Error GetPrimitive(const Key& key, dnnl_primitive_t* out) {
   s = Desc(&a_md, m, k, ta, dnnl_data_type_t(dta));
   if (s == dnnl_success) s = Desc(&b_md, k, n, tb, dnnl_data_type_t(dtb));
   if (s == dnnl_success) s = Desc(&c_md, m, n, false, dnnl_data_type_t(dtc));
+  // A scratchpad per call (user mode): the library's own is shared between threads, and
+  // two host devices executing one cached primitive at once corrupted each other's results.
+  dnnl_primitive_attr_t attr = nullptr;
+  if (s == dnnl_success) s = dnnl_primitive_attr_create(&attr);
+  if (s == dnnl_success) s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
   if (s == dnnl_success)
-    s = dnnl_matmul_primitive_desc_create(&pd, g_engine, a_md, b_md, nullptr, c_md, nullptr);
+    s = dnnl_matmul_primitive_desc_create(&pd, g_engine, a_md, b_md, nullptr, c_md, attr);
   if (s == dnnl_success) s = dnnl_primitive_create(&prim, pd);
+  if (attr) dnnl_primitive_attr_destroy(attr);
   if (pd) dnnl_primitive_desc_destroy(pd);
   if (a_md) dnnl_memory_desc_destroy(a_md);
   if (b_md) dnnl_memory_desc_destroy(b_md);
@@ -114,20 +122,30 @@ ffi::Error MatmulImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBu
   if (auto err = GetPrimitive(key, &prim); !err.success()) return err;
 
   if (threads > 0) omp_set_num_threads(int(threads));
-  dnnl_memory_t mems[3] = {nullptr, nullptr, nullptr};
-  const int which[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
-  void* ptrs[3] = {a.untyped_data(), b.untyped_data(), c->untyped_data()};
+  // This thread's scratchpad, grown to the largest any of its calls needed.
+  thread_local std::vector<char> scratch;
+  const int which[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD};
+  dnnl_memory_t mems[4] = {nullptr, nullptr, nullptr, nullptr};
   const_dnnl_primitive_desc_t pd = nullptr;
   dnnl_status_t s = dnnl_primitive_get_primitive_desc(prim, &pd);
+  const_dnnl_memory_desc_t scratch_md =
+      s == dnnl_success ? dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0) : nullptr;
+  size_t scratch_bytes = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
+  if (scratch.size() < scratch_bytes + 64) scratch.resize(scratch_bytes + 64);
+  void* aligned = scratch.data() + (64 - reinterpret_cast<uintptr_t>(scratch.data()) % 64) % 64;
+  void* ptrs[4] = {a.untyped_data(), b.untyped_data(), c->untyped_data(), aligned};
+  const int nargs = scratch_bytes > 0 ? 4 : 3;
   dnnl_stream_t stream = nullptr;
   if (s == dnnl_success) s = dnnl_stream_create(&stream, g_engine, dnnl_stream_default_flags);
-  for (int i = 0; i < 3 && s == dnnl_success; ++i) {
-    const_dnnl_memory_desc_t md = dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, which[i]);
+  for (int i = 0; i < nargs && s == dnnl_success; ++i) {
+    const_dnnl_memory_desc_t md = i == 3 ? scratch_md
+        : dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, which[i]);
     s = dnnl_memory_create(&mems[i], md, g_engine, ptrs[i]);
   }
   if (s == dnnl_success) {
-    dnnl_exec_arg_t args[3] = {{which[0], mems[0]}, {which[1], mems[1]}, {which[2], mems[2]}};
-    s = dnnl_primitive_execute(prim, stream, 3, args);
+    dnnl_exec_arg_t args[4] = {{which[0], mems[0]}, {which[1], mems[1]}, {which[2], mems[2]},
+                               {which[3], mems[3]}};
+    s = dnnl_primitive_execute(prim, stream, nargs, args);
     if (s == dnnl_success) s = dnnl_stream_wait(stream);
   }
   for (auto* mem : mems)
