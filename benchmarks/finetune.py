@@ -20,6 +20,9 @@ Training (SGD momentum 0.9 + global-norm clipping at 1.0):
 ``--dtype bfloat16`` runs twice: its matrix products on XLA (``VITZOO_CPU_MATMUL=xla``)
 and on vitzoo's oneDNN kernel (``VITZOO_CPU_MATMUL=onednn``, what ``auto`` picks on CPUs
 with AVX512-BF16/AMX; built before the round, skipped with the reason if it cannot be).
+Float32 and oneDNN bf16 run once more with ``VITZOO_MALLOC_TUNING=retain`` (malloc keeps
+every freed block: fewer page faults, more memory; see the peak RSS column). That mode
+needs a few steps to settle its heap, so give ``--steps`` 8 or more.
 
 Inference (forward images/s, batch 64, Ti/16 and B/16): vitzoo's ``Predictor`` (the path
 of ``vitzoo predict``), the plain Flax model under ``jax.jit``, timm under
@@ -338,6 +341,9 @@ def run_round(tmp: Path, ckpts: dict[str, Path], folder: Path, args: argparse.Na
         print(f"  no oneDNN contenders: {no_kernel}", file=sys.stderr)
     runs = [("cold", "float32", {}), ("warm", "float32", {}), ("bf16", "bfloat16", xla)]
     runs += [] if no_kernel else [("bf16-onednn", "bfloat16", onednn)]
+    retain = {"VITZOO_MALLOC_TUNING": "retain"}  # every freed block kept: no page re-faulted
+    runs += [("retain", "float32", retain)]
+    runs += [] if no_kernel else [("bf16-onednn-retain", "bfloat16", {**onednn, **retain})]
     for name, dtype, matmul in runs:
         work = tmp / f"run{round_index}-{name}"
         record(f"vitzoo-{name}", _child(VITZOO_RUN.format(
@@ -417,6 +423,9 @@ def render(rounds: list[dict[str, dict]], pipeline: dict, pipeline_rss: float,
          "vitzoo-bf16"),
         ("vitzoo finetune --dtype bfloat16, oneDNN products (VITZOO_CPU_MATMUL=onednn)",
          "vitzoo-bf16-onednn"),
+        ("vitzoo finetune, VITZOO_MALLOC_TUNING=retain (warm)", "vitzoo-retain"),
+        ("vitzoo finetune --dtype bfloat16, oneDNN products + VITZOO_MALLOC_TUNING=retain",
+         "vitzoo-bf16-onednn-retain"),
         ("plain jax.jit loop, Flax MHA, 12 unrolled blocks, random arrays", "plain"),
         ("timm + PyTorch, float32, random tensors", "timm-fp32"),
         ("timm + PyTorch, bfloat16 autocast, random tensors", "timm-bf16"),

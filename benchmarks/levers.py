@@ -69,6 +69,8 @@ VARIANTS: dict[str, tuple[dict, str]] = {
         {"attention": "einsum", "unroll": True, "forward": True, "malloc": True}, ""),
     "train: device per core, malloc keeps freed buffers": (
         {"attention": "einsum", "unroll": True, "malloc": True}, "{cores}"),
+    "train: device per core, malloc retains every block (VITZOO_MALLOC_TUNING=retain)": (
+        {"attention": "einsum", "unroll": True, "malloc": "retain"}, "{cores}"),
     "timm float32": ({"kind": "timm"}, ""),
     "timm bfloat16 autocast": ({"kind": "timm", "bf16": True}, ""),
 }
@@ -86,7 +88,8 @@ GROUPS = {
     "malloc": ["forward: vitzoo Ti/16, glibc malloc defaults",
                "forward: vitzoo Ti/16, malloc keeps freed buffers (runtime.keep_freed_buffers)",
                "unrolled + one host device per core (pmap)",
-               "train: device per core, malloc keeps freed buffers"],
+               "train: device per core, malloc keeps freed buffers",
+               "train: device per core, malloc retains every block (VITZOO_MALLOC_TUNING=retain)"],
     "contenders": ["plain jax.jit loop (benchmarks/finetune.py)", "fused-qkv einsum attention",
                    "unrolled (the CPU default)", "unrolled + one host device per core (pmap)",
                    "unrolled, device per core, bfloat16 compute",
@@ -111,6 +114,8 @@ def jax_worker(spec: dict, batch: int) -> None:
     from vitzoo.runtime import keep_freed_buffers
 
     if spec.get("malloc"):
+        if spec["malloc"] == "retain":
+            os.environ["VITZOO_MALLOC_TUNING"] = "retain"
         keep_freed_buffers()
     if spec.get("attention") == "dpa":
         vit.attend = lambda q, k, v, dropout=None: jax.nn.dot_product_attention(q, k, v)

@@ -12,7 +12,8 @@ commands record in ``run.json``, so a run says which settings produced its speed
 - Host memory: glibc's malloc gives every block of 128 KiB or more its own ``mmap`` and
   returns it to the kernel when freed, so an XLA:CPU program re-faults (and the kernel
   re-zeroes) its large activation buffers on every call. :func:`keep_freed_buffers` makes
-  malloc keep them (measured: ``python benchmarks/levers.py --group malloc``).
+  malloc keep those up to 32 MiB, and with ``VITZOO_MALLOC_TUNING=retain`` every block,
+  at a cost in memory (measured: ``python benchmarks/levers.py --group malloc``).
 - Compilation cache: JAX's persistent cache under ``VITZOO_HOME/compile-cache`` turns the
   seconds of compiling a train step into a file read on every later run of the same
   shapes. It is on by default; ``--no-compile-cache`` or ``VITZOO_COMPILE_CACHE=0`` turn
@@ -47,7 +48,9 @@ MALLOC_ENV = "VITZOO_MALLOC_TUNING"
 #: values are refused, so blocks above it are still mapped one by one.
 MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = (1 << 31) - 1  # the largest int mallopt takes: never give the heap back
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+#: ``retain``: mallopt's int -1 becomes glibc's size_t maximum, a threshold no heap reaches.
+RETAIN_TRIM_THRESHOLD = (1 << 64) - 1
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -3, -4, -8  # <malloc.h>
 #: glibc reads these at start-up; a user who set one has chosen for themselves.
 _MALLOC_USER_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
@@ -174,6 +177,7 @@ def configure(*, compile_cache: bool | None = None, xla_flags: bool = True,
     default choice, which then leaves a device count they set alone. The compilation
     cache can be switched at any time.
     """
+    malloc = keep_freed_buffers()  # before JAX starts a thread: retain's one arena binds them all
     cpu = cpu_info()
     existing = os.environ.get("XLA_FLAGS", "")
     import jax
@@ -187,7 +191,6 @@ def configure(*, compile_cache: bool | None = None, xla_flags: bool = True,
             os.environ["XLA_FLAGS"] = " ".join([existing, *added]).strip()
     cache = compile_cache_wanted(compile_cache)
     cache_dir = _set_compile_cache(compile_cache_dir() if cache else None)
-    malloc = keep_freed_buffers()
     return {
         "cpu": cpu.as_dict(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -200,7 +203,7 @@ def configure(*, compile_cache: bool | None = None, xla_flags: bool = True,
 
 
 def keep_freed_buffers() -> dict[str, int] | None:
-    """Make glibc's malloc reuse freed blocks up to 32 MiB instead of unmapping them.
+    """Make glibc's malloc reuse freed blocks instead of unmapping them.
 
     WHY: by default glibc serves every block of 128 KiB or more with its own ``mmap`` and
     unmaps it on ``free``; it raises that threshold only when it sees such a block freed,
@@ -211,10 +214,20 @@ def keep_freed_buffers() -> dict[str, int] | None:
     the thresholds up front gives every process the fast behaviour from its first call.
     The price: freed heap memory stays with the process (its peak RSS is unchanged).
 
+    glibc caps the threshold at 32 MiB, and a train step's scratch buffer is one block of
+    gigabytes, still mapped and re-faulted on every step (~955k faults per Ti/16 step).
+    ``VITZOO_MALLOC_TUNING=retain`` goes further: no block is mapped on its own
+    (``M_MMAP_MAX`` 0), every thread allocates from the main heap (``M_ARENA_MAX`` 1;
+    other arenas map large blocks whatever the settings) and the heap is never trimmed,
+    so after a few steps nothing is faulted again. The price is memory: the heap keeps
+    its holes, and a Ti/16 train step's peak RSS went from 5.0 to 12.9 GB, which is why
+    it is asked for, not the default (benchmarks/levers.py --group malloc measures both).
+
     Returns the settings applied, or None where they were not (not glibc, the user set
     glibc's own malloc variables, or ``VITZOO_MALLOC_TUNING=0``). Idempotent.
     """
-    if os.environ.get(MALLOC_ENV, "1").strip().lower() in _OFF:
+    mode = malloc_mode()
+    if mode is None:
         return None
     if any(name in os.environ for name in _MALLOC_USER_ENV):
         return None
@@ -231,7 +244,27 @@ def keep_freed_buffers() -> dict[str, int] | None:
     if not (libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
             and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
         return None
-    return {"mmap_threshold": MMAP_THRESHOLD, "trim_threshold": TRIM_THRESHOLD}
+    settings = {"mmap_threshold": MMAP_THRESHOLD, "trim_threshold": TRIM_THRESHOLD}
+    if mode == "retain":
+        if not (libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_ARENA_MAX, 1)
+                and libc.mallopt(_M_TRIM_THRESHOLD, -1)):
+            return None
+        settings |= {"trim_threshold": RETAIN_TRIM_THRESHOLD, "mmap_max": 0, "arena_max": 1}
+    return settings
+
+
+def malloc_mode() -> str | None:
+    """``VITZOO_MALLOC_TUNING``: None (off), ``keep`` (the default) or ``retain``."""
+    text = os.environ.get(MALLOC_ENV, "1").strip().lower()
+    if text in _OFF:
+        return None
+    if text in ("", "1", "true", "yes", "on", "keep"):
+        return "keep"
+    if text == "retain":
+        return "retain"
+    raise VitzooError(f"{MALLOC_ENV}={text!r} is not a malloc setting",
+                      f"use {MALLOC_ENV}=1 (keep freed blocks up to 32 MiB, the default), "
+                      "retain (keep every freed block: faster training, more memory) or 0")
 
 
 def _set_compile_cache(cache_dir: Path | None) -> Path | None:

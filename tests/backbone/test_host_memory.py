@@ -71,3 +71,69 @@ def test_configure_records_the_malloc_settings(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
         "mmap_threshold": 32 << 20, "trim_threshold": 2**31 - 1}
+
+
+# A block far above glibc's 32 MiB ceiling, allocated from a second thread (its own arena
+# unless arenas are limited), touched, freed and allocated again: where it lives, and how
+# many pages the kernel had to fault in for the second touch (the oracle: getrusage).
+REUSE_A_LARGE_BLOCK = """
+import ctypes, json, resource, sys, threading
+from vitzoo import runtime
+settings = runtime.keep_freed_buffers()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size, found = 200 << 20, {}
+
+def work():
+    first = libc.malloc(size)
+    ctypes.memset(first, 1, size)
+    libc.free(first)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    again = libc.malloc(size)
+    ctypes.memset(again, 1, size)
+    found["faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    found["address"] = again
+
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+heap = [line.split()[0].split("-") for line in open("/proc/self/maps") if line.rstrip().endswith("[heap]")]
+inside = any(int(lo, 16) <= found["address"] < int(hi, 16) for lo, hi in heap)
+print(json.dumps({"settings": settings, "in_heap": inside, "faults": found["faults"]}))
+"""
+
+
+def _reuse(mode: str) -> dict:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in (runtime.MALLOC_ENV, "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                          "GLIBC_TUNABLES")}
+    proc = subprocess.run([sys.executable, "-c", REUSE_A_LARGE_BLOCK], capture_output=True,
+                          text=True, timeout=120,
+                          env={**clean, "PYTHONPATH": str(REPO_ROOT), runtime.MALLOC_ENV: mode})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_keep_still_maps_a_block_above_32_mib_and_faults_it_in_again():
+    result = _reuse("1")
+    assert result["in_heap"] is False
+    assert result["faults"] >= (200 << 20) // 4096 // 2  # ~51k pages of 4 KiB, re-zeroed
+
+
+def test_retain_reuses_a_freed_block_of_any_size_without_a_fault():
+    result = _reuse("retain")
+    assert result["settings"] == {"mmap_threshold": 32 << 20, "trim_threshold": 2**64 - 1,
+                                  "mmap_max": 0, "arena_max": 1}
+    assert result["in_heap"] is True  # the main heap, though a second thread allocated it
+    assert result["faults"] < 1000  # the pages were kept: nothing to fault in
+
+
+def test_an_unknown_malloc_setting_is_one_line(monkeypatch):
+    from vitzoo.errors import VitzooError
+
+    monkeypatch.setenv(runtime.MALLOC_ENV, "always")
+    with pytest.raises(VitzooError) as caught:
+        runtime.keep_freed_buffers()
+    assert "VITZOO_MALLOC_TUNING='always' is not a malloc setting" in caught.value.message
+    assert "retain" in caught.value.hint
