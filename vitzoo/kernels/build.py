@@ -111,10 +111,10 @@ def compile_command(compiler: str, onednn: OneDnn, ffi_include: Path, out: Path)
 
 def built_path(root: Path | None = None) -> Path:
     """Where the kernel for this environment lives (built or not); needs oneDNN installed."""
-    import jaxlib
+    from importlib.metadata import version
 
-    onednn = find_onednn()
-    key = build_key(SOURCE.read_bytes(), jaxlib.__version__, onednn.library)
+    onednn = find_onednn()  # jaxlib comes with jax; its version is read, not imported
+    key = build_key(SOURCE.read_bytes(), version("jaxlib"), onednn.library)
     return (root or kernels_dir()) / key / LIB_NAME
 
 
