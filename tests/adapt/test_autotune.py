@@ -219,6 +219,22 @@ def test_a_new_machine_version_or_shape_triggers_a_new_trial(tune, monkeypatch, 
     assert len(json.loads(autotune.cache_path().read_text())["entries"]) == 2
 
 
+@pytest.mark.parametrize("variable,value", [("VITZOO_CPU_MATMUL", "onednn"),
+                                            ("VITZOO_MALLOC_TUNING", "retain")])
+def test_a_different_matmul_or_malloc_switch_triggers_a_new_trial(tune, monkeypatch, variable,
+                                                                 value):
+    """The trial's children run under these switches: their winner belongs to them."""
+    _decide(Timings({}, default=10.0))
+    _new_process(monkeypatch)
+    monkeypatch.setenv(variable, value)
+    other = Timings({}, default=10.0)
+    assert _decide(other).source == "trial" and other.tried
+    entries = json.loads(autotune.cache_path().read_text())["entries"].values()
+    assert sorted(entry["key"]["cpu_matmul" if "MATMUL" in variable else "malloc"]
+                  for entry in entries) == sorted(["xla" if "MATMUL" in variable else "keep",
+                                                   value])
+
+
 # --- skipped when asked, and explicit settings win ------------------------------------------
 
 

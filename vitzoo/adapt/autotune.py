@@ -203,12 +203,20 @@ def _versions() -> dict[str, str | None]:
 
 def cache_key(cpu: runtime.CpuInfo, versions: dict[str, str | None], shapes: Shapes, batch: int,
               accum: str, user_flags: str) -> dict[str, Any]:
-    """What decides the fastest setting: the machine, the libraries and the run's shapes."""
+    """What decides the fastest setting: the machine, the libraries and the run's shapes.
+
+    Also the two environment switches that change the program or its memory behaviour
+    (``VITZOO_CPU_MATMUL``, ``VITZOO_MALLOC_TUNING``): the trial's children inherit them,
+    so a winner measured under one is not applied under the other.
+    """
+    from vitzoo.kernels.matmul import mode as matmul_mode
+
     return {"cpu": cpu.model, "physical_cores": cpu.physical_cores,
             "jax": versions.get("jax"), "jaxlib": versions.get("jaxlib"),
             "model": shapes.config, "resolution": shapes.resolution, "batch": batch,
             "dtype": shapes.dtype, "momentum_dtype": shapes.momentum_dtype, "accum": accum,
-            "user_xla_flags": user_flags}
+            "user_xla_flags": user_flags, "cpu_matmul": matmul_mode(),
+            "malloc": runtime.malloc_mode()}
 
 
 def cache_path() -> Path:
