@@ -220,8 +220,10 @@ def keep_freed_buffers() -> dict[str, int] | None:
     (``M_MMAP_MAX`` 0), every thread allocates from the main heap (``M_ARENA_MAX`` 1;
     other arenas map large blocks whatever the settings) and the heap is never trimmed,
     so after a few steps nothing is faulted again. The price is memory: the heap keeps
-    its holes, and a Ti/16 train step's peak RSS went from 5.0 to 12.9 GB, which is why
-    it is asked for, not the default (benchmarks/levers.py --group malloc measures both).
+    its holes (a Ti/16 fine-tune's peak RSS: 7.0 instead of 5.2 GiB, a bare one-device
+    train loop's 12.9 GB), and the gain was not there in every configuration measured,
+    which is why it is asked for, not the default (benchmarks/RESULTS.md: levers.py
+    --group malloc and finetune.py measure both).
 
     Returns the settings applied, or None where they were not (not glibc, the user set
     glibc's own malloc variables, or ``VITZOO_MALLOC_TUNING=0``). Idempotent.
