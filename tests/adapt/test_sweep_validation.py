@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.adapt_helpers import color_image, write_folder
 from vitzoo.adapt.options import FinetuneOptions
-from vitzoo.adapt.sweep import choice_data
+from vitzoo.adapt.sweep import choice_data, sweep_data
 from vitzoo.data import options as data_options
 
 CLASSES = ["green", "red"]
@@ -34,7 +34,7 @@ def _folder(root, *, val: bool):
 
 def _choice(root, **given):
     options = FinetuneOptions(dataset=str(root), model="Ti/16", **given)
-    data = options.open()  # as the sweep's caller opens it: without the validation split
+    data = sweep_data(options)  # as launch opens it for a sweep
     assert data.eval_split == "test"
     return choice_data(options, data)
 

@@ -62,18 +62,15 @@ def launch(options: FinetuneOptions, lrs: tuple[float, ...], explicit: set[str],
     Returns the exit status (a dry run that does not fit: 1).
     """
     from vitzoo.adapt import recipes, runner
-    from vitzoo.data.options import forced_carve
 
     options.validate()
     if options.recipe is None:  # no --res: the default rounded to the model's stride
-        options = _fit_resolution(options, explicit)
+        options = fit_resolution_said(options, explicit)
     if options.recipe is None and len(lrs) == 1 and not dry_run:
         result = runner.run(replace(options, lr=lrs[0]))
         return _interrupted(result)
-    # no JAX: the recipe needs the data's size before the runtime starts; a sweep may choose
-    # on the dataset's own validation split (choice_data), so it is read once, here
-    may_sweep = len(lrs) > 1 or options.recipe is not None
-    data = options.open(validation=may_sweep and forced_carve(options) is None)
+    # no JAX: the recipe needs the data's size before the runtime starts
+    data = sweep_data(options) if len(lrs) > 1 or options.recipe is not None else options.open()
     if options.recipe is not None:
         assert data.train is not None
         best = (recipes.best_known(options.model, options.dataset)
@@ -81,7 +78,7 @@ def launch(options: FinetuneOptions, lrs: tuple[float, ...], explicit: set[str],
         options, lrs, lines = recipes.apply_recipe(options, lrs, explicit,
                                                    train_examples=len(data.train), best=best)
         _say(lines)
-        options = _fit_resolution(options, explicit)  # the recipe's 384 as the default's
+        options = fit_resolution_said(options, explicit)  # the recipe's 384 as the default's
     options = replace(options, lr=lrs[0])
     runner.start_runtime(options, tune=not dry_run)  # tuned for the shapes the recipe settled
     if dry_run:
@@ -101,10 +98,19 @@ def launch(options: FinetuneOptions, lrs: tuple[float, ...], explicit: set[str],
     return 130 if result.record.get("interrupted") else 0
 
 
-def _fit_resolution(options: FinetuneOptions, explicit: set[str]) -> FinetuneOptions:
+def fit_resolution_said(options: FinetuneOptions, explicit: set[str]) -> FinetuneOptions:
+    """:func:`~vitzoo.adapt.options.fit_resolution`, its note said on stderr (finetune, head-only)."""
     options, note = fit_resolution(options, explicit)
     _say([note] if note else [])
     return options
+
+
+def sweep_data(options: FinetuneOptions) -> DataSplits:
+    """The data a sweep runs on, read once: with the dataset's own validation split, which
+    :func:`choice_data` chooses on, unless an explicit ``--val-fraction`` forces a carve."""
+    from vitzoo.data.options import forced_carve
+
+    return options.open(validation=forced_carve(options) is None)
 
 
 def _interrupted(result: Any) -> int:
@@ -128,27 +134,25 @@ def choice_data(options: FinetuneOptions, data: DataSplits) -> tuple[DataSplits,
     """The data the runs train and choose on (eval = validation), and the test split's name.
 
     When the dataset's held-out split is test, the runs choose on the dataset's own
-    validation split (TFDS ``validation``, a folder's ``val/``) when it has one and no
-    ``--val-fraction`` was given: the probe's rule (:func:`vitzoo.data.options.forced_carve`,
-    :func:`~vitzoo.data.options.own_validation`). Otherwise a validation split is carved
-    from the training images (deterministic, stratified by class). Test is kept for the report.
+    validation split (TFDS ``validation``, a folder's ``val/``) when ``data`` carries it
+    (:func:`sweep_data` reads it unless ``--val-fraction`` was given): the probe's rule
+    (:func:`vitzoo.data.options.forced_carve`, :func:`~vitzoo.data.options.own_validation`).
+    Otherwise a validation split is carved from the training images (deterministic,
+    stratified by class). Test is kept for the report.
     """
-    from vitzoo.data.options import forced_carve, own_validation
+    from vitzoo.data.options import own_validation
     from vitzoo.data.source import carve
 
     if not _is_test(data.eval_split):
         has_test = data.kind == "tfds" or (Path(options.dataset) / "test").is_dir()
         return data, ("test" if has_test and options.eval_split is None else None)
-    if forced_carve(options) is None and data.task != "multilabel":  # multi-label: its own rule
-        # the caller's data was opened without its validation split: read it once more
-        own = data if own_validation(data) is not None else options.open(validation=True)
-        held_out = own_validation(own)
-        if held_out is not None:
-            note = (f"sweep: chose on the dataset's own {own.validation_split} split "
-                    f"({len(held_out)} images; --val-fraction carves from {own.train_split} "
-                    f"instead); {own.eval_split} is scored for the chosen run only")
-            return replace(own, eval=held_out, eval_split=own.validation_split, validation=None,
-                           validation_split=None, notes=[*own.notes, note]), own.eval_split
+    held_out = own_validation(data)  # read by sweep_data unless --val-fraction was given
+    if held_out is not None and data.task != "multilabel":  # multi-label: its own rule
+        note = (f"sweep: chose on the dataset's own {data.validation_split} split "
+                f"({len(held_out)} images; --val-fraction carves from {data.train_split} "
+                f"instead); {data.eval_split} is scored for the chosen run only")
+        return replace(data, eval=held_out, eval_split=data.validation_split, validation=None,
+                       validation_split=None, notes=[*data.notes, note]), data.eval_split
     train = data.train
     if train is None or not hasattr(train, "subset"):
         raise VitzooError("a learning-rate sweep chooses on validation data, and the training "

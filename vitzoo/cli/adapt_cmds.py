@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from vitzoo.adapt.options import FinetuneOptions, fit_resolution
+from vitzoo.adapt.options import FinetuneOptions
 from vitzoo.cli.accelerator_option import ALLOW_CPU
 from vitzoo.cli.cluster_options import COORDINATOR, NUM_PROCESSES, PROCESS_ID
 from vitzoo.cli.data_options import data_options, runtime_options
@@ -58,7 +58,7 @@ def finetune_command(
     allow_cpu: bool = ALLOW_CPU,
 ) -> None:
     """Fine-tune a zoo checkpoint on a TFDS dataset or an image folder (paper defaults)."""
-    from vitzoo.adapt.sweep import launch, parse_lrs
+    from vitzoo.adapt.sweep import fit_resolution_said, launch, parse_lrs
 
     lrs = parse_lrs(lr)
     options = FinetuneOptions(
@@ -77,9 +77,7 @@ def finetune_command(
         if recipe or dry_run or len(lrs) > 1:
             raise VitzooError("--head-only takes neither --recipe, --dry-run nor several --lr",
                               "drop them, or fine-tune the whole model")
-        options, note = fit_resolution(options, given)  # no --res: 384 rounded to the stride
-        if note:
-            sys.stderr.write(note + "\n")
+        options = fit_resolution_said(options, given)  # no --res: 384 rounded to the stride
         return head_only_command(options, batch_given="batch" in given)
     code = launch(options, lrs, given_options(ctx), dry_run=dry_run)
     if code:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar, get_args, get_type_hints
 
 import typer
 
-from vitzoo.data.options import DataOptions, given_fields, remember_given
+from vitzoo.data.options import DataOptions, remember_given
 from vitzoo.errors import VitzooError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,13 +97,6 @@ def given_options(ctx: typer.Context) -> set[str]:
     given = {"COMMANDLINE", "ENVIRONMENT", "PROMPT"}  # by name: typer may carry its own click
     return {name for name in ctx.params
             if getattr(ctx.get_parameter_source(name), "name", None) in given}
-
-
-def given_data_options() -> frozenset[str]:
-    """The :class:`DataOptions` fields the running command was given explicitly, for the rare
-    option whose mere presence decides something (``--val-fraction`` forces a carve: see
-    :func:`vitzoo.data.options.forced_carve`)."""
-    return given_fields()
 
 
 def data_options(*, required: bool = True, exclude: Iterable[str] = (),

@@ -91,15 +91,10 @@ _given: frozenset[str] = frozenset()  # DataOptions fields the running command w
 
 def remember_given(names: Iterable[str]) -> None:
     """Record the :class:`DataOptions` fields the running command was given explicitly (the CLI
-    calls this for every command); the rare option whose mere presence decides something is
-    read back with :func:`given_fields` by whichever layer decides it."""
+    calls this for every command), for the rare option whose mere presence decides something
+    (:func:`forced_carve`)."""
     global _given
     _given = frozenset(names)
-
-
-def given_fields() -> frozenset[str]:
-    """The fields recorded by :func:`remember_given` (empty outside the CLI)."""
-    return _given
 
 
 def forced_carve(options: DataOptions) -> float | None:

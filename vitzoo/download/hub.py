@@ -20,7 +20,6 @@ from typing import Any
 from vitzoo.config import HF_WEIGHTS_FILE, hf_hub_cache
 from vitzoo.errors import VitzooError
 
-TIMM_WEIGHTS = HF_WEIGHTS_FILE
 HF_HINT = "check the repo name, HF_ENDPOINT / HF_HUB_OFFLINE, or use another source"
 
 
@@ -70,7 +69,7 @@ def _translate(exc: Exception, repo_id: str, filename: str) -> VitzooError:
     return VitzooError(f"{where} answered HTTP {status}: {text}", HF_HINT)
 
 
-def download(repo_id: str, filename: str = TIMM_WEIGHTS, *, revision: str | None = None,
+def download(repo_id: str, filename: str = HF_WEIGHTS_FILE, *, revision: str | None = None,
              progress: bool = True) -> Path:
     """Fetch one file of a Hub repo into the Hugging Face cache (verified by the hub client)."""
     from vitzoo.names import validate_path_component

@@ -71,11 +71,15 @@ def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     return jnp.einsum("bhqk,bkhe->bqhe", weights.astype(dtype), v)
 
 
-def _project_out(heads_out: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
-    """``[B, Q, H, Dh] x [H, Dh, D] -> [B, Q, D]``: oneDNN when active for ``dtype``, else einsum."""
+def _project(spec: str, x: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
+    """The einsum ``spec`` that contracts ``x``'s trailing dims with ``kernel``'s leading ones
+    (``btd,dhe->bthe``, ``bqhe,hed->bqd``): one oneDNN product when that backend is active for
+    ``dtype``, else the einsum itself, so the XLA path traces exactly as it always did."""
     if cpu_matmul.active(dtype):
-        return cpu_matmul.contract(heads_out, kernel, 2)
-    return jnp.einsum("bqhe,hed->bqd", heads_out, kernel)
+        lhs, rhs = spec.split("->")[0].split(",")
+        contracted = sum(axis in rhs for axis in lhs)  # the axes the two operands share
+        return cpu_matmul.contract(x.astype(dtype), kernel, contracted)
+    return jnp.einsum(spec, x, kernel)
 
 
 attend = einsum_attention  # the formulation SelfAttention uses (benchmarks/levers.py swaps it)
@@ -114,7 +118,7 @@ class SelfAttention(nn.Module):
         if not self.deterministic and self.dropout_rate > 0.0:
             dropout = (self.make_rng("dropout"), self.dropout_rate)
         heads_out = attend(q, k, v, dropout)
-        out = (_project_out(heads_out, out_kernel.astype(self.dtype), self.dtype)
+        out = (_project("bqhe,hed->bqd", heads_out, out_kernel.astype(self.dtype), self.dtype)
                + out_bias.astype(self.dtype))
         if return_weights:  # attention maps: the same weights, recomputed (XLA folds the repeat)
             return out, attention_weights(q, k)
@@ -250,16 +254,13 @@ class CrossAttention(nn.Module):
 
         def project(name: str, y: jax.Array) -> jax.Array:
             kernel, bias = _Projection((width, heads, depth), 1, name=name)()
-            if cpu_matmul.active(self.dtype):
-                projected = cpu_matmul.contract(y.astype(self.dtype), kernel.astype(self.dtype), 1)
-            else:
-                projected = jnp.einsum("btd,dhe->bthe", y, kernel.astype(self.dtype))
-            return projected + bias.astype(self.dtype)
+            return (_project("btd,dhe->bthe", y, kernel.astype(self.dtype), self.dtype)
+                    + bias.astype(self.dtype))
 
         q, k, v = project("query", queries), project("key", inputs), project("value", inputs)
         out_kernel, out_bias = _Projection((heads, depth, width), 2, name="out")()
-        return (_project_out(einsum_attention(q, k, v), out_kernel.astype(self.dtype), self.dtype)
-                + out_bias.astype(self.dtype))
+        return (_project("bqhe,hed->bqd", einsum_attention(q, k, v),
+                         out_kernel.astype(self.dtype), self.dtype) + out_bias.astype(self.dtype))
 
 
 class MAPHead(nn.Module):
