@@ -80,10 +80,15 @@ def choose_backend(mode: str, dtype: Any, platform: str, cpu_flags: frozenset[st
 
 
 @functools.cache
-def _cpu_flags() -> frozenset[str]:
+def _cpu() -> Any:
+    """This machine's :class:`vitzoo.runtime.CpuInfo`, read once (every traced product asks)."""
     from vitzoo.runtime import cpu_info
 
-    return cpu_info().flags
+    return cpu_info()
+
+
+def _cpu_flags() -> frozenset[str]:
+    return _cpu().flags
 
 
 _lib: list[ctypes.CDLL] = []  # the loaded kernel, once per process
@@ -168,9 +173,7 @@ def onednn_isa() -> str | None:
 
 def _threads() -> int:
     """Cores per local device: several host devices call the kernel at once."""
-    from vitzoo.runtime import cpu_info
-
-    return max(1, cpu_info().physical_cores // max(1, jax.local_device_count()))
+    return max(1, _cpu().physical_cores // max(1, jax.local_device_count()))
 
 
 def _call(a: jax.Array, b: jax.Array, out_dtype: Any, *, transpose_a: bool = False,
