@@ -183,3 +183,61 @@ def test_doctor_line(kernel, monkeypatch):
     monkeypatch.setattr(matmul, "_cpu_flags", lambda: frozenset({"avx512_bf16"}))
     [line] = doctor.cpu_matmul()
     assert line.level == "warn" and "oneDNN is not installed" in line.value
+
+
+# --- a trial's measured winner (use_measured / measured) ------------------------------
+
+
+def _tiny_forward_calls(dtype) -> int:
+    """oneDNN calls in the jaxpr of a freshly built tiny ViT's forward in ``dtype``."""
+    import jax
+    import numpy as np
+
+    from vitzoo.models import ModelConfig, build_model
+
+    config = ModelConfig(name="tiny", family="vit", hidden_size=32, mlp_dim=64, num_layers=1,
+                         patch_size=16, num_heads=2)
+    model = build_model(config, 3, dtype=dtype)
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+    return matmul.count_calls(jax.make_jaxpr(lambda p: model.apply(p, x))(params))
+
+
+def test_measured_winner_routes_float32_under_auto(kernel, monkeypatch):
+    monkeypatch.setenv(matmul.ENV, "auto")
+    matmul.forget_problem()
+    assert matmul.matmul_backend(jnp.float32)[0] == "xla"  # the rule: float32 stays with XLA
+    assert _tiny_forward_calls(jnp.float32) == 0
+    with matmul.measured(jnp.float32, "onednn"):
+        assert matmul.matmul_backend(jnp.float32)[0] == "onednn"
+        assert _tiny_forward_calls(jnp.float32) == 4  # qkv, out-proj, two MLP Dense
+    assert matmul.matmul_backend(jnp.float32)[0] == "xla"  # restored after the block
+    matmul.use_measured(jnp.float32, "onednn", "trial: 41 vs 37 img/s")
+    try:
+        assert matmul.matmul_backend(jnp.float32) == ("onednn", "trial: 41 vs 37 img/s")
+        assert matmul.record(jnp.float32)["backend"] == "onednn"
+    finally:
+        matmul.use_measured(jnp.float32, None)
+    assert matmul.matmul_backend(jnp.float32)[0] == "xla"
+
+
+def test_measured_winner_never_overrides_the_users_mode(kernel, monkeypatch):
+    matmul.forget_problem()
+    with matmul.measured(jnp.float32, "onednn"):
+        monkeypatch.setenv(matmul.ENV, "xla")
+        assert matmul.matmul_backend(jnp.float32) == ("xla", f"{matmul.ENV}=xla")
+        assert not matmul.available()
+    with matmul.measured(jnp.bfloat16, "xla"):
+        monkeypatch.setenv(matmul.ENV, "onednn")
+        assert matmul.matmul_backend(jnp.bfloat16)[0] == "onednn"
+
+
+def test_measured_onednn_falls_back_when_the_kernel_is_missing(monkeypatch):
+    monkeypatch.setenv(matmul.ENV, "auto")
+    monkeypatch.setattr(matmul, "kernel_problem", lambda: "no compiler")
+    with matmul.measured(jnp.float32, "onednn"):
+        name, reason = matmul.matmul_backend(jnp.float32)
+    assert name == "xla" and "no compiler" in reason
+    assert not matmul.available()
+    with pytest.raises(ValueError):
+        matmul.use_measured(jnp.float32, "mkl")

@@ -12,17 +12,21 @@ The switch is ``VITZOO_CPU_MATMUL``:
 
 - ``auto`` (default): oneDNN only when the compute dtype is bfloat16, JAX runs on CPU,
   the CPU has ``avx512_bf16`` or ``amx_bf16``, and the kernel loads (built on first use);
+  unless an autotune trial measured the other backend faster for that dtype on this
+  machine and said so with :func:`use_measured` (float32 products too: oneDNN's float32
+  GEMM beat XLA's by 3-20% on an AMD EPYC, benchmarks/RESULTS.md);
 - ``onednn``: always (bf16 and f32 compute), a one-line error if the kernel is unavailable;
 - ``xla``: never.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +140,57 @@ def forget_problem() -> None:
     _problem.clear()
 
 
+_measured: dict[str, tuple[str, str]] = {}  # compute dtype -> (backend, why): a trial's winner
+
+
+def use_measured(dtype: Any, backend: str | None, reason: str = "") -> None:
+    """Under ``auto``, compute ``dtype``'s products with ``backend`` (None: the rule again).
+
+    For autotune trials, which time both backends on this machine's shapes and keep the
+    faster. It applies to models traced afterwards (a jitted function keeps the backend it
+    was traced with) and never overrides ``VITZOO_CPU_MATMUL=xla``/``onednn``; a oneDNN
+    choice whose kernel does not load falls back to XLA with the reason.
+    """
+    name = jnp.dtype(dtype).name
+    if backend is None:
+        _measured.pop(name, None)
+        return
+    if backend not in ("onednn", "xla"):
+        raise ValueError(f"unknown matrix-product backend {backend!r}")
+    _measured[name] = (backend, reason or f"measured fastest on this machine for {name}")
+
+
+@contextlib.contextmanager
+def measured(dtype: Any, backend: str | None) -> Iterator[None]:
+    """:func:`use_measured` for the duration of a block (a trial traces each candidate)."""
+    name = jnp.dtype(dtype).name
+    before = _measured.get(name)
+    use_measured(dtype, backend, f"autotune candidate {backend}")
+    try:
+        yield
+    finally:
+        if before is None:
+            _measured.pop(name, None)
+        else:
+            _measured[name] = before
+
+
 def matmul_backend(dtype: Any) -> tuple[str, str]:
     """Which backend computes the model's dense products for compute ``dtype``, and why."""
+    chosen = _measured.get(jnp.dtype(dtype).name)
+    if chosen is not None and mode() == "auto" and jax.default_backend() == "cpu":
+        backend, reason = chosen
+        problem = kernel_problem() if backend == "onednn" else None
+        return ("xla", f"oneDNN kernel unavailable: {problem}") if problem else chosen
     return choose_backend(mode(), dtype, jax.default_backend(), _cpu_flags(), kernel_problem)
+
+
+def available() -> bool:
+    """Whether oneDNN could compute products here: JAX on CPU, mode ``auto``, kernel loads.
+
+    What an autotune trial asks before it offers oneDNN as a candidate.
+    """
+    return mode() == "auto" and jax.default_backend() == "cpu" and kernel_problem() is None
 
 
 def record(dtype: Any) -> dict[str, Any]:
@@ -277,6 +329,6 @@ def count_calls(jaxpr: Any) -> int:
     return str(jaxpr).count(TARGET)
 
 
-__all__: Sequence[str] = ("ENV", "MODES", "choose_backend", "contract", "count_calls",
-                          "dense_dot_general", "dot_general", "matmul_backend", "mode",
-                          "onednn_matmul")
+__all__: Sequence[str] = ("ENV", "MODES", "available", "choose_backend", "contract",
+                          "count_calls", "dense_dot_general", "dot_general", "matmul_backend",
+                          "measured", "mode", "onednn_matmul", "use_measured")
