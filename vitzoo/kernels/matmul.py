@@ -179,8 +179,7 @@ def matmul_backend(dtype: Any) -> tuple[str, str]:
     """Which backend computes the model's dense products for compute ``dtype``, and why."""
     chosen = _measured.get(jnp.dtype(dtype).name)
     if chosen is not None and mode() == "auto" and jax.default_backend() == "cpu":
-        backend, reason = chosen
-        problem = kernel_problem() if backend == "onednn" else None
+        problem = kernel_problem() if chosen[0] == "onednn" else None
         return ("xla", f"oneDNN kernel unavailable: {problem}") if problem else chosen
     return choose_backend(mode(), dtype, jax.default_backend(), _cpu_flags(), kernel_problem)
 
