@@ -137,3 +137,26 @@ def test_an_unknown_malloc_setting_is_one_line(monkeypatch):
         runtime.keep_freed_buffers()
     assert "VITZOO_MALLOC_TUNING='always' is not a malloc setting" in caught.value.message
     assert "retain" in caught.value.hint
+
+
+def test_the_command_line_tunes_malloc_before_its_command_runs(monkeypatch, capsys):
+    from vitzoo import cli
+
+    seen: list[bool] = []
+    monkeypatch.setattr(runtime, "keep_freed_buffers",
+                        lambda: seen.append("vitzoo.catalog.api" in sys.modules))
+    monkeypatch.delitem(sys.modules, "vitzoo.catalog.api", raising=False)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["list", "--arch", "Ti/16", "--limit", "1"])
+    assert done.value.code == 0
+    assert seen == [False]  # called once, before the command imported its modules
+
+
+def test_a_bad_malloc_setting_does_not_stop_a_catalog_command(monkeypatch, capsys):
+    from vitzoo import cli
+
+    monkeypatch.setenv(runtime.MALLOC_ENV, "always")
+    with pytest.raises(SystemExit) as done:
+        cli.main(["list", "--arch", "Ti/16", "--limit", "1"])
+    assert done.value.code == 0
+    assert "Ti_16" in capsys.readouterr().out  # the checkpoint row was listed

@@ -144,6 +144,9 @@ def usage_line(exc: typer.TyperException) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: user mistakes become one line on stderr."""
+    from vitzoo.runtime import tune_malloc_early
+
+    tune_malloc_early()  # before a library starts a thread (see its docstring)
     try:
         # Not standalone: typer's own usage errors come here, to be said in one line too.
         outcome = app(args=argv, prog_name="vitzoo", standalone_mode=False)
