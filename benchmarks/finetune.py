@@ -20,6 +20,8 @@ Training (SGD momentum 0.9 + global-norm clipping at 1.0):
 ``--dtype bfloat16`` runs twice: its matrix products on XLA (``VITZOO_CPU_MATMUL=xla``)
 and on vitzoo's oneDNN kernel (``VITZOO_CPU_MATMUL=onednn``, what ``auto`` picks on CPUs
 with AVX512-BF16/AMX; built before the round, skipped with the reason if it cannot be).
+Float32 runs once more with its products forced onto oneDNN; the default float32 runs
+use whichever backend the autotune measured faster here (reported below the tables).
 Float32 and oneDNN bf16 run once more with ``VITZOO_MALLOC_TUNING=retain`` (malloc keeps
 every freed block: fewer page faults, more memory; see the peak RSS column). That mode
 needs a few steps to settle its heap, so give ``--steps`` 8 or more.
@@ -262,25 +264,32 @@ ips = sorted(64 / t for t in times)
 print(json.dumps({{"img_per_sec": ips[len(ips) // 2]}}))
 """
 
+# vitzoo's forwards also say which backend computed their products (autotune may choose).
+VITZOO_TIMING = FORWARD_TIMING.replace(
+    '{{"img_per_sec": ips[len(ips) // 2]}}',
+    '{{"img_per_sec": ips[len(ips) // 2], "matmul": matmul_backend({dtype!r})}}')
+
 VITZOO_FORWARD = """
 import json, time
+from vitzoo.kernels.matmul import matmul_backend
 import numpy as np
 from vitzoo.predict import Predictor
 predictor = Predictor({ckpt!r})
 x = np.random.default_rng(0).uniform(-1, 1, (64, 224, 224, 3)).astype(np.float32)
 forward = predictor.logits
-""" + FORWARD_TIMING
+""" + VITZOO_TIMING.replace("{dtype!r}", "'float32'")
 
 # The probe's path (vitzoo.backbone.Forward: pmapped over the host devices), any dtype.
 BACKBONE_FORWARD = """
 import json, time
 import numpy as np
 from vitzoo.backbone import Forward, load
+from vitzoo.kernels.matmul import matmul_backend
 fwd = Forward(load({ckpt!r}), batch=64, dtype={dtype!r})
 n = len(fwd.placement.devices)
 x = np.random.default_rng(0).uniform(-1, 1, (64, 224, 224, 3)).astype(np.float32)
 forward = lambda x: fwd(x.reshape(n, -1, *x.shape[1:]))
-""" + FORWARD_TIMING
+""" + VITZOO_TIMING
 
 PLAIN_FORWARD = """
 import json, time
@@ -340,7 +349,8 @@ def run_round(tmp: Path, ckpts: dict[str, Path], folder: Path, args: argparse.Na
     if no_kernel:
         print(f"  no oneDNN contenders: {no_kernel}", file=sys.stderr)
     runs = [("cold", "float32", {}), ("warm", "float32", {}), ("bf16", "bfloat16", xla)]
-    runs += [] if no_kernel else [("bf16-onednn", "bfloat16", onednn)]
+    runs += [] if no_kernel else [("f32-onednn", "float32", onednn),
+                                  ("bf16-onednn", "bfloat16", onednn)]
     retain = {"VITZOO_MALLOC_TUNING": "retain"}  # every freed block kept: no page re-faulted
     runs += [("retain", "float32", retain)]
     runs += [] if no_kernel else [("bf16-onednn-retain", "bfloat16", {**onednn, **retain})]
@@ -359,8 +369,10 @@ def run_round(tmp: Path, ckpts: dict[str, Path], folder: Path, args: argparse.Na
         reps = 3 if arch == "Ti/16" else 1
         record(f"fwd-vitzoo-{arch}", _child(VITZOO_FORWARD.format(
             ckpt=str(ckpts[arch]), reps=reps), env={"VITZOO_HOME": str(home)}))
-        forwards = [("float32", "float32", {}), ("bfloat16", "bfloat16", xla)]
-        forwards += [] if no_kernel else [("bfloat16-onednn", "bfloat16", onednn)]
+        forwards = [("float32", "float32", {}), ("float32-xla", "float32", xla),
+                    ("bfloat16", "bfloat16", xla)]
+        forwards += [] if no_kernel else [("float32-onednn", "float32", onednn),
+                                          ("bfloat16-onednn", "bfloat16", onednn)]
         for name, dtype, matmul in forwards:
             record(f"fwd-backbone-{name}-{arch}", _child(BACKBONE_FORWARD.format(
                 ckpt=str(ckpts[arch]), reps=reps, dtype=dtype),
@@ -407,6 +419,24 @@ def _stat(rounds: list[dict[str, dict]], name: str, key: str) -> float | None:
     return _median(values) if values else None
 
 
+def _backends(last: dict[str, dict]) -> list[str]:
+    """The matrix-product backend (and training's autotune choice) of the default runs."""
+    said = []
+    runtime = last.get("vitzoo-cold", {}).get("runtime") or {}
+    choice = (runtime.get("autotune") or {}).get("choice")
+    if choice:
+        said.append(f"training autotune chose `{json.dumps(choice)}`")
+    if runtime.get("matmul"):
+        said.append(f"training products: {runtime['matmul'].get('backend')} "
+                    f"({runtime['matmul'].get('reason')})")
+    for name in ("fwd-vitzoo", "fwd-backbone-float32"):
+        for arch in SIZES:
+            matmul = last.get(f"{name}-{arch}", {}).get("matmul")
+            if matmul:
+                said.append(f"{name} {arch}: {matmul[0]} ({matmul[1]})")
+    return said or ["not reported"]
+
+
 def render(rounds: list[dict[str, dict]], pipeline: dict, pipeline_rss: float,
            args: argparse.Namespace) -> str:
     """The RESULTS.md section: training table, inference table, ratios, settings."""
@@ -421,6 +451,8 @@ def render(rounds: list[dict[str, dict]], pipeline: dict, pipeline_rss: float,
         ("vitzoo finetune, warm compile cache (same command again)", "vitzoo-warm"),
         ("vitzoo finetune --dtype bfloat16, XLA products (warm compile cache for the rest)",
          "vitzoo-bf16"),
+        ("vitzoo finetune float32, oneDNN products (VITZOO_CPU_MATMUL=onednn)",
+         "vitzoo-f32-onednn"),
         ("vitzoo finetune --dtype bfloat16, oneDNN products (VITZOO_CPU_MATMUL=onednn)",
          "vitzoo-bf16-onednn"),
         ("vitzoo finetune, VITZOO_MALLOC_TUNING=retain (warm)", "vitzoo-retain"),
@@ -466,8 +498,12 @@ def render(rounds: list[dict[str, dict]], pipeline: dict, pipeline_rss: float,
               "B/16 vs timm fp32 |", "|---|---:|---:|---:|---:|"]
     timm_fwd = [_stat(rounds, f"fwd-timm-fp32-{arch}", "img_per_sec") for arch in SIZES]
     for label, prefix in (("vitzoo Predictor (`vitzoo predict` path)", "fwd-vitzoo"),
-                          ("vitzoo backbone.Forward float32 (probe path, pmap)",
-                           "fwd-backbone-float32"),
+                          ("vitzoo backbone.Forward float32 (probe path, pmap; backend as "
+                           "chosen here)", "fwd-backbone-float32"),
+                          ("vitzoo backbone.Forward float32, XLA products (forced)",
+                           "fwd-backbone-float32-xla"),
+                          ("vitzoo backbone.Forward float32, oneDNN products (forced)",
+                           "fwd-backbone-float32-onednn"),
                           ("vitzoo backbone.Forward bfloat16 (probe path, pmap)",
                            "fwd-backbone-bfloat16"),  # XLA's products (VITZOO_CPU_MATMUL=xla)
                           ("vitzoo backbone.Forward bfloat16 + oneDNN products (probe path, pmap)",
@@ -496,6 +532,8 @@ def render(rounds: list[dict[str, dict]], pipeline: dict, pipeline_rss: float,
         "",
         "The cold run is a first run on this machine: its first step includes the autotune "
         "trial (on by default, bounded by VITZOO_AUTOTUNE_BUDGET); the warm run reuses its choice.",
+        "",
+        "What the default float32 runs used: " + "; ".join(_backends(rounds[-1])) + ".",
     ]
     return "\n".join(lines)
 

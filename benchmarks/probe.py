@@ -2,12 +2,13 @@
 
 Measured, side by side in one run, each contender in its own fresh process:
 
-1. ``vitzoo.probe`` extraction of Ti/16 and B/16 at 224 px, batch 64, float32 (and the
-   forward alone in bfloat16, ``--dtype bfloat16``, with XLA's matrix products and with
-   vitzoo's oneDNN kernel, ``VITZOO_CPU_MATMUL=xla`` / ``onednn``), on a JPEG
-   folder: end-to-end img/s (decode + resize + forward + chunked cache writes) and the
-   forward alone (``vitzoo.probe.speed.measure``, as the probe ranks it).
+1. ``vitzoo.probe`` extraction of Ti/16 and B/16 at 224 px, batch 64, on a JPEG folder:
+   end-to-end img/s (decode + resize + forward + chunked cache writes) and the forward
+   alone (``vitzoo.probe.speed.measure``, as the probe ranks it). Float32 with the
+   products on the backend ``VITZOO_CPU_MATMUL=auto`` picks here (a measured choice), then
+   forced onto XLA and onto vitzoo's oneDNN kernel; bfloat16 on each of the two.
 2. A plain ``jax.jit(model.apply)`` forward of the same model on random arrays.
+   Every forward figure is the median of ``--repeats`` batches after a warm-up call.
 3. timm's forward (``vit_tiny_patch16_224`` / ``vit_base_patch16_224``, fp32 and bf16
    autocast, ``torch.inference_mode``) when ``VITZOO_BENCH_TORCH_PYTHON`` names an interpreter with
    torch and timm (never installed into vitzoo's own environment).
@@ -61,6 +62,7 @@ print("{{}}")
 EXTRACT = """
 import json, time
 from vitzoo.data import open_dataset
+from vitzoo.kernels.matmul import matmul_backend
 from vitzoo.probe.features import Extractor, load_backbone
 from vitzoo.probe.speed import measure
 data = open_dataset({folder!r})
@@ -70,7 +72,8 @@ t = time.perf_counter()
 entry = extractor.extract(data.train)
 elapsed = time.perf_counter() - t
 print(json.dumps({{"end_to_end": len(data.train) / elapsed, "forward": speed["img_per_sec"],
-                  "images": len(data.train), "chunks": entry.num_chunks}}))
+                  "images": len(data.train), "chunks": entry.num_chunks,
+                  "matmul": matmul_backend({dtype!r})}}))
 """
 
 PLAIN = """
@@ -81,11 +84,12 @@ x = np.random.default_rng(0).uniform(-1, 1, (64, 224, 224, 3)).astype(np.float32
 params = jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])["params"]
 forward = jax.jit(lambda p, x: model.apply({{"params": p}}, x))
 forward(params, x).block_until_ready()
-t = time.perf_counter()
+rates = []
 for _ in range({repeats}):
-    out = forward(params, x)
-out.block_until_ready()
-print(json.dumps({{"forward": {repeats} * 64 / (time.perf_counter() - t)}}))
+    t = time.perf_counter()
+    forward(params, x).block_until_ready()
+    rates.append(64 / (time.perf_counter() - t))
+print(json.dumps({{"forward": sorted(rates)[len(rates) // 2]}}))
 """
 
 TIMM = """
@@ -95,10 +99,12 @@ model = timm.create_model({name!r}, pretrained=False).eval()
 x = torch.rand(64, 3, 224, 224) * 2 - 1
 with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled={bf16}):
     model(x)
-    t = time.perf_counter()
+    rates = []
     for _ in range({repeats}):
+        t = time.perf_counter()
         model(x)
-print(json.dumps({{"forward": {repeats} * 64 / (time.perf_counter() - t),
+        rates.append(64 / (time.perf_counter() - t))
+print(json.dumps({{"forward": sorted(rates)[len(rates) // 2],
                   "torch": torch.__version__, "timm": timm.__version__}}))
 """
 
@@ -246,10 +252,45 @@ def build_kernel(home: Path) -> str | None:
     return None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["failed"])[-1]
 
 
+#: vitzoo's extraction runs: (result key, compute dtype, VITZOO_CPU_MATMUL or None = auto).
+FORWARDS = (("float32", "float32", None), ("float32-xla", "float32", "xla"),
+            ("float32-onednn", "float32", "onednn"), ("bfloat16-xla", "bfloat16", "xla"),
+            ("bfloat16-onednn", "bfloat16", "onednn"))
+ROWS = (("vitzoo extraction, end to end (float32)", "float32", "end_to_end"),
+        ("vitzoo forward float32 (backend as chosen here)", "float32", "forward"),
+        ("vitzoo forward float32, XLA products (forced)", "float32-xla", "forward"),
+        ("vitzoo forward float32, oneDNN products (forced)", "float32-onednn", "forward"),
+        ("vitzoo forward bfloat16, XLA products", "bfloat16-xla", "forward"),
+        ("vitzoo forward bfloat16, oneDNN products", "bfloat16-onednn", "forward"),
+        ("plain jax.jit forward (float32)", "plain", "forward"),
+        ("timm fp32 forward", "timm", "forward"),
+        ("timm bf16 autocast forward", "timm-bf16", "forward"))
+
+
+def forward_table(results: dict[str, dict[str, dict]]) -> list[str]:
+    """One row per contender, one column per model, and the ratios to timm fp32 and bf16."""
+    archs = list(results)
+    lines = ["| img/s | " + " | ".join(archs) + " | "
+             + " | ".join(f"{a} vs timm fp32" for a in archs) + " | "
+             + " | ".join(f"{a} vs timm bf16" for a in archs) + " |",
+             "|---|" + "---:|" * (3 * len(archs))]
+    for label, key, field in ROWS:
+        values = [results[a].get(key, {}).get(field) for a in archs]
+        if all(v is None for v in values):
+            continue
+        ratios = [(v / results[a][peer]["forward"]
+                   if v is not None and results[a].get(peer) and field == "forward" else None)
+                  for peer in ("timm", "timm-bf16") for a, v in zip(archs, values, strict=True)]
+        lines.append(f"| {label} | " + " | ".join("n/a" if v is None else f"{v:.1f}"
+                                                  for v in values) + " | "
+                     + " | ".join("n/a" if r is None else f"{r:.2f}x" for r in ratios) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory-sizes", default="600,1800,3600,10800",
                         help="dataset sizes for the peak-memory measurement, comma-separated")
     parser.add_argument("--memory-only", action="store_true",
@@ -266,7 +307,7 @@ def main() -> None:
             replace_memory_paragraph(results, block)
         return
     torch_python = os.environ.get("VITZOO_BENCH_TORCH_PYTHON")
-    rows = []
+    results: dict[str, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         env = {"VITZOO_HOME": str(tmp_path / "home")}
@@ -276,58 +317,45 @@ def main() -> None:
         for arch, timm_name in ARCHS.items():
             ckpt = tmp_path / f"{arch.replace('/', '_')}.npz"
             _child(MAKE_CKPT.format(arch=arch, path=str(ckpt), res=224))
-            ours, rss = _child(EXTRACT.format(folder=str(small), ckpt=str(ckpt),
-                                              repeats=args.repeats, dtype="float32"), env=env)
-            ours16, _ = _child(EXTRACT.format(folder=str(small), ckpt=str(ckpt),
-                                              repeats=args.repeats, dtype="bfloat16"),
-                               env={**env, "VITZOO_CPU_MATMUL": "xla"})
-            onednn16 = None if no_kernel else _child(
-                EXTRACT.format(folder=str(small), ckpt=str(ckpt), repeats=args.repeats,
-                               dtype="bfloat16"), env={**env, "VITZOO_CPU_MATMUL": "onednn"})[0]
-            plain, plain_rss = _child(PLAIN.format(arch=arch, repeats=args.repeats))
-            timm_result = timm16 = None
+            found = results[arch] = {}
+            for key, dtype, matmul in FORWARDS:
+                if matmul == "onednn" and no_kernel:
+                    continue
+                found[key] = _child(EXTRACT.format(folder=str(small), ckpt=str(ckpt),
+                                                   repeats=args.repeats, dtype=dtype),
+                                    env={**env, **({"VITZOO_CPU_MATMUL": matmul} if matmul
+                                                   else {})})[0]
+            found["plain"] = _child(PLAIN.format(arch=arch, repeats=args.repeats))[0]
             if torch_python:
-                timm_result, timm16 = (
-                    _torch_child(torch_python, TIMM.format(name=timm_name, repeats=args.repeats,
-                                                           bf16=bf16)) for bf16 in (False, True))
-            rows.append((arch, ours, rss, plain, plain_rss, timm_result, ours16, timm16,
-                         onednn16))
+                for key, bf16 in (("timm", False), ("timm-bf16", True)):
+                    found[key] = _torch_child(torch_python, TIMM.format(
+                        name=timm_name, repeats=args.repeats, bf16=bf16))
         memory = measure_memory(tmp_path, sizes)
         scoring, scoring_rss = _child(SCORING.format(), env=env)
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores "
         f"(load average {os.getloadavg()[0]:.1f} at the end: a shared machine), Python "
         f"{platform.python_version()}; `python benchmarks/probe.py --images {args.images} "
-        f"--repeats {args.repeats}`. 224 px, batch 64, float32 unless named, random weights; each "
-        "contender in its own fresh process. Forward img/s: the mean over "
-        f"{args.repeats} batches after a warm-up call; end to end includes JPEG decoding.",
+        f"--repeats {args.repeats}`. 224 px, batch 64, random weights; each contender in its "
+        f"own fresh process. Forward img/s: the median of {args.repeats} batches after a "
+        "warm-up call (vitzoo: `vitzoo.probe.speed.measure`, as the probe ranks candidates); "
+        "end to end includes JPEG decoding and the cache writes.",
         "",
-        "| model | vitzoo extraction, end to end | vitzoo forward | vitzoo bf16 forward "
-        "| vitzoo bf16 + oneDNN forward "
-        "| plain jax.jit forward | timm fp32 forward | timm bf16 autocast forward "
-        "| vitzoo / timm fp32 | vitzoo bf16 / timm bf16 | vitzoo bf16 + oneDNN / timm bf16 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *forward_table(results),
+        "",
+        "vitzoo's float32 rows without a forced backend use what `VITZOO_CPU_MATMUL=auto` "
+        "chose on this machine: " + "; ".join(
+            f"{arch}: {found['float32']['matmul'][0]} ({found['float32']['matmul'][1]})"
+            for arch, found in results.items() if found.get("float32", {}).get("matmul"))
+        + ". " + (f"oneDNN rows not measured: {no_kernel}." if no_kernel else
+                  "vitzoo's oneDNN kernel was built before the timing."),
     ]
-    for arch, ours, _, plain, _, timm_result, ours16, timm16, onednn16 in rows:
-        def cell(result: dict | None) -> str:
-            return f"{result['forward']:.1f}" if result else "not measured"
-
-        def ratio(a: dict, b: dict | None) -> str:
-            return f"{a['forward'] / b['forward']:.2f}x" if b else "n/a"
-
-        lines.append(f"| {arch} | {ours['end_to_end']:.1f} | {ours['forward']:.1f} | "
-                     f"{ours16['forward']:.1f} | {cell(onednn16)} | {plain['forward']:.1f} | "
-                     f"{cell(timm_result)} | {cell(timm16)} | {ratio(ours, timm_result)} | "
-                     f"{ratio(ours16, timm16)} | "
-                     f"{ratio(onednn16, timm16) if onednn16 else 'n/a'} |")
-    lines += ["", "vitzoo bf16 forward: XLA's matrix products (`VITZOO_CPU_MATMUL=xla`); "
-              "+ oneDNN: vitzoo's kernel (`VITZOO_CPU_MATMUL=onednn`), "
-              + (f"not measured: {no_kernel}." if no_kernel else "built before the timing.")]
+    timm_info = next((f["timm"] for f in results.values() if f.get("timm")), None)
     if not torch_python:
         lines += ["", "timm: not measured (set VITZOO_BENCH_TORCH_PYTHON to a Python with "
                       "torch and timm)."]
-    elif rows[0][5]:
-        lines += ["", f"timm {rows[0][5]['timm']}, torch {rows[0][5]['torch']}, "
+    elif timm_info:
+        lines += ["", f"timm {timm_info['timm']}, torch {timm_info['torch']}, "
                       "`torch.set_num_threads(os.cpu_count())`."]
     lines += [
         "",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import finetune, levers, profile_step
+from benchmarks import finetune, levers, probe, profile_step
 
 
 def _args(**kw):
@@ -51,6 +51,24 @@ def test_finetune_table_gives_medians_over_rounds_and_ratios():
     assert "2 host devices, compile cache on" in body
 
 
+def test_finetune_says_which_backend_the_default_runs_used():
+    last = _round(12.0, 10.0, 20.0)
+    last["vitzoo-cold"]["runtime"] |= {
+        "autotune": {"choice": {"host_devices": 2, "cpu_matmul": "onednn"}},
+        "matmul": {"backend": "onednn", "reason": "autotune: 15.0 vs 13.0 img/s"}}
+    last["fwd-backbone-float32-Ti/16"] = {"img_per_sec": 40.0,
+                                         "matmul": ["xla", "measured fastest"]}
+    body = finetune.render([last], {"img_per_sec": 100.0}, 800.0, _args(rounds=1))
+    said = next(line for line in body.splitlines() if line.startswith("What the default"))
+    assert '"cpu_matmul": "onednn"' in said
+    assert "training products: onednn (autotune: 15.0 vs 13.0 img/s)" in said
+    assert "fwd-backbone-float32 Ti/16: xla (measured fastest)" in said
+    assert "backend as chosen here) | 40.00 |" in body
+    plain = finetune.render([_round(12.0, 10.0, 20.0)], {"img_per_sec": 100.0}, 800.0,
+                            _args(rounds=1))
+    assert "What the default float32 runs used: not reported." in plain
+
+
 def test_finetune_table_without_timm_says_so():
     rounds = [{k: v for k, v in _round(12.0, 10.0, 20.0).items() if "timm" not in k}]
     body = finetune.render(rounds, {"img_per_sec": 100.0}, 800.0, _args(rounds=1))
@@ -88,3 +106,21 @@ def test_every_lever_group_names_defined_variants():
         assert names and all(name in levers.VARIANTS for name in names)
     for spec, _ in levers.VARIANTS.values():
         assert spec.get("attention", "einsum") in ("einsum", "flax", "dpa")
+
+
+def test_probe_forward_table_rows_and_ratios():
+    results = {"Ti/16": {"float32": {"forward": 40.0, "end_to_end": 3.0},
+                         "float32-onednn": {"forward": 45.0},
+                         "timm": {"forward": 50.0}, "timm-bf16": {"forward": 80.0}},
+               "B/16": {"float32": {"forward": 4.0, "end_to_end": 2.0},
+                        "plain": {"forward": 3.5}}}
+    lines = probe.forward_table(results)
+    assert lines[0].startswith("| img/s | Ti/16 | B/16 | Ti/16 vs timm fp32 | B/16 vs timm fp32")
+    row = {line.split(" | ")[0][2:]: line for line in lines[2:]}
+    assert row["vitzoo forward float32 (backend as chosen here)"].endswith(
+        "| 40.0 | 4.0 | 0.80x | n/a | 0.50x | n/a |")
+    assert row["vitzoo forward float32, oneDNN products (forced)"].endswith(
+        "| 45.0 | n/a | 0.90x | n/a | 0.56x | n/a |")
+    assert row["vitzoo extraction, end to end (float32)"].endswith(
+        "| 3.0 | 2.0 | n/a | n/a | n/a | n/a |")  # end to end is not a forward: no ratio
+    assert "vitzoo forward bfloat16, XLA products" not in row  # not measured, no row
