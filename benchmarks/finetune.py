@@ -118,6 +118,7 @@ def make_folder(workdir: Path, images: int) -> Path:
 
 
 VITZOO_RUN = """
+from vitzoo.runtime import tune_malloc_early; tune_malloc_early()  # as the CLI does
 import json, time
 t0 = time.perf_counter()
 from vitzoo.adapt import finetune
@@ -270,6 +271,7 @@ VITZOO_TIMING = FORWARD_TIMING.replace(
     '{{"img_per_sec": ips[len(ips) // 2], "matmul": matmul_backend({dtype!r})}}')
 
 VITZOO_FORWARD = """
+from vitzoo.runtime import tune_malloc_early; tune_malloc_early()  # as the CLI does
 import json, time
 from vitzoo.kernels.matmul import matmul_backend
 import numpy as np
@@ -281,6 +283,7 @@ forward = predictor.logits
 
 # The probe's path (vitzoo.backbone.Forward: pmapped over the host devices), any dtype.
 BACKBONE_FORWARD = """
+from vitzoo.runtime import tune_malloc_early; tune_malloc_early()  # as the CLI does
 import json, time
 import numpy as np
 from vitzoo.backbone import Forward, load

@@ -60,6 +60,7 @@ print("{{}}")
 """
 
 EXTRACT = """
+from vitzoo.runtime import tune_malloc_early; tune_malloc_early()  # as the CLI does
 import json, time
 from vitzoo.data import open_dataset
 from vitzoo.kernels.matmul import matmul_backend
@@ -109,6 +110,7 @@ print(json.dumps({{"forward": sorted(rates)[len(rates) // 2],
 """
 
 MEMORY = """
+from vitzoo.runtime import tune_malloc_early; tune_malloc_early()  # as the CLI does
 import json, time
 from vitzoo.data import open_dataset
 from vitzoo.probe.features import Extractor, load_backbone
