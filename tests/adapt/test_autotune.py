@@ -37,6 +37,14 @@ VERSIONS = {"jax": "0.10.2", "jaxlib": "0.10.2"}
 @pytest.fixture
 def tune(monkeypatch):
     """Autotune on, as in a fresh process before JAX starts, on a CPU-only machine."""
+    tune_here(monkeypatch)
+
+
+def tune_here(monkeypatch) -> None:
+    """The ``tune`` fixture's settings (tests/adapt/test_autotune_matmul.py builds on them).
+
+    The suite's ``VITZOO_CPU_MATMUL=xla`` stays: the product backend is not tuned here.
+    """
     monkeypatch.setenv(runtime.AUTOTUNE_ENV, "1")
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     monkeypatch.delenv(autotune.BUDGET_ENV, raising=False)
@@ -181,7 +189,8 @@ def test_the_choice_is_cached_so_a_second_run_does_no_trial(tune, monkeypatch):
     assert _decide(first).source == "trial" and len(first.tried) == 4
     stored = json.loads(autotune.cache_path().read_text())["entries"]
     (entry,) = stored.values()
-    assert entry["choice"] == {"host_devices": 2, "micro_batch": 16, "xla_flags": []}
+    assert entry["choice"] == {"host_devices": 2, "micro_batch": 16, "xla_flags": [],
+                               "cpu_matmul": None}
     assert entry["key"]["cpu"] == CPU_A.model and entry["key"]["jaxlib"] == "0.10.2"
     _new_process(monkeypatch)
     second = Timings(table)

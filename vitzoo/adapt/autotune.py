@@ -12,16 +12,29 @@ versions and the run's shapes. Later runs with the same key apply it with no tri
 The search is greedy, one setting at a time from what vitzoo does without it (the
 baseline): a smaller micro-batch (the per-device batch split by accumulation), then one
 host device with all cores instead of one per core, then each flag of
-:data:`TRIAL_FLAGS`; each stage starts from the fastest so far. The whole trial is
-bounded by a budget in seconds (``VITZOO_AUTOTUNE_BUDGET``, default
-:data:`DEFAULT_BUDGET_S`), shared out between the settings still to try; it is printed
-before and after. A setting whose steps do not finish in its share is not measured and
-cannot win.
+:data:`TRIAL_FLAGS`, then, last, the other matrix-product backend: vitzoo's oneDNN kernel
+(:mod:`vitzoo.kernels.matmul`) where the rule uses XLA's products (float32, or bf16 on a
+CPU without bf16 units), XLA's where it uses oneDNN. oneDNN's GEMM beat XLA's float32 one
+by 3-20% on an AMD EPYC, but its custom calls break XLA's fusions, so only a whole train
+step says which wins; it comes last because it changes the program the other stages
+timed. Each stage starts from the fastest so far. The whole trial is bounded by a budget
+in seconds (``VITZOO_AUTOTUNE_BUDGET``, default :data:`DEFAULT_SHARE_S` per setting),
+shared out between the settings still to try; it is printed before and after. A setting
+whose steps do not finish in its share is not measured and cannot win.
+
+The chosen backend is applied in the run's process with
+:func:`vitzoo.kernels.matmul.use_measured` (:func:`apply_matmul`, after JAX starts and
+before the model is traced) and shows in run.json's ``runtime.matmul``.
 
 Explicit settings win and are never tuned: ``XLA_FLAGS`` set by the user fix the devices
-and flags, ``--accum N`` fixes the micro-batch. ``--no-autotune`` or
-``VITZOO_AUTOTUNE=0`` skip the trial; so do runs on an accelerator (the settings are the
-CPU's) and multi-process runs (each process would measure alone).
+and flags, ``--accum N`` fixes the micro-batch, ``VITZOO_CPU_MATMUL=xla|onednn`` the
+backend (the stage is offered only under ``auto``, and only where the kernel can be
+built: :func:`decide` runs before JAX starts, so it asks :func:`kernel_problem`, never
+``matmul.available()``, which would start JAX's backends and fix the devices and flags).
+``--no-autotune`` or ``VITZOO_AUTOTUNE=0`` skip the trial; so do runs on an accelerator
+(the settings are the CPU's) and multi-process runs (each process would measure alone).
+A cache entry written before the backend stage existed (or where the kernel could not be
+built) keeps the rule's backend; delete the file to measure again.
 """
 
 from __future__ import annotations
@@ -38,7 +51,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vitzoo import runtime
-from vitzoo.adapt.autotune_trial import Measurement, Setting, Shapes, measure_in_child
+from vitzoo.adapt.autotune_trial import (
+    MATMUL_NAMES,
+    Measurement,
+    Setting,
+    Shapes,
+    measure_in_child,
+)
 from vitzoo.errors import VitzooError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,8 +68,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CACHE_FILE = "autotune.json"
 BUDGET_ENV = "VITZOO_AUTOTUNE_BUDGET"
-#: Seconds the whole trial may take: a ViT-Ti/16 train step compiles in ~10-20 s on a laptop CPU.
-DEFAULT_BUDGET_S = 120.0
+#: Seconds per setting tried of the default budget (``VITZOO_AUTOTUNE_BUDGET`` unset).
+#: Why per setting: a child must start Python and JAX, compile the train step (no compile
+#: cache in the child; ViT-Ti/16 compiles in ~10-20 s on a laptop CPU), run the compiling
+#: step 0 and then at least one timed step (Ti/16, batch 64, 2 cores: ~4.9 s at the 13
+#: img/s of benchmarks/RESULTS.md), so ~25-30 s before it yields one number. The former
+#: fixed 120 s gave each of a 2-core machine's 4 settings 30 s; with the product stage, 5
+#: settings would get 24 s, under one timed step on a slow laptop. So the default grows
+#: with the settings tried: 150 s for 5, and still 120 s where the stage is not offered.
+DEFAULT_SHARE_S = 30.0
 #: XLA:CPU flag sets worth a trial, each because it helped on some CPU (RESULTS.md, as above).
 #: Each exists in jaxlib 0.10 (tests/adapt/test_autotune.py starts JAX with it); a flag a
 #: later jaxlib drops makes its child fail, which only loses that setting.
@@ -78,6 +104,31 @@ class Decision:
     measured_at: str | None = None
     user_flags: bool = False  # the user's XLA_FLAGS fix the devices and flags
 
+    def matmul_reason(self) -> str:
+        """Why the chosen product backend: the trial's numbers against the rule's backend.
+
+        E.g. ``autotune: oneDNN 18.1 vs XLA 15.2 img/s, measured on this machine ...``
+        (run.json's ``runtime.matmul.reason``); empty when the setting names no backend.
+        """
+        if self.setting is None or self.setting.cpu_matmul is None:
+            return ""
+        rates: dict[Setting, Any] = {}
+        for entry in self.measurements:
+            try:
+                rates[Setting.from_dict(entry["setting"])] = entry.get("img_per_sec")
+            except (KeyError, TypeError, ValueError):
+                continue
+        chosen = self.setting.cpu_matmul
+        other = next(name for name in MATMUL_NAMES if name != chosen)  # the rule's, by design
+        rule = rates.get(replace(self.setting, cpu_matmul=None))  # where the stage started
+
+        def rate(value: Any) -> str:
+            return f"{value:.1f}" if isinstance(value, (int, float)) else "not measured"
+
+        when = f", measured on this machine {self.measured_at}" if self.measured_at else ""
+        return (f"autotune: {MATMUL_NAMES[chosen]} {rate(rates.get(self.setting))} vs "
+                f"{MATMUL_NAMES[other]} {rate(rule)} img/s{when}")
+
     def tuned_flags(self) -> list[str]:
         """The XLA flags to start JAX with (none when the user's own are set)."""
         if self.setting is None or self.user_flags:
@@ -85,14 +136,18 @@ class Decision:
         return [f"{runtime.DEVICE_COUNT_FLAG}={self.setting.host_devices}",
                 *self.setting.xla_flags]
 
-    def record(self, local_devices: int | None = None) -> dict[str, Any]:
-        """The run record's view; ``local_devices``: what JAX started with (says if it took effect)."""
+    def record(self, local_devices: int | None = None,
+               matmul: str | None = None) -> dict[str, Any]:
+        """The run record's view; ``local_devices`` and ``matmul`` (the product backend): what
+        the run started with, which says whether the choice took effect."""
         record = {k: v for k, v in asdict(self).items() if k not in ("setting", "user_flags")}
         record["choice"] = self.setting.as_dict() if self.setting else None
         if self.setting is not None and local_devices is not None:
             flags = os.environ.get("XLA_FLAGS", "")
+            wanted = self.setting.cpu_matmul
             record["in_effect"] = (local_devices == self.setting.host_devices
-                                   and all(f in flags for f in self.setting.xla_flags))
+                                   and all(f in flags for f in self.setting.xla_flags)
+                                   and (wanted is None or matmul is None or matmul == wanted))
         return record
 
 
@@ -126,14 +181,16 @@ def decide(options: FinetuneOptions, *, cluster: Cluster | None = None,
     if runtime.backends_started():
         return Decision("skipped", "JAX started earlier in this process: its devices and flags "
                                    "are fixed", key=key)
-    try:
-        space = Space.of(options, config, cpu, user_flags)
-    except VitzooError as exc:  # the run's own batch plan reports it, later
-        return Decision("skipped", f"no batch plan: {exc.message}", key=key)
-    if space.count == 1:
-        return Decision("skipped", "nothing to choose: the user's XLA_FLAGS and --accum fix "
-                                   "every setting", key=key)
-    decision = _from_cache(key, text) or _trial(space, shapes, key, text, measure, say)
+    decision = _from_cache(key, text)  # first: a remembered choice needs no kernel build
+    if decision is None:
+        try:
+            space = Space.of(options, config, cpu, user_flags)
+        except VitzooError as exc:  # the run's own batch plan reports it, later
+            return Decision("skipped", f"no batch plan: {exc.message}", key=key)
+        if space.count == 1:
+            return Decision("skipped", "nothing to choose: the user's XLA_FLAGS and --accum fix "
+                                       "every setting", key=key)
+        decision = _trial(space, shapes, key, text, measure, say)
     decision.user_flags = bool(user_flags)
     if decision.source == "cache" and decision.setting:
         say(f"autotune: {decision.setting.describe()} for {_label(shapes, options.batch)} "
@@ -225,11 +282,11 @@ def cache_path() -> Path:
     return vitzoo_home() / CACHE_FILE
 
 
-def budget_seconds() -> float:
-    """``VITZOO_AUTOTUNE_BUDGET`` (seconds), else :data:`DEFAULT_BUDGET_S`."""
+def budget_seconds(settings: int) -> float:
+    """``VITZOO_AUTOTUNE_BUDGET`` (seconds), else :data:`DEFAULT_SHARE_S` per setting tried."""
     text = os.environ.get(BUDGET_ENV, "").strip()
     if not text:
-        return DEFAULT_BUDGET_S
+        return DEFAULT_SHARE_S * settings
     try:
         value = float(text)
     except ValueError:
@@ -253,6 +310,7 @@ class Space:
     per_device: dict[int, int]  # device count -> images per device
     planned_micro: dict[int, int]  # device count -> micro-batch of its plan (memory fit or --accum)
     micro_fixed: bool
+    matmul_alternative: str | None = None  # the product backend tried against the rule's
 
     @classmethod
     def of(cls, options: FinetuneOptions, config: ModelConfig, cpu: runtime.CpuInfo,
@@ -278,7 +336,8 @@ class Space:
         first = plans[counts[0]]
         return cls(Setting(counts[0], first.micro_batch), tuple(plans), tuple(flag_sets),
                    {d: p.per_device for d, p in plans.items()},
-                   {d: p.micro_batch for d, p in plans.items()}, options.accum != "auto")
+                   {d: p.micro_batch for d, p in plans.items()}, options.accum != "auto",
+                   offered_matmul(options.dtype, cpu))
 
     def micro_alternatives(self, best: Setting) -> list[Setting]:
         if self.micro_fixed:
@@ -297,11 +356,53 @@ class Space:
     def flag_alternatives(self, best: Setting) -> list[Setting]:
         return [replace(best, xla_flags=f) for f in self.flag_sets if f != best.xla_flags]
 
+    def matmul_alternatives(self, best: Setting) -> list[Setting]:
+        """The other product backend on top of the best so far (last: it changes the program)."""
+        if self.matmul_alternative is None:
+            return []
+        return [replace(best, cpu_matmul=self.matmul_alternative)]
+
     @property
     def count(self) -> int:
         """At most this many settings are tried (the baseline included)."""
         micro = 0 if self.micro_fixed or self.baseline.micro_batch < 2 else 1
-        return 1 + micro + len(self.devices) - 1 + len(self.flag_sets) - 1
+        matmul = 0 if self.matmul_alternative is None else 1
+        return 1 + micro + len(self.devices) - 1 + len(self.flag_sets) - 1 + matmul
+
+
+def offered_matmul(dtype: str, cpu: runtime.CpuInfo) -> str | None:
+    """The product backend a trial tries against the rule's choice for ``dtype``; None: none.
+
+    Offered only under ``VITZOO_CPU_MATMUL=auto`` (the user's ``xla``/``onednn`` is never
+    tuned) and when vitzoo's oneDNN kernel is built here (:func:`kernel_problem`). The rule
+    is :func:`vitzoo.kernels.matmul.choose_backend` on the CPU (a GPU/TPU machine is never
+    tuned): oneDNN for bfloat16 on a CPU with bf16 units, else XLA; the alternative is the
+    other one. Does not start JAX, unlike ``matmul.available()``.
+    """
+    from vitzoo.kernels import matmul
+
+    if matmul.mode() != "auto" or kernel_problem() is not None:
+        return None
+    rule, _ = matmul.choose_backend("auto", dtype, "cpu", cpu.flags, lambda: None)
+    return "xla" if rule == "onednn" else "onednn"
+
+
+def kernel_problem() -> str | None:
+    """None when vitzoo's oneDNN kernel is built here (compiled now if need be), else why not.
+
+    :func:`vitzoo.kernels.build.build` only compiles the shared object; it neither loads it
+    nor starts JAX's backends, which must wait for the trial's choice of devices and flags.
+    A kernel that is built but does not load fails its child, which only loses that setting.
+    """
+    from vitzoo.kernels.build import build
+
+    try:
+        build()
+    except VitzooError as exc:
+        return exc.one_line().rstrip(".")
+    except OSError as exc:
+        return str(exc)
+    return None
 
 
 def _largest_divisor(n: int, at_most: int) -> int | None:
@@ -328,7 +429,8 @@ def search(space: Space, shapes: Shapes, measure: Measure,
                        Measurement(setting, None, error="the trial's budget was spent"))
 
     run(space.baseline)
-    for stage in (space.micro_alternatives, space.device_alternatives, space.flag_alternatives):
+    for stage in (space.micro_alternatives, space.device_alternatives, space.flag_alternatives,
+                  space.matmul_alternatives):
         for setting in stage(fastest(results) or space.baseline):
             run(setting)
     return fastest(results), results
@@ -344,7 +446,7 @@ def fastest(results: list[Measurement]) -> Setting | None:
 
 def _trial(space: Space, shapes: Shapes, key: dict[str, Any], text: str,
            measure: Measure | None, say: Callable[[str], None]) -> Decision:
-    budget = budget_seconds()
+    budget = budget_seconds(space.count)
     label = _label(shapes, key["batch"])
     say(f"autotune: trying up to {space.count} settings for {label} (at most {budget:.0f} s; "
         f"--no-autotune or {runtime.AUTOTUNE_ENV}=0 skips)...")
@@ -378,8 +480,12 @@ def _from_cache(key: dict[str, Any], text: str) -> Decision | None:
     entry = read_json_state(cache_path()).get("entries", {}).get(text)
     if not isinstance(entry, dict) or not isinstance(entry.get("choice"), dict):
         return None
+    try:  # an entry written before the product backend was tuned has none: the rule's
+        setting = Setting.from_dict(entry["choice"])
+    except (KeyError, TypeError, ValueError):
+        return None  # not a setting (edited by hand?): measured again
     return Decision("cache", f"measured on this machine {entry.get('measured_at')}",
-                    Setting.from_dict(entry["choice"]), key, entry.get("measurements", []),
+                    setting, key, entry.get("measurements", []),
                     entry.get("budget_s"), entry.get("spent_s"), entry.get("measured_at"))
 
 
@@ -401,6 +507,21 @@ def _remember(text: str, decision: Decision) -> str:
 
 
 # --- applying the choice ----------------------------------------------------------------
+
+
+def apply_matmul(decision: Decision, dtype: str) -> None:
+    """Make ``decision``'s product backend this process's for compute ``dtype``.
+
+    Call once JAX has started and before the run's model is traced (a traced program keeps
+    the backend it was traced with). A decision that names no backend (the rule's won, the
+    stage was not offered, the trial was off or skipped) puts the rule back, so an earlier
+    run in the same process does not leak its choice. The user's ``VITZOO_CPU_MATMUL=xla``
+    or ``onednn`` always wins (:func:`vitzoo.kernels.matmul.use_measured`).
+    """
+    from vitzoo.kernels import matmul
+
+    backend = decision.setting.cpu_matmul if decision.setting else None
+    matmul.use_measured(dtype, backend, decision.matmul_reason())
 
 
 def apply_micro_batch(batch_plan: BatchPlan, accum: str,

@@ -175,10 +175,12 @@ def start_runtime(options: FinetuneOptions, *, tune: bool = True) -> dict[str, A
     tuned = (autotune.decide(options, cluster=cluster) if tune
              else autotune.Decision("skipped", "a dry run"))
     settings = start(cluster=cluster, tuned_flags=tuned.tuned_flags())
-    settings["autotune"] = tuned.record(jax.local_device_count())
     from vitzoo.kernels import matmul  # which library computes the dense products, and why
 
-    settings["matmul"] = matmul.record(options.dtype)
+    autotune.apply_matmul(tuned, options.dtype)  # JAX started; the model is not traced yet
+    products = matmul.record(options.dtype)
+    settings["autotune"] = tuned.record(jax.local_device_count(), matmul=products["backend"])
+    settings["matmul"] = products
     return settings
 
 
