@@ -171,8 +171,9 @@ def test_the_backend_is_cached_and_the_kernel_not_looked_for_again(offered, monk
     decision = _decide(again)
     assert decision.source == "cache" and again.tried == [] and offered == []
     assert decision.setting == Setting(2, 32, cpu_matmul="onednn")
-    assert decision.matmul_reason().startswith("autotune: oneDNN 12.0 vs XLA 10.0 img/s, "
-                                               "measured on this machine ")
+    backend, reason = decision.matmul_choice()
+    assert backend == "onednn"
+    assert reason.startswith("autotune: oneDNN 12.0 vs XLA 10.0 img/s, measured on this machine ")
 
 
 def _write_entry(choice: dict, **overrides) -> None:
@@ -198,7 +199,7 @@ def test_an_entry_from_before_the_stage_still_loads_as_the_rules_backend(offered
     assert decision.source == "cache" and timings.tried == []
     assert decision.setting == Setting(1, 16, ONEDNN, None)
     assert decision.setting.describe() == f"1 host device, micro-batch 16, {ONEDNN[0]}"
-    assert decision.matmul_reason() == ""
+    assert decision.matmul_choice() == (None, "")  # the stage never ran: nothing measured
     matmul.use_measured(jnp.float32, "onednn", "an earlier run in this process")
     autotune.apply_matmul(decision, "float32")
     assert jnp.dtype(jnp.float32).name not in matmul._measured  # the rule again
@@ -291,6 +292,26 @@ def test_the_users_backend_wins_over_a_remembered_one(monkeypatch, clean_product
     assert settings["matmul"]["backend"] == "xla" and settings["matmul"]["reason"] == \
         f"{matmul.ENV}=xla"
     assert settings["autotune"]["in_effect"] is False
+
+
+@pytest.mark.parametrize(("dtype", "rule", "tried"), [("float32", "xla", "onednn"),
+                                                       ("bfloat16", "onednn", "xla")])
+def test_where_the_rules_backend_won_the_record_gives_the_numbers(monkeypatch, clean_products,
+                                                                   dtype, rule, tried):
+    import jax
+
+    monkeypatch.setenv(matmul.ENV, "auto")
+    devices = jax.local_device_count()
+    chosen, loser = Setting(devices, 8), Setting(devices, 8, (), tried)
+    decision = autotune.Decision("cache", "x", chosen, {"k": 1},
+                                 [Measurement(chosen, 15.2).as_dict(),
+                                  Measurement(loser, 11.0).as_dict()], measured_at="today")
+    monkeypatch.setattr(matmul, "_cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    settings = _start_with(monkeypatch, decision, dtype)
+    names = {"xla": "XLA", "onednn": "oneDNN"}
+    assert settings["matmul"]["backend"] == rule
+    assert settings["matmul"]["reason"] == (f"autotune: {names[rule]} 15.2 vs {names[tried]} "
+                                            "11.0 img/s, measured on this machine today")
 
 
 def test_a_run_without_a_tuned_backend_puts_the_rule_back(monkeypatch, clean_products):

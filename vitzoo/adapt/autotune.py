@@ -104,14 +104,17 @@ class Decision:
     measured_at: str | None = None
     user_flags: bool = False  # the user's XLA_FLAGS fix the devices and flags
 
-    def matmul_reason(self) -> str:
-        """Why the chosen product backend: the trial's numbers against the rule's backend.
+    def matmul_choice(self) -> tuple[str | None, str]:
+        """The product backend the trial measured fastest, and its numbers; (None, ""): none.
 
-        E.g. ``autotune: oneDNN 18.1 vs XLA 15.2 img/s, measured on this machine ...``
-        (run.json's ``runtime.matmul.reason``); empty when the setting names no backend.
+        The setting's own backend when it names one; the rule's when the stage ran and the
+        rule's won (the setting names none, but the other backend was measured on top of
+        it); None when the stage never ran (not offered, an entry from before it, off).
+        The reason is e.g. ``autotune: oneDNN 18.1 vs XLA 15.2 img/s, measured on this
+        machine ...`` (run.json's ``runtime.matmul.reason``).
         """
-        if self.setting is None or self.setting.cpu_matmul is None:
-            return ""
+        if self.setting is None:
+            return None, ""
         rates: dict[Setting, Any] = {}
         for entry in self.measurements:
             try:
@@ -119,15 +122,23 @@ class Decision:
             except (KeyError, TypeError, ValueError):
                 continue
         chosen = self.setting.cpu_matmul
-        other = next(name for name in MATMUL_NAMES if name != chosen)  # the rule's, by design
-        rule = rates.get(replace(self.setting, cpu_matmul=None))  # where the stage started
+        if chosen is None:  # the rule's: named only if the other one was tried against it
+            tried = [name for name in MATMUL_NAMES
+                     if replace(self.setting, cpu_matmul=name) in rates]
+            if not tried:
+                return None, ""
+            chosen = next(name for name in MATMUL_NAMES if name != tried[0])
+            other = replace(self.setting, cpu_matmul=tried[0])
+        else:  # the stage started from the setting with the rule's backend
+            other = replace(self.setting, cpu_matmul=None)
 
         def rate(value: Any) -> str:
             return f"{value:.1f}" if isinstance(value, (int, float)) else "not measured"
 
         when = f", measured on this machine {self.measured_at}" if self.measured_at else ""
-        return (f"autotune: {MATMUL_NAMES[chosen]} {rate(rates.get(self.setting))} vs "
-                f"{MATMUL_NAMES[other]} {rate(rule)} img/s{when}")
+        loser = next(name for name in MATMUL_NAMES if name != chosen)
+        return chosen, (f"autotune: {MATMUL_NAMES[chosen]} {rate(rates.get(self.setting))} vs "
+                        f"{MATMUL_NAMES[loser]} {rate(rates.get(other))} img/s{when}")
 
     def tuned_flags(self) -> list[str]:
         """The XLA flags to start JAX with (none when the user's own are set)."""
@@ -513,15 +524,16 @@ def apply_matmul(decision: Decision, dtype: str) -> None:
     """Make ``decision``'s product backend this process's for compute ``dtype``.
 
     Call once JAX has started and before the run's model is traced (a traced program keeps
-    the backend it was traced with). A decision that names no backend (the rule's won, the
+    the backend it was traced with). Where the rule's backend won, it is set too, so that
+    ``runtime.matmul`` gives the trial's numbers. A decision without a measured backend (the
     stage was not offered, the trial was off or skipped) puts the rule back, so an earlier
     run in the same process does not leak its choice. The user's ``VITZOO_CPU_MATMUL=xla``
     or ``onednn`` always wins (:func:`vitzoo.kernels.matmul.use_measured`).
     """
     from vitzoo.kernels import matmul
 
-    backend = decision.setting.cpu_matmul if decision.setting else None
-    matmul.use_measured(dtype, backend, decision.matmul_reason())
+    backend, reason = decision.matmul_choice()
+    matmul.use_measured(dtype, backend, reason)
 
 
 def apply_micro_batch(batch_plan: BatchPlan, accum: str,
