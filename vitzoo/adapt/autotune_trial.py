@@ -2,10 +2,10 @@
 
 Why a child: the host-device count and ``XLA_FLAGS`` are read once, when JAX starts its
 backends, so each setting needs a fresh interpreter (the matrix-product backend is set the
-same way, through ``VITZOO_CPU_MATMUL`` in the child's environment). The child builds the run's model
-(random weights: only the shapes matter), compiles the same pmapped train step the run
-uses (:func:`vitzoo.adapt.steps.make_train_step`, one micro-batch per device), and prints
-one JSON line when it starts (its device count and product backend: a setting that did not
+same way, through ``VITZOO_CPU_MATMUL`` in the child's environment). The child builds the
+run's model (random weights: only the shapes matter), compiles the same pmapped train step
+the run uses (:func:`vitzoo.adapt.steps.make_train_step`, one micro-batch per device), and
+prints one JSON line when it starts (its device count and product backend: a setting that did not
 take effect is not measured) and one per step, flushed; the parent reads whatever came
 before its time slice ran out, so a slow setting still yields the steps it finished.
 
