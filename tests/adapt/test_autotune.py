@@ -228,6 +228,20 @@ def test_a_new_machine_version_or_shape_triggers_a_new_trial(tune, monkeypatch, 
     assert len(json.loads(autotune.cache_path().read_text())["entries"]) == 2
 
 
+def test_an_entry_of_an_earlier_search_is_measured_again(tune, monkeypatch):
+    """A winner chosen before the product-backend stage existed never tried oneDNN."""
+    _decide(Timings({}, default=10.0))
+    data = json.loads(autotune.cache_path().read_text())
+    (text, entry), = data["entries"].items()
+    old = json.loads(text)
+    old.pop("search")  # what the search before version 2 wrote
+    data["entries"] = {json.dumps(old, sort_keys=True): entry}
+    autotune.cache_path().write_text(json.dumps(data))
+    _new_process(monkeypatch)
+    again = Timings({}, default=10.0)
+    assert _decide(again).source == "trial" and again.tried
+
+
 @pytest.mark.parametrize("variable,value", [("VITZOO_CPU_MATMUL", "onednn"),
                                             ("VITZOO_MALLOC_TUNING", "retain")])
 def test_a_different_matmul_or_malloc_switch_triggers_a_new_trial(tune, monkeypatch, variable,

@@ -81,6 +81,9 @@ DEFAULT_SHARE_S = 30.0
 #: Each exists in jaxlib 0.10 (tests/adapt/test_autotune.py starts JAX with it); a flag a
 #: later jaxlib drops makes its child fail, which only loses that setting.
 TRIAL_FLAGS: tuple[tuple[str, ...], ...] = (("--xla_cpu_experimental_onednn_custom_call=true",),)
+#: Raised when the search gains a stage, so that a machine's remembered winners are measured
+#: again with it (2: the matrix-product backend stage).
+SEARCH_VERSION = 2
 #: The smaller micro-batch tried: at most half the baseline's and at most this many images.
 SMALL_MICRO_BATCH = 16
 
@@ -275,11 +278,12 @@ def cache_key(cpu: runtime.CpuInfo, versions: dict[str, str | None], shapes: Sha
 
     Also the two environment switches that change the program or its memory behaviour
     (``VITZOO_CPU_MATMUL``, ``VITZOO_MALLOC_TUNING``): the trial's children inherit them,
-    so a winner measured under one is not applied under the other.
+    so a winner measured under one is not applied under the other. And the search's
+    :data:`SEARCH_VERSION`: an entry from a search that lacked a stage never tried it.
     """
     from vitzoo.kernels.matmul import mode as matmul_mode
 
-    return {"cpu": cpu.model, "physical_cores": cpu.physical_cores,
+    return {"search": SEARCH_VERSION, "cpu": cpu.model, "physical_cores": cpu.physical_cores,
             "jax": versions.get("jax"), "jaxlib": versions.get("jaxlib"),
             "model": shapes.config, "resolution": shapes.resolution, "batch": batch,
             "dtype": shapes.dtype, "momentum_dtype": shapes.momentum_dtype, "accum": accum,
