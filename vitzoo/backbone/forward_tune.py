@@ -86,12 +86,13 @@ class Tuning:
 
     @contextmanager
     def applied(self, dtype: Any) -> Iterator[None]:
-        """Models traced in this block use the chosen backend (the rule's when none)."""
+        """Models traced in this block use the chosen backend (the rule's when none).
+
+        The rule's also under ``off``: an earlier trial in this process (another model
+        in a probe) does not decide for a forward that was told not to tune.
+        """
         from vitzoo.kernels import matmul
 
-        if self.source == "off":  # as without autotune: the rule, or an earlier trial's winner
-            yield
-            return
         with matmul.measured(dtype, self.backend):
             if self.backend is not None:  # the reason the run record shows
                 matmul.use_measured(dtype, self.backend, self.reason)
