@@ -82,7 +82,8 @@ class Timings:
         return [self.seconds[backend]] * 3
 
 
-def _decide(timings: Timings, *, job: forward_tune.Job | None = None, batches: int | None = None):
+def _decide(timings: Timings, *, job: forward_tune.Job | None = None, batches: int | None = None,
+            **seams):
     model, params, images = _model_and_args()
     steps: list = []
 
@@ -91,7 +92,8 @@ def _decide(timings: Timings, *, job: forward_tune.Job | None = None, batches: i
         return steps[-1]
 
     tuning, step = forward_tune.decide(job or _job(), make_step, (params, images),
-                                       batches=batches, measure=timings, say=lambda _: None)
+                                       batches=batches, measure=timings, say=lambda _: None,
+                                       **seams)
     return tuning, step, steps, (params, images)
 
 
@@ -164,6 +166,27 @@ def test_no_trial_when_off_fixed_unavailable_or_tiny(auto, monkeypatch):
     from vitzoo.adapt.autotune import cache_path
 
     assert not cache_path().exists()  # nothing measured, nothing remembered
+
+
+def test_the_budget_keeps_the_rules_backend_when_the_second_would_not_fit(auto, monkeypatch):
+    """A clock of the test's own: the first candidate costs 6 s of a 10 s budget."""
+    now = [0.0]
+
+    class Slow(Timings):
+        def __call__(self, backend, run):
+            now[0] += 6.0
+            return super().__call__(backend, run)
+
+    monkeypatch.setenv("VITZOO_AUTOTUNE_BUDGET", "10")
+    timings = Slow(xla=2.0, onednn=1.0)
+    tuning, step, steps, _ = _decide(timings, clock=lambda: now[0])
+    assert timings.calls == ["xla"] and (tuning.source, tuning.backend) == ("trial", "xla")
+    assert step is steps[0] and "not tried" in tuning.measurements[1]["error"]
+    from vitzoo.adapt.autotune import cache_path
+
+    assert not cache_path().exists()  # a larger budget may measure both next time
+    monkeypatch.setenv("VITZOO_AUTOTUNE_BUDGET", "13")
+    assert _decide(Slow(xla=2.0, onednn=1.0), clock=lambda: now[0])[0].backend == "onednn"
 
 
 def test_a_tiny_job_uses_a_remembered_answer(auto):
