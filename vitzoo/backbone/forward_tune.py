@@ -17,8 +17,12 @@ candidate is tried only when its estimated cost (the first one's) fits what is l
 No trial: ``--no-autotune`` / ``VITZOO_AUTOTUNE=0`` (off); ``VITZOO_CPU_MATMUL`` set to
 ``xla`` or ``onednn``, JAX not on a CPU, the kernel missing, several processes (each would
 measure alone, and they must run the same number of collective steps), or a job shorter
-than :data:`MIN_BATCHES` batches (skipped; see there). A remembered answer is used in
-every case but ``off`` and the unavailable ones, since it costs nothing.
+than :data:`MIN_BATCHES` batches (skipped; see there). A remembered answer is used
+wherever a trial could run, a short job included, since it costs nothing. Without a
+trial or an answer the forward is traced with the rule's backend (float32: XLA).
+
+``evaluate`` builds its own step; it can use the decision by tracing it inside
+``Forward(...).tune().applied(dtype)`` (a trial's compiled forward is then not reused).
 """
 
 from __future__ import annotations

@@ -168,8 +168,18 @@ class Forward:
         self._step: Any = None
         self._params = self.placement.replicate(backbone.params)
 
+    def tune(self) -> Tuning:
+        """Decide the backend (and take a trial's compiled step); the first call does it.
+
+        Also for a program built elsewhere on the same model and shapes (``evaluate``'s
+        step): trace it inside ``forward.tune().applied(dtype)`` to use the decision.
+        """
+        if self.tuning is None:
+            self._tune()
+        assert self.tuning is not None
+        return self.tuning
+
     def _tune(self) -> None:
-        """Decide the backend (and take a trial's compiled step) before the first real call."""
         from vitzoo.backbone import forward_tune
 
         layout = self.layout
@@ -197,10 +207,7 @@ class Forward:
 
     def device_call(self, device_images: Any) -> Any:
         """The compiled step on already-sharded images (for timing); a device array."""
-        if self.tuning is None:
-            self._tune()
-        assert self.tuning is not None
-        with self.tuning.applied(self.dtype):  # a (re)trace uses the decided backend
+        with self.tune().applied(self.dtype):  # a (re)trace uses the decided backend
             return self._step(self._params, device_images)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
