@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from vitzoo.data.preprocess import Preprocess
 from vitzoo.errors import VitzooError
 from vitzoo.weights.facts import CLASS_NAME_FILES, Labels, facts_for, find_labels
 from vitzoo.weights.task import head_task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vitzoo.backbone.forward_tune import Tuning
 
 __all__ = ["CLASS_NAME_FILES", "Labels", "Prediction", "Predictor", "find_labels", "predict",
            "preprocess"]
@@ -146,26 +149,52 @@ class Predictor:
         self.labels = self.facts.labels
         self.recipe = self.backbone.eval_recipe()  # the checkpoint's own preprocessing
         self.task = head_task(self.path)
-        self._apply = None
-        self._device_params = None
+        self._apply: Any = None
+        self._device_params: Any = None
+        self.tuning: Tuning | None = None  # the matrix-product backend, decided at the first call
 
     def pixels(self, image: str | os.PathLike[str] | Any) -> np.ndarray:
         """One image as this checkpoint's evaluation pixels (:func:`preprocess` with its recipe)."""
         return preprocess(image, self.recipe)
 
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        """Float32 logits ``[B, K]`` for preprocessed images ``[B, res, res, 3]``."""
+    def logits(self, images: np.ndarray, *, batches: int | None = None) -> np.ndarray:
+        """Float32 logits ``[B, K]`` for preprocessed images ``[B, res, res, 3]``.
+
+        ``batches``: how many such calls the job makes, known at the first call (None:
+        enough). It decides whether the matrix-product backend is worth a trial
+        (:mod:`vitzoo.backbone.forward_tune`): a predict of a few images uses a remembered
+        answer or the rule's default instead, since a trial would cost more than it saves.
+        """
         if self._apply is None:
-            from vitzoo.backbone import start
+            self._prepare(images.shape, batches)
+        assert self.tuning is not None
+        with self.tuning.applied("float32"):  # a (re)trace, e.g. the last smaller batch
+            return np.asarray(self._apply(self._device_params, images))
 
-            start(xla_flags=False)  # the compile cache; one device needs no flags
-            import jax
+    def _prepare(self, shape: tuple[int, ...], batches: int | None) -> None:
+        """Compile the model once: the backend decided or timed on ``shape`` first."""
+        from vitzoo.backbone import forward_tune, start
 
-            model = self.backbone.module()
-            self._apply = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))
-            # On the device once: host arrays would be copied in again on every call.
-            self._device_params = jax.device_put(self.params)
-        return np.asarray(self._apply(self._device_params, images))
+        start(xla_flags=False)  # the compile cache; one device needs no flags
+        import jax
+
+        model = self.backbone.module()
+
+        def make_step() -> Any:
+            return jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))
+
+        # On the device once: host arrays would be copied in again on every call.
+        self._device_params = jax.device_put(self.params)
+        job = forward_tune.Job("logits", self.config, self.resolution, int(shape[0]), 1,
+                               "float32")
+        images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+        self.tuning, step = forward_tune.decide(job, make_step, (self._device_params, images),
+                                                batches=batches)
+        self._apply = step or make_step()
+
+    def matmul_record(self) -> dict[str, Any] | None:
+        """The backend the model's products use, why, and the autotune (None: nothing run yet)."""
+        return None if self.tuning is None else self.tuning.record("float32")
 
     def _entry(self, row: np.ndarray, index: int) -> dict[str, Any]:
         return {"index": int(index), "label": self.labels(int(index)),
@@ -179,10 +208,11 @@ class Predictor:
             raise VitzooError(f"--top-k must be at least 1, got {top_k}", "e.g. --top-k 5")
         k = min(top_k, self.num_classes)
         out: list[Prediction] = []
+        batches = -(-len(images) // batch_size)
         for start in range(0, len(images), batch_size):
             chunk = list(images[start:start + batch_size])
             batch = np.stack([self.pixels(p) for p in chunk])
-            logits = self.logits(batch)
+            logits = self.logits(batch, batches=batches)
             probs = sigmoid(logits) if self.task.multilabel else softmax(logits)
             for path, row_logits, row in zip(chunk, logits, probs, strict=True):
                 order = np.argsort(-row, kind="stable")

@@ -25,6 +25,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     from vitzoo.backbone.distributed import Cluster
+    from vitzoo.backbone.forward_tune import Tuning
     from vitzoo.backbone.load import Backbone
     from vitzoo.data import Layout
 
@@ -130,10 +131,15 @@ class Forward:
     per_device, H, W, 3]`` (what ``eval_batches`` yields for :attr:`layout`), and returns
     the pre-logits of the whole global batch ``[global_batch, D]`` float32 on every process,
     rows in global slot order.
+
+    The matrix-product backend is chosen at the first call (:mod:`vitzoo.backbone.forward_tune`:
+    a remembered answer, or a trial whose winning compiled step is then used); ``batches``
+    is how many batches the job runs (None: enough to be worth a trial).
+    :attr:`tuning` says what was decided (None before the first call).
     """
 
     def __init__(self, backbone: Backbone, *, batch: int, dtype: str = "float32",
-                 placement: Placement | None = None) -> None:
+                 placement: Placement | None = None, batches: int | None = None) -> None:
         import jax
 
         from vitzoo.backbone.devices import AXIS
@@ -145,6 +151,8 @@ class Forward:
         self.placement = placement or Placement.here()
         self.layout = self.placement.layout(batch)
         self.global_batch = self.layout.global_batch
+        self.batches = batches
+        self.tuning: Tuning | None = None
         module = backbone.module(self.dtype)
         gather = self.placement.process_count > 1
 
@@ -156,12 +164,51 @@ class Forward:
             return rows
 
         self._gather = gather
-        self._step = jax.pmap(step, axis_name=AXIS)
+        self._make_step = lambda: jax.pmap(step, axis_name=AXIS)
+        self._step: Any = None
         self._params = self.placement.replicate(backbone.params)
+
+    def tune(self) -> Tuning:
+        """Decide the backend (and take a trial's compiled step); the first call does it.
+
+        Also for a program built elsewhere on the same model and shapes (``evaluate``'s
+        step): trace it inside ``forward.tune().applied(dtype)`` to use the decision.
+        """
+        if self.tuning is None:
+            self._tune()
+        assert self.tuning is not None
+        return self.tuning
+
+    def _tune(self) -> None:
+        from vitzoo.backbone import forward_tune
+
+        layout = self.layout
+        res = self.backbone.resolution
+        job = forward_tune.Job("features", self.backbone.config, res, layout.per_device,
+                               layout.local_devices, self.dtype, self.placement.process_count)
+        images = np.random.default_rng(0).uniform(
+            -1, 1, (layout.local_devices, layout.per_device, res, res, 3)).astype(np.float32)
+        self.tuning, step = forward_tune.decide(
+            job, self._make_step, (self._params, self.placement.shard(images)),
+            batches=self.batches)
+        self._step = step or self._make_step()
+
+    def matmul_record(self) -> dict[str, Any]:
+        """The run record's ``matmul``: the backend this forward uses, why, and the autotune.
+
+        Before the first call (every feature was cached) nothing was decided: the rule's
+        backend, said so, rather than a trial for a forward that never runs.
+        """
+        if self.tuning is None:
+            from vitzoo.backbone.forward_tune import Tuning
+
+            return Tuning("skipped", "the forward did not run").record(self.dtype)
+        return self.tuning.record(self.dtype)
 
     def device_call(self, device_images: Any) -> Any:
         """The compiled step on already-sharded images (for timing); a device array."""
-        return self._step(self._params, device_images)
+        with self.tune().applied(self.dtype):  # a (re)trace uses the decided backend
+            return self._step(self._params, device_images)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         out = self.device_call(self.placement.shard(images))

@@ -15,7 +15,7 @@ from vitzoo.weights.untrained import is_untrained
 from vitzoo.weights.untrained import label as untrained_label
 
 
-@runtime_options
+@runtime_options(autotune=True)
 def predict_command(
     checkpoint: str = typer.Argument(..., help="A .npz file, URL, catalog name, or local run name."),
     images: list[str] = typer.Argument(..., help="Image files (JPEG, PNG, ...)."),

@@ -90,7 +90,7 @@ def exit_if_nothing_measured(result: Any) -> None:
         raise typer.Exit(1)
 
 
-@runtime_options
+@runtime_options(autotune=True)
 @data_options()
 def probe_command(
     data: DataOptions,

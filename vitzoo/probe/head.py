@@ -257,7 +257,8 @@ def head_only_finetune(options: Any, *, batch_given: bool = True) -> HeadOnlyRes
         feature_extraction={"batch": extractor.global_batch, "batch_from": batch_from,
                             "dtype": extractor.dtype,
                             "devices": [str(d) for d in extractor.devices],
-                            "processes": extractor.placement.process_count},
+                            "processes": extractor.placement.process_count,
+                            "matmul": extractor.forward.matmul_record()},
         final_metrics=metrics, final_npz=str(final_npz), catalog=None, run_name=name)
     write_run_json(workdir, record)  # complete before registering, which may fail
     eval_is_test = data.eval_split.startswith("test")

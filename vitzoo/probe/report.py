@@ -116,11 +116,20 @@ def table_frame(results: Sequence[CandidateResult], score: str) -> tuple[Frame, 
         notes.append(f"img/s measured now: median of {speed.get('timed_batches')} timed batches "
                      f"after {speed.get('warmup_batches')} warm-up, \u00b1 the farthest batch; "
                      f"batch {speed.get('batch')}, {speed.get('dtype')}, "
-                     f"{speed.get('devices')} x {speed.get('device')}")
+                     f"{speed.get('devices')} x {speed.get('device')}"
+                     + _products(speed.get("matmul")))
     if published:
         notes.append("published_ columns come from the catalog (other data and hardware), "
                      "not from this run")
     return Frame.from_rows(rows, columns), notes
+
+
+def _products(matmul: dict[str, Any] | None) -> str:
+    """``; matrix products: onednn (autotune trial)``: the backend the speed was timed with."""
+    if not matmul:
+        return ""
+    source = (matmul.get("autotune") or {}).get("source")
+    return f"; matrix products: {matmul.get('backend')}" + (f" (autotune {source})" if source else "")
 
 
 def json_record(result: CandidateResult) -> dict[str, Any]:

@@ -5,6 +5,8 @@ A figure timed in an earlier run was taken under another load (a busy machine re
 candidate's compiled forward again, at the batch and dtype it extracted with. One warm-up call
 (compilation, first transfers) is not timed; then :data:`TIMED_BATCHES` batches are timed one
 by one, and the median is reported with the slowest and fastest batch as its spread.
+The figure records the matrix-product backend it was timed with (``matmul``: which, why, and
+what the forward's autotune decided, :mod:`vitzoo.backbone.forward_tune`).
 """
 
 from __future__ import annotations
@@ -66,4 +68,4 @@ def measure(extractor: Any, repeats: int = TIMED_BATCHES) -> dict[str, Any]:
     return {**summary(time_batches(run, repeats=repeats), extractor.global_batch),
             "batch": extractor.global_batch, "dtype": extractor.dtype,
             "device": str(getattr(device, "device_kind", device.platform)),
-            "devices": len(devices)}
+            "devices": len(devices), "matmul": extractor.forward.matmul_record()}

@@ -1,0 +1,253 @@
+"""The forward's matrix-product autotune: decided by injected timings, never by a clock.
+
+Oracles: the timings are the test's own (``measure`` seam), so the winner is known in
+advance; whether a compiled step really uses oneDNN is read from its lowered program (the
+custom call's target) and from :func:`vitzoo.kernels.matmul.count_calls`; outputs are
+compared with the same forward traced with XLA's products only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from tests.support.adapt_helpers import TINY
+from tests.support.ckpt_factory import write_tiny_vit
+from vitzoo.backbone import forward_tune
+from vitzoo.errors import VitzooError
+from vitzoo.kernels import matmul
+from vitzoo.models import build_model
+from vitzoo.models.configs import ModelConfig
+
+CONFIG = ModelConfig(name="tiny", family="vit", hidden_size=32, mlp_dim=64, num_layers=2,
+                     patch_size=8, num_heads=2)
+ROUTED_FORWARD = 4  # per block: q/k/v, output projection, two MLP layers (scanned: once)
+
+
+@pytest.fixture(scope="session")
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The oneDNN kernel built once and loaded (the pattern of tests/kernels/conftest.py)."""
+    from vitzoo.kernels import build
+
+    try:
+        path = build.build(tmp_path_factory.mktemp("kernels"), announce=False)
+    except VitzooError as exc:
+        pytest.skip(f"oneDNN kernel unavailable here: {exc.one_line()}")
+    matmul.load(path)
+    return path
+
+
+@pytest.fixture
+def auto(kernel: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``VITZOO_CPU_MATMUL=auto`` and the autotune on (the suite pins xla and off)."""
+    monkeypatch.setenv(matmul.ENV, "auto")
+    monkeypatch.setenv("VITZOO_AUTOTUNE", "1")
+    monkeypatch.setenv("VITZOO_AUTOTUNE_BUDGET", "600")
+    matmul.forget_problem()
+    for dtype in ("float32", "bfloat16"):
+        matmul.use_measured(dtype, None)
+    yield kernel
+    for dtype in ("float32", "bfloat16"):
+        matmul.use_measured(dtype, None)
+
+
+def _model_and_args(batch: int = 4):
+    model = build_model(CONFIG, 5)
+    images = np.random.default_rng(0).uniform(-1, 1, (batch, 32, 32, 3)).astype(np.float32)
+    params = model.init(jax.random.PRNGKey(0), images[:1])["params"]
+    return model, params, images
+
+
+def _job(batch: int = 4, resolution: int = 32) -> forward_tune.Job:
+    return forward_tune.Job("logits", CONFIG, resolution, batch, 1, "float32")
+
+
+class Timings:
+    """The measure seam: runs each candidate once (its trace and compile) and says how long
+    each of its batches took, from a table; remembers what the model traced with."""
+
+    def __init__(self, **seconds: float) -> None:
+        self.seconds = seconds
+        self.calls: list[str] = []
+        self.traced: dict[str, str] = {}
+
+    def __call__(self, backend: str, run) -> list[float]:
+        self.calls.append(backend)
+        self.traced[backend] = matmul.matmul_backend("float32")[0]
+        run()
+        return [self.seconds[backend]] * 3
+
+
+def _decide(timings: Timings, *, job: forward_tune.Job | None = None, batches: int | None = None,
+            **seams):
+    model, params, images = _model_and_args()
+    steps: list = []
+
+    def make_step():
+        steps.append(jax.jit(lambda p, x: model.apply({"params": p}, x, train=False)))
+        return steps[-1]
+
+    tuning, step = forward_tune.decide(job or _job(), make_step, (params, images),
+                                       batches=batches, measure=timings, say=lambda _: None,
+                                       **seams)
+    return tuning, step, steps, (params, images)
+
+
+def _uses_onednn(step, args) -> bool:
+    """Whether the compiled step holds the custom call, asked while XLA would be chosen."""
+    with matmul.measured("float32", "xla"):
+        return matmul.TARGET in step.lower(*args).as_text()
+
+
+def _cache() -> dict:
+    from vitzoo.adapt.autotune import cache_path
+
+    return json.loads(cache_path().read_text())
+
+
+@pytest.mark.parametrize(("seconds", "winner"), [({"xla": 2.0, "onednn": 1.0}, "onednn"),
+                                                 ({"xla": 1.0, "onednn": 2.0}, "xla")])
+def test_trial_keeps_the_faster_compiled_step_and_remembers_it(auto, seconds, winner):
+    timings = Timings(**seconds)
+    tuning, step, steps, args = _decide(timings)
+    assert timings.calls == ["xla", "onednn"]  # the rule's (float32: XLA) first
+    assert timings.traced == {"xla": "xla", "onednn": "onednn"}  # each traced as its candidate
+    assert (tuning.source, tuning.backend) == ("trial", winner)
+    assert len(steps) == 2 and step is steps[["xla", "onednn"].index(winner)]  # no third compile
+    assert _uses_onednn(step, args) == (winner == "onednn")
+    rates = {m["backend"]: m["img_per_sec"] for m in tuning.measurements}
+    assert rates == {b: 4 / s for b, s in seconds.items()}
+    assert f"onednn {4 / seconds['onednn']:.1f} img/s" in tuning.reason
+    assert f"xla {4 / seconds['xla']:.1f} img/s" in tuning.reason
+    assert matmul.matmul_backend("float32")[0] == winner  # later traces use the winner
+    cache = _cache()
+    (text, entry), = cache[forward_tune.SECTION].items()
+    assert entry["backend"] == winner and "entries" not in cache  # its own section
+    key = json.loads(text)
+    assert {key["resolution"], key["per_device_batch"], key["devices"], key["dtype"]} == \
+        {32, 4, 1, "float32"}
+    assert key["model"]["hidden_size"] == 32 and key["cpu"] and key["jax"] == jax.__version__
+    assert {"physical_cores", "jaxlib", "malloc", "program"} <= set(key)
+
+    again = Timings(xla=1.0, onednn=1.0)
+    cached, step, _, _ = _decide(again)
+    assert (cached.source, cached.backend, step, again.calls) == ("cache", winner, None, [])
+    record = cached.record("float32")
+    assert record["backend"] == winner and record["autotune"]["source"] == "cache"
+
+
+def test_the_answer_is_keyed_by_the_shapes(auto):
+    _decide(Timings(xla=2.0, onednn=1.0))
+    other = Timings(xla=1.0, onednn=2.0)
+    tuning, _, _, _ = _decide(other, job=_job(resolution=48))
+    assert (tuning.source, tuning.backend, other.calls) == ("trial", "xla", ["xla", "onednn"])
+    assert len(_cache()[forward_tune.SECTION]) == 2
+
+
+def test_no_trial_when_off_fixed_unavailable_or_tiny(auto, monkeypatch):
+    timings = Timings(xla=1.0, onednn=1.0)
+    tuning, step, _, _ = _decide(timings, batches=forward_tune.MIN_BATCHES - 1)
+    assert (tuning.source, step) == ("skipped", None) and "would cost more" in tuning.reason
+    monkeypatch.setenv("VITZOO_AUTOTUNE", "0")
+    assert _decide(timings)[0].source == "off"
+    monkeypatch.setenv("VITZOO_AUTOTUNE", "1")
+    monkeypatch.setenv(matmul.ENV, "xla")
+    tuning = _decide(timings)[0]
+    assert (tuning.source, tuning.reason) == ("skipped", f"{matmul.ENV}=xla fixes the backend")
+    monkeypatch.setenv(matmul.ENV, "auto")
+    monkeypatch.setattr(matmul, "kernel_problem", lambda: "no oneDNN wheel")
+    tuning = _decide(timings)[0]
+    assert tuning.source == "skipped" and "no oneDNN wheel" in tuning.reason
+    assert timings.calls == []
+    from vitzoo.adapt.autotune import cache_path
+
+    assert not cache_path().exists()  # nothing measured, nothing remembered
+
+
+def test_the_budget_keeps_the_rules_backend_when_the_second_would_not_fit(auto, monkeypatch):
+    """A clock of the test's own: the first candidate costs 6 s of a 10 s budget."""
+    now = [0.0]
+
+    class Slow(Timings):
+        def __call__(self, backend, run):
+            now[0] += 6.0
+            return super().__call__(backend, run)
+
+    monkeypatch.setenv("VITZOO_AUTOTUNE_BUDGET", "10")
+    timings = Slow(xla=2.0, onednn=1.0)
+    tuning, step, steps, _ = _decide(timings, clock=lambda: now[0])
+    assert timings.calls == ["xla"] and (tuning.source, tuning.backend) == ("trial", "xla")
+    assert step is steps[0] and "not tried" in tuning.measurements[1]["error"]
+    from vitzoo.adapt.autotune import cache_path
+
+    assert not cache_path().exists()  # a larger budget may measure both next time
+    monkeypatch.setenv("VITZOO_AUTOTUNE_BUDGET", "13")
+    assert _decide(Slow(xla=2.0, onednn=1.0), clock=lambda: now[0])[0].backend == "onednn"
+
+
+def test_a_tiny_job_uses_a_remembered_answer(auto):
+    _decide(Timings(xla=2.0, onednn=1.0))
+    tuning, _, _, _ = _decide(Timings(xla=1.0, onednn=1.0), batches=1)
+    assert (tuning.source, tuning.backend) == ("cache", "onednn")
+
+
+def test_forward_extracts_the_same_features_with_the_winner(auto, tmp_path, monkeypatch):
+    """End to end through :class:`vitzoo.backbone.Forward`: the trial's step does the work."""
+    from vitzoo.backbone import Forward, load
+
+    backbone = load(write_tiny_vit(tmp_path / "vit.npz", **TINY))
+    images = np.random.default_rng(1).uniform(-1, 1, (1, 4, 32, 32, 3)).astype(np.float32)
+    timings = Timings(xla=2.0, onednn=1.0)
+    monkeypatch.setattr(forward_tune, "_timed", timings)
+    forward = Forward(backbone, batch=4)
+    steps: list = []
+    make_step = forward._make_step
+    forward._make_step = lambda: steps.append(make_step()) or steps[-1]
+    forward(images)
+    assert forward.tuning is not None and forward.tuning.source == "trial"
+    assert timings.calls == ["xla", "onednn"] and timings.traced["onednn"] == "onednn"
+    assert len(steps) == 2 and forward._step is steps[1]  # the oneDNN candidate, no 3rd compile
+    traces = []
+    active = matmul.active
+    monkeypatch.setattr(matmul, "active", lambda dtype: traces.append(dtype) or active(dtype))
+    tuned = forward(images)
+    assert traces == []  # the compiled step ran: no trace under whatever is in effect now
+    record = forward.matmul_record()
+    assert record["backend"] == "onednn" and record["autotune"]["source"] == "trial"
+
+    monkeypatch.setenv(matmul.ENV, "xla")
+    plain = Forward(backbone, batch=4)
+    reference = plain(images)
+    assert plain.tuning is not None and plain.tuning.source == "skipped"
+    np.testing.assert_allclose(tuned, reference, rtol=1e-4, atol=1e-4)
+    monkeypatch.setenv(matmul.ENV, "auto")
+    model = backbone.module("float32")
+    with matmul.measured("float32", "onednn"):
+        jaxpr = jax.make_jaxpr(lambda p, x: model.apply({"params": p}, x, train=False))(
+            backbone.params, images[0])
+    assert matmul.count_calls(jaxpr) == ROUTED_FORWARD
+
+
+def test_predict_of_a_few_images_runs_no_trial(auto, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from vitzoo.predict import Predictor
+
+    timings = Timings(xla=2.0, onednn=1.0)
+    monkeypatch.setattr(forward_tune, "_timed", timings)
+    path = write_tiny_vit(tmp_path / "vit.npz", **TINY)
+    picture = tmp_path / "a.png"
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(picture)
+    predictor = Predictor(path)
+    predictor.predict([picture], top_k=1)
+    record = predictor.matmul_record()
+    assert record is not None and record["autotune"]["source"] == "skipped"
+    assert record["backend"] == "xla" and timings.calls == []  # float32: the rule's XLA
+    many = Predictor(path)
+    many.predict([picture] * forward_tune.MIN_BATCHES, top_k=1, batch_size=1)
+    assert many.tuning is not None and (many.tuning.source, many.tuning.backend) == (
+        "trial", "onednn")
