@@ -212,10 +212,10 @@ def _trial(job: Job, key: dict[str, Any], text: str, make_step: Callable[[], Cal
     from vitzoo.adapt.autotune import BUDGET_ENV, budget_seconds  # light: no jax, no adapt run
     from vitzoo.kernels import matmul
 
-    budget = budget_seconds()
     with matmul.measured(job.dtype, None):
         default = matmul.matmul_backend(job.dtype)[0]
     order = [default, "onednn" if default == "xla" else "xla"]
+    budget = budget_seconds(len(order))
     say(f"autotune: timing the forward of {job.label()} with XLA's and oneDNN's matrix "
         f"products (at most {budget:.0f} s; --no-autotune or VITZOO_AUTOTUNE=0 skips)...")
     started = clock()
