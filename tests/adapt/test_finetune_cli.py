@@ -78,12 +78,14 @@ def test_folder_finetune_outputs_catalog_and_evaluate(tmp_path):
         assert [c["class"] for c in report["per_class"]] == ["green", "red"]
         assert sum(c["examples"] for c in report["per_class"]) == 7
         assert report["top5"] is None  # two classes: top-5 would be 100% by construction
+        assert report["matmul"]["backend"] == "xla"  # the suite pins VITZOO_CPU_MATMUL=xla
     ev = cli(["evaluate", "my-run", "--dataset", str(data), "--eval-split", "test",
               "--format", "csv"], env=home)
     assert ev.returncode == 0, ev.stderr[-2000:]
     header, values = ev.stdout.splitlines()
     row = dict(zip(header.split(","), values.split(","), strict=True))
     assert (row["examples"], row["split"], row["top5"]) == ("7", "test", "")
+    assert "matmul" not in row  # a record, not a scalar: JSON only
     assert float(row["top1"]) == pytest.approx(run["final_metrics"]["eval_accuracy"], abs=1e-6)
 
 

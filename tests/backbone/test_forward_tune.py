@@ -260,3 +260,31 @@ def test_predict_of_a_few_images_runs_no_trial(auto, tmp_path, monkeypatch):
     many.predict([picture] * forward_tune.MIN_BATCHES, top_k=1, batch_size=1)
     assert many.tuning is not None and (many.tuning.source, many.tuning.backend) == (
         "trial", "onednn")
+
+
+def test_evaluate_traces_with_the_remembered_backend_and_reports_it(auto, tmp_path, monkeypatch):
+    """``evaluate`` takes the forward's decision for its own program (a remembered answer here)."""
+    from tests.support.adapt_helpers import color_image, write_folder
+    from vitzoo.adapt.evaluate import evaluate
+
+    folder = write_folder(tmp_path / "data", color_image, ["r", "g", "b"], train=2, test=3,
+                          size=32)
+    path = write_tiny_vit(tmp_path / "vit.npz", **{**TINY, "num_classes": 3})
+    monkeypatch.setattr(forward_tune, "_timed", Timings(xla=2.0, onednn=1.0))
+    first = evaluate(str(path), str(folder), batch=4)  # 9 images: too few for a trial
+    assert first.matmul["backend"] == "xla" and first.matmul["autotune"]["source"] == "skipped"
+    from vitzoo.backbone import Forward, load
+
+    Forward(load(path), batch=4, batches=100).tune()  # a big job decides for these shapes
+    matmul.use_measured("float32", None)  # a new process: only the remembered answer is left
+    traced: list[str] = []
+    active = matmul.active
+    monkeypatch.setattr(matmul, "active", lambda dtype: traced.append(
+        matmul.matmul_backend(dtype)[0]) or active(dtype))
+    tuned = evaluate(str(path), str(folder), batch=4)
+    assert tuned.matmul["backend"] == "onednn" and tuned.matmul["autotune"]["source"] == "cache"
+    # loading the checkpoint traces the model first (shapes); the evaluator's program is last
+    assert traced[-1] == "onednn"
+    assert tuned.examples == first.examples == 9
+    assert tuned.loss == pytest.approx(first.loss, rel=1e-4)
+    assert tuned.top1 == first.top1

@@ -8,6 +8,9 @@ and the final ``eval_accuracy`` of a run agree exactly.
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +35,8 @@ class EvalReport:
     f1: float | None = None  # multi-label: micro F1 at ``threshold``
     macro_f1: float | None = None  # multi-label: mean per-class F1 at ``threshold``
     threshold: float | None = None
+    #: The matrix-product backend of the evaluation and why (the forward autotune's record).
+    matmul: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -76,13 +81,16 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
             f"{backbone.path.name} has a {backbone.num_classes}-class head but {dataset} has "
             f"{data.num_classes} classes", "evaluate a checkpoint fine-tuned on this dataset")
     names = find_labels(backbone.path, data.num_classes)  # a names file that does not fit fails now
-    if data.task == "multilabel":
-        return _multilabel(backbone, data, head.threshold, dtype=dtype, placement=placement,
-                           layout=layout, per_class=per_class)
-    evaluator = Classification(data.eval_split, backbone.module(dtype).apply, data.eval,
-                               recipe=backbone.eval_recipe(), layout=layout,
-                               devices=placement.devices, num_classes=data.num_classes)
-    metrics = dict(evaluator.run(placement.replicate(backbone.params)))
+    with _tuned_products(backbone, data.eval, batch, dtype, placement) as matmul:
+        if data.task == "multilabel":
+            report = _multilabel(backbone, data, head.threshold, dtype=dtype,
+                                 placement=placement, layout=layout, per_class=per_class)
+            report.matmul = matmul
+            return report
+        evaluator = Classification(data.eval_split, backbone.module(dtype).apply, data.eval,
+                                   recipe=backbone.eval_recipe(), layout=layout,
+                                   devices=placement.devices, num_classes=data.num_classes)
+        metrics = dict(evaluator.run(placement.replicate(backbone.params)))
     notes = list(data.notes)
     if (note := dataset_disagreement(names, data.name, data.class_names)) is not None:
         notes.append(note)
@@ -91,7 +99,29 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
         split=data.eval_split, resolution=backbone.resolution, examples=metrics["examples"],
         top1=metrics["top1"], top5=metrics["top5"], loss=metrics["loss"],
         per_class=per_class_rows(evaluator.sums, data.class_names) if per_class else [],
-        notes=notes)
+        notes=notes, matmul=matmul)
+
+
+@contextlib.contextmanager
+def _tuned_products(backbone: Any, examples: Any, batch: int, dtype: str,
+                    placement: Any) -> Iterator[dict[str, Any]]:
+    """Trace the evaluator with the matrix-product backend measured fastest for this forward.
+
+    The forward autotune (:mod:`vitzoo.backbone.forward_tune`) decides on the backbone's
+    own forward at these shapes (a remembered answer, or a trial when the split is worth
+    it); the evaluator's program is the same model, so it takes the same backend. Yields
+    the record the report keeps.
+    """
+    from vitzoo.backbone import Forward
+
+    try:
+        batches = math.ceil(len(examples) / placement.layout(batch).global_batch)
+    except TypeError:  # a streamed split of unknown length: large enough
+        batches = None
+    tuning = Forward(backbone, batch=batch, dtype=dtype, placement=placement,
+                     batches=batches).tune()  # the probe's forward: dropped once decided
+    with tuning.applied(dtype):
+        yield tuning.record(dtype)
 
 
 def _multilabel(backbone: Any, data: Any, threshold: float, *, dtype: str, placement: Any,

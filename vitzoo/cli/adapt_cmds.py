@@ -116,8 +116,9 @@ def evaluate_command(
     if fmt in ("json", "jsonl"):  # one report: the same single line for both
         sys.stdout.write(json.dumps(document, default=str) + "\n")
         return
-    if fmt == "csv":  # the report's scalar fields (per-class rows belong in json)
-        write_rows([{k: v for k, v in document.items() if not isinstance(v, list)}], "csv")
+    if fmt == "csv":  # the report's scalar fields (per-class rows, matmul belong in json)
+        write_rows([{k: v for k, v in document.items() if not isinstance(v, list | dict)}],
+                   "csv")
         return
     from rich.console import Console
     from rich.table import Table
