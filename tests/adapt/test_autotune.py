@@ -297,14 +297,16 @@ def autotune_runtime_options(command):
     return runtime_options(autotune=True)(command)
 
 
-def test_only_finetune_takes_the_autotune_option():
+def test_the_commands_that_run_a_model_take_the_autotune_option():
     from vitzoo.cli import app
 
     runner = CliRunner()
-    assert "--no-autotune" in runner.invoke(app, ["finetune", "--help"],
-                                            env={"COLUMNS": "200"}).output
-    assert "--no-autotune" not in runner.invoke(app, ["evaluate", "--help"],
-                                                env={"COLUMNS": "200"}).output
+    for command in ("finetune", "evaluate", "predict", "probe", "recommend"):
+        assert "--no-autotune" in runner.invoke(app, [command, "--help"],
+                                                env={"COLUMNS": "200"}).output, command
+    for command in ("list", "show", "export"):
+        assert "--no-autotune" not in runner.invoke(app, [command, "--help"],
+                                                    env={"COLUMNS": "200"}).output, command
 
 
 def test_users_xla_flags_fix_devices_and_flags(tune, monkeypatch):

@@ -90,7 +90,7 @@ def given_options(ctx: typer.Context) -> set[str]:
     return {renamed.get(name, name) for name in given_parameters(ctx)}
 
 
-@runtime_options
+@runtime_options(autotune=True)
 @data_options(exclude=("train_split",))
 def evaluate_command(
     data: DataOptions,

@@ -133,7 +133,7 @@ def _is_path(name: str) -> bool:
     return name.endswith(".npz") and (name.startswith((".", "/", "~")) or name.count("/") > 1)
 
 
-@runtime_options
+@runtime_options(autotune=True)
 @data_options(required=False)
 def recommend_command(
     data: DataOptions | None,

@@ -3,8 +3,8 @@
 :func:`data_options` generates one typer option per field of
 :class:`~vitzoo.data.options.DataOptions` (default: the record's own), adds them to a
 command's signature and hands the command one ``data`` record instead; :func:`runtime_options`
-does the same for ``--compile-cache/--no-compile-cache`` (and, for ``finetune``,
-``--autotune/--no-autotune``), which it applies before the command runs. ``finetune``,
+does the same for ``--compile-cache/--no-compile-cache`` (and, for the commands that run
+a model, ``--autotune/--no-autotune``), which it applies before the command runs. ``finetune``,
 ``evaluate``, ``probe`` and ``recommend --dataset`` use both, so an option is spelled,
 explained and defaulted the same way everywhere, and a new dataset setting is a new field
 of the record plus one help line here.
@@ -59,9 +59,10 @@ COMPILE_CACHE = typer.Option(None, "--compile-cache/--no-compile-cache", show_de
     "Reuse compiled programs from VITZOO_HOME/compile-cache [default: on, or "
     "VITZOO_COMPILE_CACHE=0 for off]."))
 AUTOTUNE = typer.Option(None, "--autotune/--no-autotune", show_default=False, help=(
-    "Time a few CPU settings (host devices, XLA flags, micro-batch) the first time these shapes "
-    "run on this machine and use the fastest, remembered in VITZOO_HOME/autotune.json "
-    "[default: on, or VITZOO_AUTOTUNE=0 for off]."))
+    "Time a few CPU settings the first time these shapes run on this machine and use the "
+    "fastest, remembered in VITZOO_HOME/autotune.json: XLA's or oneDNN's matrix products "
+    "(and, for finetune, host devices, XLA flags, micro-batch) [default: on, or "
+    "VITZOO_AUTOTUNE=0 for off]."))
 
 
 def _plain(hint: Any) -> Any:
@@ -150,9 +151,9 @@ def runtime_options(command: F | None = None, *, autotune: bool = False) -> Any:
 
     The choice is remembered by :func:`vitzoo.runtime.set_compile_cache_choice`, which
     :func:`vitzoo.runtime.configure` reads when the command starts JAX. With
-    ``@runtime_options(autotune=True)`` (full fine-tuning, the one command that measures
-    its settings) the command also gets ``--autotune/--no-autotune``, remembered by
-    :func:`vitzoo.runtime.set_autotune_choice`.
+    ``@runtime_options(autotune=True)`` (the commands that run a model: ``finetune``,
+    ``evaluate``, ``predict``, ``probe``, ``recommend``) the command also gets
+    ``--autotune/--no-autotune``, remembered by :func:`vitzoo.runtime.set_autotune_choice`.
     """
     if command is None:
         return functools.partial(runtime_options, autotune=autotune)
