@@ -9,6 +9,7 @@ network by accident. Tests that need GCS take the ``gcs`` fixture, which points
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +47,23 @@ def _hermetic_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.Temp
 
     monkeypatch.setattr(runtime, "_cli_choice", None)
     monkeypatch.setattr(runtime, "_cli_autotune", None)
+
+
+@pytest.fixture(scope="session")
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """vitzoo's oneDNN kernel, built once per test session into a temporary folder and loaded.
+
+    Tests that need it skip on a machine without the oneDNN wheel or a compiler.
+    """
+    from vitzoo.errors import VitzooError
+    from vitzoo.kernels import build, matmul
+
+    try:
+        path = build.build(tmp_path_factory.mktemp("kernels"), announce=False)
+    except VitzooError as exc:
+        pytest.skip(f"oneDNN kernel unavailable here: {exc.one_line()}")
+    matmul.load(path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,6 @@ import pytest
 from tests.support.adapt_helpers import TINY
 from tests.support.ckpt_factory import write_tiny_vit
 from vitzoo.backbone import forward_tune
-from vitzoo.errors import VitzooError
 from vitzoo.kernels import matmul
 from vitzoo.models import build_model
 from vitzoo.models.configs import ModelConfig
@@ -26,19 +25,6 @@ from vitzoo.models.configs import ModelConfig
 CONFIG = ModelConfig(name="tiny", family="vit", hidden_size=32, mlp_dim=64, num_layers=2,
                      patch_size=8, num_heads=2)
 ROUTED_FORWARD = 4  # per block: q/k/v, output projection, two MLP layers (scanned: once)
-
-
-@pytest.fixture(scope="session")
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The oneDNN kernel built once and loaded (the pattern of tests/kernels/conftest.py)."""
-    from vitzoo.kernels import build
-
-    try:
-        path = build.build(tmp_path_factory.mktemp("kernels"), announce=False)
-    except VitzooError as exc:
-        pytest.skip(f"oneDNN kernel unavailable here: {exc.one_line()}")
-    matmul.load(path)
-    return path
 
 
 @pytest.fixture

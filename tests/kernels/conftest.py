@@ -1,10 +1,10 @@
-"""Build the oneDNN kernel once per test session into a temporary folder.
+"""Products routed through the oneDNN kernel.
 
 The suite's conftest pins ``VITZOO_CPU_MATMUL=xla`` and gives each test its own
-``VITZOO_HOME``; here the kernel is compiled once (``kernel`` fixture), loaded into the
-process, and tests that route products through it set ``VITZOO_CPU_MATMUL=onednn``.
+``VITZOO_HOME``; its ``kernel`` fixture compiles the kernel once per session and loads it,
+and tests that route products through it set ``VITZOO_CPU_MATMUL=onednn`` (``onednn``).
 Tests skip when this machine has no oneDNN wheel or no compiler (the fallback tests
-below do not need either).
+do not need either).
 """
 
 from __future__ import annotations
@@ -12,20 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from vitzoo.errors import VitzooError
-
-
-@pytest.fixture(scope="session")
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vitzoo.kernels import build, matmul
-
-    try:
-        path = build.build(tmp_path_factory.mktemp("kernels"), announce=False)
-    except VitzooError as exc:
-        pytest.skip(f"oneDNN kernel unavailable here: {exc.one_line()}")
-    matmul.load(path)
-    return path
 
 
 @pytest.fixture

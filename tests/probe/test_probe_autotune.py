@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.backbone.test_forward_tune import Timings, auto, kernel  # noqa: F401 (fixtures)
+from tests.backbone.test_forward_tune import Timings, auto  # noqa: F401 (a fixture)
 from tests.support.adapt_helpers import stripes, tiny_checkpoint, write_folder
 from tests.support.cli_helpers import run_cli
 
