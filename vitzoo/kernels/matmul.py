@@ -329,5 +329,117 @@ def count_calls(jaxpr: Any) -> int:
 
 
 __all__: Sequence[str] = ("ENV", "MODES", "available", "choose_backend", "contract",
-                          "count_calls", "dense_dot_general", "dot_general", "matmul_backend",
+                          "attention_einsum", "batched_einsum", "count_calls", "dense_dot_general",
+                          "dot_general", "matmul_backend",
                           "measured", "mode", "onednn_matmul", "use_measured")
+
+
+# Batched products (attention's q.k^T and p.v) ------------------------------------------
+
+BATCHED_TARGET = "vitzoo_onednn_batched_matmul"
+
+
+def _register_batched() -> None:
+    """Register the batched handler of the loaded kernel (once; load() registers the 2-D one)."""
+    lib = load()
+    if not _batched_registered:
+        jax.ffi.register_ffi_target(BATCHED_TARGET, jax.ffi.pycapsule(lib.OnednnBatchedMatmul),
+                                    platform="cpu")
+        _batched_registered.append(True)
+
+
+_batched_registered: list[bool] = []
+
+
+def _parse_einsum(spec: str) -> tuple[str, str, str, str, str, str]:
+    """``(x, y, out, batch, m, k)`` letters for a batched product ``x,y->out``, or ValueError.
+
+    The form oneDNN's batched matmul computes: the letters in all three are batch dims, one
+    letter in ``x`` and ``out`` only (M), one in ``y`` and ``out`` only (N), one in ``x`` and
+    ``y`` only (K, contracted); no letter repeats within an operand.
+    """
+    inputs, _, out = spec.replace(" ", "").partition("->")
+    x, _, y = inputs.partition(",")
+    if not (x and y and out) or any(len(set(t)) != len(t) for t in (x, y, out)):
+        raise ValueError(f"not a batched product: {spec!r}")
+    batch = "".join(c for c in out if c in x and c in y)
+    m = [c for c in x if c in out and c not in y]
+    n = [c for c in y if c in out and c not in x]
+    k = [c for c in x if c in y and c not in out]
+    if len(m) != 1 or len(n) != 1 or len(k) != 1 or \
+            len(batch) + 2 != len(out) or len(batch) + 2 != len(x) or len(batch) + 2 != len(y):
+        raise ValueError(f"not a batched product (one M, one N, one K letter): {spec!r}")
+    return x, y, out, batch, m[0] + n[0], k[0]
+
+
+def _view(letters: str, shape: Sequence[int], order: str) -> tuple[list[int], list[int]]:
+    """Dims and element strides of a row-major array with axes ``letters``, seen in ``order``."""
+    strides = [math.prod(shape[i + 1:]) for i in range(len(shape))]
+    pos = [letters.index(c) for c in order]
+    return [int(shape[i]) for i in pos], [int(strides[i]) for i in pos]
+
+
+def _batched_call(spec: str, x: jax.Array, y: jax.Array, out_dtype: Any) -> jax.Array:
+    """One custom call computing ``jnp.einsum(spec, x, y)`` (no copies: strided views)."""
+    _register_batched()
+    xs, ys, outs, batch, mn, k = _parse_einsum(spec)
+    m, n = mn
+    sizes = dict(zip(xs, x.shape)) | dict(zip(ys, y.shape))
+    out_shape = tuple(sizes[c] for c in outs)
+    a_dims, a_strides = _view(xs, x.shape, batch + m + k)
+    b_dims, b_strides = _view(ys, y.shape, batch + k + n)
+    c_dims, c_strides = _view(outs, out_shape, batch + m + n)
+    call = jax.ffi.ffi_call(BATCHED_TARGET, jax.ShapeDtypeStruct(out_shape, out_dtype),
+                            vmap_method="sequential")
+    ints = functools.partial(np.asarray, dtype=np.int64)
+    return call(x, y, a_dims=ints(a_dims), a_strides=ints(a_strides), b_dims=ints(b_dims),
+                b_strides=ints(b_strides), c_dims=ints(c_dims), c_strides=ints(c_strides),
+                threads=np.int64(_threads()))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3))
+def _einsum(spec: str, x: jax.Array, y: jax.Array, out_dtype: Any) -> jax.Array:
+    return _batched_call(spec, x, y, out_dtype)
+
+
+def _einsum_fwd(spec: str, x: jax.Array, y: jax.Array, out_dtype: Any):
+    return _batched_call(spec, x, y, out_dtype), (x, y)
+
+
+def _einsum_bwd(spec: str, out_dtype: Any, saved: tuple[jax.Array, jax.Array], g: jax.Array):
+    x, y = saved
+    xs, ys, outs, *_ = _parse_einsum(spec)
+    g = g.astype(x.dtype)
+    dx = _batched_call(f"{outs},{ys}->{xs}", g, y, x.dtype)  # contracts N
+    dy = _batched_call(f"{xs},{outs}->{ys}", x, g, y.dtype)  # contracts M
+    return dx, dy
+
+
+_einsum.defvjp(_einsum_fwd, _einsum_bwd)
+
+
+def batched_einsum(spec: str, x: jax.Array, y: jax.Array, out_dtype: Any = None) -> jax.Array:
+    """``jnp.einsum(spec, x, y)`` for a batched product, through oneDNN; differentiable.
+
+    ``spec`` has batch letters (in all three), one M, one N and one contracted letter, in
+    any order per operand (``bqhe,bkhe->bhqk``): the layouts become strides, so nothing is
+    transposed or copied. One dtype for both operands (bf16/f32), f32 accumulation; the
+    result has ``out_dtype`` (default: the operands'). Both backward products use it too.
+    """
+    xs, ys, *_ = _parse_einsum(spec)
+    if x.ndim != len(xs) or y.ndim != len(ys):
+        raise ValueError(f"{spec!r} does not fit operands of shapes {x.shape} and {y.shape}")
+    if any(x.shape[xs.index(c)] != y.shape[ys.index(c)] for c in xs if c in ys):
+        raise ValueError(f"{spec!r}: operand shapes {x.shape} and {y.shape} disagree")
+    if x.dtype != y.dtype or jnp.dtype(x.dtype) not in _SUPPORTED:
+        raise ValueError(f"batched_einsum needs two bfloat16 or two float32 operands, got "
+                         f"{x.dtype} and {y.dtype}")
+    return _einsum(spec, x, y, jnp.dtype(out_dtype or x.dtype))
+
+
+def attention_einsum(spec: str, x: jax.Array, y: jax.Array) -> jax.Array:
+    """What the model's attention calls: :func:`batched_einsum` when the backend is active
+    for the operands' dtype, else ``jnp.einsum`` itself (so the XLA path is unchanged)."""
+    if x.dtype == y.dtype and jnp.dtype(x.dtype) in _SUPPORTED and active(x.dtype):
+        return batched_einsum(spec, x, y)
+    return jnp.einsum(spec, x, y)

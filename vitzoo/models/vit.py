@@ -55,7 +55,7 @@ class _Projection(nn.Module):
 def attention_weights(q: jax.Array, k: jax.Array) -> jax.Array:
     """Softmax(q k^T / sqrt(d)) ``[B, H, T, T]`` in float32, from ``[B, T, H, Dh]``."""
     q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
-    scores = jnp.einsum("bqhe,bkhe->bhqk", q, k).astype(jnp.float32)
+    scores = cpu_matmul.attention_einsum("bqhe,bkhe->bhqk", q, k).astype(jnp.float32)
     return jax.nn.softmax(scores, axis=-1)
 
 
@@ -68,7 +68,7 @@ def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array,
         rng, rate = dropout
         mask = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)
         weights = jnp.where(mask, weights / (1.0 - rate), 0.0)
-    return jnp.einsum("bhqk,bkhe->bqhe", weights.astype(dtype), v)
+    return cpu_matmul.attention_einsum("bhqk,bkhe->bqhe", weights.astype(dtype), v)
 
 
 def _project(spec: str, x: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
