@@ -23,10 +23,13 @@ CLASSES = 5
 CONFIG = ModelConfig(name="tiny", family="vit", hidden_size=32, mlp_dim=64, num_layers=2,
                      patch_size=8, num_heads=2)
 # Routed per encoder block: the fused q/k/v projection, the output projection and the
-# MLP's two Dense layers (attention scores/values, the patch convolution and the float32
-# head stay with XLA). The scanned body appears once in the jaxpr; backward adds 2 each.
+# MLP's two Dense layers (the patch convolution and the float32 head stay with XLA); and,
+# as batched products, the attention scores and values. The scanned body appears once in
+# the jaxpr; backward adds 2 each.
 ROUTED_FORWARD = 4
 ROUTED_TRAIN = 3 * ROUTED_FORWARD
+BATCHED_FORWARD = 2
+BATCHED_TRAIN = 3 * BATCHED_FORWARD
 LOSS_TOLERANCE = 0.03  # as tests/adapt/test_bf16.py: bf16 rounding over 4 steps of 2 layers
 STEPS = 4
 
@@ -43,12 +46,17 @@ def _data():
     return images, rng.integers(0, CLASSES, 16).astype(np.int32)
 
 
+def _calls(jaxpr) -> tuple[int, int]:
+    """(dense products, batched products) through oneDNN in a jaxpr."""
+    return matmul.count_calls(jaxpr), str(jaxpr).count(matmul.BATCHED_TARGET)
+
+
 def _forward(dtype, backend, monkeypatch, images, params):
     monkeypatch.setenv(matmul.ENV, backend)
     model = build_model(CONFIG, CLASSES, dtype=dtype)
     fn = jax.jit(lambda p, x: model.apply({"params": p}, x))
     jaxpr = jax.make_jaxpr(lambda p, x: model.apply({"params": p}, x))(params, images)
-    return np.asarray(fn(params, images), np.float32), matmul.count_calls(jaxpr)
+    return np.asarray(fn(params, images), np.float32), _calls(jaxpr)
 
 
 def test_forward_matches_xla_and_float32(onednn, monkeypatch):
@@ -57,7 +65,7 @@ def test_forward_matches_xla_and_float32(onednn, monkeypatch):
     ours, calls = _forward(jnp.bfloat16, "onednn", monkeypatch, images, params)
     xla, none = _forward(jnp.bfloat16, "xla", monkeypatch, images, params)
     fp32, _ = _forward(jnp.float32, "xla", monkeypatch, images, params)
-    assert (calls, none) == (ROUTED_FORWARD, 0)
+    assert (calls, none) == ((ROUTED_FORWARD, BATCHED_FORWARD), (0, 0))
     scale = np.abs(fp32).max()
     # bf16 rounds activations and weights (2^-9 relative each) through 2 blocks
     assert np.abs(ours - fp32).max() < 0.05 * scale
@@ -73,7 +81,7 @@ def _train(dtype, backend, monkeypatch):
     step = make_train_step(model.apply, tx, num_classes=CLASSES, pmap=False)
     state, batch = init_state(_params(images), tx), {"image": images, "label": labels}
     key = np.asarray(jax.random.PRNGKey(2))
-    calls = matmul.count_calls(jax.make_jaxpr(step)(state, batch, key))
+    calls = _calls(jax.make_jaxpr(step)(state, batch, key))
     step, losses = jax.jit(step), []
     for _ in range(STEPS):
         state, metrics = step(state, batch, key)
@@ -85,7 +93,7 @@ def test_train_steps_match_xla_and_float32(onednn, monkeypatch):
     ours, calls = _train(jnp.bfloat16, "onednn", monkeypatch)
     xla, _ = _train(jnp.bfloat16, "xla", monkeypatch)
     fp32, _ = _train(jnp.float32, "xla", monkeypatch)
-    assert calls == ROUTED_TRAIN
+    assert calls == (ROUTED_TRAIN, BATCHED_TRAIN)
     assert ours[-1] < ours[0]  # it trains
     np.testing.assert_allclose(ours, fp32, atol=LOSS_TOLERANCE)
     np.testing.assert_allclose(ours, xla, atol=LOSS_TOLERANCE)
@@ -103,8 +111,8 @@ def test_map_head_cross_attention_routes_too(onednn, monkeypatch):
     monkeypatch.setenv(matmul.ENV, "onednn")
     model = build_model(config, CLASSES, dtype=jnp.bfloat16)
     jaxpr = jax.make_jaxpr(lambda p, x: model.apply({"params": p}, x))(params, images)
-    # block: 4; MAP head: q, k, v, out projections + 2 MLP Dense
-    assert matmul.count_calls(jaxpr) == ROUTED_FORWARD + 6
+    # block: 4; MAP head: q, k, v, out projections + 2 MLP Dense; and each attention's 2
+    assert _calls(jaxpr) == (ROUTED_FORWARD + 6, BATCHED_FORWARD + 2)
     ours = np.asarray(model.apply({"params": params}, images), np.float32)
     want = np.asarray(model_fp32.apply({"params": params}, images), np.float32)
     assert np.abs(ours - want).max() < 0.05 * np.abs(want).max()
@@ -130,10 +138,11 @@ def test_pmap_over_two_cpu_devices(kernel):
         os.environ["VITZOO_CPU_MATMUL"] = backend
         model = build_model(config, 5, dtype=jnp.bfloat16)
         f = jax.pmap(lambda p, x: model.apply({{"params": p}}, x), in_axes=(None, 0))
-        calls = matmul.count_calls(jax.make_jaxpr(f)(params, x))
+        jaxpr = str(jax.make_jaxpr(f)(params, x))
+        calls = (matmul.count_calls(jaxpr), jaxpr.count(matmul.BATCHED_TARGET))
         out[backend] = (np.asarray(f(params, x), np.float32), calls)
     (ours, calls), (xla, none) = out["onednn"], out["xla"]
-    assert (calls, none) == ({ROUTED_FORWARD}, 0), (calls, none)
+    assert (calls, none) == (({ROUTED_FORWARD}, {BATCHED_FORWARD}), (0, 0)), (calls, none)
     assert np.abs(ours - xla).max() < 0.05 * np.abs(xla).max(), np.abs(ours - xla).max()
     print("OK")
     """
