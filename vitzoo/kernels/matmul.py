@@ -328,15 +328,16 @@ def count_calls(jaxpr: Any) -> int:
     return str(jaxpr).count(TARGET)
 
 
-__all__: Sequence[str] = ("ENV", "MODES", "available", "choose_backend", "contract",
-                          "attention_einsum", "batched_einsum", "count_calls", "dense_dot_general",
-                          "dot_general", "matmul_backend",
-                          "measured", "mode", "onednn_matmul", "use_measured")
+__all__: Sequence[str] = ("ENV", "MODES", "attention_einsum", "available", "batched_einsum",
+                          "choose_backend", "contract", "count_calls", "dense_dot_general",
+                          "dot_general", "matmul_backend", "measured", "mode", "onednn_matmul",
+                          "use_measured")
 
 
 # Batched products (attention's q.k^T and p.v) ------------------------------------------
 
 BATCHED_TARGET = "vitzoo_onednn_batched_matmul"
+_batched_registered: list[bool] = []  # the batched handler registered, once per process
 
 
 def _register_batched() -> None:
@@ -346,9 +347,6 @@ def _register_batched() -> None:
         jax.ffi.register_ffi_target(BATCHED_TARGET, jax.ffi.pycapsule(lib.OnednnBatchedMatmul),
                                     platform="cpu")
         _batched_registered.append(True)
-
-
-_batched_registered: list[bool] = []
 
 
 def _parse_einsum(spec: str) -> tuple[str, str, str, str, str, str]:
@@ -384,7 +382,11 @@ def _batched_call(spec: str, x: jax.Array, y: jax.Array, out_dtype: Any) -> jax.
     _register_batched()
     xs, ys, outs, batch, mn, k = _parse_einsum(spec)
     m, n = mn
-    sizes = dict(zip(xs, x.shape)) | dict(zip(ys, y.shape))
+    if outs[-1] == m:  # swap the operands so that the result's rows are contiguous:
+        # oneDNN's fast (brgemm) matmul needs that, a column-major result falls back to its
+        # reference loop, ~1000x slower (the backward product dk of q.k^T did)
+        return _batched_call(f"{ys},{xs}->{outs}", y, x, out_dtype)
+    sizes = dict(zip(xs, x.shape, strict=True)) | dict(zip(ys, y.shape, strict=True))
     out_shape = tuple(sizes[c] for c in outs)
     a_dims, a_strides = _view(xs, x.shape, batch + m + k)
     b_dims, b_strides = _view(ys, y.shape, batch + k + n)
@@ -434,6 +436,8 @@ def batched_einsum(spec: str, x: jax.Array, y: jax.Array, out_dtype: Any = None)
     if x.dtype != y.dtype or jnp.dtype(x.dtype) not in _SUPPORTED:
         raise ValueError(f"batched_einsum needs two bfloat16 or two float32 operands, got "
                          f"{x.dtype} and {y.dtype}")
+    if x.size == 0 or y.size == 0:  # oneDNN refuses empty dims; XLA's answer is zeros or empty
+        return jnp.einsum(spec, x, y, preferred_element_type=jnp.dtype(out_dtype or x.dtype))
     return _einsum(spec, x, y, jnp.dtype(out_dtype or x.dtype))
 
 
