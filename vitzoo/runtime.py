@@ -151,6 +151,42 @@ def autotune_wanted(flag: bool | None = None) -> tuple[bool, str]:
     return True, f"{AUTOTUNE_ENV}={value}" if value else "default"
 
 
+AUTOTUNE_BUDGET_ENV = "VITZOO_AUTOTUNE_BUDGET"
+#: Seconds per setting (or forward candidate) tried, the default autotune budget's share
+#: (``VITZOO_AUTOTUNE_BUDGET`` unset).
+#: Why per setting: a child must start Python and JAX, compile the train step (no compile
+#: cache in the child; ViT-Ti/16 compiles in ~10-20 s on a laptop CPU), run the compiling
+#: step 0 and then at least one timed step (Ti/16, batch 64, 2 cores: ~4.9 s at the 13
+#: img/s of benchmarks/RESULTS.md), so ~25-30 s before it yields one number. The former
+#: fixed 120 s gave each of a 2-core machine's 4 settings 30 s; with the product stage, 5
+#: settings would get 24 s, under one timed step on a slow laptop. So the default grows
+#: with the settings tried: 150 s for 5, and still 120 s where the stage is not offered.
+AUTOTUNE_SHARE_S = 30.0
+
+
+def autotune_budget(settings: int) -> float:
+    """``VITZOO_AUTOTUNE_BUDGET`` (seconds), else :data:`AUTOTUNE_SHARE_S` per setting tried."""
+    text = os.environ.get(AUTOTUNE_BUDGET_ENV, "").strip()
+    if not text:
+        return AUTOTUNE_SHARE_S * settings
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise VitzooError(f"{AUTOTUNE_BUDGET_ENV} must be a positive number of seconds, "
+                          f"got {text!r}", f"e.g. {AUTOTUNE_BUDGET_ENV}=120, or "
+                          "VITZOO_AUTOTUNE=0 to skip the trial")
+    return value
+
+
+def autotune_cache_path() -> Path:
+    """``VITZOO_HOME/autotune.json``: the trials' winners (fine-tune settings, forward backends)."""
+    from vitzoo.config import vitzoo_home
+
+    return vitzoo_home() / "autotune.json"
+
+
 def compile_cache_dir() -> Path:
     """``VITZOO_HOME/compile-cache``; JAX keys entries by program, jaxlib version and flags."""
     from vitzoo.config import vitzoo_home

@@ -47,7 +47,7 @@ def tune_here(monkeypatch) -> None:
     """
     monkeypatch.setenv(runtime.AUTOTUNE_ENV, "1")
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    monkeypatch.delenv(autotune.BUDGET_ENV, raising=False)
+    monkeypatch.delenv(runtime.AUTOTUNE_BUDGET_ENV, raising=False)
     monkeypatch.setattr(autotune, "_decided", {})
     monkeypatch.setattr(runtime, "backends_started", lambda: False)
     monkeypatch.setattr("vitzoo.accelerators.detect", lambda: None)
@@ -136,7 +136,7 @@ def test_nothing_measured_keeps_the_baseline_and_is_not_remembered(tune, monkeyp
 
 def test_the_trial_never_runs_past_its_budget(tune, monkeypatch):
     # every setting uses its whole share (a fake clock): the shares add up to the budget
-    monkeypatch.setenv(autotune.BUDGET_ENV, "40")
+    monkeypatch.setenv(runtime.AUTOTUNE_BUDGET_ENV, "40")
     clock = [1000.0]
     monkeypatch.setattr(autotune.time, "perf_counter", lambda: clock[0])
     shares: list[float] = []
@@ -163,8 +163,8 @@ def test_a_spent_budget_measures_nothing():
 
 @pytest.mark.parametrize("value", ["abc", "0", "-5"])
 def test_a_bad_budget_is_one_line_naming_the_fix(tune, monkeypatch, value):
-    monkeypatch.setenv(autotune.BUDGET_ENV, value)
-    with pytest.raises(VitzooError, match=f"{autotune.BUDGET_ENV} must be a positive number"):
+    monkeypatch.setenv(runtime.AUTOTUNE_BUDGET_ENV, value)
+    with pytest.raises(VitzooError, match=f"{runtime.AUTOTUNE_BUDGET_ENV} must be a positive number"):
         _decide(Timings({Setting(2, 32): 1.0}))
 
 
@@ -451,7 +451,7 @@ def test_a_flag_this_jaxlib_lacks_loses_its_setting():
 def test_finetune_records_the_trial_then_uses_the_cache(tmp_path):
     data = write_folder(tmp_path / "photos", color_image, ["a", "b"], train=4, test=2)
     ckpt = tiny_checkpoint(tmp_path / "tiny.npz", num_classes=2)
-    env = {runtime.AUTOTUNE_ENV: "1", autotune.BUDGET_ENV: "400"}
+    env = {runtime.AUTOTUNE_ENV: "1", runtime.AUTOTUNE_BUDGET_ENV: "400"}
     records, outputs = [], []
     for name in ("first", "second"):
         done = cli(["finetune", str(ckpt), "--dataset", str(data), "--workdir",

@@ -116,7 +116,7 @@ def test_the_printed_count_includes_the_stage_and_is_what_is_tried(offered):
     timings = Timings({}, default=1.0)
     decision = _decide(timings, lines=lines)
     assert lines[0].startswith("autotune: trying up to 5 settings for Ti/16 224px b64 float32 "
-                               "(at most 150 s")  # DEFAULT_SHARE_S per setting
+                               "(at most 150 s")  # AUTOTUNE_SHARE_S per setting
     assert len(timings.tried) == 5 == len(decision.measurements)
     assert "2 host devices, micro-batch 32, oneDNN products: 1.0 img/s" in lines[1]
 

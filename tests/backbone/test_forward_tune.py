@@ -176,12 +176,12 @@ def test_the_budget_keeps_the_rules_backend_when_the_second_would_not_fit(auto, 
 
 
 def test_the_default_budget_is_the_fine_tune_trials_share_per_candidate(auto, monkeypatch):
-    from vitzoo.adapt.autotune import DEFAULT_SHARE_S
+    from vitzoo.runtime import AUTOTUNE_SHARE_S
 
     monkeypatch.delenv("VITZOO_AUTOTUNE_BUDGET")
     tuning, _, _, _ = _decide(Timings(xla=0.2, onednn=0.1), batches=100)
     assert tuning.source == "trial" and tuning.backend == "onednn"
-    assert tuning.budget_s == 2 * DEFAULT_SHARE_S  # two candidates: XLA's and oneDNN's
+    assert tuning.budget_s == 2 * AUTOTUNE_SHARE_S  # two candidates: XLA's and oneDNN's
 
 
 def test_a_tiny_job_uses_a_remembered_answer(auto):

@@ -18,7 +18,7 @@ CPU without bf16 units), XLA's where it uses oneDNN. oneDNN's GEMM beat XLA's fl
 by 3-20% on an AMD EPYC, but its custom calls break XLA's fusions, so only a whole train
 step says which wins; it comes last because it changes the program the other stages
 timed. Each stage starts from the fastest so far. The whole trial is bounded by a budget
-in seconds (``VITZOO_AUTOTUNE_BUDGET``, default :data:`DEFAULT_SHARE_S` per setting),
+in seconds (``VITZOO_AUTOTUNE_BUDGET``, default :data:`vitzoo.runtime.AUTOTUNE_SHARE_S` per setting),
 shared out between the settings still to try; it is printed before and after. A setting
 whose steps do not finish in its share is not measured and cannot win.
 
@@ -59,6 +59,7 @@ from vitzoo.adapt.autotune_trial import (
     measure_in_child,
 )
 from vitzoo.errors import VitzooError
+from vitzoo.runtime import autotune_cache_path as cache_path  # shared with the forward's
 
 if TYPE_CHECKING:  # pragma: no cover
     from vitzoo.adapt.accumulation import BatchPlan
@@ -66,17 +67,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from vitzoo.backbone.distributed import Cluster
     from vitzoo.models import ModelConfig
 
-CACHE_FILE = "autotune.json"
-BUDGET_ENV = "VITZOO_AUTOTUNE_BUDGET"
-#: Seconds per setting tried of the default budget (``VITZOO_AUTOTUNE_BUDGET`` unset).
-#: Why per setting: a child must start Python and JAX, compile the train step (no compile
-#: cache in the child; ViT-Ti/16 compiles in ~10-20 s on a laptop CPU), run the compiling
-#: step 0 and then at least one timed step (Ti/16, batch 64, 2 cores: ~4.9 s at the 13
-#: img/s of benchmarks/RESULTS.md), so ~25-30 s before it yields one number. The former
-#: fixed 120 s gave each of a 2-core machine's 4 settings 30 s; with the product stage, 5
-#: settings would get 24 s, under one timed step on a slow laptop. So the default grows
-#: with the settings tried: 150 s for 5, and still 120 s where the stage is not offered.
-DEFAULT_SHARE_S = 30.0
 #: XLA:CPU flag sets worth a trial, each because it helped on some CPU (RESULTS.md, as above).
 #: Each exists in jaxlib 0.10 (tests/adapt/test_autotune.py starts JAX with it); a flag a
 #: later jaxlib drops makes its child fail, which only loses that setting.
@@ -291,27 +281,6 @@ def cache_key(cpu: runtime.CpuInfo, versions: dict[str, str | None], shapes: Sha
             "malloc": runtime.malloc_mode()}
 
 
-def cache_path() -> Path:
-    from vitzoo.config import vitzoo_home
-
-    return vitzoo_home() / CACHE_FILE
-
-
-def budget_seconds(settings: int) -> float:
-    """``VITZOO_AUTOTUNE_BUDGET`` (seconds), else :data:`DEFAULT_SHARE_S` per setting tried."""
-    text = os.environ.get(BUDGET_ENV, "").strip()
-    if not text:
-        return DEFAULT_SHARE_S * settings
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise VitzooError(f"{BUDGET_ENV} must be a positive number of seconds, got {text!r}",
-                          f"e.g. {BUDGET_ENV}=120, or VITZOO_AUTOTUNE=0 to skip the trial")
-    return value
-
-
 # --- the candidates -------------------------------------------------------------------
 
 
@@ -461,7 +430,7 @@ def fastest(results: list[Measurement]) -> Setting | None:
 
 def _trial(space: Space, shapes: Shapes, key: dict[str, Any], text: str,
            measure: Measure | None, say: Callable[[str], None]) -> Decision:
-    budget = budget_seconds(space.count)
+    budget = runtime.autotune_budget(space.count)
     label = _label(shapes, key["batch"])
     say(f"autotune: trying up to {space.count} settings for {label} (at most {budget:.0f} s; "
         f"--no-autotune or {runtime.AUTOTUNE_ENV}=0 skips)...")
@@ -478,7 +447,7 @@ def _trial(space: Space, shapes: Shapes, key: dict[str, Any], text: str,
     if best is None:
         decision.reason = f"nothing measured within {budget:.0f} s: kept the baseline"
         say(f"autotune: nothing measured within {budget:.0f} s ({lines}); keeping "
-            f"{space.baseline.describe()}; raise {BUDGET_ENV} to measure")
+            f"{space.baseline.describe()}; raise {runtime.AUTOTUNE_BUDGET_ENV} to measure")
         return decision  # not remembered: a larger budget may measure next time
     where = _remember(text, decision)
     say(f"autotune: chose {best.describe()} in {spent:.0f} s ({lines}); {where}")

@@ -209,13 +209,13 @@ def _trial(job: Job, key: dict[str, Any], text: str, make_step: Callable[[], Cal
            clock: Callable[[], float]) -> tuple[Tuning, Callable[..., Any] | None]:
     import jax
 
-    from vitzoo.adapt.autotune import BUDGET_ENV, budget_seconds  # light: no jax, no adapt run
     from vitzoo.kernels import matmul
+    from vitzoo.runtime import AUTOTUNE_BUDGET_ENV, autotune_budget
 
     with matmul.measured(job.dtype, None):
         default = matmul.matmul_backend(job.dtype)[0]
     order = [default, "onednn" if default == "xla" else "xla"]
-    budget = budget_seconds(len(order))
+    budget = autotune_budget(len(order))
     say(f"autotune: timing the forward of {job.label()} with XLA's and oneDNN's matrix "
         f"products (at most {budget:.0f} s; --no-autotune or VITZOO_AUTOTUNE=0 skips)...")
     started = clock()
@@ -226,7 +226,7 @@ def _trial(job: Job, key: dict[str, Any], text: str, make_step: Callable[[], Cal
         if steps and 2 * spent > budget:  # the next costs about what the first did
             results.append({"backend": backend, "img_per_sec": None,
                             "error": f"not tried: ~{spent:.0f} s more would pass the {budget:.0f} s "
-                                     f"budget (raise {BUDGET_ENV} to measure it)"})
+                                     f"budget (raise {AUTOTUNE_BUDGET_ENV} to measure it)"})
             continue
         step = make_step()
 
@@ -264,8 +264,8 @@ def _trial(job: Job, key: dict[str, Any], text: str, make_step: Callable[[], Cal
 
 
 def _from_cache(text: str, key: dict[str, Any]) -> Tuning | None:
-    from vitzoo.adapt.autotune import cache_path
     from vitzoo.atomic import read_json_state
+    from vitzoo.runtime import autotune_cache_path as cache_path
 
     entry = read_json_state(cache_path()).get(SECTION, {}).get(text)
     if not isinstance(entry, dict) or entry.get("backend") not in ("xla", "onednn"):
@@ -277,9 +277,9 @@ def _from_cache(text: str, key: dict[str, Any]) -> Tuning | None:
 
 def _remember(text: str, tuning: Tuning) -> str:
     """Store the trial's winner under ``VITZOO_HOME`` (atomic, locked); says where, or why not."""
-    from vitzoo.adapt.autotune import cache_path
     from vitzoo.atomic import update_json
     from vitzoo.errors import VitzooError
+    from vitzoo.runtime import autotune_cache_path as cache_path
 
     entry = {k: v for k, v in asdict(tuning).items() if k not in ("source", "key")}
 
