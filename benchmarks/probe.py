@@ -234,12 +234,23 @@ def measure_memory(tmp_path: Path, sizes: list[int]) -> list[str]:
     return lines
 
 
+MEMORY_PARAGRAPH = re.compile(r"^Peak host RSS.*?(?=^Probing 10 cached)", re.S | re.M)
+
+
+def recorded_memory(path: Path) -> list[str]:
+    """The memory paragraph measured earlier (``--skip-memory`` keeps it as it is)."""
+    found = MEMORY_PARAGRAPH.search(path.read_text(encoding="utf-8"))
+    if not found:
+        raise SystemExit(f"no memory paragraph in {path}: run without --skip-memory once")
+    return found.group(0).rstrip().splitlines()
+
+
 def replace_memory_paragraph(path: Path, block: str) -> None:
     """Swap the memory measurement inside the Probe section, leaving the rest as measured."""
     from vitzoo.atomic import atomic_write
 
     text = path.read_text(encoding="utf-8")
-    pattern = re.compile(r"^Peak host RSS.*?(?=^Probing 10 cached)", re.S | re.M)
+    pattern = MEMORY_PARAGRAPH
     if not pattern.search(text):
         raise SystemExit(f"no memory paragraph in {path}: run the whole benchmark once")
     with atomic_write(path, "w") as handle:
@@ -297,19 +308,21 @@ def main() -> None:
                         help="dataset sizes for the peak-memory measurement, comma-separated")
     parser.add_argument("--memory-only", action="store_true",
                         help="measure only peak memory against dataset size")
+    parser.add_argument("--skip-memory", action="store_true",
+                        help="keep the memory paragraph of RESULTS.md as measured before")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     sizes = [int(n) for n in args.memory_sizes.split(",")]
-    results = ROOT / "benchmarks" / "RESULTS.md"
+    results_md = ROOT / "benchmarks" / "RESULTS.md"
     if args.memory_only:
         with tempfile.TemporaryDirectory() as tmp:
             block = "\n".join(measure_memory(Path(tmp), sizes))
         print(block)
         if not args.no_write:
-            replace_memory_paragraph(results, block)
+            replace_memory_paragraph(results_md, block)
         return
     torch_python = os.environ.get("VITZOO_BENCH_TORCH_PYTHON")
-    results: dict[str, dict[str, dict]] = {}
+    speeds: dict[str, dict[str, dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         env = {"VITZOO_HOME": str(tmp_path / "home")}
@@ -319,7 +332,7 @@ def main() -> None:
         for arch, timm_name in ARCHS.items():
             ckpt = tmp_path / f"{arch.replace('/', '_')}.npz"
             _child(MAKE_CKPT.format(arch=arch, path=str(ckpt), res=224))
-            found = results[arch] = {}
+            found = speeds[arch] = {}
             for key, dtype, matmul in FORWARDS:
                 if matmul == "onednn" and no_kernel:
                     continue
@@ -332,7 +345,7 @@ def main() -> None:
                 for key, bf16 in (("timm", False), ("timm-bf16", True)):
                     found[key] = _torch_child(torch_python, TIMM.format(
                         name=timm_name, repeats=args.repeats, bf16=bf16))
-        memory = measure_memory(tmp_path, sizes)
+        memory = recorded_memory(results_md) if args.skip_memory else measure_memory(tmp_path, sizes)
         scoring, scoring_rss = _child(SCORING.format(), env=env)
     lines = [
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores "
@@ -343,16 +356,16 @@ def main() -> None:
         "warm-up call (vitzoo: `vitzoo.probe.speed.measure`, as the probe ranks candidates); "
         "end to end includes JPEG decoding and the cache writes.",
         "",
-        *forward_table(results),
+        *forward_table(speeds),
         "",
         "vitzoo's float32 rows without a forced backend use what `VITZOO_CPU_MATMUL=auto` "
         "chose on this machine: " + "; ".join(
             f"{arch}: {found['float32']['matmul'][0]} ({found['float32']['matmul'][1]})"
-            for arch, found in results.items() if found.get("float32", {}).get("matmul"))
+            for arch, found in speeds.items() if found.get("float32", {}).get("matmul"))
         + ". " + (f"oneDNN rows not measured: {no_kernel}." if no_kernel else
                   "vitzoo's oneDNN kernel was built before the timing."),
     ]
-    timm_info = next((f["timm"] for f in results.values() if f.get("timm")), None)
+    timm_info = next((f["timm"] for f in speeds.values() if f.get("timm")), None)
     if not torch_python:
         lines += ["", "timm: not measured (set VITZOO_BENCH_TORCH_PYTHON to a Python with "
                       "torch and timm)."]
@@ -374,7 +387,7 @@ def main() -> None:
     if not args.no_write:
         from benchmarks.results import replace_section
 
-        replace_section(results, "Probe", body)
+        replace_section(results_md, "Probe", body)
 
 
 if __name__ == "__main__":

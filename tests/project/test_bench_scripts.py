@@ -124,3 +124,15 @@ def test_probe_forward_table_rows_and_ratios():
     assert row["vitzoo extraction, end to end (float32)"].endswith(
         "| 3.0 | 2.0 | n/a | n/a | n/a | n/a |")  # end to end is not a forward: no ratio
     assert "vitzoo forward bfloat16, XLA products" not in row  # not measured, no row
+
+
+def test_probe_keeps_the_recorded_memory_paragraph(tmp_path):
+    import pytest
+
+    results = tmp_path / "RESULTS.md"
+    results.write_text("## Probe\n\ntable\n\nPeak host RSS of extraction: 1 GiB.\n\n| a |\n\n"
+                       "Probing 10 cached candidates: 4 s.\n")
+    assert probe.recorded_memory(results) == ["Peak host RSS of extraction: 1 GiB.", "", "| a |"]
+    results.write_text("## Probe\n\nProbing 10 cached candidates: 4 s.\n")
+    with pytest.raises(SystemExit, match="--skip-memory"):
+        probe.recorded_memory(results)
