@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.finetune import _child  # noqa: E402  (one way to run a measured child)
+from benchmarks.finetune import _child, lscpu_summary  # noqa: E402  (shared with finetune.py)
 
 ARCHS = {"Ti/16": "vit_tiny_patch16_224", "B/16": "vit_base_patch16_224"}
 
@@ -308,6 +308,8 @@ def main() -> None:
                         help="dataset sizes for the peak-memory measurement, comma-separated")
     parser.add_argument("--memory-only", action="store_true",
                         help="measure only peak memory against dataset size")
+    parser.add_argument("--archs", default=",".join(ARCHS),
+                        help="models to time, comma-separated (default: %(default)s)")
     parser.add_argument("--skip-memory", action="store_true",
                         help="keep the memory paragraph of RESULTS.md as measured before")
     parser.add_argument("--no-write", action="store_true")
@@ -329,7 +331,10 @@ def main() -> None:
         no_kernel = build_kernel(tmp_path / "home")  # before any timing; None: built
         # The folder is all images: the carved 10% validation split is not extracted here.
         small = make_folder(tmp_path / "small", args.images)
-        for arch, timm_name in ARCHS.items():
+        for arch in args.archs.split(","):
+            if arch not in ARCHS:
+                raise SystemExit(f"--archs: {arch!r} is not one of {', '.join(ARCHS)}")
+            timm_name = ARCHS[arch]
             ckpt = tmp_path / f"{arch.replace('/', '_')}.npz"
             _child(MAKE_CKPT.format(arch=arch, path=str(ckpt), res=224))
             found = speeds[arch] = {}
@@ -348,11 +353,12 @@ def main() -> None:
         memory = recorded_memory(results_md) if args.skip_memory else measure_memory(tmp_path, sizes)
         scoring, scoring_rss = _child(SCORING.format(), env=env)
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores "
+        f"Measured {time.strftime('%Y-%m-%d')} on {lscpu_summary()} "
         f"(load average {os.getloadavg()[0]:.1f} at the end: a shared machine), Python "
         f"{platform.python_version()}; `python benchmarks/probe.py --images {args.images} "
-        f"--repeats {args.repeats}`. 224 px, batch 64, random weights; each contender in its "
-        f"own fresh process. Forward img/s: the median of {args.repeats} batches after a "
+        f"--repeats {args.repeats} --archs {args.archs}`. 224 px, batch 64, random weights; "
+        "each contender in its own fresh process. Forward img/s: the median of "
+        f"{args.repeats} batches after a "
         "warm-up call (vitzoo: `vitzoo.probe.speed.measure`, as the probe ranks candidates); "
         "end to end includes JPEG decoding and the cache writes.",
         "",

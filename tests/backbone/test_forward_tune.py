@@ -168,11 +168,12 @@ def test_the_budget_keeps_the_rules_backend_when_the_second_would_not_fit(auto, 
     tuning, step, steps, _ = _decide(timings, clock=lambda: now[0])
     assert timings.calls == ["xla"] and (tuning.source, tuning.backend) == ("trial", "xla")
     assert step is steps[0] and "not tried" in tuning.measurements[1]["error"]
-    from vitzoo.adapt.autotune import cache_path
-
-    assert not cache_path().exists()  # a larger budget may measure both next time
-    monkeypatch.setenv("VITZOO_AUTOTUNE_BUDGET", "13")
+    again = Slow(xla=2.0, onednn=1.0)  # the partial answer is remembered: no cost next time
+    assert _decide(again, clock=lambda: now[0])[0].source == "cache" and again.calls == []
+    monkeypatch.setenv("VITZOO_AUTOTUNE_BUDGET", "13")  # until the budget grows
     assert _decide(Slow(xla=2.0, onednn=1.0), clock=lambda: now[0])[0].backend == "onednn"
+    settled = Slow(xla=2.0, onednn=1.0)
+    assert _decide(settled, clock=lambda: now[0])[0].backend == "onednn" and settled.calls == []
 
 
 def test_the_default_budget_is_the_fine_tune_trials_share_per_candidate(auto, monkeypatch):

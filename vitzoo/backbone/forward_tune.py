@@ -4,15 +4,22 @@ Why: oneDNN's float32 GEMM beat XLA's by 3-20% on ViT shapes on an AMD EPYC, but
 ``auto`` rule of :mod:`vitzoo.kernels.matmul` uses oneDNN only for bfloat16, and on another
 CPU XLA may win. No fixed rule is right everywhere, so the first time a forward's shapes
 run on a machine (probe feature extraction, ``predict``), it is compiled with each backend
-(:func:`vitzoo.kernels.matmul.measured`) and timed on random input of its real shape: one
-warm-up batch (the compile), then the median of :data:`REPEATS` batches. The faster is used
+(:func:`vitzoo.kernels.matmul.measured`) and timed on random input of its real shape:
+:data:`WARMUP` untimed batches (the compile, then one that settles the allocator: oneDNN's
+first calls grow its scratch memory), then the fastest of :data:`REPEATS` batches, since
+noise on a shared machine only ever slows a batch down (one trial on a busy 2-core machine
+took a median that ranked XLA first by 4% where oneDNN ran 1.39x faster in a quiet
+process, benchmarks/RESULTS.md). The faster is used
 (:func:`vitzoo.kernels.matmul.use_measured`) and remembered in ``VITZOO_HOME/autotune.json``
 under :data:`SECTION` (the fine-tune trial's settings live under ``entries``), keyed by
 :func:`cache_key`. The winner's compiled forward does the real work: no third compile.
 
 The rule's backend is timed first, so a trial that runs out of its budget
 (``VITZOO_AUTOTUNE_BUDGET``, shared with the fine-tune trial) keeps it: the second
-candidate is tried only when its estimated cost (the first one's) fits what is left.
+candidate is tried only when its estimated cost (the first one's) fits what is left. Such
+a partial answer is remembered too (a ViT-B/16 forward of 64 images took ~87 s for its
+first candidate on a 2-core machine: repeating that on every run would waste minutes),
+and measured again once the budget is larger than the one it had.
 
 No trial: ``--no-autotune`` / ``VITZOO_AUTOTUNE=0`` (off); ``VITZOO_CPU_MATMUL`` set to
 ``xla`` or ``onednn``, JAX not on a CPU, the kernel missing, several processes (each would
@@ -28,7 +35,6 @@ trial or an answer the forward is traced with the rule's backend (float32: XLA).
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -40,13 +46,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from vitzoo.models import ModelConfig
 
 SECTION = "forward"
-#: Timed batches per candidate after its warm-up (the median of at least 3).
+#: Untimed batches per candidate (compile, then allocator warm-up).
+WARMUP = 2
+#: Timed batches per candidate after its warm-up (the fastest counts).
 REPEATS = 3
-#: A trial runs 2 x (1 + REPEATS) forward batches on random input and compiles the forward
+#: A trial runs 2 x (WARMUP + REPEATS) forward batches on random input and compiles the forward
 #: once more; below this many batches of real work it would at least double a first run
 #: (a predict of a few images), so such a job uses a remembered answer or the rule's
 #: default, and does not remember anything. Longer jobs pay it once per machine and shapes.
-MIN_BATCHES = 2 * (1 + REPEATS)
+MIN_BATCHES = 2 * (WARMUP + REPEATS)
 
 #: ``(backend, run) -> seconds of each timed batch``: the measurement seam. ``run()``
 #: computes one batch and waits for it; the first call traces and compiles the candidate
@@ -194,8 +202,10 @@ def _say(message: str) -> None:
 
 
 def _timed(backend: str, run: Callable[[], Any]) -> list[float]:
-    """One warm-up call (trace, compile, first transfers), then :data:`REPEATS` timed calls."""
-    run()
+    """:data:`WARMUP` untimed calls (trace, compile, first allocations), then :data:`REPEATS`
+    timed calls."""
+    for _ in range(WARMUP):
+        run()
     seconds = []
     for _ in range(REPEATS):
         start = time.perf_counter()
@@ -243,8 +253,8 @@ def _trial(job: Job, key: dict[str, Any], text: str, make_step: Callable[[], Cal
             results.append({"backend": backend, "img_per_sec": None, "error": first[:200]})
             continue
         steps[backend] = step
-        results.append({"backend": backend, "img_per_sec": job.global_batch
-                        / statistics.median(seconds), "seconds": [round(s, 4) for s in seconds]})
+        results.append({"backend": backend, "img_per_sec": job.global_batch / min(seconds),
+                        "seconds": [round(s, 4) for s in seconds]})
     spent = round(clock() - started, 1)
     measured = [r for r in results if r["img_per_sec"] is not None]
     best = max(measured, key=lambda r: r["img_per_sec"])  # the first (the rule's) on a tie
@@ -253,10 +263,10 @@ def _trial(job: Job, key: dict[str, Any], text: str, make_step: Callable[[], Cal
     tuning = Tuning("trial", f"autotune: {numbers} on this machine ({job.label()})",
                     best["backend"], key, results, budget, spent,
                     time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-    if len(measured) < len(results):  # not remembered: a larger budget may measure both
-        say(f"autotune: kept {best['backend']} in {spent:.0f} s ({numbers}); not remembered")
+    where = _remember(text, tuning)  # also a partial trial: the next run would pay it again
+    if len(measured) < len(results):  # until the budget grows (see _from_cache)
+        say(f"autotune: kept {best['backend']} in {spent:.0f} s ({numbers}); {where}")
     else:
-        where = _remember(text, tuning)
         say(f"autotune: chose {best['backend']} matrix products in {spent:.0f} s ({numbers}); "
             f"{where}")
     matmul.use_measured(job.dtype, tuning.backend, tuning.reason)
@@ -265,11 +275,15 @@ def _trial(job: Job, key: dict[str, Any], text: str, make_step: Callable[[], Cal
 
 def _from_cache(text: str, key: dict[str, Any]) -> Tuning | None:
     from vitzoo.atomic import read_json_state
+    from vitzoo.runtime import autotune_budget
     from vitzoo.runtime import autotune_cache_path as cache_path
 
     entry = read_json_state(cache_path()).get(SECTION, {}).get(text)
     if not isinstance(entry, dict) or entry.get("backend") not in ("xla", "onednn"):
         return None
+    partial = any(m.get("img_per_sec") is None for m in entry.get("measurements", []))
+    if partial and autotune_budget(2) > float(entry.get("budget_s") or 0):
+        return None  # a candidate was left out for its budget, and the budget is larger now
     return Tuning("cache", str(entry.get("reason") or "measured on this machine"),
                   entry["backend"], key, entry.get("measurements", []), entry.get("budget_s"),
                   entry.get("spent_s"), entry.get("measured_at"))
