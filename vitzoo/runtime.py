@@ -187,6 +187,36 @@ def autotune_cache_path() -> Path:
     return vitzoo_home() / "autotune.json"
 
 
+def autotune_entry(section: str, text: str) -> dict[str, Any] | None:
+    """The winner remembered under ``section`` (``entries``: fine-tune, ``forward``) for ``text``."""
+    from vitzoo.atomic import read_json_state
+
+    found = read_json_state(autotune_cache_path()).get(section)
+    entry = found.get(text) if isinstance(found, dict) else None
+    return entry if isinstance(entry, dict) else None
+
+
+def remember_autotune(section: str, text: str, entry: dict[str, Any]) -> str:
+    """Store a trial's ``entry`` under ``section`` (atomic, locked); says where, or why not.
+
+    A failure is said, not raised: the winner is a speed-up, not an output, so the run goes on.
+    """
+    from vitzoo.atomic import update_json
+
+    def change(data: dict[str, Any]) -> None:
+        found = data.get(section)
+        if not isinstance(found, dict):
+            found = data[section] = {}
+        found[text] = entry
+
+    path = autotune_cache_path()
+    try:
+        update_json(path, change)
+    except (OSError, VitzooError) as exc:
+        return f"not remembered ({getattr(exc, 'message', exc)})"
+    return f"remembered in {path}"
+
+
 def compile_cache_dir() -> Path:
     """``VITZOO_HOME/compile-cache``; JAX keys entries by program, jaxlib version and flags."""
     from vitzoo.config import vitzoo_home

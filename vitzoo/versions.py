@@ -27,6 +27,11 @@ def installed(packages: Iterable[str]) -> dict[str, str | None]:
     return out
 
 
+def jax_versions() -> dict[str, str | None]:
+    """jax and jaxlib: what an autotune winner was measured with (part of its cache key)."""
+    return installed(["jax", "jaxlib"])
+
+
 def tested_ranges(distribution: str = "vitzoo") -> dict[str, str]:
     """``{canonical name: specifier}`` of ``distribution``'s dependencies on this platform.
 

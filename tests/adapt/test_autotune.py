@@ -127,7 +127,7 @@ def test_a_setting_that_was_not_measured_cannot_win(tune):
 def test_nothing_measured_keeps_the_baseline_and_is_not_remembered(tune, monkeypatch):
     decision = _decide(Timings({}))
     assert decision.setting == Setting(2, 32) and "nothing measured" in decision.reason
-    assert not autotune.cache_path().exists()
+    assert not runtime.autotune_cache_path().exists()
     _new_process(monkeypatch)
     again = Timings({})
     _decide(again)
@@ -187,7 +187,7 @@ def test_the_choice_is_cached_so_a_second_run_does_no_trial(tune, monkeypatch):
              Setting(2, 16, ONEDNN): 4.0}
     first = Timings(table)
     assert _decide(first).source == "trial" and len(first.tried) == 4
-    stored = json.loads(autotune.cache_path().read_text())["entries"]
+    stored = json.loads(runtime.autotune_cache_path().read_text())["entries"]
     (entry,) = stored.values()
     assert entry["choice"] == {"host_devices": 2, "micro_batch": 16, "xla_flags": [],
                                "cpu_matmul": None}
@@ -225,18 +225,18 @@ def test_a_new_machine_version_or_shape_triggers_a_new_trial(tune, monkeypatch, 
     other = Timings({}, default=10.0)
     decision = _decide(other, **change)
     assert decision.source == "trial" and other.tried
-    assert len(json.loads(autotune.cache_path().read_text())["entries"]) == 2
+    assert len(json.loads(runtime.autotune_cache_path().read_text())["entries"]) == 2
 
 
 def test_an_entry_of_an_earlier_search_is_measured_again(tune, monkeypatch):
     """A winner chosen before the product-backend stage existed never tried oneDNN."""
     _decide(Timings({}, default=10.0))
-    data = json.loads(autotune.cache_path().read_text())
+    data = json.loads(runtime.autotune_cache_path().read_text())
     (text, entry), = data["entries"].items()
     old = json.loads(text)
     old.pop("search")  # what the search before version 2 wrote
     data["entries"] = {json.dumps(old, sort_keys=True): entry}
-    autotune.cache_path().write_text(json.dumps(data))
+    runtime.autotune_cache_path().write_text(json.dumps(data))
     _new_process(monkeypatch)
     again = Timings({}, default=10.0)
     assert _decide(again).source == "trial" and again.tried
@@ -252,7 +252,7 @@ def test_a_different_matmul_or_malloc_switch_triggers_a_new_trial(tune, monkeypa
     monkeypatch.setenv(variable, value)
     other = Timings({}, default=10.0)
     assert _decide(other).source == "trial" and other.tried
-    entries = json.loads(autotune.cache_path().read_text())["entries"].values()
+    entries = json.loads(runtime.autotune_cache_path().read_text())["entries"].values()
     assert sorted(entry["key"]["cpu_matmul" if "MATMUL" in variable else "malloc"]
                   for entry in entries) == sorted(["xla" if "MATMUL" in variable else "keep",
                                                    value])
@@ -412,14 +412,14 @@ autotune._remember("another key", autotune.Decision("trial", "x", Setting(1, 8),
 
 def test_the_cache_file_survives_a_crash_mid_write(tune, monkeypatch):
     _decide(Timings({Setting(2, 32): 10.0}))
-    before = autotune.cache_path().read_text()
+    before = runtime.autotune_cache_path().read_text()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run([sys.executable, "-c", CRASH_WHILE_WRITING], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 3, done.stderr[-2000:]
-    leftovers = list(autotune.cache_path().parent.glob(".autotune.json.*"))
+    leftovers = list(runtime.autotune_cache_path().parent.glob(".autotune.json.*"))
     assert leftovers and leftovers[0].read_text() != before  # the half-written file was there
-    assert autotune.cache_path().read_text() == before
+    assert runtime.autotune_cache_path().read_text() == before
     _new_process(monkeypatch)
     assert _decide(Timings({})).source == "cache"
 

@@ -162,7 +162,7 @@ def test_with_the_users_flags_and_accum_the_backend_is_still_a_choice(offered, m
 def test_the_backend_is_cached_and_the_kernel_not_looked_for_again(offered, monkeypatch):
     table = {Setting(2, 32): 10.0, Setting(2, 32, cpu_matmul="onednn"): 12.0}
     assert _decide(Timings(table)).setting == Setting(2, 32, cpu_matmul="onednn")
-    (entry,) = json.loads(autotune.cache_path().read_text())["entries"].values()
+    (entry,) = json.loads(runtime.autotune_cache_path().read_text())["entries"].values()
     assert entry["choice"] == {"host_devices": 2, "micro_batch": 32, "xla_flags": [],
                                "cpu_matmul": "onednn"}
     monkeypatch.setattr(autotune, "_decided", {})  # a later command
@@ -186,8 +186,8 @@ def _write_entry(choice: dict, **overrides) -> None:
     key = autotune.cache_key(CPU_A, VERSIONS, shapes, options.batch, options.accum, "")
     entry = {"key": key, "choice": choice, "measured_at": "2026-11-30 10:00 UTC",
              "measurements": [{"setting": choice, "img_per_sec": 11.0}]}
-    autotune.cache_path().parent.mkdir(parents=True, exist_ok=True)
-    autotune.cache_path().write_text(json.dumps(
+    runtime.autotune_cache_path().parent.mkdir(parents=True, exist_ok=True)
+    runtime.autotune_cache_path().write_text(json.dumps(
         {"entries": {json.dumps(key, sort_keys=True): entry}}))
 
 

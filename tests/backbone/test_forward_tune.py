@@ -90,7 +90,7 @@ def _uses_onednn(step, args) -> bool:
 
 
 def _cache() -> dict:
-    from vitzoo.adapt.autotune import cache_path
+    from vitzoo.runtime import autotune_cache_path as cache_path
 
     return json.loads(cache_path().read_text())
 
@@ -149,7 +149,7 @@ def test_no_trial_when_off_fixed_unavailable_or_tiny(auto, monkeypatch):
     tuning = _decide(timings)[0]
     assert tuning.source == "skipped" and "no oneDNN wheel" in tuning.reason
     assert timings.calls == []
-    from vitzoo.adapt.autotune import cache_path
+    from vitzoo.runtime import autotune_cache_path as cache_path
 
     assert not cache_path().exists()  # nothing measured, nothing remembered
 

@@ -59,7 +59,7 @@ from vitzoo.adapt.autotune_trial import (
     measure_in_child,
 )
 from vitzoo.errors import VitzooError
-from vitzoo.runtime import autotune_cache_path as cache_path  # shared with the forward's
+from vitzoo.versions import jax_versions
 
 if TYPE_CHECKING:  # pragma: no cover
     from vitzoo.adapt.accumulation import BatchPlan
@@ -71,6 +71,8 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Each exists in jaxlib 0.10 (tests/adapt/test_autotune.py starts JAX with it); a flag a
 #: later jaxlib drops makes its child fail, which only loses that setting.
 TRIAL_FLAGS: tuple[tuple[str, ...], ...] = (("--xla_cpu_experimental_onednn_custom_call=true",),)
+#: The section of ``autotune.json`` holding the fine-tune trial's winners.
+SECTION = "entries"
 #: Raised when the search gains a stage, so that a machine's remembered winners are measured
 #: again with it (2: the matrix-product backend stage).
 SEARCH_VERSION = 2
@@ -180,7 +182,7 @@ def decide(options: FinetuneOptions, *, cluster: Cluster | None = None,
         return _decided[this_run]
     cpu = cpu or runtime.cpu_info()
     user_flags = os.environ.get("XLA_FLAGS", "").strip()
-    key = cache_key(cpu, versions or _versions(), shapes, options.batch, options.accum, user_flags)
+    key = cache_key(cpu, versions or jax_versions(), shapes, options.batch, options.accum, user_flags)
     text = json.dumps(key, sort_keys=True)
     if runtime.backends_started():
         return Decision("skipped", "JAX started earlier in this process: its devices and flags "
@@ -254,12 +256,6 @@ def _augreg_arch(name: str) -> str | None:
     except VitzooError:
         return None
     return getattr(parsed, "pretrained", parsed).arch
-
-
-def _versions() -> dict[str, str | None]:
-    from vitzoo.versions import installed
-
-    return installed(["jax", "jaxlib"])
 
 
 def cache_key(cpu: runtime.CpuInfo, versions: dict[str, str | None], shapes: Shapes, batch: int,
@@ -459,10 +455,8 @@ def _label(shapes: Shapes, batch: int) -> str:
 
 
 def _from_cache(key: dict[str, Any], text: str) -> Decision | None:
-    from vitzoo.atomic import read_json_state
-
-    entry = read_json_state(cache_path()).get("entries", {}).get(text)
-    if not isinstance(entry, dict) or not isinstance(entry.get("choice"), dict):
+    entry = runtime.autotune_entry(SECTION, text)
+    if entry is None or not isinstance(entry.get("choice"), dict):
         return None
     try:  # an entry written before the product backend was tuned has none: the rule's
         setting = Setting.from_dict(entry["choice"])
@@ -474,20 +468,9 @@ def _from_cache(key: dict[str, Any], text: str) -> Decision | None:
 
 
 def _remember(text: str, decision: Decision) -> str:
-    """Store the trial's result under ``VITZOO_HOME`` (atomic, locked); says where, or why not."""
-    from vitzoo.atomic import update_json
-
+    """Store the trial's result under ``VITZOO_HOME``; says where, or why not."""
     entry = {k: v for k, v in decision.record().items() if k not in ("source", "reason")}
-
-    def change(data: dict[str, Any]) -> None:
-        data.setdefault("entries", {})[text] = entry
-
-    path = cache_path()
-    try:
-        update_json(path, change)
-    except (OSError, VitzooError) as exc:  # a speed-up, not an output: the run goes on
-        return f"not remembered ({getattr(exc, 'message', exc)})"
-    return f"remembered in {path}"
+    return runtime.remember_autotune(SECTION, text, entry)
 
 
 # --- applying the choice ----------------------------------------------------------------

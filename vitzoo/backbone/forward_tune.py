@@ -149,6 +149,7 @@ def decide(job: Job, make_step: Callable[[], Callable[..., Any]], args: tuple[An
     """
     from vitzoo import runtime
     from vitzoo.kernels import matmul
+    from vitzoo.versions import jax_versions
 
     say = say or _say
     wanted, why = runtime.autotune_wanted()
@@ -157,7 +158,7 @@ def decide(job: Job, make_step: Callable[[], Callable[..., Any]], args: tuple[An
     reason = _not_applicable(job)
     if reason:
         return Tuning("skipped", reason), None
-    key = cache_key(job, cpu or runtime.cpu_info(), versions or _versions())
+    key = cache_key(job, cpu or runtime.cpu_info(), versions or jax_versions())
     text = json.dumps(key, sort_keys=True, default=str)
     cached = _from_cache(text, key)
     if cached is not None:
@@ -188,12 +189,6 @@ def _not_applicable(job: Job) -> str | None:
     if job.processes > 1:
         return "several processes: each would measure alone"
     return None
-
-
-def _versions() -> dict[str, str | None]:
-    from vitzoo.versions import installed
-
-    return installed(["jax", "jaxlib"])
 
 
 def _say(message: str) -> None:
@@ -274,12 +269,10 @@ def _trial(job: Job, key: dict[str, Any], text: str, make_step: Callable[[], Cal
 
 
 def _from_cache(text: str, key: dict[str, Any]) -> Tuning | None:
-    from vitzoo.atomic import read_json_state
-    from vitzoo.runtime import autotune_budget
-    from vitzoo.runtime import autotune_cache_path as cache_path
+    from vitzoo.runtime import autotune_budget, autotune_entry
 
-    entry = read_json_state(cache_path()).get(SECTION, {}).get(text)
-    if not isinstance(entry, dict) or entry.get("backend") not in ("xla", "onednn"):
+    entry = autotune_entry(SECTION, text)
+    if entry is None or entry.get("backend") not in ("xla", "onednn"):
         return None
     partial = any(m.get("img_per_sec") is None for m in entry.get("measurements", []))
     if partial and autotune_budget(2) > float(entry.get("budget_s") or 0):
@@ -290,22 +283,8 @@ def _from_cache(text: str, key: dict[str, Any]) -> Tuning | None:
 
 
 def _remember(text: str, tuning: Tuning) -> str:
-    """Store the trial's winner under ``VITZOO_HOME`` (atomic, locked); says where, or why not."""
-    from vitzoo.atomic import update_json
-    from vitzoo.errors import VitzooError
-    from vitzoo.runtime import autotune_cache_path as cache_path
+    """Store the trial's winner under ``VITZOO_HOME``; says where, or why not."""
+    from vitzoo.runtime import remember_autotune
 
     entry = {k: v for k, v in asdict(tuning).items() if k not in ("source", "key")}
-
-    def change(data: dict[str, Any]) -> None:
-        section = data.get(SECTION)
-        if not isinstance(section, dict):
-            section = data[SECTION] = {}
-        section[text] = entry
-
-    path = cache_path()
-    try:
-        update_json(path, change)
-    except (OSError, VitzooError) as exc:  # a speed-up, not an output: the run goes on
-        return f"not remembered ({getattr(exc, 'message', exc)})"
-    return f"remembered in {path}"
+    return remember_autotune(SECTION, text, entry)
