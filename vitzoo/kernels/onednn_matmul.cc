@@ -58,14 +58,33 @@ dnnl_status_t Desc(dnnl_memory_desc_t* md, int64_t rows, int64_t cols, bool tran
   return dnnl_memory_desc_create_with_strides(md, 2, dims, dt, strides);
 }
 
+// The CPU engine, created on first use; the caller holds g_mutex.
+dnnl_status_t EnsureEngine() {
+  return g_engine != nullptr ? dnnl_success : dnnl_engine_create(&g_engine, dnnl_cpu, 0);
+}
+
+// A matmul primitive for these descriptors (which stay the caller's), with a scratchpad
+// per call (user mode): the library's own is shared between threads, and two host devices
+// executing one cached primitive at once corrupted each other's results.
+dnnl_status_t CreateMatmul(const_dnnl_memory_desc_t a_md, const_dnnl_memory_desc_t b_md,
+                           const_dnnl_memory_desc_t c_md, dnnl_primitive_t* prim) {
+  dnnl_primitive_attr_t attr = nullptr;
+  dnnl_primitive_desc_t pd = nullptr;
+  dnnl_status_t s = dnnl_primitive_attr_create(&attr);
+  if (s == dnnl_success) s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+  if (s == dnnl_success)
+    s = dnnl_matmul_primitive_desc_create(&pd, g_engine, a_md, b_md, nullptr, c_md, attr);
+  if (s == dnnl_success) s = dnnl_primitive_create(prim, pd);
+  if (attr) dnnl_primitive_attr_destroy(attr);
+  if (pd) dnnl_primitive_desc_destroy(pd);
+  return s;
+}
+
 // The cached primitive for this problem (created on first sight); caller holds no lock.
 ffi::Error GetPrimitive(const Key& key, dnnl_primitive_t* out) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  dnnl_status_t s;
-  if (g_engine == nullptr) {
-    s = dnnl_engine_create(&g_engine, dnnl_cpu, 0);
-    if (s != dnnl_success) return ffi::Error::Internal(Status("engine_create", s));
-  }
+  dnnl_status_t s = EnsureEngine();
+  if (s != dnnl_success) return ffi::Error::Internal(Status("engine_create", s));
   auto it = g_cache.find(key);
   if (it != g_cache.end()) {
     *out = it->second;
@@ -73,21 +92,11 @@ ffi::Error GetPrimitive(const Key& key, dnnl_primitive_t* out) {
   }
   auto [m, k, n, ta, tb, dta, dtb, dtc] = key;
   dnnl_memory_desc_t a_md = nullptr, b_md = nullptr, c_md = nullptr;
-  dnnl_primitive_desc_t pd = nullptr;
   dnnl_primitive_t prim = nullptr;
   s = Desc(&a_md, m, k, ta, dnnl_data_type_t(dta));
   if (s == dnnl_success) s = Desc(&b_md, k, n, tb, dnnl_data_type_t(dtb));
   if (s == dnnl_success) s = Desc(&c_md, m, n, false, dnnl_data_type_t(dtc));
-  // A scratchpad per call (user mode): the library's own is shared between threads, and
-  // two host devices executing one cached primitive at once corrupted each other's results.
-  dnnl_primitive_attr_t attr = nullptr;
-  if (s == dnnl_success) s = dnnl_primitive_attr_create(&attr);
-  if (s == dnnl_success) s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-  if (s == dnnl_success)
-    s = dnnl_matmul_primitive_desc_create(&pd, g_engine, a_md, b_md, nullptr, c_md, attr);
-  if (s == dnnl_success) s = dnnl_primitive_create(&prim, pd);
-  if (attr) dnnl_primitive_attr_destroy(attr);
-  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (s == dnnl_success) s = CreateMatmul(a_md, b_md, c_md, &prim);
   if (a_md) dnnl_memory_desc_destroy(a_md);
   if (b_md) dnnl_memory_desc_destroy(b_md);
   if (c_md) dnnl_memory_desc_destroy(c_md);
@@ -187,11 +196,8 @@ std::string CheckView(const char* name, ffi::Span<const int64_t> dims,
 
 ffi::Error GetBatchedPrimitive(const BatchedKey& key, size_t ndim, dnnl_primitive_t* out) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  dnnl_status_t s;
-  if (g_engine == nullptr) {
-    s = dnnl_engine_create(&g_engine, dnnl_cpu, 0);
-    if (s != dnnl_success) return ffi::Error::Internal(Status("engine_create", s));
-  }
+  dnnl_status_t s = EnsureEngine();
+  if (s != dnnl_success) return ffi::Error::Internal(Status("engine_create", s));
   auto it = g_batched_cache.find(key);
   if (it != g_batched_cache.end()) {
     *out = it->second;
@@ -210,16 +216,8 @@ ffi::Error GetBatchedPrimitive(const BatchedKey& key, size_t ndim, dnnl_primitiv
     s = dnnl_memory_desc_create_with_strides(&mds[i], int(ndim), dims,
                                              dnnl_data_type_t(dts[i]), strides);
   }
-  dnnl_primitive_attr_t attr = nullptr;
-  dnnl_primitive_desc_t pd = nullptr;
   dnnl_primitive_t prim = nullptr;
-  if (s == dnnl_success) s = dnnl_primitive_attr_create(&attr);
-  if (s == dnnl_success) s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
-  if (s == dnnl_success)
-    s = dnnl_matmul_primitive_desc_create(&pd, g_engine, mds[0], mds[1], nullptr, mds[2], attr);
-  if (s == dnnl_success) s = dnnl_primitive_create(&prim, pd);
-  if (attr) dnnl_primitive_attr_destroy(attr);
-  if (pd) dnnl_primitive_desc_destroy(pd);
+  if (s == dnnl_success) s = CreateMatmul(mds[0], mds[1], mds[2], &prim);
   for (auto* md : mds)
     if (md) dnnl_memory_desc_destroy(md);
   if (s != dnnl_success) return ffi::Error::Internal(Status("batched matmul primitive creation", s));
