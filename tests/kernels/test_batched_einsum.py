@@ -8,14 +8,13 @@ index is off by O(1).
 
 from __future__ import annotations
 
-import threading
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from tests.support.adapt_helpers import run_python
+from tests.support.concurrency import worst_errors_at_once
 from vitzoo.kernels import matmul
 
 SIZES = {"b": 3, "h": 2, "q": 7, "k": 13, "e": 5, "m": 11, "n": 9, "c": 4}
@@ -139,20 +138,7 @@ def test_threads_calling_one_cached_primitive_at_once_get_their_own_answers(oned
              for p, v in inputs]
     product = jax.jit(lambda p, v: matmul.batched_einsum(spec, p, v, jnp.float32))
     product(*inputs[0]).block_until_ready()  # compiled and the primitive cached first
-    worst = [0.0, 0.0]
-    start = threading.Barrier(2)
-
-    def work(i: int) -> None:
-        start.wait()
-        for _ in range(20):
-            got = np.asarray(product(*inputs[i]), np.float32)
-            worst[i] = max(worst[i], float(np.abs(got - wants[i]).max() / np.abs(wants[i]).max()))
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    worst = worst_errors_at_once(product, inputs, wants, calls=20)
     assert max(worst) < 1e-5, worst
 
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.support.concurrency import worst_errors_at_once
 from vitzoo.kernels import matmul
 
 SHAPES = [(37, 129, 65), (1, 1, 1), (64, 768, 3072), (197, 64, 3)]
@@ -108,8 +109,6 @@ def test_dot_general_is_lax_when_off(kernel, monkeypatch):
 def test_threads_calling_one_cached_primitive_at_once_get_their_own_answers(onednn):
     """Two host devices run the same shapes at once, so two threads execute one cached
     primitive together; each must get its own product (a shared scratchpad mixed them)."""
-    import threading
-
     rng = np.random.default_rng(3)
     shape_a, shape_b = (1024, 768), (768, 1536)  # big enough for oneDNN to use a scratchpad
     problems = [(rng.uniform(-1, 1, shape_a).astype(np.float32),
@@ -118,18 +117,5 @@ def test_threads_calling_one_cached_primitive_at_once_get_their_own_answers(oned
     product = jax.jit(lambda a, b: matmul.onednn_matmul(a, b, jnp.float32))
     inputs = [(jnp.asarray(a, jnp.bfloat16), jnp.asarray(b, jnp.bfloat16)) for a, b in problems]
     product(*inputs[0]).block_until_ready()  # compiled and the primitive cached first
-    worst = [0.0, 0.0]
-    start = threading.Barrier(2)
-
-    def work(i: int) -> None:
-        start.wait()
-        for _ in range(30):
-            got = np.asarray(product(*inputs[i]), np.float32)
-            worst[i] = max(worst[i], float(np.abs(got - wants[i]).max() / np.abs(wants[i]).max()))
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    worst = worst_errors_at_once(product, inputs, wants, calls=30)
     assert max(worst) < 1e-5, worst
