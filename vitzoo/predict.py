@@ -172,7 +172,7 @@ class Predictor:
             return np.asarray(self._apply(self._device_params, images))
 
     def _prepare(self, shape: tuple[int, ...], batches: int | None) -> None:
-        """Compile the model once: the backend decided or timed on ``shape`` first."""
+        """Decide the backend (or race for it on the job's first batches) at the first call."""
         from vitzoo.backbone import forward_tune, start
 
         start(xla_flags=False)  # the compile cache; one device needs no flags
@@ -187,10 +187,8 @@ class Predictor:
         self._device_params = jax.device_put(self.params)
         job = forward_tune.Job("logits", self.config, self.resolution, int(shape[0]), 1,
                                "float32")
-        images = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
-        self.tuning, step = forward_tune.decide(job, make_step, (self._device_params, images),
-                                                batches=batches)
-        self._apply = step or make_step()
+        self.tuning, race = forward_tune.decide(job, make_step, batches=batches)
+        self._apply = race or make_step()  # a race computes the first batches itself
 
     def matmul_record(self) -> dict[str, Any] | None:
         """The backend the model's products use, why, and the autotune (None: nothing run yet)."""

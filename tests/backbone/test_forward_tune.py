@@ -1,6 +1,6 @@
 """The forward's matrix-product autotune: decided by injected timings, never by a clock.
 
-Oracles: the timings are the test's own (``measure`` seam), so the winner is known in
+Oracles: the timings are the test's own (``timer`` seam), so the winner is known in
 advance; whether a compiled step really uses oneDNN is read from its lowered program (the
 custom call's target) and from :func:`vitzoo.kernels.matmul.count_calls`; outputs are
 compared with the same forward traced with XLA's products only.
@@ -53,23 +53,28 @@ def _job(batch: int = 4, resolution: int = 32) -> forward_tune.Job:
 
 
 class Timings:
-    """The measure seam: runs each candidate once (its trace and compile) and says how long
-    each of its batches took, from a table; remembers what the model traced with."""
+    """The timer seam: runs each call and says how long it took, from a table (plus
+    ``compile`` seconds on a candidate's first call); remembers the candidates in the order
+    they first ran, what each traced with, and every call."""
 
-    def __init__(self, **seconds: float) -> None:
-        self.seconds = seconds
+    def __init__(self, compile: float = 0.0, **seconds: float) -> None:
+        self.seconds, self.compile = seconds, compile
         self.calls: list[str] = []
+        self.every: list[str] = []
         self.traced: dict[str, str] = {}
 
-    def __call__(self, backend: str, run) -> list[float]:
-        self.calls.append(backend)
-        self.traced[backend] = matmul.matmul_backend("float32")[0]
-        run()
-        return [self.seconds[backend]] * 3
+    def __call__(self, backend: str, run):
+        first = backend not in self.calls
+        if first:
+            self.calls.append(backend)
+            self.traced[backend] = matmul.matmul_backend("float32")[0]
+        self.every.append(backend)
+        return run(), self.seconds[backend] + (self.compile if first else 0.0)
 
 
 def _decide(timings: Timings, *, job: forward_tune.Job | None = None, batches: int | None = None,
             **seams):
+    """decide(), then a race finished on random input: (tuning, winner step, steps, args)."""
     model, params, images = _model_and_args()
     steps: list = []
 
@@ -77,10 +82,13 @@ def _decide(timings: Timings, *, job: forward_tune.Job | None = None, batches: i
         steps.append(jax.jit(lambda p, x: model.apply({"params": p}, x, train=False)))
         return steps[-1]
 
-    tuning, step = forward_tune.decide(job or _job(), make_step, (params, images),
-                                       batches=batches, measure=timings, say=lambda _: None,
-                                       **seams)
-    return tuning, step, steps, (params, images)
+    tuning, race = forward_tune.decide(job or _job(), make_step, batches=batches,
+                                       timer=timings, say=lambda _: None, **seams)
+    if race is None:
+        return tuning, None, steps, (params, images)
+    assert race.tuning is tuning
+    race.finish(params, images)
+    return tuning, race.winner, steps, (params, images)
 
 
 def _uses_onednn(step, args) -> bool:
@@ -137,7 +145,7 @@ def test_the_answer_is_keyed_by_the_shapes(auto):
 def test_no_trial_when_off_fixed_unavailable_or_tiny(auto, monkeypatch):
     timings = Timings(xla=1.0, onednn=1.0)
     tuning, step, _, _ = _decide(timings, batches=forward_tune.MIN_BATCHES - 1)
-    assert (tuning.source, step) == ("skipped", None) and "would cost more" in tuning.reason
+    assert (tuning.source, step) == ("skipped", None) and "too short for a trial" in tuning.reason
     monkeypatch.setenv("VITZOO_AUTOTUNE", "0")
     assert _decide(timings)[0].source == "off"
     monkeypatch.setenv("VITZOO_AUTOTUNE", "1")
@@ -155,25 +163,69 @@ def test_no_trial_when_off_fixed_unavailable_or_tiny(auto, monkeypatch):
 
 
 def test_the_budget_keeps_the_rules_backend_when_the_second_would_not_fit(auto, monkeypatch):
-    """A clock of the test's own: the first candidate costs 6 s of a 10 s budget."""
-    now = [0.0]
-
-    class Slow(Timings):
-        def __call__(self, backend, run):
-            now[0] += 6.0
-            return super().__call__(backend, run)
-
+    """On random input the whole trial is overhead: a first candidate of 3 + 5 x 1 s, its
+    estimated twin included, passes a 10 s budget; the answer is remembered as partial."""
     monkeypatch.setenv("VITZOO_AUTOTUNE_BUDGET", "10")
-    timings = Slow(xla=2.0, onednn=1.0)
-    tuning, step, steps, _ = _decide(timings, clock=lambda: now[0])
+    timings = Timings(compile=3.0, xla=1.0, onednn=0.5)
+    tuning, step, steps, _ = _decide(timings)
     assert timings.calls == ["xla"] and (tuning.source, tuning.backend) == ("trial", "xla")
     assert step is steps[0] and "not tried" in tuning.measurements[1]["error"]
-    again = Slow(xla=2.0, onednn=1.0)  # the partial answer is remembered: no cost next time
-    assert _decide(again, clock=lambda: now[0])[0].source == "cache" and again.calls == []
-    monkeypatch.setenv("VITZOO_AUTOTUNE_BUDGET", "13")  # until the budget grows
-    assert _decide(Slow(xla=2.0, onednn=1.0), clock=lambda: now[0])[0].backend == "onednn"
-    settled = Slow(xla=2.0, onednn=1.0)
-    assert _decide(settled, clock=lambda: now[0])[0].backend == "onednn" and settled.calls == []
+    assert "20 s budget" not in tuning.measurements[1]["error"]
+    assert timings.every == ["xla"] * (forward_tune.WARMUP + forward_tune.REPEATS)
+    again = Timings(compile=3.0, xla=1.0, onednn=0.5)  # remembered: no cost next time
+    assert _decide(again)[0].source == "cache" and again.calls == []
+    monkeypatch.setenv("VITZOO_AUTOTUNE_BUDGET", "30")  # until the budget grows
+    assert _decide(Timings(compile=3.0, xla=1.0, onednn=0.5))[0].backend == "onednn"
+    settled = Timings(compile=3.0, xla=1.0, onednn=0.5)
+    assert _decide(settled)[0].backend == "onednn" and settled.calls == []
+
+
+def test_a_race_on_the_jobs_batches_computes_them_and_pays_one_compile(auto, monkeypatch):
+    """Real work: every call returns the forward of its own input (oracle: XLA's products
+    alone); the second candidate's extra cost is its compile only, so a 6 s compile fits a
+    10 s budget that the same trial on random input would pass."""
+    monkeypatch.setenv("VITZOO_AUTOTUNE_BUDGET", "10")
+    model, params, _ = _model_and_args()
+    plain = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))
+    timings = Timings(compile=6.0, xla=1.0, onednn=0.5)
+    steps: list = []
+
+    def make_step():
+        steps.append(jax.jit(lambda p, x: model.apply({"params": p}, x, train=False)))
+        return steps[-1]
+
+    tuning, race = forward_tune.decide(_job(), make_step, batches=50, timer=timings,
+                                       say=lambda _: None)
+    rng = np.random.default_rng(3)
+    for index in range(forward_tune.MIN_BATCHES + 2):
+        batch = rng.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+        with matmul.measured("float32", "xla"):
+            expected = np.asarray(plain(params, batch))
+        np.testing.assert_allclose(np.asarray(race(params, batch)), expected,
+                                   rtol=1e-4, atol=1e-4)
+        assert race.done == (index >= forward_tune.MIN_BATCHES - 1)
+    warm, rounds = ["xla"] * forward_tune.WARMUP, ["xla", "onednn"] * forward_tune.REPEATS
+    assert timings.every == warm + ["onednn"] * forward_tune.WARMUP + rounds  # alternating
+    assert (tuning.source, tuning.backend, len(steps)) == ("trial", "onednn", 2)
+    assert race.winner is steps[1] and tuning.spent_s == 6.0  # the second compile, no more
+    rates = {m["backend"]: m["img_per_sec"] for m in tuning.measurements}
+    assert rates == {"xla": 4.0, "onednn": 8.0}
+    small = np.zeros((2, 32, 32, 3), np.float32)  # a smaller last batch: the winner retraces
+    assert np.asarray(race(params, small)).shape == (2, 5)
+
+
+def test_an_unfinished_race_decides_and_remembers_nothing(auto):
+    model, params, images = _model_and_args()
+    tuning, race = forward_tune.decide(
+        _job(), lambda: jax.jit(lambda p, x: model.apply({"params": p}, x, train=False)),
+        timer=Timings(xla=1.0, onednn=0.5), say=lambda _: None)
+    for _ in range(3):
+        race(params, images)
+    assert not race.done and tuning.backend is None and "unfinished" in tuning.reason
+    assert tuning.record("float32")["backend"] == "xla"  # the rule's, said so
+    from vitzoo.runtime import autotune_cache_path as cache_path
+
+    assert not cache_path().exists()
 
 
 def test_the_default_budget_is_the_fine_tune_trials_share_per_candidate(auto, monkeypatch):
@@ -203,10 +255,11 @@ def test_forward_extracts_the_same_features_with_the_winner(auto, tmp_path, monk
     steps: list = []
     make_step = forward._make_step
     forward._make_step = lambda: steps.append(make_step()) or steps[-1]
-    forward(images)
+    for _ in range(forward_tune.MIN_BATCHES):  # the job's batches run the trial
+        forward(images)
     assert forward.tuning is not None and forward.tuning.source == "trial"
     assert timings.calls == ["xla", "onednn"] and timings.traced["onednn"] == "onednn"
-    assert len(steps) == 2 and forward._step is steps[1]  # the oneDNN candidate, no 3rd compile
+    assert len(steps) == 2 and forward._race.winner is steps[1]  # oneDNN's, no 3rd compile
     traces = []
     active = matmul.active
     monkeypatch.setattr(matmul, "active", lambda dtype: traces.append(dtype) or active(dtype))

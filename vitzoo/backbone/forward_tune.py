@@ -3,33 +3,34 @@
 Why: oneDNN's float32 GEMM beat XLA's by 3-20% on ViT shapes on an AMD EPYC, but the
 ``auto`` rule of :mod:`vitzoo.kernels.matmul` uses oneDNN only for bfloat16, and on another
 CPU XLA may win. No fixed rule is right everywhere, so the first time a forward's shapes
-run on a machine (probe feature extraction, ``predict``), it is compiled with each backend
-(:func:`vitzoo.kernels.matmul.measured`) and timed on random input of its real shape:
+run on a machine (probe feature extraction, ``predict``), its first batches are computed
+by each backend in turn (:func:`vitzoo.kernels.matmul.measured`), a :class:`Race`: the
+trial is the job's own work, and costs one more compile. Each candidate has
 :data:`WARMUP` untimed batches (the compile, then one that settles the allocator: oneDNN's
-first calls grow its scratch memory), then the fastest of :data:`REPEATS` batches, since
-noise on a shared machine only ever slows a batch down (one trial on a busy 2-core machine
-took a median that ranked XLA first by 4% where oneDNN ran 1.39x faster in a quiet
-process, benchmarks/RESULTS.md). The faster is used
+first calls grow its scratch memory), then the fastest of :data:`REPEATS` timed batches
+counts, since noise on a shared machine only ever slows a batch down (one trial on a busy
+2-core machine took a median that ranked XLA first by 4% where oneDNN ran 1.39x faster in
+a quiet process, benchmarks/RESULTS.md). The faster is used
 (:func:`vitzoo.kernels.matmul.use_measured`) and remembered in ``VITZOO_HOME/autotune.json``
 under :data:`SECTION` (the fine-tune trial's settings live under ``entries``), keyed by
-:func:`cache_key`. The winner's compiled forward does the real work: no third compile.
+:func:`cache_key`. The winner's compiled forward does the rest of the work.
 
-The rule's backend is timed first, so a trial that runs out of its budget
+The rule's backend runs first, so a trial that runs out of its budget
 (``VITZOO_AUTOTUNE_BUDGET``, shared with the fine-tune trial) keeps it: the second
-candidate is tried only when its estimated cost (the first one's) fits what is left. Such
-a partial answer is remembered too (a ViT-B/16 forward of 64 images took ~87 s for its
-first candidate on a 2-core machine: repeating that on every run would waste minutes),
-and measured again once the budget is larger than the one it had.
+candidate is tried only when its estimated extra cost fits (on the job's batches: one
+compile; on random input, where a decision is needed before the job ran, everything).
+Such a partial answer is remembered too, and measured again once the budget is larger
+than the one it had.
 
 No trial: ``--no-autotune`` / ``VITZOO_AUTOTUNE=0`` (off); ``VITZOO_CPU_MATMUL`` set to
 ``xla`` or ``onednn``, JAX not on a CPU, the kernel missing, several processes (each would
 measure alone, and they must run the same number of collective steps), or a job shorter
-than :data:`MIN_BATCHES` batches (skipped; see there). A remembered answer is used
-wherever a trial could run, a short job included, since it costs nothing. Without a
-trial or an answer the forward is traced with the rule's backend (float32: XLA).
+than :data:`MIN_BATCHES` batches (skipped: it could not finish the trial). A remembered
+answer is used wherever a trial could run, a short job included, since it costs nothing.
+Without a trial or an answer the forward is traced with the rule's backend (float32: XLA).
 
-``evaluate`` builds its own step; it can use the decision by tracing it inside
-``Forward(...).tune().applied(dtype)`` (a trial's compiled forward is then not reused).
+``evaluate`` builds its own step; it uses the decision by tracing it inside
+``Forward(...).tune().applied(dtype)`` (``tune`` finishes a race on random input).
 """
 
 from __future__ import annotations
@@ -50,17 +51,9 @@ SECTION = "forward"
 WARMUP = 2
 #: Timed batches per candidate after its warm-up (the fastest counts).
 REPEATS = 3
-#: A trial runs 2 x (WARMUP + REPEATS) forward batches on random input and compiles the forward
-#: once more; below this many batches of real work it would at least double a first run
-#: (a predict of a few images), so such a job uses a remembered answer or the rule's
-#: default, and does not remember anything. Longer jobs pay it once per machine and shapes.
+#: A trial's length in batches: a shorter job (a predict of a few images) could not finish
+#: one, so it uses a remembered answer or the rule's default, and remembers nothing.
 MIN_BATCHES = 2 * (WARMUP + REPEATS)
-
-#: ``(backend, run) -> seconds of each timed batch``: the measurement seam. ``run()``
-#: computes one batch and waits for it; the first call traces and compiles the candidate
-#: (tests inject timings, but must call ``run`` at least once).
-Measure = Callable[[str, Callable[[], Any]], list[float]]
-
 
 @dataclass(frozen=True)
 class Job:
@@ -133,19 +126,18 @@ def cache_key(job: Job, cpu: Any, versions: dict[str, str | None]) -> dict[str, 
             "malloc": runtime.malloc_mode(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
-def decide(job: Job, make_step: Callable[[], Callable[..., Any]], args: tuple[Any, ...], *,
-           batches: int | None = None, measure: Measure | None = None,
+def decide(job: Job, make_step: Callable[[], Callable[..., Any]], *,
+           batches: int | None = None, timer: Callable[..., tuple[Any, float]] | None = None,
            say: Callable[[str], None] | None = None, cpu: Any = None,
-           versions: dict[str, str | None] | None = None,
-           clock: Callable[[], float] = time.perf_counter
-           ) -> tuple[Tuning, Callable[..., Any] | None]:
-    """The backend for ``job`` and, after a trial, the winner's step, already compiled.
+           versions: dict[str, str | None] | None = None) -> tuple[Tuning, Race | None]:
+    """The backend for ``job``, or a :class:`Race` to find it on the job's batches.
 
     ``make_step()`` returns a fresh jitted/pmapped ``step(*args)`` (traced at its first
-    call, with the backend in effect then); ``args`` are random inputs of the real shape.
-    ``batches``: how many batches the job runs (None: enough for a trial). Without a trial
-    the step returned is None: the caller traces its own inside :meth:`Tuning.applied`.
-    ``measure``, ``cpu``, ``versions`` and ``clock`` are seams for tests.
+    call, with the backend in effect then). ``batches``: how many batches the job runs
+    (None: enough for a trial). Without a race the caller traces its own step inside
+    :meth:`Tuning.applied`; with one, the race is the step (its :attr:`Race.tuning` is the
+    returned :class:`Tuning`, filled in when it ends). ``timer``, ``cpu`` and ``versions``
+    are seams for tests.
     """
     from vitzoo import runtime
     from vitzoo.kernels import matmul
@@ -167,10 +159,14 @@ def decide(job: Job, make_step: Callable[[], Callable[..., Any]], args: tuple[An
         matmul.use_measured(job.dtype, cached.backend, cached.reason)
         return cached, None
     if batches is not None and batches < MIN_BATCHES:
-        return Tuning("skipped", f"a job of {batches} batch(es): a trial (one more compile, "
-                                 f"{MIN_BATCHES} batches) would cost more than it saves",
-                      key=key), None
-    return _trial(job, key, text, make_step, args, measure or _timed, say, clock)
+        return Tuning("skipped", f"a job of {batches} batch(es): too short for a trial "
+                                 f"({MIN_BATCHES} batches)", key=key), None
+    with matmul.measured(job.dtype, None):
+        default = matmul.matmul_backend(job.dtype)[0]
+    order = [default, "onednn" if default == "xla" else "xla"]
+    race = Race(job, key, text, make_step, order, runtime.autotune_budget(len(order)), say,
+                timer or _timed)
+    return race.tuning, race
 
 
 def _not_applicable(job: Job) -> str | None:
@@ -196,76 +192,166 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
-def _timed(backend: str, run: Callable[[], Any]) -> list[float]:
-    """:data:`WARMUP` untimed calls (trace, compile, first allocations), then :data:`REPEATS`
-    timed calls."""
-    for _ in range(WARMUP):
-        run()
-    seconds = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        run()
-        seconds.append(max(time.perf_counter() - start, 1e-9))
-    return seconds
+def _timed(backend: str, run: Callable[[], Any]) -> tuple[Any, float]:
+    """One call of ``run`` (which waits for its result): its output and its seconds."""
+    start = time.perf_counter()
+    out = run()
+    return out, max(time.perf_counter() - start, 1e-9)
 
 
-def _trial(job: Job, key: dict[str, Any], text: str, make_step: Callable[[], Callable[..., Any]],
-           args: tuple[Any, ...], measure: Measure, say: Callable[[str], None],
-           clock: Callable[[], float]) -> tuple[Tuning, Callable[..., Any] | None]:
-    import jax
+class Race:
+    """A trial that computes the job's own batches: ``race(*args)`` is the step while it runs.
 
-    from vitzoo.kernels import matmul
-    from vitzoo.runtime import AUTOTUNE_BUDGET_ENV, autotune_budget
+    Each call runs the next planned candidate on the real input and returns its output, so
+    a trial costs what the job would have cost anyway, plus the second candidate's compile
+    (and its batches, if it loses): a ViT-B/16 forward whose first candidate took ~87 s to
+    compile and time on random input, more than the budget, is raced for the price of one
+    more compile. The plan: the rule's backend, :data:`WARMUP` untimed calls (its compile
+    is the job's, not the trial's); then the other, if its compile (estimated by the
+    first's: the first call's excess over a settled one) fits the budget, :data:`WARMUP`
+    untimed calls; then :data:`REPEATS` timed rounds alternating the two, so a machine that
+    slows down or speeds up during the trial weighs on both alike. Then the winner is used,
+    remembered, and ``race(*args)`` calls the winner's compiled step.
 
-    with matmul.measured(job.dtype, None):
-        default = matmul.matmul_backend(job.dtype)[0]
-    order = [default, "onednn" if default == "xla" else "xla"]
-    budget = autotune_budget(len(order))
-    say(f"autotune: timing the forward of {job.label()} with XLA's and oneDNN's matrix "
-        f"products (at most {budget:.0f} s; --no-autotune or VITZOO_AUTOTUNE=0 skips)...")
-    started = clock()
-    steps: dict[str, Callable[..., Any]] = {}
-    results: list[dict[str, Any]] = []
-    for backend in order:
-        spent = clock() - started
-        if steps and 2 * spent > budget:  # the next costs about what the first did
-            results.append({"backend": backend, "img_per_sec": None,
-                            "error": f"not tried: ~{spent:.0f} s more would pass the {budget:.0f} s "
-                                     f"budget (raise {AUTOTUNE_BUDGET_ENV} to measure it)"})
-            continue
-        step = make_step()
+    :meth:`finish` drives an unfinished race on given input (random pixels) when something
+    needs the decision before the job has run enough batches (``evaluate``, the probe's
+    img/s); those calls are the trial's own cost and count against the budget in full.
+    A call whose input has another shape than the first (a smaller last batch) runs outside
+    the plan with the rule's backend. A race the job leaves unfinished decides nothing and
+    remembers nothing; :attr:`tuning` then says so.
+    """
 
-        def run(step: Callable[..., Any] = step) -> Any:
-            return jax.block_until_ready(step(*args))
+    def __init__(self, job: Job, key: dict[str, Any], text: str,
+                 make_step: Callable[[], Callable[..., Any]], order: list[str], budget: float,
+                 say: Callable[[str], None], timer: Callable[..., tuple[Any, float]]) -> None:
+        self.job, self._text, self._make_step, self._order = job, text, make_step, order
+        self._budget, self._say, self._timer = budget, say, timer
+        self.tuning = Tuning("trial", f"autotune: unfinished, the job ran fewer batches than "
+                                      f"the trial's {MIN_BATCHES} ({job.label()})",
+                             key=key, budget_s=budget)
+        self._plan: list[tuple[str, bool]] = [(order[0], False)] * WARMUP
+        self._steps: dict[str, Callable[..., Any]] = {}
+        self._seconds: dict[str, list[float]] = {backend: [] for backend in order}
+        self._first: dict[str, list[float]] = {backend: [] for backend in order}
+        self._errors: dict[str, str] = {}
+        self._overhead = 0.0  # seconds of calls made only for the trial (finish)
+        self._driven: set[str] = set()  # candidates whose first call was such a call
+        self._shape: Any = None
+        self._winner: Callable[..., Any] | None = None
 
+    @property
+    def done(self) -> bool:
+        return self._winner is not None
+
+    @property
+    def winner(self) -> Callable[..., Any] | None:
+        """The winning candidate's compiled step, once decided (no third compile)."""
+        return self._winner
+
+    def __call__(self, *args: Any) -> Any:
+        return self._call(args, driven=False)
+
+    def finish(self, *args: Any) -> Tuning:
+        """Run the rest of the trial on ``args`` (its cost: the trial's); the decision."""
+        while not self.done:
+            self._call(args, driven=True)
+        return self.tuning
+
+    def _call(self, args: tuple[Any, ...], *, driven: bool) -> Any:
+        import jax
+
+        from vitzoo.kernels import matmul
+
+        if self._winner is not None:
+            return self._winner(*args)
+        shape = [(getattr(a, "shape", None), str(getattr(a, "dtype", type(a))))
+                 for a in jax.tree_util.tree_leaves(args)]
+        if self._shape is None:
+            self._shape = shape
+            self._say(f"autotune: timing the forward of {self.job.label()} with XLA's and "
+                      f"oneDNN's matrix products on its first {MIN_BATCHES} batches (at most "
+                      f"{self._budget:.0f} s more; --no-autotune or VITZOO_AUTOTUNE=0 skips)...")
+        elif shape != self._shape:  # not a planned call: the rule's backend computes it
+            with matmul.measured(self.job.dtype, self._order[0]):
+                return self._step(self._order[0])(*args)
+        backend, timed = self._plan.pop(0)
+        step = self._step(backend)
         try:
-            with matmul.measured(job.dtype, backend):
-                seconds = measure(backend, run)
+            with matmul.measured(self.job.dtype, backend):
+                out, seconds = self._timer(backend, lambda: jax.block_until_ready(step(*args)))
         except Exception as exc:  # the rule's own backend fails the real work too: raise it
-            if backend == default:
+            if backend == self._order[0]:
                 raise
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            results.append({"backend": backend, "img_per_sec": None, "error": first[:200]})
-            continue
-        steps[backend] = step
-        results.append({"backend": backend, "img_per_sec": job.global_batch / min(seconds),
-                        "seconds": [round(s, 4) for s in seconds]})
-    spent = round(clock() - started, 1)
-    measured = [r for r in results if r["img_per_sec"] is not None]
-    best = max(measured, key=lambda r: r["img_per_sec"])  # the first (the rule's) on a tie
-    numbers = ", ".join(f"{r['backend']} {r['img_per_sec']:.1f} img/s" if r["img_per_sec"]
-                        else f"{r['backend']}: {r['error']}" for r in results)
-    tuning = Tuning("trial", f"autotune: {numbers} on this machine ({job.label()})",
-                    best["backend"], key, results, budget, spent,
-                    time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-    where = _remember(text, tuning)  # also a partial trial: the next run would pay it again
-    if len(measured) < len(results):  # until the budget grows (see _from_cache)
-        say(f"autotune: kept {best['backend']} in {spent:.0f} s ({numbers}); {where}")
-    else:
-        say(f"autotune: chose {best['backend']} matrix products in {spent:.0f} s ({numbers}); "
-            f"{where}")
-    matmul.use_measured(job.dtype, tuning.backend, tuning.reason)
-    return tuning, steps[best["backend"]]
+            self._errors[backend] = first[:200]
+            self._plan = [(b, t) for b, t in self._plan if b != backend]
+            with matmul.measured(self.job.dtype, self._order[0]):
+                out = jax.block_until_ready(self._step(self._order[0])(*args))
+            seconds = 0.0
+        if driven:
+            self._overhead += seconds
+            if not (self._first[backend] or self._seconds[backend]):
+                self._driven.add(backend)
+        (self._seconds if timed else self._first)[backend].append(seconds)
+        if not self._plan:
+            self._extend_plan(driven)
+        if not self._plan:
+            self._decide()
+        return out
+
+    def _step(self, backend: str) -> Callable[..., Any]:
+        if backend not in self._steps:
+            self._steps[backend] = self._make_step()
+        return self._steps[backend]
+
+    def _extend_plan(self, driven: bool) -> None:
+        """After the first candidate's warm-up: race the second, or only time the first."""
+        first, second = self._order
+        if self._seconds[first] or second in self._errors:
+            return  # the timed rounds have run
+        warm = self._first[first]
+        compile_s = max(warm[0] - warm[-1], 0.0)  # the first call's excess over a settled one
+        cost = compile_s + (len(warm) + REPEATS) * warm[-1] * driven  # random input: all of it
+        if self._overhead + cost <= self._budget:
+            self._plan = [(second, False)] * WARMUP + [(first, True), (second, True)] * REPEATS
+        else:
+            from vitzoo.runtime import AUTOTUNE_BUDGET_ENV
+
+            self._errors[second] = (f"not tried: ~{cost:.0f} s more would pass the "
+                                    f"{self._budget:.0f} s budget (raise {AUTOTUNE_BUDGET_ENV} "
+                                    f"to measure it)")
+            self._plan = [(first, True)] * REPEATS
+
+    def _decide(self) -> None:
+        from vitzoo.kernels import matmul
+
+        results: list[dict[str, Any]] = []
+        for backend in self._order:
+            seconds = self._seconds[backend]
+            if seconds:
+                results.append({"backend": backend,
+                                "img_per_sec": self.job.global_batch / min(seconds),
+                                "seconds": [round(s, 4) for s in seconds]})
+            else:
+                results.append({"backend": backend, "img_per_sec": None,
+                                "error": self._errors.get(backend, "not run")})
+        measured = [r for r in results if r["img_per_sec"] is not None]
+        best = max(measured, key=lambda r: r["img_per_sec"])  # the first (the rule's) on a tie
+        numbers = ", ".join(f"{r['backend']} {r['img_per_sec']:.1f} img/s" if r["img_per_sec"]
+                            else f"{r['backend']}: {r['error']}" for r in results)
+        warm = self._first[self._order[1]]  # its compile: the trial's cost on real work
+        compile_s = warm[0] - warm[-1] if warm and self._order[1] not in self._driven else 0.0
+        tuning = self.tuning
+        tuning.reason = f"autotune: {numbers} on this machine ({self.job.label()})"
+        tuning.backend, tuning.measurements = best["backend"], results
+        tuning.spent_s = round(self._overhead + max(compile_s, 0.0), 1)
+        tuning.measured_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        where = _remember(self._text, tuning)  # also a partial trial: see _from_cache
+        verb = "kept" if len(measured) < len(results) else "chose"
+        self._say(f"autotune: {verb} {best['backend']} matrix products ({numbers}; the trial "
+                  f"cost ~{tuning.spent_s:.0f} s); {where}")
+        matmul.use_measured(self.job.dtype, tuning.backend, tuning.reason)
+        self._winner = self._steps[best["backend"]]
 
 
 def _from_cache(text: str, key: dict[str, Any]) -> Tuning | None:

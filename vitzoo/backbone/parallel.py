@@ -166,32 +166,36 @@ class Forward:
         self._gather = gather
         self._make_step = lambda: jax.pmap(step, axis_name=AXIS)
         self._step: Any = None
+        self._race: Any = None  # a forward_tune.Race while the backend is being raced
         self._params = self.placement.replicate(backbone.params)
 
     def tune(self) -> Tuning:
-        """Decide the backend (and take a trial's compiled step); the first call does it.
-
-        Also for a program built elsewhere on the same model and shapes (``evaluate``'s
-        step): trace it inside ``forward.tune().applied(dtype)`` to use the decision.
+        """The backend decided, now: a trial the job's batches have not finished runs on random
+        pixels (the probe's img/s, ``evaluate``'s step, which trace inside
+        ``forward.tune().applied(dtype)``).
         """
-        if self.tuning is None:
-            self._tune()
+        self._start_tuning()
+        if self._race is not None and not self._race.done:
+            layout, res = self.layout, self.backbone.resolution
+            images = np.random.default_rng(0).uniform(
+                -1, 1, (layout.local_devices, layout.per_device, res, res, 3)).astype(np.float32)
+            self._race.finish(self._params, self.placement.shard(images))
         assert self.tuning is not None
         return self.tuning
 
-    def _tune(self) -> None:
+    def _start_tuning(self) -> None:
+        """At the first use: a remembered or fixed backend, or a race on the job's batches."""
+        if self.tuning is not None:
+            return
         from vitzoo.backbone import forward_tune
 
         layout = self.layout
-        res = self.backbone.resolution
-        job = forward_tune.Job("features", self.backbone.config, res, layout.per_device,
-                               layout.local_devices, self.dtype, self.placement.process_count)
-        images = np.random.default_rng(0).uniform(
-            -1, 1, (layout.local_devices, layout.per_device, res, res, 3)).astype(np.float32)
-        self.tuning, step = forward_tune.decide(
-            job, self._make_step, (self._params, self.placement.shard(images)),
-            batches=self.batches)
-        self._step = step or self._make_step()
+        job = forward_tune.Job("features", self.backbone.config, self.backbone.resolution,
+                               layout.per_device, layout.local_devices, self.dtype,
+                               self.placement.process_count)
+        self.tuning, self._race = forward_tune.decide(job, self._make_step,
+                                                      batches=self.batches)
+        self._step = self._race or self._make_step()
 
     def matmul_record(self) -> dict[str, Any]:
         """The run record's ``matmul``: the backend this forward uses, why, and the autotune.
@@ -206,8 +210,10 @@ class Forward:
         return self.tuning.record(self.dtype)
 
     def device_call(self, device_images: Any) -> Any:
-        """The compiled step on already-sharded images (for timing); a device array."""
-        with self.tune().applied(self.dtype):  # a (re)trace uses the decided backend
+        """The compiled step on already-sharded images (a trial's batch while one runs)."""
+        self._start_tuning()
+        assert self.tuning is not None
+        with self.tuning.applied(self.dtype):  # a (re)trace uses the decided backend
             return self._step(self._params, device_images)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:

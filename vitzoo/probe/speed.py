@@ -51,8 +51,12 @@ def measure(extractor: Any, repeats: int = TIMED_BATCHES) -> dict[str, Any]:
     """img/s of ``extractor``'s compiled forward on one global batch of random pixels.
 
     Decoding and host transfers are excluded: the batch is placed on the devices once.
+    The backend is decided first (a trial the extraction left unfinished is finished), so
+    every timed batch runs the same compiled forward.
     """
     import jax
+
+    extractor.forward.tune()
 
     devices = extractor.devices
     res = extractor.backbone.resolution
