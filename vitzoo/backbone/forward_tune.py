@@ -89,6 +89,11 @@ class Tuning:
     spent_s: float | None = None
     measured_at: str | None = None
 
+    @property
+    def pending(self) -> bool:
+        """A race still running on the job's batches (its backend is not decided yet)."""
+        return self.source == "trial" and self.measured_at is None
+
     @contextmanager
     def applied(self, dtype: Any) -> Iterator[None]:
         """Models traced in this block use the chosen backend (the rule's when none).
