@@ -59,7 +59,7 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
     from vitzoo.backbone import Placement, check_dtype, load, start
 
     start()  # XLA flags, host devices, compile cache: before JAX starts
-    from vitzoo.data import open_dataset
+    from vitzoo.data import check_named, open_dataset
     from vitzoo.download.resolve import resolve_checkpoint
     from vitzoo.evaluators.classification import Classification
     from vitzoo.evaluators.metrics import per_class as per_class_rows
@@ -69,6 +69,7 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
     check_dtype(dtype)
     placement = Placement.here()
     layout = placement.layout(batch)
+    check_named(dataset, data_dir=data_dir, gcs_auth=gcs_auth)  # a typo: before the download
     path = resolve_checkpoint(checkpoint)  # its head's task decides how the dataset is read
     head = head_task(path)
     data = open_dataset(dataset, eval_split=split, data_dir=data_dir, manual_dir=manual_dir,

@@ -2,9 +2,12 @@
 
 :func:`run` reads top to bottom: prepare the data, prepare the model and its state (or
 resume), plan the batch, run the train loop, export and register. The order is chosen so
-that mistakes surface cheaply: settings are validated, then the dataset is opened (bad
-folders fail here, before any download or compile), then the checkpoint is resolved and
-loaded, and only then is anything compiled. Each concern has its own module: timing
+that mistakes surface cheaply: settings and the run folder are checked, then the dataset
+is opened (bad names and folders fail here, before the runtime's autotune trial, any
+checkpoint download or compile), then the checkpoint is resolved and loaded, and only then
+is anything compiled. A caller that must resolve the checkpoint earlier (``launch``, for
+the stride the default resolution is rounded to) opens the data first
+(:func:`open_run_data`) and passes it in. Each concern has its own module: timing
 (:mod:`~vitzoo.adapt.throughput`), "is it time" (:mod:`~vitzoo.adapt.cadence`), the run
 record and registration (:mod:`vitzoo.runs`), resume (:mod:`~vitzoo.adapt.resume`), prefetching
 (:mod:`~vitzoo.adapt.prefetch`) and Ctrl-C (:mod:`~vitzoo.adapt.signals`).
@@ -108,20 +111,18 @@ def run(options: FinetuneOptions, *, data: DataSplits | None = None) -> RunResul
     ``data``: the dataset already opened (a learning-rate sweep opens it once for all runs).
     """
     t_start = time.perf_counter()
-    options.validate()
+    from vitzoo.adapt.resume import restore_or_start
+
+    options, setup_notes, meta, recorded = _checked(options)
+    workdir = Path(str(options.workdir))
+    if data is None:  # the dataset's mistakes, before the runtime's trial and any download
+        data = _open(options, recorded)
     speed = start_runtime(options)
     import jax
 
     from vitzoo.adapt.progress import Display
-    from vitzoo.adapt.resume import recorded_data, restore_or_start
 
-    options, setup_notes = options.settled()
-    workdir = Path(str(options.workdir))
-    check_run_outputs(workdir, register=options.register)
     display = Display(enabled=jax.process_index() == 0, bar=options.progress)
-    meta = train_state.read_meta(workdir)
-    recorded = recorded_data(meta, options)
-
     data = _prepare_data(options, recorded, setup_notes, display, opened=data)
     model = _prepare_model(options, data)
     batch_plan, layout, notes = _plan_batch(options, model, data, display, speed.get("autotune"))
@@ -184,13 +185,44 @@ def start_runtime(options: FinetuneOptions, *, tune: bool = True) -> dict[str, A
     return settings
 
 
-def _prepare_data(options: FinetuneOptions, recorded: dict[str, Any] | None,
-                  setup_notes: list[str], display: Display,
-                  opened: DataSplits | None = None) -> DataSplits:
+def open_run_data(options: FinetuneOptions) -> DataSplits:
+    """The dataset of the run ``options`` describes, opened as :func:`run` opens it.
+
+    For a caller that must see the data before the run (``launch``: the resolution fit may
+    download the checkpoint) and hands it to ``run(data=...)``: the settings and the run
+    folder are checked first, and a resumed run reads its data the way it started.
+    """
+    options, _, _, recorded = _checked(options)
+    return _open(options, recorded)
+
+
+def _checked(options: FinetuneOptions
+             ) -> tuple[FinetuneOptions, list[str], dict[str, Any] | None, dict[str, Any] | None]:
+    """The cheap checks, before data, runtime and model: ``(settled options, their notes,
+    the workdir's checkpoint record, how it read its data)``; each mistake is one line."""
+    from vitzoo.adapt.resume import recorded_data
+
+    options.validate()
+    options, notes = options.settled()
+    workdir = Path(str(options.workdir))
+    check_run_outputs(workdir, register=options.register)
+    meta = train_state.read_meta(workdir)
+    return options, notes, meta, recorded_data(meta, options)
+
+
+def _open(options: FinetuneOptions, recorded: dict[str, Any] | None) -> DataSplits:
     """Open the dataset: every dataset mistake is reported here, before downloads and compiles.
 
     A resumed run reads its training data the way it started (streamed or in memory).
     """
+    return options.open(recorded_stream=recorded.get("train_streaming") if recorded else None)
+
+
+def _prepare_data(options: FinetuneOptions, recorded: dict[str, Any] | None,
+                  setup_notes: list[str], display: Display,
+                  opened: DataSplits | None = None) -> DataSplits:
+    """The dataset (``opened``, or opened here) with this run's notes, said, and the cheap
+    data check's warnings."""
     from vitzoo.data.check import preflight
 
     if opened is not None:
@@ -198,7 +230,7 @@ def _prepare_data(options: FinetuneOptions, recorded: dict[str, Any] | None,
 
         data = replace(opened, notes=list(opened.notes))  # this run's notes are its own
     else:
-        data = options.open(recorded_stream=recorded.get("train_streaming") if recorded else None)
+        data = _open(options, recorded)
     assert data.train is not None
     data.notes[:0] = setup_notes
     for note in data.notes:

@@ -64,13 +64,22 @@ def launch(options: FinetuneOptions, lrs: tuple[float, ...], explicit: set[str],
     from vitzoo.adapt import recipes, runner
 
     options.validate()
+    one_run = options.recipe is None and len(lrs) == 1 and not dry_run
+    # The data first (no JAX: the recipe needs its size before the runtime starts), so a
+    # dataset mistake is one line before the resolution fit below downloads a checkpoint
+    # whose stride only its file tells.
+    if one_run:
+        data = runner.open_run_data(options)
+    else:
+        if not dry_run:  # a sweep's folder (or a recipe's run folder), before the data is read
+            runner.check_run_outputs(Path(options.workdir) if options.workdir
+                                     else default_workdir(options), register=options.register)
+        data = sweep_data(options) if len(lrs) > 1 or options.recipe is not None else options.open()
     if options.recipe is None:  # no --res: the default rounded to the model's stride
         options = fit_resolution_said(options, explicit)
-    if options.recipe is None and len(lrs) == 1 and not dry_run:
-        result = runner.run(replace(options, lr=lrs[0]))
+    if one_run:
+        result = runner.run(replace(options, lr=lrs[0]), data=data)
         return _interrupted(result)
-    # no JAX: the recipe needs the data's size before the runtime starts
-    data = sweep_data(options) if len(lrs) > 1 or options.recipe is not None else options.open()
     if options.recipe is not None:
         assert data.train is not None
         best = (recipes.best_known(options.model, options.dataset)

@@ -77,8 +77,11 @@ def finetune_command(
         if recipe or dry_run or len(lrs) > 1:
             raise VitzooError("--head-only takes neither --recipe, --dry-run nor several --lr",
                               "drop them, or fine-tune the whole model")
+        from vitzoo.probe.head import open_head_only_data
+
+        data_read = open_head_only_data(options)  # its mistakes before the fit's download
         options = fit_resolution_said(options, given)  # no --res: 384 rounded to the stride
-        return head_only_command(options, batch_given="batch" in given)
+        return head_only_command(options, batch_given="batch" in given, data=data_read)
     code = launch(options, lrs, given_options(ctx), dry_run=dry_run)
     if code:
         raise SystemExit(code)

@@ -248,11 +248,14 @@ def recommend_by_data(dataset: DataOptions, *, candidates: list[str] | None,
                          f"{percent(measured)})\n")
 
 
-def head_only_command(options: Any, *, batch_given: bool) -> None:
-    """``finetune --head-only``: print where the run went and its evaluation scores."""
+def head_only_command(options: Any, *, batch_given: bool, data: Any = None) -> None:
+    """``finetune --head-only``: print where the run went and its evaluation scores.
+
+    ``data``: the dataset already opened (:func:`vitzoo.probe.head.open_head_only_data`).
+    """
     from vitzoo.probe.head import head_only_finetune
 
-    result = head_only_finetune(options, batch_given=batch_given)
+    result = head_only_finetune(options, batch_given=batch_given, data=data)
     for note in result.notes:
         sys.stderr.write(note + "\n")
     m = result.final_metrics

@@ -65,6 +65,22 @@ def image_folder(dataset: str, *, gcs_auth: bool = False) -> Any:
     return None
 
 
+def check_named(dataset: str, *, data_dir: str | None = None, gcs_auth: bool = False) -> None:
+    """That ``dataset`` names a folder that is there or a TFDS dataset TFDS knows; nothing read.
+
+    For a command that must resolve its checkpoint before it can open the dataset
+    (``evaluate``: the head's task decides how the data is read), so that a typo is one
+    line before the download; :func:`open_dataset` reports the same mistakes the same way.
+    """
+    if image_folder(dataset, gcs_auth=gcs_auth) is not None:
+        return
+    from vitzoo.data.tfdata import tf_cpu
+    from vitzoo.data.tfds import lookup
+
+    tf_cpu()
+    lookup(dataset, data_dir)
+
+
 def open_dataset(
     dataset: str,
     *,

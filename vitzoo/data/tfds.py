@@ -29,15 +29,22 @@ from vitzoo.errors import VitzooError
 EVAL_CANDIDATES = ("test", "validation")
 
 
-def _builder(name: str, data_dir: str | None, manual_dir: str | None) -> Any:
+def lookup(name: str, data_dir: str | None) -> Any:
+    """The TFDS builder of ``name``, nothing prepared or read: an unknown name is one line."""
     import tensorflow_datasets as tfds
 
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        return tfds.builder(name, data_dir=data_dir)
     except Exception as exc:  # DatasetNotFoundError and version errors
         raise VitzooError(f"unknown TFDS dataset {name!r} ({str(exc).splitlines()[0][:160]})",
                           "give a TFDS name like oxford_iiit_pet or cifar100:3.*, "
                           "or the path of an image folder") from None
+
+
+def _builder(name: str, data_dir: str | None, manual_dir: str | None) -> Any:
+    import tensorflow_datasets as tfds
+
+    builder = lookup(name, data_dir)
     try:
         config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
         builder.download_and_prepare(download_config=config)

@@ -201,10 +201,29 @@ def _single_label_head(train: tuple[np.ndarray, np.ndarray], evaluation: tuple[n
                           "holdout_accuracy": held_acc, "l2": l2, "temperature": temperature}
 
 
-def head_only_finetune(options: Any, *, batch_given: bool = True) -> HeadOnlyResult:
+def open_head_only_data(options: Any) -> Any:
+    """The dataset of the head-only fine-tune ``options`` describes, after the cheap checks.
+
+    For ``finetune --head-only``, which opens it before the resolution fit (that may download
+    the checkpoint to learn its stride) and hands it to :func:`head_only_finetune`, so that
+    a bad setting, run folder or dataset is one line before any download.
+    """
+    from vitzoo.adapt.options import default_workdir
+    from vitzoo.adapt.runner import check_run_outputs
+    from vitzoo.probe.run import open_probe_dataset
+
+    options.validate()
+    workdir = Path(options.workdir) if options.workdir else default_workdir(options)
+    check_run_outputs(workdir, register=options.register)
+    return open_probe_dataset(options.data_options())
+
+
+def head_only_finetune(options: Any, *, batch_given: bool = True,
+                       data: Any = None) -> HeadOnlyResult:
     """Train only a new head for ``options`` (a :class:`~vitzoo.adapt.options.FinetuneOptions`).
 
     ``batch_given``: whether ``options.batch`` was asked for (see :func:`extraction_batch`).
+    ``data``: the dataset already opened (:func:`open_head_only_data`); None: opened here.
     """
     import jax
 
@@ -223,7 +242,8 @@ def head_only_finetune(options: Any, *, batch_given: bool = True) -> HeadOnlyRes
         options.coordinator, options.num_processes, options.process_id))  # share extraction
     workdir = Path(options.workdir) if options.workdir else default_workdir(options)
     check_run_outputs(workdir, register=options.register)
-    data = open_probe_dataset(options.data_options())
+    if data is None:
+        data = open_probe_dataset(options.data_options())
     refuse_streamed_across_processes([data.train, data.eval, data.validation], jax.process_count())
     backbone = load_backbone(options.model, resolution=options.res)
     checkpoint = backbone.path
