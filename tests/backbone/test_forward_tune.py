@@ -303,29 +303,170 @@ def test_predict_of_a_few_images_runs_no_trial(auto, tmp_path, monkeypatch):
         "trial", "onednn")
 
 
-def test_evaluate_traces_with_the_remembered_backend_and_reports_it(auto, tmp_path, monkeypatch):
-    """``evaluate`` takes the forward's decision for its own program (a remembered answer here)."""
+class Outputs(Timings):
+    """:class:`Timings` that also keeps what each timed call returned."""
+
+    def __init__(self, **kwargs: float) -> None:
+        super().__init__(**kwargs)
+        self.outputs: list = []
+
+    def __call__(self, backend: str, run):
+        out, seconds = super().__call__(backend, run)
+        self.outputs.append(out)
+        return out, seconds
+
+
+@pytest.fixture
+def no_forward(monkeypatch):
+    """``evaluate`` builds no :class:`~vitzoo.backbone.Forward` and replicates the params
+    once; returns the count of replications."""
+    from vitzoo import backbone
+    from vitzoo.backbone import parallel
+
+    class Refused:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("evaluate built a Forward")
+
+    monkeypatch.setattr(parallel, "Forward", Refused)
+    monkeypatch.setattr(backbone, "Forward", Refused)
+    copies: list[int] = []
+    replicate = parallel.Placement.replicate
+    monkeypatch.setattr(parallel.Placement, "replicate",
+                        lambda self, tree: copies.append(1) or replicate(self, tree))
+    return copies
+
+
+def _evaluation_data(tmp_path: Path, per_class: int) -> tuple[Path, Path]:
     from tests.support.adapt_helpers import color_image, write_folder
+
+    folder = write_folder(tmp_path / f"data{per_class}", color_image, ["r", "g", "b"], train=2,
+                          test=per_class, size=32)
+    return folder, write_tiny_vit(tmp_path / "vit.npz", **{**TINY, "num_classes": 3})
+
+
+def _eval_layout(batch: int):
+    from vitzoo.backbone import Placement, start
+
+    start(guard=False)
+    return Placement.here().layout(batch)
+
+
+def test_evaluate_races_its_own_step_on_its_batches_and_remembers(auto, tmp_path, monkeypatch,
+                                                                  no_forward):
+    """A long enough split: the evaluator's own step computes its first batches with each
+    backend (the timer sees the step's sums, whose counts are the split's real rows: no
+    random input, no Forward), the report says so, and the metrics are XLA's alone; the
+    next evaluate uses the remembered answer; a short one was skipped before it."""
     from vitzoo.adapt.evaluate import evaluate
 
-    folder = write_folder(tmp_path / "data", color_image, ["r", "g", "b"], train=2, test=3,
-                          size=32)
-    path = write_tiny_vit(tmp_path / "vit.npz", **{**TINY, "num_classes": 3})
-    monkeypatch.setattr(forward_tune, "_timed", Timings(xla=2.0, onednn=1.0))
-    first = evaluate(str(path), str(folder), batch=4)  # 9 images: too few for a trial
-    assert first.matmul["backend"] == "xla" and first.matmul["autotune"]["source"] == "skipped"
-    from vitzoo.backbone import Forward, load
+    layout = _eval_layout(4)
+    per_class = -(-forward_tune.MIN_BATCHES * layout.global_batch // 3) + 1
+    big, path = _evaluation_data(tmp_path, per_class)
+    small, _ = _evaluation_data(tmp_path, 3)  # 9 images: fewer batches than a trial
+    batches = -(-3 * per_class // layout.global_batch)
+    assert batches >= forward_tune.MIN_BATCHES
+    monkeypatch.setenv(matmul.ENV, "xla")
+    reference = evaluate(str(path), str(big), batch=4)  # XLA's products only: the oracle
+    assert reference.matmul["autotune"]["source"] == "skipped"
+    monkeypatch.setenv(matmul.ENV, "auto")
+    timings = Outputs(xla=2.0, onednn=1.0)
+    monkeypatch.setattr(forward_tune, "_timed", timings)
 
-    Forward(load(path), batch=4, batches=100).tune()  # a big job decides for these shapes
+    short = evaluate(str(path), str(small), batch=4)
+    assert (short.matmul["backend"], short.matmul["autotune"]["source"]) == ("xla", "skipped")
+    assert "too short for a trial" in short.matmul["autotune"]["reason"]
+    assert timings.calls == []
+
+    raced = evaluate(str(path), str(big), batch=4)
+    warm, rounds = ["xla"] * forward_tune.WARMUP, ["xla", "onednn"] * forward_tune.REPEATS
+    assert timings.every == warm + ["onednn"] * forward_tune.WARMUP + rounds
+    assert timings.traced == {"xla": "xla", "onednn": "onednn"}
+    counts = [float(np.asarray(out["count"]).reshape(-1)[0]) for out in timings.outputs]
+    assert counts == [layout.global_batch] * forward_tune.MIN_BATCHES  # the split's own rows
+    tune = raced.matmul["autotune"]
+    assert (raced.matmul["backend"], tune["source"]) == ("onednn", "trial")
+    assert tune["measured_at"] and "unfinished" not in tune["reason"] and "evaluate" in tune["reason"]
+    rates = {m["backend"]: m["img_per_sec"] for m in tune["measurements"]}
+    assert rates == {"xla": layout.global_batch / 2.0, "onednn": layout.global_batch / 1.0}
+    assert raced.examples == reference.examples == 3 * per_class
+    assert (raced.top1, raced.top5) == (reference.top1, reference.top5)
+    assert raced.loss == pytest.approx(reference.loss, rel=1e-4)
+    (text, entry), = _cache()[forward_tune.SECTION].items()
+    assert json.loads(text)["program"] == "evaluate" and entry["backend"] == "onednn"
+
     matmul.use_measured("float32", None)  # a new process: only the remembered answer is left
     traced: list[str] = []
     active = matmul.active
     monkeypatch.setattr(matmul, "active", lambda dtype: traced.append(
         matmul.matmul_backend(dtype)[0]) or active(dtype))
-    tuned = evaluate(str(path), str(folder), batch=4)
-    assert tuned.matmul["backend"] == "onednn" and tuned.matmul["autotune"]["source"] == "cache"
-    # loading the checkpoint traces the model first (shapes); the evaluator's program is last
-    assert traced[-1] == "onednn"
-    assert tuned.examples == first.examples == 9
-    assert tuned.loss == pytest.approx(first.loss, rel=1e-4)
-    assert tuned.top1 == first.top1
+    again = evaluate(str(path), str(big), batch=4)
+    assert (again.matmul["backend"], again.matmul["autotune"]["source"]) == ("onednn", "cache")
+    assert traced[-1] == "onednn"  # the evaluator's program, traced last, with the answer
+    assert len(timings.every) == forward_tune.MIN_BATCHES  # no second trial
+    assert (again.top1, again.examples) == (reference.top1, reference.examples)
+    assert again.loss == pytest.approx(reference.loss, rel=1e-4)
+    tiny = evaluate(str(path), str(small), batch=4)  # a short split takes the answer too
+    assert (tiny.matmul["backend"], tiny.matmul["autotune"]["source"]) == ("onednn", "cache")
+    assert (tiny.top1, tiny.examples) == (short.top1, short.examples)
+    assert no_forward == [1] * 5  # one copy of the params per evaluate
+
+
+def test_evaluate_reports_a_race_its_split_left_unfinished(auto, tmp_path, monkeypatch,
+                                                           no_forward):
+    """A race still running when the split ends (here: a trial length the split passes the
+    skip check for, but cannot finish) decides and remembers nothing, and says so."""
+    from vitzoo.adapt.evaluate import evaluate
+
+    small, path = _evaluation_data(tmp_path, 3)
+    batches = -(-9 // _eval_layout(4).global_batch)
+    assert batches < forward_tune.MIN_BATCHES  # shorter than the race's plan
+    monkeypatch.setenv(matmul.ENV, "xla")
+    reference = evaluate(str(path), str(small), batch=4)
+    monkeypatch.setenv(matmul.ENV, "auto")
+    timings = Timings(xla=2.0, onednn=1.0)
+    monkeypatch.setattr(forward_tune, "_timed", timings)
+    monkeypatch.setattr(forward_tune, "MIN_BATCHES", 1)
+    report = evaluate(str(path), str(small), batch=4)
+    tune = report.matmul["autotune"]
+    assert (report.matmul["backend"], tune["source"]) == ("xla", "trial")
+    assert "unfinished" in tune["reason"] and "measured_at" not in tune
+    assert len(timings.every) == batches  # every batch ran in the race, which never ended
+    assert (report.top1, report.examples) == (reference.top1, reference.examples)
+    assert report.loss == pytest.approx(reference.loss, rel=1e-4)
+    from vitzoo.runtime import autotune_cache_path as cache_path
+
+    assert not cache_path().exists()
+
+
+def test_multilabel_evaluate_races_its_logits_step(auto, tmp_path, monkeypatch, no_forward):
+    """The multi-label evaluation's own (all-gathering) logits step is raced, under its own
+    key; mAP and F1 equal the XLA-only evaluation's."""
+    from tests.adapt.test_multilabel_learns import write_two_region_folder
+    from vitzoo.adapt.evaluate import evaluate
+
+    layout = _eval_layout(4)
+    test = forward_tune.MIN_BATCHES * layout.global_batch + 1
+    data = write_two_region_folder(tmp_path / "data", train=2, test=test, seed=4)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    path = write_tiny_vit(folder / "final.npz", **{**TINY, "num_classes": 2})
+    (folder / "run.json").write_text(json.dumps({
+        "class_names": ["a", "b"], "options": {"task": "multilabel"},
+        "final_metrics": {"eval_threshold": 0.35}}))
+    monkeypatch.setenv(matmul.ENV, "xla")
+    reference = evaluate(str(path), str(data), batch=4)
+    monkeypatch.setenv(matmul.ENV, "auto")
+    timings = Outputs(xla=1.0, onednn=2.0)
+    monkeypatch.setattr(forward_tune, "_timed", timings)
+    report = evaluate(str(path), str(data), batch=4)
+    assert report.task == "multilabel"
+    tune = report.matmul["autotune"]
+    assert (report.matmul["backend"], tune["source"]) == ("xla", "trial") and tune["measured_at"]
+    assert timings.calls == ["xla", "onednn"] and len(timings.every) == forward_tune.MIN_BATCHES
+    assert all(out["logits"].shape[-1] == 2 for out in timings.outputs)  # the step's rows
+    (text, _), = _cache()[forward_tune.SECTION].items()
+    assert json.loads(text)["program"] == "evaluate multilabel"
+    assert report.examples == reference.examples == test
+    for name in ("map", "f1", "macro_f1", "loss"):
+        assert getattr(report, name) == pytest.approx(getattr(reference, name), abs=1e-5), name
+    assert report.threshold == reference.threshold == 0.35

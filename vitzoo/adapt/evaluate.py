@@ -8,13 +8,15 @@ and the final ``eval_accuracy`` of a run agree exactly.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vitzoo.errors import VitzooError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vitzoo.backbone.forward_tune import Tuning
 
 
 @dataclass
@@ -61,7 +63,7 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
     start()  # XLA flags, host devices, compile cache: before JAX starts
     from vitzoo.data import check_named, open_dataset
     from vitzoo.download.resolve import resolve_checkpoint
-    from vitzoo.evaluators.classification import Classification
+    from vitzoo.evaluators.classification import Classification, make_eval_step
     from vitzoo.evaluators.metrics import per_class as per_class_rows
     from vitzoo.weights.facts import dataset_disagreement, find_labels
     from vitzoo.weights.task import head_task
@@ -82,15 +84,17 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
             f"{backbone.path.name} has a {backbone.num_classes}-class head but {dataset} has "
             f"{data.num_classes} classes", "evaluate a checkpoint fine-tuned on this dataset")
     names = find_labels(backbone.path, data.num_classes)  # a names file that does not fit fails now
-    with _tuned_products(backbone, data.eval, batch, dtype, placement) as matmul:
-        if data.task == "multilabel":
-            report = _multilabel(backbone, data, head.threshold, dtype=dtype,
-                                 placement=placement, layout=layout, per_class=per_class)
-            report.matmul = matmul
-            return report
-        evaluator = Classification(data.eval_split, backbone.module(dtype).apply, data.eval,
-                                   recipe=backbone.eval_recipe(), layout=layout,
-                                   devices=placement.devices, num_classes=data.num_classes)
+    if data.task == "multilabel":
+        return _multilabel(backbone, data, head.threshold, dtype=dtype, placement=placement,
+                           layout=layout, per_class=per_class)
+    apply = backbone.module(dtype).apply
+    step, tuning = _tuned_step(
+        "evaluate", lambda: make_eval_step(apply, num_classes=data.num_classes),
+        backbone, data.eval, dtype=dtype, placement=placement, layout=layout)
+    evaluator = Classification(data.eval_split, apply, data.eval,
+                               recipe=backbone.eval_recipe(), layout=layout,
+                               devices=placement.devices, num_classes=data.num_classes, step=step)
+    with tuning.applied(dtype):  # without a race, the step is traced here at its first batch
         metrics = dict(evaluator.run(placement.replicate(backbone.params)))
     notes = list(data.notes)
     if (note := dataset_disagreement(names, data.name, data.class_names)) is not None:
@@ -100,41 +104,50 @@ def evaluate(checkpoint: str, dataset: str, *, split: str | None = None, res: in
         split=data.eval_split, resolution=backbone.resolution, examples=metrics["examples"],
         top1=metrics["top1"], top5=metrics["top5"], loss=metrics["loss"],
         per_class=per_class_rows(evaluator.sums, data.class_names) if per_class else [],
-        notes=notes, matmul=matmul)
+        notes=notes, matmul=tuning.record(dtype))
 
 
-@contextlib.contextmanager
-def _tuned_products(backbone: Any, examples: Any, batch: int, dtype: str,
-                    placement: Any) -> Iterator[dict[str, Any]]:
-    """Trace the evaluator with the matrix-product backend measured fastest for this forward.
+def _tuned_step(program: str, make_step: Callable[[], Callable[..., Any]], backbone: Any,
+                examples: Any, *, dtype: str, placement: Any, layout: Any
+                ) -> tuple[Callable[..., Any], Tuning]:
+    """The evaluator's own step, and the matrix-product backend it runs with.
 
-    The forward autotune (:mod:`vitzoo.backbone.forward_tune`) decides on the backbone's
-    own forward at these shapes (a remembered answer, or a trial when the split is worth
-    it); the evaluator's program is the same model, so it takes the same backend. Yields
-    the record the report keeps.
+    The forward autotune (:mod:`vitzoo.backbone.forward_tune`) decides on this program at
+    these shapes: a remembered answer or a rule (the step is traced inside
+    :meth:`~vitzoo.backbone.forward_tune.Tuning.applied` at its first batch), or a race
+    that computes the split's first batches with each backend in turn and keeps the
+    winner's compiled step. The trial is the evaluation's own work, at the price of one
+    more compile, and no other forward (nor a second copy of the parameters on the
+    devices) is built for it. The returned :class:`Tuning` is filled in once the run ends
+    (a split too short to finish the race leaves it ``pending``).
     """
-    from vitzoo.backbone import Forward
+    from vitzoo.backbone import forward_tune
 
     try:
-        batches = math.ceil(len(examples) / placement.layout(batch).global_batch)
-    except TypeError:  # a streamed split of unknown length: large enough
+        batches = math.ceil(len(examples) / layout.global_batch)
+    except TypeError:  # a split of unknown length: large enough
         batches = None
-    tuning = Forward(backbone, batch=batch, dtype=dtype, placement=placement,
-                     batches=batches).tune()  # the probe's forward: dropped once decided
-    with tuning.applied(dtype):
-        yield tuning.record(dtype)
+    job = forward_tune.Job(program, backbone.config, backbone.resolution, layout.per_device,
+                           layout.local_devices, dtype, placement.process_count)
+    tuning, race = forward_tune.decide(job, make_step, batches=batches)
+    return (race if race is not None else make_step()), tuning
 
 
 def _multilabel(backbone: Any, data: Any, threshold: float, *, dtype: str, placement: Any,
                 layout: Any, per_class: bool) -> EvalReport:
     """mAP, F1 at the recorded ``threshold``, loss; per class AP and F1 with ``per_class``."""
-    from vitzoo.evaluators.multilabel import MultiLabel
+    from vitzoo.evaluators.multilabel import MultiLabel, make_logits_step
     from vitzoo.evaluators.multilabel import per_class as per_class_rows
 
-    evaluator = MultiLabel(data.eval_split, backbone.module(dtype).apply, data.eval,
-                           recipe=backbone.eval_recipe(), layout=layout,
-                           devices=placement.devices, threshold=threshold)
-    metrics = dict(evaluator.run(placement.replicate(backbone.params)))
+    apply = backbone.module(dtype).apply
+    step, tuning = _tuned_step("evaluate multilabel", lambda: make_logits_step(apply),
+                               backbone, data.eval, dtype=dtype, placement=placement,
+                               layout=layout)
+    evaluator = MultiLabel(data.eval_split, apply, data.eval, recipe=backbone.eval_recipe(),
+                           layout=layout, devices=placement.devices, threshold=threshold,
+                           step=step)
+    with tuning.applied(dtype):  # without a race, the step is traced here at its first batch
+        metrics = dict(evaluator.run(placement.replicate(backbone.params)))
     rows = per_class_rows(evaluator.probabilities, evaluator.targets, data.class_names,
                           threshold) if per_class else []
     return EvalReport(
@@ -142,4 +155,4 @@ def _multilabel(backbone: Any, data: Any, threshold: float, *, dtype: str, place
         split=data.eval_split, resolution=backbone.resolution, examples=metrics["examples"],
         top1=None, top5=None, loss=metrics["loss"], per_class=rows, notes=list(data.notes),
         task="multilabel", map=metrics["map"], f1=metrics["f1"], macro_f1=metrics["macro_f1"],
-        threshold=metrics["threshold"])
+        threshold=metrics["threshold"], matmul=tuning.record(dtype))

@@ -3,9 +3,9 @@
 Why: oneDNN's float32 GEMM beat XLA's by 3-20% on ViT shapes on an AMD EPYC, but the
 ``auto`` rule of :mod:`vitzoo.kernels.matmul` uses oneDNN only for bfloat16, and on another
 CPU XLA may win. No fixed rule is right everywhere, so the first time a forward's shapes
-run on a machine (probe feature extraction, ``predict``), its first batches are computed
-by each backend in turn (:func:`vitzoo.kernels.matmul.measured`), a :class:`Race`: the
-trial is the job's own work, and costs one more compile. Each candidate has
+run on a machine (probe feature extraction, ``predict``, ``evaluate``), its first batches
+are computed by each backend in turn (:func:`vitzoo.kernels.matmul.measured`), a
+:class:`Race`: the trial is the job's own work, and costs one more compile. Each candidate has
 :data:`WARMUP` untimed batches (the compile, then one that settles the allocator: oneDNN's
 first calls grow its scratch memory), then the fastest of :data:`REPEATS` timed batches
 counts, since noise on a shared machine only ever slows a batch down (one trial on a busy
@@ -29,8 +29,10 @@ than :data:`MIN_BATCHES` batches (skipped: it could not finish the trial). A rem
 answer is used wherever a trial could run, a short job included, since it costs nothing.
 Without a trial or an answer the forward is traced with the rule's backend (float32: XLA).
 
-``evaluate`` builds its own step; it uses the decision by tracing it inside
-``Forward(...).tune().applied(dtype)`` (``tune`` finishes a race on random input).
+``evaluate`` races its own evaluation step (programs ``evaluate`` and ``evaluate
+multilabel``: the sums or gathered logits, not the pre-logits) on the split's batches, as
+``predict`` races its logits step; no :class:`~vitzoo.backbone.Forward` (and no second copy
+of the parameters) is built for it.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ MIN_BATCHES = 2 * (WARMUP + REPEATS)
 class Job:
     """What decides a forward's speed: the program, the model, and the shapes it runs."""
 
-    program: str  # "features" (pre-logits, probe) or "logits" (predict)
+    program: str  # "features" (pre-logits, probe), "logits" (predict), "evaluate" (its step)
     config: ModelConfig
     resolution: int
     per_device: int
@@ -219,8 +221,8 @@ class Race:
     remembered, and ``race(*args)`` calls the winner's compiled step.
 
     :meth:`finish` drives an unfinished race on given input (random pixels) when something
-    needs the decision before the job has run enough batches (``evaluate``, the probe's
-    img/s); those calls are the trial's own cost and count against the budget in full.
+    needs the decision before the job has run enough batches (the probe's img/s); those
+    calls are the trial's own cost and count against the budget in full.
     A call whose input has another shape than the first (a smaller last batch) runs outside
     the plan with the rule's backend. A race the job leaves unfinished decides nothing and
     remembers nothing; :attr:`tuning` then says so.

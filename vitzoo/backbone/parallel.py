@@ -171,8 +171,7 @@ class Forward:
 
     def tune(self) -> Tuning:
         """The backend decided, now: a trial the job's batches have not finished runs on random
-        pixels (the probe's img/s, ``evaluate``'s step, which trace inside
-        ``forward.tune().applied(dtype)``).
+        pixels (the probe's img/s, timed after ``forward.tune()``).
         """
         self._start_tuning()
         if self._race is not None and not self._race.done:

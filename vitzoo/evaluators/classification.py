@@ -75,15 +75,19 @@ class Classification:
 
     ``run(params)`` takes parameters replicated on ``devices`` (as the trainer holds them);
     :attr:`sums` keeps the last run's totals (per-class counts for ``evaluate``).
+    ``step``: the step to run instead of a fresh :func:`make_eval_step` of ``apply_fn``
+    (``evaluate`` passes a matrix-product race over such steps,
+    :mod:`vitzoo.backbone.forward_tune`); it must compute the same sums.
     """
 
     def __init__(self, name: str, apply_fn: Callable[..., Any], split: Split, *,
                  recipe: Preprocess, layout: Layout, devices: Sequence[Any],
-                 num_classes: int) -> None:
+                 num_classes: int, step: Callable[..., Any] | None = None) -> None:
         self.name = name
         self.num_classes = num_classes
         self.devices = list(devices)
-        self._step = make_eval_step(apply_fn, num_classes=num_classes)
+        self._step = (step if step is not None
+                      else make_eval_step(apply_fn, num_classes=num_classes))
         self._batches = split.eval_batches(recipe, layout)
         self.sums: dict[str, np.ndarray] = {}
 

@@ -63,16 +63,19 @@ class MultiLabel:
 
     ``validation``: the split whose F1 chooses the threshold (None: use ``threshold``).
     :attr:`probabilities` keeps the last run's sigmoid scores (``evaluate``'s per-class rows).
+    ``step``: the step to run instead of a fresh :func:`make_logits_step` of ``apply_fn``
+    (``evaluate`` passes a matrix-product race over such steps,
+    :mod:`vitzoo.backbone.forward_tune`); it must return the same rows.
     """
 
     def __init__(self, name: str, apply_fn: Callable[..., Any], split: Split, *,
                  recipe: Preprocess, layout: Layout, devices: Sequence[Any],
-                 validation: Split | None = None,
-                 threshold: float = DEFAULT_THRESHOLD) -> None:
+                 validation: Split | None = None, threshold: float = DEFAULT_THRESHOLD,
+                 step: Callable[..., Any] | None = None) -> None:
         self.name = name
         self.devices = list(devices)
         self.threshold = threshold
-        self._step = make_logits_step(apply_fn)
+        self._step = step if step is not None else make_logits_step(apply_fn)
         self._batches = split.eval_batches(recipe, layout)
         self._validation = (None if validation is None or validation is split
                             else validation.eval_batches(recipe, layout))
