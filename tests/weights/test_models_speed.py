@@ -31,10 +31,7 @@ def _images(size, n=2, seed=0):
 
 
 def _vit(config, **kw):
-    return VisionTransformer(
-        num_classes=10, hidden_size=config.hidden_size, mlp_dim=config.mlp_dim,
-        num_heads=config.num_heads, num_layers=config.num_layers,
-        patch_size=config.patch_size, **kw)
+    return VisionTransformer(config=config, num_classes=10, **kw)
 
 
 def _mixer(config, **kw):

@@ -72,17 +72,8 @@ def build_model(
     from vitzoo.models.vit import VisionTransformer
 
     return VisionTransformer(
+        config=config,
         num_classes=num_classes,
-        hidden_size=config.hidden_size,
-        mlp_dim=config.mlp_dim,
-        num_heads=config.num_heads,
-        num_layers=config.num_layers,
-        patch_size=config.patch_size,
-        resnet_blocks=config.resnet_blocks,
-        resnet_width=config.resnet_width,
-        classifier=config.classifier,
-        representation_size=config.representation_size,
-        **config.switches(),
         dtype=dtype,
         dropout_rate=dropout,
         attention_dropout_rate=attention_dropout,

@@ -21,7 +21,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vitzoo.errors import VitzooError
 from vitzoo.kernels import matmul as cpu_matmul
+from vitzoo.models.configs import ModelConfig
 from vitzoo.models.layers import LN_EPS, DropPath, MlpBlock, layer_norm, scan_layers
 from vitzoo.models.resnet import resnet_stem
 
@@ -289,32 +291,16 @@ class MAPHead(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """ViT (``resnet_blocks is None``) or R+ViT hybrid; images ``[B,H,W,3]`` in [-1, 1].
+    """ViT (``config.resnet_blocks is None``) or R+ViT hybrid; images ``[B,H,W,3]`` in [-1, 1].
 
-    The fields after ``representation_size`` are the family switches of
-    :class:`vitzoo.models.configs.ModelConfig` (same names, same defaults).
+    The architecture is ``config`` itself (a frozen, hashable :class:`ModelConfig`), read
+    where it is used, so a switch added to the config needs no copy here or in
+    :func:`vitzoo.models.build_model`. The other fields are how this instance runs, not
+    what network it is: head size, compute dtype, regularisation and the layer loop.
     """
 
+    config: ModelConfig
     num_classes: int
-    hidden_size: int
-    mlp_dim: int
-    num_heads: int
-    num_layers: int
-    patch_size: int
-    resnet_blocks: tuple[int, ...] | None = None
-    resnet_width: int = 64
-    classifier: str = "token"
-    representation_size: int | None = None
-    class_token: bool | None = None
-    distilled: bool = False
-    num_registers: int = 0
-    no_embed_class: bool = False
-    patch_bias: bool = True
-    norm_pre: bool = False
-    layer_scale: bool = False
-    fc_norm: bool = False
-    activation: str = "gelu_tanh"
-    layer_norm_eps: float = LN_EPS
     dtype: Dtype = jnp.float32
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
@@ -324,14 +310,14 @@ class VisionTransformer(nn.Module):
 
     def _prefix(self, b: int, c: int, dtype: Dtype) -> tuple[jax.Array | None, int]:
         """The class, distillation and register tokens ``[B, P, D]`` (timm's order), and P."""
-        with_cls = self.classifier == "token" if self.class_token is None else self.class_token
+        cfg = self.config
         tokens = []
-        if with_cls:
+        if cfg.has_class_token:
             tokens.append(self.param("cls", nn.initializers.zeros, (1, 1, c), jnp.float32))
-        if self.distilled:
+        if cfg.distilled:
             tokens.append(self.param("dist", nn.initializers.zeros, (1, 1, c), jnp.float32))
-        if self.num_registers:
-            tokens.append(self.param("reg", nn.initializers.zeros, (1, self.num_registers, c),
+        if cfg.num_registers:
+            tokens.append(self.param("reg", nn.initializers.zeros, (1, cfg.num_registers, c),
                                      jnp.float32))
         if not tokens:
             return None, 0
@@ -340,39 +326,44 @@ class VisionTransformer(nn.Module):
 
     def _pool(self, x: jax.Array, num_prefix: int) -> jax.Array:
         """The pooled representation ``[B, D]`` (before any ``fc_norm``)."""
-        if self.classifier == "token":
+        cfg = self.config
+        if cfg.classifier == "token":
             return x[:, 0]
         patches = x[:, num_prefix:] if num_prefix else x
-        if self.classifier == "map":
-            return MAPHead(self.mlp_dim, self.num_heads, self.dtype, self.activation,
-                           self.layer_norm_eps, name="MAPHead_0")(patches)
+        if cfg.classifier == "map":
+            return MAPHead(cfg.mlp_dim, cfg.num_heads, self.dtype, cfg.activation,
+                           cfg.layer_norm_eps, name="MAPHead_0")(patches)
         return jnp.mean(patches, axis=1)
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool = False, outputs: bool = False,
                  attention: bool = False) -> Any:
         """Logits ``[B, K]`` float32; with ``outputs``, ``(logits, out)`` (see :mod:`vitzoo.models`)."""
+        cfg = self.config
+        if cfg.family == "mixer":
+            raise VitzooError(f"{cfg.name} is an MLP-Mixer, which VisionTransformer cannot build",
+                              "build it with vitzoo.models.build_model, which picks the module")
         x = images.astype(self.dtype)
-        if self.resnet_blocks is not None:
-            x = resnet_stem(x, blocks=self.resnet_blocks, width=self.resnet_width,
+        if cfg.resnet_blocks is not None:
+            x = resnet_stem(x, blocks=cfg.resnet_blocks, width=cfg.resnet_width,
                             dtype=self.dtype)
-        p = self.patch_size
-        x = nn.Conv(self.hidden_size, (p, p), strides=(p, p), padding="VALID",
-                    use_bias=self.patch_bias, dtype=self.dtype, name="embedding")(x)
+        p = cfg.patch_size
+        x = nn.Conv(cfg.hidden_size, (p, p), strides=(p, p), padding="VALID",
+                    use_bias=cfg.patch_bias, dtype=self.dtype, name="embedding")(x)
         b, h, w, c = x.shape
         x = x.reshape(b, h * w, c)
         prefix, num_prefix = self._prefix(b, c, x.dtype)
         x, weights = Encoder(
-            num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+            num_layers=cfg.num_layers, mlp_dim=cfg.mlp_dim, num_heads=cfg.num_heads,
             dtype=self.dtype, dropout_rate=self.dropout_rate,
             attention_dropout_rate=self.attention_dropout_rate,
             stochastic_depth=self.stochastic_depth, remat=self.remat, unroll=self.unroll,
-            return_attention=attention, activation=self.activation,
-            layer_norm_eps=self.layer_norm_eps, layer_scale=self.layer_scale,
-            no_embed_class=self.no_embed_class, norm_pre=self.norm_pre,
-            final_norm=not self.fc_norm, name="Transformer",
+            return_attention=attention, activation=cfg.activation,
+            layer_norm_eps=cfg.layer_norm_eps, layer_scale=cfg.layer_scale,
+            no_embed_class=cfg.no_embed_class, norm_pre=cfg.norm_pre,
+            final_norm=not cfg.fc_norm, name="Transformer",
         )(x, train=train, prefix=prefix)
-        if self.distilled:  # DeiT: class and distillation tokens, one head each, averaged
+        if cfg.distilled:  # DeiT: class and distillation tokens, one head each, averaged
             cls_out, dist_out = x[:, 0].astype(jnp.float32), x[:, 1].astype(jnp.float32)
             head = nn.Dense(self.num_classes, dtype=jnp.float32, name="head",
                             kernel_init=nn.initializers.zeros)
@@ -382,10 +373,10 @@ class VisionTransformer(nn.Module):
             logits = (head(cls_out) + head_dist(dist_out)) / 2
         else:
             x = self._pool(x, num_prefix)
-            if self.fc_norm:
-                x = layer_norm("fc_norm", self.dtype, self.layer_norm_eps)(x)
-            if self.representation_size is not None:
-                x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype,
+            if cfg.fc_norm:
+                x = layer_norm("fc_norm", self.dtype, cfg.layer_norm_eps)(x)
+            if cfg.representation_size is not None:
+                x = jnp.tanh(nn.Dense(cfg.representation_size, dtype=self.dtype,
                                       name="pre_logits")(x))
             pre_logits = x.astype(jnp.float32)
             logits = nn.Dense(self.num_classes, dtype=jnp.float32, name="head",
