@@ -17,7 +17,9 @@ on a VM whose environment names a TPU (``TPU_ACCELERATOR_TYPE``, ``TPU_NAME``,
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
+import pkgutil
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from pathlib import Path
 INSTALL_FIX = {"gpu": 'pip install "vitzoo[cuda12]"', "tpu": 'pip install "vitzoo[tpu]"'}
 #: Set to 1 to run on the CPU although an accelerator is present (the CLI's ``--allow-cpu``).
 ALLOW_CPU_ENV = "VITZOO_ALLOW_CPU"
+ALLOW_CPU_FIX = f"or pass --allow-cpu (or set {ALLOW_CPU_ENV}=1) to run on the CPU anyway"
 
 NVIDIA_FILES = ("/proc/driver/nvidia/version",)
 NVIDIA_DEVICE_GLOB = "/dev/nvidia[0-9]*"
@@ -115,6 +118,39 @@ def cpu_allowed() -> bool:
     if _cli_allow_cpu:
         return True
     return os.environ.get(ALLOW_CPU_ENV, "").strip().lower() in _TRUE
+
+
+def jax_plugin_installed(kind: str) -> bool:
+    """Could JAX reach a ``kind`` accelerator from this install? False only when certain.
+
+    JAX finds a GPU through a PJRT plugin (a module of the ``jax_plugins`` namespace
+    package, or an entry point of that group: ``jax-cuda12-pjrt`` and ROCm's) and a TPU
+    through ``libtpu`` (or ``TPU_LIBRARY_PATH``). Looking costs no JAX start, so a command
+    can stop before it reads data or downloads a checkpoint; a plugin that is present but
+    fails to load is left to :func:`vitzoo.runtime.require_accelerator`.
+    """
+    if kind == "tpu":
+        return bool(os.environ.get("TPU_LIBRARY_PATH")) or importlib.util.find_spec("libtpu") is not None
+    namespace = importlib.util.find_spec("jax_plugins")
+    if namespace is not None and any(pkgutil.iter_modules(namespace.submodule_search_locations)):
+        return True
+    from importlib.metadata import entry_points
+
+    return bool(entry_points(group="jax_plugins"))
+
+
+def stop_early_if_unreachable() -> None:
+    """Stop a model command at its start when an accelerator is here but no JAX for it is
+    installed, before its cheap checks lead to data reads and downloads (``--allow-cpu``
+    runs anyway). The authoritative check is :func:`vitzoo.runtime.require_accelerator`,
+    where JAX starts."""
+    if cpu_allowed():
+        return
+    found = detect()
+    if found is not None and not jax_plugin_installed(found.kind):
+        from vitzoo.errors import VitzooError
+
+        raise VitzooError(unused_accelerator("cpu", found) or "", ALLOW_CPU_FIX)
 
 
 def unused_accelerator(platform: str, found: Accelerator | None) -> str | None:

@@ -478,5 +478,4 @@ def require_accelerator() -> None:
     if problem:
         from vitzoo.errors import VitzooError
 
-        raise VitzooError(problem, f"or pass --allow-cpu (or set {accelerators.ALLOW_CPU_ENV}=1) "
-                                   "to run on the CPU anyway")
+        raise VitzooError(problem, accelerators.ALLOW_CPU_FIX)

@@ -168,3 +168,49 @@ def test_doctor_reports_the_guards_line(no_hardware, monkeypatch):
         ("GPU NOT USED", accelerators.unused_accelerator("cpu", GPU))]
     monkeypatch.setattr(accelerators, "detect", lambda: None)
     assert not [line for line in doctor.accelerators() if "NOT USED" in line.item]
+
+
+@pytest.fixture
+def fake_cuda_plugin(tmp_path, monkeypatch):
+    """A ``jax_plugins.xla_cuda12`` module on sys.path, as ``jax-cuda12-pjrt`` installs one."""
+    plugin = tmp_path / "site" / "jax_plugins" / "xla_cuda12"
+    plugin.mkdir(parents=True)
+    (plugin / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+
+
+def test_the_early_stop_needs_both_the_hardware_and_no_plugin(no_hardware, monkeypatch,
+                                                              tmp_path):
+    accelerators.stop_early_if_unreachable()  # bare machine
+    monkeypatch.setattr(accelerators, "detect", lambda: GPU)
+    with pytest.raises(VitzooError) as caught:  # this test venv has CPU-only JAX
+        accelerators.stop_early_if_unreachable()
+    line = caught.value.one_line()
+    assert 'pip install "vitzoo[cuda12]"' in line and "--allow-cpu" in line and "\n" not in line
+    accelerators.set_allow_cpu(True)
+    accelerators.stop_early_if_unreachable()
+    accelerators.set_allow_cpu(None)
+    monkeypatch.setattr(accelerators, "detect", lambda: TPU)
+    with pytest.raises(VitzooError, match=r'vitzoo\[tpu\]'):
+        accelerators.stop_early_if_unreachable()
+    monkeypatch.setenv("TPU_LIBRARY_PATH", str(tmp_path / "libtpu.so"))
+    accelerators.stop_early_if_unreachable()  # a libtpu JAX may load: JAX start decides
+
+
+def test_an_installed_gpu_plugin_leaves_the_decision_to_jax(no_hardware, monkeypatch,
+                                                            fake_cuda_plugin):
+    assert accelerators.jax_plugin_installed("gpu")
+    assert not accelerators.jax_plugin_installed("tpu")
+    monkeypatch.setattr(accelerators, "detect", lambda: GPU)
+    accelerators.stop_early_if_unreachable()
+    with pytest.raises(VitzooError, match="cuda12"):  # the plugin did not load: JAX is on CPU
+        runtime.require_accelerator()
+
+
+def test_finetune_stops_before_it_looks_at_the_dataset(no_hardware, monkeypatch, tiny_world,
+                                                       tmp_path, capsys):
+    ckpt, _ = tiny_world
+    monkeypatch.setattr(accelerators, "detect", lambda: GPU)
+    argv = ["finetune", str(ckpt), "--dataset", str(tmp_path / "missing") + "/", "--no-progress"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "vitzoo[cuda12]" in err and "does not exist" not in err

@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from vitzoo.accelerators import stop_early_if_unreachable
 from vitzoo.adapt.options import FinetuneOptions
 from vitzoo.cli.accelerator_option import ALLOW_CPU
 from vitzoo.cli.cluster_options import COORDINATOR, NUM_PROCESSES, PROCESS_ID
@@ -58,6 +59,7 @@ def finetune_command(
     allow_cpu: bool = ALLOW_CPU,
 ) -> None:
     """Fine-tune a zoo checkpoint on a TFDS dataset or an image folder (paper defaults)."""
+    stop_early_if_unreachable()
     from vitzoo.adapt.sweep import fit_resolution_said, launch, parse_lrs
 
     lrs = parse_lrs(lr)
@@ -105,6 +107,7 @@ def evaluate_command(
     allow_cpu: bool = ALLOW_CPU,
 ) -> None:
     """Top-1, top-5 accuracy and loss of a checkpoint on a dataset split."""
+    stop_early_if_unreachable()
     from vitzoo.adapt.evaluate import evaluate
     from vitzoo.cli.render import write_rows
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from vitzoo.accelerators import stop_early_if_unreachable
 from vitzoo.cli.accelerator_option import ALLOW_CPU
 from vitzoo.cli.data_options import runtime_options
 from vitzoo.cli.filter_options import OutputFormat
@@ -33,6 +34,7 @@ def predict_command(
     from vitzoo.errors import VitzooError
     from vitzoo.predict import Predictor
 
+    stop_early_if_unreachable()
     if top_k < 1:
         raise VitzooError(f"--top-k must be at least 1, got {top_k}", "e.g. --top-k 5")
     if attention is not None:  # before any download or computation: a wrong folder costs nothing

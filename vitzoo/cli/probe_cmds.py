@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import typer
 
+from vitzoo.accelerators import stop_early_if_unreachable
 from vitzoo.cli import filter_options as opt
 from vitzoo.cli.accelerator_option import ALLOW_CPU
 from vitzoo.cli.cluster_options import COORDINATOR, NUM_PROCESSES, PROCESS_ID
@@ -131,6 +132,7 @@ def probe_command(
     from vitzoo.backbone.distributed import resolve
     from vitzoo.probe import report
 
+    stop_early_if_unreachable()
     cluster = resolve(coordinator, num_processes, process_id)
     if plot_out:
         report.plot_format(plot_out)
@@ -209,6 +211,7 @@ def recommend_by_data(dataset: DataOptions, *, candidates: list[str] | None,
     from vitzoo.probe import report
     from vitzoo.probe.choice import explain
 
+    stop_early_if_unreachable()
     if fmt not in ("table", "json"):
         raise VitzooError(f"--dataset supports --format table or json, got {fmt!r}",
                           "use --format json for scripts")
