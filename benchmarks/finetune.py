@@ -31,7 +31,8 @@ of ``vitzoo predict``), the plain Flax model under ``jax.jit``, timm under
 ``torch.inference_mode``.
 
 Plus the input pipeline alone. Usage: ``python benchmarks/finetune.py [--steps 6]
-[--rounds 1]``; rewrites the "Fine-tuning" section of benchmarks/RESULTS.md. Random
+[--rounds 1] [--only forward]``; rewrites the "Fine-tuning" section of benchmarks/RESULTS.md
+(not with ``--only``, whose tables are partial). Random
 weights and synthetic images: speed does not depend on the values.
 """
 
@@ -270,19 +271,20 @@ print(json.dumps({{"img_per_sec": ips[len(ips) // 2]}}))
 # computes anyway, so those are warm-up here; the timed batches run the winner.
 VITZOO_TIMING = FORWARD_TIMING.replace(
     '{{"img_per_sec": ips[len(ips) // 2]}}',
-    '{{"img_per_sec": ips[len(ips) // 2], "matmul": matmul_backend({dtype!r})}}').replace(
+    '{{"img_per_sec": ips[len(ips) // 2], "matmul": [matmul["backend"], matmul["reason"]]}}'
+).replace("ips = sorted", "matmul = tuned.matmul_record()  # the forward's own decision\nips = sorted", 1
+).replace(
     "forward(x)\ntimes", "forward(x)\nwhile tuned.tuning.pending:\n    forward(x)\ntimes", 1)
 
 VITZOO_FORWARD = """
 from vitzoo.runtime import tune_malloc_early; tune_malloc_early()  # as the CLI does
 import json, time
-from vitzoo.kernels.matmul import matmul_backend
 import numpy as np
 from vitzoo.predict import Predictor
 predictor = tuned = Predictor({ckpt!r})
 x = np.random.default_rng(0).uniform(-1, 1, (64, 224, 224, 3)).astype(np.float32)
 forward = predictor.logits
-""" + VITZOO_TIMING.replace("{dtype!r}", "'float32'")
+""" + VITZOO_TIMING
 
 # The probe's path (vitzoo.backbone.Forward: pmapped over the host devices), any dtype.
 BACKBONE_FORWARD = """
@@ -290,7 +292,6 @@ from vitzoo.runtime import tune_malloc_early; tune_malloc_early()  # as the CLI 
 import json, time
 import numpy as np
 from vitzoo.backbone import Forward, load
-from vitzoo.kernels.matmul import matmul_backend
 fwd = tuned = Forward(load({ckpt!r}), batch=64, dtype={dtype!r})
 n = len(fwd.placement.devices)
 x = np.random.default_rng(0).uniform(-1, 1, (64, 224, 224, 3)).astype(np.float32)
@@ -360,18 +361,21 @@ def run_round(tmp: Path, ckpts: dict[str, Path], folder: Path, args: argparse.Na
     retain = {"VITZOO_MALLOC_TUNING": "retain"}  # every freed block kept: no page re-faulted
     runs += [("retain", "float32", retain)]
     runs += [] if no_kernel else [("bf16-onednn-retain", "bfloat16", {**onednn, **retain})]
+    if args.only == "forward":
+        runs = []
     for name, dtype, matmul in runs:
         work = tmp / f"run{round_index}-{name}"
         record(f"vitzoo-{name}", _child(VITZOO_RUN.format(
             ckpt=str(ckpts["Ti/16"]), folder=str(folder), work=str(work), steps=args.steps,
             dtype=dtype), env={"VITZOO_HOME": str(home), **matmul}))
-    record("plain", _child(PLAIN_RUN.format(size=SIZES["Ti/16"], steps=args.steps)))
     torch_python = os.environ.get(TORCH_ENV)
-    if torch_python:
+    if args.only != "forward":
+        record("plain", _child(PLAIN_RUN.format(size=SIZES["Ti/16"], steps=args.steps)))
+    if torch_python and args.only != "forward":
         for dtype in ("fp32", "bf16"):
             record(f"timm-{dtype}", _child(TORCH_TRAIN.format(
                 bf16=dtype == "bf16", batch=64, steps=args.steps), python=torch_python))
-    for arch in ("Ti/16", "B/16"):
+    for arch in ("Ti/16", "B/16") if args.only != "training" else ():
         reps = 3 if arch == "Ti/16" else 1
         record(f"fwd-vitzoo-{arch}", _child(VITZOO_FORWARD.format(
             ckpt=str(ckpts[arch]), reps=reps), env={"VITZOO_HOME": str(home)}))
@@ -399,6 +403,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--save", help="also write the raw results as JSON to this file")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--only", choices=("training", "forward"),
+                        help="run one table's contenders (printed; RESULTS.md is left alone)")
     args = parser.parse_args()
     rounds: list[dict[str, dict]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -414,7 +420,7 @@ def main() -> None:
                 Path(args.save).write_text(json.dumps({"rounds": rounds, "pipeline": pipeline}))
     body = render(rounds, pipeline, pipeline_rss, args)
     print(body)
-    if not args.no_write:
+    if not (args.no_write or args.only):
         from benchmarks.results import replace_section
 
         replace_section(ROOT / "benchmarks" / "RESULTS.md", "Fine-tuning", body)

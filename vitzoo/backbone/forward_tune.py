@@ -140,7 +140,9 @@ def decide(job: Job, make_step: Callable[[], Callable[..., Any]], *,
     """The backend for ``job``, or a :class:`Race` to find it on the job's batches.
 
     ``make_step()`` returns a fresh jitted/pmapped ``step(*args)`` (traced at its first
-    call, with the backend in effect then). ``batches``: how many batches the job runs
+    call, with the backend in effect then) over a function object made by that call: JAX
+    caches traces by function, and the backend is not part of its key, so two steps over
+    one function share the first one's products. ``batches``: how many batches the job runs
     (None: enough for a trial). Without a race the caller traces its own step inside
     :meth:`Tuning.applied`; with one, the race is the step (its :attr:`Race.tuning` is the
     returned :class:`Tuning`, filled in when it ends). ``timer``, ``cpu`` and ``versions``

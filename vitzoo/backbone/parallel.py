@@ -156,15 +156,21 @@ class Forward:
         module = backbone.module(self.dtype)
         gather = self.placement.process_count > 1
 
-        def step(params: Any, images: Any) -> Any:
-            _, out = module.apply({"params": params}, images, train=False, outputs=True)
-            rows = out["pre_logits"]  # the unused logits are dead code under pmap
-            if gather:  # [total devices, per_device, D] on every device
-                rows = jax.lax.all_gather(rows, AXIS)
-            return rows
+        def make_step() -> Any:
+            """A step over a function made by this call: JAX caches a trace by function, so
+            a race's second candidate over the first's function would reuse its trace (and
+            its matrix-product backend) instead of tracing its own."""
+            def step(params: Any, images: Any) -> Any:
+                _, out = module.apply({"params": params}, images, train=False, outputs=True)
+                rows = out["pre_logits"]  # the unused logits are dead code under pmap
+                if gather:  # [total devices, per_device, D] on every device
+                    rows = jax.lax.all_gather(rows, AXIS)
+                return rows
+
+            return jax.pmap(step, axis_name=AXIS)
 
         self._gather = gather
-        self._make_step = lambda: jax.pmap(step, axis_name=AXIS)
+        self._make_step = make_step
         self._step: Any = None
         self._race: Any = None  # a forward_tune.Race while the backend is being raced
         self._params = self.placement.replicate(backbone.params)
