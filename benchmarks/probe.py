@@ -63,7 +63,6 @@ EXTRACT = """
 from vitzoo.runtime import tune_malloc_early; tune_malloc_early()  # as the CLI does
 import json, time
 from vitzoo.data import open_dataset
-from vitzoo.kernels.matmul import matmul_backend
 from vitzoo.probe.features import Extractor, load_backbone
 from vitzoo.probe.speed import measure
 data = open_dataset({folder!r})
@@ -74,7 +73,7 @@ entry = extractor.extract(data.train)
 elapsed = time.perf_counter() - t
 print(json.dumps({{"end_to_end": len(data.train) / elapsed, "forward": speed["img_per_sec"],
                   "images": len(data.train), "chunks": entry.num_chunks,
-                  "matmul": matmul_backend({dtype!r})}}))
+                  "matmul": [speed["matmul"]["backend"], speed["matmul"]["reason"]]}}))
 """
 
 PLAIN = """
