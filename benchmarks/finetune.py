@@ -269,11 +269,10 @@ print(json.dumps({{"img_per_sec": ips[len(ips) // 2]}}))
 # vitzoo's forwards also say which backend computed their products (autotune may choose):
 # a first run's autotune races the backends on the job's first batches, which a long job
 # computes anyway, so those are warm-up here; the timed batches run the winner.
-VITZOO_TIMING = FORWARD_TIMING.replace(
+VITZOO_TIMING = FORWARD_TIMING.replace(  # the backend: the forward's own decision
     '{{"img_per_sec": ips[len(ips) // 2]}}',
-    '{{"img_per_sec": ips[len(ips) // 2], "matmul": [matmul["backend"], matmul["reason"]]}}'
-).replace("ips = sorted", "matmul = tuned.matmul_record()  # the forward's own decision\nips = sorted", 1
-).replace(
+    '{{"img_per_sec": ips[len(ips) // 2], '
+    '"matmul": [tuned.matmul_record()[k] for k in ("backend", "reason")]}}').replace(
     "forward(x)\ntimes", "forward(x)\nwhile tuned.tuning.pending:\n    forward(x)\ntimes", 1)
 
 VITZOO_FORWARD = """
@@ -361,18 +360,15 @@ def run_round(tmp: Path, ckpts: dict[str, Path], folder: Path, args: argparse.Na
     retain = {"VITZOO_MALLOC_TUNING": "retain"}  # every freed block kept: no page re-faulted
     runs += [("retain", "float32", retain)]
     runs += [] if no_kernel else [("bf16-onednn-retain", "bfloat16", {**onednn, **retain})]
-    if args.only == "forward":
-        runs = []
-    for name, dtype, matmul in runs:
-        work = tmp / f"run{round_index}-{name}"
-        record(f"vitzoo-{name}", _child(VITZOO_RUN.format(
-            ckpt=str(ckpts["Ti/16"]), folder=str(folder), work=str(work), steps=args.steps,
-            dtype=dtype), env={"VITZOO_HOME": str(home), **matmul}))
     torch_python = os.environ.get(TORCH_ENV)
-    if args.only != "forward":
+    if args.only != "forward":  # the training table's contenders
+        for name, dtype, matmul in runs:
+            work = tmp / f"run{round_index}-{name}"
+            record(f"vitzoo-{name}", _child(VITZOO_RUN.format(
+                ckpt=str(ckpts["Ti/16"]), folder=str(folder), work=str(work), steps=args.steps,
+                dtype=dtype), env={"VITZOO_HOME": str(home), **matmul}))
         record("plain", _child(PLAIN_RUN.format(size=SIZES["Ti/16"], steps=args.steps)))
-    if torch_python and args.only != "forward":
-        for dtype in ("fp32", "bf16"):
+        for dtype in ("fp32", "bf16") if torch_python else ():
             record(f"timm-{dtype}", _child(TORCH_TRAIN.format(
                 bf16=dtype == "bf16", batch=64, steps=args.steps), python=torch_python))
     for arch in ("Ti/16", "B/16") if args.only != "training" else ():
